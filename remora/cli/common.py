@@ -1,0 +1,87 @@
+"""What every command shares: global options, settings, consoles, output helpers.
+
+Heavy modules (peewee, paramiko, waitress) are imported inside the commands
+that need them, never here, so ``remora --help`` and the HTTP client
+commands start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import typer
+
+from remora import config as config_mod
+from remora.errors import ValidationError
+
+
+@dataclass
+class State:
+    config_path: str | None = None
+    verbosity: int = 0
+    log_format: str | None = None
+    debug: bool = False
+    _settings: config_mod.Settings | None = field(default=None, repr=False)
+
+    def settings(self, overrides: dict[str, Any] | None = None) -> config_mod.Settings:
+        """Effective settings: file < env < global flags < this command's flags."""
+        if self._settings is None:
+            flags: dict[str, Any] = {"logging.format": self.log_format}
+            if self.debug:
+                flags["logging.level"] = "debug"
+            elif self.verbosity > 0:
+                flags["logging.level"] = "debug"
+            elif self.verbosity < 0:
+                flags["logging.level"] = "warning"
+            self._settings = config_mod.load(self.config_path, os.environ, flags)
+        if overrides:
+            return config_mod.with_overrides(self._settings, overrides)
+        return self._settings
+
+    def setup_logging(self, settings: config_mod.Settings) -> None:
+        from remora.logs import setup_logging
+
+        setup_logging(settings.logging.level, settings.logging.format)
+
+
+STATE = State()
+
+
+def state(ctx: typer.Context | None = None) -> State:
+    return STATE
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich Console: colours only on a terminal (and never with NO_COLOR)."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=not stream.isatty())
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def info(message: str) -> None:
+    """A message for the person at the terminal (stderr, so stdout stays data)."""
+    console(stderr=True).print(message)
+
+
+def parse_kv(pairs: list[str] | None, what: str = "-e") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"{what} {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out

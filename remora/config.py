@@ -1,0 +1,519 @@
+"""Typed settings: defaults < TOML file < environment < command-line flags.
+
+Every key lives in one section dataclass below, with its default, its kind
+(``duration``, ``size``, ``bool``, ``int``, ``float``, ``str``, ``list``) and a
+one-line description that ``config.example.toml`` and ``remora config init``
+repeat.  ``load()`` records where each effective value came from
+(``default``, ``file:PATH``, ``env:NAME``, ``flag``) so ``remora config show
+--sources`` can tell a user why a value is what it is, and so every error
+names the key, the source and what was expected.
+
+The environment is read only through the mapping handed to ``load()``; core
+modules receive a ``Settings`` and never look at ``os.environ`` themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from remora.errors import ConfigError
+
+SECTIONS = ("database", "queue", "worker", "ssh", "output", "api", "security", "logging")
+SECRET_KEYS = {"database.url", "queue.token", "api.token", "security.secret_key"}
+
+# The seed README's environment variable names, accepted as aliases.
+ENV_ALIASES: dict[str, str] = {
+    "DATABASE_URL": "database.url",
+    "NETQUEUE_ADDR": "queue.addr",
+    "SERVER_ADDR": "api.addr",
+    "QUEUE_NAME": "queue.name",
+    "QUEUE_PERSISTENCE": "queue.persistence",
+    "QUEUE_MAX_SIZE": "queue.max_size",
+    "QUEUE_WORKER_TIMEOUT": "queue.worker_timeout",
+    "WORKER_CONCURRENCY": "worker.concurrency",
+    "WORKER_POOL_SIZE": "worker.pool_size",
+    "WORKER_HEARTBEAT_INTERVAL": "worker.heartbeat_interval",
+    "WORKER_GRACEFUL_SHUTDOWN": "worker.graceful_shutdown",
+    "SSH_CONNECTION_TIMEOUT": "ssh.connection_timeout",
+    "SSH_EXECUTION_TIMEOUT": "ssh.execution_timeout",
+    "SSH_KEEPALIVE_INTERVAL": "ssh.keepalive_interval",
+    "SSH_MAX_RETRIES": "ssh.max_retries",
+    "OUTPUT_UPDATE_INTERVAL": "output.flush_interval",
+    "OUTPUT_LINE_THRESHOLD": "output.flush_lines",
+    "OUTPUT_BUFFER_SIZE": "output.buffer_size",
+    "CORS_ALLOWED_ORIGINS": "api.cors_allowed_origins",
+    "ALLOWED_SHELLS": "security.allowed_shells",
+    "MAX_UPLOAD_SIZE": "security.max_upload_size",
+    "LOG_LEVEL": "logging.level",
+    "LOG_FORMAT": "logging.format",
+    "REMORA_API_URL": "api.url",
+    "REMORA_TOKEN": "api.token",
+    "REMORA_SECRET_KEY": "security.secret_key",
+    "REMORA_DATA_DIR": "database.data_dir",
+}
+
+
+def _key(default: Any, kind: str, doc: str, choices: tuple[str, ...] = ()) -> Any:
+    meta = {"kind": kind, "doc": doc, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DatabaseSettings:
+    url: str = _key("", "str", "Database URL: sqlite:///path.db, a plain path, or postgres://user:pass@host/db. Empty: SQLite in data_dir.")
+    data_dir: str = _key("", "str", "Where Remora keeps its database, queue log, keys and token. Empty: $XDG_DATA_HOME/remora.")
+    busy_timeout: float = _key(10.0, "duration", "How long a SQLite writer waits for the lock before giving up.")
+    pool_size: int = _key(20, "int", "Most PostgreSQL connections one process keeps open.")
+
+
+@dataclass
+class QueueSettings:
+    addr: str = _key("127.0.0.1:9000", "str", "NetQueue address: where `queue serve` listens and where clients connect.")
+    name: str = _key("job_queue", "str", "Default queue name jobs are put on and workers reserve from.")
+    persistence: bool = _key(True, "bool", "Keep the queue in an append-only log on disk (false: memory only).")
+    data_dir: str = _key("", "str", "Directory of the queue's log and snapshots. Empty: <data_dir>/queue.")
+    fsync: str = _key("always", "str", "When the log is fsynced: always (group commit), interval, never.", ("always", "interval", "never"))
+    fsync_interval: float = _key(0.01, "duration", "With fsync = interval: the most time between fsyncs.")
+    max_size: int = _key(100000, "int", "Most waiting jobs per queue; a PUT beyond it is refused with QUEUE_FULL.")
+    worker_timeout: float = _key(30.0, "duration", "Lease time (ttr) of a reserved job; a worker heartbeat renews it.")
+    max_attempts: int = _key(3, "int", "Deliveries of a job whose lease expires before it goes to the dead-letter queue.")
+    token: str = _key("", "str", "Shared token for NetQueue clients; required when bound to a non-loopback address.")
+    max_connections: int = _key(4096, "int", "Most client connections the queue server keeps open.")
+
+
+@dataclass
+class WorkerSettings:
+    concurrency: int = _key(5, "int", "Jobs one worker process runs at once (threads).")
+    pool_size: int = _key(16, "int", "Reserved-but-not-started jobs a worker may hold in its local buffer.")
+    heartbeat_interval: float = _key(1.0, "duration", "How often a worker renews its leases and learns of cancels.")
+    graceful_shutdown: float = _key(60.0, "duration", "On SIGTERM: how long running jobs may finish before they are stopped.")
+    kill_grace: float = _key(5.0, "duration", "Between TERM and KILL when a job is canceled or times out.")
+    queues: list[str] = _key([], "list", "Queues this worker reserves from. Empty: [queue.name].")
+    id: str = _key("", "str", "Worker id shown in stats. Empty: <hostname>-<pid>.")
+
+
+@dataclass
+class SSHSettings:
+    connection_timeout: float = _key(30.0, "duration", "Time allowed to open a TCP connection and finish the SSH handshake.")
+    execution_timeout: float = _key(300.0, "duration", "Default job timeout when a job does not set one.")
+    keepalive_interval: float = _key(60.0, "duration", "SSH keepalive interval on pooled connections (0: off).")
+    max_retries: int = _key(3, "int", "Retries of a connection that fails before the command started.")
+    max_sessions_per_connection: int = _key(8, "int", "Most channels on one pooled connection (OpenSSH allows 10).")
+    idle_timeout: float = _key(300.0, "duration", "A pooled connection unused this long is closed.")
+    known_hosts: str = _key("", "str", "Remora's own known_hosts file. Empty: <data_dir>/known_hosts.")
+    host_key_policy: str = _key(
+        "accept-new", "str", "Unknown host keys: accept-new (pin on first use), strict, off.", ("accept-new", "strict", "off")
+    )
+
+
+@dataclass
+class OutputSettings:
+    flush_interval: float = _key(1.0, "duration", "Most time output waits in the worker before it is written to the database.")
+    flush_lines: int = _key(10, "int", "Lines after which output is written at once.")
+    buffer_size: int = _key(8192, "size", "Bytes read from a job's stream at a time.")
+    max_bytes: int = _key(64 * 1024 * 1024, "size", "Most output kept per job; beyond it output is dropped with a marker.")
+
+
+@dataclass
+class APISettings:
+    addr: str = _key("127.0.0.1:8080", "str", "Where `remora api` listens (host:port; ':8080' means all addresses).")
+    url: str = _key("http://127.0.0.1:8080", "str", "Where client commands reach the API.")
+    token: str = _key("", "str", "Token client commands send. Empty: the token file `remora up` wrote.")
+    auth: bool = _key(True, "bool", "Require tokens. Turning it off is accepted only on loopback.")
+    cors_allowed_origins: list[str] = _key([], "list", "Origins allowed by CORS (empty: none).")
+    max_body_size: int = _key(1024 * 1024, "size", "Largest request body accepted (413 beyond).")
+    max_timeout: int = _key(86400, "int", "Largest job timeout a request may ask for, in seconds.")
+    threads: int = _key(8, "int", "Request threads of the WSGI server.")
+    retention: float = _key(0.0, "duration", "Finished jobs older than this are pruned automatically (0: keep all).")
+
+
+@dataclass
+class SecuritySettings:
+    secret_key: str = _key("", "str", "Key that encrypts secrets at rest. Empty: a key file in data_dir, created 0600.")
+    allowed_shells: list[str] = _key(
+        ["/bin/bash", "/bin/sh", "/usr/bin/bash", "/usr/bin/sh", "/usr/bin/zsh", "/bin/zsh"], "list", "Shells a script job may use."
+    )
+    max_upload_size: int = _key(10 * 1024 * 1024, "size", "Largest PEM file upload.")
+
+
+@dataclass
+class LoggingSettings:
+    level: str = _key("info", "str", "debug, info, warning, error.", ("debug", "info", "warning", "warn", "error"))
+    format: str = _key("text", "str", "text or json (one JSON object a line).", ("text", "json"))
+
+
+@dataclass
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    ssh: SSHSettings = field(default_factory=SSHSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    api: APISettings = field(default_factory=APISettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    sources: dict[str, str] = field(default_factory=dict)
+    config_file: str | None = None
+
+    # -- derived paths -------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.database.data_dir).expanduser() if self.database.data_dir else default_data_dir()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'remora.db'}"
+
+    @property
+    def queue_data_dir(self) -> Path:
+        return Path(self.queue.data_dir).expanduser() if self.queue.data_dir else self.data_dir / "queue"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return Path(self.ssh.known_hosts).expanduser() if self.ssh.known_hosts else self.data_dir / "known_hosts"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    def get(self, dotted: str) -> Any:
+        section, key = dotted.split(".", 1)
+        return getattr(getattr(self, section), key)
+
+    def items(self) -> list[tuple[str, Any]]:
+        """Every ``section.key`` with its effective value, in declaration order."""
+        out = []
+        for section in SECTIONS:
+            obj = getattr(self, section)
+            for f in fields(obj):
+                out.append((f"{section}.{f.name}", getattr(obj, f.name)))
+        return out
+
+    def masked(self) -> dict[str, dict[str, Any]]:
+        """Effective values by section with secrets replaced by ``********``."""
+        out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+        for dotted, value in self.items():
+            section, key = dotted.split(".", 1)
+            out[section][key] = mask(dotted, value)
+        return out
+
+
+def mask(dotted: str, value: Any) -> Any:
+    if dotted == "database.url" and isinstance(value, str):
+        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1********@", value)
+    if dotted in SECRET_KEYS and value:
+        return "********"
+    return value
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
+    return Path(base) / "remora"
+
+
+def key_meta() -> dict[str, dict[str, Any]]:
+    """``section.key`` -> {kind, doc, choices, default} for every setting."""
+    out = {}
+    defaults = Settings()
+    for section in SECTIONS:
+        obj = getattr(defaults, section)
+        for f in fields(obj):
+            out[f"{section}.{f.name}"] = {**f.metadata, "default": getattr(obj, f.name)}
+    return out
+
+
+# -- value parsing -------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_duration(value: Any) -> float:
+    """``30``, ``30s``, ``250ms``, ``2m``, ``1h``, ``7d`` -> seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 30s, 2m or 1h")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration that is not negative")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError("a duration such as 30s, 2m or 1h")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(value: Any) -> int:
+    """``8192``, ``10MB``, ``64MiB``, ``512k`` -> bytes (binary multiples)."""
+    if isinstance(value, bool):
+        raise ValueError("a size such as 8192, 512KB or 10MB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size that is not negative")
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError("a size such as 8192, 512KB or 10MB")
+    unit = (m.group(2) or "").lower()[:1]
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+def parse_list(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError("a list of strings")
+        return list(value)
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    raise ValueError("a list of strings or a comma-separated string")
+
+
+_EXPECTED = {
+    "duration": "a duration such as 30s, 2m or 1h",
+    "size": "a size such as 8192, 512KB or 10MB",
+    "bool": "true or false",
+    "int": "a whole number",
+    "float": "a number",
+    "list": "a list of strings",
+    "str": "a string",
+}
+
+
+def coerce(dotted: str, value: Any, source: str) -> Any:
+    """Convert ``value`` to the kind of ``dotted``; a bad value names key, source, expectation."""
+    meta = key_meta()[dotted]
+    kind = meta["kind"]
+    try:
+        if kind == "duration":
+            result: Any = parse_duration(value)
+        elif kind == "size":
+            result = parse_size(value)
+        elif kind == "bool":
+            result = parse_bool(value)
+        elif kind == "int":
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise ValueError("a whole number")
+            result = int(str(value).strip())
+            if result < 0:
+                raise ValueError("a whole number that is not negative")
+        elif kind == "float":
+            result = float(value)
+        elif kind == "list":
+            result = parse_list(value)
+        else:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError("a string")
+            result = str(value)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        expected = message if message.startswith(("a ", "true")) else _EXPECTED[kind]
+        raise ConfigError(
+            f"{dotted} = {value!r} from {source}: expected {expected}",
+            details={"key": dotted, "source": source, "expected": expected},
+        ) from None
+    choices = meta["choices"]
+    if choices and str(result).lower() not in choices:
+        raise ConfigError(
+            f"{dotted} = {value!r} from {source}: expected one of {', '.join(choices)}",
+            details={"key": dotted, "source": source, "expected": list(choices)},
+        )
+    if choices:
+        result = str(result).lower()
+    return result
+
+
+# -- loading -------------------------------------------------------------
+
+
+def config_candidates(env: Mapping[str, str]) -> list[Path]:
+    home = Path(env.get("HOME", "~")).expanduser()
+    xdg = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
+    return [Path("remora.toml"), xdg / "remora" / "config.toml", Path("/etc/remora/config.toml")]
+
+
+def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """The first config file: ``--config``, ``$REMORA_CONFIG``, then the usual places."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (from --config) does not exist")
+        return path
+    if env.get("REMORA_CONFIG"):
+        path = Path(env["REMORA_CONFIG"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (from env:REMORA_CONFIG) does not exist")
+        return path
+    for path in config_candidates(env):
+        if path.is_file():
+            return path
+    return None
+
+
+def _env_key(dotted: str) -> str:
+    return "REMORA_" + dotted.replace(".", "_").upper()
+
+
+def load(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the effective settings: defaults < TOML file < environment < ``overrides``.
+
+    ``overrides`` maps ``section.key`` to values given as command-line flags
+    (``None`` values are ignored, so callers can pass every flag as is).
+    """
+    env = os.environ if env is None else env
+    settings = Settings()
+    meta = key_meta()
+    sources = {dotted: "default" for dotted in meta}
+
+    def assign(dotted: str, value: Any, source: str) -> None:
+        section, key = dotted.split(".", 1)
+        setattr(getattr(settings, section), key, coerce(dotted, value, source))
+        sources[dotted] = source
+
+    path = find_config_file(config_file, env)
+    if path is not None:
+        settings.config_file = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        for section, values in data.items():
+            if section not in SECTIONS or not isinstance(values, dict):
+                raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+            for key, value in values.items():
+                dotted = f"{section}.{key}"
+                if dotted not in meta:
+                    raise ConfigError(f"{path}: unknown key {dotted}")
+                assign(dotted, value, f"file:{path}")
+
+    # Aliases first, so the explicit REMORA_* names win over the seed's names.
+    for name, dotted in ENV_ALIASES.items():
+        if env.get(name, "") != "":
+            value = env[name]
+            if name == "SERVER_ADDR" and value.startswith(":"):
+                value = "0.0.0.0" + value
+            assign(dotted, value, f"env:{name}")
+    for dotted in meta:
+        name = _env_key(dotted)
+        if env.get(name, "") != "":
+            assign(dotted, env[name], f"env:{name}")
+
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            if dotted not in meta:
+                raise ConfigError(f"unknown setting {dotted}")
+            assign(dotted, value, "flag")
+
+    settings.sources = sources
+    return settings
+
+
+def with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """A copy of ``settings`` with flag values applied on top."""
+    new = dataclasses.replace(
+        settings,
+        **{s: dataclasses.replace(getattr(settings, s)) for s in SECTIONS},
+        sources=dict(settings.sources),
+    )
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        setattr(getattr(new, section), key, coerce(dotted, value, "flag"))
+        new.sources[dotted] = "flag"
+    return new
+
+
+def split_addr(addr: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` / ``:port`` / ``[::1]:port`` / ``host`` -> (host, port)."""
+    text = addr.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":") or str(default_port)
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, str(default_port)
+    try:
+        port_num = int(port)
+    except ValueError:
+        raise ConfigError(f"address {addr!r}: port must be a number") from None
+    return host or "0.0.0.0", port_num
+
+
+# -- config files --------------------------------------------------------
+
+
+def render_toml(settings: Settings | None = None, *, commented: bool = True) -> str:
+    """A TOML config documenting every key (values from ``settings`` or the defaults)."""
+    import tomli_w
+
+    settings = settings or Settings()
+    meta = key_meta()
+    lines = [
+        "# Remora configuration.",
+        "# Precedence: defaults < this file < environment (REMORA_<SECTION>_<KEY>) < command-line flags.",
+        "# Durations accept 250ms, 30s, 2m, 1h; sizes accept 8192, 512KB, 10MB.",
+        "",
+    ]
+    for section in SECTIONS:
+        lines.append(f"[{section}]")
+        for f in fields(getattr(settings, section)):
+            dotted = f"{section}.{f.name}"
+            lines.append(f"# {meta[dotted]['doc']}")
+            value = getattr(getattr(settings, section), f.name)
+            value = _toml_value(dotted, value)
+            rendered = tomli_w.dumps({f.name: value}).strip()
+            lines.append(rendered)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(dotted: str, value: Any) -> Any:
+    kind = key_meta()[dotted]["kind"]
+    if kind == "duration":
+        return format_duration(value)
+    if kind == "size":
+        return format_size(value)
+    return value
+
+
+def format_duration(seconds: float) -> str:
+    if seconds and seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def format_size(size: int) -> str:
+    for unit, mult in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= mult and size % mult == 0:
+            return f"{size // mult}{unit}"
+    return str(size)

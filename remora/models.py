@@ -1,0 +1,429 @@
+"""The data model (peewee): servers, jobs, their output, keys, tokens, audit.
+
+This is the one module that knows peewee.  ``init_db(url)`` binds every model
+to SQLite (the default, in WAL mode with a busy timeout and foreign keys on)
+or PostgreSQL (``postgres://`` URLs; pooled connections that reconnect after
+the server restarts).  Output is stored as ``OutputChunk`` rows appended in
+order -- never by rewriting a job's whole text -- each carrying its byte
+offset in its stream, so a reader can fetch any byte range of a job's stdout
+or stderr without loading the rest.
+
+Schema changes are numbered migrations (``MIGRATIONS``) applied by
+``upgrade()`` (``remora db upgrade``); a new database is created at the
+current version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlparse
+
+import peewee as pw
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.shortcuts import ReconnectMixin
+
+from remora.errors import ConfigError, Unavailable
+
+log = logging.getLogger(__name__)
+
+database_proxy = pw.DatabaseProxy()
+
+SCHEMA_VERSION = 1
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+class AuthType(str, enum.Enum):
+    PASSWORD = "password"
+    KEY = "key"
+    PEM = "pem"
+    LOCAL = "local"
+
+
+class Role(str, enum.Enum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+class Stream(enum.IntEnum):
+    STDOUT = 1
+    STDERR = 2
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, microsecond precision: what every timestamp column stores."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class JSONField(pw.TextField):
+    """A JSON document in a text column (portable across SQLite and PostgreSQL)."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+    def python_value(self, value: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    version = pw.IntegerField()
+    applied_at = pw.DateTimeField(default=utcnow)
+
+
+class PemKey(BaseModel):
+    """An uploaded private key file; ``content`` is encrypted (see remora.secrets)."""
+
+    filename = pw.CharField(max_length=255, unique=True)
+    content = pw.BlobField()
+    size = pw.IntegerField()
+    fingerprint = pw.CharField(max_length=128, default="")
+    key_type = pw.CharField(max_length=32, default="")
+    uploaded_at = pw.DateTimeField(default=utcnow)
+    uploaded_by = pw.CharField(max_length=128, default="")
+
+
+class Server(BaseModel):
+    """A host jobs run on. Secret columns hold ciphertext, never plain text."""
+
+    id = pw.CharField(max_length=36, primary_key=True, default=new_id)
+    name = pw.CharField(max_length=255, unique=True)
+    hostname = pw.CharField(max_length=255)
+    port = pw.IntegerField(default=22)
+    user = pw.CharField(max_length=255, default="")
+    auth_type = pw.CharField(max_length=16, default=AuthType.KEY.value)
+    password = pw.BlobField(null=True)
+    private_key = pw.BlobField(null=True)
+    passphrase = pw.BlobField(null=True)
+    pem_file = pw.CharField(max_length=255, null=True)
+    host_key_policy = pw.CharField(max_length=16, null=True)
+    tags = JSONField(default=list)
+    max_concurrent_jobs = pw.IntegerField(default=0)
+    is_active = pw.BooleanField(default=True)
+    description = pw.TextField(default="")
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+    last_test_at = pw.DateTimeField(null=True)
+    last_test_ok = pw.BooleanField(null=True)
+    last_test_message = pw.TextField(default="")
+    last_latency_ms = pw.FloatField(null=True)
+    host_key_fingerprint = pw.CharField(max_length=128, default="")
+    last_status = pw.CharField(max_length=16, default="")
+    last_status_at = pw.DateTimeField(null=True)
+
+
+class Job(BaseModel):
+    id = pw.CharField(max_length=36, primary_key=True, default=new_id)
+    name = pw.CharField(max_length=255, null=True)
+    command = pw.TextField(default="")
+    args = pw.TextField(default="")
+    script = pw.TextField(null=True)
+    shell = pw.CharField(max_length=255, null=True)
+    env = JSONField(default=dict)
+    workdir = pw.TextField(null=True)
+    pty = pw.BooleanField(default=False)
+    server = pw.ForeignKeyField(Server, backref="jobs", on_delete="CASCADE")
+    batch_id = pw.CharField(max_length=36, null=True, index=True)
+    parent_id = pw.CharField(max_length=36, null=True)
+    queue = pw.CharField(max_length=128, default="job_queue")
+    status = pw.CharField(max_length=16, default=JobStatus.QUEUED.value)
+    priority = pw.SmallIntegerField(default=5)
+    timeout = pw.IntegerField(default=300)
+    retries = pw.IntegerField(default=0)
+    attempts = pw.IntegerField(default=0)
+    exit_code = pw.IntegerField(null=True)
+    signal = pw.CharField(max_length=16, null=True)
+    error = pw.TextField(default="")
+    stdout_bytes = pw.BigIntegerField(default=0)
+    stderr_bytes = pw.BigIntegerField(default=0)
+    output_truncated = pw.BooleanField(default=False)
+    output_compressed = pw.BooleanField(default=False)
+    created_at = pw.DateTimeField(default=utcnow, index=True)
+    updated_at = pw.DateTimeField(default=utcnow)
+    started_at = pw.DateTimeField(null=True)
+    finished_at = pw.DateTimeField(null=True)
+    worker = pw.CharField(max_length=255, null=True)
+    remote_pid = pw.IntegerField(null=True)
+    created_by = pw.CharField(max_length=128, default="")
+    cancel_requested = pw.BooleanField(default=False)
+    attempt_errors = JSONField(default=list)
+
+    class Meta:
+        indexes = (
+            (("status", "created_at"), False),
+            (("server", "created_at"), False),
+            (("status", "updated_at"), False),
+        )
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return max(0.0, (self.finished_at - self.started_at).total_seconds())
+        return None
+
+
+class OutputChunk(BaseModel):
+    """One ordered piece of a job's output.
+
+    ``seq`` orders chunks across both streams (the combined view);
+    ``offset`` is the chunk's first byte within its own stream, so a slice
+    ``[a, b)`` of stdout is the chunks with ``offset < b`` and
+    ``offset + length > a``.  ``encoding`` 0 is raw bytes, 1 is zlib.
+    """
+
+    id = pw.BigAutoField()
+    job = pw.ForeignKeyField(Job, backref="chunks", on_delete="CASCADE")
+    seq = pw.IntegerField()
+    stream = pw.SmallIntegerField()
+    offset = pw.BigIntegerField()
+    length = pw.IntegerField()
+    data = pw.BlobField()
+    encoding = pw.SmallIntegerField(default=0)
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = (
+            (("job", "seq"), True),
+            (("job", "stream", "offset"), False),
+        )
+
+
+class ApiToken(BaseModel):
+    """An API token: only its SHA-256 is stored; the token is shown once."""
+
+    id = pw.CharField(max_length=36, primary_key=True, default=new_id)
+    name = pw.CharField(max_length=128, unique=True)
+    token_hash = pw.CharField(max_length=64, unique=True)
+    prefix = pw.CharField(max_length=16, default="")
+    role = pw.CharField(max_length=16, default=Role.VIEWER.value)
+    created_at = pw.DateTimeField(default=utcnow)
+    expires_at = pw.DateTimeField(null=True)
+    last_used_at = pw.DateTimeField(null=True)
+    revoked = pw.BooleanField(default=False)
+
+
+class AuditEvent(BaseModel):
+    id = pw.BigAutoField()
+    at = pw.DateTimeField(default=utcnow, index=True)
+    actor = pw.CharField(max_length=128, default="")
+    action = pw.CharField(max_length=64)
+    target_type = pw.CharField(max_length=32, default="")
+    target_id = pw.CharField(max_length=255, default="")
+    details = JSONField(default=dict)
+    request_id = pw.CharField(max_length=64, default="")
+
+
+class Lock(BaseModel):
+    """A named lease in the database: one holder at a time (e.g. the reconciler)."""
+
+    name = pw.CharField(max_length=64, primary_key=True)
+    holder = pw.CharField(max_length=128)
+    expires_at = pw.DateTimeField()
+
+
+MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, OutputChunk, ApiToken, AuditEvent, Lock]
+
+# version -> function(migrator, database) applied by upgrade() to reach that version.
+MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {}
+
+
+class _ReconnectingPostgres(ReconnectMixin, PooledPostgresqlDatabase):
+    """Pooled PostgreSQL that reconnects once when the server went away."""
+
+    reconnect_errors = (
+        *ReconnectMixin.reconnect_errors,
+        (pw.OperationalError, "server closed the connection"),
+        (pw.OperationalError, "terminating connection"),
+        (pw.OperationalError, "connection already closed"),
+        (pw.InterfaceError, "connection already closed"),
+        (pw.OperationalError, "could not connect"),
+        (pw.OperationalError, "connection refused"),
+        (pw.OperationalError, "the database system is"),
+    )
+
+
+def _sqlite_path(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return unquote(url[len("sqlite:///") - 1 :]) if url.startswith("sqlite:////") else unquote(url[len("sqlite:///") :])
+    if url.startswith("sqlite://"):
+        return unquote(url[len("sqlite://") :]) or ":memory:"
+    if url in (":memory:", "sqlite://:memory:"):
+        return ":memory:"
+    return url
+
+
+def make_database(url: str, *, busy_timeout: float = 10.0, pool_size: int = 20) -> pw.Database:
+    """A peewee ``Database`` for ``url`` (not yet bound to the models)."""
+    if url.startswith(("postgres://", "postgresql://")):
+        parsed = urlparse(url)
+        params = dict(parse_qsl(parsed.query))
+        connect_timeout = int(params.pop("connect_timeout", "5"))
+        return _ReconnectingPostgres(
+            (parsed.path or "/postgres").lstrip("/") or "postgres",
+            user=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            host=parsed.hostname or "localhost",
+            port=parsed.port or 5432,
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=busy_timeout,
+            connect_timeout=connect_timeout,
+            **params,
+        )
+    if "://" in url and not url.startswith("sqlite:"):
+        raise ConfigError(f"database.url: unsupported scheme in {url.split('://')[0]}:// (use sqlite:/// or postgres://)")
+    path = _sqlite_path(url)
+    if path != ":memory:":
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = str(Path(path).expanduser())
+    return pw.SqliteDatabase(
+        path,
+        timeout=busy_timeout,
+        check_same_thread=False,
+        pragmas={
+            "journal_mode": "wal",
+            "synchronous": "normal",
+            "foreign_keys": 1,
+            "busy_timeout": int(busy_timeout * 1000),
+            "cache_size": -16000,
+        },
+    )
+
+
+def init_db(url: str, *, busy_timeout: float = 10.0, pool_size: int = 20, create: bool = True) -> pw.Database:
+    """Bind the models to ``url``; create the schema at the current version when new.
+
+    An existing database older than ``SCHEMA_VERSION`` is upgraded in place
+    (migrations only add; they never drop data).
+    """
+    database = make_database(url, busy_timeout=busy_timeout, pool_size=pool_size)
+    database_proxy.initialize(database)
+    if create:
+        try:
+            with database.connection_context():
+                ensure_schema(database)
+        except pw.OperationalError as exc:
+            raise Unavailable(f"database unavailable: {exc}") from None
+    return database
+
+
+def ensure_schema(database: pw.Database) -> int:
+    with database.atomic():
+        fresh = not database.table_exists("schema_version")
+        database.create_tables(MODELS, safe=True)
+        if fresh or not SchemaVersion.select().exists():
+            SchemaVersion.create(version=SCHEMA_VERSION)
+            return SCHEMA_VERSION
+    return upgrade(database)
+
+
+def current_version() -> int:
+    row = SchemaVersion.select(pw.fn.MAX(SchemaVersion.version)).scalar()
+    return int(row or 0)
+
+
+def upgrade(database: pw.Database | None = None) -> int:
+    """Apply every migration newer than the stored version; return the version reached."""
+    database = database or database_proxy.obj
+    migrator = PostgresqlMigrator(database) if is_postgres(database) else SqliteMigrator(database)
+    version = current_version()
+    for target in sorted(v for v in MIGRATIONS if v > version):
+        with database.atomic():
+            log.info("applying schema migration %d", target)
+            MIGRATIONS[target](migrator, database)
+            SchemaVersion.create(version=target)
+        version = target
+    return version
+
+
+def run_migration(migrator: Any, *operations: Any) -> None:
+    migrate(*[getattr(migrator, op)(*args) for op, *args in operations])
+
+
+def is_postgres(database: pw.Database | None = None) -> bool:
+    database = database or database_proxy.obj
+    return isinstance(database, pw.PostgresqlDatabase)
+
+
+def get_database() -> pw.Database:
+    return database_proxy.obj
+
+
+@contextmanager
+def write_transaction() -> Iterator[None]:
+    """A write transaction that takes SQLite's write lock up front.
+
+    ``BEGIN IMMEDIATE`` makes a SQLite writer wait (busy timeout) for the lock
+    at the start instead of failing with ``database is locked`` when it
+    upgrades a read transaction later; on PostgreSQL it is a plain transaction.
+    """
+    database = database_proxy.obj
+    if isinstance(database, pw.SqliteDatabase):
+        with database.atomic("IMMEDIATE"):
+            yield
+    else:
+        with database.atomic():
+            yield
+
+
+def close_db() -> None:
+    database = database_proxy.obj
+    if database is None:
+        return
+    if isinstance(database, PooledPostgresqlDatabase):
+        database.close_all()
+    else:
+        database.close()
+
+
+def to_rfc3339(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
+DatabaseError = pw.DatabaseError
+OperationalError = pw.OperationalError
+IntegrityError = pw.IntegrityError
+fn = pw.fn
+JOIN = pw.JOIN
+SQL = pw.SQL
+Case = pw.Case
+Value = pw.Value
+DoesNotExist = pw.DoesNotExist
+SqliteError = sqlite3.Error

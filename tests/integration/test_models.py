@@ -1,0 +1,77 @@
+"""Model round trips on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from remora import models as m
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'r.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.new_database(f"models_{abs(hash(str(tmp_path))) % 10**8}")
+
+
+@pytest.fixture
+def db(db_url):
+    database = m.init_db(db_url)
+    yield database
+    m.close_db()
+
+
+def test_job_server_and_output_round_trip(db):
+    server = m.Server.create(name="web-1", hostname="10.0.0.1", user="deploy", tags=["web", "prod"])
+    job = m.Job.create(command="echo", args="hi", server=server, env={"A": "1"})
+    for seq, (stream, data) in enumerate(
+        [(m.Stream.STDOUT, b"hello\r\n"), (m.Stream.STDERR, b"\xff\xfe oops\n"), (m.Stream.STDOUT, b"\n\nbye")]
+    ):
+        offset = sum(c.length for c in m.OutputChunk.select().where(m.OutputChunk.job == job, m.OutputChunk.stream == stream))
+        m.OutputChunk.create(job=job, seq=seq, stream=stream, offset=offset, length=len(data), data=data)
+    got = m.Job.get_by_id(job.id)
+    assert got.server.name == "web-1" and got.server.tags == ["web", "prod"]
+    assert got.env == {"A": "1"}
+    assert got.status == m.JobStatus.QUEUED
+    stdout = b"".join(
+        bytes(c.data)
+        for c in m.OutputChunk.select().where(m.OutputChunk.job == job, m.OutputChunk.stream == 1).order_by(m.OutputChunk.offset)
+    )
+    assert stdout == b"hello\r\n\n\nbye"
+
+
+def test_output_seq_is_unique_per_job(db):
+    server = m.Server.create(name="s", hostname="h")
+    job = m.Job.create(command="true", server=server)
+    m.OutputChunk.create(job=job, seq=0, stream=1, offset=0, length=1, data=b"a")
+    with pytest.raises(m.IntegrityError), m.get_database().atomic():
+        m.OutputChunk.create(job=job, seq=0, stream=1, offset=1, length=1, data=b"b")
+
+
+def test_deleting_a_server_cascades_to_jobs_and_output(db):
+    server = m.Server.create(name="gone", hostname="h")
+    job = m.Job.create(command="true", server=server)
+    m.OutputChunk.create(job=job, seq=0, stream=1, offset=0, length=1, data=b"a")
+    server.delete_instance()
+    assert m.Job.select().count() == 0 and m.OutputChunk.select().count() == 0
+
+
+def test_conditional_claim_lets_only_one_writer_win(db):
+    server = m.Server.create(name="c", hostname="h")
+    job = m.Job.create(command="true", server=server)
+    claims = [m.Job.update(status="running", attempts=1).where(m.Job.id == job.id, m.Job.status == "queued").execute() for _ in range(2)]
+    assert claims == [1, 0]
+
+
+def test_schema_version_recorded_and_upgrade_is_idempotent(db):
+    assert m.current_version() == m.SCHEMA_VERSION
+    assert m.upgrade() == m.SCHEMA_VERSION
+    assert m.ensure_schema(m.get_database()) == m.SCHEMA_VERSION
+
+
+def test_unsupported_database_scheme_is_a_config_error():
+    from remora.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unsupported scheme"):
+        m.make_database("mysql://x/y")
