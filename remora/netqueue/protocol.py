@@ -218,7 +218,7 @@ def ms(seconds: float) -> int:
     """Seconds -> u32 milliseconds, clamped to MAX_TIMEOUT_MS."""
     if seconds != seconds or seconds < 0:  # NaN or negative
         raise ProtocolError("BAD_ARGUMENT", "times must not be negative")
-    return min(int(round(seconds * 1000)), MAX_TIMEOUT_MS)
+    return min(round(seconds * 1000), MAX_TIMEOUT_MS)
 
 
 # -- PUT -------------------------------------------------------------------

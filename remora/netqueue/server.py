@@ -272,6 +272,10 @@ class QueueServer:
         self._expire_waiters()
         self._serve_waiters()
         self._commit_batch()
+        wal = self.wal
+        if wal is not None and wal.should_compact(len(self.engine.jobs)):
+            wal.compact(self.engine)
+            self._release_durable()
 
     def _accept(self) -> None:
         assert self._listener is not None and self._sel is not None
@@ -438,8 +442,9 @@ class QueueServer:
         """Write this iteration's log records, then release or hold its replies."""
         batch = self._batch
         if not batch:
-            if self.wal is not None:
-                self.wal.flush()
+            wal = self.wal
+            if wal is not None and wal.flush() > wal.synced and wal.fsync == "always":
+                wal.request_sync()  # records without replies (expired leases) become durable soon too
             return
         self._batch = []
         wal = self.wal
