@@ -342,9 +342,9 @@ class Engine:
                 job = self._pop_ready(qs, p)
                 if job is None:
                     break
+                self._waits.add(now, max(0.0, now - job.at))  # time spent ready
                 self._leave(job)
                 self._make_reserved(job, now, worker)
-                self._waits.add(now, now - job.created if job.attempt == 1 else 0.0)
                 out.append(job)
                 if self.journal is not None:
                     self.journal(J_RESERVE, job, worker)

@@ -122,3 +122,15 @@ def test_any_bytes_decode_or_raise_protocol_error(data, index):
         DECODERS[index](data)
     except p.ProtocolError as exc:
         assert exc.code in p.ERRORS
+
+
+def test_the_protocol_document_names_every_operation_error_and_limit():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    for opcode, op_name in p.OP_NAMES.items():
+        assert f"### {op_name} ({opcode})" in doc, op_name
+    for code in p.ERRORS:
+        assert f"| {code} |" in doc, code
+    for limit in ("MAX_FRAME", "MAX_BODY", "MAX_NAME", "MAX_BATCH", "MAX_RESERVE", "MAX_QUEUES", "MAX_TOUCH", "MAX_LIST"):
+        assert f"| {limit} |" in doc, limit
