@@ -115,6 +115,8 @@ class _Link:
         self.calls: dict[int, _Call] = {}
         self.buf = bytearray()
         self.error: BaseException | None = None
+        self.poller = select.poll()  # used only by the current reader
+        self.poller.register(sock, select.POLLIN)
 
     def send(self, rid: int, data: bytes) -> _Call:
         call = _Call()
@@ -155,8 +157,7 @@ class _Link:
             raise _LinkLost(str(call.error))
 
     def _read_until(self, rid: int, call: _Call, deadline: float) -> None:
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
+        poller = self.poller
         while not call.done:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

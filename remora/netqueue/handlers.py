@@ -9,8 +9,8 @@ socket.
 
 from __future__ import annotations
 
-import hmac
 import logging
+from _operator import _compare_digest as compare_digest  # hmac's, without loading OpenSSL
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -89,7 +89,7 @@ class Dispatcher:
     # -- session ----------------------------------------------------------
     def _check_token(self, conn: Connection, token: str) -> bool:
         expected = self.server.token
-        if expected and hmac.compare_digest(token.encode(), expected.encode()):
+        if expected and compare_digest(token.encode(), expected.encode()):
             conn.authed = True
         return conn.authed
 

@@ -331,8 +331,13 @@ class WriteAheadLog:
             if target <= self.synced:
                 continue
             try:
+                # sync a duplicate so the I/O thread can keep writing (and compaction can swap files) meanwhile
                 with self._file_lock:
-                    os.fdatasync(self.fd)
+                    fd = os.dup(self.fd)
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
                 self.fsyncs += 1
             except OSError:
                 log.exception("queue: fdatasync failed; replies stay held until a sync succeeds")
