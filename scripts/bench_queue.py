@@ -133,13 +133,15 @@ def nq_reserve_ack(port: int, n: int) -> dict[str, float]:
     return {"rate": done / elapsed}
 
 
-def nq_batch_put(port: int, n: int, per_frame: int = 100) -> dict[str, float]:
+def nq_batch_put(port: int, n: int, per_frame: int = 100, pipelined: int = 1) -> dict[str, float]:
+    """``per_frame`` jobs per PUT_BATCH; ``pipelined`` frames sent before the first reply is read."""
     with QueueClient(f"127.0.0.1:{port}") as c:
         c.ping()
         items = [PutItem(f"b{i}", body=BODY) for i in range(n)]
+        step = per_frame * pipelined
         started = time.perf_counter()
-        for k in range(0, n, per_frame):
-            c.put_many(items[k : k + per_frame])
+        for k in range(0, n, step):
+            c.put_many(items[k : k + step], per_frame=per_frame)
         elapsed = time.perf_counter() - started
     return {"rate": n / elapsed}
 
@@ -243,6 +245,8 @@ def run_once(n: int, clients: int, compare: str | None, only: set[str] | None = 
     if want("batch_put_always"):
         with netqueue("always") as s:
             ours["batch_put_always"] = nq_batch_put(s.port, n)
+        with netqueue("always") as s:
+            ours["batch_put_always_pipelined10"] = nq_batch_put(s.port, n, pipelined=10)
     if want("concurrent_put_always"):
         with netqueue("always") as s:
             ours["concurrent_put_always"] = concurrent_put(_nq_put_worker, s.port, n, clients)
@@ -306,6 +310,7 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
     ours = result["netqueue"]
     out: dict[str, Any] = {
         "batch_put_always_jobs_per_s": ours["batch_put_always"]["rate"],
+        "batch_put_always_pipelined10_jobs_per_s": ours["batch_put_always_pipelined10"]["rate"],
         "concurrent8_vs_single_always": round(ours["concurrent_put_always"]["rate"] / ours["seq_put_always"]["rate"], 2),
     }
     targets = {

@@ -287,11 +287,10 @@ class Engine:
             return False
         if self.waiting(queue) >= self.max_size:
             raise QueueFullError(queue, self.max_size)
-        self._insert(job_id, queue, priority, delay, ttr, max_attempts, body)
+        self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, self.clock())
         return True
 
-    def _insert(self, job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> None:
-        now = self.clock()
+    def _insert(self, job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes, now: float) -> None:
         shared = self._shared  # one object per distinct queue name and ttr, not one per job
         job = Job(job_id, shared.setdefault(queue, queue), priority, shared.setdefault(ttr, ttr), max_attempts, body, now)
         self.jobs[job_id] = job
@@ -316,11 +315,13 @@ class Engine:
             if self.waiting(queue) + n > self.max_size:
                 raise QueueFullError(queue, self.max_size)
         out = []
+        now = self.clock()
+        jobs = self.jobs
         for job_id, queue, priority, delay, ttr, max_attempts, body in items:
-            if job_id in self.jobs:
+            if job_id in jobs:
                 out.append(False)
             else:
-                self._insert(job_id, queue, priority, delay, ttr, max_attempts, body)
+                self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, now)
                 out.append(True)
         return out
 

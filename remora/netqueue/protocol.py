@@ -255,8 +255,8 @@ def _read_put(r: Reader) -> PutRequest:
     if body_len > MAX_BODY:
         raise ProtocolError("BODY_TOO_LARGE", f"job body of {body_len} bytes is over {MAX_BODY}")
     body = r._take(body_len)
-    name(job_id, "job id")
-    name(queue, "queue")
+    if not 0 < id_len <= MAX_NAME or not 0 < q_len <= MAX_NAME:
+        raise ProtocolError("NAME_TOO_LONG", f"job id and queue must be 1..{MAX_NAME} bytes")
     if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
         raise ProtocolError("BAD_ARGUMENT", f"priority {priority} is not in {MIN_PRIORITY}..{MAX_PRIORITY}")
     if max_attempts < 1:
