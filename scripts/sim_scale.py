@@ -26,7 +26,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 # Per-job costs in seconds (or seconds per byte), measured on this machine.
 DEFAULT_COSTS = {
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({"costs": costs, "mix": [asdict(c) for c in mix], "predictions": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    header = [f.name for f in fields(Scenario)][:3] + ["throughput", "bottleneck"]
+    header = ["workers", "threads", "servers", "throughput", "bottleneck"]
     print("  ".join(f"{h:>10}" for h in header))
     for row in rows:
         print("  ".join(f"{row[h]!s:>10}" for h in header))

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 spec = importlib.util.spec_from_file_location("sim_scale", Path(__file__).resolve().parents[2] / "scripts" / "sim_scale.py")
 sim = importlib.util.module_from_spec(spec)
+sys.modules["sim_scale"] = sim  # dataclasses look their module up
 spec.loader.exec_module(sim)
 
 
