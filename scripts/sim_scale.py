@@ -100,9 +100,9 @@ def predict(s: Scenario, mix: list[JobClass], costs: dict[str, float]) -> dict:
     bottleneck = min(caps, key=lambda k: caps[k])
     return {
         **asdict(s),
-        "throughput": round(caps[bottleneck], 1),
+        "throughput": round(caps[bottleneck], 3),
         "bottleneck": bottleneck,
-        "capacities": {k: (round(v, 1) if math.isfinite(v) else None) for k, v in caps.items()},
+        "capacities": {k: (round(v, 3) if math.isfinite(v) else None) for k, v in caps.items()},
     }
 
 

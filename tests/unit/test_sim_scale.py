@@ -27,7 +27,7 @@ def scenario(**kw):
 def test_one_worker_with_trivial_jobs_is_bound_by_worker_cpu():
     result = sim.predict(scenario(), sim.parse_mix("1:0:0B"), sim.DEFAULT_COSTS)
     assert result["bottleneck"] == "workers"
-    assert result["throughput"] == round(1 / sim.DEFAULT_COSTS["worker_cpu_ssh"], 1)
+    assert result["throughput"] == round(1 / sim.DEFAULT_COSTS["worker_cpu_ssh"], 3)
 
 
 def test_long_jobs_on_few_servers_with_a_limit_are_bound_by_the_servers():
