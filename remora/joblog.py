@@ -1,0 +1,320 @@
+"""Job output: appended in order as ``OutputChunk`` rows, read back by byte range.
+
+Writer (the worker): ``JobOutput`` buffers what a running job prints and
+writes it to the database every ``flush_interval`` seconds or every
+``flush_lines`` lines, whichever comes first, as chunks that carry a global
+sequence number (the combined view) and their byte offset in their own
+stream.  A shared background thread (``_Flusher``) makes sure quiet jobs are
+flushed on time.  Output beyond ``max_bytes`` is dropped with a marker; the
+job keeps running.  When the database is briefly unavailable, output is kept
+in memory and written on the next successful flush (writers block once too
+much is pending, so memory stays bounded).
+
+Readers (the API): ``read_stream`` loads only the chunks that overlap the
+requested byte range; ``iter_stream`` yields a stream chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from remora import models
+from remora.models import Job, OutputChunk, Stream
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNK = 256 * 1024  # bytes per stored chunk: large enough for fast bulk output
+MAX_PENDING = 8 * 1024 * 1024  # pending bytes after which writers wait for the database
+ENCODING_RAW = 0
+ENCODING_ZLIB = 1
+
+
+def truncation_marker(limit: int) -> bytes:
+    return f"\n[remora: output truncated: limit of {limit} bytes reached]\n".encode()
+
+
+@dataclass
+class _Piece:
+    stream: Stream
+    data: bytearray = field(default_factory=bytearray)
+
+
+class JobOutput:
+    """Ordered, buffered output of one job attempt (thread-safe).
+
+    Contract: ``write`` never loses bytes it accepted; ``flush`` writes every
+    accepted byte or raises (and keeps them for the next flush); ``close``
+    flushes, retrying until ``close_timeout`` passes.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        flush_interval: float = 1.0,
+        flush_lines: int = 10,
+        max_bytes: int = 64 * 1024 * 1024,
+        close_timeout: float = 30.0,
+    ) -> None:
+        self.job_id = job_id
+        self.flush_interval = flush_interval
+        self.flush_lines = max(1, flush_lines)
+        self.max_bytes = max_bytes
+        self.close_timeout = close_timeout
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._pending: list[_Piece] = []
+        self._pending_bytes = 0
+        self._pending_lines = 0
+        self._accepted = 0
+        self._truncated = False
+        self._last_flush = time.monotonic()
+        self._failing = False
+        row = Job.select(Job.stdout_bytes, Job.stderr_bytes).where(Job.id == job_id).first()
+        self._offsets = {Stream.STDOUT: row.stdout_bytes if row else 0, Stream.STDERR: row.stderr_bytes if row else 0}
+        last = OutputChunk.select(models.fn.MAX(OutputChunk.seq)).where(OutputChunk.job == job_id).scalar()
+        self._seq = (last + 1) if last is not None else 0
+        self._accepted = self._offsets[Stream.STDOUT] + self._offsets[Stream.STDERR]
+        self._closed = False
+        _FLUSHER.register(self)
+
+    @property
+    def truncated(self) -> bool:
+        return self._truncated
+
+    @property
+    def bytes_written(self) -> int:
+        return self._accepted
+
+    def write(self, stream: Stream, data: bytes) -> None:
+        """Accept output of ``stream``; flush when enough lines are pending."""
+        if not data:
+            return
+        with self._lock:
+            if self._truncated:
+                return
+            room = self.max_bytes - self._accepted
+            if len(data) > room:
+                data = data[: max(room, 0)] + truncation_marker(self.max_bytes)
+                self._truncated = True
+            if self._pending and self._pending[-1].stream == stream and len(self._pending[-1].data) < MAX_CHUNK:
+                self._pending[-1].data += data
+            else:
+                self._pending.append(_Piece(stream, bytearray(data)))
+            self._accepted += len(data)
+            self._pending_bytes += len(data)
+            self._pending_lines += data.count(b"\n")
+            due = self._pending_lines >= self.flush_lines or self._pending_bytes >= MAX_CHUNK
+            too_much = self._pending_bytes >= MAX_PENDING
+        if due or too_much:
+            self._flush_quietly(block=too_much)
+
+    def maybe_flush(self) -> None:
+        """Flush when output has waited ``flush_interval`` (called by the shared flusher)."""
+        if self._pending_bytes and time.monotonic() - self._last_flush >= self.flush_interval:
+            self._flush_quietly(block=False)
+
+    def _flush_quietly(self, *, block: bool) -> None:
+        while True:
+            try:
+                self.flush()
+                return
+            except models.DatabaseError as exc:
+                if not self._failing:
+                    log.warning("job %s: cannot write output yet (%s); keeping it in memory", self.job_id, exc)
+                    self._failing = True
+                if not block or self._pending_bytes < MAX_PENDING:
+                    return
+                time.sleep(0.5)  # backpressure: the producer waits for the database
+
+    def flush(self) -> None:
+        """Write every pending byte as chunks, in one transaction."""
+        with self._flush_lock:
+            with self._lock:
+                pieces, self._pending = self._pending, []
+                pending_bytes, self._pending_bytes, self._pending_lines = self._pending_bytes, 0, 0
+                truncated = self._truncated
+            if not pieces:
+                self._last_flush = time.monotonic()
+                return
+            rows, offsets, seq = self._rows(pieces)
+            try:
+                with models.write_transaction():
+                    for start in range(0, len(rows), 100):
+                        OutputChunk.insert_many(rows[start : start + 100]).execute()
+                    Job.update(
+                        stdout_bytes=offsets[Stream.STDOUT],
+                        stderr_bytes=offsets[Stream.STDERR],
+                        output_truncated=truncated,
+                        updated_at=models.utcnow(),
+                    ).where(Job.id == self.job_id).execute()
+            except BaseException:
+                with self._lock:  # put them back in front, in order
+                    self._pending = pieces + self._pending
+                    self._pending_bytes += pending_bytes
+                raise
+            self._offsets, self._seq = offsets, seq
+            self._last_flush = time.monotonic()
+            if self._failing:
+                log.info("job %s: output writes resumed", self.job_id)
+                self._failing = False
+
+    def _rows(self, pieces: list[_Piece]) -> tuple[list[dict], dict[Stream, int], int]:
+        offsets = dict(self._offsets)
+        seq = self._seq
+        now = models.utcnow()
+        rows = []
+        for piece in pieces:
+            data = bytes(piece.data)
+            for start in range(0, len(data), MAX_CHUNK):
+                part = data[start : start + MAX_CHUNK]
+                rows.append(
+                    {
+                        "job": self.job_id,
+                        "seq": seq,
+                        "stream": int(piece.stream),
+                        "offset": offsets[piece.stream],
+                        "length": len(part),
+                        "data": part,
+                        "encoding": ENCODING_RAW,
+                        "created_at": now,
+                    }
+                )
+                offsets[piece.stream] += len(part)
+                seq += 1
+        return rows, offsets, seq
+
+    def close(self) -> None:
+        """Flush everything, retrying while the database is unavailable (up to ``close_timeout``)."""
+        if self._closed:
+            return
+        deadline = time.monotonic() + self.close_timeout
+        delay = 0.1
+        try:
+            while True:
+                try:
+                    self.flush()
+                    return
+                except models.DatabaseError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            self._closed = True
+            _FLUSHER.unregister(self)
+
+
+class _Flusher:
+    """One daemon thread that flushes every open ``JobOutput`` on time."""
+
+    def __init__(self, tick: float = 0.1) -> None:
+        self._tick = tick
+        self._outputs: weakref.WeakSet[JobOutput] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def register(self, output: JobOutput) -> None:
+        with self._lock:
+            self._outputs.add(output)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="output-flusher", daemon=True)
+                self._thread.start()
+
+    def unregister(self, output: JobOutput) -> None:
+        with self._lock:
+            self._outputs.discard(output)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._tick)
+            with self._lock:
+                outputs = list(self._outputs)
+            for output in outputs:
+                try:
+                    output.maybe_flush()
+                except Exception:
+                    log.exception("flushing output of job %s failed", output.job_id)
+
+
+_FLUSHER = _Flusher()
+
+
+# -- readers ---------------------------------------------------------------
+
+
+def _decode(chunk: OutputChunk) -> bytes:
+    data = bytes(chunk.data)
+    return zlib.decompress(data) if chunk.encoding == ENCODING_ZLIB else data
+
+
+def stream_length(job_id: str, stream: Stream) -> int:
+    row = Job.select(Job.stdout_bytes, Job.stderr_bytes).where(Job.id == job_id).first()
+    if row is None:
+        return 0
+    return int(row.stdout_bytes if stream == Stream.STDOUT else row.stderr_bytes)
+
+
+def _first_offset(job_id: str, stream: Stream, start: int) -> int:
+    """Offset of the chunk that contains byte ``start`` (0 when none starts before it)."""
+    value = (
+        OutputChunk.select(models.fn.MAX(OutputChunk.offset))
+        .where(OutputChunk.job == job_id, OutputChunk.stream == int(stream), OutputChunk.offset <= start)
+        .scalar()
+    )
+    return int(value or 0)
+
+
+def iter_stream(job_id: str, stream: Stream, start: int = 0, end: int | None = None, page: int = 64) -> Iterator[bytes]:
+    """Yield bytes ``[start, end)`` of a stream, a page of chunks at a time."""
+    cursor = _first_offset(job_id, stream, start)
+    while True:
+        query = (
+            OutputChunk.select()
+            .where(OutputChunk.job == job_id, OutputChunk.stream == int(stream), OutputChunk.offset >= cursor)
+            .order_by(OutputChunk.offset)
+            .limit(page)
+        )
+        if end is not None:
+            query = query.where(OutputChunk.offset < end)
+        chunks = list(query)
+        if not chunks:
+            return
+        for chunk in chunks:
+            data = _decode(chunk)
+            lo = max(start - chunk.offset, 0)
+            hi = len(data) if end is None else min(len(data), end - chunk.offset)
+            if hi > lo:
+                yield data[lo:hi]
+        last = chunks[-1]
+        cursor = last.offset + max(last.length, 1)
+        if len(chunks) < page:
+            return
+
+
+def read_stream(job_id: str, stream: Stream, start: int = 0, limit: int | None = None) -> bytes:
+    """Bytes ``[start, start+limit)`` of a job's stdout or stderr; only overlapping chunks are loaded."""
+    end = None if limit is None else start + limit
+    return b"".join(iter_stream(job_id, stream, start, end))
+
+
+def read_combined(job_id: str, limit: int | None = None) -> bytes:
+    """Both streams interleaved in the order they were written (the ``output`` view)."""
+    out = bytearray()
+    cursor = -1
+    while True:
+        chunks = list(OutputChunk.select().where(OutputChunk.job == job_id, OutputChunk.seq > cursor).order_by(OutputChunk.seq).limit(64))
+        if not chunks:
+            break
+        for chunk in chunks:
+            out += _decode(chunk)
+            if limit is not None and len(out) >= limit:
+                return bytes(out[:limit])
+        cursor = chunks[-1].seq
+    return bytes(out)
