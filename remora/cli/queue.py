@@ -240,6 +240,22 @@ def dlq_purge(
     info(f"purged {count} job(s)")
 
 
+@queue_app.command("snapshot")
+def snapshot(addr: AddrOpt = None, as_json: JsonOpt = False) -> None:
+    """Make the server snapshot its live jobs and start a fresh log (compaction now).
+
+    Example: remora queue snapshot --addr 127.0.0.1:9000
+    """
+    with _client(addr) as client:
+        result = client.snapshot()
+    if as_json:
+        print_json(result)
+    elif result.get("persistence"):
+        info(f"snapshot written: generation {result['generation']}, {result['jobs']} live job(s)")
+    else:
+        info(f"persistence is off: nothing to write ({result['jobs']} job(s) in memory)")
+
+
 def register(app: typer.Typer) -> None:
     queue_app.add_typer(dlq_app, name="dlq")
     app.add_typer(queue_app, name="queue")

@@ -473,6 +473,11 @@ class QueueClient:
         """Delete dead letters (None = all); returns how many."""
         return p.decode_u32(self._call(p.OP_DLQ_PURGE, p.encode_ids(job_ids)))
 
+    @_api
+    def snapshot(self) -> dict:
+        """Make the server write a snapshot and start a fresh log now (compaction on demand)."""
+        return dict(p.decode_json(self._call(p.OP_SNAPSHOT)))
+
 
 def _encode_put(job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> bytes:
     try:

@@ -71,6 +71,7 @@ class Dispatcher:
             p.OP_DLQ_LIST: Dispatcher.dlq_list,
             p.OP_DLQ_KICK: Dispatcher.dlq_kick,
             p.OP_DLQ_PURGE: Dispatcher.dlq_purge,
+            p.OP_SNAPSHOT: Dispatcher.snapshot,
         }
 
     def handle(self, conn: Connection, opcode: int, rid: int, body: bytes) -> bytes | None:
@@ -186,3 +187,7 @@ class Dispatcher:
 
     def dlq_purge(self, conn: Connection, rid: int, body: bytes) -> bytes:
         return p.encode_u32(self.engine.dlq_purge(p.decode_ids(body)))
+
+    def snapshot(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        p.Reader(body).end()
+        return p.encode_json(self.server.snapshot())

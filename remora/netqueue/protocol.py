@@ -71,6 +71,7 @@ OP_REGISTER = 32
 OP_DLQ_LIST = 40
 OP_DLQ_KICK = 41
 OP_DLQ_PURGE = 42
+OP_SNAPSHOT = 50
 
 OP_NAMES = {v: k[3:] for k, v in dict(globals()).items() if k.startswith("OP_") and isinstance(v, int)}
 
