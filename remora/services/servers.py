@@ -52,7 +52,9 @@ def resolve_servers(server_id: str | None, server_ids: list[str], names: list[st
                 all_servers = list(Server.select().where(Server.is_active == True))  # noqa: E712
             tagged = [s for s in all_servers if tag in (s.tags or [])]
             if not tagged:
-                raise ValidationError(f"servers: no active server has tag {tag!r}", details={"servers": f"no active server has tag {tag!r}"})
+                raise ValidationError(
+                    f"servers: no active server has tag {tag!r}", details={"servers": f"no active server has tag {tag!r}"}
+                )
             for server in tagged:
                 found.setdefault(server.id, server)
             continue
