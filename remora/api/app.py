@@ -135,7 +135,10 @@ class App:
         if req.method == "OPTIONS":
             return self._preflight(req)
         if any(seg == ".." for seg in req.path.split("/")) or "\\" in req.path or "\x00" in req.path:
-            raise PathTraversal("path traversal is not allowed", details={"path": "must not contain '..' segments"})
+            raise PathTraversal(
+                "invalid path: '..' segments, backslashes and NUL are not allowed",
+                details={"path": "must not contain '..', backslashes or NUL"},
+            )
         if not (req.path.startswith("/api/") or req.path in ("/health", "/metrics")):
             if req.method in ("GET", "HEAD"):
                 req.route_name = "static"
