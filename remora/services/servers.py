@@ -97,6 +97,9 @@ def _apply(ctx: Context, server: Server, data: dict[str, Any]) -> None:
     for name in PLAIN_FIELDS:
         if name in data:
             setattr(server, name, data[name])
+    # an uploaded key is auth type "pem" for the executor, whichever of key/pem the client said
+    if server.pem_file and server.auth_type == AuthType.KEY.value and not data.get("private_key"):
+        server.auth_type = AuthType.PEM.value
     for name in SECRET_FIELDS:
         if name in data:
             value = data[name]
