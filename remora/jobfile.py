@@ -277,8 +277,8 @@ def convert(key: str, value: Any, base: Path) -> Any:
             raise ValueError(f"expected a whole number, got {value!r}")
         if key == "priority" and not 1 <= value <= 10:
             raise ValueError(f"expected 1 (highest) to 10 (lowest), got {value}")
-        if key == "retries" and not 0 <= value <= 100:
-            raise ValueError(f"expected 0 to 100, got {value}")
+        if key == "retries" and not 0 <= value <= 10:
+            raise ValueError(f"expected 0 to 10, got {value}")
         return value
     if key == "timeout":
         try:

@@ -49,7 +49,7 @@ def submit(
     tag: Annotated[list[str] | None, typer.Option("--tag", help="Every server with this tag (repeatable).")] = None,
     priority: Annotated[int | None, typer.Option("--priority", "-p", min=1, max=10, help="1 (highest) … 10 (lowest); default 5.")] = None,
     timeout: Annotated[str | None, typer.Option("--timeout", "-t", help="Job timeout: seconds or 90s, 10m, 1h.")] = None,
-    retries: Annotated[int | None, typer.Option("--retries", min=0, max=100, help="Re-runs after a failure.")] = None,
+    retries: Annotated[int | None, typer.Option("--retries", min=0, max=10, help="Re-runs after a failure (0-10).")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable KEY=VALUE (repeatable).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="A name for the job.")] = None,
     script: Annotated[str | None, typer.Option("--script", help="Run this script file ('-' reads stdin) instead of a command.")] = None,
