@@ -8,6 +8,7 @@ each line prefixed with the job's label (its server name).  Exit codes follow
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from remora.errors import ExitCode, RemoraError
 if TYPE_CHECKING:
     from remora.client import Client
 
+# How the worker words a job that hit its own timeout (not an SSH connect timeout).
+JOB_TIMEOUT_ERROR = re.compile(r"\b(timeout|timed out) after\b", re.IGNORECASE)
 POLL_MIN = 0.05
 POLL_MAX = 0.5
 
@@ -48,8 +51,7 @@ def exit_code_of(job: dict[str, Any]) -> int:
         return 0
     if status == "canceled":
         return int(ExitCode.JOB_CANCELED)
-    error = str(job.get("error") or "").lower()
-    if "timed out" in error or "timeout" in error:
+    if JOB_TIMEOUT_ERROR.search(str(job.get("error") or "")):
         return int(ExitCode.JOB_TIMEOUT)
     code = job.get("exit_code")
     if isinstance(code, int) and 0 < code <= 255:
