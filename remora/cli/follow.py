@@ -201,7 +201,8 @@ def summary_line(job: dict[str, Any]) -> str:
     detail = ""
     if job.get("exit_code") is not None and status in ("completed", "failed"):
         detail = f" (exit {job['exit_code']})"
-    if job.get("error") and status != "completed":
-        detail += f": {job['error']}"
+    error = str(job.get("error") or "")
+    if error and status != "completed" and not error.startswith("exit code"):
+        detail += f": {error}"
     took = fmt_duration(job.get("duration"))
     return f"{short(job.get('id'))} on {server_name(job)}: {styled_status(status)}{detail}" + (f" in {took}" if took else "")

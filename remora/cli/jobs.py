@@ -67,13 +67,13 @@ def list_jobs(
 
     table = Table(box=None, pad_edge=False)
     for column in ("ID", "NAME", "SERVER", "STATUS", "EXIT", "PRI", "CREATED", "TOOK", "COMMAND"):
-        table.add_column(column, no_wrap=column != "COMMAND", overflow="ellipsis")
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=60 if column == "COMMAND" else None)
     for job in jobs:
         exit_code = job.get("exit_code")
         table.add_row(
             short(job["id"]), job.get("name") or "", server_name(job), styled_status(str(job.get("status"))),
             "" if exit_code is None else str(exit_code), str(job.get("priority", "")), fmt_time(job.get("created_at")),
-            fmt_duration(job.get("duration")), job_command(job),
+            fmt_duration(job.get("duration")), " ".join(job_command(job).split()),
         )  # fmt: skip
     console().print(table)
     pages = data.get("pagination") or {}

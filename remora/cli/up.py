@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,8 @@ import typer
 from remora.cli.common import STATE
 
 TOKEN_NAME = "remora-up-admin"
+DRAIN_NOTICEABLE = 0.2  # a worker stop longer than this had running jobs to drain
+LINGER = 1.0  # seconds the API stays up after a drain (twice the clients' longest poll interval)
 
 
 def up(
@@ -144,7 +147,12 @@ class Stack:
         sys.stderr.write("stopping: waiting for running jobs to finish (Ctrl-C again to stop them now)\n")
         sys.stderr.flush()
         if self.worker is not None:
+            started = time.monotonic()
             self.worker.stop(graceful=True, timeout=self.settings.worker.graceful_shutdown)
+            if time.monotonic() - started > DRAIN_NOTICEABLE and self.signals < 2:
+                # Jobs were draining: clients waiting on them (submit --wait, jobs wait)
+                # poll at most every 0.5 s; let them read the final state before the API goes.
+                time.sleep(LINGER)
         if self.api is not None:
             self.api.stop()
         if self.queue is not None:
