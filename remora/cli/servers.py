@@ -64,7 +64,7 @@ def credentials(password_stdin: bool, key_file: Path | None, passphrase_stdin: b
         if passphrase_stdin:
             body["passphrase"] = read_secret_line("passphrase")
         return body
-    return {"auth_type": "key", "pem_file": pem}
+    return {"auth_type": "pem", "pem_file": pem}
 
 
 @servers_app.command("add")

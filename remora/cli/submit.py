@@ -116,7 +116,23 @@ def finish(client: Any, jobs: list[dict[str, Any]], *, wait: bool, follow: bool,
     elif not follow or stderr_tty():
         for job in final:
             err(summary_line(job))
+    else:  # --follow into a pipe: stderr is the jobs' own, except for Remora's own failures
+        for job in final:
+            if not_the_commands_own(job):
+                sys.stderr.write(f"remora: {strip_markup(summary_line(job))}\n")
     raise typer.Exit(combined_exit_code(final))
+
+
+def not_the_commands_own(job: dict[str, Any]) -> bool:
+    """True when a job ended by Remora's doing (SSH error, timeout, cancel), not by its command's exit."""
+    error = str(job.get("error") or "")
+    return job.get("status") != "completed" and (job.get("exit_code") is None or (bool(error) and not error.startswith("exit code")))
+
+
+def strip_markup(text: str) -> str:
+    from rich.text import Text
+
+    return Text.from_markup(text).plain
 
 
 def report_submitted(jobs: list[dict[str, Any]], *, as_json: bool, batch_id: str | None = None) -> None:

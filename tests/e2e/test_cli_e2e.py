@@ -184,3 +184,25 @@ def test_every_example_job_file_passes_a_dry_run(remora: Remora):
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         res = ok(remora.run("run", "-f", str(path), "--dry-run", "--json"))
         assert json.loads(res.stdout), path
+
+
+def test_servers_test_status_and_pem_keys(remora: Remora, sshd):
+    tested = json.loads(ok(remora.run("servers", "test", "ssh-1", "--json")).stdout)
+    assert tested["status"] == "connection_successful" and tested["host_key_fingerprint"]
+    status = json.loads(ok(remora.run("servers", "status", "--all", "--json")).stdout)
+    assert {s["server_name"] for s in status["servers"]} >= {"ssh-1", "ssh-2", "ssh-3"}
+    ok(remora.run("keys", "upload", str(sshd.key_path), "--name", "e2e.key"))
+    assert "e2e.key" in ok(remora.run("keys", "list")).stdout.decode()
+    ok(remora.run("servers", "add", "ssh-pem", "--host", sshd.host, "--port", str(sshd.port), "--user", sshd.user, "--pem", "e2e.key"))
+    res = remora.run("submit", "-s", "ssh-pem", "--follow", "--", "echo", "via pem")
+    assert res.returncode == 0 and res.stdout == b"via pem\n", res.stderr
+    assert remora.run("keys", "rm", "e2e.key").returncode == 1  # in use by ssh-pem
+    ok(remora.run("servers", "rm", "ssh-pem", "--force"))
+    ok(remora.run("keys", "rm", "e2e.key"))
+
+
+def test_jobs_logs_follow_streams_one_stream_and_exits_with_the_job_code(remora: Remora):
+    job_id = ok(remora.run("submit", "-s", "ssh-3", "--", "sh", "-c", "echo o1; echo e1 >&2; sleep 1; echo o2; echo e2 >&2; exit 6")).stdout
+    res = remora.run("jobs", "logs", job_id.decode().strip()[:8], "--follow", "--stderr")
+    assert res.returncode == 6
+    assert res.stdout == b"" and res.stderr == b"e1\ne2\n"
