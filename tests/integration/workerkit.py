@@ -63,8 +63,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def kill_sessions(srv: SSHServer) -> int:
-    """SIGKILL every per-connection process of the test sshd (its established sessions): a dropped link."""
+def _sessions(srv: SSHServer) -> list[int]:
     assert srv.proc is not None
     victims = []
     todo = _children(srv.proc.pid)
@@ -72,9 +71,47 @@ def kill_sessions(srv: SSHServer) -> int:
         pid = todo.pop()
         victims.append(pid)
         todo.extend(_children(pid))
+    return victims
+
+
+def stop_and_drop(srv: SSHServer) -> None:
+    """Stop the test sshd and kill its established sessions too: the server is gone."""
+    victims = _sessions(srv)
+    srv.stop()
+    _kill(victims)
+
+
+def kill_sessions(srv: SSHServer) -> int:
+    """SIGKILL every per-connection process of the test sshd (its established sessions): a dropped link."""
+    return _kill(_sessions(srv))
+
+
+def _kill(victims: list[int]) -> int:
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     return len(victims)
+
+
+def submit(queue: Any, server: Server, settings: Settings, **fields: Any) -> models.Job:
+    """Create a queued job row and put its id on the queue the way the API does."""
+    import json
+
+    job = models.Job.create(server=server, **fields)
+    body = json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
+    queue.put(job.id, queue=job.queue, priority=job.priority, ttr=settings.queue.worker_timeout, max_attempts=job.retries + 2, body=body)
+    return job
+
+
+def job_row(job_id: str) -> models.Job:
+    return models.Job.get_by_id(job_id)
+
+
+def wait_status(job_id: str, *statuses: str, timeout: float = 15.0) -> models.Job:
+    from tests.fixtures.services import wait_for
+
+    wanted = set(statuses) or {"completed", "failed", "canceled"}
+    wait_for(lambda: job_row(job_id).status in wanted, timeout, what=f"job {job_id} to be {'/'.join(sorted(wanted))}")
+    return job_row(job_id)
