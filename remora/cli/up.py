@@ -22,7 +22,7 @@ from remora.cli.common import STATE
 
 TOKEN_NAME = "remora-up-admin"
 DRAIN_NOTICEABLE = 0.2  # a worker stop longer than this had running jobs to drain
-LINGER = 1.0  # seconds the API stays up after a drain (twice the clients' longest poll interval)
+LINGER = 2.0  # seconds the API stays up after a drain (4x the clients' longest poll interval, for loaded hosts)
 
 
 def up(
