@@ -2,10 +2,232 @@
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
+from remora.cli.common import STATE, console, info, print_json
+from remora.errors import ValidationError
+
+if TYPE_CHECKING:
+    from remora.netqueue.client import QueueClient, QueuedJob
+
 queue_app = typer.Typer(help="NetQueue: the durable priority work queue (serve, stats, workers, dead letters).", no_args_is_help=True)
+dlq_app = typer.Typer(help="The dead-letter queue: jobs whose leases expired max_attempts times.", no_args_is_help=True)
+
+AddrOpt = Annotated[str | None, typer.Option("--addr", help="NetQueue address host:port (default: queue.addr).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _client(addr: str | None) -> QueueClient:
+    from remora.netqueue.client import QueueClient
+
+    settings = STATE.settings({"queue.addr": addr})
+    return QueueClient(settings.queue.addr, token=settings.queue.token, name="remora-cli", connect_timeout=3.0)
+
+
+@queue_app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default: from queue.addr, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", help="Port to listen on (default: from queue.addr, 9000).")] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Directory of the log and snapshots (queue.data_dir).")] = None,
+    fsync: Annotated[str | None, typer.Option("--fsync", help="always (group commit) | interval | never.")] = None,
+    max_size: Annotated[int | None, typer.Option("--max-size", help="Most waiting jobs per queue (QUEUE_FULL beyond).")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Shared client token (required off loopback).")] = None,
+    persistence: Annotated[bool | None, typer.Option("--persistence/--no-persistence", help="Keep the queue on disk.")] = None,
+) -> None:
+    """Serve NetQueue on TCP (binary protocol) with HTTP /health, /stats, /workers, /monitor on the same port.
+
+    Logs go to stderr; SIGTERM or Ctrl-C flushes the log and exits cleanly.
+
+    Example: remora queue serve --port 9000 --data-dir /var/lib/remora/queue --fsync always
+    """
+    import signal
+    import threading
+
+    from remora.config import split_addr
+    from remora.netqueue.server import QueueServer
+
+    base = STATE.settings()
+    cur_host, cur_port = split_addr(base.queue.addr, 9000)
+    addr = None
+    if host or port is not None:
+        bind = host or cur_host
+        addr = f"[{bind}]:{port if port is not None else cur_port}" if ":" in bind else f"{bind}:{port if port is not None else cur_port}"
+    settings = STATE.settings(
+        {
+            "queue.addr": addr,
+            "queue.data_dir": data_dir,
+            "queue.fsync": fsync,
+            "queue.max_size": max_size,
+            "queue.token": token,
+            "queue.persistence": persistence,
+        }
+    )
+    STATE.setup_logging(settings)
+    server = QueueServer.from_settings(settings)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        threading.Thread(target=server.stop, name="netqueue-stop", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    server.serve_forever()
+
+
+def _render_stats(data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(
+        f"depth [bold]{data['queue_depth']}[/]  reserved {data['reserved']}  dead {data['dead']}  "
+        f"workers {data['active_workers']} active  rate {data['processing_rate']:.1f} jobs/s  "
+        f"wait {data['average_wait_time']:.3f}s  connections {data.get('connections', 0)}"
+    )
+    table = Table("queue", "ready", "delayed", "reserved", "dead")
+    for name, counts in data["queues"].items():
+        table.add_row(name, *(str(counts[k]) for k in ("ready", "delayed", "reserved", "dead")))
+    out.print(table)
+    dist = "  ".join(f"p{p}:{n}" for p, n in data["priority_distribution"].items() if n)
+    out.print(f"priorities  {dist or '(empty)'}")
+
+
+@queue_app.command("stats")
+def stats(
+    addr: AddrOpt = None,
+    as_json: JsonOpt = False,
+    watch: Annotated[float | None, typer.Option("--watch", "-w", help="Refresh every N seconds until Ctrl-C.")] = None,
+) -> None:
+    """Show queue depth per queue and priority, reserved and dead jobs, rates and workers.
+
+    Example: remora queue stats --watch 2
+    """
+    with _client(addr) as client:
+        while True:
+            data = client.stats()
+            if as_json:
+                print_json(data)
+            else:
+                if watch:
+                    console().clear()
+                _render_stats(data)
+            if not watch:
+                return
+            time.sleep(max(0.2, watch))
+
+
+@queue_app.command("health")
+def health(addr: AddrOpt = None, as_json: JsonOpt = False) -> None:
+    """Check that NetQueue answers (exit 0) or not (exit 69).
+
+    Example: remora queue health --addr 127.0.0.1:9000
+    """
+    with _client(addr) as client:
+        rtt = client.ping()
+        data = client.stats()
+    result = {"status": "ok", "addr": client.addr, "rtt_ms": round(rtt * 1000, 3), "jobs": data["jobs"], "uptime": data.get("uptime")}
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"ok  {client.addr}  rtt {result['rtt_ms']} ms  jobs {result['jobs']}  uptime {result['uptime']}s")
+
+
+@queue_app.command("workers")
+def workers(addr: AddrOpt = None, as_json: JsonOpt = False) -> None:
+    """List the workers the queue has heard from: host, concurrency, heartbeat age, jobs held.
+
+    Example: remora queue workers --json
+    """
+    from rich.table import Table
+
+    with _client(addr) as client:
+        rows = client.workers()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "host", "concurrency", "heartbeat", "held", "done", "failed")
+    for w in rows:
+        table.add_row(
+            w["id"],
+            w["host"],
+            str(w["concurrency"]),
+            f"{w['heartbeat_age']:.1f}s ago",
+            str(len(w["jobs"])),
+            str(w["done"]),
+            str(w["failed"]),
+        )
+    console().print(table if rows else "no workers")
+
+
+def _job_dict(job: QueuedJob) -> dict[str, Any]:
+    body = job.body.decode("utf-8", "replace")
+    return {**job.__dict__, "body": body, "age": round(job.age, 3)}
+
+
+@dlq_app.command("list")
+def dlq_list(
+    addr: AddrOpt = None,
+    queue: Annotated[str | None, typer.Option("--queue", help="Only this queue.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Most jobs shown.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """List dead letters with the reason they died.
+
+    Example: remora queue dlq list --queue job_queue --limit 20
+    """
+    from rich.table import Table
+
+    with _client(addr) as client:
+        jobs = client.dlq_list(queue=queue, limit=limit)
+    if as_json:
+        print_json([_job_dict(j) for j in jobs])
+        return
+    table = Table("id", "queue", "priority", "attempts", "age", "reason")
+    for j in jobs:
+        table.add_row(j.id, j.queue, str(j.priority), str(j.attempt), f"{j.age:.0f}s", j.reason or "")
+    console().print(table if jobs else "the dead-letter queue is empty")
+
+
+def _targets(ids: list[str] | None, everything: bool) -> list[str] | None:
+    if everything and ids:
+        raise ValidationError("give job ids or --all, not both")
+    if not everything and not ids:
+        raise ValidationError("give job ids, or --all for every dead letter")
+    return None if everything else list(ids or [])
+
+
+@dlq_app.command("kick")
+def dlq_kick(
+    ids: Annotated[list[str] | None, typer.Argument(help="Job ids to requeue.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Requeue every dead letter.")] = False,
+    addr: AddrOpt = None,
+) -> None:
+    """Put dead letters back on their queues (ready, with a fresh attempt budget).
+
+    Example: remora queue dlq kick --all
+    """
+    with _client(addr) as client:
+        count = client.dlq_kick(_targets(ids, everything))
+    info(f"requeued {count} job(s)")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ids: Annotated[list[str] | None, typer.Argument(help="Job ids to delete.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Delete every dead letter.")] = False,
+    addr: AddrOpt = None,
+) -> None:
+    """Delete dead letters for good.
+
+    Example: remora queue dlq purge 0f1e2d3c
+    """
+    with _client(addr) as client:
+        count = client.dlq_purge(_targets(ids, everything))
+    info(f"purged {count} job(s)")
 
 
 def register(app: typer.Typer) -> None:
+    queue_app.add_typer(dlq_app, name="dlq")
     app.add_typer(queue_app, name="queue")

@@ -1,0 +1,413 @@
+"""NetQueue client: thread-safe, pipelined, reconnecting.
+
+One ``QueueClient`` holds one TCP connection (a ``_Link``).  Any number of
+threads may call it at once: each call sends its frame with a fresh request
+id and waits for the reply carrying that id.  There is no reader thread:
+the first waiting caller becomes the reader and hands replies to the other
+callers (leader/follower), so a single-threaded caller pays no thread
+switch per round trip.  A blocking RESERVE is just a call whose reply comes
+late; the server parks it without blocking anything, so other threads'
+calls on the same connection go on meanwhile.
+
+When the connection breaks, every outstanding call fails; a call is then
+retried on a new connection (backoff with jitter, re-sending HELLO with the
+token) if it had not been sent yet or is idempotent, for up to
+``retry_for`` seconds (0: one reconnect attempt).  ACK, NACK and
+ACK_RESERVE are not re-sent once sent: they could act twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from remora.errors import QueueError, QueueFull, QueueUnavailable
+from remora.netqueue import protocol as p
+
+CALL_TIMEOUT = 30.0  # most time a call waits for its reply (plus a RESERVE's own timeout)
+NOT_RESENT = {p.OP_ACK, p.OP_NACK, p.OP_ACK_RESERVE}
+
+
+@dataclass
+class Reservation:
+    """One leased job; ``attempt`` is 1 on first delivery, +1 on every re-delivery."""
+
+    id: str
+    queue: str
+    priority: int
+    attempt: int
+    body: bytes
+    ttr: float
+
+
+@dataclass
+class QueuedJob:
+    """A job as PEEK/LIST/DLQ show it; ``state`` is ready | delayed | reserved | dead."""
+
+    id: str
+    queue: str
+    priority: int
+    state: str
+    attempt: int
+    age: float
+    body: bytes
+    worker: str | None
+    reason: str | None
+
+
+@dataclass
+class PutItem:
+    """One job of ``put_many`` (the same fields as ``put``)."""
+
+    job_id: str
+    queue: str = "job_queue"
+    priority: int = 5
+    delay: float = 0.0
+    ttr: float = 30.0
+    max_attempts: int = 3
+    body: bytes = b""
+
+
+class _LinkLost(Exception):
+    """The connection broke (or could not be made); ``sent`` says whether the request left."""
+
+
+class _Call:
+    __slots__ = ("body", "done", "error", "flags")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.flags = 0
+        self.body = b""
+        self.error: BaseException | None = None
+
+
+class _Link:
+    """One connected socket and the calls waiting on it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.send_lock = threading.Lock()
+        self.cond = threading.Condition(threading.Lock())
+        self.reading = False
+        self.calls: dict[int, _Call] = {}
+        self.buf = bytearray()
+        self.error: BaseException | None = None
+
+    def send(self, rid: int, data: bytes) -> _Call:
+        call = _Call()
+        with self.cond:
+            if self.error is not None:
+                raise _LinkLost(str(self.error))
+            self.calls[rid] = call
+        try:
+            with self.send_lock:
+                self.sock.sendall(data)
+        except OSError as exc:
+            self.fail(exc)
+            raise _LinkLost(str(exc)) from None
+        return call
+
+    def wait(self, rid: int, call: _Call, deadline: float) -> None:
+        cond = self.cond
+        while True:
+            with cond:
+                while not call.done and self.reading and self.error is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self.calls.pop(rid, None)
+                        raise TimeoutError
+                    cond.wait(remaining)
+                if call.done:
+                    break
+                if self.error is not None:
+                    raise _LinkLost(str(self.error))
+                self.reading = True
+            try:
+                self._read_until(rid, call, deadline)
+            finally:
+                with cond:
+                    self.reading = False
+                    cond.notify_all()
+        if call.error is not None:
+            raise _LinkLost(str(call.error))
+
+    def _read_until(self, rid: int, call: _Call, deadline: float) -> None:
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        while not call.done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                with self.cond:
+                    self.calls.pop(rid, None)
+                raise TimeoutError
+            if not poller.poll(remaining * 1000):
+                continue
+            try:
+                data = self.sock.recv(256 * 1024)
+            except OSError as exc:
+                self.fail(exc)
+                raise _LinkLost(str(exc)) from None
+            if not data:
+                self.fail(ConnectionError("the server closed the connection"))
+                raise _LinkLost("the server closed the connection")
+            self._dispatch(data, call)
+
+    def _dispatch(self, data: bytes, mine: _Call) -> None:
+        buf = self.buf
+        buf += data
+        pos, n = 0, len(buf)
+        others = False
+        with self.cond:
+            while n - pos >= 4:
+                (length,) = p.LENGTH.unpack_from(buf, pos)
+                if n - pos - 4 < length:
+                    break
+                _, _version, _opcode, flags, rid = p.HEADER.unpack_from(buf, pos)
+                call = self.calls.pop(rid, None)
+                if call is not None:
+                    call.flags = flags
+                    call.body = bytes(buf[pos + p.HEADER_SIZE : pos + 4 + length])
+                    call.done = True
+                    others = others or call is not mine
+                pos += 4 + length
+            del buf[:pos]
+            if others:
+                self.cond.notify_all()
+
+    def fail(self, exc: BaseException) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = exc
+            for call in self.calls.values():
+                call.error = exc
+                call.done = True
+            self.calls.clear()
+            self.cond.notify_all()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class QueueClient:
+    """Thread-safe NetQueue client (one socket, pipelined); reconnects with backoff+jitter, re-authenticates.
+
+    Raises ``QueueUnavailable`` when the server cannot be reached within
+    ``retry_for`` seconds, ``QueueFull`` on QUEUE_FULL, and ``QueueError``
+    (``code`` = the protocol's error name) for every other error reply.
+    """
+
+    def __init__(self, addr: str, *, token: str = "", name: str = "", connect_timeout: float = 5.0, retry_for: float = 0.0) -> None:
+        from remora.config import split_addr
+
+        self.addr = addr
+        host, port = split_addr(addr, 9000)
+        self._target = ("127.0.0.1" if host in ("", "0.0.0.0") else host, port)
+        self.token = token
+        self.name = name or "remora-client"
+        self.connect_timeout = connect_timeout
+        self.retry_for = retry_for
+        self.server_info: dict[str, Any] = {}
+        self._link: _Link | None = None
+        self._link_lock = threading.Lock()
+        self._rids = itertools.count(1)
+        self._closed = False
+
+    def __enter__(self) -> QueueClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        link, self._link = self._link, None
+        if link is not None:
+            link.fail(ConnectionError("client closed"))
+
+    # -- plumbing ---------------------------------------------------------
+    def _next_rid(self) -> int:
+        rid = next(self._rids) & 0xFFFFFFFF
+        return rid or next(self._rids) & 0xFFFFFFFF
+
+    def _connect(self) -> _Link:
+        try:
+            sock = socket.create_connection(self._target, timeout=self.connect_timeout)
+        except OSError as exc:
+            raise _LinkLost(f"cannot connect to {self.addr}: {exc.strerror or exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        link = _Link(sock)
+        rid = self._next_rid()
+        call = link.send(rid, p.frame(p.OP_HELLO, rid, p.encode_hello(self.name, self.token)))
+        try:
+            link.wait(rid, call, time.monotonic() + self.connect_timeout)
+        except TimeoutError:
+            link.fail(TimeoutError("no HELLO reply"))
+            raise _LinkLost(f"{self.addr} did not answer HELLO within {self.connect_timeout}s") from None
+        if call.flags & p.FLAG_ERROR:
+            link.fail(ConnectionError("HELLO refused"))
+            self._raise(call.body)
+        info = p.decode_hello_reply(call.body)
+        if info["auth_required"] and not info["authenticated"]:
+            link.fail(ConnectionError("unauthorized"))
+            raise QueueError(
+                f"NetQueue at {self.addr} refused the token" if self.token else f"NetQueue at {self.addr} needs a token",
+                code="UNAUTHORIZED",
+            )
+        self.server_info = info
+        return link
+
+    def _get_link(self) -> _Link:
+        link = self._link
+        if link is not None and link.error is None:
+            return link
+        with self._link_lock:
+            if self._closed:
+                raise QueueUnavailable("the queue client is closed")
+            link = self._link
+            if link is None or link.error is not None:
+                link = self._link = self._connect()
+            return link
+
+    @staticmethod
+    def _raise(body: bytes) -> None:
+        try:
+            code, message = p.decode_error(body)
+        except p.ProtocolError:
+            code, message = "BAD_FRAME", "unreadable error reply"
+        if code == "QUEUE_FULL":
+            raise QueueFull(message, code=code)
+        raise QueueError(f"{code}: {message}", code=code)
+
+    def _call(self, opcode: int, body: bytes = b"", *, wait: float = 0.0) -> bytes:
+        """Send one request and return its reply body (retrying as the class docstring says)."""
+        give_up = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            attempt += 1
+            sent = False
+            try:
+                link = self._get_link()
+                rid = self._next_rid()
+                call = link.send(rid, p.frame(opcode, rid, body))
+                sent = True
+                link.wait(rid, call, time.monotonic() + CALL_TIMEOUT + wait)
+            except TimeoutError:
+                raise QueueUnavailable(f"NetQueue at {self.addr} sent no reply within {CALL_TIMEOUT + wait:.0f}s") from None
+            except _LinkLost as exc:
+                if self._closed or (sent and opcode in NOT_RESENT) or (attempt >= 2 and time.monotonic() >= give_up):
+                    raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
+                if attempt >= 2:
+                    pause = min(2.0, 0.05 * 2 ** (attempt - 2)) * (0.5 + random.random())
+                    time.sleep(max(0.0, min(pause, give_up - time.monotonic())))
+                continue
+            if call.flags & p.FLAG_ERROR:
+                self._raise(call.body)
+            return call.body
+
+    # -- the API ------------------------------------------------------------
+    def ping(self) -> float:
+        started = time.perf_counter()
+        self._call(p.OP_PING)
+        return time.perf_counter() - started
+
+    def put(
+        self,
+        job_id: str,
+        *,
+        queue: str = "job_queue",
+        priority: int = 5,
+        delay: float = 0.0,
+        ttr: float = 30.0,
+        max_attempts: int = 3,
+        body: bytes = b"",
+    ) -> bool:
+        """True when inserted, False when a job with this id is already held (PUT is idempotent)."""
+        return self._call(p.OP_PUT, _encode_put(job_id, queue, priority, delay, ttr, max_attempts, body)) == b"\x01"
+
+    def put_many(self, items: list[PutItem]) -> list[bool]:
+        """Batch PUT (MAX_BATCH per frame, frames pipelined); all or nothing per frame on QUEUE_FULL."""
+        out: list[bool] = []
+        for start in range(0, len(items), p.MAX_BATCH):
+            chunk = items[start : start + p.MAX_BATCH]
+            encoded = [_encode_put(i.job_id, i.queue, i.priority, i.delay, i.ttr, i.max_attempts, i.body) for i in chunk]
+            out.extend(p.decode_flags(self._call(p.OP_PUT_BATCH, p.encode_put_batch(encoded))))
+        return out
+
+    def reserve(self, queues: list[str], *, timeout: float, count: int = 1, worker_id: str = "") -> list[Reservation]:
+        """Lease up to ``count`` jobs; blocks server-side up to ``timeout``; [] on timeout."""
+        body = self._call(p.OP_RESERVE, p.encode_reserve(queues, timeout, count, worker_id), wait=timeout)
+        return _reservations(p.Reader(body))
+
+    def ack(self, job_id: str) -> bool:
+        """Delete a reserved job; False when nobody holds it (NOT_FOUND)."""
+        return self._call(p.OP_ACK, p.encode_id(job_id)) == b"\x01"
+
+    def ack_reserve(self, job_id: str, queues: list[str], *, timeout: float, count: int = 1, worker_id: str = "") -> list[Reservation]:
+        """ACK one job and RESERVE the next in one round trip."""
+        body = self._call(p.OP_ACK_RESERVE, p.encode_ack_reserve(job_id, queues, timeout, count, worker_id), wait=timeout)
+        r = p.Reader(body)
+        r.u8()
+        return _reservations(r)
+
+    def nack(self, job_id: str, *, delay: float = 0.0) -> bool:
+        """Release a reserved job back to ready (after ``delay``); never dead-letters."""
+        return self._call(p.OP_NACK, p.encode_nack(job_id, delay)) == b"\x01"
+
+    def touch(self, job_ids: list[str], *, worker_id: str = "") -> dict[str, str]:
+        """Renew leases (and heartbeat): {id: "ok" | "canceled" | "lost"}."""
+        return p.decode_touch_reply(self._call(p.OP_TOUCH, p.encode_touch(job_ids, worker_id)))
+
+    def cancel(self, job_id: str) -> str:
+        """ "removed" (was waiting) | "flagged" (reserved: the holder learns it on TOUCH) | "not_found"."""
+        code = p.decode_u8(self._call(p.OP_CANCEL, p.encode_id(job_id)))
+        return p.CANCEL_RESULT[code] if code < len(p.CANCEL_RESULT) else "not_found"
+
+    def set_priority(self, job_id: str, priority: int) -> bool:
+        return self._call(p.OP_PRIORITY, p.encode_priority(job_id, priority)) == b"\x01"
+
+    def peek(self, job_id: str) -> QueuedJob | None:
+        views = p.decode_views(self._call(p.OP_PEEK, p.encode_id(job_id)))
+        return QueuedJob(**views[0]) if views else None
+
+    def list_jobs(self, *, queue: str | None = None, state: str | None = None, limit: int = 100) -> list[QueuedJob]:
+        return [QueuedJob(**v) for v in p.decode_views(self._call(p.OP_LIST, p.encode_list(queue, state, limit)))]
+
+    def stats(self) -> dict:
+        return dict(p.decode_json(self._call(p.OP_STATS)))
+
+    def workers(self) -> list[dict]:
+        return list(p.decode_json(self._call(p.OP_WORKERS)))
+
+    def register_worker(self, worker_id: str, *, host: str, concurrency: int) -> None:
+        self._call(p.OP_REGISTER, p.encode_register(worker_id, host, concurrency))
+
+    def dlq_list(self, *, queue: str | None = None, limit: int = 100) -> list[QueuedJob]:
+        return [QueuedJob(**v) for v in p.decode_views(self._call(p.OP_DLQ_LIST, p.encode_list(queue, None, limit)))]
+
+    def dlq_kick(self, job_ids: list[str] | None = None) -> int:
+        """Requeue dead letters (None = all); returns how many."""
+        return p.decode_u32(self._call(p.OP_DLQ_KICK, p.encode_ids(job_ids)))
+
+    def dlq_purge(self, job_ids: list[str] | None = None) -> int:
+        """Delete dead letters (None = all); returns how many."""
+        return p.decode_u32(self._call(p.OP_DLQ_PURGE, p.encode_ids(job_ids)))
+
+
+def _encode_put(job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> bytes:
+    try:
+        return p.encode_put(job_id, queue, priority, delay, ttr, max_attempts, body)
+    except p.ProtocolError as exc:
+        raise QueueError(f"{exc.code}: {exc.message}", code=exc.code) from None
+
+
+def _reservations(r: p.Reader) -> list[Reservation]:
+    return [Reservation(id=i, queue=q, priority=pr, attempt=a, body=b, ttr=t) for i, q, pr, a, t, b in p.decode_reservations(r)]

@@ -1,0 +1,637 @@
+"""NetQueue's queue engine: priorities, FIFO, delays, leases, dead letters.
+
+Pure logic: no sockets, no files, no threads.  Time comes from an
+injectable ``clock`` (wall-clock seconds, so delays survive a restart), and
+every state change is reported to an optional ``journal`` callback as
+``journal(kind, job, arg)`` so the write-ahead log can persist it; recovery
+feeds the same facts back through the ``replay_*`` methods and ``rebuild()``.
+The engine is not thread-safe: the server calls it under one lock.
+
+Data layout (memory is the budget: 100,000 ready jobs must fit in tens of MiB):
+- ``Job`` has ``__slots__``; one ``at`` field means "ready since" for a
+  ready job, "ready at" for a delayed one, "lease deadline" for a reserved
+  one and "died at" for a dead one.
+- Each queue keeps ten deques, one per priority: PUT and RESERVE are O(1)
+  and FIFO within a priority comes free.  A job deleted while ready stays in
+  its deque as a stale entry (state DELETED) until a RESERVE skips it;
+  reprioritizing removes the entry (rare, O(n) in C).
+- Delayed jobs and leases live in heaps of ``(time, seq, job)``; an entry is
+  stale when the job's state or ``at`` no longer match, and is skipped.
+
+Semantics (DESIGN.md): priority 1 (highest)..10; FIFO within a priority;
+PUT is idempotent by id; ``attempt`` counts deliveries; ``max_attempts``
+counts lease expiries — the ``max_attempts``-th expiry dead-letters the job
+(reason "lease expired"); NACK never dead-letters; ACK deletes; CANCEL
+deletes a waiting job and flags a reserved one (a flagged job is deleted
+instead of being requeued when its holder NACKs it or its lease expires).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+READY, DELAYED, RESERVED, DEAD, DELETED = range(5)
+STATE_NAMES = ("ready", "delayed", "reserved", "dead", "deleted")
+PRIORITIES = 10
+
+# journal kinds (the WAL's record types)
+J_PUT = 1  # the whole job (also the snapshot's record)
+J_RESERVE = 2  # arg: worker id
+J_DELETE = 3  # ack, cancel of a waiting job, purge, canceled job released
+J_RELEASE = 4  # nack: the job's new state (ready or delayed) and at
+J_EXPIRE = 5  # lease expired: retry or dead-letter, decided by expired/max_attempts
+J_KICK = 6  # dead -> ready
+J_PRIORITY = 7  # arg: new priority
+J_CANCEL = 8  # flag a reserved job
+
+Journal = Callable[[int, "Job", Any], None]
+WORKER_ACTIVE_WINDOW = 30.0  # a worker heard from within this many seconds is active
+WORKER_FORGET_AFTER = 3600.0  # a silent worker without leases is dropped after this
+
+
+class QueueFullError(Exception):
+    """A PUT would take a queue past max_size (nothing was stored)."""
+
+    def __init__(self, queue: str, max_size: int) -> None:
+        super().__init__(f"queue {queue!r} holds {max_size} waiting jobs (max_size)")
+        self.queue = queue
+
+
+class Job:
+    __slots__ = (
+        "at",
+        "attempt",
+        "body",
+        "cancel",
+        "created",
+        "expired",
+        "id",
+        "max_attempts",
+        "priority",
+        "queue",
+        "reason",
+        "state",
+        "ttr",
+        "worker",
+    )
+
+    def __init__(self, job_id: str, queue: str, priority: int, ttr: float, max_attempts: int, body: bytes, created: float) -> None:
+        self.id = job_id
+        self.queue = queue
+        self.priority = priority
+        self.ttr = ttr
+        self.max_attempts = max_attempts
+        self.body = body
+        self.created = created
+        self.state = DELETED
+        self.attempt = 0
+        self.expired = 0
+        self.at = created
+        self.worker: str | None = None
+        self.cancel = False
+        self.reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, {self.queue!r}, p{self.priority}, {STATE_NAMES[self.state]}, attempt={self.attempt})"
+
+
+class _Queue:
+    __slots__ = ("name", "ndead", "ndelayed", "nready", "nreserved", "ready")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ready: list[deque[Job]] = [deque() for _ in range(PRIORITIES)]
+        self.nready = self.ndelayed = self.nreserved = self.ndead = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"ready": self.nready, "delayed": self.ndelayed, "reserved": self.nreserved, "dead": self.ndead}
+
+
+class WorkerInfo:
+    __slots__ = ("concurrency", "done", "failed", "host", "id", "jobs", "last_heartbeat", "registered")
+
+    def __init__(self, worker_id: str, now: float) -> None:
+        self.id = worker_id
+        self.host = ""
+        self.concurrency = 0
+        self.last_heartbeat = now
+        self.registered = now
+        self.jobs: set[str] = set()
+        self.done = 0
+        self.failed = 0
+
+
+class _Window:
+    """Counts and sums over the last ``span`` seconds in one-second buckets."""
+
+    __slots__ = ("buckets", "span")
+
+    def __init__(self, span: int = 60) -> None:
+        self.span = span
+        self.buckets: deque[list[float]] = deque()  # [second, count, sum]
+
+    def add(self, now: float, value: float = 0.0, count: int = 1) -> None:
+        second = int(now)
+        if self.buckets and self.buckets[-1][0] == second:
+            bucket = self.buckets[-1]
+            bucket[1] += count
+            bucket[2] += value
+        else:
+            self.buckets.append([second, count, value])
+            self._trim(second)
+
+    def _trim(self, second: int) -> None:
+        while self.buckets and self.buckets[0][0] <= second - self.span:
+            self.buckets.popleft()
+
+    def rate(self, now: float, started: float) -> float:
+        self._trim(int(now))
+        count = sum(b[1] for b in self.buckets)
+        span = max(1.0, min(float(self.span), now - started))
+        return count / span
+
+    def mean(self, now: float) -> float:
+        self._trim(int(now))
+        count = sum(b[1] for b in self.buckets)
+        return sum(b[2] for b in self.buckets) / count if count else 0.0
+
+
+@dataclass
+class EngineLimits:
+    max_size: int = 100000  # most waiting (ready + delayed) jobs per queue
+    default_ttr: float = 30.0
+
+
+class Engine:
+    """The queue state machine (see the module docstring for the semantics)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, max_size: int = 100000, journal: Journal | None = None) -> None:
+        self.clock = clock
+        self.max_size = max_size
+        self.journal = journal
+        self.jobs: dict[str, Job] = {}
+        self.queues: dict[str, _Queue] = {}
+        self.dead: dict[str, Job] = {}
+        self.workers: dict[str, WorkerInfo] = {}
+        self._delayed: list[tuple[float, int, Job]] = []
+        self._leases: list[tuple[float, int, Job]] = []
+        self._seq = itertools.count()
+        self.prio_count = [0] * (PRIORITIES + 1)
+        self.woken: set[str] = set()  # queues that gained ready jobs since the server last looked
+        self.totals = dict.fromkeys(("put", "reserved", "acked", "nacked", "expired", "dead_lettered", "canceled", "kicked", "purged"), 0)
+        self.started = clock()
+        self._acks = _Window()
+        self._waits = _Window()
+
+    # -- index maintenance ------------------------------------------------
+    def _queue(self, name: str) -> _Queue:
+        q = self.queues.get(name)
+        if q is None:
+            q = self.queues[name] = _Queue(name)
+        return q
+
+    def _make_ready(self, job: Job, now: float) -> None:
+        job.state = READY
+        job.at = now
+        q = self._queue(job.queue)
+        q.ready[job.priority - 1].append(job)
+        q.nready += 1
+        self.prio_count[job.priority] += 1
+        self.woken.add(job.queue)
+
+    def _make_delayed(self, job: Job, ready_at: float) -> None:
+        job.state = DELAYED
+        job.at = ready_at
+        heapq.heappush(self._delayed, (ready_at, next(self._seq), job))
+        self._queue(job.queue).ndelayed += 1
+        self.prio_count[job.priority] += 1
+
+    def _make_reserved(self, job: Job, now: float, worker: str) -> None:
+        job.state = RESERVED
+        job.attempt += 1
+        job.worker = worker or None
+        job.at = now + job.ttr
+        heapq.heappush(self._leases, (job.at, next(self._seq), job))
+        self._queue(job.queue).nreserved += 1
+        if worker:
+            self._worker(worker, now).jobs.add(job.id)
+
+    def _make_dead(self, job: Job, now: float, reason: str) -> None:
+        job.state = DEAD
+        job.at = now
+        job.reason = reason
+        job.worker = None
+        self.dead[job.id] = job
+        self._queue(job.queue).ndead += 1
+        self.totals["dead_lettered"] += 1
+
+    def _leave(self, job: Job) -> None:
+        """Undo the counters of the job's current state (its deque entry, if any, goes stale)."""
+        q = self._queue(job.queue)
+        state = job.state
+        if state == READY:
+            q.nready -= 1
+            self.prio_count[job.priority] -= 1
+        elif state == DELAYED:
+            q.ndelayed -= 1
+            self.prio_count[job.priority] -= 1
+        elif state == RESERVED:
+            q.nreserved -= 1
+            if job.worker:
+                info = self.workers.get(job.worker)
+                if info is not None:
+                    info.jobs.discard(job.id)
+            job.cancel = False
+        elif state == DEAD:
+            q.ndead -= 1
+            del self.dead[job.id]
+            job.reason = None
+        job.state = DELETED
+
+    def _delete(self, job: Job) -> None:
+        self._leave(job)
+        del self.jobs[job.id]
+
+    def _log(self, kind: int, job: Job, arg: Any = None) -> None:
+        if self.journal is not None:
+            self.journal(kind, job, arg)
+
+    def _worker(self, worker_id: str, now: float) -> WorkerInfo:
+        info = self.workers.get(worker_id)
+        if info is None:
+            info = self.workers[worker_id] = WorkerInfo(worker_id, now)
+        info.last_heartbeat = now
+        return info
+
+    # -- producers --------------------------------------------------------
+    def waiting(self, queue: str) -> int:
+        q = self.queues.get(queue)
+        return q.nready + q.ndelayed if q else 0
+
+    def put(self, job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> bool:
+        """Add a job; False (and no change) when the id is already held in any state."""
+        if job_id in self.jobs:
+            return False
+        if self.waiting(queue) >= self.max_size:
+            raise QueueFullError(queue, self.max_size)
+        self._insert(job_id, queue, priority, delay, ttr, max_attempts, body)
+        return True
+
+    def _insert(self, job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> None:
+        now = self.clock()
+        job = Job(job_id, queue, priority, ttr, max_attempts, body, now)
+        self.jobs[job_id] = job
+        if delay > 0:
+            self._make_delayed(job, now + delay)
+        else:
+            self._make_ready(job, now)
+        self.totals["put"] += 1
+        if self.journal is not None:
+            self.journal(J_PUT, job, None)
+
+    def put_many(self, items: Iterable[tuple[str, str, int, float, float, int, bytes]]) -> list[bool]:
+        """All or nothing on QUEUE_FULL: the capacity of every queue is checked first."""
+        items = list(items)
+        new: dict[str, int] = {}
+        seen: set[str] = set()
+        for item in items:
+            if item[0] not in self.jobs and item[0] not in seen:
+                seen.add(item[0])
+                new[item[1]] = new.get(item[1], 0) + 1
+        for queue, n in new.items():
+            if self.waiting(queue) + n > self.max_size:
+                raise QueueFullError(queue, self.max_size)
+        out = []
+        for job_id, queue, priority, delay, ttr, max_attempts, body in items:
+            if job_id in self.jobs:
+                out.append(False)
+            else:
+                self._insert(job_id, queue, priority, delay, ttr, max_attempts, body)
+                out.append(True)
+        return out
+
+    # -- consumers --------------------------------------------------------
+    def reserve(self, queues: list[str], count: int = 1, worker: str = "") -> list[Job]:
+        """Lease up to ``count`` ready jobs, best priority first, FIFO within it; never blocks."""
+        now = self.clock()
+        out: list[Job] = []
+        qs = [q for q in (self.queues.get(name) for name in queues) if q is not None and q.nready]
+        if not qs:
+            return out
+        for p in range(PRIORITIES):
+            while len(out) < count:
+                job = self._pop_ready(qs, p)
+                if job is None:
+                    break
+                self._leave(job)
+                self._make_reserved(job, now, worker)
+                self._waits.add(now, now - job.created if job.attempt == 1 else 0.0)
+                out.append(job)
+                if self.journal is not None:
+                    self.journal(J_RESERVE, job, worker)
+            if len(out) >= count:
+                break
+        self.totals["reserved"] += len(out)
+        return out
+
+    def _pop_ready(self, qs: list[_Queue], p: int) -> Job | None:
+        if len(qs) == 1:
+            dq = qs[0].ready[p]
+            while dq:
+                job = dq.popleft()
+                if job.state == READY:
+                    return job
+            return None
+        best: deque[Job] | None = None
+        for q in qs:
+            dq = q.ready[p]
+            while dq and dq[0].state != READY:
+                dq.popleft()
+            if dq and (best is None or dq[0].at < best[0].at):
+                best = dq
+        return best.popleft() if best is not None else None
+
+    def ack(self, job_id: str) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.state != RESERVED:
+            return False
+        now = self.clock()
+        if job.worker and job.worker in self.workers:
+            self.workers[job.worker].done += 1
+        self._delete(job)
+        self.totals["acked"] += 1
+        self._acks.add(now)
+        self._log(J_DELETE, job)
+        return True
+
+    def nack(self, job_id: str, delay: float = 0.0) -> bool:
+        """Release a reserved job (after ``delay``); a cancel-flagged job is deleted instead."""
+        job = self.jobs.get(job_id)
+        if job is None or job.state != RESERVED:
+            return False
+        now = self.clock()
+        canceled = job.cancel
+        if job.worker and job.worker in self.workers:
+            self.workers[job.worker].failed += 1
+        self._leave(job)
+        job.worker = None
+        self.totals["nacked"] += 1
+        if canceled:
+            del self.jobs[job.id]
+            self.totals["canceled"] += 1
+            self._log(J_DELETE, job)
+            return True
+        if delay > 0:
+            self._make_delayed(job, now + delay)
+        else:
+            self._make_ready(job, now)
+        self._log(J_RELEASE, job)
+        return True
+
+    def touch(self, job_ids: list[str], worker: str = "") -> dict[str, str]:
+        """Renew leases; also the worker heartbeat. {id: ok | canceled | lost}."""
+        now = self.clock()
+        if worker:
+            self._worker(worker, now)
+        out = {}
+        for job_id in job_ids:
+            job = self.jobs.get(job_id)
+            if job is None or job.state != RESERVED:
+                out[job_id] = "lost"
+                continue
+            job.at = now + job.ttr
+            heapq.heappush(self._leases, (job.at, next(self._seq), job))
+            out[job_id] = "canceled" if job.cancel else "ok"
+        return out
+
+    def cancel(self, job_id: str) -> str:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return "not_found"
+        if job.state == RESERVED:
+            if not job.cancel:
+                job.cancel = True
+                self._log(J_CANCEL, job)
+            return "flagged"
+        self._delete(job)
+        self.totals["canceled"] += 1
+        self._log(J_DELETE, job)
+        return "removed"
+
+    def set_priority(self, job_id: str, priority: int) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.state not in (READY, DELAYED):
+            return False
+        if job.priority == priority:
+            return True
+        self.prio_count[job.priority] -= 1
+        self.prio_count[priority] += 1
+        if job.state == READY:
+            q = self._queue(job.queue)
+            q.ready[job.priority - 1].remove(job)
+            q.ready[priority - 1].append(job)
+        job.priority = priority
+        self._log(J_PRIORITY, job, priority)
+        return True
+
+    # -- time -------------------------------------------------------------
+    def tick(self) -> None:
+        """Promote due delayed jobs and expire due leases (call whenever time may have passed)."""
+        now = self.clock()
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            at, _, job = heapq.heappop(delayed)
+            if job.state == DELAYED and job.at == at:
+                self._leave(job)
+                self._make_ready(job, now)
+        leases = self._leases
+        while leases and leases[0][0] <= now:
+            at, _, job = heapq.heappop(leases)
+            if job.state == RESERVED and job.at == at:
+                self._expire(job, now)
+
+    def _expire(self, job: Job, now: float) -> None:
+        canceled = job.cancel
+        if job.worker and job.worker in self.workers:
+            self.workers[job.worker].failed += 1
+        self._leave(job)
+        job.worker = None
+        job.expired += 1
+        self.totals["expired"] += 1
+        if canceled:
+            del self.jobs[job.id]
+            self.totals["canceled"] += 1
+        elif job.expired >= job.max_attempts:
+            self._make_dead(job, now, "lease expired")
+        else:
+            self._make_ready(job, now)
+        self._log(J_EXPIRE, job)
+
+    def next_deadline(self) -> float | None:
+        """The earliest time ``tick()`` could change something (stale heap entries included)."""
+        times = [h[0][0] for h in (self._delayed, self._leases) if h]
+        return min(times) if times else None
+
+    # -- inspection -------------------------------------------------------
+    def peek(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def list_jobs(self, queue: str | None = None, state: str | None = None, limit: int = 100) -> list[Job]:
+        want = STATE_NAMES.index(state) if state else None
+        source: Iterable[Job] = self.dead.values() if want == DEAD else self.jobs.values()
+        out = []
+        for job in source:
+            if (queue is None or job.queue == queue) and (want is None or job.state == want):
+                out.append(job)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def dlq_list(self, queue: str | None = None, limit: int = 100) -> list[Job]:
+        return self.list_jobs(queue, "dead", limit)
+
+    def _dead_targets(self, job_ids: list[str] | None) -> list[Job]:
+        if job_ids is None:
+            return list(self.dead.values())
+        return [self.dead[j] for j in dict.fromkeys(job_ids) if j in self.dead]
+
+    def dlq_kick(self, job_ids: list[str] | None = None) -> int:
+        """Dead letters back to ready with a fresh expiry count."""
+        now = self.clock()
+        jobs = self._dead_targets(job_ids)
+        for job in jobs:
+            self._leave(job)
+            job.expired = 0
+            self._make_ready(job, now)
+            self._log(J_KICK, job)
+        self.totals["kicked"] += len(jobs)
+        return len(jobs)
+
+    def dlq_purge(self, job_ids: list[str] | None = None) -> int:
+        jobs = self._dead_targets(job_ids)
+        for job in jobs:
+            self._delete(job)
+            self._log(J_DELETE, job)
+        self.totals["purged"] += len(jobs)
+        return len(jobs)
+
+    # -- workers ----------------------------------------------------------
+    def register_worker(self, worker_id: str, host: str, concurrency: int) -> None:
+        info = self._worker(worker_id, self.clock())
+        info.host = host
+        info.concurrency = concurrency
+
+    def worker_list(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        for wid, info in list(self.workers.items()):
+            if not info.jobs and now - info.last_heartbeat > WORKER_FORGET_AFTER:
+                del self.workers[wid]
+        return [
+            {
+                "id": w.id,
+                "host": w.host,
+                "concurrency": w.concurrency,
+                "last_heartbeat": w.last_heartbeat,
+                "heartbeat_age": round(max(0.0, now - w.last_heartbeat), 3),
+                "active": now - w.last_heartbeat <= WORKER_ACTIVE_WINDOW,
+                "jobs": sorted(w.jobs),
+                "done": w.done,
+                "failed": w.failed,
+            }
+            for w in self.workers.values()
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        now = self.clock()
+        queues = {name: q.counts() for name, q in sorted(self.queues.items())}
+        ready = sum(q["ready"] for q in queues.values())
+        delayed = sum(q["delayed"] for q in queues.values())
+        active = sum(1 for w in self.workers.values() if now - w.last_heartbeat <= WORKER_ACTIVE_WINDOW)
+        return {
+            "queue_depth": ready + delayed,
+            "active_workers": active,
+            "processing_rate": round(self._acks.rate(now, self.started), 3),
+            "average_wait_time": round(self._waits.mean(now), 6),
+            "priority_distribution": {str(p): self.prio_count[p] for p in range(1, PRIORITIES + 1)},
+            "ready": ready,
+            "delayed": delayed,
+            "reserved": sum(q["reserved"] for q in queues.values()),
+            "dead": len(self.dead),
+            "jobs": len(self.jobs),
+            "workers": len(self.workers),
+            "queues": queues,
+            "totals": dict(self.totals),
+            "max_size": self.max_size,
+        }
+
+    # -- recovery (the WAL replays these, then calls rebuild) --------------
+    def replay_job(self, job: Job) -> None:
+        old = self.jobs.get(job.id)
+        if old is not None:
+            old.state = DELETED
+        self.jobs[job.id] = job
+
+    def replay(self, kind: int, job_id: str, arg: Any = None) -> bool:
+        """Apply one logged change to the job's fields only; False when the record names no live job."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        if kind == J_RESERVE:
+            job.state, job.attempt, job.worker = RESERVED, job.attempt + 1, arg or None
+        elif kind == J_DELETE:
+            job.state = DELETED
+            del self.jobs[job_id]
+        elif kind == J_RELEASE:
+            job.state, job.at, job.worker, job.cancel = (DELAYED if arg[0] else READY), arg[1], None, False
+        elif kind == J_EXPIRE:
+            job.expired += 1
+            job.worker = None
+            if job.cancel:
+                job.state = DELETED
+                del self.jobs[job_id]
+            elif job.expired >= job.max_attempts:
+                job.state, job.at, job.reason = DEAD, arg, "lease expired"
+            else:
+                job.state, job.at = READY, arg
+        elif kind == J_KICK:
+            job.state, job.at, job.expired, job.reason = READY, arg, 0, None
+        elif kind == J_PRIORITY:
+            job.priority = arg
+        elif kind == J_CANCEL:
+            job.cancel = True
+        return True
+
+    def rebuild(self) -> None:
+        """Recompute every index from the jobs' fields (after replay); leases restart at now + ttr."""
+        now = self.clock()
+        self.queues.clear()
+        self.dead.clear()
+        self._delayed.clear()
+        self._leases.clear()
+        self.prio_count = [0] * (PRIORITIES + 1)
+        ready = sorted((j for j in self.jobs.values() if j.state == READY), key=lambda j: j.at)
+        for job in self.jobs.values():
+            q = self._queue(job.queue)
+            if job.state == DELAYED:
+                self._make_delayed(job, job.at)
+            elif job.state == RESERVED:
+                job.at = now + job.ttr
+                heapq.heappush(self._leases, (job.at, next(self._seq), job))
+                q.nreserved += 1
+            elif job.state == DEAD:
+                self.dead[job.id] = job
+                q.ndead += 1
+        for job in ready:
+            at = job.at
+            self._make_ready(job, at)
+        self.woken = set(self.queues)
+
+    def live_jobs(self) -> Iterator[Job]:
+        """Every job in an order that replays to the same FIFO order (for snapshots)."""
+        yield from sorted(self.jobs.values(), key=lambda j: (j.state != READY, j.at))

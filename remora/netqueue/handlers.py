@@ -1,0 +1,188 @@
+"""Request handlers: one function per opcode, from decoded body to engine call to reply body.
+
+The server's I/O thread calls ``Dispatcher.handle`` with the engine lock
+held.  A handler returns the reply body, or ``None`` when the reply comes
+later (a blocking RESERVE parked as a waiter).  Every failure is a
+``ProtocolError`` whose code becomes an error reply; nothing here touches a
+socket.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from remora.netqueue import protocol as p
+from remora.netqueue.engine import STATE_NAMES, Engine, Job, QueueFullError
+
+if TYPE_CHECKING:
+    from remora.netqueue.server import Connection, QueueServer
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["Dispatcher", "Connection", int, bytes], "bytes | None"]
+OPEN_OPS = {p.OP_HELLO, p.OP_AUTH, p.OP_PING}  # allowed before authentication
+
+
+def reservation_tuples(jobs: list[Job]) -> list[tuple[str, str, int, int, float, bytes]]:
+    return [(j.id, j.queue, j.priority, j.attempt, j.ttr, j.body) for j in jobs]
+
+
+def view(job: Job, now: float) -> bytes:
+    return p.encode_view(
+        job.id,
+        job.queue,
+        job.priority,
+        STATE_NAMES[job.state],
+        job.attempt,
+        max(0.0, now - job.created),
+        job.body,
+        job.worker or "",
+        job.reason or "",
+    )
+
+
+class Dispatcher:
+    """Maps opcodes to engine calls for one server."""
+
+    def __init__(self, server: QueueServer) -> None:
+        self.server = server
+        self.engine: Engine = server.engine
+        self.table: dict[int, Handler] = {
+            p.OP_HELLO: Dispatcher.hello,
+            p.OP_AUTH: Dispatcher.auth,
+            p.OP_PING: Dispatcher.ping,
+            p.OP_PUT: Dispatcher.put,
+            p.OP_PUT_BATCH: Dispatcher.put_batch,
+            p.OP_RESERVE: Dispatcher.reserve,
+            p.OP_ACK: Dispatcher.ack,
+            p.OP_ACK_RESERVE: Dispatcher.ack_reserve,
+            p.OP_NACK: Dispatcher.nack,
+            p.OP_TOUCH: Dispatcher.touch,
+            p.OP_CANCEL: Dispatcher.cancel,
+            p.OP_PRIORITY: Dispatcher.priority,
+            p.OP_PEEK: Dispatcher.peek,
+            p.OP_LIST: Dispatcher.list_jobs,
+            p.OP_STATS: Dispatcher.stats,
+            p.OP_WORKERS: Dispatcher.workers,
+            p.OP_REGISTER: Dispatcher.register,
+            p.OP_DLQ_LIST: Dispatcher.dlq_list,
+            p.OP_DLQ_KICK: Dispatcher.dlq_kick,
+            p.OP_DLQ_PURGE: Dispatcher.dlq_purge,
+        }
+
+    def handle(self, conn: Connection, opcode: int, rid: int, body: bytes) -> bytes | None:
+        handler = self.table.get(opcode)
+        if handler is None:
+            raise p.ProtocolError("UNKNOWN_OP", f"unknown opcode {opcode}")
+        if not conn.authed and opcode not in OPEN_OPS:
+            raise p.ProtocolError("UNAUTHORIZED", "send HELLO or AUTH with the server's token first")
+        if self.server.stopping and opcode not in OPEN_OPS:
+            raise p.ProtocolError("SHUTTING_DOWN", "the server is stopping")
+        try:
+            return handler(self, conn, rid, body)
+        except QueueFullError as exc:
+            raise p.ProtocolError("QUEUE_FULL", str(exc)) from None
+
+    # -- session ----------------------------------------------------------
+    def _check_token(self, conn: Connection, token: str) -> bool:
+        expected = self.server.token
+        if expected and hmac.compare_digest(token.encode(), expected.encode()):
+            conn.authed = True
+        return conn.authed
+
+    def hello(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        version, client, token = p.decode_hello(body)
+        conn.name = client
+        if version != p.PROTOCOL_VERSION:
+            raise p.ProtocolError("BAD_VERSION", f"server speaks version {p.PROTOCOL_VERSION}", fatal=True)
+        if token:
+            self._check_token(conn, token)
+        return p.encode_hello_reply("remora-netqueue", bool(self.server.token), conn.authed)
+
+    def auth(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        if not self._check_token(conn, p.decode_auth(body)):
+            log.warning("queue: bad token from %s", conn.peer)
+            raise p.ProtocolError("UNAUTHORIZED", "wrong token")
+        return b""
+
+    def ping(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        return b""
+
+    # -- producers --------------------------------------------------------
+    def put(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        r = p.decode_put(body)
+        return b"\x01" if self.engine.put(r.id, r.queue, r.priority, r.delay, r.ttr, r.max_attempts, r.body) else b"\x00"
+
+    def put_batch(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        items = p.decode_put_batch(body)
+        result = self.engine.put_many([(r.id, r.queue, r.priority, r.delay, r.ttr, r.max_attempts, r.body) for r in items])
+        return p.encode_flags(result)
+
+    # -- consumers --------------------------------------------------------
+    def _reserve(self, conn: Connection, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> bytes | None:
+        jobs = self.engine.reserve(req.queues, req.count, req.worker)
+        if jobs or req.timeout <= 0:
+            return prefix + p.encode_reservations(reservation_tuples(jobs))
+        self.server.park(conn, opcode, rid, req, prefix)
+        return None
+
+    def reserve(self, conn: Connection, rid: int, body: bytes) -> bytes | None:
+        return self._reserve(conn, p.OP_RESERVE, rid, p.decode_reserve(body), b"")
+
+    def ack(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        return b"\x01" if self.engine.ack(p.decode_id(body)) else b"\x00"
+
+    def ack_reserve(self, conn: Connection, rid: int, body: bytes) -> bytes | None:
+        job_id, req = p.decode_ack_reserve(body)
+        acked = self.engine.ack(job_id)
+        return self._reserve(conn, p.OP_ACK_RESERVE, rid, req, b"\x01" if acked else b"\x00")
+
+    def nack(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        job_id, delay = p.decode_nack(body)
+        return b"\x01" if self.engine.nack(job_id, delay) else b"\x00"
+
+    def touch(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        ids, worker = p.decode_touch(body)
+        return p.encode_touch_reply(self.engine.touch(ids, worker))
+
+    def cancel(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        return p.encode_u8(p.CANCEL_RESULT.index(self.engine.cancel(p.decode_id(body))))
+
+    def priority(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        job_id, priority = p.decode_priority(body)
+        return b"\x01" if self.engine.set_priority(job_id, priority) else b"\x00"
+
+    # -- inspection -------------------------------------------------------
+    def peek(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        job = self.engine.peek(p.decode_id(body))
+        return p.encode_views([view(job, self.engine.clock())] if job else [])
+
+    def list_jobs(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        queue, state, limit = p.decode_list(body)
+        now = self.engine.clock()
+        return p.encode_views([view(j, now) for j in self.engine.list_jobs(queue, state, limit)])
+
+    def stats(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        return p.encode_json(self.server.stats())
+
+    def workers(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        return p.encode_json(self.engine.worker_list())
+
+    def register(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        worker, host, concurrency = p.decode_register(body)
+        self.engine.register_worker(worker, host or conn.peer, concurrency)
+        return b""
+
+    def dlq_list(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        queue, _state, limit = p.decode_list(body)
+        now = self.engine.clock()
+        return p.encode_views([view(j, now) for j in self.engine.dlq_list(queue, limit)])
+
+    def dlq_kick(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        return p.encode_u32(self.engine.dlq_kick(p.decode_ids(body)))
+
+    def dlq_purge(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        return p.encode_u32(self.engine.dlq_purge(p.decode_ids(body)))

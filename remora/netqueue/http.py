@@ -1,0 +1,86 @@
+"""HTTP on the queue's port: ``GET /health``, ``/stats``, ``/workers``, ``/workers/stats``, ``/monitor`` as JSON.
+
+The server hands over the raw request head of a connection whose first byte
+was not 0x00 (binary frames always start with 0x00); the answer is a full
+HTTP/1.1 response with ``Connection: close``.  When the server has a token,
+every path but ``/health`` needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from remora.netqueue.server import QueueServer
+
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
+PATHS = ("/health", "/stats", "/workers", "/workers/stats", "/monitor")
+
+
+def response(status: int, data: Any, *, head: bool = False) -> bytes:
+    body = json.dumps(data, indent=None, separators=(",", ":"), default=str).encode() + b"\n"
+    lines = [
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-store",
+        "Connection: close",
+    ]
+    if status == 401:
+        lines.append('WWW-Authenticate: Bearer realm="netqueue"')
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if head else body)
+
+
+def _error(status: int, code: str, message: str) -> bytes:
+    return response(status, {"error": message, "code": code})
+
+
+def handle_http(server: QueueServer, head: bytes) -> bytes:
+    """Answer one HTTP request (request line + headers, already read in full)."""
+    try:
+        text = head.decode("latin-1")
+        request_line, *header_lines = text.split("\r\n")
+        method, target, _version = request_line.split(" ", 2)
+    except ValueError:
+        return _error(400, "BAD_REQUEST", "malformed HTTP request")
+    headers = {}
+    for line in header_lines:
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip().lower()] = value.strip()
+    path = target.split("?", 1)[0].rstrip("/") or "/"
+    if method not in ("GET", "HEAD"):
+        return _error(405, "METHOD_NOT_ALLOWED", "only GET and HEAD")
+    if path not in PATHS:
+        return _error(404, "NOT_FOUND", f"no such path; try {', '.join(PATHS)}")
+    if path != "/health" and server.token:
+        auth = headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), server.token.encode()):
+            return _error(401, "UNAUTHORIZED", "send Authorization: Bearer <queue token>")
+    return response(200, _body(server, path), head=method == "HEAD")
+
+
+def _body(server: QueueServer, path: str) -> Any:
+    if path == "/health":
+        return {"status": "ok", "uptime": round(time.time() - server.started_at, 3), "jobs": len(server.engine.jobs)}
+    if path == "/stats":
+        return server.stats()
+    if path == "/workers":
+        return server.engine.worker_list()
+    workers = server.engine.worker_list()
+    summary = {
+        "total": len(workers),
+        "active": sum(1 for w in workers if w["active"]),
+        "concurrency": sum(w["concurrency"] for w in workers),
+        "jobs_held": sum(len(w["jobs"]) for w in workers),
+        "done": sum(w["done"] for w in workers),
+        "failed": sum(w["failed"] for w in workers),
+    }
+    if path == "/workers/stats":
+        return summary
+    stats = server.stats()
+    return {"health": "ok", "stats": stats, "workers": workers, "worker_summary": summary}

@@ -1,0 +1,613 @@
+"""NetQueue wire protocol: frames, opcodes, error codes and body codecs.
+
+Pure functions over bytes, shared by the server and the client (and nothing
+else): no sockets, no threads.  ``docs/protocol.md`` is the specification;
+this module is its executable form and must agree with it.
+
+Every frame, in both directions::
+
+    u32 length      bytes that follow this field (header rest + body), big-endian
+    u8  version     PROTOCOL_VERSION (1)
+    u8  opcode      OP_* below; a reply carries the opcode of its request
+    u16 flags       FLAG_REPLY on replies, FLAG_ERROR on error replies
+    u32 request id  chosen by the client, echoed by the reply (pipelining)
+    ... body        opcode-specific layout, see the encode_*/decode_* pairs
+
+``MAX_FRAME`` stays below 16 MiB so the first byte of a binary frame is
+always 0x00: that is how the server tells a frame from an HTTP request line
+on the same port.
+
+Strings are UTF-8 with a u8 (``str8``) or u16 (``str16``) length prefix; job
+bodies are opaque bytes with a u32 prefix; times travel as u32 milliseconds.
+A body that cannot be decoded raises ``ProtocolError`` carrying the error
+name the reply must use.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# -- named limits (answered with an error code, never a crash) -----------
+MAX_FRAME = 8 * 1024 * 1024  # largest frame (after the length field)
+MAX_BODY = 1024 * 1024  # largest job body
+MAX_NAME = 200  # longest job id, queue name, worker id, host
+MAX_BATCH = 1000  # most jobs in one PUT_BATCH
+MAX_RESERVE = 1000  # most jobs one RESERVE may lease
+MAX_QUEUES = 32  # most queues one RESERVE may watch
+MAX_TOUCH = 10000  # most ids in one TOUCH / DLQ_KICK / DLQ_PURGE
+MAX_LIST = 10000  # most jobs one LIST / DLQ_LIST returns
+MAX_TIMEOUT_MS = 24 * 3600 * 1000  # longest RESERVE timeout, delay, ttr
+MIN_PRIORITY, MAX_PRIORITY = 1, 10
+
+HEADER = struct.Struct(">IBBHI")
+HEADER_SIZE = HEADER.size  # 12
+LENGTH = struct.Struct(">I")
+
+FLAG_REPLY = 0x1
+FLAG_ERROR = 0x2
+
+OP_HELLO = 1
+OP_AUTH = 2
+OP_PING = 3
+OP_PUT = 10
+OP_PUT_BATCH = 11
+OP_RESERVE = 12
+OP_ACK = 13
+OP_ACK_RESERVE = 14
+OP_NACK = 15
+OP_TOUCH = 16
+OP_CANCEL = 17
+OP_PRIORITY = 18
+OP_PEEK = 19
+OP_LIST = 20
+OP_STATS = 30
+OP_WORKERS = 31
+OP_REGISTER = 32
+OP_DLQ_LIST = 40
+OP_DLQ_KICK = 41
+OP_DLQ_PURGE = 42
+
+OP_NAMES = {v: k[3:] for k, v in dict(globals()).items() if k.startswith("OP_") and isinstance(v, int)}
+
+# -- error codes (the reply body names one) ------------------------------
+ERRORS = {
+    "BAD_FRAME": "the body does not match the opcode's layout (truncated, trailing bytes, bad UTF-8)",
+    "BAD_VERSION": "the header's version is not PROTOCOL_VERSION; the connection is closed",
+    "UNKNOWN_OP": "no such opcode",
+    "FRAME_TOO_LARGE": "length over MAX_FRAME; the connection is closed",
+    "BODY_TOO_LARGE": "a job body over MAX_BODY",
+    "NAME_TOO_LONG": "an id, queue, worker or host over MAX_NAME bytes, or empty where required",
+    "BAD_ARGUMENT": "a value out of range (priority, counts, times, state names)",
+    "UNAUTHORIZED": "the server requires a token and this connection has not sent the right one",
+    "QUEUE_FULL": "the queue holds max_size waiting jobs; nothing of the request was stored",
+    "SHUTTING_DOWN": "the server is stopping; retry elsewhere or later",
+    "INTERNAL": "a bug in the server; the request had no effect or an unknown one",
+}
+
+STATE_NAMES = ("ready", "delayed", "reserved", "dead")
+TOUCH_STATUS = ("ok", "canceled", "lost")
+CANCEL_RESULT = ("not_found", "removed", "flagged")
+
+
+class ProtocolError(Exception):
+    """A request the server answers with an error reply (``code`` is an ERRORS name)."""
+
+    def __init__(self, code: str, message: str = "", *, fatal: bool = False) -> None:
+        super().__init__(message or ERRORS.get(code, code))
+        self.code = code
+        self.message = message or ERRORS.get(code, code)
+        self.fatal = fatal  # the connection is closed after the reply
+
+
+# -- frames --------------------------------------------------------------
+
+
+def frame(opcode: int, request_id: int, body: bytes = b"", flags: int = 0) -> bytes:
+    return HEADER.pack(HEADER_SIZE - 4 + len(body), PROTOCOL_VERSION, opcode, flags, request_id) + body
+
+
+def reply(opcode: int, request_id: int, body: bytes = b"") -> bytes:
+    return HEADER.pack(HEADER_SIZE - 4 + len(body), PROTOCOL_VERSION, opcode, FLAG_REPLY, request_id) + body
+
+
+def error_reply(opcode: int, request_id: int, code: str, message: str) -> bytes:
+    return frame(opcode, request_id, str8(code) + str16(message[:2000]), FLAG_REPLY | FLAG_ERROR)
+
+
+def decode_error(body: bytes) -> tuple[str, str]:
+    r = Reader(body)
+    code, message = r.str8(), r.str16()
+    return code, message
+
+
+# -- primitive codecs ----------------------------------------------------
+
+_U8 = struct.Struct(">B")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_F64 = struct.Struct(">d")
+
+
+def str8(text: str) -> bytes:
+    data = text.encode()
+    if len(data) > 255:
+        raise ProtocolError("NAME_TOO_LONG", f"{text[:40]!r}... is over 255 bytes")
+    return _U8.pack(len(data)) + data
+
+
+def str16(text: str) -> bytes:
+    data = text.encode()[:65535]
+    return _U16.pack(len(data)) + data
+
+
+def blob32(data: bytes) -> bytes:
+    return _U32.pack(len(data)) + data
+
+
+class Reader:
+    """Reads a body left to right; any shortfall raises BAD_FRAME."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def _take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.buf):
+            raise ProtocolError("BAD_FRAME", "body is truncated")
+        data = self.buf[self.pos : end]
+        self.pos = end
+        return bytes(data)
+
+    def unpack(self, st: struct.Struct) -> tuple[Any, ...]:
+        if self.pos + st.size > len(self.buf):
+            raise ProtocolError("BAD_FRAME", "body is truncated")
+        values = st.unpack_from(self.buf, self.pos)
+        self.pos += st.size
+        return values
+
+    def u8(self) -> int:
+        return int(self.unpack(_U8)[0])
+
+    def u16(self) -> int:
+        return int(self.unpack(_U16)[0])
+
+    def u32(self) -> int:
+        return int(self.unpack(_U32)[0])
+
+    def f64(self) -> float:
+        return float(self.unpack(_F64)[0])
+
+    def text(self, n: int) -> str:
+        try:
+            return self._take(n).decode()
+        except UnicodeDecodeError:
+            raise ProtocolError("BAD_FRAME", "a string is not valid UTF-8") from None
+
+    def str8(self) -> str:
+        return self.text(self.u8())
+
+    def str16(self) -> str:
+        return self.text(self.u16())
+
+    def blob32(self) -> bytes:
+        return self._take(self.u32())
+
+    def end(self) -> None:
+        if self.pos != len(self.buf):
+            raise ProtocolError("BAD_FRAME", f"{len(self.buf) - self.pos} trailing bytes")
+
+
+def name(value: str, what: str, *, allow_empty: bool = False) -> str:
+    """Check an id/queue/worker name against MAX_NAME."""
+    if not value and not allow_empty:
+        raise ProtocolError("NAME_TOO_LONG", f"{what} must not be empty")
+    if len(value) > MAX_NAME or len(value.encode()) > MAX_NAME:
+        raise ProtocolError("NAME_TOO_LONG", f"{what} is over {MAX_NAME} bytes")
+    return value
+
+
+def ms(seconds: float) -> int:
+    """Seconds -> u32 milliseconds, clamped to MAX_TIMEOUT_MS."""
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        raise ProtocolError("BAD_ARGUMENT", "times must not be negative")
+    return min(round(seconds * 1000), MAX_TIMEOUT_MS)
+
+
+# -- PUT -------------------------------------------------------------------
+# item: u8 priority, u16 max_attempts, u32 delay_ms, u32 ttr_ms, u8 id_len, u8 queue_len, u32 body_len,
+#       id, queue, body
+
+
+@dataclass(slots=True)
+class PutRequest:
+    id: str
+    queue: str
+    priority: int
+    delay: float
+    ttr: float
+    max_attempts: int
+    body: bytes
+
+
+_PUT = struct.Struct(">BHIIBBI")
+
+
+def encode_put(job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> bytes:
+    jid, q = job_id.encode(), queue.encode()
+    if len(jid) > 255 or len(q) > 255:
+        raise ProtocolError("NAME_TOO_LONG", "job id or queue over 255 bytes")
+    if not 0 <= priority <= 255 or not 0 <= max_attempts <= 65535:
+        raise ProtocolError("BAD_ARGUMENT", "priority or max_attempts out of range")
+    return _PUT.pack(priority, max_attempts, ms(delay), ms(ttr), len(jid), len(q), len(body)) + jid + q + body
+
+
+def _read_put(r: Reader) -> PutRequest:
+    priority, max_attempts, delay_ms, ttr_ms, id_len, q_len, body_len = r.unpack(_PUT)
+    job_id, queue = r.text(id_len), r.text(q_len)
+    if body_len > MAX_BODY:
+        raise ProtocolError("BODY_TOO_LARGE", f"job body of {body_len} bytes is over {MAX_BODY}")
+    body = r._take(body_len)
+    name(job_id, "job id")
+    name(queue, "queue")
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ProtocolError("BAD_ARGUMENT", f"priority {priority} is not in {MIN_PRIORITY}..{MAX_PRIORITY}")
+    if max_attempts < 1:
+        raise ProtocolError("BAD_ARGUMENT", "max_attempts must be at least 1")
+    if delay_ms > MAX_TIMEOUT_MS or ttr_ms > MAX_TIMEOUT_MS:
+        raise ProtocolError("BAD_ARGUMENT", "delay or ttr too long")
+    return PutRequest(job_id, queue, priority, delay_ms / 1000.0, ttr_ms / 1000.0, max_attempts, body)
+
+
+def decode_put(body: bytes) -> PutRequest:
+    r = Reader(body)
+    req = _read_put(r)
+    r.end()
+    return req
+
+
+def encode_put_batch(items: list[bytes]) -> bytes:
+    """``items`` are ``encode_put`` results."""
+    return _U16.pack(len(items)) + b"".join(items)
+
+
+def decode_put_batch(body: bytes) -> list[PutRequest]:
+    r = Reader(body)
+    count = r.u16()
+    if count > MAX_BATCH:
+        raise ProtocolError("BAD_ARGUMENT", f"batch of {count} is over {MAX_BATCH}")
+    items = [_read_put(r) for _ in range(count)]
+    r.end()
+    return items
+
+
+def encode_flags(values: list[bool]) -> bytes:
+    return _U16.pack(len(values)) + bytes(1 if v else 0 for v in values)
+
+
+def decode_flags(body: bytes) -> list[bool]:
+    r = Reader(body)
+    n = r.u16()
+    return [b == 1 for b in r._take(n)]
+
+
+# -- RESERVE / ACK_RESERVE -------------------------------------------------
+# u32 timeout_ms, u16 count, str8 worker, u8 n, str8 queue * n
+
+
+@dataclass(slots=True)
+class ReserveRequest:
+    queues: list[str]
+    timeout: float
+    count: int
+    worker: str
+
+
+def encode_reserve(queues: list[str], timeout: float, count: int, worker: str) -> bytes:
+    if not 0 < count <= 65535 or not 0 < len(queues) <= 255:
+        raise ProtocolError("BAD_ARGUMENT", "count or number of queues out of range")
+    return struct.pack(">IH", ms(timeout), count) + str8(worker) + _U8.pack(len(queues)) + b"".join(str8(q) for q in queues)
+
+
+def _read_reserve(r: Reader) -> ReserveRequest:
+    timeout_ms, count = r.unpack(_RESERVE_HEAD)
+    worker = name(r.str8(), "worker id", allow_empty=True)
+    n = r.u8()
+    if not 1 <= n <= MAX_QUEUES:
+        raise ProtocolError("BAD_ARGUMENT", f"a reserve watches 1..{MAX_QUEUES} queues")
+    queues = [name(r.str8(), "queue") for _ in range(n)]
+    if not 1 <= count <= MAX_RESERVE:
+        raise ProtocolError("BAD_ARGUMENT", f"count must be 1..{MAX_RESERVE}")
+    if timeout_ms > MAX_TIMEOUT_MS:
+        raise ProtocolError("BAD_ARGUMENT", "timeout too long")
+    return ReserveRequest(queues, timeout_ms / 1000.0, count, worker)
+
+
+_RESERVE_HEAD = struct.Struct(">IH")
+
+
+def decode_reserve(body: bytes) -> ReserveRequest:
+    r = Reader(body)
+    req = _read_reserve(r)
+    r.end()
+    return req
+
+
+def encode_ack_reserve(job_id: str, queues: list[str], timeout: float, count: int, worker: str) -> bytes:
+    return str8(job_id) + encode_reserve(queues, timeout, count, worker)
+
+
+def decode_ack_reserve(body: bytes) -> tuple[str, ReserveRequest]:
+    r = Reader(body)
+    job_id = name(r.str8(), "job id")
+    req = _read_reserve(r)
+    r.end()
+    return job_id, req
+
+
+# reservation: u8 priority, u16 attempt, u32 ttr_ms, u8 id_len, u8 queue_len, u32 body_len, id, queue, body
+_RES = struct.Struct(">BHIBBI")
+
+
+def encode_reservations(jobs: list[tuple[str, str, int, int, float, bytes]]) -> bytes:
+    """``jobs``: (id, queue, priority, attempt, ttr, body) tuples."""
+    parts = [_U16.pack(len(jobs))]
+    for job_id, queue, priority, attempt, ttr, body in jobs:
+        jid, q = job_id.encode(), queue.encode()
+        parts.append(_RES.pack(priority, min(attempt, 65535), int(ttr * 1000), len(jid), len(q), len(body)) + jid + q + body)
+    return b"".join(parts)
+
+
+def decode_reservations(r: Reader) -> list[tuple[str, str, int, int, float, bytes]]:
+    out = []
+    for _ in range(r.u16()):
+        priority, attempt, ttr_ms, id_len, q_len, body_len = r.unpack(_RES)
+        out.append((r.text(id_len), r.text(q_len), priority, attempt, ttr_ms / 1000.0, r._take(body_len)))
+    return out
+
+
+# -- small requests --------------------------------------------------------
+
+
+def encode_id(job_id: str) -> bytes:
+    return str8(job_id)
+
+
+def decode_id(body: bytes) -> str:
+    r = Reader(body)
+    job_id = name(r.str8(), "job id")
+    r.end()
+    return job_id
+
+
+def encode_nack(job_id: str, delay: float) -> bytes:
+    return str8(job_id) + _U32.pack(ms(delay))
+
+
+def decode_nack(body: bytes) -> tuple[str, float]:
+    r = Reader(body)
+    job_id = name(r.str8(), "job id")
+    delay_ms = r.u32()
+    r.end()
+    if delay_ms > MAX_TIMEOUT_MS:
+        raise ProtocolError("BAD_ARGUMENT", "delay too long")
+    return job_id, delay_ms / 1000.0
+
+
+def encode_priority(job_id: str, priority: int) -> bytes:
+    if not 0 <= priority <= 255:
+        raise ProtocolError("BAD_ARGUMENT", "priority out of range")
+    return str8(job_id) + _U8.pack(priority)
+
+
+def decode_priority(body: bytes) -> tuple[str, int]:
+    r = Reader(body)
+    job_id = name(r.str8(), "job id")
+    priority = r.u8()
+    r.end()
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ProtocolError("BAD_ARGUMENT", f"priority {priority} is not in {MIN_PRIORITY}..{MAX_PRIORITY}")
+    return job_id, priority
+
+
+def encode_u8(value: int) -> bytes:
+    return _U8.pack(value)
+
+
+def decode_u8(body: bytes) -> int:
+    r = Reader(body)
+    value = r.u8()
+    r.end()
+    return value
+
+
+def encode_u32(value: int) -> bytes:
+    return _U32.pack(value)
+
+
+def decode_u32(body: bytes) -> int:
+    r = Reader(body)
+    value = r.u32()
+    r.end()
+    return value
+
+
+# TOUCH: str8 worker, u16 n, str8 id * n -> reply u16 n, (str8 id, u8 status) * n
+def encode_touch(job_ids: list[str], worker: str) -> bytes:
+    return str8(worker) + _U16.pack(len(job_ids)) + b"".join(str8(j) for j in job_ids)
+
+
+def decode_touch(body: bytes) -> tuple[list[str], str]:
+    r = Reader(body)
+    worker = name(r.str8(), "worker id", allow_empty=True)
+    n = r.u16()
+    if n > MAX_TOUCH:
+        raise ProtocolError("BAD_ARGUMENT", f"over {MAX_TOUCH} ids")
+    ids = [name(r.str8(), "job id") for _ in range(n)]
+    r.end()
+    return ids, worker
+
+
+def encode_touch_reply(result: dict[str, str]) -> bytes:
+    return _U16.pack(len(result)) + b"".join(str8(k) + _U8.pack(TOUCH_STATUS.index(v)) for k, v in result.items())
+
+
+def decode_touch_reply(body: bytes) -> dict[str, str]:
+    r = Reader(body)
+    out = {}
+    for _ in range(r.u16()):
+        job_id = r.str8()
+        code = r.u8()
+        out[job_id] = TOUCH_STATUS[code] if code < len(TOUCH_STATUS) else "lost"
+    return out
+
+
+# DLQ_KICK / DLQ_PURGE: u8 all, u16 n, str8 id * n -> reply u32 count
+def encode_ids(job_ids: list[str] | None) -> bytes:
+    ids = job_ids or []
+    return _U8.pack(1 if job_ids is None else 0) + _U16.pack(len(ids)) + b"".join(str8(j) for j in ids)
+
+
+def decode_ids(body: bytes) -> list[str] | None:
+    r = Reader(body)
+    everything = r.u8()
+    n = r.u16()
+    if n > MAX_TOUCH:
+        raise ProtocolError("BAD_ARGUMENT", f"over {MAX_TOUCH} ids")
+    ids = [name(r.str8(), "job id") for _ in range(n)]
+    r.end()
+    return None if everything else ids
+
+
+# REGISTER: str8 worker, str8 host, u16 concurrency
+def encode_register(worker: str, host: str, concurrency: int) -> bytes:
+    return str8(worker) + str8(host) + _U16.pack(max(0, min(concurrency, 65535)))
+
+
+def decode_register(body: bytes) -> tuple[str, str, int]:
+    r = Reader(body)
+    worker = name(r.str8(), "worker id")
+    host = name(r.str8(), "host", allow_empty=True)
+    concurrency = r.u16()
+    r.end()
+    return worker, host, concurrency
+
+
+# LIST / DLQ_LIST: str8 queue ("" = all), str8 state ("" = all), u32 limit
+def encode_list(queue: str | None, state: str | None, limit: int) -> bytes:
+    return str8(queue or "") + str8(state or "") + _U32.pack(max(0, min(limit, 0xFFFFFFFF)))
+
+
+def decode_list(body: bytes) -> tuple[str | None, str | None, int]:
+    r = Reader(body)
+    queue = name(r.str8(), "queue", allow_empty=True)
+    state = r.str8()
+    limit = r.u32()
+    r.end()
+    if state and state not in STATE_NAMES:
+        raise ProtocolError("BAD_ARGUMENT", f"state must be one of {', '.join(STATE_NAMES)}")
+    return queue or None, state or None, min(limit, MAX_LIST)
+
+
+# job view: u8 priority, u8 state, u16 attempt, f64 age, str8 id, str8 queue, str8 worker, str16 reason, blob32 body
+_VIEW = struct.Struct(">BBHd")
+
+
+def encode_view(
+    job_id: str, queue: str, priority: int, state: str, attempt: int, age: float, body: bytes, worker: str, reason: str
+) -> bytes:
+    return (
+        _VIEW.pack(priority, STATE_NAMES.index(state), min(attempt, 65535), age)
+        + str8(job_id)
+        + str8(queue)
+        + str8(worker)
+        + str16(reason)
+        + blob32(body)
+    )
+
+
+def read_view(r: Reader) -> dict[str, Any]:
+    priority, state, attempt, age = r.unpack(_VIEW)
+    job_id, queue, worker, reason = r.str8(), r.str8(), r.str8(), r.str16()
+    body = r.blob32()
+    return {
+        "id": job_id,
+        "queue": queue,
+        "priority": priority,
+        "state": STATE_NAMES[state] if state < len(STATE_NAMES) else "unknown",
+        "attempt": attempt,
+        "age": age,
+        "body": body,
+        "worker": worker or None,
+        "reason": reason or None,
+    }
+
+
+def encode_views(views: list[bytes]) -> bytes:
+    return _U32.pack(len(views)) + b"".join(views)
+
+
+def decode_views(body: bytes) -> list[dict[str, Any]]:
+    r = Reader(body)
+    return [read_view(r) for _ in range(r.u32())]
+
+
+# HELLO: u8 version, str8 client name, str16 token
+#   reply: u8 version, str8 server name, u8 auth_required, u8 authenticated, u32 max_frame, u32 max_body, u8 max_name
+def encode_hello(client_name: str, token: str) -> bytes:
+    return _U8.pack(PROTOCOL_VERSION) + str8(client_name[:200]) + str16(token)
+
+
+def decode_hello(body: bytes) -> tuple[int, str, str]:
+    r = Reader(body)
+    version, client, token = r.u8(), r.str8(), r.str16()
+    r.end()
+    return version, client, token
+
+
+_HELLO_REPLY = struct.Struct(">BBIIB")
+
+
+def encode_hello_reply(server_name: str, auth_required: bool, authenticated: bool) -> bytes:
+    return (
+        _U8.pack(PROTOCOL_VERSION)
+        + str8(server_name)
+        + _HELLO_REPLY.pack(int(auth_required), int(authenticated), MAX_FRAME, MAX_BODY, MAX_NAME)
+    )
+
+
+def decode_hello_reply(body: bytes) -> dict[str, Any]:
+    r = Reader(body)
+    version, server = r.u8(), r.str8()
+    auth_required, authenticated, max_frame, max_body, max_name = r.unpack(_HELLO_REPLY)
+    return {
+        "version": version,
+        "server": server,
+        "auth_required": bool(auth_required),
+        "authenticated": bool(authenticated),
+        "max_frame": max_frame,
+        "max_body": max_body,
+        "max_name": max_name,
+    }
+
+
+def decode_auth(body: bytes) -> str:
+    r = Reader(body)
+    token = r.str16()
+    r.end()
+    return token
+
+
+def encode_json(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), default=str).encode()
+
+
+def decode_json(body: bytes) -> Any:
+    return json.loads(body.decode()) if body else None

@@ -1,0 +1,571 @@
+"""NetQueue server: one selector-driven I/O thread, the engine under a lock, a group-commit thread.
+
+Why a selector and not a thread per connection: workers and API processes
+keep connections open for hours and most of them sit idle or parked in a
+blocking RESERVE.  With epoll one thread watches thousands of sockets for
+the cost of a file descriptor each, and a parked RESERVE is just an entry in
+a waiter list — no thread, no stack.  The engine is a pure in-memory state
+machine whose operations take microseconds, so handling every request on
+the I/O thread (under ``self.lock``, which in-process callers also take) is
+faster than handing requests to worker threads across the GIL.
+
+Durability without stalling I/O: each loop iteration decodes every request
+that arrived, applies them to the engine, appends their log records and
+writes them with one ``write()``.  With ``fsync = always`` their replies are
+held until the commit thread's next ``fdatasync`` covers that write — one
+fsync covers every request that came in while the previous one ran (group
+commit), and the I/O thread keeps reading meanwhile.  A reply is never sent
+before everything logged before it is durable, so no client can observe a
+state that a crash would undo.
+
+HTTP on the same port: a binary frame starts with 0x00 (MAX_FRAME < 16 MiB),
+so a connection whose first byte is anything else is read as an HTTP/1.x
+request (see ``remora.netqueue.http``) and answered with JSON.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from remora.errors import ConfigError
+from remora.netqueue import protocol as p
+from remora.netqueue.engine import Engine
+from remora.netqueue.handlers import Dispatcher, reservation_tuples
+
+if TYPE_CHECKING:
+    from remora.config import Settings
+    from remora.netqueue.wal import WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 256 * 1024
+MAX_HTTP_REQUEST = 16 * 1024
+MAX_OUTBUF = 64 * 1024 * 1024  # a client that stops reading its replies is disconnected beyond this
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+class Connection:
+    __slots__ = ("addr", "authed", "closing", "http", "inbuf", "name", "out", "parked", "peer", "pending", "sock", "writing")
+
+    def __init__(self, sock: socket.socket, addr: Any, authed: bool) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        self.inbuf = bytearray()
+        self.out = bytearray()
+        self.authed = authed
+        self.name = ""
+        self.http: bool | None = None  # None until the first byte is seen
+        self.closing = False  # close once every reply owed is sent
+        self.pending = 0  # replies waiting for durability
+        self.parked = 0  # blocking reserves waiting
+        self.writing = False
+
+
+class Waiter:
+    __slots__ = ("conn", "deadline", "done", "opcode", "prefix", "req", "rid")
+
+    def __init__(self, conn: Connection, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes, deadline: float) -> None:
+        self.conn, self.opcode, self.rid, self.req, self.prefix, self.deadline = conn, opcode, rid, req, prefix, deadline
+        self.done = False
+
+
+class QueueServer:
+    """NetQueue over TCP (binary frames) and HTTP (JSON) on one port."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9000,
+        data_dir: Path | None = None,
+        persistence: bool = True,
+        fsync: str = "always",
+        fsync_interval: float = 0.01,
+        max_size: int = 100000,
+        token: str = "",
+        default_ttr: float = 30.0,
+        max_connections: int = 4096,
+    ) -> None:
+        if fsync not in ("always", "interval", "never"):
+            raise ConfigError(f"queue fsync = {fsync!r}: expected always, interval or never")
+        if not token and not is_loopback(host):
+            raise ConfigError(f"queue bound to {host} (not loopback) needs a token: set queue.token or --token")
+        if persistence and data_dir is None:
+            raise ConfigError("queue persistence needs a data directory (queue.data_dir)")
+        self.host, self.port = host, port
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.persistence = persistence
+        self.fsync, self.fsync_interval = fsync, fsync_interval
+        self.token = token
+        self.default_ttr = default_ttr
+        self.max_connections = max_connections
+        self.lock = threading.RLock()
+        self.engine = Engine(max_size=max_size)
+        self.dispatcher = Dispatcher(self)
+        self.wal: WriteAheadLog | None = None
+        self.recovery: dict[str, Any] = {}
+        self.stopping = False
+        self.started_at = time.time()
+        self._sel: selectors.BaseSelector | None = None
+        self._listener: socket.socket | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._conns: dict[int, Connection] = {}
+        self._waiters: dict[str, deque[Waiter]] = {}
+        self._waiter_deadlines: list[tuple[float, int, Waiter]] = []
+        self._seq = itertools.count()
+        self._batch: list[tuple[Connection, bytes]] = []
+        self._held: deque[tuple[int, Connection, bytes]] = deque()
+        self._dirty: set[Connection] = set()
+        self._stopped = threading.Event()
+        self.counters = {"connections_total": 0, "requests": 0, "errors": 0, "http_requests": 0}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> QueueServer:
+        from remora.config import split_addr
+
+        host, port = split_addr(settings.queue.addr, 9000)
+        kwargs: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "data_dir": settings.queue_data_dir,
+            "persistence": settings.queue.persistence,
+            "fsync": settings.queue.fsync,
+            "fsync_interval": settings.queue.fsync_interval,
+            "max_size": settings.queue.max_size,
+            "token": settings.queue.token,
+            "default_ttr": settings.queue.worker_timeout,
+            "max_connections": settings.queue.max_connections,
+        }
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kwargs)
+
+    # -- lifecycle --------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._listener is None:
+            return (self.host, self.port)
+        host, port = self._listener.getsockname()[:2]
+        return (host, port)
+
+    def start(self) -> None:
+        """Recover the log, bind, and serve in background threads; returns once listening."""
+        if self.persistence:
+            from remora.netqueue.wal import WriteAheadLog
+
+            assert self.data_dir is not None
+            self.wal = WriteAheadLog(self.data_dir, fsync=self.fsync, fsync_interval=self.fsync_interval, on_durable=self._wake)
+            self.recovery = self.wal.recover(self.engine)
+            self.engine.journal = self.wal.record
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.host, self.port))
+        except OSError as exc:
+            listener.close()
+            if self.wal:
+                self.wal.close()
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+        listener.listen(1024)
+        listener.setblocking(False)
+        self._listener = listener
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(listener, selectors.EVENT_READ, "accept")
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        if self.wal:
+            self.wal.start()
+        self._thread = threading.Thread(target=self._run, name="netqueue-io", daemon=True)
+        self._thread.start()
+        host, port = self.address
+        log.info(
+            "queue: listening on %s:%d (persistence=%s fsync=%s auth=%s jobs=%d)",
+            host,
+            port,
+            self.persistence,
+            self.fsync,
+            "token" if self.token else "off",
+            len(self.engine.jobs),
+        )
+
+    def serve_forever(self) -> None:
+        if self._thread is None:
+            self.start()
+        self._stopped.wait()
+
+    def stop(self) -> None:
+        """Stop accepting, answer what is owed, flush and close the log, join the threads."""
+        if self._thread is None or self.stopping:
+            self._stopped.set()
+            return
+        self.stopping = True
+        self._wake()
+        self._thread.join(timeout=10)
+        if self.wal:
+            self.wal.close()
+        log.info("queue: stopped (jobs=%d)", len(self.engine.jobs))
+        self._stopped.set()
+
+    def _wake(self) -> None:
+        try:
+            if self._wake_w is not None:
+                self._wake_w.send(b"x")
+        except OSError:
+            pass  # the pipe is full: the loop is awake anyway
+
+    # -- the I/O loop -----------------------------------------------------
+    def _run(self) -> None:
+        assert self._sel is not None
+        while not self.stopping:
+            try:
+                events = self._sel.select(self._select_timeout())
+                with self.lock:
+                    self._iteration(events)
+            except Exception:
+                log.exception("queue: error in the I/O loop")
+        self._shutdown()
+
+    def _select_timeout(self) -> float:
+        now = time.time()
+        deadlines = [1.0]
+        nxt = self.engine.next_deadline()
+        if nxt is not None:
+            deadlines.append(nxt - now)
+        if self._waiter_deadlines:
+            deadlines.append(self._waiter_deadlines[0][0] - now)
+        return max(0.0, min(deadlines))
+
+    def _iteration(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
+        for key, mask in events:
+            data = key.data
+            if data == "accept":
+                self._accept()
+            elif data == "wake":
+                self._drain_wake()
+            else:
+                conn: Connection = data
+                if mask & selectors.EVENT_WRITE:
+                    self._send(conn)
+                if mask & selectors.EVENT_READ:
+                    if conn.closing:
+                        self._discard_input(conn)
+                    else:
+                        self._read(conn)
+        self.engine.tick()
+        self._expire_waiters()
+        self._serve_waiters()
+        self._commit_batch()
+        wal = self.wal
+        if wal is not None and wal.should_compact(len(self.engine.jobs)):
+            wal.compact(self.engine)
+            self._release_durable()
+
+    def _accept(self) -> None:
+        assert self._listener is not None and self._sel is not None
+        for _ in range(64):
+            try:
+                sock, addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("queue: accept failed: %s", exc)
+                return
+            if len(self._conns) >= self.max_connections:
+                log.warning("queue: refusing %s: %d connections (max_connections)", addr, len(self._conns))
+                sock.close()
+                continue
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(sock, addr, authed=not self.token)
+            self._conns[sock.fileno()] = conn
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+            self.counters["connections_total"] += 1
+
+    def _drain_wake(self) -> None:
+        assert self._wake_r is not None
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._release_durable()
+
+    def _discard_input(self, conn: Connection) -> None:
+        """A closing connection's further input is read and dropped (level-triggered epoll would spin)."""
+        try:
+            if not conn.sock.recv(RECV_SIZE):
+                self._close(conn)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._close(conn)
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        buf = conn.inbuf
+        buf += data
+        if conn.http is None:
+            conn.http = buf[0] != 0
+        if conn.http:
+            self._read_http(conn)
+        else:
+            self._read_frames(conn)
+
+    def _read_frames(self, conn: Connection) -> None:
+        buf = conn.inbuf
+        n = len(buf)
+        pos = 0
+        unpack_len = p.LENGTH.unpack_from
+        header = p.HEADER.unpack_from
+        while n - pos >= 4 and not conn.closing:
+            (length,) = unpack_len(buf, pos)
+            if length > p.MAX_FRAME or length < p.HEADER_SIZE - 4:
+                code = "FRAME_TOO_LARGE" if length > p.MAX_FRAME else "BAD_FRAME"
+                self._fail(conn, 0, 0, p.ProtocolError(code, f"frame length {length}", fatal=True))
+                break
+            if n - pos - 4 < length:
+                break
+            _, version, opcode, _flags, rid = header(buf, pos)
+            body = bytes(buf[pos + p.HEADER_SIZE : pos + 4 + length])
+            pos += 4 + length
+            if version != p.PROTOCOL_VERSION:
+                self._fail(conn, opcode, rid, p.ProtocolError("BAD_VERSION", f"server speaks version {p.PROTOCOL_VERSION}", fatal=True))
+                break
+            self._request(conn, opcode, rid, body)
+        del buf[:pos]
+
+    def _request(self, conn: Connection, opcode: int, rid: int, body: bytes) -> None:
+        self.counters["requests"] += 1
+        try:
+            result = self.dispatcher.handle(conn, opcode, rid, body)
+        except p.ProtocolError as exc:
+            self._fail(conn, opcode, rid, exc)
+            return
+        except Exception:
+            log.exception("queue: internal error handling %s from %s", p.OP_NAMES.get(opcode, opcode), conn.peer)
+            self._fail(conn, opcode, rid, p.ProtocolError("INTERNAL", "internal error; see the server log"))
+            return
+        if result is not None:
+            self._batch.append((conn, p.reply(opcode, rid, result)))
+
+    def _fail(self, conn: Connection, opcode: int, rid: int, exc: p.ProtocolError) -> None:
+        self.counters["errors"] += 1
+        if exc.code not in ("QUEUE_FULL", "UNAUTHORIZED"):
+            log.info("queue: %s from %s: %s", exc.code, conn.peer, exc.message)
+        self._batch.append((conn, p.error_reply(opcode, rid, exc.code, exc.message)))
+        if exc.fatal:
+            conn.closing = True
+
+    def _read_http(self, conn: Connection) -> None:
+        from remora.netqueue.http import handle_http
+
+        buf = conn.inbuf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0 and len(buf) < MAX_HTTP_REQUEST:
+            return
+        self.counters["http_requests"] += 1
+        response = handle_http(self, bytes(buf[: end if end >= 0 else MAX_HTTP_REQUEST]))
+        buf.clear()
+        conn.closing = True
+        self._batch.append((conn, response))
+
+    # -- blocking reserves --------------------------------------------------
+    def park(self, conn: Connection, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> None:
+        """Hold a RESERVE that found nothing until a job arrives or its timeout passes."""
+        waiter = Waiter(conn, opcode, rid, req, prefix, time.time() + req.timeout)
+        for queue in req.queues:
+            self._waiters.setdefault(queue, deque()).append(waiter)
+        heapq.heappush(self._waiter_deadlines, (waiter.deadline, next(self._seq), waiter))
+        conn.parked += 1
+
+    def _finish_waiter(self, waiter: Waiter, jobs: list[Any]) -> None:
+        waiter.done = True
+        waiter.conn.parked -= 1
+        body = waiter.prefix + p.encode_reservations(reservation_tuples(jobs))
+        self._batch.append((waiter.conn, p.reply(waiter.opcode, waiter.rid, body)))
+
+    def _expire_waiters(self) -> None:
+        heap = self._waiter_deadlines
+        now = time.time()
+        while heap and (heap[0][0] <= now or heap[0][2].done):
+            _, _, waiter = heapq.heappop(heap)
+            if not waiter.done:
+                self._finish_waiter(waiter, [])
+
+    def _serve_waiters(self) -> None:
+        engine = self.engine
+        while engine.woken:
+            queue = engine.woken.pop()
+            waiters = self._waiters.get(queue)
+            if not waiters:
+                continue
+            q = engine.queues.get(queue)
+            while waiters and q is not None and q.nready:
+                waiter = waiters.popleft()
+                if waiter.done:
+                    continue
+                jobs = engine.reserve(waiter.req.queues, waiter.req.count, waiter.req.worker)
+                if jobs:
+                    self._finish_waiter(waiter, jobs)
+            if not waiters:
+                del self._waiters[queue]
+
+    # -- replies and durability -------------------------------------------
+    def _commit_batch(self) -> None:
+        """Write this iteration's log records, then release or hold its replies."""
+        batch = self._batch
+        if not batch:
+            wal = self.wal
+            if wal is not None and wal.flush() > wal.synced and wal.fsync == "always":
+                wal.request_sync()  # records without replies (expired leases) become durable soon too
+            return
+        self._batch = []
+        wal = self.wal
+        if wal is None:
+            for conn, data in batch:
+                conn.out += data
+                self._dirty.add(conn)
+        else:
+            lsn = wal.flush()
+            if wal.durable >= lsn:
+                for conn, data in batch:
+                    conn.out += data
+                    self._dirty.add(conn)
+            else:
+                for conn, data in batch:
+                    conn.pending += 1
+                    self._held.append((lsn, conn, data))
+                wal.request_sync()
+        self._flush_dirty()
+
+    def _release_durable(self) -> None:
+        if self.wal is None:
+            return
+        durable = self.wal.durable
+        held = self._held
+        while held and held[0][0] <= durable:
+            _, conn, data = held.popleft()
+            conn.pending -= 1
+            conn.out += data
+            self._dirty.add(conn)
+        self._flush_dirty()
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for conn in dirty:
+            self._send(conn)
+
+    def _send(self, conn: Connection) -> None:
+        if conn.sock.fileno() < 0:
+            return
+        if conn.out:
+            try:
+                sent = conn.sock.send(conn.out)
+                del conn.out[:sent]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                self._close(conn)
+                return
+        if conn.out:
+            if len(conn.out) > MAX_OUTBUF:
+                log.warning("queue: %s does not read its replies; closing", conn.peer)
+                self._close(conn)
+                return
+            if not conn.writing:
+                conn.writing = True
+                assert self._sel is not None
+                self._sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+        else:
+            if conn.writing:
+                conn.writing = False
+                assert self._sel is not None
+                self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+            if conn.closing and not conn.pending:
+                self._close(conn)
+
+    def _close(self, conn: Connection) -> None:
+        fd = conn.sock.fileno()
+        if fd < 0:
+            return
+        self._conns.pop(fd, None)
+        try:
+            assert self._sel is not None
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+        conn.closing = True
+        if conn.parked:
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    if waiter.conn is conn:
+                        waiter.done = True
+            conn.parked = 0
+
+    def _shutdown(self) -> None:
+        """Answer parked reserves with nothing, make the log durable, send what is owed, close."""
+        with self.lock:
+            for _, _, waiter in self._waiter_deadlines:
+                if not waiter.done and waiter.conn.sock.fileno() >= 0:
+                    self._finish_waiter(waiter, [])
+            self._waiter_deadlines.clear()
+            self._commit_batch()
+            if self.wal is not None:
+                self.wal.sync_now()
+                self._release_durable()
+            deadline = time.time() + 2.0
+            while time.time() < deadline and any(c.out for c in self._conns.values()):
+                for conn in list(self._conns.values()):
+                    self._send(conn)
+                time.sleep(0.005)
+            for conn in list(self._conns.values()):
+                self._close(conn)
+            assert self._sel is not None and self._listener is not None
+            self._sel.close()
+            self._listener.close()
+            for sock in (self._wake_r, self._wake_w):
+                if sock is not None:
+                    sock.close()
+
+    # -- introspection ------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        data = self.engine.stats()
+        data["connections"] = len(self._conns)
+        data["uptime"] = round(time.time() - self.started_at, 3)
+        data["server"] = {
+            **self.counters,
+            "persistence": self.persistence,
+            "fsync": self.fsync,
+            "parked_reserves": sum(1 for _, _, w in self._waiter_deadlines if not w.done),
+        }
+        if self.wal is not None:
+            data["wal"] = self.wal.info()
+        return data

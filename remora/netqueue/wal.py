@@ -1,0 +1,409 @@
+"""NetQueue's write-ahead log: CRC-checked records, group-commit fsync, snapshots and compaction.
+
+Files in the data directory (``N`` is the generation)::
+
+    snapshot.N   every live job at the moment generation N began (written to
+                 snapshot.N.tmp, fsynced, renamed: it exists only when whole)
+    wal.N        every change since snapshot.N, appended in order
+
+Record layout (both files)::
+
+    u32 length   bytes of kind + payload
+    u32 crc32    of kind + payload
+    u8  kind     engine.J_* (J_PUT carries a whole job; the others an id and a field or two)
+    ... payload
+
+Contracts:
+- ``record()`` only buffers; ``flush()`` writes the buffer with one write()
+  and returns the log sequence number (bytes written so far); ``durable``
+  is the highest LSN known to be on disk.  With ``fsync = always`` the
+  server holds replies until ``durable`` passes their LSN; the sync thread
+  runs one ``fdatasync`` for everything written before it started (group
+  commit) and calls ``on_durable``.  ``interval`` syncs at most every
+  ``fsync_interval`` seconds and ``never`` leaves it to the OS; both count a
+  write as durable at once (a process crash loses nothing, a power cut may).
+- ``recover()`` loads the newest snapshot and replays its log; the first
+  record that is short or fails its CRC ends the log: the file is truncated
+  there and the report says how many bytes and records were dropped.
+- ``maybe_compact()`` starts a new generation from the live jobs when most
+  logged records are dead, so the log cannot grow without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from remora.netqueue import engine as e
+from remora.netqueue.engine import Engine, Job
+
+log = logging.getLogger(__name__)
+
+REC = struct.Struct(">II")
+_JOB = struct.Struct(">BBHHHBddd")
+_AT = struct.Struct(">d")
+_STATE_AT = struct.Struct(">Bd")
+MAX_RECORD = 16 * 1024 * 1024
+COMPACT_MIN_RECORDS = 50000  # never compact a log smaller than this
+COMPACT_DEAD_RATIO = 4  # compact when records >= ratio * live jobs
+
+
+def _s8(text: str | None) -> bytes:
+    data = (text or "").encode()
+    return bytes((len(data),)) + data
+
+
+def _s16(text: str | None) -> bytes:
+    data = (text or "").encode()[:65535]
+    return struct.pack(">H", len(data)) + data
+
+
+def encode_job(job: Job) -> bytes:
+    return (
+        _JOB.pack(job.priority, job.state, job.attempt, job.expired, job.max_attempts, int(job.cancel), job.ttr, job.created, job.at)
+        + _s8(job.id)
+        + _s8(job.queue)
+        + _s8(job.worker)
+        + _s16(job.reason)
+        + struct.pack(">I", len(job.body))
+        + job.body
+    )
+
+
+def encode(kind: int, job: Job, arg: Any) -> bytes:
+    """One framed record for an engine journal entry."""
+    if kind == e.J_PUT:
+        payload = encode_job(job)
+    elif kind == e.J_RESERVE:
+        payload = _s8(job.id) + _s8(arg)
+    elif kind == e.J_RELEASE:
+        payload = _STATE_AT.pack(1 if job.state == e.DELAYED else 0, job.at) + _s8(job.id)
+    elif kind in (e.J_EXPIRE, e.J_KICK):
+        payload = _AT.pack(job.at) + _s8(job.id)
+    elif kind == e.J_PRIORITY:
+        payload = bytes((arg,)) + _s8(job.id)
+    else:  # J_DELETE, J_CANCEL
+        payload = _s8(job.id)
+    data = bytes((kind,)) + payload
+    return REC.pack(len(data), zlib.crc32(data)) + data
+
+
+class _Cursor:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes, pos: int) -> None:
+        self.buf, self.pos = buf, pos
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.buf):
+            raise ValueError("short record")
+        out = self.buf[self.pos : end]
+        self.pos = end
+        return out
+
+    def s8(self) -> str:
+        return self.take(self.take(1)[0]).decode()
+
+    def s16(self) -> str:
+        return self.take(struct.unpack(">H", self.take(2))[0]).decode()
+
+
+def decode(data: bytes) -> tuple[int, Any, Any]:
+    """(kind, Job or id, arg) of one record's kind + payload."""
+    kind = data[0]
+    c = _Cursor(data, 1)
+    if kind == e.J_PUT:
+        priority, state, attempt, expired, max_attempts, cancel, ttr, created, at = struct.unpack(">BBHHHBddd", c.take(_JOB.size))
+        job_id, queue, worker, reason = c.s8(), c.s8(), c.s8(), c.s16()
+        body = c.take(struct.unpack(">I", c.take(4))[0])
+        job = Job(job_id, queue, priority, ttr, max_attempts, body, created)
+        job.state, job.attempt, job.expired, job.cancel, job.at = state, attempt, expired, bool(cancel), at
+        job.worker, job.reason = worker or None, reason or None
+        return kind, job, None
+    if kind == e.J_RESERVE:
+        return kind, c.s8(), c.s8()
+    if kind == e.J_RELEASE:
+        delayed, at = _STATE_AT.unpack(c.take(_STATE_AT.size))
+        return kind, c.s8(), (delayed, at)
+    if kind in (e.J_EXPIRE, e.J_KICK):
+        (at,) = _AT.unpack(c.take(8))
+        return kind, c.s8(), at
+    if kind == e.J_PRIORITY:
+        priority = c.take(1)[0]
+        return kind, c.s8(), priority
+    if kind in (e.J_DELETE, e.J_CANCEL):
+        return kind, c.s8(), None
+    raise ValueError(f"unknown record kind {kind}")
+
+
+def read_records(path: Path) -> tuple[list[tuple[int, Any, Any]], int, int]:
+    """(records, good_bytes, file_size): records up to the first torn or corrupt one."""
+    data = path.read_bytes()
+    out = []
+    pos, n = 0, len(data)
+    while pos < n:
+        if n - pos < REC.size:
+            break
+        length, crc = REC.unpack_from(data, pos)
+        end = pos + REC.size + length
+        if length == 0 or length > MAX_RECORD or end > n:
+            break
+        body = data[pos + REC.size : end]
+        if zlib.crc32(body) != crc:
+            break
+        try:
+            out.append(decode(body))
+        except (ValueError, IndexError, UnicodeDecodeError, struct.error):
+            break
+        pos = end
+    return out, pos, n
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteAheadLog:
+    """The queue's log; see the module docstring for the contract of each method."""
+
+    def __init__(
+        self, directory: Path, *, fsync: str = "always", fsync_interval: float = 0.01, on_durable: Callable[[], None] | None = None
+    ) -> None:
+        self.dir = Path(directory)
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval
+        self.on_durable = on_durable or (lambda: None)
+        self.gen = 0
+        self.fd = -1
+        self.written = 0  # LSN: bytes handed to write() since this process opened the log
+        self.durable = 0
+        self.synced = 0
+        self.records = 0  # records in the current snapshot + log
+        self.log_bytes = 0
+        self.compactions = 0
+        self.fsyncs = 0
+        self._buf = bytearray()
+        self._pending_records = 0
+        self._cv = threading.Condition(threading.Lock())
+        self._file_lock = threading.Lock()
+        self._sync_wanted = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    # -- recovery ---------------------------------------------------------
+    def _gens(self, prefix: str) -> list[int]:
+        out = []
+        for path in self.dir.glob(prefix + ".*"):
+            suffix = path.name[len(prefix) + 1 :]
+            if suffix.isdigit():
+                out.append(int(suffix))
+        return sorted(out)
+
+    def recover(self, engine: Engine) -> dict[str, Any]:
+        """Load snapshot + log into ``engine``; truncate a torn tail; open the log for appending."""
+        started = time.monotonic()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for tmp in self.dir.glob("*.tmp"):
+            tmp.unlink()
+        snaps, wals = self._gens("snapshot"), self._gens("wal")
+        self.gen = max(snaps[-1] if snaps else 0, 0)
+        report: dict[str, Any] = {"generation": self.gen, "snapshot_jobs": 0, "log_records": 0, "dropped_bytes": 0, "dropped_at": None}
+        journal, engine.journal = engine.journal, None
+        snap = self.dir / f"snapshot.{self.gen}"
+        if snap.exists():
+            records, good, size = read_records(snap)
+            if good != size:
+                log.error("queue: snapshot %s is damaged after %d jobs; the rest is lost", snap, len(records))
+                report["snapshot_damaged"] = True
+            for _kind, job, _arg in records:
+                engine.replay_job(job)
+            report["snapshot_jobs"] = len(records)
+            self.records = len(records)
+        wal_path = self.dir / f"wal.{self.gen}"
+        if wal_path.exists():
+            records, good, size = read_records(wal_path)
+            for kind, target, arg in records:
+                if kind == e.J_PUT:
+                    engine.replay_job(target)
+                else:
+                    engine.replay(kind, target, arg)
+            if good != size:
+                with open(wal_path, "r+b") as fh:
+                    fh.truncate(good)
+                    os.fsync(fh.fileno())
+                report["dropped_bytes"] = size - good
+                report["dropped_at"] = good
+                log.warning("queue: log %s had a torn or corrupt tail: dropped %d bytes at offset %d", wal_path, size - good, good)
+            report["log_records"] = len(records)
+            self.records += len(records)
+            self.log_bytes = good
+        engine.rebuild()
+        engine.journal = journal
+        self.fd = os.open(wal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        _fsync_dir(self.dir)
+        for old in [g for g in snaps + wals if g < self.gen]:
+            for name in (f"snapshot.{old}", f"wal.{old}"):
+                (self.dir / name).unlink(missing_ok=True)
+        report["jobs"] = len(engine.jobs)
+        report["seconds"] = round(time.monotonic() - started, 3)
+        log.info(
+            "queue: recovered %d jobs from %s (snapshot %d jobs, log %d records, dropped %d bytes) in %.3fs",
+            len(engine.jobs),
+            self.dir,
+            report["snapshot_jobs"],
+            report["log_records"],
+            report["dropped_bytes"],
+            report["seconds"],
+        )
+        return report
+
+    # -- appending ----------------------------------------------------------
+    def record(self, kind: int, job: Job, arg: Any) -> None:
+        """The engine's journal callback: buffer one record."""
+        self._buf += encode(kind, job, arg)
+        self._pending_records += 1
+
+    def flush(self) -> int:
+        """Write the buffered records (one write); return the LSN they end at."""
+        buf = self._buf
+        if buf:
+            view = memoryview(buf)
+            with self._file_lock:
+                while view:
+                    n = os.write(self.fd, view)
+                    view = view[n:]
+            view.release()
+            self.written += len(buf)
+            self.log_bytes += len(buf)
+            self.records += self._pending_records
+            self._pending_records = 0
+            buf.clear()
+            if self.fsync != "always":
+                self.durable = self.written
+        return self.written
+
+    def request_sync(self) -> None:
+        """Ask the sync thread for an fdatasync covering everything written so far."""
+        with self._cv:
+            self._sync_wanted = True
+            self._cv.notify()
+
+    def sync_now(self) -> None:
+        self.flush()
+        with self._file_lock:
+            target = self.written
+            if self.fd >= 0:
+                os.fdatasync(self.fd)
+                self.fsyncs += 1
+        self.synced = self.durable = max(self.durable, target)
+
+    def start(self) -> None:
+        if self.fsync in ("always", "interval"):
+            self._thread = threading.Thread(target=self._sync_loop, name="netqueue-fsync", daemon=True)
+            self._thread.start()
+
+    def _sync_loop(self) -> None:
+        interval = self.fsync == "interval"
+        while True:
+            with self._cv:
+                while not self._closing and not self._sync_wanted:
+                    if interval:
+                        self._cv.wait(self.fsync_interval)
+                        break
+                    self._cv.wait()
+                if self._closing:
+                    return
+                self._sync_wanted = False
+            target = self.written
+            if target <= self.synced:
+                continue
+            try:
+                with self._file_lock:
+                    os.fdatasync(self.fd)
+                self.fsyncs += 1
+            except OSError:
+                log.exception("queue: fdatasync failed; replies stay held until a sync succeeds")
+                time.sleep(0.1)
+                with self._cv:
+                    self._sync_wanted = True
+                continue
+            self.synced = target
+            if not interval:
+                self.durable = target
+                self.on_durable()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.fd >= 0:
+            self.sync_now()
+            os.close(self.fd)
+            self.fd = -1
+
+    # -- compaction ---------------------------------------------------------
+    def should_compact(self, live_jobs: int) -> bool:
+        return self.records >= COMPACT_MIN_RECORDS and self.records >= COMPACT_DEAD_RATIO * max(live_jobs, 1)
+
+    def maybe_compact(self, engine: Engine) -> bool:
+        if not self.should_compact(len(engine.jobs)):
+            return False
+        self.compact(engine)
+        return True
+
+    def compact(self, engine: Engine) -> None:
+        """Start generation N+1 from the live jobs (call with the engine lock held)."""
+        started = time.monotonic()
+        self.sync_now()
+        gen = self.gen + 1
+        tmp = self.dir / f"snapshot.{gen}.tmp"
+        count = 0
+        with open(tmp, "wb") as fh:
+            chunk = bytearray()
+            for job in engine.live_jobs():
+                chunk += encode(e.J_PUT, job, None)
+                count += 1
+                if len(chunk) > 1 << 20:
+                    fh.write(chunk)
+                    chunk.clear()
+            fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.dir / f"snapshot.{gen}")
+        new_fd = os.open(self.dir / f"wal.{gen}", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        _fsync_dir(self.dir)
+        with self._file_lock:
+            old_fd, self.fd = self.fd, new_fd
+            old_gen, self.gen = self.gen, gen
+        os.close(old_fd)
+        for name in (f"snapshot.{old_gen}", f"wal.{old_gen}"):
+            (self.dir / name).unlink(missing_ok=True)
+        dropped = self.records - count
+        self.records, self.log_bytes = count, 0
+        self.compactions += 1
+        log.info("queue: compacted the log: %d live jobs kept, %d dead records dropped (%.3fs)", count, dropped, time.monotonic() - started)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "generation": self.gen,
+            "records": self.records,
+            "log_bytes": self.log_bytes,
+            "fsync": self.fsync,
+            "fsyncs": self.fsyncs,
+            "compactions": self.compactions,
+            "directory": str(self.dir),
+        }
