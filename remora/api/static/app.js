@@ -100,12 +100,12 @@ async function start() {
   $('#topbar').hidden = false;
   if (!location.hash || location.hash === '#') history.replaceState(null, '', '#/overview');
   // The first view's requests double as the token check: a 401 brings sign-in back.
-  const shown = route();
-  detectRole().then(() => {
+  await route();
+  // After the first view asked for its data, so that request goes first.
+  setTimeout(() => detectRole().then(() => {
     document.body.classList.toggle('read-only', session.readOnly);
     $('#ro-badge').hidden = !session.readOnly;
-  });
-  await shown;
+  }), 150);
 }
 
 function signOut() {
@@ -126,7 +126,9 @@ function effectiveTheme() {
 function renderThemeButton() {
   const dark = effectiveTheme() === 'dark';
   const btn = $('#theme-btn');
-  btn.textContent = dark ? '☀' : '☾';
+  btn.innerHTML = dark
+    ? '<svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"><circle cx="12" cy="12" r="4"/><path d="M12 2v2M12 20v2M4.9 4.9l1.4 1.4M17.7 17.7l1.4 1.4M2 12h2M20 12h2M4.9 19.1l1.4-1.4M17.7 6.3l1.4-1.4"/></svg>'
+    : '<svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" fill="none" stroke="currentColor" stroke-width="2" stroke-linejoin="round"><path d="M20 14.5A8 8 0 0 1 9.5 4a8 8 0 1 0 10.5 10.5z"/></svg>';
   btn.setAttribute('aria-label', dark ? 'Switch to light theme' : 'Switch to dark theme');
   btn.title = `${dark ? 'Light' : 'Dark'} theme (now following ${localStorage.getItem(THEME_KEY) ? 'your choice' : 'the system'})`;
 }

@@ -282,8 +282,11 @@ export function mount(main, params) {
   }, 1000);
 
   syncControls();
-  const refresher = poll(load, 2000);
-  loadServers();
+  let serversLoaded = false;
+  const refresher = poll(async () => {
+    await load();
+    if (!serversLoaded) { serversLoaded = true; loadServers(); } // after the first rows, not competing with them
+  }, 2000);
   let panelFor = null;
   function syncPanel() {
     const id = state.params.get('job');

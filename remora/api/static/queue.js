@@ -44,14 +44,14 @@ export function mount(main) {
     setChildren(barsBox, h('h2', { id: 'bars-title' }, 'Waiting by priority'), priorityBars(s.priority_distribution || {}));
     const queues = s.queues && typeof s.queues === 'object' ? Object.entries(s.queues) : [];
     setChildren(queuesBox, h('h2', { id: 'queues-title' }, 'Queues'),
-      queues.length ? h('table.mini', null, h('thead', null, h('tr', null, ['queue', 'ready', 'delayed', 'reserved', 'dead'].map((c) => h('th', { scope: 'col' }, c)))),
+      queues.length ? h('table.mini', null, h('thead', null, h('tr', null, ['queue', 'ready', 'delayed', 'reserved', 'dead'].map((c, i) => h(`th${i ? '.num' : ''}`, { scope: 'col' }, c)))),
         h('tbody', null, queues.map(([name, q]) => h('tr', null, h('td', null, h('code', null, name)), ['ready', 'delayed', 'reserved', 'dead'].map((k) => h('td.num', null, num(q?.[k] ?? 0)))))))
         : h('p.muted', null, 'No queue has held a job yet.'));
   }
 
   function renderWorkers(workers) {
     setChildren(workersBox, h('h2', { id: 'workers-title' }, `Workers (${workers.length})`),
-      workers.length ? h('div.table-wrap', null, h('table.mini', { 'aria-label': 'Workers' }, h('thead', null, h('tr', null, ['worker', 'host', 'heartbeat', 'running', 'done', 'failed'].map((c) => h('th', { scope: 'col' }, c)))),
+      workers.length ? h('div.table-wrap', null, h('table.mini', { 'aria-label': 'Workers' }, h('thead', null, h('tr', null, ['worker', 'host', 'heartbeat', 'running', 'done', 'failed'].map((c, i) => h(`th${i > 3 ? '.num' : ''}`, { scope: 'col' }, c)))),
         h('tbody', null, workers.map((w) => {
           const age = Number(w.heartbeat_age ?? (w.last_heartbeat ? Date.now() / 1000 - w.last_heartbeat : NaN));
           const jobs = w.jobs || w.running_jobs || [];

@@ -176,6 +176,11 @@ export function saveBlob(blob, filename) {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+/** Text with `backticks` rendered as <code>. */
+export function richText(text) {
+  return text.split('`').map((part, i) => (i % 2 ? h('code', null, part) : part));
+}
+
 export function emptyState(title, ...body) {
-  return h('div.empty', { role: 'note' }, h('h3', null, title), ...body.map((b) => (typeof b === 'string' ? h('p', null, b) : b)));
+  return h('div.empty', { role: 'note' }, h('h3', null, title), ...body.map((b) => (typeof b === 'string' ? h('p', null, richText(b)) : b)));
 }
