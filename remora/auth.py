@@ -57,7 +57,9 @@ def generate_token() -> str:
 def parse_role(role: str) -> str:
     value = str(role).strip().lower()
     if value not in ROLE_RANK:
-        raise ValidationError(f"unknown role {role!r} (use admin, operator or viewer)", details={"role": "must be admin, operator or viewer"})
+        raise ValidationError(
+            f"unknown role {role!r} (use admin, operator or viewer)", details={"role": "must be admin, operator or viewer"}
+        )
     return value
 
 

@@ -100,9 +100,7 @@ class App:
         self.metrics.observe(req.route_name or "unmatched", req.method, response.status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             who = req.identity.name if req.identity else "-"
-            access_log.info(
-                "%s %s %d %.1fms %s [req %s]", req.method, req.path[:200], response.status, elapsed * 1000, who, request_id
-            )
+            access_log.info("%s %s %d %.1fms %s [req %s]", req.method, req.path[:200], response.status, elapsed * 1000, who, request_id)
         headers = [("Content-Type", response.content_type), *response.headers]
         if isinstance(response.body, bytes):
             headers.append(("Content-Length", str(len(response.body))))
@@ -137,7 +135,10 @@ class App:
         if req.method == "OPTIONS":
             return self._preflight(req)
         if any(seg == ".." for seg in req.path.split("/")) or "\\" in req.path or "\x00" in req.path:
-            raise PathTraversal("path traversal is not allowed", details={"path": "must not contain '..' segments"})
+            raise PathTraversal(
+                "invalid path: '..' segments, backslashes and NUL are not allowed",
+                details={"path": "must not contain '..', backslashes or NUL"},
+            )
         if not (req.path.startswith("/api/") or req.path in ("/health", "/metrics")):
             if req.method in ("GET", "HEAD"):
                 req.route_name = "static"
@@ -177,7 +178,9 @@ class App:
                     return Response(status=204).header("Allow", ", ".join(exc.allowed))
             return Response(status=204).header("Allow", "GET, HEAD, OPTIONS")
         if not self.origin_allowed(origin):
-            return self._error(Forbidden(f"origin {origin[:200]} is not allowed (api.cors_allowed_origins)", details={"origin": origin[:200]}))
+            return self._error(
+                Forbidden(f"origin {origin[:200]} is not allowed (api.cors_allowed_origins)", details={"origin": origin[:200]})
+            )
         response = Response(status=204)
         response.header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
         response.header("Access-Control-Allow-Headers", CORS_HEADERS)

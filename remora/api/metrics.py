@@ -41,13 +41,19 @@ class Metrics:
 
     def render(self, queue_stats: dict[str, Any] | None) -> str:
         lines: list[str] = []
-        lines += ["# HELP remora_http_requests_total HTTP requests by route, method and status code.", "# TYPE remora_http_requests_total counter"]
+        lines += [
+            "# HELP remora_http_requests_total HTTP requests by route, method and status code.",
+            "# TYPE remora_http_requests_total counter",
+        ]
         with self._lock:
             requests = dict(self._requests)
             latency = {k: list(v) for k, v in self._latency.items()}
         for (route, method, status), count in sorted(requests.items()):
             lines.append(f"remora_http_requests_total{_labels(route=route, method=method, code=status)} {count}")
-        lines += ["# HELP remora_http_request_duration_seconds Time to answer a request.", "# TYPE remora_http_request_duration_seconds histogram"]
+        lines += [
+            "# HELP remora_http_request_duration_seconds Time to answer a request.",
+            "# TYPE remora_http_request_duration_seconds histogram",
+        ]
         for route, values in sorted(latency.items()):
             for bound, count in zip(HTTP_BUCKETS, values, strict=False):
                 lines.append(f"remora_http_request_duration_seconds_bucket{_labels(route=route, le=bound)} {int(count)}")
@@ -108,10 +114,7 @@ def job_duration_buckets() -> tuple[list[int], float, int]:
     columns += [models.fn.SUM(duration), models.fn.COUNT(Job.id)]
     finished = [s.value for s in JobStatus if s.finished]
     row = (
-        Job.select(*columns)
-        .where(Job.status.in_(finished), Job.started_at.is_null(False), Job.finished_at.is_null(False))
-        .tuples()
-        .first()
+        Job.select(*columns).where(Job.status.in_(finished), Job.started_at.is_null(False), Job.finished_at.is_null(False)).tuples().first()
     )
     if not row:
         return [0] * len(JOB_BUCKETS), 0.0, 0

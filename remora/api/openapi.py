@@ -29,13 +29,18 @@ PATH_SCHEMAS = {"uuid": {"type": "string", "format": "uuid"}, "str": {"type": "s
 
 
 def _error_response(status: int) -> dict[str, Any]:
-    return {"description": DESCRIPTIONS.get(status, "Error"), "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": DESCRIPTIONS.get(status, "Error"),
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {"operationId": route.name, "summary": route.summary, "tags": [route.tag]}
     params = [{"name": name, "in": "path", "required": True, "schema": PATH_SCHEMAS[conv]} for _, name, conv in route.params]
-    params += [{"name": p.name, "in": "query", "required": p.required, "schema": p.schema, "description": p.description} for p in route.query]
+    params += [
+        {"name": p.name, "in": "query", "required": p.required, "schema": p.schema, "description": p.description} for p in route.query
+    ]
     if params:
         op["parameters"] = params
     if route.body is not None:
@@ -73,7 +78,10 @@ def build(routes: list[Route], settings: Settings) -> dict[str, Any]:
             "summary": "The dashboard (static files)",
             "tags": ["dashboard"],
             "security": [],
-            "responses": {"200": {"description": "index.html", "content": {"text/html": {"schema": {"type": "string"}}}}, "404": _error_response(404)},
+            "responses": {
+                "200": {"description": "index.html", "content": {"text/html": {"schema": {"type": "string"}}}},
+                "404": _error_response(404),
+            },
         }
     }
     return {

@@ -17,7 +17,12 @@ if TYPE_CHECKING:
 
 UPLOAD_OVERHEAD = 64 * 1024
 PEM = obj(
-    {"filename": {"type": "string"}, "size": {"type": "integer"}, "fingerprint": {"type": "string"}, "uploaded_at": {"type": ["string", "null"]}},
+    {
+        "filename": {"type": "string"},
+        "size": {"type": "integer"},
+        "fingerprint": {"type": "string"},
+        "uploaded_at": {"type": ["string", "null"]},
+    },
     closed=False,
 )
 UPLOAD_RESULT = obj({"filename": {"type": "string"}, "pem_file_url": {"type": "string"}, "message": {"type": "string"}}, closed=False)
@@ -60,7 +65,33 @@ def routes(settings: Settings) -> list[Route]:
     upload = {"multipart": MULTIPART, "response": UPLOAD_RESULT, "status": 201, "max_body": limit, "errors": (400, 409, 413)}
     return [
         Route("POST", "/api/v1/upload/pem", upload_pem, "admin", "Upload a private key (multipart field pem_file)", **upload, **common),
-        Route("POST", "/api/v1/pem-files/upload", upload_pem, "admin", "Upload a private key (alias)", name="upload_pem_alias", **upload, **common),
-        Route("GET", "/api/v1/files/pem", list_pem, "viewer", "Uploaded keys (never their content)", response=obj({"files": array(PEM)}, closed=False), **common),
-        Route("DELETE", "/api/v1/files/pem/{filename:str}", delete_pem, "admin", "Delete an uploaded key", response=obj({"filename": {"type": "string"}, "message": {"type": "string"}}, closed=False), errors=(400, 404, 409), **common),
+        Route(
+            "POST",
+            "/api/v1/pem-files/upload",
+            upload_pem,
+            "admin",
+            "Upload a private key (alias)",
+            name="upload_pem_alias",
+            **upload,
+            **common,
+        ),
+        Route(
+            "GET",
+            "/api/v1/files/pem",
+            list_pem,
+            "viewer",
+            "Uploaded keys (never their content)",
+            response=obj({"files": array(PEM)}, closed=False),
+            **common,
+        ),
+        Route(
+            "DELETE",
+            "/api/v1/files/pem/{filename:str}",
+            delete_pem,
+            "admin",
+            "Delete an uploaded key",
+            response=obj({"filename": {"type": "string"}, "message": {"type": "string"}}, closed=False),
+            errors=(400, 404, 409),
+            **common,
+        ),
     ]

@@ -95,7 +95,17 @@ JOB_LIST = obj(
     {
         "jobs": array(JOB),
         "pagination": obj(
-            {k: {"type": t} for k, t in {"page": "integer", "limit": "integer", "total": "integer", "total_pages": "integer", "has_next": "boolean", "has_prev": "boolean"}.items()},
+            {
+                k: {"type": t}
+                for k, t in {
+                    "page": "integer",
+                    "limit": "integer",
+                    "total": "integer",
+                    "total_pages": "integer",
+                    "has_next": "boolean",
+                    "has_prev": "boolean",
+                }.items()
+            },
             closed=False,
         ),
         "filters": {"type": "object"},
@@ -161,7 +171,9 @@ def submit_script(app: App, req: Request, body: dict[str, Any]) -> Any:
 
 
 def list_jobs(app: App, req: Request) -> Response | dict[str, Any]:
-    filters = queries.parse_filters({k: req.arg(k) for k in ("page", "limit", "status", "server_id", "batch_id", "search", "sort_by", "sort_order")})
+    filters = queries.parse_filters(
+        {k: req.arg(k) for k in ("page", "limit", "status", "server_id", "batch_id", "search", "sort_by", "sort_order")}
+    )
     etag = 'W/"' + hashlib.sha1(f"{queries.change_marker()}|{req.query_string}".encode()).hexdigest()[:24] + '"'
     if req.header("If-None-Match") == etag:
         return Response(status=304).header("ETag", etag)
@@ -271,15 +283,98 @@ def routes(settings: Settings) -> list[Route]:
     one = base + "/{id:uuid}"
     common = {"tag": "jobs", "resource": "job"}
     return [
-        Route("POST", base, submit_job, "operator", "Submit a job (one server, or a fan-out with server_ids / servers)", body=job_schema(settings), response=JOB, status=201, errors=(400, 409, 413, 415, 503), **common),
-        Route("POST", base + "/script", submit_script, "operator", "Submit a shell script job", body=script_schema(settings), response=JOB, status=201, errors=(400, 413, 415, 503), **common),
-        Route("GET", base, list_jobs, "viewer", "List jobs (filters, search, sort, pages; ETag)", response=JOB_LIST, query=LIST_PARAMS, errors=(400,), **common),
+        Route(
+            "POST",
+            base,
+            submit_job,
+            "operator",
+            "Submit a job (one server, or a fan-out with server_ids / servers)",
+            body=job_schema(settings),
+            response=JOB,
+            status=201,
+            errors=(400, 409, 413, 415, 503),
+            **common,
+        ),
+        Route(
+            "POST",
+            base + "/script",
+            submit_script,
+            "operator",
+            "Submit a shell script job",
+            body=script_schema(settings),
+            response=JOB,
+            status=201,
+            errors=(400, 413, 415, 503),
+            **common,
+        ),
+        Route(
+            "GET",
+            base,
+            list_jobs,
+            "viewer",
+            "List jobs (filters, search, sort, pages; ETag)",
+            response=JOB_LIST,
+            query=LIST_PARAMS,
+            errors=(400,),
+            **common,
+        ),
         Route("GET", one, get_job, "viewer", "A job with its server and output", response=JOB, errors=(404,), **common),
-        Route("POST", one + "/cancel", cancel_job, "operator", "Cancel a queued or running job", response=JOB_MESSAGE, errors=(404, 409), **common),
-        Route("POST", one + "/duplicate", duplicate_job, "operator", "A new job copying this one", body=DUPLICATE_BODY, body_required=False, response=NEW_JOB, status=201, errors=(400, 404, 503), **common),
-        Route("POST", one + "/rerun", rerun_job, "operator", "Run a finished job again", response=NEW_JOB, status=201, errors=(404, 409, 503), **common),
-        Route("POST", one + "/priority", set_priority, "operator", "Change a queued job's priority", body=PRIORITY_BODY, response=JOB, errors=(400, 404, 409), **common),
-        Route("GET", one + "/logs", job_logs, "viewer", "Logs, full or from byte offsets", response=LOGS, query=LOG_PARAMS, errors=(400, 404), **common),
+        Route(
+            "POST",
+            one + "/cancel",
+            cancel_job,
+            "operator",
+            "Cancel a queued or running job",
+            response=JOB_MESSAGE,
+            errors=(404, 409),
+            **common,
+        ),
+        Route(
+            "POST",
+            one + "/duplicate",
+            duplicate_job,
+            "operator",
+            "A new job copying this one",
+            body=DUPLICATE_BODY,
+            body_required=False,
+            response=NEW_JOB,
+            status=201,
+            errors=(400, 404, 503),
+            **common,
+        ),
+        Route(
+            "POST",
+            one + "/rerun",
+            rerun_job,
+            "operator",
+            "Run a finished job again",
+            response=NEW_JOB,
+            status=201,
+            errors=(404, 409, 503),
+            **common,
+        ),
+        Route(
+            "POST",
+            one + "/priority",
+            set_priority,
+            "operator",
+            "Change a queued job's priority",
+            body=PRIORITY_BODY,
+            response=JOB,
+            errors=(400, 404, 409),
+            **common,
+        ),
+        Route(
+            "GET",
+            one + "/logs",
+            job_logs,
+            "viewer",
+            "Logs, full or from byte offsets",
+            response=LOGS,
+            query=LOG_PARAMS,
+            errors=(400, 404),
+            **common,
+        ),
         Route("GET", one + "/stdout", job_stdout, "viewer", "Raw stdout (byte-exact)", content_type="text/plain", errors=(404,), **common),
         Route("GET", one + "/stderr", job_stderr, "viewer", "Raw stderr (byte-exact)", content_type="text/plain", errors=(404,), **common),
     ]

@@ -77,7 +77,9 @@ def _check_key(body: dict[str, Any]) -> None:
         try:
             files.inspect_private_key(body["private_key"].encode("utf-8"), passphrase.encode("utf-8") if passphrase else None)
         except ValidationError:
-            raise ValidationError("private_key is not a valid private key", details={"private_key": "must be a PEM or OpenSSH private key"}) from None
+            raise ValidationError(
+                "private_key is not a valid private key", details={"private_key": "must be a PEM or OpenSSH private key"}
+            ) from None
 
 
 def create_server(app: App, req: Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -143,17 +145,111 @@ def routes(settings: Settings) -> list[Route]:
     base = "/api/v1/servers"
     one = base + "/{id:uuid}"
     common: dict[str, Any] = {"tag": "servers", "resource": "server"}
-    list_params = [Param("active", {"type": "string", "enum": ["true", "false"]}, "Only active / inactive servers."), Param("tag", {"type": "string"}, "Only servers with this tag.")]
+    list_params = [
+        Param("active", {"type": "string", "enum": ["true", "false"]}, "Only active / inactive servers."),
+        Param("tag", {"type": "string"}, "Only servers with this tag."),
+    ]
     return [
-        Route("POST", base, create_server, "admin", "Create a server (secrets stored encrypted)", body=CREATE_BODY, response=SERVER, status=201, errors=(400, 409), **common),
-        Route("GET", base, get_servers, "viewer", "List servers", response=obj({"servers": array(SERVER)}, closed=False), query=list_params, errors=(400,), **common),
+        Route(
+            "POST",
+            base,
+            create_server,
+            "admin",
+            "Create a server (secrets stored encrypted)",
+            body=CREATE_BODY,
+            response=SERVER,
+            status=201,
+            errors=(400, 409),
+            **common,
+        ),
+        Route(
+            "GET",
+            base,
+            get_servers,
+            "viewer",
+            "List servers",
+            response=obj({"servers": array(SERVER)}, closed=False),
+            query=list_params,
+            errors=(400,),
+            **common,
+        ),
         Route("GET", one, get_server, "viewer", "A server", response=SERVER, errors=(404,), **common),
-        Route("PUT", one, update_server, "admin", "Update a server (partial)", body=UPDATE_BODY, response=SERVER, errors=(400, 404, 409), **common),
-        Route("DELETE", one, delete_server, "admin", "Delete a server (force=true also deletes its finished jobs)", response=obj({"deleted_jobs": {"type": "integer"}, "message": {"type": "string"}}), query=[Param("force", {"type": "string", "enum": ["true", "false"]}, "Delete the server's job history too.")], errors=(404, 409), **common),
+        Route(
+            "PUT",
+            one,
+            update_server,
+            "admin",
+            "Update a server (partial)",
+            body=UPDATE_BODY,
+            response=SERVER,
+            errors=(400, 404, 409),
+            **common,
+        ),
+        Route(
+            "DELETE",
+            one,
+            delete_server,
+            "admin",
+            "Delete a server (force=true also deletes its finished jobs)",
+            response=obj({"deleted_jobs": {"type": "integer"}, "message": {"type": "string"}}),
+            query=[Param("force", {"type": "string", "enum": ["true", "false"]}, "Delete the server's job history too.")],
+            errors=(404, 409),
+            **common,
+        ),
         Route("POST", one + "/test", test_server, "operator", "Log in over SSH and run `true`", response=TEST, errors=(404, 503), **common),
-        Route("GET", one + "/status", server_status, "viewer", "TCP reachability of a server", response=STATUS, errors=(404,), mutating=False, **common),
-        Route("POST", one + "/status", server_status, "viewer", "TCP reachability of a server", response=STATUS, errors=(404,), mutating=False, name="server_status_post", **common),
-        Route("GET", base + "/bulk/status", bulk_status, "viewer", "Reachability of every active server (probed concurrently)", response=BULK, mutating=False, **common),
-        Route("POST", base + "/bulk/status", bulk_status, "viewer", "Reachability of every active server (probed concurrently)", response=BULK, mutating=False, name="bulk_status_post", **common),
-        Route("GET", base + "/status/all", bulk_status, "viewer", "Reachability of every active server (alias)", response=BULK, mutating=False, name="bulk_status_all", **common),
+        Route(
+            "GET",
+            one + "/status",
+            server_status,
+            "viewer",
+            "TCP reachability of a server",
+            response=STATUS,
+            errors=(404,),
+            mutating=False,
+            **common,
+        ),
+        Route(
+            "POST",
+            one + "/status",
+            server_status,
+            "viewer",
+            "TCP reachability of a server",
+            response=STATUS,
+            errors=(404,),
+            mutating=False,
+            name="server_status_post",
+            **common,
+        ),
+        Route(
+            "GET",
+            base + "/bulk/status",
+            bulk_status,
+            "viewer",
+            "Reachability of every active server (probed concurrently)",
+            response=BULK,
+            mutating=False,
+            **common,
+        ),
+        Route(
+            "POST",
+            base + "/bulk/status",
+            bulk_status,
+            "viewer",
+            "Reachability of every active server (probed concurrently)",
+            response=BULK,
+            mutating=False,
+            name="bulk_status_post",
+            **common,
+        ),
+        Route(
+            "GET",
+            base + "/status/all",
+            bulk_status,
+            "viewer",
+            "Reachability of every active server (alias)",
+            response=BULK,
+            mutating=False,
+            name="bulk_status_all",
+            **common,
+        ),
     ]

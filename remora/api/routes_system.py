@@ -46,7 +46,13 @@ def health(app: App, req: Request) -> Response:
         result["queue"] = f"error: {exc}"
     if result["database"] != "ok" or result["queue"] != "ok":
         down = [part for part in ("database", "queue") if result[part] != "ok"]
-        body = {**result, "status": "unhealthy", "error": f"{' and '.join(down)} unavailable", "code": "SERVICE_UNAVAILABLE", "details": {"down": down}}
+        body = {
+            **result,
+            "status": "unhealthy",
+            "error": f"{' and '.join(down)} unavailable",
+            "code": "SERVICE_UNAVAILABLE",
+            "details": {"down": down},
+        }
         return Response(status=503, body=dumps(body)).header("Retry-After", "5")
     return Response(status=200, body=dumps(result))
 
@@ -90,7 +96,11 @@ def workers_stats(app: App, req: Request) -> dict[str, Any]:
     workers = _workers(app)
     if workers is None:
         raise QueueUnavailable("the queue is unavailable", retry_after=5)
-    return {"workers": workers, "total_workers": len(workers), "active_workers": sum(1 for w in workers if (w.get("heartbeat_age") or 0) < 30)}
+    return {
+        "workers": workers,
+        "total_workers": len(workers),
+        "active_workers": sum(1 for w in workers if (w.get("heartbeat_age") or 0) < 30),
+    }
 
 
 def queue_stats(app: App, req: Request) -> dict[str, Any]:
@@ -189,12 +199,55 @@ def routes(settings: Settings) -> list[Route]:
         Route("GET", "/health", health, None, "Health of the API, database and queue", response=HEALTH, errors=(503,), **sys),
         Route("GET", "/api/v1/health", health, None, "Health (alias)", response=HEALTH, errors=(503,), name="health_v1", **sys),
         Route("GET", "/api/v1/system/info", system_info, "viewer", "Job and server counts", response=INFO, **sys),
-        Route("GET", "/api/v1/system/enhanced", system_enhanced, "viewer", "Counts, queue statistics and workers", response=ANY_OBJECT, **sys),
-        Route("GET", "/api/v1/workers/stats", workers_stats, "viewer", "Workers and their jobs", response=obj({"workers": array(ANY_OBJECT)}, closed=False), errors=(503,), **sys),
-        Route("GET", "/api/v1/queue/stats", queue_stats, "viewer", "Queue depth, rates, priorities", response=ANY_OBJECT, errors=(503,), **q),
-        Route("GET", "/api/v1/queue/dlq", queue_dlq, "viewer", "Dead-letter queue", response=obj({"jobs": array(ANY_OBJECT)}, closed=False), query=[Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most entries.")], errors=(400, 503), **q),
-        Route("POST", "/api/v1/queue/dlq/{id:uuid}/kick", dlq_kick, "operator", "Return a dead-lettered job to the queue", response=ANY_OBJECT, errors=(404, 503), resource="dead-lettered job", **q),
-        Route("GET", "/api/v1/audit", audit_log, "admin", "Audit log (newest first)", response=obj({"events": array(ANY_OBJECT), "pagination": ANY_OBJECT}, closed=False), query=PAGE_PARAMS, errors=(400,), **sys),
+        Route(
+            "GET", "/api/v1/system/enhanced", system_enhanced, "viewer", "Counts, queue statistics and workers", response=ANY_OBJECT, **sys
+        ),
+        Route(
+            "GET",
+            "/api/v1/workers/stats",
+            workers_stats,
+            "viewer",
+            "Workers and their jobs",
+            response=obj({"workers": array(ANY_OBJECT)}, closed=False),
+            errors=(503,),
+            **sys,
+        ),
+        Route(
+            "GET", "/api/v1/queue/stats", queue_stats, "viewer", "Queue depth, rates, priorities", response=ANY_OBJECT, errors=(503,), **q
+        ),
+        Route(
+            "GET",
+            "/api/v1/queue/dlq",
+            queue_dlq,
+            "viewer",
+            "Dead-letter queue",
+            response=obj({"jobs": array(ANY_OBJECT)}, closed=False),
+            query=[Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most entries.")],
+            errors=(400, 503),
+            **q,
+        ),
+        Route(
+            "POST",
+            "/api/v1/queue/dlq/{id:uuid}/kick",
+            dlq_kick,
+            "operator",
+            "Return a dead-lettered job to the queue",
+            response=ANY_OBJECT,
+            errors=(404, 503),
+            resource="dead-lettered job",
+            **q,
+        ),
+        Route(
+            "GET",
+            "/api/v1/audit",
+            audit_log,
+            "admin",
+            "Audit log (newest first)",
+            response=obj({"events": array(ANY_OBJECT), "pagination": ANY_OBJECT}, closed=False),
+            query=PAGE_PARAMS,
+            errors=(400,),
+            **sys,
+        ),
         Route("GET", "/metrics", metrics, "viewer", "Prometheus metrics", content_type="text/plain", **sys),
         Route("GET", "/api/v1/openapi.json", openapi, "viewer", "This API's OpenAPI 3.1 document", response=ANY_OBJECT, **sys),
     ]

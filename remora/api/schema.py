@@ -72,7 +72,9 @@ def _check(schema: dict[str, Any], value: Any, path: str, errors: dict[str, str]
             errors[path or "body"] = _range_message(schema)
     elif isinstance(value, str):
         if "minLength" in schema and len(value) < schema["minLength"]:
-            errors[path or "body"] = "must not be empty" if schema["minLength"] == 1 else f"must be at least {schema['minLength']} characters"
+            errors[path or "body"] = (
+                "must not be empty" if schema["minLength"] == 1 else f"must be at least {schema['minLength']} characters"
+            )
         elif "maxLength" in schema and len(value) > schema["maxLength"]:
             errors[path or "body"] = f"must be at most {schema['maxLength']} characters"
         elif "pattern" in schema and not re.search(schema["pattern"], value):

@@ -41,13 +41,14 @@ class APIServer:
         queue: Any = None,
         static_dir: Path | None = None,
         reconcile_interval: float = 2.0,
+        reconcile_settle: float = 5.0,
     ) -> None:
         self.settings = settings
         self.host = host
         self.port = port
         self._owns_queue = queue is None
         self.app = make_app(settings, queue=queue, auth=auth, static_dir=static_dir)
-        self.reconciler = Reconciler(self.app.ctx, interval=reconcile_interval)
+        self.reconciler = Reconciler(self.app.ctx, interval=reconcile_interval, settle=reconcile_settle)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 

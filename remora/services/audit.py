@@ -11,7 +11,9 @@ from remora.models import AuditEvent
 log = logging.getLogger(__name__)
 
 
-def record(actor: str, action: str, target_type: str = "", target_id: str = "", details: dict[str, Any] | None = None, request_id: str = "") -> None:
+def record(
+    actor: str, action: str, target_type: str = "", target_id: str = "", details: dict[str, Any] | None = None, request_id: str = ""
+) -> None:
     """Append an audit event (best effort: a failed write is logged, never fails the caller)."""
     try:
         AuditEvent.create(

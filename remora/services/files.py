@@ -24,12 +24,15 @@ class PathTraversal(ValidationError):
 def check_filename(name: str) -> str:
     """A safe stored name for an uploaded key; ``../`` and friends are refused (400)."""
     if "/" in name or "\\" in name or ".." in name or "\x00" in name:
-        raise PathTraversal(f"invalid file name {name[:100]!r}: path components are not allowed", details={"filename": "must be a plain file name"})
+        raise PathTraversal(
+            f"invalid file name {name[:100]!r}: path components are not allowed", details={"filename": "must be a plain file name"}
+        )
     if not name.lower().endswith(ALLOWED_SUFFIXES):
         raise ValidationError("only .pem and .key files are accepted", details={"filename": "must end in .pem or .key"})
     if not NAME_RE.match(name):
         raise ValidationError(
-            f"invalid file name {name[:100]!r}", details={"filename": "letters, digits, '.', '_' and '-' only, starting with a letter or digit"}
+            f"invalid file name {name[:100]!r}",
+            details={"filename": "letters, digits, '.', '_' and '-' only, starting with a letter or digit"},
         )
     return name
 
@@ -79,14 +82,23 @@ def store_pem(ctx: Context, filename: str, data: bytes, actor: str) -> PemKey:
             if PemKey.select().where(PemKey.filename == name).exists():
                 raise Conflict(f"a key named {name} exists; delete it first", details={"filename": "already exists"})
             return PemKey.create(
-                filename=name, content=ctx.secrets.encrypt(data), size=len(data), fingerprint=fingerprint, key_type=key_type, uploaded_by=actor
+                filename=name,
+                content=ctx.secrets.encrypt(data),
+                size=len(data),
+                fingerprint=fingerprint,
+                key_type=key_type,
+                uploaded_by=actor,
             )
     except models.IntegrityError:
         raise Conflict(f"a key named {name} exists", details={"filename": "already exists"}) from None
 
 
 def list_pem() -> list[PemKey]:
-    return list(PemKey.select(PemKey.filename, PemKey.size, PemKey.fingerprint, PemKey.key_type, PemKey.uploaded_at, PemKey.uploaded_by).order_by(PemKey.filename))
+    return list(
+        PemKey.select(PemKey.filename, PemKey.size, PemKey.fingerprint, PemKey.key_type, PemKey.uploaded_at, PemKey.uploaded_by).order_by(
+            PemKey.filename
+        )
+    )
 
 
 def delete_pem(filename: str) -> None:

@@ -195,7 +195,9 @@ def cancel_job(ctx: Context, job_id: str, actor: str) -> tuple[Job, str]:
     now = models.utcnow()
     if job.status == JobStatus.QUEUED.value:
         changed = (
-            Job.update(status=JobStatus.CANCELED.value, finished_at=now, updated_at=now, error=f"canceled by {actor}", cancel_requested=True)
+            Job.update(
+                status=JobStatus.CANCELED.value, finished_at=now, updated_at=now, error=f"canceled by {actor}", cancel_requested=True
+            )
             .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
             .execute()
         )
@@ -207,7 +209,9 @@ def cancel_job(ctx: Context, job_id: str, actor: str) -> tuple[Job, str]:
             raise Conflict(f"job is already {job.status}", details={"status": job.status})
     Job.update(cancel_requested=True, updated_at=now).where(Job.id == job_id).execute()
     outcome = _queue_cancel(ctx, job_id)
-    message = "cancel requested: the worker stops the job" if outcome != "unavailable" else "cancel recorded: delivered when the queue is back"
+    message = (
+        "cancel requested: the worker stops the job" if outcome != "unavailable" else "cancel recorded: delivered when the queue is back"
+    )
     return get_job(job_id), message
 
 

@@ -152,7 +152,10 @@ def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max
     incremental = stdout_offset is not None or stderr_offset is not None
     finished = JobStatus(job.status).finished
     lengths = {Stream.STDOUT: int(job.stdout_bytes or 0), Stream.STDERR: int(job.stderr_bytes or 0)}
-    starts = {Stream.STDOUT: min(stdout_offset or 0, lengths[Stream.STDOUT]), Stream.STDERR: min(stderr_offset or 0, lengths[Stream.STDERR])}
+    starts = {
+        Stream.STDOUT: min(stdout_offset or 0, lengths[Stream.STDOUT]),
+        Stream.STDERR: min(stderr_offset or 0, lengths[Stream.STDERR]),
+    }
     slices = {}
     for stream in (Stream.STDOUT, Stream.STDERR):
         data = joblog.read_stream(job.id, stream, starts[stream], max_bytes) if starts[stream] < lengths[stream] else b""

@@ -52,7 +52,9 @@ def resolve_servers(server_id: str | None, server_ids: list[str], names: list[st
                 all_servers = list(Server.select().where(Server.is_active == True))  # noqa: E712
             tagged = [s for s in all_servers if tag in (s.tags or [])]
             if not tagged:
-                raise ValidationError(f"servers: no active server has tag {tag!r}", details={"servers": f"no active server has tag {tag!r}"})
+                raise ValidationError(
+                    f"servers: no active server has tag {tag!r}", details={"servers": f"no active server has tag {tag!r}"}
+                )
             for server in tagged:
                 found.setdefault(server.id, server)
             continue
@@ -95,6 +97,9 @@ def _apply(ctx: Context, server: Server, data: dict[str, Any]) -> None:
     for name in PLAIN_FIELDS:
         if name in data:
             setattr(server, name, data[name])
+    # an uploaded key is auth type "pem" for the executor, whichever of key/pem the client said
+    if server.pem_file and server.auth_type == AuthType.KEY.value and not data.get("private_key"):
+        server.auth_type = AuthType.PEM.value
     for name in SECRET_FIELDS:
         if name in data:
             value = data[name]
