@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -49,6 +50,7 @@ J_EXPIRE = 5  # lease expired: retry or dead-letter, decided by expired/max_atte
 J_KICK = 6  # dead -> ready
 J_PRIORITY = 7  # arg: new priority
 J_CANCEL = 8  # flag a reserved job
+J_PROMOTE = 9  # a delayed job became ready
 
 Journal = Callable[[int, "Job", Any], None]
 WORKER_ACTIVE_WINDOW = 30.0  # a worker heard from within this many seconds is active
@@ -179,8 +181,9 @@ class Engine:
         self.queues: dict[str, _Queue] = {}
         self.dead: dict[str, Job] = {}
         self.workers: dict[str, WorkerInfo] = {}
-        self._delayed: list[tuple[float, int, Job]] = []
-        self._leases: list[tuple[float, int, Job]] = []
+        self._delayed: list[tuple[float, str, int, Job]] = []  # (ready_at, id, seq, job): ties go by id
+        self._last_at = 0.0
+        self._leases: list[tuple[float, str, int, Job]] = []
         self._seq = itertools.count()
         self.prio_count = [0] * (PRIORITIES + 1)
         self.woken: set[str] = set()  # queues that gained ready jobs since the server last looked
@@ -196,9 +199,19 @@ class Engine:
             q = self.queues[name] = _Queue(name)
         return q
 
+    def _stamp(self, now: float) -> float:
+        """A strictly increasing "ready since" time: FIFO order is the order of ``at``, even on ties."""
+        last = self._last_at
+        at = now if now > last else math.nextafter(last, math.inf)
+        self._last_at = at
+        return at
+
     def _make_ready(self, job: Job, now: float) -> None:
+        job.at = self._stamp(now)
+        self._append_ready(job)
+
+    def _append_ready(self, job: Job) -> None:
         job.state = READY
-        job.at = now
         q = self._queue(job.queue)
         q.ready[job.priority - 1].append(job)
         q.nready += 1
@@ -208,7 +221,7 @@ class Engine:
     def _make_delayed(self, job: Job, ready_at: float) -> None:
         job.state = DELAYED
         job.at = ready_at
-        heapq.heappush(self._delayed, (ready_at, next(self._seq), job))
+        heapq.heappush(self._delayed, (ready_at, job.id, next(self._seq), job))
         self._queue(job.queue).ndelayed += 1
         self.prio_count[job.priority] += 1
 
@@ -217,7 +230,7 @@ class Engine:
         job.attempt += 1
         job.worker = worker or None
         job.at = now + job.ttr
-        heapq.heappush(self._leases, (job.at, next(self._seq), job))
+        heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
         self._queue(job.queue).nreserved += 1
         if worker:
             self._worker(worker, now).jobs.add(job.id)
@@ -329,9 +342,9 @@ class Engine:
                 job = self._pop_ready(qs, p)
                 if job is None:
                     break
+                self._waits.add(now, max(0.0, now - job.at))  # time spent ready
                 self._leave(job)
                 self._make_reserved(job, now, worker)
-                self._waits.add(now, now - job.created if job.attempt == 1 else 0.0)
                 out.append(job)
                 if self.journal is not None:
                     self.journal(J_RESERVE, job, worker)
@@ -406,7 +419,7 @@ class Engine:
                 out[job_id] = "lost"
                 continue
             job.at = now + job.ttr
-            heapq.heappush(self._leases, (job.at, next(self._seq), job))
+            heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
             out[job_id] = "canceled" if job.cancel else "ok"
         return out
 
@@ -433,9 +446,11 @@ class Engine:
         self.prio_count[job.priority] -= 1
         self.prio_count[priority] += 1
         if job.state == READY:
+            # it joins the back of its new priority: "ready since" restarts so FIFO order survives a replay
             q = self._queue(job.queue)
             q.ready[job.priority - 1].remove(job)
             q.ready[priority - 1].append(job)
+            job.at = self._stamp(self.clock())
         job.priority = priority
         self._log(J_PRIORITY, job, priority)
         return True
@@ -446,13 +461,14 @@ class Engine:
         now = self.clock()
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
-            at, _, job = heapq.heappop(delayed)
+            at, _, _, job = heapq.heappop(delayed)
             if job.state == DELAYED and job.at == at:
                 self._leave(job)
                 self._make_ready(job, now)
+                self._log(J_PROMOTE, job)
         leases = self._leases
         while leases and leases[0][0] <= now:
-            at, _, job = heapq.heappop(leases)
+            at, _, _, job = heapq.heappop(leases)
             if job.state == RESERVED and job.at == at:
                 self._expire(job, now)
 
@@ -602,7 +618,9 @@ class Engine:
         elif kind == J_KICK:
             job.state, job.at, job.expired, job.reason = READY, arg, 0, None
         elif kind == J_PRIORITY:
-            job.priority = arg
+            job.priority, job.at = arg
+        elif kind == J_PROMOTE:
+            job.state, job.at = READY, arg
         elif kind == J_CANCEL:
             job.cancel = True
         return True
@@ -622,14 +640,14 @@ class Engine:
                 self._make_delayed(job, job.at)
             elif job.state == RESERVED:
                 job.at = now + job.ttr
-                heapq.heappush(self._leases, (job.at, next(self._seq), job))
+                heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
                 q.nreserved += 1
             elif job.state == DEAD:
                 self.dead[job.id] = job
                 q.ndead += 1
         for job in ready:
-            at = job.at
-            self._make_ready(job, at)
+            self._append_ready(job)
+        self._last_at = max([self._last_at, *(j.at for j in ready[-1:])])
         self.woken = set(self.queues)
 
     def live_jobs(self) -> Iterator[Job]:

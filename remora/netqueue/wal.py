@@ -50,6 +50,7 @@ REC = struct.Struct(">II")
 _JOB = struct.Struct(">BBHHHBddd")
 _AT = struct.Struct(">d")
 _STATE_AT = struct.Struct(">Bd")
+_PRIO_AT = struct.Struct(">Bd")
 MAX_RECORD = 16 * 1024 * 1024
 COMPACT_MIN_RECORDS = 50000  # never compact a log smaller than this
 COMPACT_DEAD_RATIO = 4  # compact when records >= ratio * live jobs
@@ -85,10 +86,10 @@ def encode(kind: int, job: Job, arg: Any) -> bytes:
         payload = _s8(job.id) + _s8(arg)
     elif kind == e.J_RELEASE:
         payload = _STATE_AT.pack(1 if job.state == e.DELAYED else 0, job.at) + _s8(job.id)
-    elif kind in (e.J_EXPIRE, e.J_KICK):
+    elif kind in (e.J_EXPIRE, e.J_KICK, e.J_PROMOTE):
         payload = _AT.pack(job.at) + _s8(job.id)
     elif kind == e.J_PRIORITY:
-        payload = bytes((arg,)) + _s8(job.id)
+        payload = _PRIO_AT.pack(job.priority, job.at) + _s8(job.id)
     else:  # J_DELETE, J_CANCEL
         payload = _s8(job.id)
     data = bytes((kind,)) + payload
@@ -133,12 +134,12 @@ def decode(data: bytes) -> tuple[int, Any, Any]:
     if kind == e.J_RELEASE:
         delayed, at = _STATE_AT.unpack(c.take(_STATE_AT.size))
         return kind, c.s8(), (delayed, at)
-    if kind in (e.J_EXPIRE, e.J_KICK):
+    if kind in (e.J_EXPIRE, e.J_KICK, e.J_PROMOTE):
         (at,) = _AT.unpack(c.take(8))
         return kind, c.s8(), at
     if kind == e.J_PRIORITY:
-        priority = c.take(1)[0]
-        return kind, c.s8(), priority
+        priority, at = _PRIO_AT.unpack(c.take(_PRIO_AT.size))
+        return kind, c.s8(), (priority, at)
     if kind in (e.J_DELETE, e.J_CANCEL):
         return kind, c.s8(), None
     raise ValueError(f"unknown record kind {kind}")
