@@ -55,15 +55,10 @@ class Stack:
 
 def start_stack(data_dir: Path, *, concurrency: int = 6) -> Stack:
     """Queue, worker and API in this process, like `remora up`, on loopback port 0."""
+    from remora import config, models, services
     from remora.api.server import APIServer
     from remora.netqueue.server import QueueServer
-
-    try:
-        from remora.worker import Worker
-    except ImportError:  # preview without workers: jobs stay queued
-        Worker = None  # noqa: N806
-
-    from remora import config, models, services
+    from remora.worker import Worker
 
     overrides = {
         "database.data_dir": str(data_dir),
@@ -82,9 +77,8 @@ def start_stack(data_dir: Path, *, concurrency: int = 6) -> Stack:
     services.ensure_local_server()
     _, token = services.create_token("browser-admin", "admin")
     _, viewer = services.create_token("browser-viewer", "viewer")
-    worker = Worker(settings, concurrency=concurrency) if Worker is not None else None
-    if worker is not None:
-        worker.start()
+    worker = Worker(settings, concurrency=concurrency)
+    worker.start()
     api = APIServer(settings, host="127.0.0.1", port=0)
     api.start()
     host, port = api.address

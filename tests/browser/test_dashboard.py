@@ -19,7 +19,8 @@ def test_sign_in_from_url_fragment_removes_token_and_keeps_it(page, remora_stack
     signed_in(page, remora_stack, route="")
     assert "token=" not in page.url
     assert page.evaluate("localStorage.getItem('remora.token')") == remora_stack.token
-    expect(page.locator("#overview-stats")).to_contain_text("total jobs")
+    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+    assert page.url.endswith("#/jobs")
     page.reload()
     expect(page.locator("#topbar")).to_be_visible()
     page.click("#signout-btn")
@@ -35,7 +36,7 @@ def test_sign_in_from_url_fragment_removes_token_and_keeps_it(page, remora_stack
 def test_revoked_or_unknown_token_returns_to_sign_in(page, remora_stack):
     page.goto(f"{remora_stack.url}/")
     page.evaluate("localStorage.setItem('remora.token', 'rmr_stale')")
-    page.goto(f"{remora_stack.url}/#/jobs")
+    page.reload()
     expect(page.locator("#token-input")).to_be_visible()
     expect(page.locator("#token-error")).to_contain_text("Sign in again")
 
@@ -107,7 +108,7 @@ def test_run_command_shows_output_live_before_it_finishes(page, remora_stack):
 def test_script_with_tab_indent_and_validation_error_from_api(page, remora_stack):
     signed_in(page, remora_stack, route="jobs")
     page.keyboard.press("n")
-    page.check("#mode-script")
+    page.click("label.seg:has-text('Script')")
     page.click("#f-script")
     page.keyboard.type("for x in a b; do")
     page.keyboard.press("Enter")

@@ -1,6 +1,6 @@
 // Remora dashboard: boot, sign-in, routing, theme, keyboard shortcuts.
 import { session, setToken, checkToken, detectRole } from './api.js';
-import { h, $, $$, setChildren, refreshTimes, toast } from './util.js';
+import { h, $, $$, setChildren, refreshTimes, richText, toast } from './util.js';
 import { openModal, closeTop, hasOverlay } from './overlay.js';
 
 const views = {
@@ -88,7 +88,7 @@ function showSignIn(message) {
   },
   h('div.brand.big', null, h('span.logo', { 'aria-hidden': 'true' }), 'Remora'),
   h('h1', null, 'Sign in'),
-  h('p.muted', null, 'Paste an API token. `remora up` prints a dashboard link that signs you in; `remora admin token create NAME` makes a new token.'),
+  h('p.muted', null, richText('Paste an API token. `remora up` prints a dashboard link that signs you in; `remora token create NAME` makes a new one.')),
   h('label', { for: 'token-input' }, 'API token'),
   input, error,
   h('button.btn.primary', { type: 'submit' }, 'Sign in'));

@@ -77,6 +77,7 @@ export function mount(main, params) {
   const pageInfo = h('span.page-info', { id: 'page-info' });
   const prevBtn = h('button.btn', { type: 'button', id: 'prev-page', 'aria-label': 'Previous page' }, '‹ Prev');
   const nextBtn = h('button.btn', { type: 'button', id: 'next-page', 'aria-label': 'Next page' }, 'Next ›');
+  const pager = h('div.pager');
   const limitSel = h('select', { id: 'page-size', 'aria-label': 'Jobs per page' }, PAGE_SIZES.map((n) => h('option', { value: n }, `${n} / page`)));
 
   main.append(
@@ -84,8 +85,9 @@ export function mount(main, params) {
     h('div.toolbar', { role: 'search' }, search, statusSel, serverSel, batchChip, clearBtn),
     banner,
     h('div.table-wrap', null, table, empty),
-    h('div.pager', null, pageInfo, h('span.spacer'), limitSel, prevBtn, nextBtn),
+    pager,
   );
+  pager.append(pageInfo, h('span.spacer'), limitSel, prevBtn, nextBtn);
 
   function sortButton(field) {
     return h('button.sort', { type: 'button', dataset: { sort: field } }, SORTABLE[field], h('span.sort-ind', { 'aria-hidden': 'true' }));
@@ -156,7 +158,8 @@ export function mount(main, params) {
     setChildren(cells.status, statusBadge(job.status));
     setText(cells.server, job.server?.name || job.server_id?.slice(0, 8) || '—');
     const cmd = jobCommandText(job);
-    setChildren(cells.command, h('button.cmd-link', { type: 'button', title: job.script ? `${job.script}${job.args ? `\nargs: ${job.args}` : ''}` : cmd, dataset: { open: job.id } }, h('code', null, cmd || '(empty)')));
+    setChildren(cells.command, h('button.cmd-link', { type: 'button', title: job.script ? `${job.script}${job.args ? `\nargs: ${job.args}` : ''}` : cmd, dataset: { open: job.id } }, h('code', null, cmd || '(empty)')),
+      h('span.cmd-meta', null, `${job.server?.name || ''} · `, timeEl(job.created_at)));
     setText(cells.prio, job.priority);
     cells.prio.title = job.priority === 1 ? 'highest priority' : job.priority === 10 ? 'lowest priority' : `priority ${job.priority} (1 = highest)`;
     setChildren(cells.created, timeEl(job.created_at));
@@ -197,6 +200,7 @@ export function mount(main, params) {
     const total = pg.total || 0;
     const from = total ? (page - 1) * limit + 1 : 0;
     setText(pageInfo, total ? `${from.toLocaleString()}–${Math.min(total, page * limit).toLocaleString()} of ${total.toLocaleString()}` : '');
+    pager.hidden = !total && page === 1;
     prevBtn.disabled = !pg.has_prev;
     nextBtn.disabled = !pg.has_next;
   }

@@ -16,9 +16,9 @@ function svg(tag, attrs, ...children) {
 
 /** Bars per minute for the last hour, stacked by outcome; drawn with plain SVG. */
 export function minuteChart(buckets) {
-  const W = 600;
-  const H = 120;
-  const pad = { l: 28, b: 18, t: 6 };
+  const W = 1000;
+  const H = 150;
+  const pad = { l: 30, b: 18, t: 6 };
   const max = Math.max(1, ...buckets.map((b) => b.total));
   const bw = (W - pad.l) / buckets.length;
   const y = (n) => ((H - pad.b - pad.t) * n) / max;
