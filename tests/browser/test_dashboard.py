@@ -286,3 +286,26 @@ def test_queue_and_overview_pages_render(page, remora_stack):
     expect(page.locator("svg.chart")).to_be_visible()
     expect(page.locator("#overview-stats")).to_contain_text("success rate")
     shoot(page, "overview")
+
+
+def test_pem_upload_server_connects(page, remora_stack, sshd, tmp_path):
+    name = f"pem-{uuid.uuid4().hex[:6]}"
+    pem = tmp_path / f"{name}.pem"
+    pem.write_text(sshd.private_key)
+    signed_in(page, remora_stack, route="servers")
+    page.click("#add-server")
+    page.fill("#sf-name", name)
+    page.select_option("#sf-auth_type", "pem")
+    page.fill("#sf-hostname", sshd.host)
+    page.fill("#sf-port", str(sshd.port))
+    page.fill("#sf-user", sshd.user)
+    page.set_input_files("#pem-input", str(pem))
+    expect(page.locator("#pem-drop")).to_contain_text(f"{name}.pem uploaded")
+    expect(page.locator("#sf-pem_file")).to_have_value(f"{name}.pem")
+    page.click("#server-save")
+    row = page.locator(f"#servers-table tr[data-name='{name}']")
+    expect(row.locator(".col-auth")).to_contain_text(f"{name}.pem")
+    row.locator("button[data-act=test]").click()
+    expect(row.locator(".col-test")).to_contain_text(re.compile(r"connected in \d+ ms"), timeout=20_000)
+    expect(page.locator("#pem-section")).to_contain_text(f"{name}.pem")
+    assert "PRIVATE KEY" not in page.content()
