@@ -24,10 +24,12 @@ another worker may already hold it.
 A worker that dies (SIGKILL, power loss) stops heartbeating; its leases
 expire after ``queue.worker_timeout`` and the jobs are redelivered.  The
 worker that receives one finds the row still ``running``: it first kills what
-the dead worker left behind -- over SSH by the recorded ``Job.remote_pid``
-(the job's process group and session: ``kill -- -pid`` and ``pkill -s pid``,
-only if that pid is still a session leader), locally only when the dead
-worker ran on this host -- and then runs the job again if retries remain, or
+the dead worker left behind: the recorded ``Job.remote_pid`` is the job's
+process group and session, killed with ``kill -- -pid`` and ``pkill -s pid``
+(over SSH, or locally), but only if that pid is still a session leader whose
+environment holds ``REMORA_JOB_ID=<job id>`` (every job gets it), so a reused
+pid -- or a local job of a worker on another host -- is never hit.  Then it
+runs the job again if retries remain, or
 marks it ``failed`` with error ``worker lost``.  Jobs shorter than one
 heartbeat have no recorded pid; a non-pty SSH command left running then ends
 at its next write to the closed connection (SIGPIPE), a pty one gets SIGHUP
@@ -55,15 +57,16 @@ from remora.errors import QueueError, QueueUnavailable, RemoraError
 from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, executor_for
 from remora.executor.sshpool import SSHPool
 from remora.joblog import JobOutput
-from remora.models import AuthType, Job, JobStatus, Server, Stream
+from remora.models import Job, JobStatus, Server, Stream
 from remora.netqueue.client import QueueClient, Reservation
 from remora.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
-RESERVE_WAIT = 1.0  # a blocking reserve returns at least this often, so stop() is noticed
+RESERVE_WAIT = 0.5  # a blocking reserve returns at least this often, so stop() is noticed
 LIMIT_DELAY = 0.5  # NACK delay for a job whose server is at its concurrency limit
 MAX_BACKOFF = 5.0
+JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
 
 
 @dataclass
@@ -301,10 +304,8 @@ class Worker:
         server = Server.get_or_none(Server.id == job.server_id)
         if server is None or job.remote_pid is None:
             return
-        if server.auth_type == AuthType.LOCAL.value and not (job.worker or "").startswith(f"{self.host}-"):
-            return  # the dead worker ran it on another host
         try:
-            killed = self._executor(server).kill_stale(job.remote_pid)
+            killed = self._executor(server).kill_stale(job.remote_pid, f"{JOB_ID_ENV}={job.id}")
             log.info("job %s: leftover process group %d of the lost worker %s", job.id, job.remote_pid, "killed" if killed else "not found")
         except Exception as exc:  # noqa: BLE001 - best effort: never block the takeover
             log.warning("job %s: could not kill leftover process group %d: %s", job.id, job.remote_pid, exc)
@@ -340,7 +341,7 @@ class Worker:
                 args=job.args or "",
                 script=job.script,
                 shell=job.shell,
-                env={str(k): str(v) for k, v in (job.env or {}).items()},
+                env={JOB_ID_ENV: job.id, **{str(k): str(v) for k, v in (job.env or {}).items()}},
                 workdir=job.workdir,
                 timeout=float(job.timeout if job.timeout is not None else self.settings.ssh.execution_timeout),
                 pty=bool(job.pty),

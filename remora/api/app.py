@@ -155,7 +155,7 @@ class App:
         args: list[Any] = []
         if route.body is not None:
             body = req.json(required=route.body_required)
-            args.append(validate(route.body, body) if body is not None else None)
+            args.append(None if body is None and not route.body_required else validate(route.body, body))
         result = route.handler(self, req, *args)
         response = result if isinstance(result, Response) else json_response(result, route.status)
         if route.mutating and response.status < 400:

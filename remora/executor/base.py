@@ -109,8 +109,13 @@ class Executor(Protocol):
 
     def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult: ...
 
-    def kill_stale(self, pid: int) -> bool:
-        """Best effort: terminate the process group ``pid`` left behind by a dead worker."""
+    def kill_stale(self, pid: int, marker: str | None = None) -> bool:
+        """Best effort: terminate the process group ``pid`` left behind by a dead worker.
+
+        Only a session leader is signalled, and with ``marker`` (``NAME=value``,
+        e.g. ``REMORA_JOB_ID=<id>``) only one whose environment holds it, where
+        ``/proc`` can tell: a reused pid is never killed by mistake.
+        """
         ...
 
 

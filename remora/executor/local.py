@@ -156,13 +156,17 @@ class LocalExecutor:
         else:
             result.exit_code = returncode
 
-    def kill_stale(self, pid: int) -> bool:
-        """Kill process group ``pid`` if it is still a session leader here (a dead worker's job)."""
+    def kill_stale(self, pid: int, marker: str | None = None) -> bool:
+        """Kill process group ``pid`` if it is still a session leader here (and carries ``marker``)."""
         try:
             if os.getsid(pid) != pid:
                 return False
-        except ProcessLookupError:
+            if marker and marker.encode() not in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
+                return False
+        except (ProcessLookupError, FileNotFoundError):
             return False
+        except PermissionError:
+            pass  # cannot read its environment: the session check stands
         _kill_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.kill_grace
         while time.monotonic() < deadline:

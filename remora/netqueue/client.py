@@ -115,6 +115,8 @@ class _Link:
         self.calls: dict[int, _Call] = {}
         self.buf = bytearray()
         self.error: BaseException | None = None
+        self.poller = select.poll()  # used only by the current reader
+        self.poller.register(sock, select.POLLIN)
 
     def send(self, rid: int, data: bytes) -> _Call:
         call = _Call()
@@ -155,8 +157,7 @@ class _Link:
             raise _LinkLost(str(call.error))
 
     def _read_until(self, rid: int, call: _Call, deadline: float) -> None:
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
+        poller = self.poller
         while not call.done:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -352,14 +353,51 @@ class QueueClient:
         return self._call(p.OP_PUT, _encode_put(job_id, queue, priority, delay, ttr, max_attempts, body)) == b"\x01"
 
     @_api
-    def put_many(self, items: list[PutItem]) -> list[bool]:
-        """Batch PUT (MAX_BATCH per frame, frames pipelined); all or nothing per frame on QUEUE_FULL."""
-        out: list[bool] = []
-        for start in range(0, len(items), p.MAX_BATCH):
-            chunk = items[start : start + p.MAX_BATCH]
+    def put_many(self, items: list[PutItem], *, per_frame: int = p.MAX_BATCH) -> list[bool]:
+        """Batch PUT: ``per_frame`` jobs per PUT_BATCH frame, every frame sent before any reply is read.
+
+        All or nothing per frame on QUEUE_FULL.  If the connection breaks the
+        frames are sent again (PUT is idempotent): a job stored by the first
+        try then reports False.
+        """
+        per_frame = max(1, min(per_frame, p.MAX_BATCH))
+        bodies = []
+        for start in range(0, len(items), per_frame):
+            chunk = items[start : start + per_frame]
             encoded = [_encode_put(i.job_id, i.queue, i.priority, i.delay, i.ttr, i.max_attempts, i.body) for i in chunk]
-            out.extend(p.decode_flags(self._call(p.OP_PUT_BATCH, p.encode_put_batch(encoded))))
+            bodies.append(p.encode_put_batch(encoded))
+        out: list[bool] = []
+        for reply in self._call_many(p.OP_PUT_BATCH, bodies):
+            out.extend(p.decode_flags(reply))
         return out
+
+    def _call_many(self, opcode: int, bodies: list[bytes]) -> list[bytes]:
+        """Pipeline idempotent requests on one connection; errors as ``_call``."""
+        if len(bodies) <= 1:
+            return [self._call(opcode, body) for body in bodies]
+        give_up = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                link = self._get_link()
+                rids = [self._next_rid() for _ in bodies]
+                calls = [link.send(rid, p.frame(opcode, rid, body)) for rid, body in zip(rids, bodies, strict=True)]
+                deadline = time.monotonic() + CALL_TIMEOUT
+                for rid, call in zip(rids, calls, strict=True):
+                    link.wait(rid, call, deadline)
+            except TimeoutError:
+                raise QueueUnavailable(f"NetQueue at {self.addr} sent no reply within {CALL_TIMEOUT:.0f}s") from None
+            except _LinkLost as exc:
+                if self._closed or (attempt >= 2 and time.monotonic() >= give_up):
+                    raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
+                if attempt >= 2:
+                    time.sleep(max(0.0, min(min(2.0, 0.05 * 2 ** (attempt - 2)) * (0.5 + random.random()), give_up - time.monotonic())))
+                continue
+            for call in calls:
+                if call.flags & p.FLAG_ERROR:
+                    self._raise(call.body)
+            return [call.body for call in calls]
 
     @_api
     def reserve(self, queues: list[str], *, timeout: float, count: int = 1, worker_id: str = "") -> list[Reservation]:
@@ -434,6 +472,11 @@ class QueueClient:
     def dlq_purge(self, job_ids: list[str] | None = None) -> int:
         """Delete dead letters (None = all); returns how many."""
         return p.decode_u32(self._call(p.OP_DLQ_PURGE, p.encode_ids(job_ids)))
+
+    @_api
+    def snapshot(self) -> dict:
+        """Make the server write a snapshot and start a fresh log now (compaction on demand)."""
+        return dict(p.decode_json(self._call(p.OP_SNAPSHOT)))
 
 
 def _encode_put(job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -100,9 +101,11 @@ def test_pty_merges_streams_through_a_terminal(ex):
     assert [s for s, _ in sink.chunks] == [Stream.STDOUT] * len(sink.chunks)
 
 
-def test_kill_stale_kills_a_left_behind_session(ex):
-    proc = subprocess.Popen(["sh", "-c", "sleep 1014 & sleep 1014"], start_new_session=True)
-    assert ex.kill_stale(proc.pid)
+def test_kill_stale_kills_a_left_behind_session_that_carries_the_marker(ex):
+    env = {**os.environ, "REMORA_JOB_ID": "job-1"}
+    proc = subprocess.Popen(["sh", "-c", "sleep 1014 & sleep 1014"], start_new_session=True, env=env)
+    assert not ex.kill_stale(proc.pid, "REMORA_JOB_ID=job-2") and proc.poll() is None
+    assert ex.kill_stale(proc.pid, "REMORA_JOB_ID=job-1")
     proc.wait(5)
     wait_for(lambda: no_process("sleep 1014"), 3)
     plain = subprocess.Popen(["sleep", "5"])  # not a session leader: refused, left alone

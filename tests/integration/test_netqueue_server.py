@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from remora.errors import ConfigError, QueueError
 from remora.netqueue import protocol as p
-from remora.netqueue.client import QueueClient
+from remora.netqueue.client import PutItem, QueueClient
 from remora.netqueue.server import QueueServer
 from tests.fixtures.services import wait_for
 
@@ -311,3 +311,29 @@ def test_cli_stats_health_workers_and_dlq_against_a_live_server(server):
     assert json.loads(cli("workers", "--json", "--addr", env_addr).stdout) == []
     down = cli("health", "--addr", "127.0.0.1:1")
     assert down.returncode == 69 and "unavailable" in down.stderr
+
+
+def test_snapshot_on_demand_compacts_to_the_live_set_and_survives_restart(tmp_path):
+    data_dir = tmp_path / "queue"
+    srv = QueueServer(port=0, data_dir=data_dir)
+    srv.start()
+    try:
+        with QueueClient(addr(srv)) as c:
+            c.put_many([PutItem(f"s{i}", priority=1 + i % 10) for i in range(300)], per_frame=50)
+            for r in c.reserve(["job_queue"], timeout=0, count=200):
+                assert c.ack(r.id)
+            result = c.snapshot()
+            assert result == {"persistence": True, "generation": 1, "jobs": 100, "records": 100}
+            c.put("after-snapshot")
+    finally:
+        srv.stop()
+    assert sorted(p.name for p in data_dir.iterdir()) == ["snapshot.1", "wal.1"]
+    srv = QueueServer(port=0, data_dir=data_dir)
+    srv.start()
+    try:
+        with QueueClient(addr(srv)) as c:
+            assert c.stats()["jobs"] == 101
+            got = c.reserve(["job_queue"], timeout=0, count=3)
+            assert [(r.id, r.priority) for r in got] == [("after-snapshot", 5), ("s206", 7), ("s216", 7)]
+    finally:
+        srv.stop()

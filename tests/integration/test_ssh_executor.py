@@ -118,10 +118,11 @@ def test_timeout_kills_and_escalates_to_kill(ex, sshd):
 
 
 def test_kill_stale_kills_what_a_dead_worker_left(ex, sshd):
-    out = sshd.run("setsid sh -c 'sleep 1024 & sleep 1024' >/dev/null 2>&1 < /dev/null & echo started")
-    assert "started" in out.stdout
+    cmd = "REMORA_JOB_ID=j1 setsid sh -c 'sleep 1024 & sleep 1024' >/dev/null 2>&1 < /dev/null & echo started"
+    assert "started" in sshd.run(cmd).stdout
     pid = int(wait_for(lambda: sshd.run("pgrep -o -f '^sh -c [s]leep 1024'").stdout.strip(), 5, what="stale session"))
-    assert ex.kill_stale(pid)
+    assert not ex.kill_stale(pid, "REMORA_JOB_ID=other")  # a reused pid is left alone
+    assert ex.kill_stale(pid, "REMORA_JOB_ID=j1")
     assert wait_no_process(sshd, "sleep 1024", timeout=3)
 
 

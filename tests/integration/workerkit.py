@@ -63,8 +63,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def kill_sessions(srv: SSHServer) -> int:
-    """SIGKILL every per-connection process of the test sshd (its established sessions): a dropped link."""
+def _sessions(srv: SSHServer) -> list[int]:
     assert srv.proc is not None
     victims = []
     todo = _children(srv.proc.pid)
@@ -72,6 +71,22 @@ def kill_sessions(srv: SSHServer) -> int:
         pid = todo.pop()
         victims.append(pid)
         todo.extend(_children(pid))
+    return victims
+
+
+def stop_and_drop(srv: SSHServer) -> None:
+    """Stop the test sshd and kill its established sessions too: the server is gone."""
+    victims = _sessions(srv)
+    srv.stop()
+    _kill(victims)
+
+
+def kill_sessions(srv: SSHServer) -> int:
+    """SIGKILL every per-connection process of the test sshd (its established sessions): a dropped link."""
+    return _kill(_sessions(srv))
+
+
+def _kill(victims: list[int]) -> int:
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
