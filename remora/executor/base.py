@@ -21,7 +21,8 @@ Commands and scripts are both run by a POSIX shell wrapper built here
 - ``env`` is exported by the wrapper (sshd's AcceptEnv is usually off), names
   must be shell identifiers; ``workdir`` is entered with ``cd`` (failure: exit 1);
 - ``stdbuf -oL -eL`` is prepended when the host has it, so programs that
-  block-buffer a pipe (python, ping) still stream line by line;
+  block-buffer a pipe (ping, sed, grep) still stream line by line; python,
+  which ignores stdbuf, gets ``PYTHONUNBUFFERED=1`` unless the job sets it;
 - the wrapper ``exec``s the command, so the job's exit code is the command's.
 """
 
@@ -108,8 +109,13 @@ class Executor(Protocol):
 
     def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult: ...
 
-    def kill_stale(self, pid: int) -> bool:
-        """Best effort: terminate the process group ``pid`` left behind by a dead worker."""
+    def kill_stale(self, pid: int, marker: str | None = None) -> bool:
+        """Best effort: terminate the process group ``pid`` left behind by a dead worker.
+
+        Only a session leader is signalled, and with ``marker`` (``NAME=value``,
+        e.g. ``REMORA_JOB_ID=<id>``) only one whose environment holds it, where
+        ``/proc`` can tell: a reused pid is never killed by mistake.
+        """
         ...
 
 
@@ -190,7 +196,11 @@ def build_wrapper(request: ExecRequest, *, stdbuf: bool, print_pid: bool, defaul
         parts.append(f"export {name}={shlex.quote(str(value))}")
     if request.workdir:
         parts.append(f"cd -- {shlex.quote(request.workdir)} || exit 1")
-    prefix = "stdbuf -oL -eL " if stdbuf else ""
+    prefix = ""
+    if stdbuf:
+        prefix = "stdbuf -oL -eL "
+        if "PYTHONUNBUFFERED" not in request.env:  # python ignores stdbuf; this is its own switch
+            parts.append("export PYTHONUNBUFFERED=1")
     stdin: bytes | None = None
     if request.script is not None:
         shell = shlex.quote(request.shell or "/bin/bash")

@@ -65,38 +65,60 @@ class LocalExecutor:
         except ValidationError as exc:
             result.error_kind, result.error = ErrorKind.INTERNAL.value, exc.message
             return finish(result)
+        master = slave = -1
         try:
+            if request.pty:
+                master, slave = os.openpty()
+            out = slave if request.pty else subprocess.PIPE
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", wrapper.text],
                 stdin=subprocess.PIPE if wrapper.stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdout=out,
+                stderr=out,
                 start_new_session=True,
                 close_fds=True,
             )
         except OSError as exc:
+            for fd in (master, slave):
+                if fd >= 0:
+                    os.close(fd)
             result.error_kind, result.error = ErrorKind.INTERNAL.value, f"cannot start /bin/sh: {exc}"
             return finish(result)
+        if request.pty:
+            os.close(slave)
+            sources = {master: Stream.STDOUT}
+        else:
+            assert proc.stdout and proc.stderr
+            sources = {proc.stdout.fileno(): Stream.STDOUT, proc.stderr.fileno(): Stream.STDERR}
         result.remote_pid = proc.pid
         notify_started(sink, proc.pid)
         if wrapper.stdin is not None:
             threading.Thread(target=_feed_stdin, args=(proc, wrapper.stdin), daemon=True, name=f"stdin-{proc.pid}").start()
         try:
-            self._pump(proc, request, sink, cancel, result)
+            self._pump(proc, sources, request, sink, cancel, result)
         finally:
             for pipe in (proc.stdout, proc.stderr):
                 if pipe:
                     pipe.close()
+            if master >= 0:
+                os.close(master)
             if proc.poll() is None:  # only on an internal error: never leave the tree behind
                 _kill_group(proc.pid, signal.SIGKILL)
                 proc.wait()
         return finish(result)
 
-    def _pump(self, proc: subprocess.Popen, request: ExecRequest, sink: OutputSink, cancel: threading.Event, result: ExecResult) -> None:
-        assert proc.stdout and proc.stderr
+    def _pump(
+        self,
+        proc: subprocess.Popen,
+        sources: dict[int, Stream],
+        request: ExecRequest,
+        sink: OutputSink,
+        cancel: threading.Event,
+        result: ExecResult,
+    ) -> None:
         sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ, Stream.STDOUT)
-        sel.register(proc.stderr, selectors.EVENT_READ, Stream.STDERR)
+        for fd, stream in sources.items():
+            sel.register(fd, selectors.EVENT_READ, stream)
         deadline = time.monotonic() + request.timeout if request.timeout > 0 else None
         term_at: float | None = None
         killed = False
@@ -117,7 +139,10 @@ class LocalExecutor:
             if exited_at is not None and now - exited_at >= DRAIN_AFTER_EXIT:
                 break  # a background child keeps the pipes open: the job itself is done
             for key, _ in sel.select(timeout=0.05):
-                data = os.read(key.fd, self.buffer_size)
+                try:
+                    data = os.read(key.fd, self.buffer_size)
+                except OSError:  # EIO: the pty's other side is closed
+                    data = b""
                 if data:
                     sink.write(key.data, data)
                 else:
@@ -131,13 +156,17 @@ class LocalExecutor:
         else:
             result.exit_code = returncode
 
-    def kill_stale(self, pid: int) -> bool:
-        """Kill process group ``pid`` if it is still a session leader here (a dead worker's job)."""
+    def kill_stale(self, pid: int, marker: str | None = None) -> bool:
+        """Kill process group ``pid`` if it is still a session leader here (and carries ``marker``)."""
         try:
             if os.getsid(pid) != pid:
                 return False
-        except ProcessLookupError:
+            if marker and marker.encode() not in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
+                return False
+        except (ProcessLookupError, FileNotFoundError):
             return False
+        except PermissionError:
+            pass  # cannot read its environment: the session check stands
         _kill_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.kill_grace
         while time.monotonic() < deadline:

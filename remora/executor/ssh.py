@@ -28,6 +28,7 @@ How one job runs:
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -259,10 +260,13 @@ class SSHExecutor:
         finally:
             self.pool.release(other)
 
-    def kill_stale(self, pid: int) -> bool:
-        """Kill what a dead worker's job left behind: TERM, then KILL after kill_grace (only a session leader)."""
-        check = f"[ \"$(ps -o sid= -p {pid} 2>/dev/null | tr -d ' ')\" = {pid} ]"
-        script = f"{check} || exit 3; kill -s TERM -- -{pid} 2>/dev/null; pkill -TERM -s {pid}; "
+    def kill_stale(self, pid: int, marker: str | None = None) -> bool:
+        """Kill what a dead worker's job left behind: TERM, then KILL after kill_grace (see Executor.kill_stale)."""
+        check = f"[ \"$(ps -o sid= -p {pid} 2>/dev/null | tr -d ' ')\" = {pid} ] || exit 3; "
+        if marker:
+            env = f"/proc/{pid}/environ"
+            check += f"if [ -r {env} ]; then tr '\\0' '\\n' < {env} | grep -qxF -- {shlex.quote(marker)} || exit 3; fi; "
+        script = f"{check}kill -s TERM -- -{pid} 2>/dev/null; pkill -TERM -s {pid}; "
         script += f"i=0; while kill -0 -- -{pid} 2>/dev/null && [ $i -lt {int(self.kill_grace * 10)} ]; do sleep 0.1; i=$((i+1)); done; "
         script += f"kill -s KILL -- -{pid} 2>/dev/null; pkill -KILL -s {pid}; true"
         try:

@@ -32,6 +32,8 @@ from remora.errors import HostKeyError, SSHError
 from remora.executor.hostkeys import KnownHosts
 
 log = logging.getLogger(__name__)
+# paramiko logs every failed handshake with a traceback; the error reaches the job and our log instead.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 WINDOW_SIZE = 8 * 1024 * 1024  # bigger than paramiko's 2 MiB: bulk output streams without stalls
 MAX_PACKET = 32768

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 READY, DELAYED, RESERVED, DEAD, DELETED = range(5)
@@ -49,6 +49,7 @@ J_EXPIRE = 5  # lease expired: retry or dead-letter, decided by expired/max_atte
 J_KICK = 6  # dead -> ready
 J_PRIORITY = 7  # arg: new priority
 J_CANCEL = 8  # flag a reserved job
+J_PROMOTE = 9  # a delayed job became ready
 
 Journal = Callable[[int, "Job", Any], None]
 WORKER_ACTIVE_WINDOW = 30.0  # a worker heard from within this many seconds is active
@@ -162,12 +163,6 @@ class _Window:
         return sum(b[2] for b in self.buckets) / count if count else 0.0
 
 
-@dataclass
-class EngineLimits:
-    max_size: int = 100000  # most waiting (ready + delayed) jobs per queue
-    default_ttr: float = 30.0
-
-
 class Engine:
     """The queue state machine (see the module docstring for the semantics)."""
 
@@ -179,10 +174,12 @@ class Engine:
         self.queues: dict[str, _Queue] = {}
         self.dead: dict[str, Job] = {}
         self.workers: dict[str, WorkerInfo] = {}
-        self._delayed: list[tuple[float, int, Job]] = []
-        self._leases: list[tuple[float, int, Job]] = []
+        self._delayed: list[tuple[float, str, int, Job]] = []  # (ready_at, id, seq, job): ties go by id
+        self._last_at = 0.0
+        self._leases: list[tuple[float, str, int, Job]] = []
         self._seq = itertools.count()
         self.prio_count = [0] * (PRIORITIES + 1)
+        self._shared: dict[Any, Any] = {}
         self.woken: set[str] = set()  # queues that gained ready jobs since the server last looked
         self.totals = dict.fromkeys(("put", "reserved", "acked", "nacked", "expired", "dead_lettered", "canceled", "kicked", "purged"), 0)
         self.started = clock()
@@ -196,9 +193,19 @@ class Engine:
             q = self.queues[name] = _Queue(name)
         return q
 
+    def _stamp(self, now: float) -> float:
+        """A strictly increasing "ready since" time: FIFO order is the order of ``at``, even on ties."""
+        last = self._last_at
+        at = now if now > last else math.nextafter(last, math.inf)
+        self._last_at = at
+        return at
+
     def _make_ready(self, job: Job, now: float) -> None:
+        job.at = self._stamp(now)
+        self._append_ready(job)
+
+    def _append_ready(self, job: Job) -> None:
         job.state = READY
-        job.at = now
         q = self._queue(job.queue)
         q.ready[job.priority - 1].append(job)
         q.nready += 1
@@ -208,7 +215,7 @@ class Engine:
     def _make_delayed(self, job: Job, ready_at: float) -> None:
         job.state = DELAYED
         job.at = ready_at
-        heapq.heappush(self._delayed, (ready_at, next(self._seq), job))
+        heapq.heappush(self._delayed, (ready_at, job.id, next(self._seq), job))
         self._queue(job.queue).ndelayed += 1
         self.prio_count[job.priority] += 1
 
@@ -217,7 +224,7 @@ class Engine:
         job.attempt += 1
         job.worker = worker or None
         job.at = now + job.ttr
-        heapq.heappush(self._leases, (job.at, next(self._seq), job))
+        heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
         self._queue(job.queue).nreserved += 1
         if worker:
             self._worker(worker, now).jobs.add(job.id)
@@ -280,12 +287,12 @@ class Engine:
             return False
         if self.waiting(queue) >= self.max_size:
             raise QueueFullError(queue, self.max_size)
-        self._insert(job_id, queue, priority, delay, ttr, max_attempts, body)
+        self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, self.clock())
         return True
 
-    def _insert(self, job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> None:
-        now = self.clock()
-        job = Job(job_id, queue, priority, ttr, max_attempts, body, now)
+    def _insert(self, job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes, now: float) -> None:
+        shared = self._shared  # one object per distinct queue name and ttr, not one per job
+        job = Job(job_id, shared.setdefault(queue, queue), priority, shared.setdefault(ttr, ttr), max_attempts, body, now)
         self.jobs[job_id] = job
         if delay > 0:
             self._make_delayed(job, now + delay)
@@ -308,11 +315,13 @@ class Engine:
             if self.waiting(queue) + n > self.max_size:
                 raise QueueFullError(queue, self.max_size)
         out = []
+        now = self.clock()
+        jobs = self.jobs
         for job_id, queue, priority, delay, ttr, max_attempts, body in items:
-            if job_id in self.jobs:
+            if job_id in jobs:
                 out.append(False)
             else:
-                self._insert(job_id, queue, priority, delay, ttr, max_attempts, body)
+                self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, now)
                 out.append(True)
         return out
 
@@ -329,9 +338,9 @@ class Engine:
                 job = self._pop_ready(qs, p)
                 if job is None:
                     break
+                self._waits.add(now, max(0.0, now - job.at))  # time spent ready
                 self._leave(job)
                 self._make_reserved(job, now, worker)
-                self._waits.add(now, now - job.created if job.attempt == 1 else 0.0)
                 out.append(job)
                 if self.journal is not None:
                     self.journal(J_RESERVE, job, worker)
@@ -406,7 +415,7 @@ class Engine:
                 out[job_id] = "lost"
                 continue
             job.at = now + job.ttr
-            heapq.heappush(self._leases, (job.at, next(self._seq), job))
+            heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
             out[job_id] = "canceled" if job.cancel else "ok"
         return out
 
@@ -433,9 +442,11 @@ class Engine:
         self.prio_count[job.priority] -= 1
         self.prio_count[priority] += 1
         if job.state == READY:
+            # it joins the back of its new priority: "ready since" restarts so FIFO order survives a replay
             q = self._queue(job.queue)
             q.ready[job.priority - 1].remove(job)
             q.ready[priority - 1].append(job)
+            job.at = self._stamp(self.clock())
         job.priority = priority
         self._log(J_PRIORITY, job, priority)
         return True
@@ -446,13 +457,14 @@ class Engine:
         now = self.clock()
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
-            at, _, job = heapq.heappop(delayed)
+            at, _, _, job = heapq.heappop(delayed)
             if job.state == DELAYED and job.at == at:
                 self._leave(job)
                 self._make_ready(job, now)
+                self._log(J_PROMOTE, job)
         leases = self._leases
         while leases and leases[0][0] <= now:
-            at, _, job = heapq.heappop(leases)
+            at, _, _, job = heapq.heappop(leases)
             if job.state == RESERVED and job.at == at:
                 self._expire(job, now)
 
@@ -572,6 +584,8 @@ class Engine:
 
     # -- recovery (the WAL replays these, then calls rebuild) --------------
     def replay_job(self, job: Job) -> None:
+        job.queue = self._shared.setdefault(job.queue, job.queue)
+        job.ttr = self._shared.setdefault(job.ttr, job.ttr)
         old = self.jobs.get(job.id)
         if old is not None:
             old.state = DELETED
@@ -602,7 +616,9 @@ class Engine:
         elif kind == J_KICK:
             job.state, job.at, job.expired, job.reason = READY, arg, 0, None
         elif kind == J_PRIORITY:
-            job.priority = arg
+            job.priority, job.at = arg
+        elif kind == J_PROMOTE:
+            job.state, job.at = READY, arg
         elif kind == J_CANCEL:
             job.cancel = True
         return True
@@ -622,14 +638,14 @@ class Engine:
                 self._make_delayed(job, job.at)
             elif job.state == RESERVED:
                 job.at = now + job.ttr
-                heapq.heappush(self._leases, (job.at, next(self._seq), job))
+                heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
                 q.nreserved += 1
             elif job.state == DEAD:
                 self.dead[job.id] = job
                 q.ndead += 1
         for job in ready:
-            at = job.at
-            self._make_ready(job, at)
+            self._append_ready(job)
+        self._last_at = max([self._last_at, *(j.at for j in ready[-1:])])
         self.woken = set(self.queues)
 
     def live_jobs(self) -> Iterator[Job]:
