@@ -32,7 +32,8 @@ from typing import Any
 
 from remora import models
 from remora.errors import QueueError, QueueUnavailable, RemoraError
-from remora.models import Job, JobStatus, Lock, Server
+from remora.lease import Lease
+from remora.models import Job, JobStatus, Server
 from remora.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -93,29 +94,10 @@ class Reconciler:
     # -- lease -------------------------------------------------------------
     def acquire(self) -> bool:
         """Take or renew the lease; True when this instance holds it."""
-        now = models.utcnow()
-        expires = now + dt.timedelta(seconds=max(3 * self.interval, 5.0))
-        try:
-            with models.write_transaction():
-                changed = (
-                    Lock.update(holder=self.holder, expires_at=expires)
-                    .where(Lock.name == LOCK_NAME, (Lock.expires_at < now) | (Lock.holder == self.holder))
-                    .execute()
-                )
-                if changed:
-                    return True
-                if Lock.get_or_none(Lock.name == LOCK_NAME) is None:
-                    Lock.create(name=LOCK_NAME, holder=self.holder, expires_at=expires)
-                    return True
-        except models.IntegrityError:
-            return False
-        return False
+        return Lease(LOCK_NAME, self.holder, max(3 * self.interval, 5.0)).acquire()
 
     def release(self) -> None:
-        try:
-            Lock.delete().where(Lock.name == LOCK_NAME, Lock.holder == self.holder).execute()
-        except models.DatabaseError:
-            pass
+        Lease(LOCK_NAME, self.holder, 0).release()
 
     # -- one pass ------------------------------------------------------------
     def run_once(self) -> dict[str, int]:
@@ -128,6 +110,8 @@ class Reconciler:
             self._check_queue_restart()
             if self._sweeping:
                 done["requeued"] = self._requeue()
+                if not self.acquire():  # the sweep outlived the lease: another instance has taken over
+                    return done
             done["cancels"] = self._resend_cancels()
             done["lost"] = self._lost_workers()
         except QUEUE_ERRORS as exc:
