@@ -235,6 +235,13 @@ class Client:
     def set_priority(self, job_id: str, priority: int) -> dict[str, Any]:
         return self.post(f"{API}/jobs/{quote(job_id)}/priority", {"priority": priority})
 
+    def prune_jobs(self, older_than: str | float, statuses: list[str] | None = None, *, dry_run: bool = False) -> dict[str, Any]:
+        """Delete (or with ``dry_run`` count) finished jobs older than ``older_than`` (admin only)."""
+        body: dict[str, Any] = {"older_than": older_than, "dry_run": dry_run}
+        if statuses:
+            body["status"] = statuses
+        return self.post(f"{API}/jobs/prune", body)
+
     def resolve_job_id(self, prefix: str) -> str:
         """A full job id from a unique prefix, as git resolves abbreviated hashes.
 

@@ -262,5 +262,33 @@ def wait_jobs(
     raise typer.Exit(combined_exit_code(final))
 
 
+@jobs_app.command("prune")
+def prune(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Delete finished jobs older than this: 30d, 12h, 90m.", show_default=False)
+    ],
+    status: Annotated[
+        list[str] | None, typer.Option("--status", help="Only jobs in this status (completed, failed, canceled); repeatable.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count the jobs that would be deleted.")] = False,
+    as_json: JsonOpt = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Delete finished jobs older than a cut-off, with their output (admin token; recorded in the audit log).
+
+    Queued and running jobs are never deleted.  For automatic pruning set api.retention.
+
+    Example: remora jobs prune --older-than 30d --status completed --status canceled
+    """
+    client = make_client(api_url, token, timeout=600.0)
+    result = client.prune_jobs(older_than, list(status) if status else None, dry_run=dry_run)
+    if as_json:
+        print_json(result)
+        return
+    verb = "would delete" if result.get("dry_run") else "deleted"
+    err(f"{verb} {result['deleted']} {'/'.join(result['status'])} job(s) finished before {result['cutoff']}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(jobs_app, name="jobs")
