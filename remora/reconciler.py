@@ -68,6 +68,8 @@ class Reconciler:
         self._sweeping = True
         self._last_sweep = time.monotonic()
         self._queue_started: float | None = None
+        self._queue_uptime = 0.0
+        self._sweep_again_at: float | None = None
         self.passes = 0
 
     def start(self) -> None:
@@ -118,7 +120,8 @@ class Reconciler:
             if not self._queue_down:
                 log.warning("reconciler: queue unavailable (%s); queued jobs wait until it is back", exc)
                 self._queue_down = True
-            self._sweeping, self._cursor = True, None  # start over once the queue is back
+            self._sweeping = False
+            self._start_sweep()  # start over once the queue is back
             return done
         if self._queue_down:
             log.info("reconciler: queue is back")
@@ -127,21 +130,29 @@ class Reconciler:
             log.info("reconciler: put %d job(s) back on the queue, %d lost by their worker", done["requeued"], done["lost"])
         return done
 
-    def _start_sweep(self) -> None:
+    def _start_sweep(self, *, follow_up: bool = True) -> None:
+        """Sweep from the first queued job; a triggered sweep is repeated once ``settle`` later, because the
+        jobs it skipped as too young (often the very ones whose PUT failed) are old enough by then."""
         if not self._sweeping:
             self._sweeping, self._cursor = True, None
+        if follow_up:
+            self._sweep_again_at = time.monotonic() + self.settle + self.interval
 
     def _check_queue_restart(self) -> None:
         """Start a sweep when the queue restarted (it may have lost jobs) or the safety interval passed."""
         uptime = float(self.ctx.queue.stats().get("uptime", 0.0))  # type: ignore[union-attr]
         started = time.time() - uptime
-        if self._queue_started is not None and abs(started - self._queue_started) > max(5.0, 2 * self.interval):
+        moved = self._queue_started is not None and abs(started - self._queue_started) > max(5.0, 2 * self.interval)
+        if moved or uptime < self._queue_uptime:  # uptime went backwards: a restart, however soon after the last one
             log.info("reconciler: the queue restarted; checking every queued job")
             self._start_sweep()
-        self._queue_started = started
+        self._queue_started, self._queue_uptime = started, uptime
         if time.monotonic() - self._last_sweep >= self.sweep_every or self.ctx.put_failed.is_set():
             self.ctx.put_failed.clear()
             self._start_sweep()
+        elif self._sweep_again_at is not None and time.monotonic() >= self._sweep_again_at:
+            self._sweep_again_at = None
+            self._start_sweep(follow_up=False)
 
     def _requeue(self) -> int:
         """Put a batch of queued jobs (rotating through them); return how many the queue lacked."""
