@@ -114,7 +114,7 @@ class Cluster:
                 "REMORA_QUEUE_ADDR": self.queue_addr,
                 "REMORA_QUEUE_TOKEN": QUEUE_TOKEN,
                 "REMORA_SECURITY_SECRET_KEY": SECRET_KEY,
-                "REMORA_LOGGING_LEVEL": "warning",
+                "REMORA_LOGGING_LEVEL": os.environ.get("REMORA_TEST_CLUSTER_LOG_LEVEL", "warning"),
                 **self.extra_env,
             }
         )
