@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -139,3 +140,25 @@ def test_queue_metrics_on_its_own_port(queue):
     assert value(fams, "netqueue_worker_jobs_done", "netqueue_worker_jobs_done_total", worker="qw-1") == 1
     assert value(fams, "netqueue_wal_bytes") > 0
     assert get(host, port, "/metrics", TOKEN, method="HEAD")[:2] == (200, kind)
+
+
+def test_alert_rules_use_metric_names_that_exist(api, queue):
+    import re
+
+    import yaml
+
+    host, port = queue.address
+    client = QueueClient(f"{host}:{port}", token=TOKEN, name="t")
+    client.register_worker("w", host="h", concurrency=1)
+    client.close()
+    assert api.get("/api/v1/system/info").status == 200  # so the HTTP families have a sample
+    names = set()
+    for text in (get(api.host, api.port, "/metrics", api.tokens["viewer"])[2], get(host, port, "/metrics", TOKEN)[2]):
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "alerts.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    used = {name for expr in exprs for name in re.findall(r"\b(?:remora|netqueue)_[a-z_]+\b", expr)}
+    assert len(exprs) >= 5 and used
+    assert used <= names, used - names
