@@ -129,9 +129,9 @@ class Cluster:
         return proc
 
     # -- the parts ---------------------------------------------------------
-    def start_queue(self, data_dir: Path | None = None, name: str = "queue") -> Proc:
+    def start_queue(self, data_dir: Path | None = None, name: str = "queue", fsync: str = "never") -> Proc:
         self.queue_data = data_dir or self.queue_data or self.root / "queue"
-        proc = self.spawn(name, "queue", "serve", "--port", str(self.queue_port), "--data-dir", str(self.queue_data), "--fsync", "never")
+        proc = self.spawn(name, "queue", "serve", "--port", str(self.queue_port), "--data-dir", str(self.queue_data), "--fsync", fsync)
         wait_for(lambda: self.queue_health() is not None, 20, what="the queue server")
         return proc
 
