@@ -127,6 +127,7 @@ class QueueServer:
         self._conns: dict[int, Connection] = {}
         self._waiters: dict[str, deque[Waiter]] = {}
         self._waiter_deadlines: list[tuple[float, int, Waiter]] = []
+        self._parked = 0  # waiters not yet answered
         self._seq = itertools.count()
         self._batch: list[tuple[Connection, bytes]] = []
         self._held: deque[tuple[int, Connection, bytes]] = deque()
@@ -400,13 +401,18 @@ class QueueServer:
     def park(self, conn: Connection, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> None:
         """Hold a RESERVE that found nothing until a job arrives or its timeout passes."""
         waiter = Waiter(conn, opcode, rid, req, prefix, time.time() + req.timeout)
+        self._parked += 1
         for queue in req.queues:
-            self._waiters.setdefault(queue, deque()).append(waiter)
+            waiters = self._waiters.setdefault(queue, deque())
+            if len(waiters) > 2 * self._parked + 32:  # served or closed waiters linger lazily: sweep them now and then
+                waiters = self._waiters[queue] = deque(w for w in waiters if not w.done)
+            waiters.append(waiter)
         heapq.heappush(self._waiter_deadlines, (waiter.deadline, next(self._seq), waiter))
         conn.parked += 1
 
     def _finish_waiter(self, waiter: Waiter, jobs: list[Any]) -> None:
         waiter.done = True
+        self._parked -= 1
         waiter.conn.parked -= 1
         body = waiter.prefix + p.encode_reservations(reservation_tuples(jobs))
         self._batch.append((waiter.conn, p.reply(waiter.opcode, waiter.rid, body)))
@@ -526,8 +532,9 @@ class QueueServer:
         if conn.parked:
             for waiters in self._waiters.values():
                 for waiter in waiters:
-                    if waiter.conn is conn:
+                    if waiter.conn is conn and not waiter.done:
                         waiter.done = True
+                        self._parked -= 1
             conn.parked = 0
 
     def _shutdown(self) -> None:
@@ -566,6 +573,10 @@ class QueueServer:
 
     # -- introspection ------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return self._stats()
+
+    def _stats(self) -> dict[str, Any]:
         data = self.engine.stats()
         data["connections"] = len(self._conns)
         data["uptime"] = round(time.time() - self.started_at, 3)
@@ -573,7 +584,7 @@ class QueueServer:
             **self.counters,
             "persistence": self.persistence,
             "fsync": self.fsync,
-            "parked_reserves": sum(1 for _, _, w in self._waiter_deadlines if not w.done),
+            "parked_reserves": self._parked,
         }
         if self.wal is not None:
             data["wal"] = self.wal.info()
