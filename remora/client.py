@@ -20,8 +20,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import ssl
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -112,6 +110,8 @@ class Client:
     # -- transport -------------------------------------------------------
     def _connect(self) -> http.client.HTTPConnection:
         if self.scheme == "https":
+            import ssl
+
             return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
@@ -317,6 +317,8 @@ class Client:
 
     # -- PEM keys --------------------------------------------------------
     def upload_pem(self, filename: str, content: bytes) -> dict[str, Any]:
+        import uuid
+
         boundary = uuid.uuid4().hex
         safe = filename.replace('"', "").replace("\r", "").replace("\n", "")
         body = (
