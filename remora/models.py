@@ -186,6 +186,7 @@ class Job(BaseModel):
             (("status", "created_at"), False),
             (("server", "created_at"), False),
             (("status", "updated_at"), False),
+            (("updated_at",), False),  # MAX(updated_at): the cheap change marker behind list ETags
         )
 
     @property

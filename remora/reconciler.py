@@ -5,7 +5,11 @@ lease, a ``Lock`` row taken by a conditional update on ``expires_at``):
 
 - re-puts ``queued`` jobs the queue does not hold (PUT is idempotent by id,
   so a job already there is left alone); jobs recorded while the queue was
-  down are queued as soon as it is back;
+  down are queued as soon as it is back.  A sweep goes through every queued
+  job a page per pass; it starts when the reconciler starts, after a queue
+  outage, when the queue restarted (its uptime says so) and every
+  ``sweep_every`` seconds as a safety net -- not on every pass, so a large
+  backlog costs nothing in steady state;
 - re-sends CANCEL for running jobs whose cancel was requested while the
   queue was unreachable;
 - turns ``running`` jobs whose lease the queue no longer knows and that have
@@ -23,6 +27,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 from remora import models
@@ -39,7 +44,16 @@ QUEUE_ERRORS = (QueueError, QueueUnavailable, OSError)
 class Reconciler:
     """A background thread; ``run_once()`` does one pass (tests call it directly)."""
 
-    def __init__(self, ctx: Context, *, interval: float = 2.0, batch: int = 500, settle: float = 5.0, holder: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        interval: float = 2.0,
+        batch: int = 500,
+        settle: float = 5.0,
+        sweep_every: float = 60.0,
+        holder: str | None = None,
+    ) -> None:
         self.ctx = ctx
         self.interval = interval
         self.batch = batch
@@ -49,6 +63,10 @@ class Reconciler:
         self._thread: threading.Thread | None = None
         self._queue_down = False
         self._cursor: tuple[dt.datetime, str] | None = None
+        self.sweep_every = sweep_every
+        self._sweeping = True
+        self._last_sweep = time.monotonic()
+        self._queue_started: float | None = None
         self.passes = 0
 
     def start(self) -> None:
@@ -107,13 +125,16 @@ class Reconciler:
             return done
         self.passes += 1
         try:
-            done["requeued"] = self._requeue()
+            self._check_queue_restart()
+            if self._sweeping:
+                done["requeued"] = self._requeue()
             done["cancels"] = self._resend_cancels()
             done["lost"] = self._lost_workers()
         except QUEUE_ERRORS as exc:
             if not self._queue_down:
                 log.warning("reconciler: queue unavailable (%s); queued jobs wait until it is back", exc)
                 self._queue_down = True
+            self._sweeping, self._cursor = True, None  # start over once the queue is back
             return done
         if self._queue_down:
             log.info("reconciler: queue is back")
@@ -121,6 +142,22 @@ class Reconciler:
         if done["requeued"] or done["lost"]:
             log.info("reconciler: put %d job(s) back on the queue, %d lost by their worker", done["requeued"], done["lost"])
         return done
+
+    def _start_sweep(self) -> None:
+        if not self._sweeping:
+            self._sweeping, self._cursor = True, None
+
+    def _check_queue_restart(self) -> None:
+        """Start a sweep when the queue restarted (it may have lost jobs) or the safety interval passed."""
+        uptime = float(self.ctx.queue.stats().get("uptime", 0.0))  # type: ignore[union-attr]
+        started = time.time() - uptime
+        if self._queue_started is not None and abs(started - self._queue_started) > max(5.0, 2 * self.interval):
+            log.info("reconciler: the queue restarted; checking every queued job")
+            self._start_sweep()
+        self._queue_started = started
+        if time.monotonic() - self._last_sweep >= self.sweep_every or self.ctx.put_failed.is_set():
+            self.ctx.put_failed.clear()
+            self._start_sweep()
 
     def _requeue(self) -> int:
         """Put a batch of queued jobs (rotating through them); return how many the queue lacked."""
@@ -137,6 +174,9 @@ class Reconciler:
             query = query.where((Job.created_at > at) | ((Job.created_at == at) & (Job.id > last_id)))
         jobs = list(query)
         self._cursor = (jobs[-1].created_at, jobs[-1].id) if len(jobs) == self.batch else None
+        if self._cursor is None:  # this page was the last one: the sweep is done
+            self._sweeping = False
+            self._last_sweep = time.monotonic()
         if not jobs:
             return 0
         return self._put(jobs)

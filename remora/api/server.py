@@ -122,6 +122,9 @@ class APIServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.app.close()
+        from remora.services import audit
+
+        audit.flush()
         if self._owns_queue:
             closer = getattr(self.app.ctx.queue, "close", None)
             if closer is not None:
