@@ -67,13 +67,15 @@ class Response:
 
 def error_from_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> RemoraError:
     """The RemoraError for an error answer (the envelope when there is one)."""
-    message, code, details = "", "", {}
+    message, code = "", ""
+    details: dict[str, Any] = {}
     try:
         data = json.loads(body) if body else {}
         if isinstance(data, dict):
             message = str(data.get("error") or data.get("message") or "")
             code = str(data.get("code") or "")
-            details = data.get("details") if isinstance(data.get("details"), dict) else {}
+            raw_details = data.get("details")
+            details = raw_details if isinstance(raw_details, dict) else {}
     except ValueError:
         message = body[:200].decode("utf-8", "replace").strip()
     message = message or f"HTTP {status}"

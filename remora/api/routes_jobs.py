@@ -267,7 +267,11 @@ LIST_PARAMS = [
     Param("server_id", {"type": "string"}, "Only jobs on this server."),
     Param("batch_id", {"type": "string"}, "Only jobs of this fan-out."),
     Param("search", {"type": "string", "maxLength": 200}, "Substring of command, args, job name or server name."),
-    Param("id_prefix", {"type": "string", "maxLength": 36, "pattern": "^[0-9a-fA-F-]*$"}, "Only jobs whose id starts with this (abbreviated ids)."),
+    Param(
+        "id_prefix",
+        {"type": "string", "maxLength": 36, "pattern": "^[0-9a-fA-F-]*$"},
+        "Only jobs whose id starts with this (abbreviated ids).",
+    ),
     Param("sort_by", {"type": "string", "enum": list(queries.SORT_FIELDS)}, "Sort column (default created_at)."),
     Param("sort_order", {"type": "string", "enum": ["asc", "desc"]}, "Sort order (default desc)."),
 ]

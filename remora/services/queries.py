@@ -219,7 +219,7 @@ def job_detail(job: Job) -> dict[str, Any]:
 
 
 def counts_by_status() -> dict[str, int]:
-    rows = Job.select(Job.status, models.fn.COUNT(Job.id)).group_by(Job.status).tuples()
+    rows: Any = Job.select(Job.status, models.fn.COUNT(Job.id)).group_by(Job.status).tuples()
     counts = {s.value: 0 for s in JobStatus}
     for status, count in rows:
         counts[status] = int(count)
