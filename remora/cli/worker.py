@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
+from remora.cli.common import STATE
 
-def worker() -> None:
-    """Run jobs from the queue on their servers.
 
-    Example: remora worker --concurrency 8
+def worker(
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-n", min=1, help="Jobs run at once (worker.concurrency).")] = None,
+    queue: Annotated[list[str] | None, typer.Option("--queue", "-Q", help="Queue to reserve from; repeatable (worker.queues).")] = None,
+    worker_id: Annotated[str | None, typer.Option("--id", help="Worker id shown in stats (default: <hostname>-<pid>).")] = None,
+    addr: Annotated[str | None, typer.Option("--addr", help="NetQueue address host:port (queue.addr).")] = None,
+) -> None:
+    """Run jobs from the queue on their servers, streaming output into the database.
+
+    Logs go to stderr. SIGTERM or Ctrl-C stops reserving, lets running jobs finish
+    within worker.graceful_shutdown, hands the rest back to the queue, and exits 0;
+    a second signal stops at once (running jobs are killed and handed back).
+
+    Example: remora worker --concurrency 8 --queue job_queue --id web-worker-1
     """
-    raise typer.Exit(1)
+    import signal
+    import threading
+
+    from remora import models
+    from remora.worker import Worker
+
+    settings = STATE.settings(
+        {"worker.concurrency": concurrency, "worker.queues": list(queue) if queue else None, "worker.id": worker_id, "queue.addr": addr}
+    )
+    STATE.setup_logging(settings)
+    models.init_db(settings.database_url, busy_timeout=settings.database.busy_timeout, pool_size=settings.database.pool_size)
+    runner = Worker(settings)
+    signals_seen = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals_seen.append(signum)
+        graceful = len(signals_seen) == 1
+        threading.Thread(target=runner.stop, kwargs={"graceful": graceful}, name="worker-stop", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner.start()
+    while not runner.wait(0.5):  # wake up regularly so signal handlers run promptly
+        pass
+    models.close_db()
 
 
 def register(app: typer.Typer) -> None:

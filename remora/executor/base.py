@@ -1,0 +1,248 @@
+"""The executor contract: one request shape, one result shape, every transport.
+
+An ``Executor`` runs one ``ExecRequest`` and returns an ``ExecResult``.  While
+the command runs, its output goes to an ``OutputSink`` as ordered chunks per
+stream (stdout and stderr apart, byte-exact: nothing is decoded or
+re-joined).  ``run`` never raises for the command's own outcome or for a
+transport failure: those are results (``error_kind`` says which).  It returns
+when the command is finished, or when ``cancel`` was set or ``timeout`` passed
+and the whole process tree was terminated (TERM, then KILL after
+``worker.kill_grace``).
+
+Commands and scripts are both run by a POSIX shell wrapper built here
+(``build_wrapper``) so the local and SSH executors agree on semantics:
+
+- ``command`` + ``args`` is shell text (``args`` a string is appended as
+  written, a list is quoted word by word) run by ``$SHELL -c`` (the login
+  shell over SSH) -- or by ``shell`` when the job names one;
+- ``script`` is fed to ``<shell> -s -- args...`` on stdin (no quoting at all),
+  or, with a pty, passed quoted to ``<shell> -c`` (a terminal would echo stdin);
+  only shells in ``security.allowed_shells`` are accepted;
+- ``env`` is exported by the wrapper (sshd's AcceptEnv is usually off), names
+  must be shell identifiers; ``workdir`` is entered with ``cd`` (failure: exit 1);
+- ``stdbuf -oL -eL`` is prepended when the host has it, so programs that
+  block-buffer a pipe (ping, sed, grep) still stream line by line; python,
+  which ignores stdbuf, gets ``PYTHONUNBUFFERED=1`` unless the job sets it;
+- the wrapper ``exec``s the command, so the job's exit code is the command's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+import shlex
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from remora.errors import ValidationError
+from remora.models import Stream, utcnow
+
+if TYPE_CHECKING:
+    from remora.config import Settings
+    from remora.models import Server
+    from remora.secrets import SecretBox
+
+PID_MARKER = b"remora-pid:"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_PTY_SCRIPT = 100 * 1024  # a script passed as one argument (pty mode) must fit MAX_ARG_STRLEN
+
+
+class ErrorKind(str, enum.Enum):
+    TIMEOUT = "timeout"
+    CANCELED = "canceled"
+    CONNECTION = "connection"
+    AUTH = "auth"
+    HOST_KEY = "host_key"
+    INTERNAL = "internal"
+
+
+@dataclass
+class ExecRequest:
+    """What to run. ``timeout`` <= 0 means no limit."""
+
+    command: str = ""
+    args: list[str] | str = field(default_factory=list)
+    script: str | None = None
+    shell: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    timeout: float = 300.0
+    pty: bool = False
+
+
+@dataclass
+class ExecResult:
+    """How it ended. ``exit_code`` is None when the command was killed by a signal or never ran."""
+
+    exit_code: int | None = None
+    signal: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    error_kind: str | None = None
+    error: str = ""
+    remote_pid: int | None = None
+    attempt_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.error_kind is None
+
+
+@runtime_checkable
+class OutputSink(Protocol):
+    """Receives output in order; ``remora.joblog.JobOutput`` is one."""
+
+    def write(self, stream: Stream, data: bytes) -> None: ...
+
+
+def notify_started(sink: OutputSink, pid: int | None) -> None:
+    """Tell a sink that has a ``started(pid)`` hook the command's (remote) pid/process group."""
+    hook = getattr(sink, "started", None)
+    if callable(hook):
+        hook(pid)
+
+
+class Executor(Protocol):
+    """Runs commands on one server."""
+
+    def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult: ...
+
+    def kill_stale(self, pid: int, marker: str | None = None) -> bool:
+        """Best effort: terminate the process group ``pid`` left behind by a dead worker.
+
+        Only a session leader is signalled, and with ``marker`` (``NAME=value``,
+        e.g. ``REMORA_JOB_ID=<id>``) only one whose environment holds it, where
+        ``/proc`` can tell: a reused pid is never killed by mistake.
+        """
+        ...
+
+
+class BufferSink:
+    """Collects output in memory (tests, quick probes)."""
+
+    def __init__(self) -> None:
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.chunks: list[tuple[Stream, bytes]] = []
+        self.pid: int | None = None
+        self._lock = threading.Lock()
+
+    def write(self, stream: Stream, data: bytes) -> None:
+        with self._lock:
+            (self.stdout if stream == Stream.STDOUT else self.stderr).extend(data)
+            self.chunks.append((stream, data))
+
+    def started(self, pid: int | None) -> None:
+        self.pid = pid
+
+
+# -- the shell wrapper -----------------------------------------------------------
+
+
+def command_text(request: ExecRequest) -> str:
+    """``command`` plus ``args`` as one line of shell text."""
+    args = request.args
+    extra = shlex.join(args) if isinstance(args, list) else (args or "").strip()
+    return f"{request.command} {extra}".strip() if extra else request.command
+
+
+def script_args(request: ExecRequest) -> list[str]:
+    args = request.args
+    if isinstance(args, list):
+        return list(args)
+    try:
+        return shlex.split(args or "")
+    except ValueError as exc:
+        raise ValidationError(f"args: {exc}") from None
+
+
+def check_shell(shell: str, allowed: list[str]) -> str:
+    if shell not in allowed:
+        raise ValidationError(f"shell {shell!r} is not allowed (security.allowed_shells: {', '.join(allowed)})")
+    return shell
+
+
+def check_request(request: ExecRequest, allowed_shells: list[str]) -> None:
+    """Reject what cannot be run safely, before anything is started."""
+    for name in request.env:
+        if not _ENV_NAME.match(name):
+            raise ValidationError(f"env: {name!r} is not a valid variable name")
+    if request.script is not None:
+        check_shell(request.shell or "/bin/bash", allowed_shells)
+        if request.pty and len(request.script.encode()) > MAX_PTY_SCRIPT:
+            raise ValidationError(f"script: a pty job's script is limited to {MAX_PTY_SCRIPT} bytes")
+    elif request.shell:
+        check_shell(request.shell, allowed_shells)
+    elif not request.command.strip():
+        raise ValidationError("command: empty")
+
+
+@dataclass
+class Wrapper:
+    """The shell text to run and what to write on its stdin (None: close stdin)."""
+
+    text: str
+    stdin: bytes | None
+
+
+def build_wrapper(request: ExecRequest, *, stdbuf: bool, print_pid: bool, default_shell: str = '"${SHELL:-/bin/sh}"') -> Wrapper:
+    """The POSIX shell text that prepares the environment and ``exec``s the job."""
+    parts: list[str] = []
+    if print_pid:
+        parts.append(f"printf '{PID_MARKER.decode()}%s\\n' \"$$\"")
+    for name, value in request.env.items():
+        parts.append(f"export {name}={shlex.quote(str(value))}")
+    if request.workdir:
+        parts.append(f"cd -- {shlex.quote(request.workdir)} || exit 1")
+    prefix = ""
+    if stdbuf:
+        prefix = "stdbuf -oL -eL "
+        if "PYTHONUNBUFFERED" not in request.env:  # python ignores stdbuf; this is its own switch
+            parts.append("export PYTHONUNBUFFERED=1")
+    stdin: bytes | None = None
+    if request.script is not None:
+        shell = shlex.quote(request.shell or "/bin/bash")
+        args = " ".join(shlex.quote(a) for a in script_args(request))
+        if request.pty:
+            run = f"{shell} -c {shlex.quote(request.script)} {shell} {args}"
+        else:
+            run = f"{shell} -s -- {args}"
+            stdin = request.script.encode()
+    else:
+        shell = shlex.quote(request.shell) if request.shell else default_shell
+        run = f"{shell} -c {shlex.quote(command_text(request))}"
+    parts.append(f"exec {prefix}{run}".rstrip())
+    return Wrapper("; ".join(parts), stdin)
+
+
+def signal_name(value: int | str) -> str:
+    """``15`` / ``SIGTERM`` / ``TERM`` -> ``TERM``."""
+    if isinstance(value, int):
+        import signal as _signal
+
+        try:
+            return _signal.Signals(value).name.removeprefix("SIG")
+        except ValueError:
+            return str(value)
+    return value.removeprefix("SIG")
+
+
+def finish(result: ExecResult) -> ExecResult:
+    if result.finished_at is None:
+        result.finished_at = utcnow()
+    return result
+
+
+def executor_for(server: Server, settings: Settings, secrets: SecretBox, **kwargs: object) -> Executor:
+    """The executor for ``server``: the local one for auth_type ``local``, else SSH (pooled)."""
+    from remora.models import AuthType
+
+    if server.auth_type == AuthType.LOCAL.value:
+        from remora.executor.local import LocalExecutor
+
+        return LocalExecutor(settings)
+    from remora.executor.ssh import SSHExecutor
+
+    return SSHExecutor(server, settings, secrets, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,192 @@
+"""The local executor: jobs of the built-in server ``local`` run as subprocesses here.
+
+Same semantics as SSH (see ``executor.base``): the job runs in its own
+session and process group (``start_new_session``), so a cancel or timeout
+signals the whole tree -- TERM, then KILL after ``worker.kill_grace``.
+Output is read from both pipes with ``selectors`` as it arrives.  The
+subprocess inherits the worker's environment plus the job's ``env``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from remora.errors import ValidationError
+from remora.executor.base import (
+    ErrorKind,
+    ExecRequest,
+    ExecResult,
+    OutputSink,
+    build_wrapper,
+    check_request,
+    finish,
+    notify_started,
+    signal_name,
+)
+from remora.models import Stream, utcnow
+
+if TYPE_CHECKING:
+    from remora.config import Settings
+
+log = logging.getLogger(__name__)
+
+DRAIN_AFTER_EXIT = 1.0  # how long pipes held open by background children are still read after the job exits
+_STDBUF = shutil.which("stdbuf") is not None
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class LocalExecutor:
+    """Runs jobs as subprocesses of the worker (server auth_type ``local``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.kill_grace = settings.worker.kill_grace
+        self.buffer_size = max(4096, settings.output.buffer_size)
+        self.allowed_shells = list(settings.security.allowed_shells)
+
+    def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult:
+        result = ExecResult(started_at=utcnow())
+        try:
+            check_request(request, self.allowed_shells)
+            wrapper = build_wrapper(request, stdbuf=_STDBUF and not request.pty, print_pid=False)
+        except ValidationError as exc:
+            result.error_kind, result.error = ErrorKind.INTERNAL.value, exc.message
+            return finish(result)
+        master = slave = -1
+        try:
+            if request.pty:
+                master, slave = os.openpty()
+            out = slave if request.pty else subprocess.PIPE
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", wrapper.text],
+                stdin=subprocess.PIPE if wrapper.stdin is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            for fd in (master, slave):
+                if fd >= 0:
+                    os.close(fd)
+            result.error_kind, result.error = ErrorKind.INTERNAL.value, f"cannot start /bin/sh: {exc}"
+            return finish(result)
+        if request.pty:
+            os.close(slave)
+            sources = {master: Stream.STDOUT}
+        else:
+            assert proc.stdout and proc.stderr
+            sources = {proc.stdout.fileno(): Stream.STDOUT, proc.stderr.fileno(): Stream.STDERR}
+        result.remote_pid = proc.pid
+        notify_started(sink, proc.pid)
+        if wrapper.stdin is not None:
+            threading.Thread(target=_feed_stdin, args=(proc, wrapper.stdin), daemon=True, name=f"stdin-{proc.pid}").start()
+        try:
+            self._pump(proc, sources, request, sink, cancel, result)
+        finally:
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
+            if master >= 0:
+                os.close(master)
+            if proc.poll() is None:  # only on an internal error: never leave the tree behind
+                _kill_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return finish(result)
+
+    def _pump(
+        self,
+        proc: subprocess.Popen,
+        sources: dict[int, Stream],
+        request: ExecRequest,
+        sink: OutputSink,
+        cancel: threading.Event,
+        result: ExecResult,
+    ) -> None:
+        sel = selectors.DefaultSelector()
+        for fd, stream in sources.items():
+            sel.register(fd, selectors.EVENT_READ, stream)
+        deadline = time.monotonic() + request.timeout if request.timeout > 0 else None
+        term_at: float | None = None
+        killed = False
+        exited_at: float | None = None
+        while sel.get_map():
+            now = time.monotonic()
+            if term_at is None and (cancel.is_set() or (deadline is not None and now >= deadline)):
+                kind = ErrorKind.CANCELED if cancel.is_set() else ErrorKind.TIMEOUT
+                result.error_kind = kind.value
+                result.error = "canceled" if kind is ErrorKind.CANCELED else f"timeout after {request.timeout:g}s"
+                _kill_group(proc.pid, signal.SIGTERM)
+                term_at = now
+            elif term_at is not None and not killed and now - term_at >= self.kill_grace:
+                _kill_group(proc.pid, signal.SIGKILL)
+                killed = True
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at >= DRAIN_AFTER_EXIT:
+                break  # a background child keeps the pipes open: the job itself is done
+            for key, _ in sel.select(timeout=0.05):
+                try:
+                    data = os.read(key.fd, self.buffer_size)
+                except OSError:  # EIO: the pty's other side is closed
+                    data = b""
+                if data:
+                    sink.write(key.data, data)
+                else:
+                    sel.unregister(key.fileobj)
+        sel.close()
+        returncode = proc.wait()
+        if term_at is not None:
+            _kill_group(proc.pid, signal.SIGKILL)  # stragglers that ignored TERM
+        if returncode < 0:
+            result.signal = signal_name(-returncode)
+        else:
+            result.exit_code = returncode
+
+    def kill_stale(self, pid: int, marker: str | None = None) -> bool:
+        """Kill process group ``pid`` if it is still a session leader here (and carries ``marker``)."""
+        try:
+            if os.getsid(pid) != pid:
+                return False
+            if marker and marker.encode() not in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
+                return False
+        except (ProcessLookupError, FileNotFoundError):
+            return False
+        except PermissionError:
+            pass  # cannot read its environment: the session check stands
+        _kill_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return True
+            time.sleep(0.05)
+        _kill_group(pid, signal.SIGKILL)
+        return True
+
+
+def _feed_stdin(proc: subprocess.Popen, data: bytes) -> None:
+    assert proc.stdin
+    try:
+        proc.stdin.write(data)
+    except (BrokenPipeError, OSError):
+        pass
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass

@@ -1,0 +1,446 @@
+"""The SSH executor (paramiko): run a job on a remote server over a pooled connection.
+
+How one job runs:
+
+1. A channel is opened on a pooled connection (``executor.sshpool``).  Any
+   failure up to and including the ``exec`` request is a connection error
+   *before the command started*: it is retried ``ssh.max_retries`` times with
+   backoff (each attempt's error kept in ``ExecResult.attempt_errors``).
+   Authentication and host-key failures are not retried.
+2. The command runs under the wrapper of ``executor.base``; its first stdout
+   line is ``remora-pid:<pid>``, the pid of the login shell sshd started.
+   sshd makes that shell a session leader (``setsid``), and the wrapper
+   ``exec``s the job, so ``<pid>`` is also the job's process group and
+   session id.  That line is stripped from the output; the pid is reported
+   (``Job.remote_pid``).
+3. Output is read in a loop woken by paramiko's buffer events (never a
+   blocking ``read()``), stdout and stderr apart, byte-exact, and handed to
+   the sink as it arrives.
+4. On cancel or timeout, ``kill -TERM -- -<pid>`` plus ``pkill -TERM -s <pid>``
+   (children that made their own process group) run over a second channel;
+   ``KILL`` follows after ``worker.kill_grace``.  Closing the channel alone
+   would leave the process running on OpenSSH.
+5. A connection lost while the command runs ends the job with an error
+   (never retried here: the command may have had effects); the executor
+   then tries once, in the background, to kill the orphaned process group.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from remora.errors import HostKeyError, RemoraError, SSHError, ValidationError
+from remora.executor.base import (
+    PID_MARKER,
+    ErrorKind,
+    ExecRequest,
+    ExecResult,
+    OutputSink,
+    Wrapper,
+    build_wrapper,
+    check_request,
+    finish,
+    notify_started,
+    signal_name,
+)
+from remora.executor.hostkeys import KnownHosts
+from remora.executor.sshpool import (
+    AuthError,
+    Connection,
+    Credential,
+    SSHPool,
+    credential_fingerprint,
+    default_pool,
+    load_private_key,
+    open_connection,
+    quick_command,
+)
+from remora.models import AuthType, PemKey, Stream, utcnow
+
+if TYPE_CHECKING:
+    from remora.config import Settings
+    from remora.models import Server
+    from remora.secrets import SecretBox
+
+log = logging.getLogger(__name__)
+
+DRAIN_AFTER_EXIT = 1.0  # pipes a background child keeps open are read this long after the exit status
+KILL_WAIT = 5.0  # after KILL, how long we still wait for the channel to report the end
+_known_hosts: dict[str, KnownHosts] = {}
+_known_hosts_lock = threading.Lock()
+
+
+def known_hosts_for(settings: Settings) -> KnownHosts:
+    path = str(settings.known_hosts_path)
+    with _known_hosts_lock:
+        if path not in _known_hosts:
+            _known_hosts[path] = KnownHosts(settings.known_hosts_path)
+        return _known_hosts[path]
+
+
+def _secret(secrets: SecretBox, value: bytes | memoryview | None) -> str | None:
+    return secrets.decrypt_str(value) if value else None
+
+
+def resolve_credential(server: Server, secrets: SecretBox, cache: dict[tuple, Credential] | None = None) -> Credential:
+    """Decrypt and parse the server's credential (parsed keys cached: passphrase KDFs are slow)."""
+    auth = server.auth_type
+    pem_row = None
+    if auth == AuthType.PEM.value:
+        pem_row = PemKey.get_or_none(PemKey.filename == server.pem_file)
+        if pem_row is None:
+            raise AuthError(f"server {server.name}: PEM key {server.pem_file!r} not found")
+    material = bytes(pem_row.content) if pem_row else bytes(server.private_key or b"")
+    cache_key = (server.id, auth, server.user, credential_fingerprint(material, server.password, server.passphrase))
+    if cache is not None and cache_key in cache:
+        return cache[cache_key]
+    user = server.user
+    if auth == AuthType.PASSWORD.value:
+        password = _secret(secrets, server.password)
+        if password is None:
+            raise AuthError(f"server {server.name}: password auth without a stored password")
+        cred = Credential(user, password=password)
+    elif auth in (AuthType.KEY.value, AuthType.PEM.value):
+        text = secrets.decrypt_str(material) if material else None
+        passphrase = _secret(secrets, server.passphrase)
+        cred = Credential(user, pkey=load_private_key(text, passphrase)) if text else Credential(user, use_agent=True)
+    else:
+        raise AuthError(f"server {server.name}: auth type {auth!r} is not an SSH auth type")
+    cred.fingerprint = credential_fingerprint(auth, user, *cache_key[3:])
+    if cache is not None:
+        cache[cache_key] = cred
+    return cred
+
+
+class SSHExecutor:
+    """Runs jobs on one server over pooled SSH."""
+
+    def __init__(self, server: Server, settings: Settings, secrets: SecretBox, *, pool: SSHPool | None = None) -> None:
+        self.server = server
+        self.settings = settings
+        self.pool = pool or default_pool(settings.ssh.max_sessions_per_connection, settings.ssh.idle_timeout)
+        self.secrets = secrets
+        self.policy = server.host_key_policy or settings.ssh.host_key_policy
+        self.known_hosts = known_hosts_for(settings)
+        self.kill_grace = settings.worker.kill_grace
+        self.buffer_size = max(4096, settings.output.buffer_size)
+        self._cred: Credential | None = None
+
+    # -- connections ----------------------------------------------------------
+
+    def credential(self) -> Credential:
+        if self._cred is None:
+            self._cred = resolve_credential(self.server, self.secrets, self.pool.credentials)
+        return self._cred
+
+    def _key(self) -> tuple[str, int, str, str]:
+        cred = self.credential()
+        return (self.server.hostname, int(self.server.port), cred.username, cred.fingerprint)
+
+    def _open(self) -> Connection:
+        ssh = self.settings.ssh
+        return open_connection(
+            self.server.hostname,
+            int(self.server.port),
+            self.credential(),
+            known_hosts=self.known_hosts,
+            policy=self.policy,
+            timeout=ssh.connection_timeout,
+            keepalive=ssh.keepalive_interval,
+        )
+
+    def _start(
+        self, request: ExecRequest, cancel: threading.Event, result: ExecResult
+    ) -> tuple[Connection, paramiko.Channel, Wrapper] | None:
+        """Open a channel and exec the wrapper, retrying connection errors; None with result.error set on failure."""
+        retries = max(0, self.settings.ssh.max_retries)
+        attempt = 0
+        while True:
+            try:
+                return self._start_once(request)
+            except HostKeyError as exc:
+                result.error_kind, result.error = ErrorKind.HOST_KEY.value, exc.message
+            except AuthError as exc:
+                result.error_kind, result.error = ErrorKind.AUTH.value, exc.message
+            except ValidationError as exc:
+                result.error_kind, result.error = ErrorKind.INTERNAL.value, exc.message
+            except RemoraError as exc:
+                attempt += 1
+                result.attempt_errors.append(f"attempt {attempt}: {exc.message}")
+                if attempt <= retries:
+                    delay = min(0.5 * 2 ** (attempt - 1), 10.0)
+                    log.info("%s: %s; retrying in %.1fs", self.server.name, exc.message, delay)
+                    if not cancel.wait(delay):
+                        continue
+                    result.error_kind, result.error = ErrorKind.CANCELED.value, "canceled"
+                    return None
+                result.error_kind = ErrorKind.CONNECTION.value
+                result.error = f"SSH connection failed after {attempt} attempt(s): {exc.message}"
+            return None
+
+    def _start_once(self, request: ExecRequest) -> tuple[Connection, paramiko.Channel, Wrapper]:
+        check_request(request, list(self.settings.security.allowed_shells))
+        key = self._key()
+        for _ in range(3):  # a pooled transport that died since last use is replaced at once
+            conn, fresh = self.pool.acquire(key, self._open)
+            try:
+                chan = conn.transport.open_session(timeout=self.settings.ssh.connection_timeout)
+            except paramiko.ChannelException as exc:
+                self.pool.release(conn)
+                self.pool.saturated(conn)
+                if fresh:
+                    raise SSHError(f"{self.server.hostname}: channel refused: {exc}") from None
+                continue
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                self.pool.release(conn)
+                self.pool.discard(conn)
+                if fresh:
+                    raise SSHError(f"{self.server.hostname}: cannot open a session: {exc or type(exc).__name__}") from None
+                continue
+            try:
+                wrapper = build_wrapper(request, stdbuf=conn.stdbuf and not request.pty, print_pid=True)
+                if request.pty:
+                    chan.get_pty(term="dumb", width=200, height=50)
+                chan.exec_command(wrapper.text)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                chan.close()
+                self.pool.release(conn)
+                raise SSHError(f"{self.server.hostname}: exec request failed: {exc or type(exc).__name__}") from None
+            except BaseException:
+                chan.close()
+                self.pool.release(conn)
+                raise
+            return conn, chan, wrapper
+        raise SSHError(f"{self.server.hostname}: pooled connections keep failing")
+
+    # -- running --------------------------------------------------------------
+
+    def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult:
+        result = ExecResult(started_at=utcnow())
+        try:
+            started = self._start(request, cancel, result)
+        except RemoraError as exc:  # credentials that cannot be decrypted or parsed
+            result.error_kind, result.error = ErrorKind.AUTH.value, exc.message
+            return finish(result)
+        if started is None:
+            return finish(result)
+        conn, chan, wrapper = started
+        try:
+            _Run(self, conn, chan, request, sink, cancel, result).pump(wrapper)
+        finally:
+            chan.close()
+            self.pool.release(conn)
+        return finish(result)
+
+    def kill_group(self, conn: Connection | None, pid: int, sig: str) -> bool:
+        """Signal process group and session ``pid`` over a separate channel (a fresh connection if needed)."""
+        command = f"kill -s {sig} -- -{pid} 2>/dev/null; pkill -{sig} -s {pid} 2>/dev/null; true"
+        timeout = self.settings.ssh.connection_timeout
+        if conn is not None and conn.alive():
+            try:
+                return quick_command(conn, command, timeout) is not None
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                log.debug("kill over the job's connection failed: %s", exc)
+        try:
+            other, _ = self.pool.acquire(self._key(), self._open)
+        except RemoraError as exc:
+            log.warning("%s: cannot reach the server to kill process group %d: %s", self.server.name, pid, exc.message)
+            return False
+        try:
+            return quick_command(other, command, timeout) is not None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            log.warning("%s: kill of process group %d failed: %s", self.server.name, pid, exc)
+            return False
+        finally:
+            self.pool.release(other)
+
+    def kill_stale(self, pid: int, marker: str | None = None) -> bool:
+        """Kill what a dead worker's job left behind: TERM, then KILL after kill_grace (see Executor.kill_stale)."""
+        check = f"[ \"$(ps -o sid= -p {pid} 2>/dev/null | tr -d ' ')\" = {pid} ] || exit 3; "
+        if marker:
+            env = f"/proc/{pid}/environ"
+            check += f"if [ -r {env} ]; then tr '\\0' '\\n' < {env} | grep -qxF -- {shlex.quote(marker)} || exit 3; fi; "
+        script = f"{check}kill -s TERM -- -{pid} 2>/dev/null; pkill -TERM -s {pid}; "
+        script += f"i=0; while kill -0 -- -{pid} 2>/dev/null && [ $i -lt {int(self.kill_grace * 10)} ]; do sleep 0.1; i=$((i+1)); done; "
+        script += f"kill -s KILL -- -{pid} 2>/dev/null; pkill -KILL -s {pid}; true"
+        try:
+            conn, _ = self.pool.acquire(self._key(), self._open)
+        except RemoraError as exc:
+            log.warning("%s: cannot reach the server to kill stale process group %d: %s", self.server.name, pid, exc.message)
+            return False
+        try:
+            return quick_command(conn, script, self.kill_grace + self.settings.ssh.connection_timeout) == 0
+        except (paramiko.SSHException, EOFError, OSError):
+            return False
+        finally:
+            self.pool.release(conn)
+
+
+class _Run:
+    """The read loop of one running command."""
+
+    def __init__(
+        self,
+        ex: SSHExecutor,
+        conn: Connection,
+        chan: paramiko.Channel,
+        request: ExecRequest,
+        sink: OutputSink,
+        cancel: threading.Event,
+        result: ExecResult,
+    ) -> None:
+        self.ex, self.conn, self.chan, self.request = ex, conn, chan, request
+        self.sink, self.cancel, self.result = sink, cancel, result
+        self.head: bytearray | None = bytearray()  # stdout until the pid line has been parsed
+        self.wake = threading.Event()
+
+    def pump(self, wrapper: Wrapper) -> None:
+        chan, request, result = self.chan, self.request, self.result
+        chan.in_buffer.set_event(self.wake)
+        chan.in_stderr_buffer.set_event(self.wake)
+        if wrapper.stdin is not None:
+            threading.Thread(target=_send_stdin, args=(chan, wrapper.stdin), daemon=True, name="ssh-stdin").start()
+        elif not request.pty:
+            chan.shutdown_write()
+        deadline = time.monotonic() + request.timeout if request.timeout > 0 else None
+        term_at: float | None = None
+        kill_at: float | None = None
+        exited_at: float | None = None
+        while True:
+            self.wake.wait(0.05)
+            self.wake.clear()
+            self.drain()
+            now = time.monotonic()
+            if chan.exit_status_ready():
+                exited_at = exited_at or now
+                if chan.eof_received or chan.closed or now - exited_at >= DRAIN_AFTER_EXIT:
+                    break
+            if term_at is None and (self.cancel.is_set() or (deadline is not None and now >= deadline)):
+                timed_out = not self.cancel.is_set()
+                result.error_kind = (ErrorKind.TIMEOUT if timed_out else ErrorKind.CANCELED).value
+                result.error = f"timeout after {request.timeout:g}s" if timed_out else "canceled"
+                term_at = now
+                self.signal("TERM")
+            elif term_at is not None and kill_at is None and now - term_at >= self.ex.kill_grace:
+                kill_at = now
+                self.signal("KILL")
+            elif kill_at is not None and now - kill_at >= KILL_WAIT:
+                break
+        self.drain()
+        self.flush_head()
+        self.outcome()
+
+    def signal(self, sig: str) -> None:
+        pid = self.result.remote_pid
+        if pid is None:  # the wrapper has not even printed its pid: wait a moment for it
+            end = time.monotonic() + 1.0
+            while pid is None and time.monotonic() < end and not self.chan.exit_status_ready():
+                self.wake.wait(0.05)
+                self.wake.clear()
+                self.drain()
+                pid = self.result.remote_pid
+        if pid is None:
+            log.warning("%s: no remote pid known; closing the channel instead of signalling", self.ex.server.name)
+            self.chan.close()
+            return
+        self.ex.kill_group(self.conn, pid, sig)
+
+    def drain(self) -> None:
+        chan = self.chan
+        while chan.recv_ready():
+            data = chan.recv(self.ex.buffer_size)
+            if not data:
+                break
+            self.stdout(data)
+        while chan.recv_stderr_ready():
+            data = chan.recv_stderr(self.ex.buffer_size)
+            if not data:
+                break
+            self.sink.write(Stream.STDERR, data)
+
+    def stdout(self, data: bytes) -> None:
+        if self.head is None:
+            self.sink.write(Stream.STDOUT, data)
+            return
+        self.head += data
+        newline = self.head.find(b"\n")
+        if newline < 0:
+            if not PID_MARKER.startswith(bytes(self.head[: len(PID_MARKER)])):
+                self.flush_head()
+            return
+        line, rest = bytes(self.head[:newline]).rstrip(b"\r"), bytes(self.head[newline + 1 :])
+        self.head = None
+        if line.startswith(PID_MARKER) and line[len(PID_MARKER) :].isdigit():
+            self.result.remote_pid = int(line[len(PID_MARKER) :])
+            notify_started(self.sink, self.result.remote_pid)
+            if rest:
+                self.sink.write(Stream.STDOUT, rest)
+        else:
+            self.sink.write(Stream.STDOUT, line + b"\n" + rest)
+
+    def flush_head(self) -> None:
+        if self.head:
+            self.sink.write(Stream.STDOUT, bytes(self.head))
+        self.head = None
+
+    def outcome(self) -> None:
+        chan, result = self.chan, self.result
+        sig = getattr(chan, "remora_exit_signal", None)
+        if sig:
+            result.signal = signal_name(sig)
+        elif chan.exit_status_ready() and chan.exit_status >= 0:
+            result.exit_code = chan.exit_status
+        elif result.error_kind is None:
+            result.error_kind = ErrorKind.CONNECTION.value
+            alive = self.conn.alive()
+            result.error = (
+                f"SSH connection to {self.ex.server.hostname}:{self.ex.server.port} lost while the command was running"
+                if not alive
+                else "the SSH channel closed without an exit status"
+            )
+            if not alive:
+                self.ex.pool.discard(self.conn)
+            if result.remote_pid:
+                threading.Thread(target=self.ex.kill_stale, args=(result.remote_pid,), daemon=True, name="ssh-orphan-kill").start()
+
+
+def _send_stdin(chan: paramiko.Channel, data: bytes) -> None:
+    try:
+        chan.sendall(data)
+        chan.shutdown_write()
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        log.debug("sending the script failed: %s", exc)
+
+
+def test_connection(server: Server, settings: Settings, secrets: SecretBox) -> dict:
+    """Connect (host-key policy applies), log in and run ``true``: {latency_ms, host_key_fingerprint}."""
+    started = time.perf_counter()
+    cred = resolve_credential(server, secrets)
+    conn = open_connection(
+        server.hostname,
+        int(server.port),
+        cred,
+        known_hosts=known_hosts_for(settings),
+        policy=server.host_key_policy or settings.ssh.host_key_policy,
+        timeout=settings.ssh.connection_timeout,
+        keepalive=0,
+        probe_stdbuf=False,
+    )
+    try:
+        status = quick_command(conn, "true", settings.ssh.connection_timeout)
+        if status != 0:
+            raise SSHError(f"{server.hostname}: test command did not succeed (exit status {status})")
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise SSHError(f"{server.hostname}: test command failed: {exc}") from None
+    finally:
+        conn.close()
+    return {"latency_ms": round((time.perf_counter() - started) * 1000, 2), "host_key_fingerprint": conn.host_key_fingerprint}
+
+
+test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

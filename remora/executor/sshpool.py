@@ -1,0 +1,328 @@
+"""Pooled SSH connections (paramiko transports), keyed by host, port, user and credential.
+
+One ``Connection`` is a TCP socket with ``TCP_NODELAY`` (without it every
+command on a reused transport stalls ~40 ms on Nagle + delayed ACKs), a
+verified host key, an authenticated paramiko transport and keepalives.
+``SSHPool.acquire`` hands out a connection with a free channel slot: at most
+``ssh.max_sessions_per_connection`` channels run on one transport (below
+OpenSSH's MaxSessions 10, which leaves room for the kill channel of a
+cancel); beyond that another connection is opened.  Connections are created
+one at a time per key, so a burst of jobs to a new host shares one or two
+connections instead of opening one each.  A transport that died is detected
+(``is_active`` or a failing channel open) and replaced; idle connections are
+closed after ``ssh.idle_timeout`` by a janitor thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paramiko
+from paramiko.channel import Channel
+from paramiko.common import MSG_CHANNEL_REQUEST
+
+from remora.errors import HostKeyError, SSHError
+from remora.executor.hostkeys import KnownHosts
+
+log = logging.getLogger(__name__)
+# paramiko logs every failed handshake with a traceback; the error reaches the job and our log instead.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
+
+WINDOW_SIZE = 8 * 1024 * 1024  # bigger than paramiko's 2 MiB: bulk output streams without stalls
+MAX_PACKET = 32768
+
+
+class AuthError(SSHError):
+    """The server refused the credentials (never retried)."""
+
+    code = "SSH_AUTH_ERROR"
+
+
+def _channel_request(chan: Channel, m: paramiko.Message) -> None:
+    """paramiko ignores ``exit-signal``; record it so a killed command reports its signal."""
+    start = m.packet.tell()
+    if m.get_text() == "exit-signal":
+        m.get_boolean()
+        chan.remora_exit_signal = m.get_text()  # type: ignore[attr-defined]
+        chan.status_event.set()
+        return
+    m.packet.seek(start)
+    Channel._handle_request(chan, m)  # type: ignore[attr-defined]
+
+
+class _Transport(paramiko.Transport):
+    _channel_handler_table = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _channel_request}  # type: ignore[attr-defined]
+
+
+@dataclass
+class Credential:
+    """How to log in. ``fingerprint`` identifies it in pool keys without holding the secret there."""
+
+    username: str
+    password: str | None = None
+    pkey: paramiko.PKey | None = None
+    use_agent: bool = False
+    fingerprint: str = ""
+
+
+def load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
+    """An RSA, ECDSA or Ed25519 private key (PEM or OpenSSH format), decrypted with ``passphrase``."""
+    errors = []
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(text), password=passphrase or None)
+        except paramiko.PasswordRequiredException:
+            raise AuthError("the private key is encrypted and no passphrase is set") from None
+        except (paramiko.SSHException, ValueError, TypeError, IndexError) as exc:
+            errors.append(str(exc))
+    raise AuthError("cannot load the private key: unsupported format or wrong passphrase")
+
+
+def credential_fingerprint(*parts: str | bytes | None) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else (part or b""))
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+@dataclass
+class Connection:
+    host: str
+    port: int
+    transport: paramiko.Transport
+    host_key_fingerprint: str
+    stdbuf: bool = False
+    channels: int = 0
+    limit: int = 8
+    last_used: float = field(default_factory=time.monotonic)
+    opened_at: float = field(default_factory=time.monotonic)
+
+    def alive(self) -> bool:
+        return self.transport.is_active()
+
+    def close(self) -> None:
+        try:
+            self.transport.close()
+        except Exception:  # noqa: BLE001 - closing a broken transport may raise anything
+            pass
+
+
+def _tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise SSHError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return sock
+
+
+def _authenticate(transport: paramiko.Transport, cred: Credential, where: str) -> None:
+    try:
+        if cred.pkey is not None:
+            transport.auth_publickey(cred.username, cred.pkey)
+        elif cred.password is not None:
+            transport.auth_password(cred.username, cred.password)
+        elif cred.use_agent:
+            keys = paramiko.Agent().get_keys()
+            for key in keys:
+                try:
+                    transport.auth_publickey(cred.username, key)
+                    break
+                except paramiko.AuthenticationException:
+                    continue
+            if not transport.is_authenticated():
+                raise AuthError(f"{where}: no ssh-agent key was accepted for {cred.username} ({len(keys)} tried)")
+        else:
+            raise AuthError(f"{where}: no credentials configured")
+    except paramiko.BadAuthenticationType as exc:
+        raise AuthError(f"{where}: authentication method refused (server allows: {', '.join(exc.allowed_types)})") from None
+    except paramiko.AuthenticationException:
+        raise AuthError(f"{where}: authentication failed for user {cred.username!r}") from None
+
+
+def open_connection(
+    host: str,
+    port: int,
+    cred: Credential,
+    *,
+    known_hosts: KnownHosts,
+    policy: str,
+    timeout: float,
+    keepalive: float,
+    probe_stdbuf: bool = True,
+) -> Connection:
+    """Connect, check the host key, authenticate. Raises SSHError / HostKeyError / AuthError."""
+    where = f"{cred.username}@{host}:{port}"
+    sock = _tcp_connect(host, port, timeout)
+    transport = _Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET)
+    transport.banner_timeout = timeout
+    transport.auth_timeout = timeout
+    try:
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+        fp = known_hosts.verify(host, port, key.get_name(), key.asbytes(), policy)
+        _authenticate(transport, cred, where)
+    except (HostKeyError, SSHError):
+        transport.close()
+        raise
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        transport.close()
+        raise SSHError(f"{where}: SSH handshake failed: {exc or type(exc).__name__}") from None
+    if keepalive > 0:
+        transport.set_keepalive(int(max(1, keepalive)))
+    conn = Connection(host, port, transport, fp)
+    if probe_stdbuf:
+        conn.stdbuf = quick_command(conn, "command -v stdbuf >/dev/null 2>&1", timeout) == 0
+    log.debug("opened SSH connection to %s (stdbuf %s)", where, "yes" if conn.stdbuf else "no")
+    return conn
+
+
+def quick_command(conn: Connection, command: str, timeout: float) -> int | None:
+    """Run a short command on its own channel; its exit status (None if it did not finish in time)."""
+    chan = conn.transport.open_session(timeout=timeout)
+    try:
+        chan.exec_command(command)
+        chan.shutdown_write()
+        if not chan.status_event.wait(timeout):
+            return None
+        return chan.exit_status if chan.exit_status >= 0 else None
+    finally:
+        chan.close()
+
+
+PoolKey = tuple[str, int, str, str]
+
+
+class SSHPool:
+    """Shared SSH transports (thread-safe). See the module docstring."""
+
+    def __init__(self, *, max_sessions: int = 8, idle_timeout: float = 300.0) -> None:
+        self.max_sessions = max(1, max_sessions)
+        self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._conns: dict[PoolKey, list[Connection]] = {}
+        self._connecting: dict[PoolKey, threading.Lock] = {}
+        self._closed = threading.Event()
+        self._janitor: threading.Thread | None = None
+        self.opened = 0
+        self.credentials: dict[tuple, Credential] = {}  # decrypted-and-parsed keys, by server + ciphertext hash
+
+    def acquire(self, key: PoolKey, opener: Callable[[], Connection]) -> tuple[Connection, bool]:
+        """A connection with a channel slot reserved for the caller; (conn, freshly_opened)."""
+        conn = self._take(key)
+        if conn:
+            return conn, False
+        with self._lock:
+            connect_lock = self._connecting.setdefault(key, threading.Lock())
+        with connect_lock:  # one connect at a time per key: followers reuse what the leader opened
+            conn = self._take(key)
+            if conn:
+                return conn, False
+            conn = opener()
+            conn.limit = self.max_sessions
+            conn.channels = 1
+            with self._lock:
+                self._conns.setdefault(key, []).append(conn)
+                self.opened += 1
+            self._start_janitor()
+            return conn, True
+
+    def _take(self, key: PoolKey) -> Connection | None:
+        dead = []
+        chosen = None
+        with self._lock:
+            conns = self._conns.get(key, [])
+            for conn in list(conns):
+                if not conn.alive():
+                    conns.remove(conn)
+                    dead.append(conn)
+                elif chosen is None and conn.channels < conn.limit:
+                    chosen = conn
+            if chosen:
+                chosen.channels += 1
+                chosen.last_used = time.monotonic()
+        for conn in dead:
+            log.info("SSH connection to %s:%d died; replacing it", conn.host, conn.port)
+            conn.close()
+        return chosen
+
+    def release(self, conn: Connection) -> None:
+        with self._lock:
+            conn.channels = max(0, conn.channels - 1)
+            conn.last_used = time.monotonic()
+
+    def saturated(self, conn: Connection) -> None:
+        """The server refused a channel: lower this connection's limit to what it carries now."""
+        with self._lock:
+            conn.limit = max(1, conn.channels - 1)
+
+    def discard(self, conn: Connection) -> None:
+        with self._lock:
+            for conns in self._conns.values():
+                if conn in conns:
+                    conns.remove(conn)
+        conn.close()
+
+    def connection_count(self) -> int:
+        with self._lock:
+            return sum(len(c) for c in self._conns.values())
+
+    def sweep(self) -> int:
+        """Close connections idle longer than ``idle_timeout``; how many were closed."""
+        now = time.monotonic()
+        idle = []
+        with self._lock:
+            for conns in self._conns.values():
+                for conn in list(conns):
+                    if not conn.alive() or (conn.channels == 0 and now - conn.last_used >= self.idle_timeout):
+                        conns.remove(conn)
+                        idle.append(conn)
+        for conn in idle:
+            log.debug("closing idle SSH connection to %s:%d", conn.host, conn.port)
+            conn.close()
+        return len(idle)
+
+    def _start_janitor(self) -> None:
+        with self._lock:
+            if self._janitor and self._janitor.is_alive():
+                return
+            self._janitor = threading.Thread(target=self._janitor_loop, name="ssh-pool-janitor", daemon=True)
+            self._janitor.start()
+
+    def _janitor_loop(self) -> None:
+        tick = min(max(self.idle_timeout / 4, 0.05), 10.0)
+        while not self._closed.wait(tick):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("SSH pool sweep failed")
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            conns = [c for cs in self._conns.values() for c in cs]
+            self._conns.clear()
+        for conn in conns:
+            conn.close()
+
+
+_default_pool: SSHPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool(max_sessions: int = 8, idle_timeout: float = 300.0) -> SSHPool:
+    """The process-wide pool used when an executor is not given one."""
+    global _default_pool
+    with _default_lock:
+        if _default_pool is None:
+            _default_pool = SSHPool(max_sessions=max_sessions, idle_timeout=idle_timeout)
+        return _default_pool

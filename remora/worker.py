@@ -1,0 +1,478 @@
+"""The worker: reserve -> claim -> run -> stream output -> finish -> ack, on N threads.
+
+Each of ``worker.concurrency`` slot threads reserves one job at a time from
+NetQueue, claims it in the database (``remora.claims``: a conditional
+``queued`` -> ``running`` update, so a duplicate delivery never runs twice at
+once), runs it with the server's executor (SSH, pooled; or local), streams
+its output into ``OutputChunk`` rows through ``remora.joblog.JobOutput`` and
+records the outcome:
+
+- exit 0 -> ``completed``; exit N -> ``failed`` (error ``exit code N``);
+  killed by a signal -> ``failed`` (``killed by signal X``); timeout ->
+  ``failed`` (``timeout after Ns``); SSH failure after retries -> ``failed``
+  with the SSH error; cancel -> ``canceled``;
+- a failure with ``retries`` left goes back to ``queued`` (attempt count and
+  each attempt's error kept) and is NACKed with a short backoff delay.
+
+A heartbeat thread TOUCHes every held lease each ``worker.heartbeat_interval``
+(the reply carries cancel requests, so a cancel takes effect within about a
+second), checks ``Job.cancel_requested`` in the database as a second source,
+and records the remote pid of running jobs.  A lease reported ``lost`` (the
+worker could not reach the queue for longer than the lease) stops the job:
+another worker may already hold it.
+
+A worker that dies (SIGKILL, power loss) stops heartbeating; its leases
+expire after ``queue.worker_timeout`` and the jobs are redelivered.  The
+worker that receives one finds the row still ``running``: it first kills what
+the dead worker left behind: the recorded ``Job.remote_pid`` is the job's
+process group and session, killed with ``kill -- -pid`` and ``pkill -s pid``
+(over SSH, or locally), but only if that pid is still a session leader whose
+environment holds ``REMORA_JOB_ID=<job id>`` (every job gets it), so a reused
+pid -- or a local job of a worker on another host -- is never hit.  Then it
+runs the job again if retries remain, or
+marks it ``failed`` with error ``worker lost``.  Jobs shorter than one
+heartbeat have no recorded pid; a non-pty SSH command left running then ends
+at its next write to the closed connection (SIGPIPE), a pty one gets SIGHUP
+when sshd closes the terminal.
+
+The Worker never installs signal handlers (it runs embedded in ``remora
+up``): the CLI calls ``stop()``.  Queue and database outages are logged once
+each and retried with backoff; the worker never exits on a transient error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from remora import claims, models
+from remora.claims import Action
+from remora.config import Settings
+from remora.errors import QueueError, QueueUnavailable, RemoraError
+from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, executor_for
+from remora.executor.sshpool import SSHPool
+from remora.joblog import JobOutput
+from remora.models import Job, JobStatus, Server, Stream
+from remora.netqueue.client import QueueClient, Reservation
+from remora.secrets import SecretBox
+
+log = logging.getLogger(__name__)
+
+RESERVE_WAIT = 0.5  # a blocking reserve returns at least this often, so stop() is noticed
+LIMIT_DELAY = 0.5  # NACK delay for a job whose server is at its concurrency limit
+MAX_BACKOFF = 5.0
+JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
+
+
+@dataclass
+class _Active:
+    """A job this worker holds (reserved; running once ``attempt`` is set)."""
+
+    job_id: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""  # why cancel was set: "canceled" | "shutdown" | "lost"
+    attempt: int = 0
+    pid: int | None = None
+    pid_recorded: bool = False
+
+    def stop(self, reason: str) -> None:
+        if not self.cancel.is_set():
+            self.reason = reason
+            self.cancel.set()
+
+
+class _Outage:
+    """Logs a failing dependency once per outage and its recovery once."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.down = False
+        self.backoff = 0.1
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> float:
+        with self._lock:
+            if not self.down:
+                self.down = True
+                log.warning("%s unavailable: %s; retrying with backoff", self.what, exc)
+            delay, self.backoff = self.backoff, min(self.backoff * 2, MAX_BACKOFF)
+            return delay
+
+    def ok(self) -> None:
+        if self.down:
+            with self._lock:
+                if self.down:
+                    self.down = False
+                    log.info("%s reachable again", self.what)
+            self.backoff = 0.1
+
+
+class _Sink:
+    """JobOutput plus the pid hook the executors call."""
+
+    def __init__(self, output: JobOutput, active: _Active) -> None:
+        self.output = output
+        self.active = active
+
+    def write(self, stream: Stream, data: bytes) -> None:
+        self.output.write(stream, data)
+
+    def started(self, pid: int | None) -> None:
+        self.active.pid = pid
+
+
+class Worker:
+    """Runs jobs from NetQueue; embeddable (no signal handling; the caller initialised the database)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+        queues: list[str] | None = None,
+        concurrency: int | None = None,
+        queue_client: QueueClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.host = socket.gethostname()
+        self.id = worker_id or settings.worker.id or f"{self.host}-{os.getpid()}"
+        self.queues = list(queues or settings.worker.queues or [settings.queue.name])
+        self.concurrency = max(1, concurrency or settings.worker.concurrency)
+        self.queue = queue_client or QueueClient(settings.queue.addr, token=settings.queue.token, name=f"worker {self.id}")
+        self._own_queue = queue_client is None
+        self.pool = SSHPool(max_sessions=settings.ssh.max_sessions_per_connection, idle_timeout=settings.ssh.idle_timeout)
+        self.secrets = SecretBox.from_settings(settings)
+        self._held: dict[str, _Active] = {}
+        self._held_lock = threading.Lock()
+        self._stop_reserving = threading.Event()
+        self._stop_heartbeat = threading.Event()
+        self._abandon = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._heartbeat: threading.Thread | None = None
+        self._queue_outage = _Outage(f"NetQueue at {settings.queue.addr}")
+        self._db_outage = _Outage("database")
+        self._registered = False
+        self.stats = {"completed": 0, "failed": 0, "canceled": 0, "requeued": 0, "skipped": 0}
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info(
+            "worker %s: %d threads, queues %s, NetQueue %s", self.id, self.concurrency, ",".join(self.queues), self.settings.queue.addr
+        )
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name=f"{self.id}-heartbeat", daemon=True)
+        self._heartbeat.start()
+        for n in range(self.concurrency):
+            thread = threading.Thread(target=self._slot_loop, name=f"{self.id}-slot-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def run(self) -> None:
+        self.start()
+        self._stopped.wait()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def stop(self, *, graceful: bool = True, timeout: float | None = None) -> None:
+        """Stop reserving; let running jobs finish within ``timeout``; cancel, requeue and NACK the rest."""
+        if self._stopped.is_set():
+            return
+        if self._stop_reserving.is_set():  # a stop is already under way: hurry it up
+            for active in self.running_jobs():
+                active.stop("shutdown")
+            return
+        self._stop_reserving.set()
+        grace = self.settings.worker.graceful_shutdown if timeout is None else timeout
+        deadline = time.monotonic() + (grace if graceful else 0.0)
+        if graceful and self.running_jobs():
+            log.info("worker %s: waiting up to %.0fs for %d running job(s)", self.id, grace, len(self.running_jobs()))
+        self._join_slots(deadline)
+        leftover = self.running_jobs()
+        if leftover:
+            log.info("worker %s: stopping %d job(s) and handing them back to the queue", self.id, len(leftover))
+            for active in leftover:
+                active.stop("shutdown")
+            self._join_slots(time.monotonic() + self.settings.worker.kill_grace + 15.0)
+        self._abandon.set()
+        self._join_slots(time.monotonic() + 5.0)
+        self._stop_heartbeat.set()
+        if self._heartbeat:
+            self._heartbeat.join(5.0)
+        if self._own_queue:
+            self.queue.close()
+        self.pool.close()
+        self._stopped.set()
+        log.info("worker %s stopped", self.id)
+
+    def _join_slots(self, deadline: float) -> None:
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def running_jobs(self) -> list[_Active]:
+        with self._held_lock:
+            return [a for a in self._held.values() if a.attempt]
+
+    # -- the slot loop ----------------------------------------------------------
+
+    def _slot_loop(self) -> None:
+        while not self._stop_reserving.is_set():
+            try:
+                reservations = self.queue.reserve(self.queues, timeout=RESERVE_WAIT, worker_id=self.id)
+                self._queue_outage.ok()
+            except (QueueUnavailable, QueueError, OSError) as exc:
+                self._stop_reserving.wait(self._queue_outage.failed(exc))
+                continue
+            for reservation in reservations:
+                try:
+                    self._handle(reservation)
+                except Exception:
+                    log.exception("job %s: unexpected error; releasing it", reservation.id)
+                    self._queue_call(self.queue.nack, reservation.id, delay=1.0)
+
+    def _handle(self, reservation: Reservation) -> None:
+        active = _Active(reservation.id)
+        with self._held_lock:
+            self._held[reservation.id] = active
+        try:
+            if self._stop_reserving.is_set():
+                self._queue_call(self.queue.nack, reservation.id)
+                return
+            outcome = self._claim(reservation, active)
+            if outcome is None:
+                return
+            if outcome.action is Action.RUN and outcome.job is not None:
+                self._run(outcome.job, active)
+            elif outcome.action is Action.NACK:
+                self._queue_call(self.queue.nack, reservation.id, delay=outcome.delay)
+            else:
+                log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
+                self.stats["skipped"] += 1
+                self._queue_call(self.queue.ack, reservation.id)
+        finally:
+            with self._held_lock:
+                self._held.pop(reservation.id, None)
+
+    def _claim(self, reservation: Reservation, active: _Active) -> claims.Claim | None:
+        try:
+            body = json.loads(reservation.body or b"{}")
+            limit = body.get("max_concurrent") if isinstance(body, dict) else None
+        except ValueError:
+            limit = None
+        try:
+            outcome = claims.claim(reservation.id, self.id, max_concurrent=limit, limit_delay=LIMIT_DELAY)
+            if outcome.action is Action.TAKE_OVER and outcome.job is not None:
+                outcome = self._take_over(outcome.job, reservation)
+            self._db_outage.ok()
+        except models.DatabaseError as exc:
+            delay = self._db_outage.failed(exc)
+            self._queue_call(self.queue.nack, reservation.id, delay=max(delay, 1.0))
+            self._stop_reserving.wait(delay)
+            return None
+        if outcome.action is Action.RUN and active.cancel.is_set():  # canceled between reserve and claim
+            assert outcome.job is not None
+            self._finish_attempt(outcome.job, active, ExecResult(error_kind=ErrorKind.CANCELED.value, error="canceled"))
+            return None
+        return outcome
+
+    def _take_over(self, job: Job, reservation: Reservation) -> claims.Claim:
+        """A redelivered job still ``running``: its worker is gone (or, on a first delivery, maybe alive)."""
+        if reservation.attempt <= 1 and job.worker and self._worker_alive(job.worker):
+            return claims.Claim(Action.ACK, f"held by live worker {job.worker}")
+        log.warning("job %s: its worker %s was lost (attempt %d)", job.id, job.worker, job.attempts)
+        if job.remote_pid:
+            self._kill_leftovers(job)
+        return claims.take_over(job, self.id)
+
+    def _worker_alive(self, worker_id: str) -> bool:
+        if worker_id == self.id:
+            return False
+        try:
+            workers = self.queue.workers()
+        except RemoraError:
+            return True  # cannot tell: do not run it twice
+        ttl = self.settings.queue.worker_timeout
+        return any(w.get("id") == worker_id and float(w.get("heartbeat_age", ttl + 1)) < ttl for w in workers)
+
+    def _kill_leftovers(self, job: Job) -> None:
+        server = Server.get_or_none(Server.id == job.server_id)
+        if server is None or job.remote_pid is None:
+            return
+        try:
+            killed = self._executor(server).kill_stale(job.remote_pid, f"{JOB_ID_ENV}={job.id}")
+            log.info("job %s: leftover process group %d of the lost worker %s", job.id, job.remote_pid, "killed" if killed else "not found")
+        except Exception as exc:  # noqa: BLE001 - best effort: never block the takeover
+            log.warning("job %s: could not kill leftover process group %d: %s", job.id, job.remote_pid, exc)
+
+    def _executor(self, server: Server) -> Executor:
+        return executor_for(server, self.settings, self.secrets, pool=self.pool)
+
+    # -- running one job ---------------------------------------------------------
+
+    def _run(self, job: Job, active: _Active) -> None:
+        active.attempt = job.attempts
+        out = self.settings.output
+        try:
+            output = JobOutput(job.id, flush_interval=out.flush_interval, flush_lines=out.flush_lines, max_bytes=out.max_bytes)
+        except models.DatabaseError as exc:
+            self._db_outage.failed(exc)
+            self._finish_attempt(job, active, ExecResult(error_kind=ErrorKind.INTERNAL.value, error=f"database unavailable: {exc}"))
+            return
+        if job.attempts > 1:
+            output.write(Stream.STDERR, f"[remora: attempt {job.attempts}]\n".encode())
+        result = self._execute(job, active, _Sink(output, active))
+        try:
+            output.close()
+        except models.DatabaseError as exc:
+            log.error("job %s: output could not be stored: %s", job.id, exc)
+        self._finish_attempt(job, active, result)
+
+    def _execute(self, job: Job, active: _Active, sink: _Sink) -> ExecResult:
+        try:
+            server = job.server
+            request = ExecRequest(
+                command=job.command or "",
+                args=job.args or "",
+                script=job.script,
+                shell=job.shell,
+                env={JOB_ID_ENV: job.id, **{str(k): str(v) for k, v in (job.env or {}).items()}},
+                workdir=job.workdir,
+                timeout=float(job.timeout if job.timeout is not None else self.settings.ssh.execution_timeout),
+                pty=bool(job.pty),
+            )
+            return self._executor(server).run(request, sink, active.cancel)
+        except Exception as exc:
+            log.exception("job %s: executor failed", job.id)
+            return ExecResult(error_kind=ErrorKind.INTERNAL.value, error=f"internal error: {exc}")
+
+    def _finish_attempt(self, job: Job, active: _Active, result: ExecResult) -> None:
+        """Write the outcome (retrying while the database is down), then ACK or NACK."""
+        if active.reason == "shutdown":
+            self._db_retry(lambda: claims.release(job.id, self.id, job.attempts))
+            self.stats["requeued"] += 1
+            self._queue_call(self.queue.nack, job.id)
+            return
+        status, error = outcome_of(result, active.reason)
+        extra: dict[str, Any] = {
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "remote_pid": result.remote_pid,
+        }
+        if result.attempt_errors:
+            ssh_errors = [claims.attempt_error(job.attempts, e) for e in result.attempt_errors]
+            extra["attempt_errors"] = [*(job.attempt_errors or []), *ssh_errors]
+        retry = status is JobStatus.FAILED and job.attempts <= job.retries and not self._stop_reserving.is_set()
+        if retry:
+            self._db_retry(lambda: claims.requeue(job.id, self.id, job.attempts, error, **extra))
+            self.stats["requeued"] += 1
+            delay = min(1.0 * job.attempts, 10.0)
+            log.info("job %s: attempt %d failed (%s); retrying in %.0fs", job.id, job.attempts, error, delay)
+            self._queue_call(self.queue.nack, job.id, delay=delay)
+            return
+        self._db_retry(lambda: claims.finish(job.id, self.id, job.attempts, status, error=error, **extra))
+        self.stats[status.value] = self.stats.get(status.value, 0) + 1
+        log.debug("job %s: %s %s", job.id, status.value, error)
+        self._queue_call(self.queue.ack, job.id)
+
+    # -- dependencies ---------------------------------------------------------------
+
+    def _db_retry(self, fn) -> object:  # type: ignore[no-untyped-def]
+        """Run a database write until it succeeds (the lease is kept alive meanwhile) or the worker gives up."""
+        while True:
+            try:
+                value = fn()
+                self._db_outage.ok()
+                return value
+            except models.DatabaseError as exc:
+                delay = self._db_outage.failed(exc)
+                if self._abandon.wait(delay):
+                    log.error("giving up a database write at shutdown: %s", exc)
+                    return None
+
+    def _queue_call(self, fn, *args, **kwargs) -> object:  # type: ignore[no-untyped-def]
+        """ACK/NACK with retries: a lost one is harmless (the lease expires; the next holder sees the row)."""
+        for _ in range(5):
+            try:
+                value = fn(*args, **kwargs)
+                self._queue_outage.ok()
+                return value
+            except (QueueUnavailable, OSError) as exc:
+                if self._abandon.wait(self._queue_outage.failed(exc)):
+                    return None
+            except QueueError as exc:
+                log.warning("queue refused %s for %s: %s", getattr(fn, "__name__", "call"), args[:1], exc)
+                return None
+        return None
+
+    # -- heartbeat -----------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.05, self.settings.worker.heartbeat_interval)
+        while not self._stop_heartbeat.wait(0 if not self._registered else interval):
+            try:
+                self._beat()
+            except Exception:
+                log.exception("heartbeat failed")
+                self._stop_heartbeat.wait(interval)
+
+    def _beat(self) -> None:
+        with self._held_lock:
+            held = dict(self._held)
+        try:
+            if not self._registered:
+                self.queue.register_worker(self.id, host=self.host, concurrency=self.concurrency)
+                self._registered = True
+            replies = self.queue.touch(list(held), worker_id=self.id)
+            self._queue_outage.ok()
+        except (QueueUnavailable, QueueError, OSError) as exc:
+            self._registered = False  # register again after the outage (the queue may have restarted)
+            self._stop_heartbeat.wait(min(self._queue_outage.failed(exc), 1.0))
+            return
+        for job_id, state in replies.items():
+            active = held.get(job_id)
+            if active is None:
+                continue
+            if state == "canceled":
+                active.stop("canceled")
+            elif state == "lost" and active.attempt:
+                log.warning("job %s: lease lost (no heartbeat reached the queue in time); stopping it", job_id)
+                active.stop("lost")
+        self._db_side(held)
+
+    def _db_side(self, held: dict[str, _Active]) -> None:
+        running = {k: a for k, a in held.items() if a.attempt}
+        if not running:
+            return
+        try:
+            for job_id in claims.cancel_requested(list(running)):
+                running[job_id].stop("canceled")
+            for active in running.values():
+                if active.pid and not active.pid_recorded:
+                    claims.record_pid(active.job_id, self.id, active.attempt, active.pid)
+                    active.pid_recorded = True
+            self._db_outage.ok()
+        except models.DatabaseError as exc:
+            self._db_outage.failed(exc)
+
+
+def outcome_of(result: ExecResult, reason: str = "") -> tuple[JobStatus, str]:
+    """The job status and error text for an attempt's result."""
+    kind = result.error_kind
+    if kind == ErrorKind.CANCELED.value:
+        if reason == "lost":
+            return JobStatus.FAILED, "lease lost: the worker could not reach the queue in time"
+        return JobStatus.CANCELED, "canceled"
+    if kind:
+        return JobStatus.FAILED, result.error or kind
+    if result.signal:
+        return JobStatus.FAILED, f"killed by signal {result.signal}"
+    if result.exit_code == 0:
+        return JobStatus.COMPLETED, ""
+    return JobStatus.FAILED, f"exit code {result.exit_code}"

@@ -1,0 +1,81 @@
+"""The SSH connection pool: reuse, channel limits, idle eviction."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from remora.executor.base import BufferSink, ExecRequest
+from remora.executor.ssh import SSHExecutor
+from remora.executor.sshpool import SSHPool
+from remora.secrets import SecretBox
+from tests.fixtures.services import wait_for
+from tests.integration.workerkit import add_server, init_db, make_settings
+
+pytestmark = pytest.mark.ssh
+
+
+@pytest.fixture
+def settings(tmp_path):
+    init_db(tmp_path)
+    return make_settings(tmp_path)
+
+
+def executor(srv, settings, pool) -> SSHExecutor:
+    box = SecretBox.from_settings(settings)
+    return SSHExecutor(add_server(box, srv), settings, box, pool=pool)
+
+
+def test_200_jobs_in_a_row_open_at_most_2_connections(make_sshd, settings):
+    srv = make_sshd("127.0.0.1")
+    pool = SSHPool()
+    try:
+        ex = executor(srv, settings, pool)
+        before = srv.accepted_connections()
+        for i in range(200):
+            sink = BufferSink()
+            res = ex.run(ExecRequest(command=f"echo {i}"), sink, threading.Event())
+            assert res.exit_code == 0 and bytes(sink.stdout) == f"{i}\n".encode()
+        assert srv.accepted_connections() - before <= 2
+        assert pool.opened == 1
+    finally:
+        pool.close()
+
+
+def test_more_concurrent_channels_than_the_limit_open_another_connection(make_sshd, settings):
+    srv = make_sshd("127.0.0.1")
+    pool = SSHPool(max_sessions=3)
+    try:
+        ex = executor(srv, settings, pool)
+        with ThreadPoolExecutor(6) as tp:
+            results = list(tp.map(lambda i: ex.run(ExecRequest(command="sleep 0.5"), BufferSink(), threading.Event()), range(6)))
+        assert all(r.exit_code == 0 for r in results)
+        assert pool.opened == 2 and srv.accepted_connections() == 2
+    finally:
+        pool.close()
+
+
+def test_idle_connections_are_closed(sshd, settings):
+    pool = SSHPool(idle_timeout=0.3)
+    try:
+        ex = executor(sshd, settings, pool)
+        assert ex.run(ExecRequest(command="true"), BufferSink(), threading.Event()).exit_code == 0
+        assert pool.connection_count() == 1
+        wait_for(lambda: pool.connection_count() == 0, 3, what="idle eviction")
+        assert ex.run(ExecRequest(command="true"), BufferSink(), threading.Event()).exit_code == 0
+        assert pool.opened == 2
+    finally:
+        pool.close()
+
+
+def test_keepalive_is_set_on_pooled_transports(sshd, settings):
+    pool = SSHPool()
+    try:
+        ex = executor(sshd, settings, pool)
+        ex.run(ExecRequest(command="true"), BufferSink(), threading.Event())
+        (conn,) = [c for cs in pool._conns.values() for c in cs]
+        assert conn.transport.packetizer._Packetizer__keepalive_interval == int(settings.ssh.keepalive_interval)
+    finally:
+        pool.close()

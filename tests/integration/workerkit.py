@@ -1,0 +1,117 @@
+"""Shared helpers for the executor and worker tests: settings, DB, server rows, sshd session kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from remora import models
+from remora.config import Settings, with_overrides
+from remora.models import AuthType, Server
+from remora.secrets import SecretBox
+from tests.fixtures.sshd import SSHServer
+
+
+def make_settings(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Settings:
+    base = {
+        "database.data_dir": str(tmp_path),
+        "security.secret_key": "test-secret-key",
+        "worker.kill_grace": 1.0,
+        "ssh.max_retries": 1,
+        "ssh.connection_timeout": 5.0,
+        "output.flush_interval": 0.2,
+    }
+    base.update(overrides or {})
+    return with_overrides(Settings(), base)
+
+
+def init_db(tmp_path: Path) -> None:
+    models.init_db(f"sqlite:///{tmp_path / 'remora.db'}")
+
+
+def add_server(box: SecretBox, srv: SSHServer, name: str | None = None, **fields: Any) -> Server:
+    values: dict[str, Any] = {
+        "name": name or f"{srv.host}:{srv.port}",
+        "hostname": srv.host,
+        "port": srv.port,
+        "user": srv.user,
+        "auth_type": AuthType.KEY.value,
+        "private_key": box.encrypt(srv.private_key),
+    }
+    values.update(fields)
+    return Server.create(**values)
+
+
+def local_server(name: str = "local") -> Server:
+    return Server.create(name=name, hostname="localhost", port=0, user="", auth_type=AuthType.LOCAL.value)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def _sessions(srv: SSHServer) -> list[int]:
+    assert srv.proc is not None
+    victims = []
+    todo = _children(srv.proc.pid)
+    while todo:
+        pid = todo.pop()
+        victims.append(pid)
+        todo.extend(_children(pid))
+    return victims
+
+
+def stop_and_drop(srv: SSHServer) -> None:
+    """Stop the test sshd and kill its established sessions too: the server is gone."""
+    victims = _sessions(srv)
+    srv.stop()
+    _kill(victims)
+
+
+def kill_sessions(srv: SSHServer) -> int:
+    """SIGKILL every per-connection process of the test sshd (its established sessions): a dropped link."""
+    return _kill(_sessions(srv))
+
+
+def _kill(victims: list[int]) -> int:
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(victims)
+
+
+def submit(queue: Any, server: Server, settings: Settings, **fields: Any) -> models.Job:
+    """Create a queued job row and put its id on the queue the way the API does."""
+    import json
+
+    job = models.Job.create(server=server, **fields)
+    body = json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
+    queue.put(job.id, queue=job.queue, priority=job.priority, ttr=settings.queue.worker_timeout, max_attempts=job.retries + 2, body=body)
+    return job
+
+
+def job_row(job_id: str) -> models.Job:
+    return models.Job.get_by_id(job_id)
+
+
+def wait_status(job_id: str, *statuses: str, timeout: float = 15.0) -> models.Job:
+    from tests.fixtures.services import wait_for
+
+    wanted = set(statuses) or {"completed", "failed", "canceled"}
+    wait_for(lambda: job_row(job_id).status in wanted, timeout, what=f"job {job_id} to be {'/'.join(sorted(wanted))}")
+    return job_row(job_id)

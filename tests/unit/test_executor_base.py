@@ -1,0 +1,89 @@
+"""The shared shell wrapper and request checks (run under a real /bin/sh, no network)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from remora.errors import ValidationError
+from remora.executor.base import ExecRequest, build_wrapper, check_request, command_text, script_args, signal_name
+
+ALLOWED = ["/bin/bash", "/bin/sh"]
+
+
+def run_wrapper(request: ExecRequest, **kw) -> subprocess.CompletedProcess:
+    wrapper = build_wrapper(request, stdbuf=False, print_pid=kw.get("print_pid", False))
+    return subprocess.run(["/bin/sh", "-c", wrapper.text], input=wrapper.stdin, capture_output=True, timeout=10)
+
+
+def test_command_text_appends_string_args_as_written_and_quotes_list_args():
+    assert command_text(ExecRequest(command="ls", args="-la /tmp")) == "ls -la /tmp"
+    assert command_text(ExecRequest(command="echo", args=["a b", "$HOME"])) == "echo 'a b' '$HOME'"
+    assert command_text(ExecRequest(command="uptime")) == "uptime"
+
+
+def test_script_args_are_split_like_a_shell():
+    assert script_args(ExecRequest(script="x", args="'a b' c")) == ["a b", "c"]
+    with pytest.raises(ValidationError):
+        script_args(ExecRequest(script="x", args="'unclosed"))
+
+
+def test_only_allowed_shells_run_scripts():
+    check_request(ExecRequest(script="echo", shell="/bin/sh"), ALLOWED)
+    with pytest.raises(ValidationError, match="not allowed"):
+        check_request(ExecRequest(script="echo", shell="/usr/bin/python3"), ALLOWED)
+    with pytest.raises(ValidationError, match="not allowed"):
+        check_request(ExecRequest(command="echo", shell="/tmp/evil"), ALLOWED)
+
+
+def test_env_names_must_be_identifiers():
+    with pytest.raises(ValidationError, match="variable name"):
+        check_request(ExecRequest(command="true", env={"A;rm -rf /": "x"}), ALLOWED)
+
+
+def test_empty_command_is_refused():
+    with pytest.raises(ValidationError, match="empty"):
+        check_request(ExecRequest(command="  "), ALLOWED)
+
+
+def test_script_with_quotes_and_args_runs_verbatim_from_stdin():
+    script = "#!/bin/bash\necho \"1=$1 2=$2 n=$#\"\necho 'single '\"'\"' quote' \\\\ $((1+2))\nexit 7\n"
+    res = run_wrapper(ExecRequest(script=script, args="'a b' 'c'\"'\"'d'", shell="/bin/sh"))
+    assert res.returncode == 7
+    assert res.stdout == b"1=a b 2=c'd n=2\nsingle ' quote \\ 3\n"
+
+
+def test_env_and_workdir_are_applied(tmp_path):
+    res = run_wrapper(ExecRequest(command='printf "%s|" "$X" "$(pwd)"', env={"X": "it's $HOME `x`"}, workdir=str(tmp_path)))
+    assert res.stdout.decode() == f"it's $HOME `x`|{tmp_path}|"
+
+
+def test_missing_workdir_fails_with_exit_1(tmp_path):
+    res = run_wrapper(ExecRequest(command="echo never", workdir=str(tmp_path / "nope")))
+    assert res.returncode == 1 and res.stdout == b""
+
+
+def test_wrapper_prints_pid_first_and_exit_code_is_the_commands():
+    res = run_wrapper(ExecRequest(command="echo out; exit 42"), print_pid=True)
+    first, rest = res.stdout.split(b"\n", 1)
+    assert first.startswith(b"remora-pid:") and first[11:].isdigit()
+    assert rest == b"out\n" and res.returncode == 42
+
+
+def test_pty_script_is_passed_as_an_argument():
+    wrapper = build_wrapper(ExecRequest(script="echo $1", args="x", pty=True), stdbuf=False, print_pid=False)
+    assert wrapper.stdin is None
+    res = subprocess.run(["/bin/sh", "-c", wrapper.text], capture_output=True, timeout=10)
+    assert res.stdout == b"x\n"
+
+
+def test_stdbuf_prefix_and_python_unbuffered():
+    text = build_wrapper(ExecRequest(command="true"), stdbuf=True, print_pid=False).text
+    assert "exec stdbuf -oL -eL" in text and "PYTHONUNBUFFERED=1" in text
+    text = build_wrapper(ExecRequest(command="true", env={"PYTHONUNBUFFERED": ""}), stdbuf=True, print_pid=False).text
+    assert "PYTHONUNBUFFERED=1" not in text
+
+
+def test_signal_names():
+    assert signal_name(15) == "TERM" and signal_name("SIGKILL") == "KILL" and signal_name("INT") == "INT"
