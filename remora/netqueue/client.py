@@ -202,26 +202,21 @@ class _Link:
         """True (and the link failed) when an idle connection was closed by the server (e.g. a restart).
 
         Checked before sending so that a non-resendable request (ACK, NACK) is not lost on a dead socket.
+        Only an idle link is probed (no call outstanding, so no reader): a non-consuming peek under the lock.
         """
         if self.calls or self.reading:
             return False
-        try:
-            events = self.poller.poll(0)
-        except (OSError, ValueError):
-            events = [(0, select.POLLHUP)]
-        if not events:
-            return False
         with self.cond:
-            if self.calls or self.reading:
-                return False
+            if self.calls or self.reading or self.error is not None:
+                return self.error is not None
             try:
                 peeked = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
-                return False
+                return False  # nothing to read: the usual, healthy case
             except OSError:
                 peeked = b""
         if peeked:
-            return False  # unsolicited bytes (an error frame): the reader deals with them
+            return False  # unsolicited bytes (an error frame): the next reader deals with them
         self.fail(ConnectionError("the server closed the connection"))
         return True
 
