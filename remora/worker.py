@@ -49,6 +49,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from remora import claims, models
 from remora.claims import Action
@@ -359,7 +360,7 @@ class Worker:
             self._queue_call(self.queue.nack, job.id)
             return
         status, error = outcome_of(result, active.reason)
-        extra = {
+        extra: dict[str, Any] = {
             "exit_code": result.exit_code,
             "signal": result.signal,
             "remote_pid": result.remote_pid,

@@ -54,11 +54,11 @@ def _channel_request(chan: Channel, m: paramiko.Message) -> None:
         chan.status_event.set()
         return
     m.packet.seek(start)
-    Channel._handle_request(chan, m)
+    Channel._handle_request(chan, m)  # type: ignore[attr-defined]
 
 
 class _Transport(paramiko.Transport):
-    _channel_handler_table = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _channel_request}
+    _channel_handler_table = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _channel_request}  # type: ignore[attr-defined]
 
 
 @dataclass

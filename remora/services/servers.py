@@ -19,7 +19,18 @@ log = logging.getLogger(__name__)
 LOCAL_SERVER = "local"
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 SECRET_FIELDS = ("password", "private_key", "passphrase")
-PLAIN_FIELDS = ("name", "hostname", "port", "user", "auth_type", "pem_file", "host_key_policy", "tags", "max_concurrent_jobs", "is_active")
+PLAIN_FIELDS: tuple[str, ...] = (
+    "name",
+    "hostname",
+    "port",
+    "user",
+    "auth_type",
+    "pem_file",
+    "host_key_policy",
+    "tags",
+    "max_concurrent_jobs",
+    "is_active",
+)
 PLAIN_FIELDS = (*PLAIN_FIELDS, "description")
 
 
