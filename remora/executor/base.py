@@ -213,7 +213,10 @@ def build_wrapper(request: ExecRequest, *, stdbuf: bool, print_pid: bool, defaul
     else:
         shell = shlex.quote(request.shell) if request.shell else default_shell
         run = f"{shell} -c {shlex.quote(command_text(request))}"
-    parts.append(f"exec {prefix}{run}".rstrip())
+    # stdin is /dev/null unless a script is fed on it (or a pty is asked for): no EOF has to be sent
+    # over SSH, which paramiko could race after the channel's CLOSE (sshd then drops the connection).
+    redirect = " </dev/null" if stdin is None and not request.pty else ""
+    parts.append(f"exec {prefix}{run}".rstrip() + redirect)
     return Wrapper("; ".join(parts), stdin)
 
 
