@@ -107,6 +107,8 @@ class SchemaVersion(BaseModel):
 class PemKey(BaseModel):
     """An uploaded private key file; ``content`` is encrypted (see remora.secrets)."""
 
+    id: int  # implicit auto-increment primary key
+
     filename = pw.CharField(max_length=255, unique=True)
     content = pw.BlobField()
     size = pw.IntegerField()
@@ -156,6 +158,7 @@ class Job(BaseModel):
     workdir = pw.TextField(null=True)
     pty = pw.BooleanField(default=False)
     server = pw.ForeignKeyField(Server, backref="jobs", on_delete="CASCADE")
+    server_id: str  # the foreign key's raw value, added by peewee
     batch_id = pw.CharField(max_length=36, null=True, index=True)
     parent_id = pw.CharField(max_length=36, null=True)
     queue = pw.CharField(max_length=128, default="job_queue")
@@ -186,6 +189,7 @@ class Job(BaseModel):
             (("status", "created_at"), False),
             (("server", "created_at"), False),
             (("status", "updated_at"), False),
+            (("updated_at",), False),  # MAX(updated_at): the cheap change marker behind list ETags
         )
 
     @property

@@ -49,6 +49,7 @@ import queue as queue_mod
 import socket
 import threading
 import time
+from typing import Any
 
 from remora import claims, models
 from remora.claims import Action
@@ -340,7 +341,7 @@ class Worker:
             self.leases.done(job.id, "nack")
             return
         status, error = outcome_of(result, active.reason)
-        extra = {
+        extra: dict[str, Any] = {
             "exit_code": result.exit_code,
             "signal": result.signal,
             "remote_pid": result.remote_pid,

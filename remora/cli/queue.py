@@ -40,13 +40,17 @@ def serve(
     """Serve NetQueue on TCP (binary protocol) with HTTP /health, /stats, /workers, /monitor on the same port.
 
     Logs go to stderr; SIGTERM or Ctrl-C flushes the log and exits cleanly.
+    After checking its settings the command re-executes itself as a lean
+    server process (same PID) so the CLI's libraries do not stay resident.
 
     Example: remora queue serve --port 9000 --data-dir /var/lib/remora/queue --fsync always
     """
-    import signal
-    import threading
+    import json
+    import os
+    import sys
 
     from remora.config import split_addr
+    from remora.netqueue.__main__ import ENV_VAR
     from remora.netqueue.server import QueueServer
 
     base = STATE.settings()
@@ -65,16 +69,24 @@ def serve(
             "queue.persistence": persistence,
         }
     )
-    STATE.setup_logging(settings)
-    server = QueueServer.from_settings(settings)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        threading.Thread(target=server.stop, name="netqueue-stop", daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.start()
-    server.serve_forever()
+    server = QueueServer.from_settings(settings)  # validates (token off loopback, fsync mode) before the exec
+    config = {
+        "host": server.host,
+        "port": server.port,
+        "data_dir": str(server.data_dir) if server.data_dir else None,
+        "persistence": server.persistence,
+        "fsync": server.fsync,
+        "fsync_interval": server.fsync_interval,
+        "max_size": server.engine.max_size,
+        "token": server.token,
+        "default_ttr": server.default_ttr,
+        "max_connections": server.max_connections,
+        "logging": {"level": settings.logging.level, "format": settings.logging.format},
+    }
+    env = {**os.environ, ENV_VAR: json.dumps(config), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "remora.netqueue"], env)
 
 
 def _render_stats(data: dict[str, Any]) -> None:
@@ -226,6 +238,22 @@ def dlq_purge(
     with _client(addr) as client:
         count = client.dlq_purge(_targets(ids, everything))
     info(f"purged {count} job(s)")
+
+
+@queue_app.command("snapshot")
+def snapshot(addr: AddrOpt = None, as_json: JsonOpt = False) -> None:
+    """Make the server snapshot its live jobs and start a fresh log (compaction now).
+
+    Example: remora queue snapshot --addr 127.0.0.1:9000
+    """
+    with _client(addr) as client:
+        result = client.snapshot()
+    if as_json:
+        print_json(result)
+    elif result.get("persistence"):
+        info(f"snapshot written: generation {result['generation']}, {result['jobs']} live job(s)")
+    else:
+        info(f"persistence is off: nothing to write ({result['jobs']} job(s) in memory)")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,26 +1,210 @@
-"""``remora submit`` and ``remora run -f``: send jobs to the API."""
+"""``remora submit`` and ``remora run -f``: send jobs to the API, optionally wait and follow."""
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from remora.cli.apiclient import ApiUrlOpt, JsonOpt, TokenOpt, err, make_client, out, server_name, short, stderr_tty, stdout_tty
+from remora.cli.common import parse_kv, print_json
+from remora.errors import ValidationError
 
-def submit() -> None:
+WaitOpt = Annotated[bool, typer.Option("--wait", "-w", help="Block until the job(s) finish; exit with the job's exit code.")]
+FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Stream stdout/stderr live (implies --wait).")]
+
+
+def parse_timeout(value: str | None) -> int | None:
+    """'90', '90s', '10m' -> whole seconds (rounded up)."""
+    if value is None:
+        return None
+    from remora.config import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ValidationError(f"--timeout {value!r}: expected seconds or a duration such as 90s, 10m or 1h") from None
+    if seconds < 1:
+        raise ValidationError(f"--timeout {value!r}: must be at least 1s")
+    return int(-(-seconds // 1))
+
+
+def read_script(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValidationError(f"--script {path}: {exc.strerror or exc}") from None
+
+
+def submit(
+    command: Annotated[
+        list[str] | None, typer.Argument(help="The command and its arguments (after --), or the script's arguments.")
+    ] = None,
+    server: Annotated[list[str] | None, typer.Option("--server", "-s", help="Server name or id (repeatable). Default: local.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Every server with this tag (repeatable).")] = None,
+    priority: Annotated[int | None, typer.Option("--priority", "-p", min=1, max=10, help="1 (highest) … 10 (lowest); default 5.")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", "-t", help="Job timeout: seconds or 90s, 10m, 1h.")] = None,
+    retries: Annotated[int | None, typer.Option("--retries", min=0, max=10, help="Re-runs after a failure (0-10).")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable KEY=VALUE (repeatable).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A name for the job.")] = None,
+    script: Annotated[str | None, typer.Option("--script", help="Run this script file ('-' reads stdin) instead of a command.")] = None,
+    shell: Annotated[str | None, typer.Option("--shell", help="Shell for --script (an allowed shell, e.g. /bin/bash).")] = None,
+    wait: WaitOpt = False,
+    follow: FollowOpt = False,
+    as_json: JsonOpt = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """Submit a command or script to one or more servers.
 
-    Example: remora submit -s web-1 --wait -- uptime
+    Without --wait/--follow it prints the new job id(s) and exits 0. With
+    --wait or --follow it exits with the job's own exit code (0-255); several
+    servers: non-zero when any failed. Remora's own outcomes: 124 timed out,
+    125 canceled, 69 API unreachable, 75 gave up waiting.
+
+    Example: remora submit -s web-1 -s web-2 --follow -- uname -a
     """
-    raise typer.Exit(1)
+    argv = list(command or [])
+    body: dict[str, Any] = {"servers": list(server or []) + [f"tag:{t}" for t in tag or []] or ["local"]}
+    if script is not None:
+        body["script"] = read_script(script)
+        if shell:
+            body["shell"] = shell
+        if argv:
+            body["args"] = shlex.join(argv)
+    else:
+        if not argv:
+            raise ValidationError("nothing to run: give a command after -- (remora submit -- uptime) or --script FILE")
+        if shell:
+            raise ValidationError("--shell goes with --script")
+        body["command"] = argv[0]
+        if argv[1:]:
+            body["args"] = shlex.join(argv[1:])
+    optional = {"name": name, "priority": priority, "timeout": parse_timeout(timeout), "retries": retries}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if env:
+        body["env"] = parse_kv(env, "--env")
+    client = make_client(api_url, token)
+    jobs = client.submit(body)
+    finish(client, jobs, wait=wait, follow=follow, as_json=as_json)
 
 
-def run() -> None:
-    """Submit the jobs described in a YAML job file.
+def finish(client: Any, jobs: list[dict[str, Any]], *, wait: bool, follow: bool, as_json: bool, batch_id: str | None = None) -> None:
+    """Print what was submitted, or wait/follow and exit with the jobs' code."""
+    if not (wait or follow):
+        report_submitted(jobs, as_json=as_json, batch_id=batch_id)
+        return
+    from remora.cli.follow import Watcher, combined_exit_code, summary_line
 
-    Example: remora run -f deploy.yaml --follow
+    if not follow and not as_json and stderr_tty():
+        for job in jobs:
+            err(f"[dim]submitted {short(job['id'])} on {server_name(job)}[/]")
+    watcher = Watcher(client, jobs, follow=follow, progress=not follow and len(jobs) > 1 and stderr_tty())
+    try:
+        final = watcher.run()
+    except KeyboardInterrupt:
+        ids = " ".join(short(j["id"]) for j in jobs)
+        sys.stderr.write(f"\nstopped waiting; the job(s) keep running: remora jobs wait {ids}\n")
+        raise
+    if as_json:
+        print_json(final[0] if len(final) == 1 else {"batch_id": batch_id or final[0].get("batch_id"), "jobs": final})
+    elif not follow or stderr_tty():
+        for job in final:
+            err(summary_line(job))
+    else:  # --follow into a pipe: stderr is the jobs' own, except for Remora's own failures
+        for job in final:
+            if not_the_commands_own(job):
+                sys.stderr.write(f"remora: {strip_markup(summary_line(job))}\n")
+    raise typer.Exit(combined_exit_code(final))
+
+
+def not_the_commands_own(job: dict[str, Any]) -> bool:
+    """True when a job ended by Remora's doing (SSH error, timeout, cancel), not by its command's exit."""
+    error = str(job.get("error") or "")
+    return job.get("status") != "completed" and (job.get("exit_code") is None or (bool(error) and not error.startswith("exit code")))
+
+
+def strip_markup(text: str) -> str:
+    from rich.text import Text
+
+    return Text.from_markup(text).plain
+
+
+def report_submitted(jobs: list[dict[str, Any]], *, as_json: bool, batch_id: str | None = None) -> None:
+    if as_json:
+        print_json(jobs[0] if len(jobs) == 1 else {"batch_id": batch_id or jobs[0].get("batch_id"), "jobs": jobs})
+        return
+    if not stdout_tty():
+        sys.stdout.write("".join(f"{j['id']}\n" for j in jobs))
+        sys.stdout.flush()
+        return
+    for job in jobs:
+        out(f"[green]✓[/] job [bold]{job['id']}[/] queued on {server_name(job)}")
+    if len(jobs) > 1 and jobs[0].get("batch_id"):
+        out(f"  batch {jobs[0]['batch_id']}: remora jobs list --batch {jobs[0]['batch_id']}")
+
+
+def run(
+    file: Annotated[list[Path], typer.Option("--file", "-f", help="YAML job file ('-' reads stdin); repeatable.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field in every job: key=value, env.NAME=value.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print what would be submitted; submit nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Block until every job finished; exit with their code.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Stream output live, lines prefixed by server (implies --wait).")] = False,
+    as_json: JsonOpt = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Submit the jobs described in YAML job files (see remora-jobfile(5)).
+
+    A file holds one job, a `jobs:` list, or several YAML documents. Mistakes
+    are reported as FILE:LINE:COLUMN: message, before anything is submitted.
+
+    Example: remora run -f deploy.yaml --set priority=2 --follow
     """
-    raise typer.Exit(1)
+    from remora import jobfile
+
+    specs = [spec for path in file for spec in jobfile.load_file(path, list(set_ or []))]
+    if dry_run:
+        print_dry_run(specs, as_json=as_json)
+        return
+    client = make_client(api_url, token)
+    jobs: list[dict[str, Any]] = []
+    for spec in specs:
+        jobs.extend(client.submit(spec.payload()))
+    batch_ids = {j.get("batch_id") for j in jobs}
+    batch = next(iter(batch_ids)) if len(batch_ids) == 1 else None
+    finish(client, jobs, wait=wait, follow=follow, as_json=as_json, batch_id=batch)
+
+
+def print_dry_run(specs: list[Any], *, as_json: bool) -> None:
+    if as_json:
+        print_json([spec.payload() for spec in specs])
+        return
+    from rich.markup import escape
+
+    lines = [f"[bold]{len(specs)} job(s) would be submitted[/] (dry run: nothing was sent)"]
+    for spec in specs:
+        lines.append(f"\n[dim]{escape(spec.source)}[/]  [bold]{escape(spec.name or '(unnamed)')}[/] -> {escape(', '.join(spec.servers))}")
+        if spec.script is None:
+            lines.append(f"  command: {escape(f'{spec.command} {spec.args}'.strip())}")
+        else:
+            lines.append(f"  script ({escape(spec.shell or 'default shell')}{', args ' + escape(spec.args) if spec.args else ''}):")
+            lines.extend(f"    {escape(line)}" for line in spec.script.rstrip("\n").splitlines())
+        limits = [f"{k} {v}" for k, v in (("priority", spec.priority), ("timeout", spec.timeout and f"{spec.timeout}s"),
+                                           ("retries", spec.retries), ("pty", spec.pty), ("queue", spec.queue)) if v is not None]  # fmt: skip
+        if spec.env:
+            limits.append("env " + " ".join(f"{k}={v}" for k, v in spec.env.items()))
+        if limits:
+            lines.append("  " + escape(", ".join(limits)))
+    out("\n".join(lines))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("submit")(submit)
+    ctx = {"allow_interspersed_args": False}
+    app.command("submit", context_settings=ctx)(submit)
     app.command("run")(run)

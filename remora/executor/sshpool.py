@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import paramiko
 from paramiko.channel import Channel
@@ -54,11 +55,11 @@ def _channel_request(chan: Channel, m: paramiko.Message) -> None:
         chan.status_event.set()
         return
     m.packet.seek(start)
-    Channel._handle_request(chan, m)
+    Channel._handle_request(chan, m)  # type: ignore[attr-defined]
 
 
 class _Transport(paramiko.Transport):
-    _channel_handler_table = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _channel_request}
+    _channel_handler_table = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _channel_request}  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -197,11 +198,12 @@ def send_eof(chan: paramiko.Channel) -> None:
     orders the two.
     """
     with chan.lock:
-        if chan.closed:
+        transport: Any = chan.transport
+        if chan.closed or transport is None:
             return
-        message = chan._send_eof()
+        message = chan._send_eof()  # type: ignore[attr-defined]
         if message is not None:
-            chan.transport._send_user_message(message)
+            transport._send_user_message(message)
 
 
 def quick_command(conn: Connection, command: str, timeout: float) -> int | None:

@@ -18,20 +18,23 @@ ACK_RESERVE are not re-sent once sent: they could act twice.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from remora.errors import QueueError, QueueFull, QueueUnavailable
 from remora.netqueue import protocol as p
 
 CALL_TIMEOUT = 30.0  # most time a call waits for its reply (plus a RESERVE's own timeout)
 NOT_RESENT = {p.OP_ACK, p.OP_NACK, p.OP_ACK_RESERVE}
+T = TypeVar("T")
 
 
 @dataclass
@@ -74,6 +77,19 @@ class PutItem:
     body: bytes = b""
 
 
+def _api(method: Callable[..., T]) -> Callable[..., T]:
+    """Arguments the protocol cannot carry become QueueError (code = the protocol's error name)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except p.ProtocolError as exc:
+            raise QueueError(f"{exc.code}: {exc.message}", code=exc.code) from None
+
+    return wrapper
+
+
 class _LinkLost(Exception):
     """The connection broke (or could not be made); ``sent`` says whether the request left."""
 
@@ -99,6 +115,8 @@ class _Link:
         self.calls: dict[int, _Call] = {}
         self.buf = bytearray()
         self.error: BaseException | None = None
+        self.poller = select.poll()  # used only by the current reader
+        self.poller.register(sock, select.POLLIN)
 
     def send(self, rid: int, data: bytes) -> _Call:
         call = _Call()
@@ -139,8 +157,7 @@ class _Link:
             raise _LinkLost(str(call.error))
 
     def _read_until(self, rid: int, call: _Call, deadline: float) -> None:
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
+        poller = self.poller
         while not call.done:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -314,11 +331,13 @@ class QueueClient:
             return call.body
 
     # -- the API ------------------------------------------------------------
+    @_api
     def ping(self) -> float:
         started = time.perf_counter()
         self._call(p.OP_PING)
         return time.perf_counter() - started
 
+    @_api
     def put(
         self,
         job_id: str,
@@ -333,24 +352,65 @@ class QueueClient:
         """True when inserted, False when a job with this id is already held (PUT is idempotent)."""
         return self._call(p.OP_PUT, _encode_put(job_id, queue, priority, delay, ttr, max_attempts, body)) == b"\x01"
 
-    def put_many(self, items: list[PutItem]) -> list[bool]:
-        """Batch PUT (MAX_BATCH per frame, frames pipelined); all or nothing per frame on QUEUE_FULL."""
-        out: list[bool] = []
-        for start in range(0, len(items), p.MAX_BATCH):
-            chunk = items[start : start + p.MAX_BATCH]
+    @_api
+    def put_many(self, items: list[PutItem], *, per_frame: int = p.MAX_BATCH) -> list[bool]:
+        """Batch PUT: ``per_frame`` jobs per PUT_BATCH frame, every frame sent before any reply is read.
+
+        All or nothing per frame on QUEUE_FULL.  If the connection breaks the
+        frames are sent again (PUT is idempotent): a job stored by the first
+        try then reports False.
+        """
+        per_frame = max(1, min(per_frame, p.MAX_BATCH))
+        bodies = []
+        for start in range(0, len(items), per_frame):
+            chunk = items[start : start + per_frame]
             encoded = [_encode_put(i.job_id, i.queue, i.priority, i.delay, i.ttr, i.max_attempts, i.body) for i in chunk]
-            out.extend(p.decode_flags(self._call(p.OP_PUT_BATCH, p.encode_put_batch(encoded))))
+            bodies.append(p.encode_put_batch(encoded))
+        out: list[bool] = []
+        for reply in self._call_many(p.OP_PUT_BATCH, bodies):
+            out.extend(p.decode_flags(reply))
         return out
 
+    def _call_many(self, opcode: int, bodies: list[bytes]) -> list[bytes]:
+        """Pipeline idempotent requests on one connection; errors as ``_call``."""
+        if len(bodies) <= 1:
+            return [self._call(opcode, body) for body in bodies]
+        give_up = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                link = self._get_link()
+                rids = [self._next_rid() for _ in bodies]
+                calls = [link.send(rid, p.frame(opcode, rid, body)) for rid, body in zip(rids, bodies, strict=True)]
+                deadline = time.monotonic() + CALL_TIMEOUT
+                for rid, call in zip(rids, calls, strict=True):
+                    link.wait(rid, call, deadline)
+            except TimeoutError:
+                raise QueueUnavailable(f"NetQueue at {self.addr} sent no reply within {CALL_TIMEOUT:.0f}s") from None
+            except _LinkLost as exc:
+                if self._closed or (attempt >= 2 and time.monotonic() >= give_up):
+                    raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
+                if attempt >= 2:
+                    time.sleep(max(0.0, min(min(2.0, 0.05 * 2 ** (attempt - 2)) * (0.5 + random.random()), give_up - time.monotonic())))
+                continue
+            for call in calls:
+                if call.flags & p.FLAG_ERROR:
+                    self._raise(call.body)
+            return [call.body for call in calls]
+
+    @_api
     def reserve(self, queues: list[str], *, timeout: float, count: int = 1, worker_id: str = "") -> list[Reservation]:
         """Lease up to ``count`` jobs; blocks server-side up to ``timeout``; [] on timeout."""
         body = self._call(p.OP_RESERVE, p.encode_reserve(queues, timeout, count, worker_id), wait=timeout)
         return _reservations(p.Reader(body))
 
+    @_api
     def ack(self, job_id: str) -> bool:
         """Delete a reserved job; False when nobody holds it (NOT_FOUND)."""
         return self._call(p.OP_ACK, p.encode_id(job_id)) == b"\x01"
 
+    @_api
     def ack_reserve(self, job_id: str, queues: list[str], *, timeout: float, count: int = 1, worker_id: str = "") -> list[Reservation]:
         """ACK one job and RESERVE the next in one round trip."""
         body = self._call(p.OP_ACK_RESERVE, p.encode_ack_reserve(job_id, queues, timeout, count, worker_id), wait=timeout)
@@ -358,48 +418,65 @@ class QueueClient:
         r.u8()
         return _reservations(r)
 
+    @_api
     def nack(self, job_id: str, *, delay: float = 0.0) -> bool:
         """Release a reserved job back to ready (after ``delay``); never dead-letters."""
         return self._call(p.OP_NACK, p.encode_nack(job_id, delay)) == b"\x01"
 
+    @_api
     def touch(self, job_ids: list[str], *, worker_id: str = "") -> dict[str, str]:
         """Renew leases (and heartbeat): {id: "ok" | "canceled" | "lost"}."""
         return p.decode_touch_reply(self._call(p.OP_TOUCH, p.encode_touch(job_ids, worker_id)))
 
+    @_api
     def cancel(self, job_id: str) -> str:
         """ "removed" (was waiting) | "flagged" (reserved: the holder learns it on TOUCH) | "not_found"."""
         code = p.decode_u8(self._call(p.OP_CANCEL, p.encode_id(job_id)))
         return p.CANCEL_RESULT[code] if code < len(p.CANCEL_RESULT) else "not_found"
 
+    @_api
     def set_priority(self, job_id: str, priority: int) -> bool:
         return self._call(p.OP_PRIORITY, p.encode_priority(job_id, priority)) == b"\x01"
 
+    @_api
     def peek(self, job_id: str) -> QueuedJob | None:
         views = p.decode_views(self._call(p.OP_PEEK, p.encode_id(job_id)))
         return QueuedJob(**views[0]) if views else None
 
+    @_api
     def list_jobs(self, *, queue: str | None = None, state: str | None = None, limit: int = 100) -> list[QueuedJob]:
         return [QueuedJob(**v) for v in p.decode_views(self._call(p.OP_LIST, p.encode_list(queue, state, limit)))]
 
+    @_api
     def stats(self) -> dict:
         return dict(p.decode_json(self._call(p.OP_STATS)))
 
+    @_api
     def workers(self) -> list[dict]:
         return list(p.decode_json(self._call(p.OP_WORKERS)))
 
+    @_api
     def register_worker(self, worker_id: str, *, host: str, concurrency: int) -> None:
         self._call(p.OP_REGISTER, p.encode_register(worker_id, host, concurrency))
 
+    @_api
     def dlq_list(self, *, queue: str | None = None, limit: int = 100) -> list[QueuedJob]:
         return [QueuedJob(**v) for v in p.decode_views(self._call(p.OP_DLQ_LIST, p.encode_list(queue, None, limit)))]
 
+    @_api
     def dlq_kick(self, job_ids: list[str] | None = None) -> int:
         """Requeue dead letters (None = all); returns how many."""
         return p.decode_u32(self._call(p.OP_DLQ_KICK, p.encode_ids(job_ids)))
 
+    @_api
     def dlq_purge(self, job_ids: list[str] | None = None) -> int:
         """Delete dead letters (None = all); returns how many."""
         return p.decode_u32(self._call(p.OP_DLQ_PURGE, p.encode_ids(job_ids)))
+
+    @_api
+    def snapshot(self) -> dict:
+        """Make the server write a snapshot and start a fresh log now (compaction on demand)."""
+        return dict(p.decode_json(self._call(p.OP_SNAPSHOT)))
 
 
 def _encode_put(job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> bytes:

@@ -34,7 +34,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 READY, DELAYED, RESERVED, DEAD, DELETED = range(5)
@@ -164,12 +163,6 @@ class _Window:
         return sum(b[2] for b in self.buckets) / count if count else 0.0
 
 
-@dataclass
-class EngineLimits:
-    max_size: int = 100000  # most waiting (ready + delayed) jobs per queue
-    default_ttr: float = 30.0
-
-
 class Engine:
     """The queue state machine (see the module docstring for the semantics)."""
 
@@ -186,6 +179,7 @@ class Engine:
         self._leases: list[tuple[float, str, int, Job]] = []
         self._seq = itertools.count()
         self.prio_count = [0] * (PRIORITIES + 1)
+        self._shared: dict[Any, Any] = {}
         self.woken: set[str] = set()  # queues that gained ready jobs since the server last looked
         self.totals = dict.fromkeys(("put", "reserved", "acked", "nacked", "expired", "dead_lettered", "canceled", "kicked", "purged"), 0)
         self.started = clock()
@@ -293,12 +287,12 @@ class Engine:
             return False
         if self.waiting(queue) >= self.max_size:
             raise QueueFullError(queue, self.max_size)
-        self._insert(job_id, queue, priority, delay, ttr, max_attempts, body)
+        self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, self.clock())
         return True
 
-    def _insert(self, job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> None:
-        now = self.clock()
-        job = Job(job_id, queue, priority, ttr, max_attempts, body, now)
+    def _insert(self, job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes, now: float) -> None:
+        shared = self._shared  # one object per distinct queue name and ttr, not one per job
+        job = Job(job_id, shared.setdefault(queue, queue), priority, shared.setdefault(ttr, ttr), max_attempts, body, now)
         self.jobs[job_id] = job
         if delay > 0:
             self._make_delayed(job, now + delay)
@@ -321,11 +315,13 @@ class Engine:
             if self.waiting(queue) + n > self.max_size:
                 raise QueueFullError(queue, self.max_size)
         out = []
+        now = self.clock()
+        jobs = self.jobs
         for job_id, queue, priority, delay, ttr, max_attempts, body in items:
-            if job_id in self.jobs:
+            if job_id in jobs:
                 out.append(False)
             else:
-                self._insert(job_id, queue, priority, delay, ttr, max_attempts, body)
+                self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, now)
                 out.append(True)
         return out
 
@@ -342,9 +338,9 @@ class Engine:
                 job = self._pop_ready(qs, p)
                 if job is None:
                     break
+                self._waits.add(now, max(0.0, now - job.at))  # time spent ready
                 self._leave(job)
                 self._make_reserved(job, now, worker)
-                self._waits.add(now, now - job.created if job.attempt == 1 else 0.0)
                 out.append(job)
                 if self.journal is not None:
                     self.journal(J_RESERVE, job, worker)
@@ -588,6 +584,8 @@ class Engine:
 
     # -- recovery (the WAL replays these, then calls rebuild) --------------
     def replay_job(self, job: Job) -> None:
+        job.queue = self._shared.setdefault(job.queue, job.queue)
+        job.ttr = self._shared.setdefault(job.ttr, job.ttr)
         old = self.jobs.get(job.id)
         if old is not None:
             old.state = DELETED

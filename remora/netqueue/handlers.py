@@ -9,8 +9,8 @@ socket.
 
 from __future__ import annotations
 
-import hmac
 import logging
+from _operator import _compare_digest as compare_digest  # hmac's, without loading OpenSSL
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -71,6 +71,7 @@ class Dispatcher:
             p.OP_DLQ_LIST: Dispatcher.dlq_list,
             p.OP_DLQ_KICK: Dispatcher.dlq_kick,
             p.OP_DLQ_PURGE: Dispatcher.dlq_purge,
+            p.OP_SNAPSHOT: Dispatcher.snapshot,
         }
 
     def handle(self, conn: Connection, opcode: int, rid: int, body: bytes) -> bytes | None:
@@ -89,7 +90,7 @@ class Dispatcher:
     # -- session ----------------------------------------------------------
     def _check_token(self, conn: Connection, token: str) -> bool:
         expected = self.server.token
-        if expected and hmac.compare_digest(token.encode(), expected.encode()):
+        if expected and compare_digest(token.encode(), expected.encode()):
             conn.authed = True
         return conn.authed
 
@@ -186,3 +187,7 @@ class Dispatcher:
 
     def dlq_purge(self, conn: Connection, rid: int, body: bytes) -> bytes:
         return p.encode_u32(self.engine.dlq_purge(p.decode_ids(body)))
+
+    def snapshot(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        p.Reader(body).end()
+        return p.encode_json(self.server.snapshot())

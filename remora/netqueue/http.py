@@ -8,9 +8,9 @@ every path but ``/health`` needs ``Authorization: Bearer <token>``.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
+from _operator import _compare_digest as compare_digest  # hmac's, without loading OpenSSL
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def handle_http(server: QueueServer, head: bytes) -> bytes:
     if path != "/health" and server.token:
         auth = headers.get("authorization", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), server.token.encode()):
+        if not compare_digest(token.encode(), server.token.encode()):
             return _error(401, "UNAUTHORIZED", "send Authorization: Bearer <queue token>")
     return response(200, _body(server, path), head=method == "HEAD")
 

@@ -71,6 +71,7 @@ OP_REGISTER = 32
 OP_DLQ_LIST = 40
 OP_DLQ_KICK = 41
 OP_DLQ_PURGE = 42
+OP_SNAPSHOT = 50
 
 OP_NAMES = {v: k[3:] for k, v in dict(globals()).items() if k.startswith("OP_") and isinstance(v, int)}
 
@@ -255,8 +256,8 @@ def _read_put(r: Reader) -> PutRequest:
     if body_len > MAX_BODY:
         raise ProtocolError("BODY_TOO_LARGE", f"job body of {body_len} bytes is over {MAX_BODY}")
     body = r._take(body_len)
-    name(job_id, "job id")
-    name(queue, "queue")
+    if not 0 < id_len <= MAX_NAME or not 0 < q_len <= MAX_NAME:
+        raise ProtocolError("NAME_TOO_LONG", f"job id and queue must be 1..{MAX_NAME} bytes")
     if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
         raise ProtocolError("BAD_ARGUMENT", f"priority {priority} is not in {MIN_PRIORITY}..{MAX_PRIORITY}")
     if max_attempts < 1:

@@ -555,6 +555,15 @@ class QueueServer:
                 if sock is not None:
                     sock.close()
 
+    def snapshot(self) -> dict[str, Any]:
+        """Compact the log now (call with the lock held, as handlers are): a fresh snapshot of the live jobs."""
+        wal = self.wal
+        if wal is None:
+            return {"persistence": False, "jobs": len(self.engine.jobs)}
+        wal.compact(self.engine)  # flushes and syncs the log first
+        self._release_durable()
+        return {"persistence": True, "generation": wal.gen, "jobs": len(self.engine.jobs), "records": wal.records}
+
     # -- introspection ------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         data = self.engine.stats()

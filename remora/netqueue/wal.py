@@ -52,6 +52,7 @@ _AT = struct.Struct(">d")
 _STATE_AT = struct.Struct(">Bd")
 _PRIO_AT = struct.Struct(">Bd")
 MAX_RECORD = 16 * 1024 * 1024
+_KINDS = [bytes((k,)) for k in range(256)]
 COMPACT_MIN_RECORDS = 50000  # never compact a log smaller than this
 COMPACT_DEAD_RATIO = 4  # compact when records >= ratio * live jobs
 
@@ -66,16 +67,24 @@ def _s16(text: str | None) -> bytes:
     return struct.pack(">H", len(data)) + data
 
 
+_JOB_HEAD = struct.Struct(">BBHHHBdddB")
+_U32 = struct.Struct(">I")
+
+
 def encode_job(job: Job) -> bytes:
-    return (
-        _JOB.pack(job.priority, job.state, job.attempt, job.expired, job.max_attempts, int(job.cancel), job.ttr, job.created, job.at)
-        + _s8(job.id)
-        + _s8(job.queue)
-        + _s8(job.worker)
-        + _s16(job.reason)
-        + struct.pack(">I", len(job.body))
-        + job.body
-    )
+    jid = job.id.encode()
+    parts = [
+        _JOB_HEAD.pack(
+            job.priority, job.state, job.attempt, job.expired, job.max_attempts, job.cancel, job.ttr, job.created, job.at, len(jid)
+        ),
+        jid,
+        _s8(job.queue),
+        _s8(job.worker) if job.worker else b"\x00",
+        _s16(job.reason) if job.reason else b"\x00\x00",
+        _U32.pack(len(job.body)),
+        job.body,
+    ]
+    return b"".join(parts)
 
 
 def encode(kind: int, job: Job, arg: Any) -> bytes:
@@ -92,7 +101,7 @@ def encode(kind: int, job: Job, arg: Any) -> bytes:
         payload = _PRIO_AT.pack(job.priority, job.at) + _s8(job.id)
     else:  # J_DELETE, J_CANCEL
         payload = _s8(job.id)
-    data = bytes((kind,)) + payload
+    data = _KINDS[kind] + payload
     return REC.pack(len(data), zlib.crc32(data)) + data
 
 
@@ -331,8 +340,13 @@ class WriteAheadLog:
             if target <= self.synced:
                 continue
             try:
+                # sync a duplicate so the I/O thread can keep writing (and compaction can swap files) meanwhile
                 with self._file_lock:
-                    os.fdatasync(self.fd)
+                    fd = os.dup(self.fd)
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
                 self.fsyncs += 1
             except OSError:
                 log.exception("queue: fdatasync failed; replies stay held until a sync succeeds")

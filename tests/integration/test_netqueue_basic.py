@@ -97,3 +97,13 @@ def test_bad_arguments_are_error_replies(client):
         client.put("bad", priority=11)
     assert err.value.code == "BAD_ARGUMENT"
     assert client.ping() >= 0
+
+
+def test_put_many_pipelines_frames_and_keeps_order(server):
+    host, port = server.address
+    server.engine.max_size = 10000
+    with QueueClient(f"{host}:{port}") as c:
+        items = [PutItem(f"m{i}", priority=1 + i % 10, body=b"b") for i in range(1050)]
+        assert c.put_many(items, per_frame=100) == [True] * 1050
+        assert c.put_many([*items[:5], PutItem("new")], per_frame=2) == [False] * 5 + [True]
+        assert c.stats()["jobs"] == 1051

@@ -1,0 +1,216 @@
+"""The WSGI application: routing, auth, limits, CORS, error envelope, metrics, audit, static files.
+
+Every answer that is not a success is ``{"error", "code", "details"}`` with
+a fitting status; an unexpected exception is logged with its request id and
+answered 500 in the same envelope (and is a bug).  Handlers are thin: they
+get ``(app, request)`` and return data (JSON, the route's status) or a
+``Response``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from remora import models
+from remora.api import static
+from remora.api.http import Request, Response, dumps, error_body, json_response
+from remora.api.metrics import Metrics
+from remora.api.router import MethodNotAllowed, Route, Router
+from remora.api.schema import validate
+from remora.auth import Authenticator
+from remora.config import Settings
+from remora.errors import Forbidden, NotFound, RemoraError, Unauthorized, Unavailable
+from remora.logs import set_request_id
+from remora.services import audit
+from remora.services.context import Context
+from remora.services.files import PathTraversal
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("remora.api.access")
+
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+CORS_HEADERS = "Authorization, Content-Type, If-None-Match, X-Request-Id"
+EXPOSED_HEADERS = "ETag, X-Request-Id, Retry-After"
+
+
+class InternalError(RemoraError):
+    code = "INTERNAL_ERROR"
+    status = 500
+
+
+class App:
+    """The Remora REST API as a WSGI callable."""
+
+    def __init__(self, settings: Settings, *, queue: Any = None, auth: bool = True, static_dir: Any = None) -> None:
+        from remora.api.routes import all_routes
+
+        self.settings = settings
+        self.ctx = Context(settings, queue)
+        self.router = Router(all_routes(settings))
+        self.authenticator = Authenticator(enabled=auth)
+        self.metrics = Metrics()
+        self.static = static.StaticFiles(static_dir)
+        self.cors_origins = set(settings.api.cors_allowed_origins)
+        self.started_at = time.time()
+
+    @property
+    def routes(self) -> list[Route]:
+        return self.router.routes
+
+    def close(self) -> None:
+        self.authenticator.close()
+
+    # -- WSGI ------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        supplied = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = supplied if REQUEST_ID_RE.match(supplied) else uuid.uuid4().hex[:16]
+        set_request_id(request_id)
+        req = Request(environ, max_body=self.settings.api.max_body_size)
+        req.request_id = request_id
+        try:
+            response = self._respond(req)
+        finally:
+            set_request_id(None)
+        response.headers.append(("X-Request-Id", request_id))
+        self._add_cors(req, response)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe(req.route_name or "unmatched", req.method, response.status, elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            who = req.identity.name if req.identity else "-"
+            access_log.info("%s %s %d %.1fms %s [req %s]", req.method, req.path[:200], response.status, elapsed * 1000, who, request_id)
+        headers = [("Content-Type", response.content_type), *response.headers]
+        if isinstance(response.body, bytes):
+            headers.append(("Content-Length", str(len(response.body))))
+        start_response(f"{response.status} {REASONS.get(response.status, 'Unknown')}", headers)
+        if req.method == "HEAD" or response.status == 304:
+            return [b""]
+        return _ClosingIterator(response.iter_body(), request_id)
+
+    def _respond(self, req: Request) -> Response:
+        try:
+            return self._dispatch(req)
+        except RemoraError as exc:
+            return self._error(exc)
+        except models.OperationalError as exc:
+            log.error("database error: %s", exc)
+            return self._error(Unavailable("the database is unavailable", retry_after=5))
+        except Exception:
+            log.exception("unhandled error in %s %s", req.method, req.path[:200])
+            return self._error(InternalError("internal error: see the server log with this request id"))
+
+    def _error(self, exc: RemoraError) -> Response:
+        response = Response(status=exc.status, body=dumps(error_body(exc)))
+        if exc.status == 503:
+            response.header("Retry-After", str(getattr(exc, "retry_after", None) or exc.details.get("retry_after", 5)))
+        if isinstance(exc, MethodNotAllowed):
+            response.header("Allow", ", ".join(exc.allowed))
+        if isinstance(exc, Unauthorized):
+            response.header("WWW-Authenticate", 'Bearer realm="remora"')
+        return response
+
+    def _dispatch(self, req: Request) -> Response:
+        if req.method == "OPTIONS":
+            return self._preflight(req)
+        if any(seg == ".." for seg in req.path.split("/")) or "\\" in req.path or "\x00" in req.path:
+            raise PathTraversal(
+                "invalid path: '..' segments, backslashes and NUL are not allowed",
+                details={"path": "must not contain '..', backslashes or NUL"},
+            )
+        if not (req.path.startswith("/api/") or req.path in ("/health", "/metrics")):
+            if req.method in ("GET", "HEAD"):
+                req.route_name = "static"
+                return self.static.serve(req.path)
+            raise NotFound(f"no route for {req.path[:100]}")
+        route, params = self.router.match(req.method, req.path)
+        req.route_name = route.name
+        req.path_params = params
+        if route.role is not None:
+            req.identity = self.authenticator.authenticate(req.header("Authorization"))
+            self.authenticator.authorize(req.identity, route.role)
+        if route.max_body is not None:
+            req.max_body = route.max_body
+        args: list[Any] = []
+        if route.body is not None:
+            body = req.json(required=route.body_required)
+            args.append(None if body is None and not route.body_required else validate(route.body, body))
+        result = route.handler(self, req, *args)
+        response = result if isinstance(result, Response) else json_response(result, route.status)
+        if route.mutating and response.status < 400:
+            actor = req.identity.name if req.identity else "anonymous"
+            target_type, target_id = req.audit_target or (route.tag, next(iter(params.values()), ""))
+            audit.record(actor, route.name, target_type, target_id, req.audit_details, req.request_id)
+        return response
+
+    # -- CORS --------------------------------------------------------------
+    def origin_allowed(self, origin: str | None) -> bool:
+        return bool(origin) and ("*" in self.cors_origins or origin in self.cors_origins)
+
+    def _preflight(self, req: Request) -> Response:
+        origin = req.header("Origin")
+        if origin is None:
+            if req.path.startswith("/api/") or req.path in ("/health", "/metrics"):
+                try:
+                    self.router.match("GET", req.path)
+                except MethodNotAllowed as exc:
+                    return Response(status=204).header("Allow", ", ".join(exc.allowed))
+            return Response(status=204).header("Allow", "GET, HEAD, OPTIONS")
+        if not self.origin_allowed(origin):
+            return self._error(
+                Forbidden(f"origin {origin[:200]} is not allowed (api.cors_allowed_origins)", details={"origin": origin[:200]})
+            )
+        response = Response(status=204)
+        response.header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+        response.header("Access-Control-Allow-Headers", CORS_HEADERS)
+        response.header("Access-Control-Max-Age", "600")
+        return response
+
+    def _add_cors(self, req: Request, response: Response) -> None:
+        origin = req.header("Origin")
+        if origin and self.origin_allowed(origin):
+            response.header("Access-Control-Allow-Origin", origin)
+            response.header("Access-Control-Expose-Headers", EXPOSED_HEADERS)
+            response.header("Vary", "Origin")
+
+
+class _ClosingIterator:
+    """Yields a body; returns a pooled PostgreSQL connection to its pool when done."""
+
+    def __init__(self, body: Iterator[bytes], request_id: str) -> None:
+        self._body = body
+        self._request_id = request_id
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._body
+        except Exception:
+            set_request_id(self._request_id)
+            log.exception("error while streaming a response body")
+            set_request_id(None)
+
+    def close(self) -> None:
+        database = models.get_database()
+        if database is not None and models.is_postgres(database) and not database.is_closed():
+            database.close()

@@ -1,0 +1,16 @@
+"""Every route of the API, in one table (routing, auth, OpenAPI and the role-matrix test use it)."""
+
+from __future__ import annotations
+
+from remora.api import routes_files, routes_jobs, routes_servers, routes_system
+from remora.api.router import Route
+from remora.config import Settings
+
+
+def all_routes(settings: Settings) -> list[Route]:
+    return [
+        *routes_system.routes(settings),
+        *routes_jobs.routes(settings),
+        *routes_servers.routes(settings),
+        *routes_files.routes(settings),
+    ]

@@ -1,0 +1,256 @@
+"""System routes: health, info, enhanced stats, workers, queue view and DLQ, audit, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from remora import models
+from remora.api.http import Request, Response, dumps
+from remora.api.router import Param, Route
+from remora.api.schema import array, obj
+from remora.config import Settings
+from remora.errors import NotFound, QueueError, QueueUnavailable, Unavailable, ValidationError
+from remora.services import audit, queries
+
+if TYPE_CHECKING:
+    from remora.api.app import App
+
+log = logging.getLogger(__name__)
+QUEUE_ERRORS = (QueueError, QueueUnavailable, OSError)
+
+
+def _queue(app: App) -> Any:
+    if app.ctx.queue is None:
+        raise QueueUnavailable("no queue configured", retry_after=5)
+    return app.ctx.queue
+
+
+def _queue_stats(app: App) -> dict[str, Any] | None:
+    try:
+        return dict(_queue(app).stats())
+    except QUEUE_ERRORS as exc:
+        log.debug("queue stats unavailable: %s", exc)
+        return None
+
+
+def health(app: App, req: Request) -> Response:
+    result = {"status": "healthy", "database": "ok", "queue": "ok", "version": _version()}
+    try:
+        models.Job.select(models.Job.id).limit(1).execute()
+    except models.DatabaseError as exc:
+        result["database"] = f"error: {exc}"
+    try:
+        _queue(app).ping()
+    except QUEUE_ERRORS as exc:
+        result["queue"] = f"error: {exc}"
+    if result["database"] != "ok" or result["queue"] != "ok":
+        down = [part for part in ("database", "queue") if result[part] != "ok"]
+        body = {
+            **result,
+            "status": "unhealthy",
+            "error": f"{' and '.join(down)} unavailable",
+            "code": "SERVICE_UNAVAILABLE",
+            "details": {"down": down},
+        }
+        return Response(status=503, body=dumps(body)).header("Retry-After", "5")
+    return Response(status=200, body=dumps(result))
+
+
+def _version() -> str:
+    from remora import __version__
+
+    return __version__
+
+
+def system_info(app: App, req: Request) -> dict[str, Any]:
+    return queries.system_info()
+
+
+def _workers(app: App) -> list[dict[str, Any]] | None:
+    try:
+        workers = _queue(app).workers()
+    except QUEUE_ERRORS:
+        return None
+    out = []
+    for worker in workers:
+        item = dict(worker)
+        item.setdefault("running", len(item.get("jobs") or []))
+        out.append(item)
+    return out
+
+
+def system_enhanced(app: App, req: Request) -> dict[str, Any]:
+    stats = _queue_stats(app)
+    workers = _workers(app)
+    return {
+        **queries.system_info(),
+        "queue": stats if stats is not None else {"error": "queue unavailable"},
+        "queue_available": stats is not None,
+        "workers": workers or [],
+        "api": {"uptime_seconds": round(__import__("time").time() - app.started_at, 3)},
+    }
+
+
+def workers_stats(app: App, req: Request) -> dict[str, Any]:
+    workers = _workers(app)
+    if workers is None:
+        raise QueueUnavailable("the queue is unavailable", retry_after=5)
+    return {
+        "workers": workers,
+        "total_workers": len(workers),
+        "active_workers": sum(1 for w in workers if (w.get("heartbeat_age") or 0) < 30),
+    }
+
+
+def queue_stats(app: App, req: Request) -> dict[str, Any]:
+    stats = _queue_stats(app)
+    if stats is None:
+        raise QueueUnavailable("the queue is unavailable", retry_after=5)
+    return stats
+
+
+def _queued(job: Any) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "queue": job.queue,
+        "priority": job.priority,
+        "state": job.state,
+        "attempt": job.attempt,
+        "age": job.age,
+        "worker": job.worker,
+        "reason": job.reason,
+    }
+
+
+def _limit(req: Request) -> int:
+    raw = req.arg("limit") or "100"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError("limit must be an integer", details={"limit": "must be an integer"}) from None
+    if not 1 <= value <= 1000:
+        raise ValidationError("limit out of range", details={"limit": "must be between 1 and 1000"})
+    return value
+
+
+def queue_dlq(app: App, req: Request) -> dict[str, Any]:
+    try:
+        dead = _queue(app).dlq_list(limit=_limit(req))
+    except QUEUE_ERRORS as exc:
+        raise QueueUnavailable(f"the queue is unavailable: {exc}", retry_after=5) from None
+    return {"jobs": [_queued(job) for job in dead], "total": len(dead)}
+
+
+def dlq_kick(app: App, req: Request) -> dict[str, Any]:
+    job_id = req.path_params["id"]
+    try:
+        kicked = _queue(app).dlq_kick([job_id])
+    except QUEUE_ERRORS as exc:
+        raise QueueUnavailable(f"the queue is unavailable: {exc}", retry_after=5) from None
+    if not kicked:
+        raise NotFound(f"job {job_id} is not in the dead-letter queue")
+    models.Job.update(status=models.JobStatus.QUEUED.value, updated_at=models.utcnow(), finished_at=None).where(
+        models.Job.id == job_id, models.Job.status != models.JobStatus.QUEUED.value, models.Job.status != models.JobStatus.RUNNING.value
+    ).execute()
+    req.audit_target = ("job", job_id)
+    return {"kicked": kicked, "job_id": job_id, "message": "job returned to the queue"}
+
+
+def audit_log(app: App, req: Request) -> dict[str, Any]:
+    filters = queries.parse_filters({"page": req.arg("page"), "limit": req.arg("limit")})
+    events, total = audit.page(filters.page, filters.limit, req.arg("actor") or None, req.arg("action") or None)
+    return {"events": events, "pagination": queries.pagination(filters, total)}
+
+
+def metrics(app: App, req: Request) -> Response:
+    body = app.metrics.render(_queue_stats(app))
+    return Response(status=200, body=body.encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def openapi(app: App, req: Request) -> Response:
+    from remora.api.openapi import build
+
+    return Response(status=200, body=dumps(build(app.routes, app.settings)))
+
+
+HEALTH = obj({"status": {"type": "string"}, "database": {"type": "string"}, "queue": {"type": "string"}}, closed=False)
+INFO = obj(
+    {
+        k: {"type": "integer"}
+        for k in ("total_jobs", "queued_jobs", "running_jobs", "completed_jobs", "failed_jobs", "canceled_jobs", "total_servers")
+    }
+    | {"success_rate": {"type": "number"}, "timestamp": {"type": "string"}},
+    closed=False,
+)
+ANY_OBJECT = {"type": "object"}
+PAGE_PARAMS = [
+    Param("page", {"type": "integer", "minimum": 1, "maximum": queries.MAX_PAGE}, "Page number (from 1)."),
+    Param("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Entries per page (default 20)."),
+    Param("actor", {"type": "string"}, "Only events of this token name."),
+    Param("action", {"type": "string"}, "Only this action (route name)."),
+]
+
+
+def routes(settings: Settings) -> list[Route]:
+    sys: dict[str, Any] = {"tag": "system"}
+    q: dict[str, Any] = {"tag": "queue"}
+    return [
+        Route("GET", "/health", health, None, "Health of the API, database and queue", response=HEALTH, errors=(503,), **sys),
+        Route("GET", "/api/v1/health", health, None, "Health (alias)", response=HEALTH, errors=(503,), name="health_v1", **sys),
+        Route("GET", "/api/v1/system/info", system_info, "viewer", "Job and server counts", response=INFO, **sys),
+        Route(
+            "GET", "/api/v1/system/enhanced", system_enhanced, "viewer", "Counts, queue statistics and workers", response=ANY_OBJECT, **sys
+        ),
+        Route(
+            "GET",
+            "/api/v1/workers/stats",
+            workers_stats,
+            "viewer",
+            "Workers and their jobs",
+            response=obj({"workers": array(ANY_OBJECT)}, closed=False),
+            errors=(503,),
+            **sys,
+        ),
+        Route(
+            "GET", "/api/v1/queue/stats", queue_stats, "viewer", "Queue depth, rates, priorities", response=ANY_OBJECT, errors=(503,), **q
+        ),
+        Route(
+            "GET",
+            "/api/v1/queue/dlq",
+            queue_dlq,
+            "viewer",
+            "Dead-letter queue",
+            response=obj({"jobs": array(ANY_OBJECT)}, closed=False),
+            query=[Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Most entries.")],
+            errors=(400, 503),
+            **q,
+        ),
+        Route(
+            "POST",
+            "/api/v1/queue/dlq/{id:uuid}/kick",
+            dlq_kick,
+            "operator",
+            "Return a dead-lettered job to the queue",
+            response=ANY_OBJECT,
+            errors=(404, 503),
+            resource="dead-lettered job",
+            **q,
+        ),
+        Route(
+            "GET",
+            "/api/v1/audit",
+            audit_log,
+            "admin",
+            "Audit log (newest first)",
+            response=obj({"events": array(ANY_OBJECT), "pagination": ANY_OBJECT}, closed=False),
+            query=PAGE_PARAMS,
+            errors=(400,),
+            **sys,
+        ),
+        Route("GET", "/metrics", metrics, "viewer", "Prometheus metrics", content_type="text/plain", **sys),
+        Route("GET", "/api/v1/openapi.json", openapi, "viewer", "This API's OpenAPI 3.1 document", response=ANY_OBJECT, **sys),
+    ]
+
+
+__all__ = ["Unavailable", "routes"]

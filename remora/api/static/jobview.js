@@ -1,0 +1,276 @@
+// Live job view (side panel): status, timings, incremental logs in three tabs; batch view.
+import { get, getBlob } from './api.js';
+import { clearPanelParam, showJob } from './app.js';
+import { jobAction, rowActions } from './jobs.js';
+import { LogView, utf8Length } from './logview.js';
+import { openPanel } from './overlay.js';
+import {
+  h, setText, setChildren, timeEl, jobDuration, formatDuration, formatBytes, jobCommandText, statusBadge, FINISHED, saveBlob, toast,
+} from './util.js';
+
+const INITIAL_TAIL_BYTES = 512 * 1024;
+const LOG_POLL_MS = 500;
+const META_POLL_MS = 1000;
+
+function metaRow(label, value, id) {
+  return h('div.meta-item', null, h('dt', null, label), h('dd', { id }, value));
+}
+
+export function openJobView(id) {
+  const title = h('h2.panel-title', { id: 'jv-title' }, 'Job');
+  const badge = h('span', { id: 'jv-status' });
+  const meta = h('dl.meta', { id: 'jv-meta' });
+  const actions = h('div.panel-actions');
+  const errorBox = h('div.banner.error', { id: 'jv-error', hidden: true });
+  const closeBtn = h('button.icon-btn', { type: 'button', 'aria-label': 'Close job view (Esc)' }, '✕');
+  const tabs = ['combined', 'stdout', 'stderr'];
+  const tabBtns = Object.fromEntries(tabs.map((t) => [t, h('button.tab', { type: 'button', role: 'tab', id: `tab-${t}`, dataset: { tab: t }, 'aria-controls': 'log-box' }, t === 'combined' ? 'Combined' : t)]));
+  const tablist = h('div.tabs', { role: 'tablist', 'aria-label': 'Output streams' }, Object.values(tabBtns));
+  const pres = Object.fromEntries(tabs.map((t) => [t, h('pre.log', { dataset: { stream: t }, hidden: t !== 'combined' })]));
+  const logBox = h('div.log-box', { id: 'log-box', role: 'tabpanel', tabindex: '0', 'aria-live': 'off', 'aria-label': 'Job output' }, Object.values(pres));
+  const jumpBtn = h('button.btn.jump', { type: 'button', id: 'jump-end', hidden: true }, '↓ Jump to end');
+  const logNote = h('p.muted.small', { id: 'jv-lognote' });
+  const placeholder = h('p.muted.log-empty', { id: 'jv-nooutput' }, 'No output yet.');
+
+  const content = h('div.panel-inner', null,
+    h('div.panel-head', null, badge, title, closeBtn),
+    errorBox, meta, actions,
+    h('div.log-head', null, tablist, h('span.spacer'), h('span.muted.small', { id: 'jv-bytes' })),
+    h('div.log-wrap', null, logBox, placeholder, jumpBtn),
+    logNote);
+
+  let active = 'combined';
+  let stopped = false;
+  let job = null;
+  let offsets = { stdout: 0, stderr: 0 };
+  let logTimer = null;
+  let metaTimer = null;
+  let tickTimer = null;
+  const trimmedNote = () => setText(logNote, 'Older lines were dropped from this view to keep it fast; use Download for the full output.');
+  const views = Object.fromEntries(tabs.map((t) => [t, new LogView(pres[t], { onTrim: trimmedNote })]));
+  for (const v of Object.values(views)) v.scroller = logBox;
+
+  const panel = openPanel({
+    id: 'job-view',
+    label: 'Job details and output',
+    content,
+    onClose: () => {
+      stopped = true;
+      clearTimeout(logTimer);
+      clearTimeout(metaTimer);
+      clearInterval(tickTimer);
+      clearPanelParam();
+    },
+  });
+  closeBtn.addEventListener('click', panel.close);
+
+  function selectTab(t) {
+    active = t;
+    for (const [name, btn] of Object.entries(tabBtns)) {
+      btn.setAttribute('aria-selected', String(name === t));
+      btn.tabIndex = name === t ? 0 : -1;
+      pres[name].hidden = name !== t;
+    }
+    placeholder.hidden = !views[t].isEmpty;
+    const v = views[t];
+    v.follow = true;
+    jumpBtn.hidden = true;
+    logBox.scrollTop = logBox.scrollHeight;
+  }
+  tablist.addEventListener('click', (e) => { const b = e.target.closest('[data-tab]'); if (b) selectTab(b.dataset.tab); });
+  tablist.addEventListener('keydown', (e) => {
+    if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return;
+    const i = tabs.indexOf(active);
+    const next = tabs[(i + (e.key === 'ArrowRight' ? 1 : tabs.length - 1)) % tabs.length];
+    selectTab(next);
+    tabBtns[next].focus();
+  });
+  selectTab('combined');
+
+  logBox.addEventListener('scroll', () => {
+    const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 24;
+    for (const v of Object.values(views)) v.follow = atBottom;
+    jumpBtn.hidden = atBottom;
+  });
+  jumpBtn.addEventListener('click', () => {
+    for (const v of Object.values(views)) v.follow = true;
+    logBox.scrollTop = logBox.scrollHeight;
+    jumpBtn.hidden = true;
+  });
+
+  function renderMeta() {
+    setText(title, jobCommandText(job) || 'Job');
+    title.title = job.script || jobCommandText(job);
+    setChildren(badge, statusBadge(job.status));
+    const exit = job.exit_code ?? '—';
+    setChildren(meta,
+      metaRow('Server', job.server ? `${job.server.name} (${job.server.hostname})` : job.server_id),
+      metaRow('Exit code', exit, 'jv-exit'),
+      metaRow('Attempts', `${job.attempts ?? 0}${job.retries ? ` (retries allowed: ${job.retries})` : ''}`),
+      metaRow('Priority', `${job.priority} ${job.priority === 1 ? '(highest)' : job.priority === 10 ? '(lowest)' : ''}`),
+      metaRow('Created', timeEl(job.created_at)),
+      metaRow('Started', timeEl(job.started_at)),
+      metaRow('Finished', timeEl(job.finished_at)),
+      metaRow('Duration', formatDuration(jobDuration(job)), 'jv-duration'),
+      metaRow('Timeout', `${job.timeout} s`),
+      metaRow('Worker', job.worker || '—'),
+      job.batch_id ? metaRow('Batch', h('a', { href: `#/jobs?batch=${job.batch_id}` }, job.batch_id.slice(0, 8))) : null,
+      metaRow('Job id', h('code.small', null, job.id)),
+      job.script ? h('div.meta-item.full', null, h('dt', null, 'Script'), h('dd', null, h('pre.script', null, job.script))) : null);
+    errorBox.hidden = !job.error;
+    setText(errorBox, job.error ? `Error: ${job.error}` : '');
+    setText(content.querySelector('#jv-bytes'), `stdout ${formatBytes(job.stdout_bytes)} · stderr ${formatBytes(job.stderr_bytes)}`);
+    setChildren(actions,
+      rowActions(job).map(([action, label, tip]) => h('button.btn.small', {
+        type: 'button', title: tip, dataset: { write: '' },
+        onclick: async () => { const res = await jobAction(action, job); if (res?.new_job) showJob(res.new_job.id); else if (res) refreshMeta(); },
+      }, label)),
+      h('button.btn.small', { type: 'button', onclick: () => download('stdout') }, '⤓ stdout'),
+      h('button.btn.small', { type: 'button', onclick: () => download('stderr') }, '⤓ stderr'));
+  }
+
+  async function download(stream) {
+    try {
+      const blob = await getBlob(`jobs/${id}/${stream}`);
+      saveBlob(blob, `job-${id.slice(0, 8)}.${stream}.txt`);
+    } catch (err) { toast(`Download failed: ${err.message}`, 'error'); }
+  }
+
+  async function refreshMeta() {
+    if (stopped) return;
+    try {
+      job = await get(`jobs/${id}`);
+      renderMeta();
+    } catch (err) {
+      if (err.status === 404) { setChildren(content, h('div.empty', null, h('h3', null, 'Job not found'), h('p', null, 'It may have been deleted with its server.'), closeBtn)); stopped = true; return; }
+      errorBox.hidden = false;
+      setText(errorBox, `Cannot refresh: ${err.message}`);
+    }
+    if (!stopped && !FINISHED.has(job?.status)) metaTimer = setTimeout(refreshMeta, document.hidden ? 5000 : META_POLL_MS);
+  }
+
+  function addOutput(stream, text) {
+    if (!text) return;
+    views[stream].append(text);
+    views.combined.append(text, stream === 'stderr' ? 'err' : '');
+    placeholder.hidden = !views[active].isEmpty;
+  }
+
+  async function pollLogs() {
+    if (stopped) return;
+    let complete = false;
+    let behind = false;
+    try {
+      const data = await get(`jobs/${id}/logs`, { stdout_offset: offsets.stdout, stderr_offset: offsets.stderr });
+      for (const stream of ['stdout', 'stderr']) {
+        const text = data[stream] || '';
+        addOutput(stream, text);
+        const next = data[`next_${stream}_offset`];
+        offsets[stream] = typeof next === 'number' ? next : offsets[stream] + utf8Length(text);
+      }
+      complete = data.complete === true || (FINISHED.has(data.status) && !data.stdout && !data.stderr);
+      const m = data.metadata || {};
+      behind = offsets.stdout < (m.stdout_length || 0) || offsets.stderr < (m.stderr_length || 0);
+    } catch (err) {
+      if (err.status === 404 || err.status === 401) return;
+    }
+    if (complete) {
+      if (FINISHED.has(job?.status) === false) refreshMeta();
+      if (views[active].isEmpty) setText(placeholder, 'This job printed nothing.');
+      return;
+    }
+    // Still behind (a slice limit or a fast job): fetch the rest at once.
+    if (!stopped) logTimer = setTimeout(pollLogs, behind ? 0 : document.hidden ? 3000 : LOG_POLL_MS);
+  }
+
+  tickTimer = setInterval(() => { if (job?.status === 'running') setText(content.querySelector('#jv-duration'), formatDuration(jobDuration(job))); }, 1000);
+
+  (async () => {
+    await refreshMeta();
+    if (!job || stopped) return;
+    // Very long logs: start near the end; the full text is one download away.
+    for (const stream of ['stdout', 'stderr']) {
+      const size = job[`${stream}_bytes`] || 0;
+      if (size > INITIAL_TAIL_BYTES) {
+        offsets[stream] = size - INITIAL_TAIL_BYTES;
+        setText(logNote, `Showing the last ${formatBytes(INITIAL_TAIL_BYTES)} of each stream; use Download for the full output.`);
+      }
+    }
+    pollLogs();
+  })();
+  return panel;
+}
+
+// ---------- batch view ----------
+
+export function openBatchView(batchId) {
+  const list = h('div.batch-list', { id: 'batch-list' });
+  const summary = h('p.batch-summary', { id: 'batch-summary' }, 'Loading…');
+  const closeBtn = h('button.icon-btn', { type: 'button', 'aria-label': 'Close batch view (Esc)' }, '✕');
+  const content = h('div.panel-inner', null,
+    h('div.panel-head', null, h('h2.panel-title', null, `Batch ${batchId.slice(0, 8)}`), closeBtn),
+    summary,
+    h('p', null, h('a', { href: `#/jobs?batch_id=${batchId}` }, 'Show these jobs in the table')),
+    list);
+  const items = new Map(); // job id -> {el, view, offsets, sig, done}
+  let stopped = false;
+  let timer = null;
+  const panel = openPanel({ id: 'batch-view', label: 'Batch results', content, onClose: () => { stopped = true; clearTimeout(timer); clearPanelParam(); } });
+  closeBtn.addEventListener('click', panel.close);
+
+  function item(job) {
+    let it = items.get(job.id);
+    if (it) return it;
+    const pre = h('pre.log.small-log');
+    const head = h('div.batch-head');
+    const el = h('section.batch-item', { dataset: { id: job.id }, 'aria-label': `Result on ${job.server?.name}` }, head, pre);
+    it = { el, head, view: new LogView(pre, { maxLines: 200 }), offsets: { stdout: 0, stderr: 0 }, sig: '', done: false };
+    list.append(el);
+    items.set(job.id, it);
+    return it;
+  }
+
+  async function pollOutput(job, it) {
+    const data = await get(`jobs/${job.id}/logs`, { stdout_offset: it.offsets.stdout, stderr_offset: it.offsets.stderr });
+    for (const stream of ['stdout', 'stderr']) {
+      const text = data[stream] || '';
+      it.view.append(text, stream === 'stderr' ? 'err' : '');
+      const next = data[`next_${stream}_offset`];
+      it.offsets[stream] = typeof next === 'number' ? next : it.offsets[stream] + utf8Length(text);
+    }
+    if (data.complete === true || (FINISHED.has(job.status) && !data.stdout && !data.stderr)) it.done = true;
+  }
+
+  async function load() {
+    if (stopped) return;
+    try {
+      const data = await get('jobs', { batch_id: batchId, limit: 100, sort_by: 'created_at', sort_order: 'asc' });
+      const jobs = data.jobs || [];
+      const counts = {};
+      for (const job of jobs) {
+        counts[job.status] = (counts[job.status] || 0) + 1;
+        const it = item(job);
+        const sig = `${job.status}|${job.exit_code}|${job.finished_at}`;
+        if (sig !== it.sig) {
+          it.sig = sig;
+          setChildren(it.head, statusBadge(job.status), h('strong', null, job.server?.name || job.server_id),
+            h('span.muted', null, job.exit_code === null || job.exit_code === undefined ? '' : `exit ${job.exit_code}`),
+            h('span.muted', null, formatDuration(jobDuration(job))),
+            h('span.spacer'),
+            h('button.btn.small', { type: 'button', onclick: () => showJob(job.id) }, 'Open'));
+          if (job.error) it.head.append(h('div.err.small', null, job.error));
+        }
+        if (!it.done && (job.status !== 'queued' || job.stdout_bytes || job.stderr_bytes)) await pollOutput(job, it).catch(() => {});
+      }
+      setText(summary, `${jobs.length} server${jobs.length === 1 ? '' : 's'}: ${Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(', ') || 'nothing yet'}`);
+      if (jobs.length && jobs.every((j) => FINISHED.has(j.status)) && [...items.values()].every((i) => i.done)) return;
+    } catch (err) {
+      if (err.status === 401) return;
+      setText(summary, `Cannot load the batch: ${err.message}`);
+    }
+    if (!stopped) timer = setTimeout(load, document.hidden ? 5000 : 1000);
+  }
+  load();
+  return panel;
+}
+

@@ -1,0 +1,353 @@
+"""A small HTTP client for Remora's REST API (``/work/shared/API.md``).
+
+Standard library only (``http.client``), so client commands start fast and
+the zipapp carries nothing extra.  One ``Client`` keeps one keep-alive
+connection; it is not thread-safe (use one per thread).
+
+Contract:
+- Every non-2xx answer becomes a ``RemoraError`` subclass chosen by status
+  (400 ``ValidationError``, 401 ``Unauthorized``, 403 ``Forbidden``, 404
+  ``NotFound``, 409 ``Conflict``, 413 ``PayloadTooLarge``, 503 ``Unavailable``
+  / ``QueueFull``), carrying the envelope's message, code and details.
+- A refused or failed connection becomes ``Unavailable`` naming the URL
+  (exit code 69 in the CLI).
+- A request on a reused connection that the server closed while idle is
+  retried once on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from remora import __version__
+from remora.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    QueueFull,
+    RemoraError,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+)
+
+API = "/api/v1"
+_STATUS_ERRORS: dict[int, type[RemoraError]] = {
+    400: ValidationError,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: ValidationError,
+    503: Unavailable,
+}
+_RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
+UUID_LEN = 36
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        if not self.body:
+            return None
+        return json.loads(self.body)
+
+
+def error_from_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> RemoraError:
+    """The RemoraError for an error answer (the envelope when there is one)."""
+    message, code = "", ""
+    details: dict[str, Any] = {}
+    try:
+        data = json.loads(body) if body else {}
+        if isinstance(data, dict):
+            message = str(data.get("error") or data.get("message") or "")
+            code = str(data.get("code") or "")
+            raw_details = data.get("details")
+            details = raw_details if isinstance(raw_details, dict) else {}
+    except ValueError:
+        message = body[:200].decode("utf-8", "replace").strip()
+    message = message or f"HTTP {status}"
+    if code == "QUEUE_FULL":
+        return QueueFull(message, code=code, details=details)
+    cls = _STATUS_ERRORS.get(status, RemoraError)
+    if cls is Unavailable:
+        retry = (headers or {}).get("retry-after", "5")
+        exc: RemoraError = Unavailable(message, retry_after=int(retry) if retry.isdigit() else 5, details=details)
+    else:
+        exc = cls(message, details=details)
+    if code:
+        exc.code = code
+    exc.status = status
+    return exc
+
+
+class Client:
+    """Speaks the REST contract; methods return the decoded JSON."""
+
+    def __init__(self, base_url: str, token: str = "", *, timeout: float = 30.0) -> None:
+        parts = urlsplit(base_url if "://" in base_url else f"http://{base_url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationError(f"API URL {base_url!r}: expected http://HOST:PORT")
+        self.base_url = base_url.rstrip("/")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    # -- transport -------------------------------------------------------
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.scheme == "https":
+            import ssl
+
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> Response:
+        """One request; errors for non-2xx answers; returns status, headers and body bytes."""
+        url = self.prefix + path
+        query = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
+        if query:
+            url += "?" + urlencode({k: str(v).lower() if isinstance(v, bool) else v for k, v in query.items()})
+        headers = {"User-Agent": f"remora-cli/{__version__}", "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            if self._conn is None:
+                self._conn = self._connect()
+            try:
+                self._conn.request(method, url, body=body, headers=headers)
+                resp = self._conn.getresponse()
+                data = resp.read()
+            except _RETRYABLE as exc:
+                self.close()
+                if reused and attempt == 1:
+                    continue
+                raise Unavailable(f"lost the connection to the Remora API at {self.base_url}: {exc or type(exc).__name__}") from None
+            except (ConnectionRefusedError, socket.gaierror, TimeoutError, OSError) as exc:
+                self.close()
+                raise self._unreachable(exc) from None
+            if resp.getheader("Connection", "").lower() == "close":
+                self.close()
+            resp_headers = {k.lower(): v for k, v in resp.getheaders()}
+            if resp.status >= 400:
+                raise error_from_response(resp.status, data, resp_headers)
+            return Response(resp.status, resp_headers, data)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unreachable(self, exc: BaseException) -> Unavailable:
+        if isinstance(exc, ConnectionRefusedError):
+            why = "connection refused (is `remora up` or `remora api` running?)"
+        elif isinstance(exc, TimeoutError):
+            why = f"no answer within {self.timeout:g}s"
+        else:
+            why = str(exc) or type(exc).__name__
+        return Unavailable(f"cannot reach the Remora API at {self.base_url}: {why}", details={"url": self.base_url})
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None) -> Any:
+        body = None if json_body is None else json.dumps(json_body).encode()
+        return self.raw(method, path, params=params, body=body).json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, **params: Any) -> Any:
+        return self.request("POST", path, params=params, json_body=body if body is not None else {})
+
+    # -- system ----------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self.get("/health")
+
+    def system_info(self) -> dict[str, Any]:
+        return self.get(f"{API}/system/info")
+
+    # -- jobs ------------------------------------------------------------
+    def submit(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST a job (command or script); always a list of the created jobs."""
+        path = f"{API}/jobs/script" if payload.get("script") is not None else f"{API}/jobs"
+        data = self.post(path, payload)
+        return jobs_of(data)
+
+    def list_jobs(self, **filters: Any) -> dict[str, Any]:
+        return self.get(f"{API}/jobs", **filters)
+
+    def iter_jobs(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        page = 1
+        while True:
+            data = self.list_jobs(page=page, limit=100, **filters)
+            yield from data.get("jobs") or []
+            if not (data.get("pagination") or {}).get("has_next"):
+                return
+            page += 1
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.get(f"{API}/jobs/{quote(job_id)}")
+
+    def job_logs(self, job_id: str, stdout_offset: int | None = None, stderr_offset: int | None = None) -> dict[str, Any]:
+        return self.get(f"{API}/jobs/{quote(job_id)}/logs", stdout_offset=stdout_offset, stderr_offset=stderr_offset)
+
+    def job_stream(self, job_id: str, stream: str) -> bytes:
+        return self.raw("GET", f"{API}/jobs/{quote(job_id)}/{stream}").body
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self.post(f"{API}/jobs/{quote(job_id)}/cancel")
+
+    def rerun(self, job_id: str) -> dict[str, Any]:
+        return self.post(f"{API}/jobs/{quote(job_id)}/rerun")
+
+    def duplicate(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"{API}/jobs/{quote(job_id)}/duplicate", body)
+
+    def set_priority(self, job_id: str, priority: int) -> dict[str, Any]:
+        return self.post(f"{API}/jobs/{quote(job_id)}/priority", {"priority": priority})
+
+    def resolve_job_id(self, prefix: str) -> str:
+        """A full job id from a unique prefix, as git resolves abbreviated hashes.
+
+        Asks the server first (``GET /jobs?id_prefix=``); a server that does
+        not know that filter answers an unfiltered list, which is detected and
+        replaced by a client-side scan of the job list.
+        """
+        text = prefix.strip().lower()
+        if not text:
+            raise ValidationError("empty job id")
+        if len(text) == UUID_LEN:
+            return text
+        if any(c not in "0123456789abcdef-" for c in text):
+            raise NotFound(f"no job with id {prefix!r} (ids are hexadecimal)")
+        matches = self._prefix_matches(text)
+        if not matches:
+            raise NotFound(f"no job with an id starting with {prefix!r}")
+        if len(matches) > 1:
+            shown = ", ".join(sorted(m[:12] for m in matches)[:5])
+            raise ValidationError(f"job id {prefix!r} is ambiguous: it matches {len(matches)} jobs ({shown}…); give more characters")
+        return matches[0]
+
+    def _prefix_matches(self, text: str) -> list[str]:
+        try:
+            data = self.list_jobs(id_prefix=text, limit=2)
+            if "id_prefix" in (data.get("filters") or {}):
+                return [j["id"] for j in data.get("jobs") or []]
+        except ValidationError:
+            pass
+        found: list[str] = []
+        for job in self.iter_jobs(sort_by="created_at", sort_order="desc"):
+            if str(job.get("id", "")).startswith(text):
+                found.append(job["id"])
+                if len(found) > 1:
+                    break
+        return found
+
+    # -- servers ---------------------------------------------------------
+    def servers(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.get(f"{API}/servers", **filters).get("servers") or []
+
+    def server(self, server_id: str) -> dict[str, Any]:
+        return self.get(f"{API}/servers/{quote(server_id)}")
+
+    def create_server(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"{API}/servers", body)
+
+    def update_server(self, server_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PUT", f"{API}/servers/{quote(server_id)}", json_body=body)
+
+    def delete_server(self, server_id: str, *, force: bool = False) -> dict[str, Any]:
+        return self.request("DELETE", f"{API}/servers/{quote(server_id)}", params={"force": True if force else None}) or {}
+
+    def test_server(self, server_id: str) -> dict[str, Any]:
+        try:
+            return self.post(f"{API}/servers/{quote(server_id)}/test")
+        except Unavailable as exc:  # 503 connection_failed carries the reason in its body
+            if exc.details or exc.message:
+                return {"status": "connection_failed", "error": exc.message, **exc.details}
+            raise
+
+    def server_status(self, server_id: str) -> dict[str, Any]:
+        return self.get(f"{API}/servers/{quote(server_id)}/status")
+
+    def all_server_status(self) -> dict[str, Any]:
+        return self.get(f"{API}/servers/status/all")
+
+    def resolve_server(self, ref: str) -> dict[str, Any]:
+        """A server by exact name, exact id, or unique id prefix."""
+        servers = self.servers()
+        for server in servers:
+            if server.get("name") == ref or server.get("id") == ref:
+                return server
+        matches = [s for s in servers if str(s.get("id", "")).startswith(ref.lower())] if len(ref) >= 4 else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ValidationError(f"server {ref!r} is ambiguous: it matches {', '.join(s['name'] for s in matches)}")
+        raise NotFound(f"no server named {ref!r} (see `remora servers list`)")
+
+    # -- PEM keys --------------------------------------------------------
+    def upload_pem(self, filename: str, content: bytes) -> dict[str, Any]:
+        import uuid
+
+        boundary = uuid.uuid4().hex
+        safe = filename.replace('"', "").replace("\r", "").replace("\n", "")
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="pem_file"; filename="{safe}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + content
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        resp = self.raw("POST", f"{API}/upload/pem", body=body, content_type=f"multipart/form-data; boundary={boundary}")
+        return resp.json()
+
+    def pem_files(self) -> list[dict[str, Any]]:
+        return self.get(f"{API}/files/pem").get("files") or []
+
+    def delete_pem(self, filename: str) -> dict[str, Any]:
+        return self.request("DELETE", f"{API}/files/pem/{quote(filename, safe='')}") or {}
+
+
+def jobs_of(data: Any) -> list[dict[str, Any]]:
+    """The jobs in a submit/rerun/duplicate answer: a job, ``{"jobs"}`` or ``{"new_job"}``."""
+    if isinstance(data, dict):
+        if isinstance(data.get("jobs"), list):
+            return list(data["jobs"])
+        if isinstance(data.get("new_job"), dict):
+            return [data["new_job"]]
+        if "id" in data:
+            return [data]
+    raise RemoraError(f"unexpected answer from the API: {str(data)[:200]}")

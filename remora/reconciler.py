@@ -1,0 +1,247 @@
+"""The reconciler: keeps NetQueue in step with the database (the source of truth).
+
+Every ``interval`` seconds one API instance (the holder of the ``reconciler``
+lease, a ``Lock`` row taken by a conditional update on ``expires_at``):
+
+- re-puts ``queued`` jobs the queue does not hold (PUT is idempotent by id,
+  so a job already there is left alone); jobs recorded while the queue was
+  down are queued as soon as it is back.  A sweep goes through every queued
+  job a page per pass; it starts when the reconciler starts, after a queue
+  outage, when the queue restarted (its uptime says so) and every
+  ``sweep_every`` seconds as a safety net -- not on every pass, so a large
+  backlog costs nothing in steady state;
+- re-sends CANCEL for running jobs whose cancel was requested while the
+  queue was unreachable;
+- turns ``running`` jobs whose lease the queue no longer knows and that have
+  not been updated for ``2 x queue.worker_timeout`` into ``failed`` ("worker
+  lost"), or back into ``queued`` when retries remain.
+
+It tolerates the queue being down (logged once per outage) and never dies
+on one bad row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from remora import models
+from remora.errors import QueueError, QueueUnavailable, RemoraError
+from remora.models import Job, JobStatus, Lock, Server
+from remora.services.context import Context
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "reconciler"
+QUEUE_ERRORS = (QueueError, QueueUnavailable, OSError)
+
+
+class Reconciler:
+    """A background thread; ``run_once()`` does one pass (tests call it directly)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        interval: float = 2.0,
+        batch: int = 500,
+        settle: float = 5.0,
+        sweep_every: float = 60.0,
+        holder: str | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.interval = interval
+        self.batch = batch
+        self.settle = settle  # a job younger than this was just put by the API: leave it
+        self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._queue_down = False
+        self._cursor: tuple[dt.datetime, str] | None = None
+        self.sweep_every = sweep_every
+        self._sweeping = True
+        self._last_sweep = time.monotonic()
+        self._queue_started: float | None = None
+        self.passes = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.release()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("reconciler pass failed; trying again in %.1fs", self.interval)
+            finally:
+                database = models.get_database()
+                if database is not None and models.is_postgres(database) and not database.is_closed():
+                    database.close()
+
+    # -- lease -------------------------------------------------------------
+    def acquire(self) -> bool:
+        """Take or renew the lease; True when this instance holds it."""
+        now = models.utcnow()
+        expires = now + dt.timedelta(seconds=max(3 * self.interval, 5.0))
+        try:
+            with models.write_transaction():
+                changed = (
+                    Lock.update(holder=self.holder, expires_at=expires)
+                    .where(Lock.name == LOCK_NAME, (Lock.expires_at < now) | (Lock.holder == self.holder))
+                    .execute()
+                )
+                if changed:
+                    return True
+                if Lock.get_or_none(Lock.name == LOCK_NAME) is None:
+                    Lock.create(name=LOCK_NAME, holder=self.holder, expires_at=expires)
+                    return True
+        except models.IntegrityError:
+            return False
+        return False
+
+    def release(self) -> None:
+        try:
+            Lock.delete().where(Lock.name == LOCK_NAME, Lock.holder == self.holder).execute()
+        except models.DatabaseError:
+            pass
+
+    # -- one pass ------------------------------------------------------------
+    def run_once(self) -> dict[str, int]:
+        """One reconciliation pass (when holding the lease); counts of what was done."""
+        done = {"requeued": 0, "lost": 0, "cancels": 0}
+        if self.ctx.queue is None or not self.acquire():
+            return done
+        self.passes += 1
+        try:
+            self._check_queue_restart()
+            if self._sweeping:
+                done["requeued"] = self._requeue()
+            done["cancels"] = self._resend_cancels()
+            done["lost"] = self._lost_workers()
+        except QUEUE_ERRORS as exc:
+            if not self._queue_down:
+                log.warning("reconciler: queue unavailable (%s); queued jobs wait until it is back", exc)
+                self._queue_down = True
+            self._sweeping, self._cursor = True, None  # start over once the queue is back
+            return done
+        if self._queue_down:
+            log.info("reconciler: queue is back")
+            self._queue_down = False
+        if done["requeued"] or done["lost"]:
+            log.info("reconciler: put %d job(s) back on the queue, %d lost by their worker", done["requeued"], done["lost"])
+        return done
+
+    def _start_sweep(self) -> None:
+        if not self._sweeping:
+            self._sweeping, self._cursor = True, None
+
+    def _check_queue_restart(self) -> None:
+        """Start a sweep when the queue restarted (it may have lost jobs) or the safety interval passed."""
+        uptime = float(self.ctx.queue.stats().get("uptime", 0.0))  # type: ignore[union-attr]
+        started = time.time() - uptime
+        if self._queue_started is not None and abs(started - self._queue_started) > max(5.0, 2 * self.interval):
+            log.info("reconciler: the queue restarted; checking every queued job")
+            self._start_sweep()
+        self._queue_started = started
+        if time.monotonic() - self._last_sweep >= self.sweep_every or self.ctx.put_failed.is_set():
+            self.ctx.put_failed.clear()
+            self._start_sweep()
+
+    def _requeue(self) -> int:
+        """Put a batch of queued jobs (rotating through them); return how many the queue lacked."""
+        cutoff = models.utcnow() - dt.timedelta(seconds=self.settle)
+        query = (
+            Job.select(Job, Server.id, Server.max_concurrent_jobs)
+            .join(Server)
+            .where(Job.status == JobStatus.QUEUED.value, Job.created_at < cutoff)
+            .order_by(Job.created_at, Job.id)
+            .limit(self.batch)
+        )
+        if self._cursor is not None:
+            at, last_id = self._cursor
+            query = query.where((Job.created_at > at) | ((Job.created_at == at) & (Job.id > last_id)))
+        jobs = list(query)
+        self._cursor = (jobs[-1].created_at, jobs[-1].id) if len(jobs) == self.batch else None
+        if self._cursor is None:  # this page was the last one: the sweep is done
+            self._sweeping = False
+            self._last_sweep = time.monotonic()
+        if not jobs:
+            return 0
+        return self._put(jobs)
+
+    def _put(self, jobs: list[Job]) -> int:
+        from remora.netqueue.client import PutItem
+
+        queue: Any = self.ctx.queue
+        items = [
+            PutItem(
+                job_id=job.id,
+                queue=job.queue or self.ctx.queue_name,
+                priority=job.priority,
+                ttr=self.ctx.settings.queue.worker_timeout,
+                max_attempts=job.retries + 2,
+                body=_body(job),
+            )
+            for job in jobs
+        ]
+        inserted = queue.put_many(items)
+        return sum(1 for ok in inserted if ok)
+
+    def _resend_cancels(self) -> int:
+        jobs = list(Job.select(Job.id).where(Job.status == JobStatus.RUNNING.value, Job.cancel_requested == True).limit(100))  # noqa: E712
+        for job in jobs:
+            self.ctx.queue.cancel(job.id)  # type: ignore[union-attr]
+        return len(jobs)
+
+    def _lost_workers(self) -> int:
+        cutoff = models.utcnow() - dt.timedelta(seconds=2 * self.ctx.settings.queue.worker_timeout)
+        stale = list(Job.select().where(Job.status == JobStatus.RUNNING.value, Job.updated_at < cutoff).limit(200))
+        lost = 0
+        for job in stale:
+            if self.ctx.queue.peek(job.id) is not None:  # type: ignore[union-attr]
+                continue  # still leased (a quiet job whose worker keeps touching it)
+            try:
+                lost += self._give_up_or_retry(job)
+            except RemoraError as exc:
+                log.warning("reconciler: job %s: %s", job.id, exc)
+        return lost
+
+    def _give_up_or_retry(self, job: Job) -> int:
+        now = models.utcnow()
+        if job.attempts <= job.retries and not job.cancel_requested:
+            changed = (
+                Job.update(status=JobStatus.QUEUED.value, worker=None, updated_at=now, error="worker lost; retrying")
+                .where(Job.id == job.id, Job.status == JobStatus.RUNNING.value, Job.updated_at == job.updated_at)
+                .execute()
+            )
+            if changed:
+                job.status = JobStatus.QUEUED.value
+                self._put([job])
+            return int(changed)
+        status = JobStatus.CANCELED.value if job.cancel_requested else JobStatus.FAILED.value
+        return int(
+            Job.update(status=status, finished_at=now, updated_at=now, error="worker lost")
+            .where(Job.id == job.id, Job.status == JobStatus.RUNNING.value, Job.updated_at == job.updated_at)
+            .execute()
+        )
+
+
+def _body(job: Job) -> bytes:
+    import json
+
+    return json.dumps({"server_id": job.server_id, "max_concurrent": job.server.max_concurrent_jobs}, separators=(",", ":")).encode()
+
+
+__all__ = ["Reconciler"]

@@ -1,0 +1,77 @@
+"""Use-cases shared by the REST API, ``remora up`` and the CLI.
+
+Handlers stay thin: they parse and validate, call a function here, render.
+Functions that need the queue or the secret box take a ``Context``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from remora import auth
+from remora.models import ApiToken
+from remora.services.context import Context, LazyQueue, make_queue_client
+from remora.services.jobs import (
+    JobSpec,
+    cancel_job,
+    create_jobs,
+    duplicate_job,
+    get_job,
+    put_jobs,
+    rerun_job,
+    set_priority,
+    submit_jobs,
+)
+from remora.services.queries import JobFilters, job_detail, job_logs, list_jobs, parse_filters, system_info
+from remora.services.render import job_dict, pem_dict, server_dict
+from remora.services.servers import (
+    check_status,
+    create_server,
+    delete_server,
+    ensure_local_server,
+    get_server,
+    list_servers,
+    resolve_servers,
+    test_server,
+    update_server,
+)
+
+
+def create_token(name: str, role: str, expires: float | dt.timedelta | None = None) -> tuple[ApiToken, str]:
+    """Create an API token; returns (row, plaintext). The plaintext is never stored: show it once."""
+    return auth.create_token(name, role, expires)
+
+
+__all__ = [
+    "Context",
+    "JobFilters",
+    "JobSpec",
+    "LazyQueue",
+    "cancel_job",
+    "check_status",
+    "create_jobs",
+    "create_server",
+    "create_token",
+    "delete_server",
+    "duplicate_job",
+    "ensure_local_server",
+    "get_job",
+    "get_server",
+    "job_detail",
+    "job_dict",
+    "job_logs",
+    "list_jobs",
+    "list_servers",
+    "make_queue_client",
+    "parse_filters",
+    "pem_dict",
+    "put_jobs",
+    "rerun_job",
+    "resolve_servers",
+    "server_dict",
+    "set_priority",
+    "submit_jobs",
+    "system_info",
+    "test_server",
+    "update_server",
+]

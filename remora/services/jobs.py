@@ -1,0 +1,275 @@
+"""Job use-cases: submit (one server or a fan-out), cancel, rerun, duplicate, re-prioritise.
+
+The database is the source of truth: a job is recorded (``queued``) before
+its id is put on NetQueue.  When the queue is unreachable the job stays
+recorded and the reconciler puts it later; when the queue is full the rows
+are removed again and the caller gets QueueFull (503 + Retry-After).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from remora import models
+from remora.errors import Conflict, NotFound, QueueError, QueueFull, QueueUnavailable, Unavailable, ValidationError
+from remora.models import Job, JobStatus, Server
+from remora.services.context import Context
+from remora.services.servers import resolve_servers
+
+log = logging.getLogger(__name__)
+
+COPY_FIELDS = ("name", "command", "args", "script", "shell", "env", "workdir", "pty", "queue", "priority", "timeout", "retries")
+
+
+@dataclass
+class JobSpec:
+    """What to run and where; validated by ``JobSpec.from_dict`` (API body or CLI)."""
+
+    command: str = ""
+    args: str = ""
+    script: str | None = None
+    shell: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    pty: bool = False
+    name: str | None = None
+    priority: int = 5
+    timeout: int = 300
+    retries: int = 0
+    queue: str | None = None
+    server_id: str | None = None
+    server_ids: list[str] = field(default_factory=list)
+    servers: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], ctx: Context) -> JobSpec:
+        spec = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__ and v is not None})
+        if isinstance(data.get("args"), list):
+            spec.args = shlex.join(str(a) for a in data["args"])
+        if "timeout" not in data or data.get("timeout") is None:
+            spec.timeout = int(min(ctx.settings.ssh.execution_timeout, ctx.settings.api.max_timeout)) or 300
+        spec.validate(ctx)
+        return spec
+
+    def validate(self, ctx: Context) -> None:
+        errors: dict[str, str] = {}
+        if self.script is None and not self.command.strip():
+            errors["command"] = "is required"
+        if self.script is not None and not self.script.strip():
+            errors["script"] = "must not be empty"
+        if not 1 <= self.priority <= 10:
+            errors["priority"] = "must be between 1 and 10"
+        if not 1 <= self.timeout <= ctx.settings.api.max_timeout:
+            errors["timeout"] = f"must be between 1 and {ctx.settings.api.max_timeout}"
+        if not 0 <= self.retries <= 10:
+            errors["retries"] = "must be between 0 and 10"
+        if self.shell is not None and self.shell not in ctx.settings.security.allowed_shells:
+            errors["shell"] = "must be one of " + ", ".join(ctx.settings.security.allowed_shells)
+        if not (self.server_id or self.server_ids or self.servers):
+            errors["server_id"] = "is required (or server_ids / servers)"
+        if errors:
+            field_name, message = next(iter(errors.items()))
+            raise ValidationError(f"invalid job: {field_name} {message}", details=errors)
+
+
+def queue_body(server: Server) -> bytes:
+    return json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
+
+
+def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:
+    """Put jobs on the queue. False when the queue is unreachable (the reconciler will); QueueFull propagates."""
+    if ctx.queue is None or not jobs:
+        return False
+    from remora.netqueue.client import PutItem
+
+    items = [
+        PutItem(
+            job_id=job.id,
+            queue=job.queue or ctx.queue_name,
+            priority=job.priority,
+            ttr=ctx.settings.queue.worker_timeout,
+            max_attempts=job.retries + 2,
+            body=queue_body(server),
+        )
+        for job, server in jobs
+    ]
+    try:
+        if len(items) == 1:
+            item = items[0]
+            ctx.queue.put(
+                item.job_id, queue=item.queue, priority=item.priority, ttr=item.ttr, max_attempts=item.max_attempts, body=item.body
+            )
+        else:
+            ctx.queue.put_many(items)
+    except QueueFull:
+        raise
+    except (QueueUnavailable, QueueError, OSError) as exc:
+        log.warning("queue unavailable (%s): %d job(s) recorded, the reconciler will queue them", exc, len(items))
+        ctx.put_failed.set()
+        return False
+    return True
+
+
+def create_jobs(
+    ctx: Context, spec: JobSpec, servers: list[Server], actor: str, *, parent_id: str | None = None, batch: bool | None = None
+) -> list[Job]:
+    """Record one job per server (one transaction), then queue them; a batch shares a ``batch_id``."""
+    batch_id = models.new_id() if (batch if batch is not None else len(servers) > 1) else None
+    now = models.utcnow()
+    jobs = [
+        Job(
+            id=models.new_id(),
+            name=spec.name,
+            command=spec.command,
+            args=spec.args,
+            script=spec.script,
+            shell=spec.shell,
+            env=spec.env,
+            workdir=spec.workdir,
+            pty=spec.pty,
+            server=server.id,
+            batch_id=batch_id,
+            parent_id=parent_id,
+            queue=spec.queue or ctx.queue_name,
+            status=JobStatus.QUEUED.value,
+            priority=spec.priority,
+            timeout=spec.timeout,
+            retries=spec.retries,
+            created_by=actor,
+            created_at=now,
+            updated_at=now,
+        )
+        for server in servers
+    ]
+    try:
+        with models.write_transaction():
+            rows = [job.__data__ for job in jobs]
+            for start in range(0, len(rows), 200):
+                Job.insert_many(rows[start : start + 200]).execute()
+    except models.DatabaseError as exc:
+        log.error("cannot record job(s): %s", exc)
+        raise Unavailable("cannot record the job: the database is unavailable", retry_after=5) from None
+    try:
+        put_jobs(ctx, list(zip(jobs, servers, strict=True)))
+    except QueueFull:
+        _unrecord(ctx, jobs)
+        raise QueueFull("the queue is full: try again later", details={"retry_after": 5}) from None
+    return jobs
+
+
+def _unrecord(ctx: Context, jobs: list[Job]) -> None:
+    ids = [job.id for job in jobs]
+    if len(ids) > 1 and ctx.queue is not None:  # a fan-out may be partly queued
+        for job_id in ids:
+            try:
+                ctx.queue.cancel(job_id)
+            except (QueueError, QueueUnavailable, OSError):
+                break
+    with models.write_transaction():
+        Job.delete().where(Job.id.in_(ids)).execute()
+
+
+def submit_jobs(ctx: Context, spec: JobSpec | dict[str, Any], actor: str) -> list[Job]:
+    """Record and queue one job per target server (``server_id``, ``server_ids``, ``servers``)."""
+    if isinstance(spec, dict):
+        spec = JobSpec.from_dict(spec, ctx)
+    servers = resolve_servers(spec.server_id, spec.server_ids, spec.servers)
+    return create_jobs(ctx, spec, servers, actor)
+
+
+def get_job(job_id: str) -> Job:
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None:
+        raise NotFound(f"job not found: {job_id}")
+    return job
+
+
+def cancel_job(ctx: Context, job_id: str, actor: str) -> tuple[Job, str]:
+    """Cancel a queued job (removed from the queue) or a running one (the worker kills it)."""
+    job = get_job(job_id)
+    if JobStatus(job.status).finished:
+        raise Conflict(f"job is already {job.status}", details={"status": job.status})
+    now = models.utcnow()
+    if job.status == JobStatus.QUEUED.value:
+        changed = (
+            Job.update(
+                status=JobStatus.CANCELED.value, finished_at=now, updated_at=now, error=f"canceled by {actor}", cancel_requested=True
+            )
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+            .execute()
+        )
+        if changed:
+            _queue_cancel(ctx, job_id)
+            return get_job(job_id), "job canceled"
+        job = get_job(job_id)  # it started meanwhile
+        if JobStatus(job.status).finished:
+            raise Conflict(f"job is already {job.status}", details={"status": job.status})
+    Job.update(cancel_requested=True, updated_at=now).where(Job.id == job_id).execute()
+    outcome = _queue_cancel(ctx, job_id)
+    message = (
+        "cancel requested: the worker stops the job" if outcome != "unavailable" else "cancel recorded: delivered when the queue is back"
+    )
+    return get_job(job_id), message
+
+
+def _queue_cancel(ctx: Context, job_id: str) -> str:
+    if ctx.queue is None:
+        return "unavailable"
+    try:
+        return str(ctx.queue.cancel(job_id))
+    except (QueueError, QueueUnavailable, OSError) as exc:
+        log.warning("cannot send cancel of job %s to the queue: %s", job_id, exc)
+        return "unavailable"
+
+
+def _copy_spec(job: Job, **changes: Any) -> JobSpec:
+    spec = JobSpec(**{name: getattr(job, name) for name in COPY_FIELDS})
+    spec.env = dict(job.env or {})
+    for key, value in changes.items():
+        if value is not None:
+            setattr(spec, key, value)
+    return spec
+
+
+def rerun_job(ctx: Context, job_id: str, actor: str) -> tuple[Job, Job]:
+    """A new job with the same spec on the same server; only finished jobs."""
+    job = get_job(job_id)
+    if not JobStatus(job.status).finished:
+        raise Conflict(f"job is {job.status}: only finished jobs can be rerun", details={"status": job.status})
+    server = Server.get_by_id(job.server_id)
+    new = create_jobs(ctx, _copy_spec(job), [server], actor, parent_id=job.id)[0]
+    return new, job
+
+
+def duplicate_job(ctx: Context, job_id: str, actor: str, changes: dict[str, Any] | None = None) -> tuple[Job, Job]:
+    """A copy of any job, optionally on another server or with another timeout/priority."""
+    job = get_job(job_id)
+    changes = changes or {}
+    spec = _copy_spec(job, timeout=changes.get("timeout"), priority=changes.get("priority"))
+    spec.server_id = changes.get("server_id") or job.server_id
+    spec.validate(ctx)
+    servers = resolve_servers(spec.server_id, [], [])
+    new = create_jobs(ctx, spec, servers, actor, parent_id=job.id)[0]
+    return new, job
+
+
+def set_priority(ctx: Context, job_id: str, priority: int, actor: str) -> Job:
+    """Change a queued job's priority in the database and re-order it in the queue at once."""
+    if not 1 <= priority <= 10:
+        raise ValidationError("priority must be between 1 and 10", details={"priority": "must be between 1 and 10"})
+    job = get_job(job_id)
+    changed = (
+        Job.update(priority=priority, updated_at=models.utcnow()).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value).execute()
+    )
+    if not changed:
+        raise Conflict(f"job is {job.status}: only queued jobs can change priority", details={"status": job.status})
+    if ctx.queue is not None:
+        try:
+            ctx.queue.set_priority(job_id, priority)
+        except (QueueError, QueueUnavailable, OSError) as exc:
+            log.warning("cannot re-order job %s in the queue: %s", job_id, exc)
+    return get_job(job_id)

@@ -1,0 +1,244 @@
+"""Read use-cases: job lists (filters, search, sort, pages), logs by byte range, statistics.
+
+Lists are one query for the page (jobs joined with their server: no N+1)
+plus one COUNT; output bodies are never loaded for a list.  Logs are read by
+byte range from ``remora.joblog`` so a 64 MiB job is never loaded at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from remora import joblog, models
+from remora.errors import ValidationError
+from remora.models import Job, JobStatus, Server, Stream
+from remora.services.render import job_dict, text
+
+SORT_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "priority", "status", "name", "command", "exit_code")
+MAX_PAGE = 1_000_000_000
+LOG_SLICE = 1024 * 1024  # bytes per stream per /logs answer unless ?max_bytes=
+MAX_LOG_SLICE = 8 * 1024 * 1024
+DETAIL_BODY = 256 * 1024  # bytes of each stream a job's detail view carries
+
+
+@dataclass
+class JobFilters:
+    page: int = 1
+    limit: int = 20
+    status: list[str] = field(default_factory=list)
+    server_id: str | None = None
+    batch_id: str | None = None
+    search: str | None = None
+    id_prefix: str | None = None
+    sort_by: str = "created_at"
+    sort_order: str = "desc"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": ",".join(self.status) or None,
+            "server_id": self.server_id,
+            "batch_id": self.batch_id,
+            "search": self.search,
+            "id_prefix": self.id_prefix,
+            "sort_by": self.sort_by,
+            "sort_order": self.sort_order,
+        }
+
+
+def _int_arg(args: dict[str, str | None], name: str, default: int, lo: int, hi: int) -> int:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValidationError(f"{name} must be an integer", details={name: "must be an integer"}) from None
+    if not lo <= value <= hi:
+        raise ValidationError(f"{name} must be between {lo} and {hi}", details={name: f"must be between {lo} and {hi}"})
+    return value
+
+
+def parse_filters(args: dict[str, str | None]) -> JobFilters:
+    """Query parameters -> JobFilters; out-of-range values are errors, never silently clamped."""
+    statuses = [s.strip() for s in (args.get("status") or "").split(",") if s.strip()]
+    valid = {s.value for s in JobStatus}
+    bad = [s for s in statuses if s not in valid]
+    if bad:
+        raise ValidationError(f"unknown status {bad[0]!r}", details={"status": "must be one of " + ", ".join(sorted(valid))})
+    sort_by = args.get("sort_by") or "created_at"
+    if sort_by not in SORT_FIELDS:
+        raise ValidationError(f"cannot sort by {sort_by!r}", details={"sort_by": "must be one of " + ", ".join(SORT_FIELDS)})
+    sort_order = (args.get("sort_order") or "desc").lower()
+    if sort_order not in ("asc", "desc"):
+        raise ValidationError("sort_order must be asc or desc", details={"sort_order": "must be asc or desc"})
+    search = (args.get("search") or "").strip() or None
+    if search and len(search) > 200:
+        raise ValidationError("search is too long", details={"search": "must be at most 200 characters"})
+    id_prefix = (args.get("id_prefix") or "").strip().lower() or None
+    if id_prefix and not re.fullmatch(r"[0-9a-f-]{1,36}", id_prefix):
+        raise ValidationError("id_prefix must be the start of a job id", details={"id_prefix": "must be hexadecimal digits and dashes"})
+    return JobFilters(
+        page=_int_arg(args, "page", 1, 1, MAX_PAGE),
+        limit=_int_arg(args, "limit", 20, 1, 100),
+        status=statuses,
+        server_id=args.get("server_id") or None,
+        batch_id=args.get("batch_id") or None,
+        search=search,
+        id_prefix=id_prefix,
+        sort_by=sort_by,
+        sort_order=sort_order,
+    )
+
+
+def _contains(column: Any, needle: str) -> Any:
+    """Case-insensitive substring test without LIKE wildcards (user text is literal)."""
+    position = models.fn.strpos if models.is_postgres() else models.fn.instr
+    return position(models.fn.LOWER(column), needle.lower()) > 0
+
+
+def _where(query: Any, f: JobFilters, *, joined: bool) -> Any:
+    if f.status:
+        query = query.where(Job.status.in_(f.status))
+    if f.server_id:
+        query = query.where(Job.server == f.server_id)
+    if f.batch_id:
+        query = query.where(Job.batch_id == f.batch_id)
+    if f.id_prefix:
+        # A range on the primary key, so the index answers it (ids are lower-case text).
+        query = query.where(Job.id >= f.id_prefix, Job.id < f.id_prefix + "\uffff")
+    if f.search:
+        cond = _contains(Job.command, f.search) | _contains(Job.args, f.search) | _contains(models.fn.COALESCE(Job.name, ""), f.search)
+        if joined:
+            cond = cond | _contains(Server.name, f.search)
+        query = query.where(cond)
+    return query
+
+
+def list_jobs(f: JobFilters) -> tuple[list[dict[str, Any]], int]:
+    """One page of jobs (with their server, without output) and the total matching."""
+    column = getattr(Job, f.sort_by)
+    order = [column.desc() if f.sort_order == "desc" else column.asc()]
+    if f.sort_by != "created_at":
+        order.append(Job.created_at.desc())
+    order.append(Job.id.desc() if f.sort_order == "desc" else Job.id.asc())
+    page_query = Job.select(Job, Server.id, Server.name, Server.hostname).join(Server)
+    page_query = _where(page_query, f, joined=True).order_by(*order).limit(f.limit).offset((f.page - 1) * f.limit)
+    jobs = [job_dict(job, job.server) for job in page_query]
+    count_query = Job.select(models.fn.COUNT(models.SQL("*")))
+    if f.search:
+        count_query = count_query.join(Server)
+    total = int(_where(count_query, f, joined=bool(f.search)).scalar() or 0)
+    return jobs, total
+
+
+def pagination(f: JobFilters, total: int) -> dict[str, Any]:
+    pages = max(1, -(-total // f.limit))
+    return {"page": f.page, "limit": f.limit, "total": total, "total_pages": pages, "has_next": f.page < pages, "has_prev": f.page > 1}
+
+
+def change_marker() -> str:
+    """A cheap marker of the job table's state (index lookups only): ETags of lists derive from it."""
+    latest = Job.select(models.fn.MAX(Job.updated_at)).scalar()  # index lookup
+    count = Job.select(models.fn.COUNT(models.SQL("*"))).scalar()  # smallest index
+    servers = Server.select(models.fn.MAX(Server.updated_at), models.fn.COUNT(models.SQL("*"))).tuples().first()
+    return hashlib.sha1(repr((latest, count, servers)).encode()).hexdigest()[:20]
+
+
+def _utf8_cut(data: bytes) -> bytes:
+    """Drop an incomplete UTF-8 sequence at the end so the next slice starts on a character."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:  # continuation byte: keep looking for the lead byte
+            continue
+        need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+        return data[:-back] if need > back else data
+    return data
+
+
+def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max_bytes: int = LOG_SLICE) -> dict[str, Any]:
+    """Logs of a job: everything (up to ``max_bytes`` per stream) or what follows the given byte offsets."""
+    incremental = stdout_offset is not None or stderr_offset is not None
+    finished = JobStatus(job.status).finished
+    lengths = {Stream.STDOUT: int(job.stdout_bytes or 0), Stream.STDERR: int(job.stderr_bytes or 0)}
+    starts = {
+        Stream.STDOUT: min(stdout_offset or 0, lengths[Stream.STDOUT]),
+        Stream.STDERR: min(stderr_offset or 0, lengths[Stream.STDERR]),
+    }
+    slices = {}
+    for stream in (Stream.STDOUT, Stream.STDERR):
+        data = joblog.read_stream(job.id, stream, starts[stream], max_bytes) if starts[stream] < lengths[stream] else b""
+        if starts[stream] + len(data) < lengths[stream] or not finished:
+            data = _utf8_cut(data)
+        slices[stream] = data
+    nexts = {s: starts[s] + len(slices[s]) for s in slices}
+    complete = finished and all(nexts[s] >= lengths[s] for s in nexts)
+    stdout, stderr = text(slices[Stream.STDOUT]), text(slices[Stream.STDERR])
+    if incremental:
+        output = stdout + stderr
+    else:
+        output = text(_utf8_cut(joblog.read_combined(job.id, limit=2 * max_bytes)))
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "stdout": stdout,
+        "stderr": stderr,
+        "output": output,
+        "exit_code": job.exit_code,
+        "error": job.error or "",
+        "started_at": models.to_rfc3339(job.started_at),
+        "finished_at": models.to_rfc3339(job.finished_at),
+        "duration": job.duration,
+        "stdout_offset": starts[Stream.STDOUT],
+        "stderr_offset": starts[Stream.STDERR],
+        "next_stdout_offset": nexts[Stream.STDOUT],
+        "next_stderr_offset": nexts[Stream.STDERR],
+        "complete": complete,
+        "output_truncated": bool(job.output_truncated),
+        "metadata": {
+            "stdout_length": lengths[Stream.STDOUT],
+            "stderr_length": lengths[Stream.STDERR],
+            "has_output": lengths[Stream.STDOUT] > 0,
+            "has_errors": lengths[Stream.STDERR] > 0,
+        },
+    }
+
+
+def job_detail(job: Job) -> dict[str, Any]:
+    """A job with its server and output bodies (the first ``DETAIL_BODY`` bytes of each stream)."""
+    server = Server.get_or_none(Server.id == job.server_id)
+    data = job_dict(job, server)
+    out = joblog.read_stream(job.id, Stream.STDOUT, 0, DETAIL_BODY) if job.stdout_bytes else b""
+    err = joblog.read_stream(job.id, Stream.STDERR, 0, DETAIL_BODY) if job.stderr_bytes else b""
+    combined = joblog.read_combined(job.id, limit=2 * DETAIL_BODY) if (job.stdout_bytes or job.stderr_bytes) else b""
+    data["stdout"], data["stderr"], data["output"] = text(out), text(err), text(combined)
+    data["bodies_truncated"] = len(out) < (job.stdout_bytes or 0) or len(err) < (job.stderr_bytes or 0)
+    return data
+
+
+def counts_by_status() -> dict[str, int]:
+    rows: Any = Job.select(Job.status, models.fn.COUNT(Job.id)).group_by(Job.status).tuples()
+    counts = {s.value: 0 for s in JobStatus}
+    for status, count in rows:
+        counts[status] = int(count)
+    return counts
+
+
+def system_info() -> dict[str, Any]:
+    counts = counts_by_status()
+    total = sum(counts.values())
+    finished = counts["completed"] + counts["failed"]
+    return {
+        "total_jobs": total,
+        "queued_jobs": counts["queued"],
+        "running_jobs": counts["running"],
+        "completed_jobs": counts["completed"],
+        "failed_jobs": counts["failed"],
+        "canceled_jobs": counts["canceled"],
+        "total_servers": Server.select().count(),
+        "active_servers": Server.select().where(Server.is_active == True).count(),  # noqa: E712
+        "success_rate": round(counts["completed"] / finished * 100, 2) if finished else 0,
+        "timestamp": models.to_rfc3339(models.utcnow()),
+    }

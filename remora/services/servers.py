@@ -1,0 +1,266 @@
+"""Server use-cases: CRUD with secrets encrypted at rest, targets of a fan-out, reachability."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from remora import models
+from remora.errors import Conflict, NotFound, ValidationError
+from remora.models import AuthType, Job, JobStatus, PemKey, Server
+from remora.services.context import Context
+
+log = logging.getLogger(__name__)
+
+LOCAL_SERVER = "local"
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+SECRET_FIELDS = ("password", "private_key", "passphrase")
+PLAIN_FIELDS: tuple[str, ...] = (
+    "name",
+    "hostname",
+    "port",
+    "user",
+    "auth_type",
+    "pem_file",
+    "host_key_policy",
+    "tags",
+    "max_concurrent_jobs",
+    "is_active",
+)
+PLAIN_FIELDS = (*PLAIN_FIELDS, "description")
+
+
+def get_server(server_id: str) -> Server:
+    server = Server.get_or_none(Server.id == server_id)
+    if server is None:
+        raise NotFound(f"server not found: {server_id}")
+    return server
+
+
+TARGET_COLUMNS = (Server.id, Server.name, Server.hostname, Server.is_active, Server.max_concurrent_jobs, Server.tags)
+
+
+def _by_id_or_name(ref: str, field_name: str) -> Server:
+    column = Server.id if UUID_RE.match(ref) else Server.name
+    server = Server.select(*TARGET_COLUMNS).where(column == ref).first()
+    if server is None and column is Server.id:
+        server = Server.select(*TARGET_COLUMNS).where(Server.name == ref).first()
+    if server is None:
+        raise ValidationError(f"{field_name}: no server {ref!r}", details={field_name: f"no server with id or name {ref!r}"})
+    return server
+
+
+def resolve_servers(server_id: str | None, server_ids: list[str], names: list[str]) -> list[Server]:
+    """The target servers of a submission, in order, without duplicates.
+
+    ``server_id`` / ``server_ids`` take ids (or names); ``servers`` takes names,
+    ids and ``tag:x`` (every active server carrying tag x).
+    """
+    found: dict[str, Server] = {}
+    refs: list[tuple[str, str]] = [(server_id, "server_id")] if server_id else []
+    refs += [(ref, "server_ids") for ref in server_ids] + [(ref, "servers") for ref in names]
+    all_servers: list[Server] | None = None
+    for ref, field_name in refs:
+        if field_name == "servers" and ref.startswith("tag:"):
+            tag = ref[4:]
+            if all_servers is None:
+                all_servers = list(Server.select(*TARGET_COLUMNS).where(Server.is_active == True))  # noqa: E712
+            tagged = [s for s in all_servers if tag in (s.tags or [])]
+            if not tagged:
+                raise ValidationError(
+                    f"servers: no active server has tag {tag!r}", details={"servers": f"no active server has tag {tag!r}"}
+                )
+            for server in tagged:
+                found.setdefault(server.id, server)
+            continue
+        server = _by_id_or_name(ref, field_name)
+        if not server.is_active:
+            raise ValidationError(f"server {server.name} is inactive", details={field_name: f"server {server.name} is inactive"})
+        found.setdefault(server.id, server)
+    if not found:
+        raise ValidationError("no target server", details={"server_id": "is required"})
+    if len(found) > 1000:
+        raise ValidationError("too many target servers (at most 1000)", details={"servers": "at most 1000 targets"})
+    return list(found.values())
+
+
+def _check_auth(data: dict[str, Any], server: Server | None) -> None:
+    auth_type = data.get("auth_type", server.auth_type if server else AuthType.KEY.value)
+    errors: dict[str, str] = {}
+    if auth_type != AuthType.LOCAL.value:
+        hostname = data.get("hostname", server.hostname if server else "")
+        if not hostname or not str(hostname).strip():
+            errors["hostname"] = "is required"
+        user = data.get("user", server.user if server else "")
+        if not user:
+            errors["user"] = "is required"
+    has_password = data.get("password") or (server is not None and server.password is not None and "password" not in data)
+    has_key = data.get("private_key") or (server is not None and server.private_key is not None and "private_key" not in data)
+    pem = data.get("pem_file", server.pem_file if server else None)
+    if auth_type == AuthType.PASSWORD.value and not has_password:
+        errors["password"] = "is required with auth_type password"
+    if auth_type in (AuthType.KEY.value, AuthType.PEM.value) and not (has_key or pem):
+        errors["private_key"] = "a private_key or pem_file is required with auth_type key"
+    if pem and not PemKey.select().where(PemKey.filename == pem).exists():
+        errors["pem_file"] = f"no uploaded key named {pem!r}"
+    if errors:
+        name, message = next(iter(errors.items()))
+        raise ValidationError(f"invalid server: {name} {message}", details=errors)
+
+
+def _apply(ctx: Context, server: Server, data: dict[str, Any]) -> None:
+    for name in PLAIN_FIELDS:
+        if name in data:
+            setattr(server, name, data[name])
+    # an uploaded key is auth type "pem" for the executor, whichever of key/pem the client said
+    if server.pem_file and server.auth_type == AuthType.KEY.value and not data.get("private_key"):
+        server.auth_type = AuthType.PEM.value
+    for name in SECRET_FIELDS:
+        if name in data:
+            value = data[name]
+            setattr(server, name, ctx.secrets.encrypt(value) if value else None)
+
+
+def create_server(ctx: Context, data: dict[str, Any]) -> Server:
+    """Create a server (secrets encrypted). 409 when the name is taken."""
+    _check_auth(data, None)
+    server = Server(id=models.new_id())
+    _apply(ctx, server, data)
+    try:
+        with models.write_transaction():
+            if Server.select().where(Server.name == data["name"]).exists():
+                raise Conflict(f"a server named {data['name']!r} exists", details={"name": "already exists"})
+            server.save(force_insert=True)
+    except models.IntegrityError:
+        raise Conflict(f"a server named {data['name']!r} exists", details={"name": "already exists"}) from None
+    return server
+
+
+def update_server(ctx: Context, server_id: str, data: dict[str, Any]) -> Server:
+    """Partial update; a secret set to null or "" is removed."""
+    server = get_server(server_id)
+    _check_auth(data, server)
+    _apply(ctx, server, data)
+    server.updated_at = models.utcnow()
+    try:
+        with models.write_transaction():
+            if "name" in data and Server.select().where(Server.name == data["name"], Server.id != server.id).exists():
+                raise Conflict(f"a server named {data['name']!r} exists", details={"name": "already exists"})
+            server.save()
+    except models.IntegrityError:
+        raise Conflict("a server with that name exists", details={"name": "already exists"}) from None
+    return server
+
+
+def delete_server(server_id: str, *, force: bool = False) -> int:
+    """Delete a server. 409 with queued/running jobs; 409 with history unless ``force`` (which deletes it)."""
+    server = get_server(server_id)
+    active = Job.select().where(Job.server == server.id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])).count()
+    if active:
+        raise Conflict(f"server has {active} queued or running job(s); cancel them first", details={"active_jobs": active})
+    history = Job.select().where(Job.server == server.id).count()
+    if history and not force:
+        raise Conflict(f"server has {history} finished job(s); pass force=true to delete them too", details={"jobs": history})
+    with models.write_transaction():
+        Job.delete().where(Job.server == server.id).execute()
+        server.delete_instance()
+    return history
+
+
+def list_servers(active: bool | None = None, tag: str | None = None) -> list[Server]:
+    query = Server.select().order_by(Server.name)
+    if active is not None:
+        query = query.where(Server.is_active == active)
+    servers = list(query)
+    if tag:
+        servers = [s for s in servers if tag in (s.tags or [])]
+    return servers
+
+
+def ensure_local_server() -> Server:
+    """The built-in ``local`` server (runs jobs on the worker's own machine); created once."""
+    server = Server.get_or_none(Server.name == LOCAL_SERVER)
+    if server is not None:
+        return server
+    try:
+        with models.write_transaction():
+            return Server.create(
+                name=LOCAL_SERVER,
+                hostname="localhost",
+                port=0,
+                user="",
+                auth_type=AuthType.LOCAL.value,
+                description="The worker's own machine (subprocess, no SSH).",
+            )
+    except models.IntegrityError:
+        return Server.get(Server.name == LOCAL_SERVER)
+
+
+def probe(server: Server, timeout: float) -> dict[str, Any]:
+    """TCP reachability of one server (no login)."""
+    checked_at = models.utcnow()
+    base = {"server_id": server.id, "server_name": server.name, "hostname": server.hostname, "port": server.port}
+    if server.auth_type == AuthType.LOCAL.value:
+        status, message = "connected", "local server (no network needed)"
+    else:
+        start = time.monotonic()
+        try:
+            with socket.create_connection((server.hostname, server.port), timeout=timeout):
+                pass
+            status, message = "connected", f"TCP port {server.port} reachable in {(time.monotonic() - start) * 1000:.1f} ms"
+        except (OSError, ValueError, UnicodeError) as exc:
+            status, message = "disconnected", f"cannot reach {server.hostname}:{server.port}: {exc}"
+    return {**base, "status": status, "checked_at": models.to_rfc3339(checked_at), "message": message}
+
+
+def check_status(ctx: Context, servers: list[Server]) -> list[dict[str, Any]]:
+    """Probe every server concurrently (each with ``ssh.connection_timeout`` capped at 5 s); remember the outcome."""
+    if not servers:
+        return []
+    timeout = min(ctx.settings.ssh.connection_timeout, 5.0)
+    with ThreadPoolExecutor(max_workers=min(32, len(servers)), thread_name_prefix="probe") as pool:
+        results = list(pool.map(lambda s: probe(s, timeout), servers))
+    now = models.utcnow()
+    for result in results:
+        try:
+            Server.update(last_status=result["status"], last_status_at=now).where(Server.id == result["server_id"]).execute()
+        except models.DatabaseError as exc:
+            log.warning("cannot record status of server %s: %s", result["server_name"], exc)
+    return results
+
+
+def test_server(ctx: Context, server_id: str) -> tuple[bool, dict[str, Any]]:
+    """A real SSH login running ``true``: (ok, result)."""
+    from remora.errors import RemoraError
+
+    server = get_server(server_id)
+    now = models.utcnow()
+    try:
+        from remora.executor import ssh as ssh_executor
+
+        if server.auth_type == AuthType.LOCAL.value:
+            result = {"status": "connection_successful", "latency_ms": 0.0, "host_key_fingerprint": "", "message": "local server"}
+        else:
+            outcome = ssh_executor.test_connection(server, ctx.settings, ctx.secrets)
+            result = {
+                "status": "connection_successful",
+                "latency_ms": round(float(outcome.get("latency_ms", 0.0)), 3),
+                "host_key_fingerprint": outcome.get("host_key_fingerprint", ""),
+            }
+        ok = True
+    except ImportError:
+        ok, result = False, {"status": "connection_failed", "error": "the SSH executor is not available in this build"}
+    except (RemoraError, OSError) as exc:
+        ok, result = False, {"status": "connection_failed", "error": str(exc), "code": getattr(exc, "code", "SSH_ERROR")}
+    Server.update(
+        last_test_at=now,
+        last_test_ok=ok,
+        last_test_message=result.get("error", "ok"),
+        last_latency_ms=result.get("latency_ms"),
+        host_key_fingerprint=result.get("host_key_fingerprint", server.host_key_fingerprint),
+    ).where(Server.id == server.id).execute()
+    return ok, result

@@ -1,0 +1,133 @@
+"""A real Remora API for tests: NetQueue (port 0, memory only) + APIServer (port 0) + tokens per role."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from remora import config, models, services
+from remora.api.server import APIServer
+from remora.netqueue.client import QueueClient
+from remora.netqueue.server import QueueServer
+
+ROLES = ("admin", "operator", "viewer")
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status}, {self.body[:300]!r})"
+
+
+@dataclass
+class Api:
+    host: str
+    port: int
+    settings: config.Settings
+    server: APIServer
+    queue_server: QueueServer | None
+    queue: QueueClient
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = "admin",
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Reply:
+        """One HTTP request; ``token`` is a role name, a literal token, or None."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = "Bearer " + self.tokens.get(token, token)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None:
+            all_headers.setdefault("Content-Type", content_type)
+        try:
+            conn.request(method, path, body=data, headers=all_headers)
+            resp = conn.getresponse()
+            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
+    def get(self, path: str, **kw: Any) -> Reply:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return self.request("POST", path, body, **kw)
+
+    def local_server_id(self) -> str:
+        return services.ensure_local_server().id
+
+
+def make_settings(tmp: Path, db_url: str | None = None, **overrides: Any) -> config.Settings:
+    values = {
+        "database.data_dir": str(tmp),
+        "security.secret_key": "test-secret-key",
+        "logging.level": "warning",
+        "queue.persistence": False,
+    }
+    if db_url:
+        values["database.url"] = db_url
+    values.update(overrides)
+    return config.load(None, {}, values)
+
+
+@contextmanager
+def running_api(tmp: Path, db_url: str | None = None, *, with_queue: bool = True, auth: bool = True, **overrides: Any) -> Iterator[Api]:
+    """Start a queue (unless ``with_queue`` is False: the address then refuses) and the API; yield an Api."""
+    queue_server = None
+    if with_queue:
+        queue_server = QueueServer(host="127.0.0.1", port=0, persistence=False, fsync="never")
+        queue_server.start()
+        qhost, qport = queue_server.address
+        overrides.setdefault("queue.addr", f"{qhost}:{qport}")
+    else:
+        from tests.fixtures.services import free_port
+
+        overrides.setdefault("queue.addr", f"127.0.0.1:{free_port()}")
+    settings = make_settings(tmp, db_url, **overrides)
+    models.init_db(settings.database_url)
+    tokens = {role: services.create_token(f"{role}-{uuid.uuid4().hex[:6]}", role)[1] for role in ROLES}
+    queue = QueueClient(settings.queue.addr, name="test")
+    server = APIServer(settings, host="127.0.0.1", port=0, auth=auth, reconcile_interval=0.2, reconcile_settle=0.0)
+    server.start()
+    host, port = server.address
+    try:
+        yield Api(host, port, settings, server, queue_server, queue, tokens)
+    finally:
+        server.stop()
+        queue.close()
+        if queue_server is not None:
+            queue_server.stop()
+        models.close_db()
+
+
+def assert_envelope(reply: Reply, status: int, code: str | None = None) -> dict[str, Any]:
+    """The reply has ``status`` and the error envelope (and ``code`` when given)."""
+    assert reply.status == status, reply
+    data = reply.json()
+    assert isinstance(data.get("error"), str) and data["error"], reply
+    assert isinstance(data.get("code"), str) and data["code"].isupper(), reply
+    assert isinstance(data.get("details", {}), dict), reply
+    if code is not None:
+        assert data["code"] == code, reply
+    return data
