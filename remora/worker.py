@@ -66,33 +66,63 @@ from remora.secrets import SecretBox
 log = logging.getLogger(__name__)
 
 LIMIT_DELAY = 0.5  # NACK delay for a job whose server is at its concurrency limit
+SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
 JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
 
 
 class _Sink:
-    """JobOutput plus the pid hook the executors call.
+    """The job's output (a ``JobOutput``, opened at the first byte) plus the pid hook the executors call.
 
-    Output is written inline until a job has printed ``ASYNC_AFTER`` bytes;
-    from then on a writer thread stores it, so reading the next bytes from the
-    network overlaps writing the previous ones to the database (a bounded
-    queue keeps memory flat: the reader waits when the database lags).
+    A job that prints nothing costs no output queries at all.  Output is
+    written inline until a job has printed ``ASYNC_AFTER`` bytes; from then on
+    a writer thread stores it, so reading the next bytes from the network
+    overlaps writing the previous ones to the database (a bounded queue keeps
+    memory flat: the reader waits when the database lags).
     """
 
     ASYNC_AFTER = 1024 * 1024
     QUEUE_ITEMS = 8
+    EARLY_LIMIT = 8 * 1024 * 1024  # output held while the database cannot even open the job's output
 
-    def __init__(self, output: JobOutput, active: Active) -> None:
-        self.output = output
+    def __init__(self, job_id: str, settings: Settings, active: Active) -> None:
+        self.job_id = job_id
+        self.settings = settings
         self.active = active
+        self.output: JobOutput | None = None
+        self._early: list[tuple[Stream, bytes]] = []
+        self._early_bytes = 0
         self._written = 0
         self._queue: queue_mod.Queue[tuple[Stream, bytes] | None] | None = None
         self._writer: threading.Thread | None = None
+
+    def _open(self, *, block: bool) -> JobOutput | None:
+        while self.output is None:
+            out = self.settings.output
+            try:
+                self.output = JobOutput(
+                    self.job_id, flush_interval=out.flush_interval, flush_lines=out.flush_lines, max_bytes=out.max_bytes
+                )
+            except models.DatabaseError as exc:
+                if not block:
+                    return None
+                log.warning("job %s: cannot open its output yet (%s); retrying", self.job_id, exc)
+                time.sleep(0.5)
+                continue
+            for stream, data in self._early:
+                self.output.write(stream, data)
+            self._early.clear()
+        return self.output
 
     def write(self, stream: Stream, data: bytes) -> None:
         if self._queue is not None:
             self._queue.put((stream, data))
             return
-        self.output.write(stream, data)
+        output = self._open(block=self._early_bytes >= self.EARLY_LIMIT)
+        if output is None:
+            self._early.append((stream, data))
+            self._early_bytes += len(data)
+            return
+        output.write(stream, data)
         self._written += len(data)
         if self._written >= self.ASYNC_AFTER:
             self._queue = queue_mod.Queue(self.QUEUE_ITEMS)
@@ -100,7 +130,7 @@ class _Sink:
             self._writer.start()
 
     def _drain(self) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self.output is not None
         while (item := self._queue.get()) is not None:
             self.output.write(*item)
 
@@ -108,10 +138,17 @@ class _Sink:
         self.active.pid = pid
 
     def close(self) -> None:
-        """Wait until every accepted byte reached the JobOutput."""
+        """Store every accepted byte (the JobOutput retries while the database is down)."""
         if self._queue is not None and self._writer is not None:
             self._queue.put(None)
             self._writer.join()
+        if self._early:
+            self._open(block=True)
+        if self.output is not None:
+            try:
+                self.output.close()
+            except models.DatabaseError as exc:
+                log.error("job %s: output could not be stored: %s", self.job_id, exc)
 
 
 class Worker:
@@ -150,6 +187,7 @@ class Worker:
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._db_outage = Outage("database")
+        self._servers: dict[str, tuple[float, Server]] = {}
         self.stats = {"completed": 0, "failed": 0, "canceled": 0, "requeued": 0, "skipped": 0}
 
     # -- lifecycle ------------------------------------------------------------
@@ -289,6 +327,16 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - best effort: never block the takeover
             log.warning("job %s: could not kill leftover process group %d: %s", job.id, job.remote_pid, exc)
 
+    def _server(self, server_id: str) -> Server:
+        """The job's server row, cached for SERVER_TTL seconds (one query less per job)."""
+        now = time.monotonic()
+        cached = self._servers.get(server_id)
+        if cached and cached[0] > now:
+            return cached[1]
+        server = Server.get_by_id(server_id)
+        self._servers[server_id] = (now + SERVER_TTL, server)
+        return server
+
     def _executor(self, server: Server) -> Executor:
         return executor_for(server, self.settings, self.secrets, pool=self.pool)
 
@@ -296,27 +344,16 @@ class Worker:
 
     def _run(self, job: Job, active: Active) -> None:
         active.attempt = job.attempts
-        out = self.settings.output
-        try:
-            output = JobOutput(job.id, flush_interval=out.flush_interval, flush_lines=out.flush_lines, max_bytes=out.max_bytes)
-        except models.DatabaseError as exc:
-            self._db_outage.failed(exc)
-            self._finish_attempt(job, active, ExecResult(error_kind=ErrorKind.INTERNAL.value, error=f"database unavailable: {exc}"))
-            return
+        sink = _Sink(job.id, self.settings, active)
         if job.attempts > 1:
-            output.write(Stream.STDERR, f"[remora: attempt {job.attempts}]\n".encode())
-        sink = _Sink(output, active)
+            sink.write(Stream.STDERR, f"[remora: attempt {job.attempts}]\n".encode())
         result = self._execute(job, active, sink)
         sink.close()
-        try:
-            output.close()
-        except models.DatabaseError as exc:
-            log.error("job %s: output could not be stored: %s", job.id, exc)
         self._finish_attempt(job, active, result)
 
     def _execute(self, job: Job, active: Active, sink: _Sink) -> ExecResult:
         try:
-            server = job.server
+            server = self._server(job.server_id)
             request = ExecRequest(
                 command=job.command or "",
                 args=job.args or "",
