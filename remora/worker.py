@@ -81,7 +81,7 @@ class _Sink:
     """
 
     ASYNC_AFTER = 1024 * 1024
-    QUEUE_ITEMS = 8
+    QUEUE_ITEMS = 16  # reads of <= 256 KiB: at most ~4 MiB waiting for the database
     EARLY_LIMIT = 8 * 1024 * 1024  # output held while the database cannot even open the job's output
 
     def __init__(self, job_id: str, settings: Settings, active: Active) -> None:

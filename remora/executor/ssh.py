@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_AFTER_EXIT = 1.0  # pipes a background child keeps open are read this long after the exit status
 KILL_WAIT = 5.0  # after KILL, how long we still wait for the channel to report the end
-MAX_READ = 1024 * 1024  # most bytes taken from a channel buffer at once
+MAX_READ = 256 * 1024  # most bytes taken from a channel buffer at once (bigger reads cost RSS, not speed)
 _known_hosts: dict[str, KnownHosts] = {}
 _known_hosts_lock = threading.Lock()
 
