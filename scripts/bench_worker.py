@@ -1,24 +1,20 @@
 #!/usr/bin/env python3
-"""Measure per-job costs of the whole path on this machine, for scripts/sim_scale.py.
+"""Benchmark the worker end to end: queue -> worker (4 threads) -> SSH/local -> database.
 
-Starts a real cluster as separate processes (``remora queue serve`` with
-fsync always, one ``remora api``, K ``remora worker`` processes x T threads)
-on SQLite or a throw-away PostgreSQL, then:
+Starts a NetQueue server and a worker as real processes (``python -m remora``),
+a loopback OpenSSH sshd (the test fixture's: generated keys, a plain user),
+and SQLite in a temp dir.  Measures, as the median of ``--repeat`` runs:
 
-1. submit phase: N trivial jobs (``echo``) through the API with 4 keep-alive
-   clients, no worker running -> submissions/s and CPU seconds per job of the
-   API, the queue and the database server;
-2. run phase: start the K workers and drain -> jobs/s from the first job's
-   start to the last job's finish (database timestamps, so process start-up
-   is excluded), CPU seconds per job of the workers (start-up CPU of an idle
-   worker subtracted), of the jobs' own processes, of the queue and of the
-   database, and the mean wall time of one job.
+- ``ssh_jobs_per_s``: N trivial jobs (``true``) queued at once, from the first
+  PUT to the last ``completed`` row (output stored), over pooled SSH;
+- ``ssh_latency_p50_ms`` / ``p99``: queue-to-start latency (created_at ->
+  started_at) of jobs submitted one by one at ``--rate`` per second;
+- ``local_jobs_per_s``: the same N through the local executor;
+- ``output_mb_per_s`` and ``worker_peak_rss_mib``: one SSH job printing
+  ``--output-mb`` MB to stdout, from start to finish with every byte in the
+  database; the worker's peak RSS (VmHWM) over the whole run.
 
-Every process is started and stopped here (by PID); run time is bounded by
-``--timeout``.  Prints one JSON object with ``--json``.
-
-Example:
-    python scripts/bench_worker.py --workers 2 --threads 4 --jobs 600 --database postgres --json
+Example: python scripts/bench_worker.py --json --jobs 1000
 """
 
 from __future__ import annotations
@@ -26,198 +22,193 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int, children: bool = True) -> float:
-    """utime+stime (+ reaped children's) of one process, in seconds; 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
-    return ticks / TICK
+from remora import models  # noqa: E402
+from remora.config import Settings, with_overrides  # noqa: E402
+from remora.models import AuthType, Job, Server  # noqa: E402
+from remora.netqueue.client import PutItem, QueueClient  # noqa: E402
+from remora.secrets import SecretBox  # noqa: E402
+from tests.fixtures.services import free_port, wait_port  # noqa: E402
+from tests.fixtures.sshd import start_sshd  # noqa: E402
 
 
-def children_cpu(pid: int) -> float:
-    """Reaped children's CPU (the jobs' processes for a local-executor worker)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[13]) + int(fields[14])) / TICK
+def _config(tmp: Path, port: int, output_mb: int) -> Path:
+    path = tmp / "remora.toml"
+    path.write_text(
+        f"""[database]
+url = "sqlite:///{tmp / "remora.db"}"
+data_dir = "{tmp}"
+[queue]
+addr = "127.0.0.1:{port}"
+data_dir = "{tmp / "queue"}"
+[worker]
+concurrency = 4
+[output]
+max_bytes = {(output_mb + 16) * 1024 * 1024}
+[security]
+secret_key = "bench-secret"
+[logging]
+level = "warning"
+"""
+    )
+    return path
 
 
-def tree_cpu(root_pid: int) -> float:
-    """CPU of a process and its live children (PostgreSQL: postmaster + backends; exited ones are in cutime)."""
-    total = cpu_seconds(root_pid)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == root_pid:
-                total += cpu_seconds(int(entry.name))
-    return total
+def _spawn(config: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "remora", "-c", str(config), *args], env=env, stdin=subprocess.DEVNULL)
 
 
-def start_database(kind: str, root: Path) -> tuple[str, int | None, object]:
-    if kind == "sqlite":
-        return f"sqlite:///{root / 'remora.db'}", None, None
-    from tests.fixtures.postgres import start_postgres
-
-    gen = start_postgres()
-    server = next(gen)
-    url = server.new_database("remora_bench")
-    pid = int((server.datadir / "postmaster.pid").read_text().split()[0]) if server.datadir else None
-    return url, pid, gen
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
-def submit(ports: list[int], token: str, server_id: str, jobs: int, clients: int) -> float:
-    from tests.integration.cluster import Http
-
-    local = threading.local()
-
-    def one(i: int) -> None:
-        client = local.__dict__.setdefault("client", Http(ports[i % len(ports)], token))
-        status, body = client.request("POST", "/api/v1/jobs", {"command": f"echo bench-{i}", "server_id": server_id})
-        if status != 201:
-            raise RuntimeError(f"submit failed: {status} {body}")
-
+def _submit(q: QueueClient, server: Server, n: int, command: str = "true") -> tuple[list[str], float]:
+    body = json.dumps({"server_id": server.id, "max_concurrent": 0}, separators=(",", ":")).encode()
+    now = models.utcnow()
+    rows = [{"id": models.new_id(), "server": server.id, "command": command, "created_at": now, "updated_at": now} for _ in range(n)]
+    with models.write_transaction():
+        for i in range(0, n, 200):
+            Job.insert_many(rows[i : i + 200]).execute()
+    ids = [r["id"] for r in rows]
     started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(one, range(jobs)))
-    return time.perf_counter() - started
+    for i in range(0, n, 500):
+        q.put_many([PutItem(job_id=j, ttr=30.0, body=body) for j in ids[i : i + 500]])
+    return ids, started
 
 
-def add_ssh_server(port: int, token: str) -> str:
-    from tests.fixtures.sshd import start_sshd
-    from tests.integration.cluster import Http
-
-    sshd = start_sshd()
-    body = {
-        "name": "bench-ssh",
-        "hostname": sshd.host,
-        "port": sshd.port,
-        "user": sshd.user,
-        "auth_type": "key",
-        "private_key": sshd.private_key,
-    }
-    status, reply = Http(port, token).request("POST", "/api/v1/servers", body)
-    if status != 201:
-        raise RuntimeError(f"adding the SSH server failed: {status} {reply}")
-    add_ssh_server.sshd = sshd  # type: ignore[attr-defined]
-    return str(reply["id"])
+def _wait_done(ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    done_states = ("completed", "failed", "canceled")
+    while time.monotonic() < deadline:
+        done = Job.select().where(Job.id.in_(ids), Job.status.in_(done_states)).count()
+        if done == len(ids):
+            failed = Job.select().where(Job.id.in_(ids), Job.status != "completed").first()
+            if failed:
+                raise SystemExit(f"job {failed.id} ended {failed.status}: {failed.error}")
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"timed out waiting for {len(ids)} jobs")
 
 
-def run(args: argparse.Namespace) -> dict:
-    from remora import auth, models, services
-    from remora.models import Job
-    from tests.integration.cluster import Cluster
+def throughput(q: QueueClient, server: Server, n: int) -> float:
+    ids, started = _submit(q, server, n)
+    _wait_done(ids, 120)
+    return n / (time.perf_counter() - started)
 
-    root = Path(tempfile.mkdtemp(prefix="remora-bench-worker-"))
-    url, pg_pid, pg_gen = start_database(args.database, root)
-    models.init_db(url)
-    cluster = Cluster(root, url)
-    db_cpu = (lambda: tree_cpu(pg_pid)) if pg_pid else (lambda: 0.0)
+
+def latency(q: QueueClient, server: Server, n: int, rate: float) -> tuple[float, float]:
+    body = json.dumps({"server_id": server.id, "max_concurrent": 0}, separators=(",", ":")).encode()
+    ids = []
+    for i in range(n):
+        job = Job.create(server=server, command="true")
+        q.put(job.id, ttr=30.0, body=body)
+        ids.append(job.id)
+        time.sleep(max(0.0, 1 / rate - 0.001) if i < n - 1 else 0)
+    _wait_done(ids, 60)
+    waits = sorted((j.started_at - j.created_at).total_seconds() * 1000 for j in Job.select().where(Job.id.in_(ids)))
+    return statistics.median(waits), waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+
+
+def bulk_output(q: QueueClient, server: Server, mb: int) -> float:
+    (job_id,), _ = _submit(q, server, 1, command=f"head -c {mb * 1_000_000} /dev/zero")
+    _wait_done([job_id], 300)
+    job = Job.get_by_id(job_id)
+    if job.stdout_bytes != mb * 1_000_000:
+        raise SystemExit(f"bulk job stored {job.stdout_bytes} bytes, expected {mb * 1_000_000}")
+    return mb / (job.finished_at - job.started_at).total_seconds()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--jobs", type=int, default=1000, help="trivial jobs per throughput run")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (the median is reported)")
+    parser.add_argument("--rate", type=float, default=100.0, help="submissions per second in the latency run")
+    parser.add_argument("--output-mb", type=int, default=200, help="MB printed by the bulk-output job")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="remora-bench-"))
+    sshd = start_sshd("127.0.0.1")
+    port = free_port()
+    config = _config(tmp, port, args.output_mb)
+    queue_proc = worker_proc = None
     try:
-        queue = cluster.start_queue(fsync="always")
-        api = cluster.start_api()
-        token = auth.create_token("bench", "admin")[1]
-        server_id = add_ssh_server(cluster.api_ports[0], token) if args.executor == "ssh" else services.ensure_local_server().id
-        qpid, apid = queue.popen.pid, api.popen.pid  # type: ignore[union-attr]
-        idle = cluster.spawn("idle-worker", "worker", "--concurrency", "1", "--id", "idle", "--queue", "unused")
-        cluster.wait_workers(1)
-        time.sleep(1.0)
-        startup_cpu = cpu_seconds(idle.popen.pid)  # type: ignore[union-attr]
-        idle.stop()
-
-        c0 = {"api": cpu_seconds(apid), "queue": cpu_seconds(qpid), "db": db_cpu()}
-        submit_s = submit(cluster.api_ports, token, server_id, args.jobs, args.clients)
-        c1 = {"api": cpu_seconds(apid), "queue": cpu_seconds(qpid), "db": db_cpu()}
-
-        workers = [cluster.start_worker(f"bw{n + 1}", concurrency=args.threads) for n in range(args.workers)]
-        deadline = time.monotonic() + args.timeout
-        while Job.select().where(Job.status.in_(["queued", "running"])).count():
-            if time.monotonic() > deadline:
-                raise RuntimeError("timed out waiting for the jobs to finish")
-            time.sleep(0.2)
-        wpids = [w.popen.pid for w in workers]  # type: ignore[union-attr]
-        worker_cpu = sum(cpu_seconds(pid, children=False) for pid in wpids) - startup_cpu * args.workers
-        job_cpu = sum(children_cpu(pid) for pid in wpids)
-        c2 = {"api": cpu_seconds(apid), "queue": cpu_seconds(qpid), "db": db_cpu()}
-        rows = list(Job.select(Job.status, Job.started_at, Job.finished_at))
-        failed = sum(1 for r in rows if r.status != "completed")
-        first = min(r.started_at for r in rows)
-        last = max(r.finished_at for r in rows)
-        window = (last - first).total_seconds()
-        mean_wall = sum((r.finished_at - r.started_at).total_seconds() for r in rows) / len(rows)
-    finally:
-        cluster.stop()
-        models.close_db()
-        sshd = getattr(add_ssh_server, "sshd", None)
-        if sshd is not None:
-            sshd.stop()
-        if pg_gen is not None:
-            pg_gen.close()  # type: ignore[attr-defined]
-    n = args.jobs
-    return {
-        "config": {**vars(args), "cpus": os.cpu_count()},
-        "submit": {
-            "seconds": round(submit_s, 3),
-            "jobs_per_s": round(n / submit_s, 1),
-            "api_cpu_per_job_ms": round(1000 * (c1["api"] - c0["api"]) / n, 3),
-            "queue_cpu_per_job_ms": round(1000 * (c1["queue"] - c0["queue"]) / n, 3),
-            "db_cpu_per_job_ms": round(1000 * (c1["db"] - c0["db"]) / n, 3),
-        },
-        "run": {
-            "seconds": round(window, 3),
-            "jobs_per_s": round(n / window, 1),
-            "failed": failed,
-            "mean_job_wall_ms": round(1000 * mean_wall, 2),
-            "worker_cpu_per_job_ms": round(1000 * worker_cpu / n, 3),
-            "job_process_cpu_per_job_ms": round(1000 * job_cpu / n, 3),
-            "queue_cpu_per_job_ms": round(1000 * (c2["queue"] - c1["queue"]) / n, 3),
-            "db_cpu_per_job_ms": round(1000 * (c2["db"] - c1["db"]) / n, 3),
-            "api_cpu_during_run_ms_per_job": round(1000 * (c2["api"] - c1["api"]) / n, 3),
-            "worker_startup_cpu_s": round(startup_cpu, 3),
-        },
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker (worker.concurrency)")
-    parser.add_argument("--jobs", type=int, default=400, help="jobs to submit and run")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent submitting clients")
-    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--executor", choices=["local", "ssh"], default="local", help="local subprocesses or the test sshd")
-    parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds of running")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
-    result = run(args)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        sub, ran = result["submit"], result["run"]
-        print(f"submit: {sub['jobs_per_s']} jobs/s (API {sub['api_cpu_per_job_ms']} ms CPU/job)")
-        print(
-            f"run:    {ran['jobs_per_s']} jobs/s (worker {ran['worker_cpu_per_job_ms']} ms CPU/job, wall {ran['mean_job_wall_ms']} ms/job)"
+        models.init_db(f"sqlite:///{tmp / 'remora.db'}")
+        settings = with_overrides(Settings(), {"database.data_dir": str(tmp), "security.secret_key": "bench-secret"})
+        box = SecretBox.from_settings(settings)
+        ssh_server = Server.create(
+            name="bench-ssh",
+            hostname=sshd.host,
+            port=sshd.port,
+            user=sshd.user,
+            auth_type=AuthType.KEY.value,
+            private_key=box.encrypt(sshd.private_key),
         )
-    return 0
+        local = Server.create(name="local", hostname="localhost", auth_type=AuthType.LOCAL.value)
+        queue_proc = _spawn(config, "queue", "serve")
+        wait_port("127.0.0.1", port, 15)
+        worker_proc = _spawn(config, "worker", "--concurrency", "4", "--id", "bench-worker")
+        q = QueueClient(f"127.0.0.1:{port}")
+        throughput(q, ssh_server, 20)  # warm up: connection, imports
+        throughput(q, local, 20)
+        ssh_rates = [throughput(q, ssh_server, args.jobs) for _ in range(args.repeat)]
+        local_rates = [throughput(q, local, args.jobs) for _ in range(args.repeat)]
+        lat = [latency(q, ssh_server, 200, args.rate) for _ in range(args.repeat)]
+        rss_before_bulk = _peak_rss_mib(worker_proc.pid)
+        bulk = [bulk_output(q, ssh_server, args.output_mb) for _ in range(args.repeat)]
+        result = {
+            "jobs": args.jobs,
+            "repeat": args.repeat,
+            "worker_threads": 4,
+            "ssh_jobs_per_s": round(statistics.median(ssh_rates), 1),
+            "ssh_jobs_per_s_runs": [round(r, 1) for r in ssh_rates],
+            "ssh_latency_p50_ms": round(statistics.median(p50 for p50, _ in lat), 2),
+            "ssh_latency_p99_ms": round(statistics.median(p99 for _, p99 in lat), 2),
+            "local_jobs_per_s": round(statistics.median(local_rates), 1),
+            "local_jobs_per_s_runs": [round(r, 1) for r in local_rates],
+            "output_mb": args.output_mb,
+            "output_mb_per_s": round(statistics.median(bulk), 1),
+            "output_mb_per_s_runs": [round(r, 1) for r in bulk],
+            "worker_peak_rss_mib_before_bulk": round(rss_before_bulk, 1),
+            "worker_peak_rss_mib": round(_peak_rss_mib(worker_proc.pid), 1),
+            "ssh_connections_opened": sshd.accepted_connections(),
+        }
+        q.close()
+    except BaseException:
+        log_tail = sshd.log_path.read_text(errors="replace").splitlines()[-40:] if sshd.log_path.exists() else []
+        sys.stderr.write("sshd log (last lines):\n" + "\n".join(log_tail) + "\n")
+        raise
+    finally:
+        for proc in (worker_proc, queue_proc):
+            if proc and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        sshd.stop()
+        shutil.rmtree(sshd.workdir, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:32} {value}")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

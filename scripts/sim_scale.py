@@ -12,7 +12,7 @@ A job crosses four shared resources; each caps the whole system:
 
 Throughput is the smallest of the four capacities and the first bottleneck is
 the one that sets it.  The per-job costs default to the figures measured on
-the 2-core development machine by scripts/bench_queue.py, bench_worker.py and
+the 2-core development machine by scripts/bench_queue.py, bench_cluster.py and
 bench_api.py (see docs/scaling.md); pass `--calibration FILE.json` to use
 others.  `--json` prints the whole grid.
 
@@ -29,7 +29,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 # Per-job costs in seconds (or seconds per byte), measured on this machine (2 cores) by
-# scripts/bench_worker.py, bench_queue.py and bench_api.py: see docs/scaling.md for the runs.
+# scripts/bench_cluster.py, bench_queue.py and bench_api.py: see docs/scaling.md for the runs.
 DEFAULT_COSTS = {
     "queue_cpu": 0.0010,  # queue server CPU per job: PUT 0.3 ms + RESERVE/ACK/TOUCH 0.7 ms
     "db_sqlite": 0.0,  # SQLite: its CPU is inside the API and worker processes (counted there)
