@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -104,10 +106,14 @@ def test_pty_merges_streams_through_a_terminal(ex):
 def test_kill_stale_kills_a_left_behind_session_that_carries_the_marker(ex):
     env = {**os.environ, "REMORA_JOB_ID": "job-1"}
     proc = subprocess.Popen(["sh", "-c", "sleep 1014 & sleep 1014"], start_new_session=True, env=env)
-    assert not ex.kill_stale(proc.pid, "REMORA_JOB_ID=job-2") and proc.poll() is None
-    assert ex.kill_stale(proc.pid, "REMORA_JOB_ID=job-1")
-    proc.wait(5)
-    wait_for(lambda: no_process("sleep 1014"), 3)
+    try:
+        assert not ex.kill_stale(proc.pid, "REMORA_JOB_ID=job-2") and proc.poll() is None
+        assert ex.kill_stale(proc.pid, "REMORA_JOB_ID=job-1")
+        proc.wait(5)
+        wait_for(lambda: no_process("sleep 1014"), 3)
+    finally:  # never leave the group behind for the next run to trip over
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     plain = subprocess.Popen(["sleep", "5"])  # not a session leader: refused, left alone
     try:
         assert not ex.kill_stale(plain.pid) and plain.poll() is None
