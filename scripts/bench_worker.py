@@ -76,6 +76,33 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU milliseconds per job of the worker and queue processes, over the runs measured."""
+
+    def __init__(self, **pids: int) -> None:
+        self.pids = pids
+        self.samples: dict[str, list[float]] = {name: [] for name in pids}
+
+    def run(self, fn, n: int) -> float:  # type: ignore[no-untyped-def]
+        before = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        value = fn()
+        for name, pid in self.pids.items():
+            self.samples[name].append((_cpu_seconds(pid) - before[name]) * 1000 / n)
+        return value
+
+    def medians(self, prefix: str) -> dict[str, float]:
+        out = {f"{prefix}_{name}_cpu_ms_per_job": round(statistics.median(v), 3) for name, v in self.samples.items() if v}
+        for values in self.samples.values():
+            values.clear()
+        return out
+
+
 def _submit(q: QueueClient, server: Server, n: int, command: str = "true") -> tuple[list[str], float]:
     body = json.dumps({"server_id": server.id, "max_concurrent": 0}, separators=(",", ":")).encode()
     now = models.utcnow()
@@ -139,6 +166,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (the median is reported)")
     parser.add_argument("--rate", type=float, default=100.0, help="submissions per second in the latency run")
     parser.add_argument("--output-mb", type=int, default=200, help="MB printed by the bulk-output job")
+    parser.add_argument("--only-throughput", action="store_true", help="skip the latency and bulk-output runs")
+    parser.add_argument("--skip-local", action="store_true", help="skip the local-executor runs")
+    parser.add_argument("--skip-ssh", action="store_true", help="skip the SSH throughput runs")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="remora-bench-"))
@@ -165,28 +195,31 @@ def main() -> None:
         q = QueueClient(f"127.0.0.1:{port}")
         throughput(q, ssh_server, 20)  # warm up: connection, imports
         throughput(q, local, 20)
-        ssh_rates = [throughput(q, ssh_server, args.jobs) for _ in range(args.repeat)]
-        local_rates = [throughput(q, local, args.jobs) for _ in range(args.repeat)]
-        lat = [latency(q, ssh_server, 200, args.rate) for _ in range(args.repeat)]
-        rss_before_bulk = _peak_rss_mib(worker_proc.pid)
-        bulk = [bulk_output(q, ssh_server, args.output_mb) for _ in range(args.repeat)]
-        result = {
-            "jobs": args.jobs,
-            "repeat": args.repeat,
-            "worker_threads": 4,
-            "ssh_jobs_per_s": round(statistics.median(ssh_rates), 1),
-            "ssh_jobs_per_s_runs": [round(r, 1) for r in ssh_rates],
-            "ssh_latency_p50_ms": round(statistics.median(p50 for p50, _ in lat), 2),
-            "ssh_latency_p99_ms": round(statistics.median(p99 for _, p99 in lat), 2),
-            "local_jobs_per_s": round(statistics.median(local_rates), 1),
-            "local_jobs_per_s_runs": [round(r, 1) for r in local_rates],
-            "output_mb": args.output_mb,
-            "output_mb_per_s": round(statistics.median(bulk), 1),
-            "output_mb_per_s_runs": [round(r, 1) for r in bulk],
-            "worker_peak_rss_mib_before_bulk": round(rss_before_bulk, 1),
-            "worker_peak_rss_mib": round(_peak_rss_mib(worker_proc.pid), 1),
-            "ssh_connections_opened": sshd.accepted_connections(),
-        }
+        cpu = CpuMeter(worker=worker_proc.pid, queue=queue_proc.pid)
+        result: dict = {"jobs": args.jobs, "repeat": args.repeat, "worker_threads": 4, "loadavg_start": os.getloadavg()[0]}
+        if not args.skip_ssh:
+            ssh_rates = [cpu.run(lambda: throughput(q, ssh_server, args.jobs), args.jobs) for _ in range(args.repeat)]
+            result["ssh_jobs_per_s"] = round(statistics.median(ssh_rates), 1)
+            result["ssh_jobs_per_s_runs"] = [round(r, 1) for r in ssh_rates]
+            result.update(cpu.medians("ssh"))
+        if not args.skip_local:
+            local_rates = [cpu.run(lambda: throughput(q, local, args.jobs), args.jobs) for _ in range(args.repeat)]
+            result["local_jobs_per_s"] = round(statistics.median(local_rates), 1)
+            result["local_jobs_per_s_runs"] = [round(r, 1) for r in local_rates]
+            result.update(cpu.medians("local"))
+        if not args.only_throughput:
+            lat = [latency(q, ssh_server, 200, args.rate) for _ in range(args.repeat)]
+            result["ssh_latency_p50_ms"] = round(statistics.median(p50 for p50, _ in lat), 2)
+            result["ssh_latency_p99_ms"] = round(statistics.median(p99 for _, p99 in lat), 2)
+            rss_before_bulk = _peak_rss_mib(worker_proc.pid)
+            bulk = [bulk_output(q, ssh_server, args.output_mb) for _ in range(args.repeat)]
+            result["output_mb"] = args.output_mb
+            result["output_mb_per_s"] = round(statistics.median(bulk), 1)
+            result["output_mb_per_s_runs"] = [round(r, 1) for r in bulk]
+            result["worker_peak_rss_mib_before_bulk"] = round(rss_before_bulk, 1)
+        result["worker_peak_rss_mib"] = round(_peak_rss_mib(worker_proc.pid), 1)
+        result["ssh_connections_opened"] = sshd.accepted_connections()
+        result["loadavg_end"] = os.getloadavg()[0]
         q.close()
     except BaseException:
         log_tail = sshd.log_path.read_text(errors="replace").splitlines()[-40:] if sshd.log_path.exists() else []
