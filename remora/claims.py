@@ -30,23 +30,25 @@ from remora.models import Job, JobStatus, Server
 WORKER_LOST = "worker lost"
 # What running a job and deciding about it need: selecting fewer columns makes the per-job query cheaper.
 RUN_FIELDS = (
-    Job.id,
-    Job.server,
-    Job.command,
-    Job.args,
-    Job.script,
-    Job.shell,
-    Job.env,
-    Job.workdir,
-    Job.pty,
-    Job.timeout,
-    Job.retries,
-    Job.attempts,
-    Job.status,
-    Job.worker,
-    Job.remote_pid,
-    Job.cancel_requested,
-    Job.attempt_errors,
+    "id",
+    "server",
+    "command",
+    "args",
+    "script",
+    "shell",
+    "env",
+    "workdir",
+    "pty",
+    "timeout",
+    "retries",
+    "attempts",
+    "status",
+    "worker",
+    "remote_pid",
+    "cancel_requested",
+    "attempt_errors",
+    "stdout_bytes",
+    "stderr_bytes",
 )
 
 
@@ -102,14 +104,10 @@ def claim(job_id: str, worker_id: str, *, max_concurrent: int | None = None, lim
                     limit = Server.select(Server.max_concurrent_jobs).where(Server.id == row.server_id).scalar() or 0
                 if limit > 0 and _at_limit(row.server_id, limit):
                     return Claim(Action.NACK, f"server at its limit of {limit} running jobs", delay=limit_delay)
-        updated = (
-            Job.update(_running_values(worker_id, now))
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.cancel_requested == False)  # noqa: E712
-            .execute()
-        )
-    job = Job.select(*RUN_FIELDS).where(Job.id == job_id).first()
+        updated, job = models.claim_job(job_id, worker_id, now, RUN_FIELDS)
     if updated:
         return Claim(Action.RUN, "claimed", job)
+    job = models.select_job(job_id, RUN_FIELDS)
     if job is None:
         return Claim(Action.ACK, "job no longer exists")
     status = JobStatus(job.status)
@@ -148,7 +146,7 @@ def _take_over(job: Job, worker_id: str) -> Claim:
     if job.attempts <= job.retries:
         values = {**_running_values(worker_id, now), Job.attempt_errors: errors, Job.error: ""}
         if Job.update(values).where(*guard).execute():
-            return Claim(Action.RUN, "retrying after a lost worker", Job.select(*RUN_FIELDS).where(Job.id == job.id).first())
+            return Claim(Action.RUN, "retrying after a lost worker", models.select_job(job.id, RUN_FIELDS))
         return Claim(Action.ACK, "taken over by another worker", job)
     values = {
         Job.status: JobStatus.FAILED.value,
@@ -167,7 +165,7 @@ def _mine(job_id: str, worker_id: str, attempt: int) -> tuple:
 
 def record_pid(job_id: str, worker_id: str, attempt: int, pid: int) -> None:
     with models.write_transaction():
-        Job.update(remote_pid=pid).where(*_mine(job_id, worker_id, attempt)).execute()
+        models.update_held_job(job_id, worker_id, attempt, {"remote_pid": pid})
 
 
 def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, **values: Any) -> bool:
@@ -175,7 +173,7 @@ def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, **value
     now = models.utcnow()
     values = {"status": status.value, "finished_at": now, "updated_at": now, **values}
     with models.write_transaction():
-        return bool(Job.update(**values).where(*_mine(job_id, worker_id, attempt)).execute())
+        return models.update_held_job(job_id, worker_id, attempt, values)
 
 
 def requeue(job_id: str, worker_id: str, attempt: int, error: str, **values: Any) -> bool:
@@ -185,7 +183,7 @@ def requeue(job_id: str, worker_id: str, attempt: int, error: str, **values: Any
         errors = [*((job.attempt_errors if job else None) or []), attempt_error(attempt, error)]
         now = models.utcnow()
         values = {"status": JobStatus.QUEUED.value, "worker": None, "error": error, "attempt_errors": errors, "updated_at": now, **values}
-        return bool(Job.update(**values).where(*_mine(job_id, worker_id, attempt)).execute())
+        return models.update_held_job(job_id, worker_id, attempt, values)
 
 
 def release(job_id: str, worker_id: str, attempt: int) -> bool:

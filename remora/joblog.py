@@ -61,7 +61,9 @@ class JobOutput:
         flush_lines: int = 10,
         max_bytes: int = 64 * 1024 * 1024,
         close_timeout: float = 30.0,
+        offsets: tuple[int, int] | None = None,
     ) -> None:
+        """``offsets``: the job's stored (stdout_bytes, stderr_bytes) when the caller just read them."""
         self.job_id = job_id
         self.flush_interval = flush_interval
         self.flush_lines = max(1, flush_lines)
@@ -76,9 +78,12 @@ class JobOutput:
         self._truncated = False
         self._last_flush = time.monotonic()
         self._failing = False
-        row = Job.select(Job.stdout_bytes, Job.stderr_bytes).where(Job.id == job_id).first()
-        self._offsets = {Stream.STDOUT: row.stdout_bytes if row else 0, Stream.STDERR: row.stderr_bytes if row else 0}
-        last = OutputChunk.select(models.fn.MAX(OutputChunk.seq)).where(OutputChunk.job == job_id).scalar()
+        if offsets is None:
+            row = Job.select(Job.stdout_bytes, Job.stderr_bytes).where(Job.id == job_id).first()
+            offsets = (row.stdout_bytes, row.stderr_bytes) if row else (0, 0)
+        self._offsets = {Stream.STDOUT: offsets[0], Stream.STDERR: offsets[1]}
+        # Chunks are only ever stored together with the byte counts: a job with none stored has no chunks.
+        last = models.last_output_seq(job_id) if offsets[0] or offsets[1] else None
         self._seq = (last + 1) if last is not None else 0
         self._accepted = self._offsets[Stream.STDOUT] + self._offsets[Stream.STDERR]
         self._closed = False
@@ -146,14 +151,7 @@ class JobOutput:
             rows, offsets, seq = self._rows(pieces)
             try:
                 with models.write_transaction():
-                    for start in range(0, len(rows), 100):
-                        OutputChunk.insert_many(rows[start : start + 100]).execute()
-                    Job.update(
-                        stdout_bytes=offsets[Stream.STDOUT],
-                        stderr_bytes=offsets[Stream.STDERR],
-                        output_truncated=truncated,
-                        updated_at=models.utcnow(),
-                    ).where(Job.id == self.job_id).execute()
+                    models.append_output(self.job_id, rows, offsets[Stream.STDOUT], offsets[Stream.STDERR], truncated, models.utcnow())
             except BaseException:
                 with self._lock:  # put them back in front, in order
                     self._pending = pieces + self._pending
@@ -165,27 +163,16 @@ class JobOutput:
                 log.info("job %s: output writes resumed", self.job_id)
                 self._failing = False
 
-    def _rows(self, pieces: list[_Piece]) -> tuple[list[dict], dict[Stream, int], int]:
+    def _rows(self, pieces: list[_Piece]) -> tuple[list[tuple], dict[Stream, int], int]:
+        """(seq, stream, offset, data, encoding) rows for ``models.append_output``, new offsets, next seq."""
         offsets = dict(self._offsets)
         seq = self._seq
-        now = models.utcnow()
         rows = []
         for piece in pieces:
             data = bytes(piece.data)
             for start in range(0, len(data), MAX_CHUNK):
                 part = data[start : start + MAX_CHUNK]
-                rows.append(
-                    {
-                        "job": self.job_id,
-                        "seq": seq,
-                        "stream": int(piece.stream),
-                        "offset": offsets[piece.stream],
-                        "length": len(part),
-                        "data": part,
-                        "encoding": ENCODING_RAW,
-                        "created_at": now,
-                    }
-                )
+                rows.append((seq, int(piece.stream), offsets[piece.stream], part, ENCODING_RAW))
                 offsets[piece.stream] += len(part)
                 seq += 1
         return rows, offsets, seq

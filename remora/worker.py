@@ -84,8 +84,9 @@ class _Sink:
     QUEUE_ITEMS = 16  # reads of <= 256 KiB: at most ~4 MiB waiting for the database
     EARLY_LIMIT = 8 * 1024 * 1024  # output held while the database cannot even open the job's output
 
-    def __init__(self, job_id: str, settings: Settings, active: Active) -> None:
+    def __init__(self, job_id: str, settings: Settings, active: Active, offsets: tuple[int, int] | None = None) -> None:
         self.job_id = job_id
+        self.offsets = offsets
         self.settings = settings
         self.active = active
         self.output: JobOutput | None = None
@@ -100,7 +101,11 @@ class _Sink:
             out = self.settings.output
             try:
                 self.output = JobOutput(
-                    self.job_id, flush_interval=out.flush_interval, flush_lines=out.flush_lines, max_bytes=out.max_bytes
+                    self.job_id,
+                    flush_interval=out.flush_interval,
+                    flush_lines=out.flush_lines,
+                    max_bytes=out.max_bytes,
+                    offsets=self.offsets,
                 )
             except models.DatabaseError as exc:
                 if not block:
@@ -344,7 +349,7 @@ class Worker:
 
     def _run(self, job: Job, active: Active) -> None:
         active.attempt = job.attempts
-        sink = _Sink(job.id, self.settings, active)
+        sink = _Sink(job.id, self.settings, active, (job.stdout_bytes or 0, job.stderr_bytes or 0))
         if job.attempts > 1:
             sink.write(Stream.STDERR, f"[remora: attempt {job.attempts}]\n".encode())
         result = self._execute(job, active, sink)
