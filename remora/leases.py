@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RESERVE_WAIT = 0.5  # a blocking reserve returns at least this often, so a stop is noticed
 MAX_BACKOFF = 5.0
+RESERVE_BATCH = 4  # places gathered before reserving again while jobs are still buffered
 ACKERS = 4  # acks wait for the queue's fsync; several in flight share one (group commit)
 
 
@@ -160,16 +161,34 @@ class LeaseKeeper:
 
     def next(self, timeout: float) -> tuple[Reservation, Active] | None:
         try:
-            return self._buffer.get(timeout=timeout)
+            item = self._buffer.get(timeout=timeout)
         except queue_mod.Empty:
             return None
+        if self._buffer.empty():  # the last buffered job: reserve more now rather than when a place frees
+            with self._capacity:
+                if self._room() > 0:
+                    self._capacity.notify_all()
+        return item
 
     def done(self, job_id: str, op: str, delay: float = 0.0) -> None:
         """The job leaves this worker: queue its ``ack`` or ``nack`` and free its place."""
         with self._capacity:
             self.held.pop(job_id, None)
-            self._capacity.notify_all()
+            if self._room() > 0:
+                self._capacity.notify_all()
         self._acks.put((op, job_id, delay))
+
+    def _room(self) -> int:
+        """How many jobs the fetcher should reserve now (caller holds the lock); 0: not yet.
+
+        While jobs are still buffered, places are gathered into batches of
+        ``RESERVE_BATCH`` (fewer, larger reserves: less work for worker and
+        queue per job); an empty buffer means a slot may be waiting: reserve at once.
+        """
+        want = self.concurrency + self.prefetch - len(self.held)
+        if want <= 0 or (want < min(RESERVE_BATCH, self.prefetch) and not self._buffer.empty()):
+            return 0
+        return want
 
     def running(self) -> list[Active]:
         with self.lock:
@@ -181,10 +200,9 @@ class LeaseKeeper:
     # -- threads --------------------------------------------------------------------
 
     def _fetch_loop(self) -> None:
-        limit = self.concurrency + self.prefetch
         while self._fetching.is_set():
             with self._capacity:
-                want = limit - len(self.held)
+                want = self._room()
                 if want <= 0:
                     self._capacity.wait(0.5)
                     continue
