@@ -193,6 +193,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._db_outage = Outage("database")
         self._servers: dict[str, tuple[float, Server]] = {}
+        self._executors: dict[str, tuple[Server, Executor]] = {}
         self.stats = {"completed": 0, "failed": 0, "canceled": 0, "requeued": 0, "skipped": 0}
 
     # -- lifecycle ------------------------------------------------------------
@@ -343,7 +344,13 @@ class Worker:
         return server
 
     def _executor(self, server: Server) -> Executor:
-        return executor_for(server, self.settings, self.secrets, pool=self.pool)
+        """The server's executor, reused while its row is the cached one (credentials parsed once, not per job)."""
+        cached = self._executors.get(server.id)
+        if cached is not None and cached[0] is server:
+            return cached[1]
+        executor = executor_for(server, self.settings, self.secrets, pool=self.pool)
+        self._executors[server.id] = (server, executor)
+        return executor
 
     # -- running one job ---------------------------------------------------------
 
