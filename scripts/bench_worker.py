@@ -131,8 +131,8 @@ def _wait_done(ids: list[str], timeout: float) -> None:
     raise SystemExit(f"timed out waiting for {len(ids)} jobs")
 
 
-def throughput(q: QueueClient, server: Server, n: int) -> float:
-    ids, started = _submit(q, server, n)
+def throughput(q: QueueClient, server: Server, n: int, command: str = "true") -> float:
+    ids, started = _submit(q, server, n, command)
     _wait_done(ids, 120)
     return n / (time.perf_counter() - started)
 
@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (the median is reported)")
     parser.add_argument("--rate", type=float, default=100.0, help="submissions per second in the latency run")
     parser.add_argument("--output-mb", type=int, default=200, help="MB printed by the bulk-output job")
+    parser.add_argument("--command", default="true", help="the trivial job of the throughput runs")
     parser.add_argument("--only-throughput", action="store_true", help="skip the latency and bulk-output runs")
     parser.add_argument("--skip-local", action="store_true", help="skip the local-executor runs")
     parser.add_argument("--skip-ssh", action="store_true", help="skip the SSH throughput runs")
@@ -196,14 +197,14 @@ def main() -> None:
         throughput(q, ssh_server, 20)  # warm up: connection, imports
         throughput(q, local, 20)
         cpu = CpuMeter(worker=worker_proc.pid, queue=queue_proc.pid)
-        result: dict = {"jobs": args.jobs, "repeat": args.repeat, "worker_threads": 4, "loadavg_start": os.getloadavg()[0]}
+        result: dict = {"command": args.command, "jobs": args.jobs, "repeat": args.repeat, "worker_threads": 4, "loadavg_start": os.getloadavg()[0]}
         if not args.skip_ssh:
-            ssh_rates = [cpu.run(lambda: throughput(q, ssh_server, args.jobs), args.jobs) for _ in range(args.repeat)]
+            ssh_rates = [cpu.run(lambda: throughput(q, ssh_server, args.jobs, args.command), args.jobs) for _ in range(args.repeat)]
             result["ssh_jobs_per_s"] = round(statistics.median(ssh_rates), 1)
             result["ssh_jobs_per_s_runs"] = [round(r, 1) for r in ssh_rates]
             result.update(cpu.medians("ssh"))
         if not args.skip_local:
-            local_rates = [cpu.run(lambda: throughput(q, local, args.jobs), args.jobs) for _ in range(args.repeat)]
+            local_rates = [cpu.run(lambda: throughput(q, local, args.jobs, args.command), args.jobs) for _ in range(args.repeat)]
             result["local_jobs_per_s"] = round(statistics.median(local_rates), 1)
             result["local_jobs_per_s_runs"] = [round(r, 1) for r in local_rates]
             result.update(cpu.medians("local"))
