@@ -197,7 +197,13 @@ def main() -> None:
         throughput(q, ssh_server, 20)  # warm up: connection, imports
         throughput(q, local, 20)
         cpu = CpuMeter(worker=worker_proc.pid, queue=queue_proc.pid)
-        result: dict = {"command": args.command, "jobs": args.jobs, "repeat": args.repeat, "worker_threads": 4, "loadavg_start": os.getloadavg()[0]}
+        result: dict = {
+            "command": args.command,
+            "jobs": args.jobs,
+            "repeat": args.repeat,
+            "worker_threads": 4,
+            "loadavg_start": os.getloadavg()[0],
+        }
         if not args.skip_ssh:
             ssh_rates = [cpu.run(lambda: throughput(q, ssh_server, args.jobs, args.command), args.jobs) for _ in range(args.repeat)]
             result["ssh_jobs_per_s"] = round(statistics.median(ssh_rates), 1)
