@@ -427,17 +427,16 @@ def close_db() -> None:
 #
 # Building a query with peewee costs more CPU than SQLite needs to run it; the
 # statements the worker makes for every job are compiled here once (per
-# database, per column set) and run with ``execute_sql``.  Values go through
+# kind of database, per column set) and run with ``execute_sql``.  Values go through
 # each field's ``db_value`` and rows through ``python_value``, exactly as
 # peewee does.  Callers hold the write transaction.
 
 _COMPILED: dict[tuple, str] = {}
-_RETURNING: dict[int, bool] = {}
 
 
 def _compiled(key: tuple, build: Callable[[pw.Database], str]) -> tuple[pw.Database, str]:
     database = database_proxy.obj
-    full = (id(database), *key)
+    full = (type(database), database.param, *key)
     sql = _COMPILED.get(full)
     if sql is None:
         sql = _COMPILED[full] = build(database)
@@ -449,10 +448,7 @@ def _quote(name: str) -> str:
 
 
 def _supports_returning(database: pw.Database) -> bool:
-    found = _RETURNING.get(id(database))
-    if found is None:
-        found = _RETURNING[id(database)] = not isinstance(database, pw.SqliteDatabase) or sqlite3.sqlite_version_info >= (3, 35)
-    return found
+    return not isinstance(database, pw.SqliteDatabase) or sqlite3.sqlite_version_info >= (3, 35)
 
 
 def _job_from_row(fields: tuple[pw.Field, ...], row: tuple) -> Job:
