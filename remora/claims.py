@@ -168,10 +168,15 @@ def record_pid(job_id: str, worker_id: str, attempt: int, pid: int) -> None:
         models.update_held_job(job_id, worker_id, attempt, {"remote_pid": pid})
 
 
-def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, **values: Any) -> bool:
-    """Record the final state of our attempt (False when the row is no longer ours)."""
+def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, *, in_transaction: bool = False, **values: Any) -> bool:
+    """Record the final state of our attempt (False when the row is no longer ours).
+
+    ``in_transaction``: the caller holds a write transaction (e.g. the job's last output write).
+    """
     now = models.utcnow()
     values = {"status": status.value, "finished_at": now, "updated_at": now, **values}
+    if in_transaction:
+        return models.update_held_job(job_id, worker_id, attempt, values)
     with models.write_transaction():
         return models.update_held_job(job_id, worker_id, attempt, values)
 

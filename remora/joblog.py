@@ -21,8 +21,9 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from remora import models
 from remora.models import Job, OutputChunk, Stream
@@ -33,6 +34,7 @@ MAX_CHUNK = 256 * 1024  # bytes per stored chunk: large enough for fast bulk out
 MAX_PENDING = 8 * 1024 * 1024  # pending bytes after which writers wait for the database
 ENCODING_RAW = 0
 ENCODING_ZLIB = 1
+T = TypeVar("T")
 
 
 def truncation_marker(limit: int) -> bytes:
@@ -138,20 +140,29 @@ class JobOutput:
                     return
                 time.sleep(0.5)  # backpressure: the producer waits for the database
 
-    def flush(self) -> None:
-        """Write every pending byte as chunks, in one transaction."""
+    def flush(self, also: Callable[[], T] | None = None) -> T | None:
+        """Write every pending byte as chunks, in one transaction.
+
+        ``also`` runs in that same transaction (e.g. the job's final status,
+        so a short job's output and its end cost one write); its value is returned.
+        """
         with self._flush_lock:
             with self._lock:
                 pieces, self._pending = self._pending, []
                 pending_bytes, self._pending_bytes, self._pending_lines = self._pending_bytes, 0, 0
                 truncated = self._truncated
-            if not pieces:
+            if not pieces and also is None:
                 self._last_flush = time.monotonic()
-                return
+                return None
             rows, offsets, seq = self._rows(pieces)
+            value = None
             try:
                 with models.write_transaction():
-                    models.append_output(self.job_id, rows, offsets[Stream.STDOUT], offsets[Stream.STDERR], truncated, models.utcnow())
+                    if rows:
+                        stdout, stderr = offsets[Stream.STDOUT], offsets[Stream.STDERR]
+                        models.append_output(self.job_id, rows, stdout, stderr, truncated, models.utcnow())
+                    if also is not None:
+                        value = also()
             except BaseException:
                 with self._lock:  # put them back in front, in order
                     self._pending = pieces + self._pending
@@ -162,6 +173,7 @@ class JobOutput:
             if self._failing:
                 log.info("job %s: output writes resumed", self.job_id)
                 self._failing = False
+            return value
 
     def _rows(self, pieces: list[_Piece]) -> tuple[list[tuple], dict[Stream, int], int]:
         """(seq, stream, offset, data, encoding) rows for ``models.append_output``, new offsets, next seq."""
@@ -180,6 +192,10 @@ class JobOutput:
     def close(self) -> None:
         """Flush everything, retrying while the database is unavailable (up to ``close_timeout``)."""
         if self._closed:
+            return
+        if not self._pending:  # everything is stored (e.g. by a final flush(also=...))
+            self._closed = True
+            _FLUSHER.unregister(self)
             return
         deadline = time.monotonic() + self.close_timeout
         delay = 0.1

@@ -42,6 +42,7 @@ each and retried with backoff; the worker never exits on a transient error.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -141,6 +142,12 @@ class _Sink:
 
     def started(self, pid: int | None) -> None:
         self.active.pid = pid
+
+    def last_write(self) -> JobOutput | None:
+        """The output, when its last bytes can be written together with the job's status (inline output only)."""
+        if self._queue is None and not self._early and self.output is not None:
+            return self.output
+        return None
 
     def close(self) -> None:
         """Store every accepted byte (the JobOutput retries while the database is down)."""
@@ -360,8 +367,7 @@ class Worker:
         if job.attempts > 1:
             sink.write(Stream.STDERR, f"[remora: attempt {job.attempts}]\n".encode())
         result = self._execute(job, active, sink)
-        sink.close()
-        self._finish_attempt(job, active, result)
+        self._finish_attempt(job, active, result, sink)
 
     def _execute(self, job: Job, active: Active, sink: _Sink) -> ExecResult:
         try:
@@ -381,10 +387,16 @@ class Worker:
             log.exception("job %s: executor failed", job.id)
             return ExecResult(error_kind=ErrorKind.INTERNAL.value, error=f"internal error: {exc}")
 
-    def _finish_attempt(self, job: Job, active: Active, result: ExecResult) -> None:
-        """Write the outcome (retrying while the database is down), then ACK or NACK."""
+    def _finish_attempt(self, job: Job, active: Active, result: ExecResult, sink: _Sink | None = None) -> None:
+        """Store the output, write the outcome (retrying while the database is down), then ACK or NACK.
+
+        A job ending normally has its last output and its final status written in one transaction.
+        """
         active.finishing = True
+        output = sink.last_write() if sink is not None else None
         if active.reason == "shutdown":
+            if sink is not None:
+                sink.close()
             self._db_retry(lambda: claims.release(job.id, self.id, job.attempts))
             self.stats["requeued"] += 1
             self.leases.done(job.id, "nack")
@@ -400,13 +412,21 @@ class Worker:
             extra["attempt_errors"] = [*(job.attempt_errors or []), *ssh_errors]
         retry = status is JobStatus.FAILED and job.attempts <= job.retries and not self._stopping.is_set()
         if retry:
+            if sink is not None:
+                sink.close()
             self._db_retry(lambda: claims.requeue(job.id, self.id, job.attempts, error, **extra))
             self.stats["requeued"] += 1
             delay = min(1.0 * job.attempts, 10.0)
             log.info("job %s: attempt %d failed (%s); retrying in %.0fs", job.id, job.attempts, error, delay)
             self.leases.done(job.id, "nack", delay)
             return
-        self._db_retry(lambda: claims.finish(job.id, self.id, job.attempts, status, error=error, **extra))
+        if output is not None:
+            finish = functools.partial(claims.finish, job.id, self.id, job.attempts, status, in_transaction=True, error=error, **extra)
+            self._db_retry(lambda: output.flush(also=finish))
+        if sink is not None:
+            sink.close()  # stores nothing more after the write above (unless the worker gave it up at shutdown)
+        if output is None:
+            self._db_retry(lambda: claims.finish(job.id, self.id, job.attempts, status, error=error, **extra))
         self.stats[status.value] = self.stats.get(status.value, 0) + 1
         log.debug("job %s: %s %s", job.id, status.value, error)
         self.leases.done(job.id, "ack")
