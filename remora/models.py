@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import json
 import logging
 import sqlite3
@@ -458,6 +459,7 @@ def _job_from_row(fields: tuple[pw.Field, ...], row: tuple) -> Job:
     return job
 
 
+@functools.lru_cache(maxsize=64)
 def _job_columns(names: tuple[str, ...]) -> tuple[tuple[pw.Field, ...], str]:
     fields = tuple(Job._meta.fields[n] for n in names)
     return fields, ", ".join(_quote(f.column_name) for f in fields)
