@@ -88,7 +88,7 @@ class Dispatcher:
         if self.server.stopping and opcode not in OPEN_OPS:
             raise p.ProtocolError("SHUTTING_DOWN", "the server is stopping")
         if opcode in LOGGED_OPS and not self.server.log_writable():
-            raise p.ProtocolError("STORAGE", self.server.log_error)
+            raise p.ProtocolError("STORAGE", self.server.log_error or "")
         try:
             return handler(self, conn, rid, body)
         except QueueFullError as exc:
