@@ -52,7 +52,7 @@ class Service:
         log = self.log_path.open("ab")
         log.write(f"--- start {self.starts} ---\n".encode())
         log.flush()
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log, preexec_fn=self.preexec)  # noqa: PLW1509
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log, preexec_fn=self.preexec)
         log.close()
         wait_for(self._ready, timeout, interval=0.05, what=f"{self.name} to be ready")
 
