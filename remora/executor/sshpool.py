@@ -176,6 +176,10 @@ def open_connection(
         raise
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
+        if "protocol banner" in str(exc):  # paramiko's words for "no greeting before banner_timeout"
+            raise SSHError(
+                f"{where}: no SSH greeting within {timeout:g}s (connection timeout): the port accepts TCP but does not speak SSH"
+            ) from None
         raise SSHError(f"{where}: SSH handshake failed: {exc or type(exc).__name__}") from None
     if keepalive > 0:
         transport.set_keepalive(int(max(1, keepalive)))
