@@ -28,6 +28,26 @@ from remora import models
 from remora.models import Job, JobStatus, Server
 
 WORKER_LOST = "worker lost"
+# What running a job and deciding about it need: selecting fewer columns makes the per-job query cheaper.
+RUN_FIELDS = (
+    Job.id,
+    Job.server,
+    Job.command,
+    Job.args,
+    Job.script,
+    Job.shell,
+    Job.env,
+    Job.workdir,
+    Job.pty,
+    Job.timeout,
+    Job.retries,
+    Job.attempts,
+    Job.status,
+    Job.worker,
+    Job.remote_pid,
+    Job.cancel_requested,
+    Job.attempt_errors,
+)
 
 
 class Action(str, enum.Enum):
@@ -87,7 +107,7 @@ def claim(job_id: str, worker_id: str, *, max_concurrent: int | None = None, lim
             .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.cancel_requested == False)  # noqa: E712
             .execute()
         )
-    job = Job.get_or_none(Job.id == job_id)
+    job = Job.select(*RUN_FIELDS).where(Job.id == job_id).first()
     if updated:
         return Claim(Action.RUN, "claimed", job)
     if job is None:
@@ -103,15 +123,21 @@ def claim(job_id: str, worker_id: str, *, max_concurrent: int | None = None, lim
 
 def cancel_queued(job_id: str) -> bool:
     now = models.utcnow()
-    return bool(
-        Job.update(status=JobStatus.CANCELED.value, error="canceled before it started", finished_at=now, updated_at=now)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-        .execute()
-    )
+    with models.write_transaction():
+        return bool(
+            Job.update(status=JobStatus.CANCELED.value, error="canceled before it started", finished_at=now, updated_at=now)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+            .execute()
+        )
 
 
 def take_over(job: Job, worker_id: str) -> Claim:
     """The row is ``running`` but its worker is gone: run it again if retries remain, else fail it."""
+    with models.write_transaction():
+        return _take_over(job, worker_id)
+
+
+def _take_over(job: Job, worker_id: str) -> Claim:
     now = models.utcnow()
     errors = [*(job.attempt_errors or []), attempt_error(job.attempts, WORKER_LOST)]
     guard = (Job.id == job.id, Job.status == JobStatus.RUNNING.value, Job.attempts == job.attempts)
@@ -122,7 +148,7 @@ def take_over(job: Job, worker_id: str) -> Claim:
     if job.attempts <= job.retries:
         values = {**_running_values(worker_id, now), Job.attempt_errors: errors, Job.error: ""}
         if Job.update(values).where(*guard).execute():
-            return Claim(Action.RUN, "retrying after a lost worker", Job.get_by_id(job.id))
+            return Claim(Action.RUN, "retrying after a lost worker", Job.select(*RUN_FIELDS).where(Job.id == job.id).first())
         return Claim(Action.ACK, "taken over by another worker", job)
     values = {
         Job.status: JobStatus.FAILED.value,
@@ -140,23 +166,26 @@ def _mine(job_id: str, worker_id: str, attempt: int) -> tuple:
 
 
 def record_pid(job_id: str, worker_id: str, attempt: int, pid: int) -> None:
-    Job.update(remote_pid=pid).where(*_mine(job_id, worker_id, attempt)).execute()
+    with models.write_transaction():
+        Job.update(remote_pid=pid).where(*_mine(job_id, worker_id, attempt)).execute()
 
 
 def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, **values: Any) -> bool:
     """Record the final state of our attempt (False when the row is no longer ours)."""
     now = models.utcnow()
     values = {"status": status.value, "finished_at": now, "updated_at": now, **values}
-    return bool(Job.update(**values).where(*_mine(job_id, worker_id, attempt)).execute())
+    with models.write_transaction():
+        return bool(Job.update(**values).where(*_mine(job_id, worker_id, attempt)).execute())
 
 
 def requeue(job_id: str, worker_id: str, attempt: int, error: str, **values: Any) -> bool:
     """A failed attempt with retries left: back to ``queued`` (attempt count and its error kept)."""
-    job = Job.select(Job.attempt_errors).where(Job.id == job_id).first()
-    errors = [*((job.attempt_errors if job else None) or []), attempt_error(attempt, error)]
-    now = models.utcnow()
-    values = {"status": JobStatus.QUEUED.value, "worker": None, "error": error, "attempt_errors": errors, "updated_at": now, **values}
-    return bool(Job.update(**values).where(*_mine(job_id, worker_id, attempt)).execute())
+    with models.write_transaction():
+        job = Job.select(Job.attempt_errors).where(Job.id == job_id).first()
+        errors = [*((job.attempt_errors if job else None) or []), attempt_error(attempt, error)]
+        now = models.utcnow()
+        values = {"status": JobStatus.QUEUED.value, "worker": None, "error": error, "attempt_errors": errors, "updated_at": now, **values}
+        return bool(Job.update(**values).where(*_mine(job_id, worker_id, attempt)).execute())
 
 
 def release(job_id: str, worker_id: str, attempt: int) -> bool:
@@ -170,7 +199,8 @@ def release(job_id: str, worker_id: str, attempt: int) -> bool:
         Job.remote_pid: None,
         Job.updated_at: now,
     }
-    return bool(Job.update(values).where(*_mine(job_id, worker_id, attempt)).execute())
+    with models.write_transaction():
+        return bool(Job.update(values).where(*_mine(job_id, worker_id, attempt)).execute())
 
 
 def cancel_requested(job_ids: list[str]) -> list[str]:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import ssl
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,13 +67,15 @@ class Response:
 
 def error_from_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> RemoraError:
     """The RemoraError for an error answer (the envelope when there is one)."""
-    message, code, details = "", "", {}
+    message, code = "", ""
+    details: dict[str, Any] = {}
     try:
         data = json.loads(body) if body else {}
         if isinstance(data, dict):
             message = str(data.get("error") or data.get("message") or "")
             code = str(data.get("code") or "")
-            details = data.get("details") if isinstance(data.get("details"), dict) else {}
+            raw_details = data.get("details")
+            details = raw_details if isinstance(raw_details, dict) else {}
     except ValueError:
         message = body[:200].decode("utf-8", "replace").strip()
     message = message or f"HTTP {status}"
@@ -112,6 +112,8 @@ class Client:
     # -- transport -------------------------------------------------------
     def _connect(self) -> http.client.HTTPConnection:
         if self.scheme == "https":
+            import ssl
+
             return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
@@ -235,6 +237,13 @@ class Client:
     def set_priority(self, job_id: str, priority: int) -> dict[str, Any]:
         return self.post(f"{API}/jobs/{quote(job_id)}/priority", {"priority": priority})
 
+    def prune_jobs(self, older_than: str | float, statuses: list[str] | None = None, *, dry_run: bool = False) -> dict[str, Any]:
+        """Delete (or with ``dry_run`` count) finished jobs older than ``older_than`` (admin only)."""
+        body: dict[str, Any] = {"older_than": older_than, "dry_run": dry_run}
+        if statuses:
+            body["status"] = statuses
+        return self.post(f"{API}/jobs/prune", body)
+
     def resolve_job_id(self, prefix: str) -> str:
         """A full job id from a unique prefix, as git resolves abbreviated hashes.
 
@@ -317,6 +326,8 @@ class Client:
 
     # -- PEM keys --------------------------------------------------------
     def upload_pem(self, filename: str, content: bytes) -> dict[str, Any]:
+        import uuid
+
         boundary = uuid.uuid4().hex
         safe = filename.replace('"', "").replace("\r", "").replace("\n", "")
         body = (

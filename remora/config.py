@@ -121,6 +121,7 @@ class OutputSettings:
     flush_lines: int = _key(10, "int", "Lines after which output is written at once.")
     buffer_size: int = _key(8192, "size", "Bytes read from a job's stream at a time.")
     max_bytes: int = _key(64 * 1024 * 1024, "size", "Most output kept per job; beyond it output is dropped with a marker.")
+    compress: bool = _key(True, "bool", "Compress finished jobs' output in the database (zlib; readers see the same bytes).")
 
 
 @dataclass

@@ -5,7 +5,11 @@ lease, a ``Lock`` row taken by a conditional update on ``expires_at``):
 
 - re-puts ``queued`` jobs the queue does not hold (PUT is idempotent by id,
   so a job already there is left alone); jobs recorded while the queue was
-  down are queued as soon as it is back;
+  down are queued as soon as it is back.  A sweep goes through every queued
+  job a page per pass; it starts when the reconciler starts, after a queue
+  outage, when the queue restarted (its uptime says so) and every
+  ``sweep_every`` seconds as a safety net -- not on every pass, so a large
+  backlog costs nothing in steady state;
 - re-sends CANCEL for running jobs whose cancel was requested while the
   queue was unreachable;
 - turns ``running`` jobs whose lease the queue no longer knows and that have
@@ -23,11 +27,13 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 from remora import models
 from remora.errors import QueueError, QueueUnavailable, RemoraError
-from remora.models import Job, JobStatus, Lock, Server
+from remora.lease import Lease
+from remora.models import Job, JobStatus, Server
 from remora.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -39,7 +45,16 @@ QUEUE_ERRORS = (QueueError, QueueUnavailable, OSError)
 class Reconciler:
     """A background thread; ``run_once()`` does one pass (tests call it directly)."""
 
-    def __init__(self, ctx: Context, *, interval: float = 2.0, batch: int = 500, settle: float = 5.0, holder: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        interval: float = 2.0,
+        batch: int = 500,
+        settle: float = 5.0,
+        sweep_every: float = 60.0,
+        holder: str | None = None,
+    ) -> None:
         self.ctx = ctx
         self.interval = interval
         self.batch = batch
@@ -49,6 +64,12 @@ class Reconciler:
         self._thread: threading.Thread | None = None
         self._queue_down = False
         self._cursor: tuple[dt.datetime, str] | None = None
+        self.sweep_every = sweep_every
+        self._sweeping = True
+        self._last_sweep = time.monotonic()
+        self._queue_started: float | None = None
+        self._queue_uptime = 0.0
+        self._sweep_again_at: float | None = None
         self.passes = 0
 
     def start(self) -> None:
@@ -75,29 +96,10 @@ class Reconciler:
     # -- lease -------------------------------------------------------------
     def acquire(self) -> bool:
         """Take or renew the lease; True when this instance holds it."""
-        now = models.utcnow()
-        expires = now + dt.timedelta(seconds=max(3 * self.interval, 5.0))
-        try:
-            with models.write_transaction():
-                changed = (
-                    Lock.update(holder=self.holder, expires_at=expires)
-                    .where(Lock.name == LOCK_NAME, (Lock.expires_at < now) | (Lock.holder == self.holder))
-                    .execute()
-                )
-                if changed:
-                    return True
-                if Lock.get_or_none(Lock.name == LOCK_NAME) is None:
-                    Lock.create(name=LOCK_NAME, holder=self.holder, expires_at=expires)
-                    return True
-        except models.IntegrityError:
-            return False
-        return False
+        return Lease(LOCK_NAME, self.holder, max(3 * self.interval, 5.0)).acquire()
 
     def release(self) -> None:
-        try:
-            Lock.delete().where(Lock.name == LOCK_NAME, Lock.holder == self.holder).execute()
-        except models.DatabaseError:
-            pass
+        Lease(LOCK_NAME, self.holder, 0).release()
 
     # -- one pass ------------------------------------------------------------
     def run_once(self) -> dict[str, int]:
@@ -107,13 +109,19 @@ class Reconciler:
             return done
         self.passes += 1
         try:
-            done["requeued"] = self._requeue()
+            self._check_queue_restart()
+            if self._sweeping:
+                done["requeued"] = self._requeue()
+                if not self.acquire():  # the sweep outlived the lease: another instance has taken over
+                    return done
             done["cancels"] = self._resend_cancels()
             done["lost"] = self._lost_workers()
         except QUEUE_ERRORS as exc:
             if not self._queue_down:
                 log.warning("reconciler: queue unavailable (%s); queued jobs wait until it is back", exc)
                 self._queue_down = True
+            self._sweeping = False
+            self._start_sweep()  # start over once the queue is back
             return done
         if self._queue_down:
             log.info("reconciler: queue is back")
@@ -121,6 +129,30 @@ class Reconciler:
         if done["requeued"] or done["lost"]:
             log.info("reconciler: put %d job(s) back on the queue, %d lost by their worker", done["requeued"], done["lost"])
         return done
+
+    def _start_sweep(self, *, follow_up: bool = True) -> None:
+        """Sweep from the first queued job; a triggered sweep is repeated once ``settle`` later, because the
+        jobs it skipped as too young (often the very ones whose PUT failed) are old enough by then."""
+        if not self._sweeping:
+            self._sweeping, self._cursor = True, None
+        if follow_up:
+            self._sweep_again_at = time.monotonic() + self.settle + self.interval
+
+    def _check_queue_restart(self) -> None:
+        """Start a sweep when the queue restarted (it may have lost jobs) or the safety interval passed."""
+        uptime = float(self.ctx.queue.stats().get("uptime", 0.0))  # type: ignore[union-attr]
+        started = time.time() - uptime
+        moved = self._queue_started is not None and abs(started - self._queue_started) > max(5.0, 2 * self.interval)
+        if moved or uptime < self._queue_uptime:  # uptime went backwards: a restart, however soon after the last one
+            log.info("reconciler: the queue restarted; checking every queued job")
+            self._start_sweep()
+        self._queue_started, self._queue_uptime = started, uptime
+        if time.monotonic() - self._last_sweep >= self.sweep_every or self.ctx.put_failed.is_set():
+            self.ctx.put_failed.clear()
+            self._start_sweep()
+        elif self._sweep_again_at is not None and time.monotonic() >= self._sweep_again_at:
+            self._sweep_again_at = None
+            self._start_sweep(follow_up=False)
 
     def _requeue(self) -> int:
         """Put a batch of queued jobs (rotating through them); return how many the queue lacked."""
@@ -137,6 +169,9 @@ class Reconciler:
             query = query.where((Job.created_at > at) | ((Job.created_at == at) & (Job.id > last_id)))
         jobs = list(query)
         self._cursor = (jobs[-1].created_at, jobs[-1].id) if len(jobs) == self.batch else None
+        if self._cursor is None:  # this page was the last one: the sweep is done
+            self._sweeping = False
+            self._last_sweep = time.monotonic()
         if not jobs:
             return 0
         return self._put(jobs)

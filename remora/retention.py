@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 RUN_BYTES = 1024 * 1024
 MIN_BYTES = 4096  # smaller outputs are not worth a rewrite
+OVERLAP = 60.0  # seconds compress_since looks back past its mark (clock skew between workers)
 
 
 def compress_job_output(job_id: str) -> bool:
@@ -85,8 +86,48 @@ def compress_finished(limit: int = 50, min_age: float = 5.0) -> int:
     return done
 
 
-def prune_jobs(older_than: float, statuses: list[str] | None = None, batch: int = 500) -> int:
-    """Delete finished jobs (and their output) that finished more than ``older_than`` seconds ago."""
+def compress_since(since: dt.datetime | None, *, min_age: float = 5.0, limit: int = 200) -> tuple[int, dt.datetime, bool]:
+    """Compress jobs finished since ``since`` (by ``updated_at``, which the (status, updated_at) index serves).
+
+    Outputs under ``MIN_BYTES`` are only marked, in one UPDATE.  Returns
+    (jobs rewritten, where the next call should start, whether more are
+    waiting).  A caller keeps the returned mark between calls so steady state
+    never rescans old jobs.
+    """
+    cutoff = models.utcnow() - dt.timedelta(seconds=min_age)
+    finished = [s.value for s in FINISHED_STATUSES]
+    query = Job.select(Job.id, Job.updated_at, Job.stdout_bytes, Job.stderr_bytes).where(
+        Job.status.in_(finished),
+        Job.updated_at < cutoff,
+        Job.output_compressed == False,  # noqa: E712
+    )
+    if since is not None:
+        query = query.where(Job.updated_at >= since)
+    rows = list(query.order_by(Job.updated_at).limit(limit))
+    small = [r.id for r in rows if r.stdout_bytes + r.stderr_bytes < MIN_BYTES]
+    if small:
+        Job.update(output_compressed=True).where(Job.id.in_(small)).execute()
+    done = 0
+    for row in rows:
+        if row.stdout_bytes + row.stderr_bytes >= MIN_BYTES:
+            try:
+                done += compress_job_output(row.id)
+            except models.DatabaseError as exc:
+                log.warning("compressing output of job %s failed: %s", row.id, exc)
+                Job.update(output_compressed=True).where(Job.id == row.id).execute()  # do not retry it forever
+    if len(rows) == limit:
+        return done, rows[-1].updated_at, True
+    return done, cutoff - dt.timedelta(seconds=OVERLAP), False
+
+
+def count_prunable(older_than: float, statuses: list[str] | None = None) -> int:
+    """How many jobs ``prune_jobs`` would delete now."""
+    wanted = _prunable_statuses(statuses)
+    cutoff = models.utcnow() - dt.timedelta(seconds=older_than)
+    return Job.select().where(Job.status.in_(sorted(wanted)), Job.finished_at < cutoff).count()
+
+
+def _prunable_statuses(statuses: list[str] | None) -> set[str]:
     allowed = {s.value for s in FINISHED_STATUSES}
     wanted = set(statuses or allowed)
     bad = wanted - allowed
@@ -96,6 +137,12 @@ def prune_jobs(older_than: float, statuses: list[str] | None = None, batch: int 
         raise ValidationError(
             f"only finished jobs can be pruned, not {', '.join(sorted(bad))}", details={"status": "must be completed, failed or canceled"}
         )
+    return wanted
+
+
+def prune_jobs(older_than: float, statuses: list[str] | None = None, batch: int = 500) -> int:
+    """Delete finished jobs (and their output) that finished more than ``older_than`` seconds ago."""
+    wanted = _prunable_statuses(statuses)
     cutoff = models.utcnow() - dt.timedelta(seconds=older_than)
     total = 0
     while True:

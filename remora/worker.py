@@ -45,85 +45,110 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue as queue_mod
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from typing import Any
 
 from remora import claims, models
 from remora.claims import Action
 from remora.config import Settings
-from remora.errors import QueueError, QueueUnavailable, RemoraError
+from remora.errors import RemoraError
 from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, executor_for
 from remora.executor.sshpool import SSHPool
 from remora.joblog import JobOutput
+from remora.leases import Active, LeaseKeeper, Outage
 from remora.models import Job, JobStatus, Server, Stream
 from remora.netqueue.client import QueueClient, Reservation
 from remora.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
-RESERVE_WAIT = 0.5  # a blocking reserve returns at least this often, so stop() is noticed
 LIMIT_DELAY = 0.5  # NACK delay for a job whose server is at its concurrency limit
-MAX_BACKOFF = 5.0
+SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
 JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
 
 
-@dataclass
-class _Active:
-    """A job this worker holds (reserved; running once ``attempt`` is set)."""
-
-    job_id: str
-    cancel: threading.Event = field(default_factory=threading.Event)
-    reason: str = ""  # why cancel was set: "canceled" | "shutdown" | "lost"
-    attempt: int = 0
-    pid: int | None = None
-    pid_recorded: bool = False
-
-    def stop(self, reason: str) -> None:
-        if not self.cancel.is_set():
-            self.reason = reason
-            self.cancel.set()
-
-
-class _Outage:
-    """Logs a failing dependency once per outage and its recovery once."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.down = False
-        self.backoff = 0.1
-        self._lock = threading.Lock()
-
-    def failed(self, exc: BaseException) -> float:
-        with self._lock:
-            if not self.down:
-                self.down = True
-                log.warning("%s unavailable: %s; retrying with backoff", self.what, exc)
-            delay, self.backoff = self.backoff, min(self.backoff * 2, MAX_BACKOFF)
-            return delay
-
-    def ok(self) -> None:
-        if self.down:
-            with self._lock:
-                if self.down:
-                    self.down = False
-                    log.info("%s reachable again", self.what)
-            self.backoff = 0.1
-
-
 class _Sink:
-    """JobOutput plus the pid hook the executors call."""
+    """The job's output (a ``JobOutput``, opened at the first byte) plus the pid hook the executors call.
 
-    def __init__(self, output: JobOutput, active: _Active) -> None:
-        self.output = output
+    A job that prints nothing costs no output queries at all.  Output is
+    written inline until a job has printed ``ASYNC_AFTER`` bytes; from then on
+    a writer thread stores it, so reading the next bytes from the network
+    overlaps writing the previous ones to the database (a bounded queue keeps
+    memory flat: the reader waits when the database lags).
+    """
+
+    ASYNC_AFTER = 1024 * 1024
+    QUEUE_ITEMS = 16  # reads of <= 256 KiB: at most ~4 MiB waiting for the database
+    EARLY_LIMIT = 8 * 1024 * 1024  # output held while the database cannot even open the job's output
+
+    def __init__(self, job_id: str, settings: Settings, active: Active) -> None:
+        self.job_id = job_id
+        self.settings = settings
         self.active = active
+        self.output: JobOutput | None = None
+        self._early: list[tuple[Stream, bytes]] = []
+        self._early_bytes = 0
+        self._written = 0
+        self._queue: queue_mod.Queue[tuple[Stream, bytes] | None] | None = None
+        self._writer: threading.Thread | None = None
+
+    def _open(self, *, block: bool) -> JobOutput | None:
+        while self.output is None:
+            out = self.settings.output
+            try:
+                self.output = JobOutput(
+                    self.job_id, flush_interval=out.flush_interval, flush_lines=out.flush_lines, max_bytes=out.max_bytes
+                )
+            except models.DatabaseError as exc:
+                if not block:
+                    return None
+                log.warning("job %s: cannot open its output yet (%s); retrying", self.job_id, exc)
+                time.sleep(0.5)
+                continue
+            for stream, data in self._early:
+                self.output.write(stream, data)
+            self._early.clear()
+        return self.output
 
     def write(self, stream: Stream, data: bytes) -> None:
-        self.output.write(stream, data)
+        if self._queue is not None:
+            self._queue.put((stream, data))
+            return
+        output = self._open(block=self._early_bytes >= self.EARLY_LIMIT)
+        if output is None:
+            self._early.append((stream, data))
+            self._early_bytes += len(data)
+            return
+        output.write(stream, data)
+        self._written += len(data)
+        if self._written >= self.ASYNC_AFTER:
+            self._queue = queue_mod.Queue(self.QUEUE_ITEMS)
+            self._writer = threading.Thread(target=self._drain, name=f"output-{self.active.job_id[:8]}", daemon=True)
+            self._writer.start()
+
+    def _drain(self) -> None:
+        assert self._queue is not None and self.output is not None
+        while (item := self._queue.get()) is not None:
+            self.output.write(*item)
 
     def started(self, pid: int | None) -> None:
         self.active.pid = pid
+
+    def close(self) -> None:
+        """Store every accepted byte (the JobOutput retries while the database is down)."""
+        if self._queue is not None and self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+        if self._early:
+            self._open(block=True)
+        if self.output is not None:
+            try:
+                self.output.close()
+            except models.DatabaseError as exc:
+                log.error("job %s: output could not be stored: %s", self.job_id, exc)
 
 
 class Worker:
@@ -145,19 +170,24 @@ class Worker:
         self.concurrency = max(1, concurrency or settings.worker.concurrency)
         self.queue = queue_client or QueueClient(settings.queue.addr, token=settings.queue.token, name=f"worker {self.id}")
         self._own_queue = queue_client is None
+        self.leases = LeaseKeeper(
+            self.queue,
+            worker_id=self.id,
+            host=self.host,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            prefetch=min(settings.worker.pool_size, self.concurrency),
+            heartbeat_interval=settings.worker.heartbeat_interval,
+            on_beat=self._db_side,
+        )
         self.pool = SSHPool(max_sessions=settings.ssh.max_sessions_per_connection, idle_timeout=settings.ssh.idle_timeout)
         self.secrets = SecretBox.from_settings(settings)
-        self._held: dict[str, _Active] = {}
-        self._held_lock = threading.Lock()
-        self._stop_reserving = threading.Event()
-        self._stop_heartbeat = threading.Event()
         self._abandon = threading.Event()
+        self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._heartbeat: threading.Thread | None = None
-        self._queue_outage = _Outage(f"NetQueue at {settings.queue.addr}")
-        self._db_outage = _Outage("database")
-        self._registered = False
+        self._db_outage = Outage("database")
+        self._servers: dict[str, tuple[float, Server]] = {}
         self.stats = {"completed": 0, "failed": 0, "canceled": 0, "requeued": 0, "skipped": 0}
 
     # -- lifecycle ------------------------------------------------------------
@@ -166,8 +196,7 @@ class Worker:
         log.info(
             "worker %s: %d threads, queues %s, NetQueue %s", self.id, self.concurrency, ",".join(self.queues), self.settings.queue.addr
         )
-        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name=f"{self.id}-heartbeat", daemon=True)
-        self._heartbeat.start()
+        self.leases.start()
         for n in range(self.concurrency):
             thread = threading.Thread(target=self._slot_loop, name=f"{self.id}-slot-{n}", daemon=True)
             thread.start()
@@ -180,15 +209,19 @@ class Worker:
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
+    def running_jobs(self) -> list[Active]:
+        return self.leases.running()
+
     def stop(self, *, graceful: bool = True, timeout: float | None = None) -> None:
         """Stop reserving; let running jobs finish within ``timeout``; cancel, requeue and NACK the rest."""
         if self._stopped.is_set():
             return
-        if self._stop_reserving.is_set():  # a stop is already under way: hurry it up
+        if self._stopping.is_set():  # a stop is already under way: hurry it up
             for active in self.running_jobs():
                 active.stop("shutdown")
             return
-        self._stop_reserving.set()
+        self._stopping.set()
+        self.leases.stop_fetching()
         grace = self.settings.worker.graceful_shutdown if timeout is None else timeout
         deadline = time.monotonic() + (grace if graceful else 0.0)
         if graceful and self.running_jobs():
@@ -202,9 +235,7 @@ class Worker:
             self._join_slots(time.monotonic() + self.settings.worker.kill_grace + 15.0)
         self._abandon.set()
         self._join_slots(time.monotonic() + 5.0)
-        self._stop_heartbeat.set()
-        if self._heartbeat:
-            self._heartbeat.join(5.0)
+        self.leases.close()
         if self._own_queue:
             self.queue.close()
         self.pool.close()
@@ -215,51 +246,37 @@ class Worker:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def running_jobs(self) -> list[_Active]:
-        with self._held_lock:
-            return [a for a in self._held.values() if a.attempt]
-
     # -- the slot loop ----------------------------------------------------------
 
     def _slot_loop(self) -> None:
-        while not self._stop_reserving.is_set():
-            try:
-                reservations = self.queue.reserve(self.queues, timeout=RESERVE_WAIT, worker_id=self.id)
-                self._queue_outage.ok()
-            except (QueueUnavailable, QueueError, OSError) as exc:
-                self._stop_reserving.wait(self._queue_outage.failed(exc))
+        while not self._stopping.is_set():
+            item = self.leases.next(timeout=0.2)
+            if item is None:
                 continue
-            for reservation in reservations:
-                try:
-                    self._handle(reservation)
-                except Exception:
-                    log.exception("job %s: unexpected error; releasing it", reservation.id)
-                    self._queue_call(self.queue.nack, reservation.id, delay=1.0)
+            reservation, active = item
+            try:
+                self._handle(reservation, active)
+            except Exception:
+                log.exception("job %s: unexpected error; releasing it", reservation.id)
+                self.leases.done(reservation.id, "nack", 1.0)
 
-    def _handle(self, reservation: Reservation) -> None:
-        active = _Active(reservation.id)
-        with self._held_lock:
-            self._held[reservation.id] = active
-        try:
-            if self._stop_reserving.is_set():
-                self._queue_call(self.queue.nack, reservation.id)
-                return
-            outcome = self._claim(reservation, active)
-            if outcome is None:
-                return
-            if outcome.action is Action.RUN and outcome.job is not None:
-                self._run(outcome.job, active)
-            elif outcome.action is Action.NACK:
-                self._queue_call(self.queue.nack, reservation.id, delay=outcome.delay)
-            else:
-                log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
-                self.stats["skipped"] += 1
-                self._queue_call(self.queue.ack, reservation.id)
-        finally:
-            with self._held_lock:
-                self._held.pop(reservation.id, None)
+    def _handle(self, reservation: Reservation, active: Active) -> None:
+        if self._stopping.is_set() or active.reason == "lost":
+            self.leases.done(reservation.id, "nack")
+            return
+        outcome = self._claim(reservation, active)
+        if outcome is None:
+            return
+        if outcome.action is Action.RUN and outcome.job is not None:
+            self._run(outcome.job, active)
+        elif outcome.action is Action.NACK:
+            self.leases.done(reservation.id, "nack", outcome.delay)
+        else:
+            log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
+            self.stats["skipped"] += 1
+            self.leases.done(reservation.id, "ack")
 
-    def _claim(self, reservation: Reservation, active: _Active) -> claims.Claim | None:
+    def _claim(self, reservation: Reservation, active: Active) -> claims.Claim | None:
         try:
             body = json.loads(reservation.body or b"{}")
             limit = body.get("max_concurrent") if isinstance(body, dict) else None
@@ -272,8 +289,8 @@ class Worker:
             self._db_outage.ok()
         except models.DatabaseError as exc:
             delay = self._db_outage.failed(exc)
-            self._queue_call(self.queue.nack, reservation.id, delay=max(delay, 1.0))
-            self._stop_reserving.wait(delay)
+            self.leases.done(reservation.id, "nack", max(delay, 1.0))
+            self._stopping.wait(delay)
             return None
         if outcome.action is Action.RUN and active.cancel.is_set():  # canceled between reserve and claim
             assert outcome.job is not None
@@ -294,7 +311,7 @@ class Worker:
         if worker_id == self.id:
             return False
         try:
-            workers = self.queue.workers()
+            workers = self.leases.workers()
         except RemoraError:
             return True  # cannot tell: do not run it twice
         ttl = self.settings.queue.worker_timeout
@@ -310,32 +327,33 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - best effort: never block the takeover
             log.warning("job %s: could not kill leftover process group %d: %s", job.id, job.remote_pid, exc)
 
+    def _server(self, server_id: str) -> Server:
+        """The job's server row, cached for SERVER_TTL seconds (one query less per job)."""
+        now = time.monotonic()
+        cached = self._servers.get(server_id)
+        if cached and cached[0] > now:
+            return cached[1]
+        server = Server.get_by_id(server_id)
+        self._servers[server_id] = (now + SERVER_TTL, server)
+        return server
+
     def _executor(self, server: Server) -> Executor:
         return executor_for(server, self.settings, self.secrets, pool=self.pool)
 
     # -- running one job ---------------------------------------------------------
 
-    def _run(self, job: Job, active: _Active) -> None:
+    def _run(self, job: Job, active: Active) -> None:
         active.attempt = job.attempts
-        out = self.settings.output
-        try:
-            output = JobOutput(job.id, flush_interval=out.flush_interval, flush_lines=out.flush_lines, max_bytes=out.max_bytes)
-        except models.DatabaseError as exc:
-            self._db_outage.failed(exc)
-            self._finish_attempt(job, active, ExecResult(error_kind=ErrorKind.INTERNAL.value, error=f"database unavailable: {exc}"))
-            return
+        sink = _Sink(job.id, self.settings, active)
         if job.attempts > 1:
-            output.write(Stream.STDERR, f"[remora: attempt {job.attempts}]\n".encode())
-        result = self._execute(job, active, _Sink(output, active))
-        try:
-            output.close()
-        except models.DatabaseError as exc:
-            log.error("job %s: output could not be stored: %s", job.id, exc)
+            sink.write(Stream.STDERR, f"[remora: attempt {job.attempts}]\n".encode())
+        result = self._execute(job, active, sink)
+        sink.close()
         self._finish_attempt(job, active, result)
 
-    def _execute(self, job: Job, active: _Active, sink: _Sink) -> ExecResult:
+    def _execute(self, job: Job, active: Active, sink: _Sink) -> ExecResult:
         try:
-            server = job.server
+            server = self._server(job.server_id)
             request = ExecRequest(
                 command=job.command or "",
                 args=job.args or "",
@@ -351,15 +369,16 @@ class Worker:
             log.exception("job %s: executor failed", job.id)
             return ExecResult(error_kind=ErrorKind.INTERNAL.value, error=f"internal error: {exc}")
 
-    def _finish_attempt(self, job: Job, active: _Active, result: ExecResult) -> None:
+    def _finish_attempt(self, job: Job, active: Active, result: ExecResult) -> None:
         """Write the outcome (retrying while the database is down), then ACK or NACK."""
+        active.finishing = True
         if active.reason == "shutdown":
             self._db_retry(lambda: claims.release(job.id, self.id, job.attempts))
             self.stats["requeued"] += 1
-            self._queue_call(self.queue.nack, job.id)
+            self.leases.done(job.id, "nack")
             return
         status, error = outcome_of(result, active.reason)
-        extra = {
+        extra: dict[str, Any] = {
             "exit_code": result.exit_code,
             "signal": result.signal,
             "remote_pid": result.remote_pid,
@@ -367,18 +386,18 @@ class Worker:
         if result.attempt_errors:
             ssh_errors = [claims.attempt_error(job.attempts, e) for e in result.attempt_errors]
             extra["attempt_errors"] = [*(job.attempt_errors or []), *ssh_errors]
-        retry = status is JobStatus.FAILED and job.attempts <= job.retries and not self._stop_reserving.is_set()
+        retry = status is JobStatus.FAILED and job.attempts <= job.retries and not self._stopping.is_set()
         if retry:
             self._db_retry(lambda: claims.requeue(job.id, self.id, job.attempts, error, **extra))
             self.stats["requeued"] += 1
             delay = min(1.0 * job.attempts, 10.0)
             log.info("job %s: attempt %d failed (%s); retrying in %.0fs", job.id, job.attempts, error, delay)
-            self._queue_call(self.queue.nack, job.id, delay=delay)
+            self.leases.done(job.id, "nack", delay)
             return
         self._db_retry(lambda: claims.finish(job.id, self.id, job.attempts, status, error=error, **extra))
         self.stats[status.value] = self.stats.get(status.value, 0) + 1
         log.debug("job %s: %s %s", job.id, status.value, error)
-        self._queue_call(self.queue.ack, job.id)
+        self.leases.done(job.id, "ack")
 
     # -- dependencies ---------------------------------------------------------------
 
@@ -395,57 +414,7 @@ class Worker:
                     log.error("giving up a database write at shutdown: %s", exc)
                     return None
 
-    def _queue_call(self, fn, *args, **kwargs) -> object:  # type: ignore[no-untyped-def]
-        """ACK/NACK with retries: a lost one is harmless (the lease expires; the next holder sees the row)."""
-        for _ in range(5):
-            try:
-                value = fn(*args, **kwargs)
-                self._queue_outage.ok()
-                return value
-            except (QueueUnavailable, OSError) as exc:
-                if self._abandon.wait(self._queue_outage.failed(exc)):
-                    return None
-            except QueueError as exc:
-                log.warning("queue refused %s for %s: %s", getattr(fn, "__name__", "call"), args[:1], exc)
-                return None
-        return None
-
-    # -- heartbeat -----------------------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        interval = max(0.05, self.settings.worker.heartbeat_interval)
-        while not self._stop_heartbeat.wait(0 if not self._registered else interval):
-            try:
-                self._beat()
-            except Exception:
-                log.exception("heartbeat failed")
-                self._stop_heartbeat.wait(interval)
-
-    def _beat(self) -> None:
-        with self._held_lock:
-            held = dict(self._held)
-        try:
-            if not self._registered:
-                self.queue.register_worker(self.id, host=self.host, concurrency=self.concurrency)
-                self._registered = True
-            replies = self.queue.touch(list(held), worker_id=self.id)
-            self._queue_outage.ok()
-        except (QueueUnavailable, QueueError, OSError) as exc:
-            self._registered = False  # register again after the outage (the queue may have restarted)
-            self._stop_heartbeat.wait(min(self._queue_outage.failed(exc), 1.0))
-            return
-        for job_id, state in replies.items():
-            active = held.get(job_id)
-            if active is None:
-                continue
-            if state == "canceled":
-                active.stop("canceled")
-            elif state == "lost" and active.attempt:
-                log.warning("job %s: lease lost (no heartbeat reached the queue in time); stopping it", job_id)
-                active.stop("lost")
-        self._db_side(held)
-
-    def _db_side(self, held: dict[str, _Active]) -> None:
+    def _db_side(self, held: dict[str, Active]) -> None:
         running = {k: a for k, a in held.items() if a.attempt}
         if not running:
             return

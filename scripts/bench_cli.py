@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -53,12 +54,15 @@ def system_python() -> str:
 
 
 def timed(cmd: list[str], env: dict[str, str], cwd: str, runs: int) -> dict[str, float]:
-    samples = []
+    samples, cpu = [], []
     subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, timeout=120)  # warm-up (zipapp extraction, page cache)
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         res = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, timeout=60)
         samples.append((time.perf_counter() - start) * 1000)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
         if res.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} exited {res.returncode}: {res.stderr.decode(errors='replace')[-500:]}")
     samples.sort()
@@ -67,6 +71,7 @@ def timed(cmd: list[str], env: dict[str, str], cwd: str, runs: int) -> dict[str,
         "median": round(statistics.median(samples), 1),
         "p90": round(samples[min(len(samples) - 1, int(len(samples) * 0.9))], 1),
         "max": round(samples[-1], 1),
+        "cpu_median": round(statistics.median(cpu), 1),  # user+sys: less sensitive to a busy machine than wall time
         "runs": runs,
     }
 
@@ -115,7 +120,7 @@ def main() -> None:
         [*checkout, "up", "--port", str(port), "--queue-port", str(qport), "--workers", "2"],
         env=dev_env, cwd=str(empty), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    result: dict[str, object] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    result: dict[str, object] = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     try:
         wait_healthy(url, up)
         result["help_ms"] = {"checkout": timed([*checkout, "--help"], dev_env, str(empty), args.runs)}
@@ -125,6 +130,7 @@ def main() -> None:
             result["help_ms"]["zipapp"] = timed([*zipapp, "--help"], env, str(empty), args.runs)  # type: ignore[index]
             result["submit_true_ms"]["zipapp"] = timed([*zipapp, "submit", "--", "true"], env, str(empty), args.runs)  # type: ignore[index]
         result["targets_ms"] = {"submit_true_zipapp": 400, "help": 250}
+        result["load_after"] = os.getloadavg()[0]
     finally:
         up.send_signal(signal.SIGINT)
         try:

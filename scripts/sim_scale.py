@@ -12,7 +12,7 @@ A job crosses four shared resources; each caps the whole system:
 
 Throughput is the smallest of the four capacities and the first bottleneck is
 the one that sets it.  The per-job costs default to the figures measured on
-the 2-core development machine by scripts/bench_queue.py, bench_worker.py and
+the 2-core development machine by scripts/bench_queue.py, bench_cluster.py and
 bench_api.py (see docs/scaling.md); pass `--calibration FILE.json` to use
 others.  `--json` prints the whole grid.
 
@@ -28,16 +28,21 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 
-# Per-job costs in seconds (or seconds per byte), measured on this machine.
+# Per-job costs in seconds (or seconds per byte), measured on this machine (2 cores) by
+# scripts/bench_cluster.py, bench_queue.py and bench_api.py: see docs/scaling.md for the runs.
 DEFAULT_COSTS = {
-    "queue_cpu": 1 / 9000,  # queue server CPU per job (put + reserve/ack in one round trip + touches)
-    "db_sqlite": 1 / 900,  # SQLite write cost per job (insert, claim, output, finish) — one writer at a time
-    "db_pg": 1 / 700,  # PostgreSQL write cost per job, per database core
+    "queue_cpu": 0.0010,  # queue server CPU per job: PUT 0.3 ms + RESERVE/ACK/TOUCH 0.7 ms
+    "db_sqlite": 0.0,  # SQLite: its CPU is inside the API and worker processes (counted there)
+    "db_sqlite_serial": 0.0025,  # SQLite: time the one writer lock is held per job (estimate, not measured separately)
+    "db_pg": 0.0029,  # PostgreSQL server CPU per job: insert 0.55 ms + claim, output, finish 2.35 ms
     "db_per_byte": 1 / 60e6,  # output bytes into the database
-    "worker_cpu_ssh": 1 / 330,  # worker process CPU per SSH job (channel open/exec/close, DB writes)
-    "ssh_latency": 0.0036,  # wall time of a trivial command on a pooled, TCP_NODELAY connection
+    "worker_cpu_ssh": 0.0055,  # worker process CPU per trivial SSH job (paramiko channel, DB writes)
+    "worker_cpu_local": 0.0046,  # worker process CPU per trivial local job (fork/exec, pipes, DB writes)
+    "job_cpu_local": 0.0032,  # the local job's own processes (sh, stdbuf, echo) on the worker's host
+    "ssh_latency": 0.042,  # one worker thread's cycle per trivial SSH job: reserve, claim, exec, output, finish, ack
+    "local_latency": 0.043,  # the same for the local executor
     "ssh_bandwidth": 160e6,  # bytes/s one channel drains
-    "api_cpu": 1 / 600,  # API process CPU per submitted job
+    "api_cpu": 0.0019,  # API process CPU per submitted job
 }
 
 
@@ -58,6 +63,8 @@ class Scenario:
     db_cores: int
     api_instances: int
     rtt: float
+    executor: str = "ssh"
+    host_cores: int = 0  # > 0: every process shares this many cores (one host), as in a local measurement
 
 
 def parse_size(text: str) -> int:
@@ -79,20 +86,29 @@ def parse_mix(text: str) -> list[JobClass]:
 
 def capacities(s: Scenario, mix: list[JobClass], costs: dict[str, float]) -> dict[str, float]:
     """Jobs/s each shared resource can sustain in scenario ``s``."""
+    local = s.executor == "local"
     mean_out = sum(c.share * c.output for c in mix)
-    mean_wall = sum(c.share * (costs["ssh_latency"] + s.rtt * 2 + c.duration + c.output / costs["ssh_bandwidth"]) for c in mix)
-    worker_cpu = costs["worker_cpu_ssh"] + mean_out * costs["db_per_byte"]
+    cycle = costs["local_latency" if local else "ssh_latency"]
+    mean_wall = sum(c.share * (cycle + s.rtt * 2 + c.duration + c.output / costs["ssh_bandwidth"]) for c in mix)
+    worker_cpu = costs["worker_cpu_local" if local else "worker_cpu_ssh"] + mean_out * costs["db_per_byte"]
     per_worker = min(s.threads / mean_wall, 1 / worker_cpu)
-    db_job = (costs["db_sqlite"] if s.database == "sqlite" else costs["db_pg"]) + mean_out * costs["db_per_byte"]
-    db_parallel = 1 if s.database == "sqlite" else s.db_cores
+    if s.database == "sqlite":
+        db = 1 / (costs["db_sqlite_serial"] + mean_out * costs["db_per_byte"])
+    else:
+        db = s.db_cores / (costs["db_pg"] + mean_out * costs["db_per_byte"])
     per_server = s.per_server if s.per_server > 0 else s.threads * s.workers
-    return {
+    caps = {
         "queue": 1 / costs["queue_cpu"],
-        "database": db_parallel / db_job,
+        "database": db,
         "workers": s.workers * per_worker,
-        "servers": s.servers * per_server / mean_wall,
-        "api": s.api_instances / costs["api_cpu"],
+        "servers": math.inf if local else s.servers * per_server / mean_wall,
+        "api": s.api_instances / costs["api_cpu"] if s.api_instances > 0 else math.inf,
     }
+    if s.host_cores > 0:  # everything on one host: the sum of every process's CPU per job shares its cores
+        db_cpu = costs["db_sqlite"] if s.database == "sqlite" else costs["db_pg"]
+        job_cpu = costs["job_cpu_local"] if local else 0.0
+        caps["host"] = s.host_cores / (costs["queue_cpu"] + db_cpu + worker_cpu + job_cpu + costs["api_cpu"] * (s.api_instances > 0))
+    return caps
 
 
 def predict(s: Scenario, mix: list[JobClass], costs: dict[str, float]) -> dict:
@@ -117,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db-cores", type=int, default=8)
     parser.add_argument("--api-instances", type=int, default=2)
     parser.add_argument("--rtt-ms", type=float, default=0.0, help="network round trip to the servers")
+    parser.add_argument("--executor", choices=["ssh", "local"], default="ssh", help="how jobs run (local: on the worker's host)")
+    parser.add_argument("--host-cores", type=int, default=0, help="all processes share this many cores (0: separate machines)")
+    parser.add_argument("--no-api", action="store_true", help="jobs are already submitted (drain only): leave the API out")
     parser.add_argument("--calibration", help="JSON file overriding per-job costs (keys of DEFAULT_COSTS)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
@@ -128,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for w in (int(x) for x in args.workers.split(",")):
         for m in (int(x) for x in args.servers.split(",")):
-            scenario = Scenario(w, args.threads, m, args.per_server, args.database, args.db_cores, args.api_instances, args.rtt_ms / 1000)
+            apis = 0 if args.no_api else args.api_instances
+            scenario = Scenario(
+                w, args.threads, m, args.per_server, args.database, args.db_cores, apis, args.rtt_ms / 1000, args.executor, args.host_cores
+            )
             rows.append(predict(scenario, mix, costs))
     if args.json:
         json.dump({"costs": costs, "mix": [asdict(c) for c in mix], "predictions": rows}, sys.stdout, indent=2)

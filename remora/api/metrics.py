@@ -1,4 +1,9 @@
-"""Prometheus text exposition: HTTP requests by route and code, jobs by status, queue depth, job durations."""
+"""Prometheus text exposition: HTTP requests by route and code, jobs by status, queue depth, job durations, workers.
+
+Counters (HTTP) are per API process; the job and queue families are read from
+the shared database and queue at scrape time, so every API instance reports
+the same values (aggregate them with ``max``, not ``sum``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ log = logging.getLogger(__name__)
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 JOB_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+RECENT_WINDOW = 900.0  # seconds: remora_jobs_finished_recent counts jobs that finished this recently
 
 
 def _labels(**labels: Any) -> str:
@@ -39,7 +45,7 @@ class Metrics:
             buckets[-2] += 1  # count
             buckets[-1] += seconds  # sum
 
-    def render(self, queue_stats: dict[str, Any] | None) -> str:
+    def render(self, queue_stats: dict[str, Any] | None, workers: list[dict[str, Any]] | None = None) -> str:
         lines: list[str] = []
         lines += [
             "# HELP remora_http_requests_total HTTP requests by route, method and status code.",
@@ -62,6 +68,7 @@ class Metrics:
             lines.append(f"remora_http_request_duration_seconds_sum{_labels(route=route)} {values[-1]:.6f}")
         lines += self._jobs()
         lines += self._queue(queue_stats)
+        lines += _workers(workers)
         return "\n".join(lines) + "\n"
 
     def _jobs(self) -> list[str]:
@@ -77,6 +84,12 @@ class Metrics:
         lines.append(f"remora_job_duration_seconds_bucket{_labels(le='+Inf')} {count}")
         lines.append(f"remora_job_duration_seconds_sum {total:.6f}")
         lines.append(f"remora_job_duration_seconds_count {count}")
+        lines += [
+            f"# HELP remora_jobs_finished_recent Jobs that finished in the last {int(RECENT_WINDOW)} s, by status.",
+            "# TYPE remora_jobs_finished_recent gauge",
+        ]
+        for status, value in finished_recently(RECENT_WINDOW).items():
+            lines.append(f"remora_jobs_finished_recent{_labels(status=status)} {value}")
         return lines
 
     def _queue(self, stats: dict[str, Any] | None) -> list[str]:
@@ -92,6 +105,44 @@ class Metrics:
         for priority, count in sorted((stats.get("priority_distribution") or {}).items(), key=lambda kv: int(kv[0])):
             lines.append(f"remora_queue_priority_depth{_labels(priority=priority)} {_num(count)}")
         return lines
+
+
+def _workers(workers: list[dict[str, Any]] | None) -> list[str]:
+    """Per-worker heartbeat age and running jobs, as the queue reports them (nothing when it is down)."""
+    if workers is None:
+        return []
+    lines = ["# HELP remora_workers_active Workers heard from within the last 30 s.", "# TYPE remora_workers_active gauge"]
+    lines.append(f"remora_workers_active {sum(1 for w in workers if w.get('active', (w.get('heartbeat_age') or 0) < 30))}")
+    lines += [
+        "# HELP remora_worker_heartbeat_age_seconds Seconds since each worker's last heartbeat.",
+        "# TYPE remora_worker_heartbeat_age_seconds gauge",
+    ]
+    for w in workers:
+        lines.append(
+            f"remora_worker_heartbeat_age_seconds{_labels(worker=w.get('id', ''), host=w.get('host', ''))} {_num(w.get('heartbeat_age'))}"
+        )
+    lines += ["# HELP remora_worker_running_jobs Jobs each worker holds a lease on.", "# TYPE remora_worker_running_jobs gauge"]
+    for w in workers:
+        lines.append(f"remora_worker_running_jobs{_labels(worker=w.get('id', ''))} {len(w.get('jobs') or [])}")
+    return lines
+
+
+def finished_recently(window: float) -> dict[str, int]:
+    """Jobs per finished status whose ``finished_at`` lies within the last ``window`` seconds (zeros included)."""
+    import datetime as dt
+
+    cutoff = models.utcnow() - dt.timedelta(seconds=window)
+    finished = [s.value for s in JobStatus if s.finished]
+    counts = dict.fromkeys(finished, 0)
+    query = (
+        Job.select(Job.status, models.fn.COUNT(Job.id))
+        .where(Job.status.in_(finished), Job.updated_at >= cutoff, Job.finished_at >= cutoff)
+        .group_by(Job.status)
+        .tuples()
+    )
+    for status, count in query:
+        counts[status] = int(count)
+    return counts
 
 
 def _num(value: Any) -> float | int:

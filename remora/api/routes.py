@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from remora.api import routes_files, routes_jobs, routes_servers, routes_system
+from remora.api import routes_admin, routes_files, routes_jobs, routes_servers, routes_system
 from remora.api.router import Route
 from remora.config import Settings
 
@@ -13,4 +13,5 @@ def all_routes(settings: Settings) -> list[Route]:
         *routes_jobs.routes(settings),
         *routes_servers.routes(settings),
         *routes_files.routes(settings),
+        *routes_admin.routes(settings),
     ]

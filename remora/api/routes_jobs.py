@@ -172,7 +172,7 @@ def submit_script(app: App, req: Request, body: dict[str, Any]) -> Any:
 
 def list_jobs(app: App, req: Request) -> Response | dict[str, Any]:
     filters = queries.parse_filters(
-        {k: req.arg(k) for k in ("page", "limit", "status", "server_id", "batch_id", "search", "sort_by", "sort_order")}
+        {k: req.arg(k) for k in ("page", "limit", "status", "server_id", "batch_id", "search", "id_prefix", "sort_by", "sort_order")}
     )
     etag = 'W/"' + hashlib.sha1(f"{queries.change_marker()}|{req.query_string}".encode()).hexdigest()[:24] + '"'
     if req.header("If-None-Match") == etag:
@@ -267,6 +267,11 @@ LIST_PARAMS = [
     Param("server_id", {"type": "string"}, "Only jobs on this server."),
     Param("batch_id", {"type": "string"}, "Only jobs of this fan-out."),
     Param("search", {"type": "string", "maxLength": 200}, "Substring of command, args, job name or server name."),
+    Param(
+        "id_prefix",
+        {"type": "string", "maxLength": 36, "pattern": "^[0-9a-fA-F-]*$"},
+        "Only jobs whose id starts with this (abbreviated ids).",
+    ),
     Param("sort_by", {"type": "string", "enum": list(queries.SORT_FIELDS)}, "Sort column (default created_at)."),
     Param("sort_order", {"type": "string", "enum": ["asc", "desc"]}, "Sort order (default desc)."),
 ]

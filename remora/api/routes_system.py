@@ -164,7 +164,8 @@ def audit_log(app: App, req: Request) -> dict[str, Any]:
 
 
 def metrics(app: App, req: Request) -> Response:
-    body = app.metrics.render(_queue_stats(app))
+    stats = _queue_stats(app)
+    body = app.metrics.render(stats, _workers(app) if stats is not None else None)
     return Response(status=200, body=body.encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -1,4 +1,4 @@
-"""Serving the API: ``make_app`` (the WSGI callable) and ``APIServer`` (waitress in a thread + reconciler)."""
+"""Serving the API: ``make_app`` (the WSGI callable) and ``APIServer`` (waitress in a thread + reconciler + maintenance)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from remora.api.app import App
 from remora.api.routes_files import UPLOAD_OVERHEAD
 from remora.config import Settings
+from remora.maintenance import Maintenance
 from remora.reconciler import Reconciler
 from remora.services.context import LazyQueue
 
@@ -26,7 +27,7 @@ def make_app(settings: Settings, *, queue: Any = None, auth: bool = True, static
 
 
 class APIServer:
-    """The API on waitress in a background thread, with the reconciler.
+    """The API on waitress in a background thread, with the reconciler and the maintenance loop.
 
     The database must already be initialised (``models.init_db``).
     """
@@ -42,6 +43,7 @@ class APIServer:
         static_dir: Path | None = None,
         reconcile_interval: float = 2.0,
         reconcile_settle: float = 5.0,
+        maintenance_interval: float = 5.0,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -49,6 +51,7 @@ class APIServer:
         self._owns_queue = queue is None
         self.app = make_app(settings, queue=queue, auth=auth, static_dir=static_dir)
         self.reconciler = Reconciler(self.app.ctx, interval=reconcile_interval, settle=reconcile_settle)
+        self.maintenance = Maintenance(settings, interval=maintenance_interval)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -72,6 +75,7 @@ class APIServer:
         self._thread = threading.Thread(target=self._serve, name="api-server", daemon=True)
         self._thread.start()
         self.reconciler.start()
+        self.maintenance.start()
         host, port = self.address
         log.info("API listening on http://%s:%d", host, port)
 
@@ -103,8 +107,9 @@ class APIServer:
             self.stop()
 
     def stop(self) -> None:
-        """Stop the reconciler, close every connection, join the threads."""
+        """Stop the reconciler and maintenance, close every connection, join the threads."""
         self.reconciler.stop()
+        self.maintenance.stop()
         server, self._server = self._server, None
         if server is not None:
             waitress_log = logging.getLogger("waitress")
@@ -122,6 +127,9 @@ class APIServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.app.close()
+        from remora.services import audit
+
+        audit.flush()
         if self._owns_queue:
             closer = getattr(self.app.ctx.queue, "close", None)
             if closer is not None:

@@ -65,16 +65,24 @@ def list_jobs(
 
     from remora.cli.common import console
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "NAME", "SERVER", "STATUS", "EXIT", "PRI", "CREATED", "TOOK", "COMMAND"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=60 if column == "COMMAND" else None)
+    rows = []
     for job in jobs:
         exit_code = job.get("exit_code")
-        table.add_row(
-            short(job["id"]), job.get("name") or "", server_name(job), styled_status(str(job.get("status"))),
+        rows.append((
+            short(job["id"]), job.get("name") or "", server_name(job), str(job.get("status")),
             "" if exit_code is None else str(exit_code), str(job.get("priority", "")), fmt_time(job.get("created_at")),
             fmt_duration(job.get("duration")), " ".join(job_command(job).split()),
-        )  # fmt: skip
+        ))  # fmt: skip
+    headers = ("ID", "NAME", "SERVER", "STATUS", "EXIT", "PRI", "CREATED", "TOOK", "COMMAND")
+    table = Table(box=None, pad_edge=False)
+    for index, column in enumerate(headers):
+        if column == "COMMAND":  # the one column that gives way on a narrow terminal
+            table.add_column(column, no_wrap=True, overflow="ellipsis", ratio=1)
+        else:
+            widest = max(len(column), *(len(row[index]) for row in rows))
+            table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=min(widest, 24), max_width=24)
+    for row in rows:
+        table.add_row(*row[:3], styled_status(row[3]), *row[4:])
     console().print(table)
     pages = data.get("pagination") or {}
     if pages.get("has_next"):
@@ -260,6 +268,34 @@ def wait_jobs(
         for job in final:
             err(summary_line(job))
     raise typer.Exit(combined_exit_code(final))
+
+
+@jobs_app.command("prune")
+def prune(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Delete finished jobs older than this: 30d, 12h, 90m.", show_default=False)
+    ],
+    status: Annotated[
+        list[str] | None, typer.Option("--status", help="Only jobs in this status (completed, failed, canceled); repeatable.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count the jobs that would be deleted.")] = False,
+    as_json: JsonOpt = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Delete finished jobs older than a cut-off, with their output (admin token; recorded in the audit log).
+
+    Queued and running jobs are never deleted.  For automatic pruning set api.retention.
+
+    Example: remora jobs prune --older-than 30d --status completed --status canceled
+    """
+    client = make_client(api_url, token, timeout=600.0)
+    result = client.prune_jobs(older_than, list(status) if status else None, dry_run=dry_run)
+    if as_json:
+        print_json(result)
+        return
+    verb = "would delete" if result.get("dry_run") else "deleted"
+    err(f"{verb} {result['deleted']} {'/'.join(result['status'])} job(s) finished before {result['cutoff']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,7 @@ def serve(
     token: Annotated[str | None, typer.Option("--token", help="Shared client token (required off loopback).")] = None,
     persistence: Annotated[bool | None, typer.Option("--persistence/--no-persistence", help="Keep the queue on disk.")] = None,
 ) -> None:
-    """Serve NetQueue on TCP (binary protocol) with HTTP /health, /stats, /workers, /monitor on the same port.
+    """Serve NetQueue on TCP (binary protocol) with HTTP /health, /stats, /workers, /monitor, /metrics on the same port.
 
     Logs go to stderr; SIGTERM or Ctrl-C flushes the log and exits cleanly.
     After checking its settings the command re-executes itself as a lean

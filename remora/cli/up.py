@@ -120,11 +120,18 @@ class Stack:
             f"  API:       {url}" + ("" if url == "http://127.0.0.1:8080" else f"   (clients: export REMORA_API_URL={url})"),
             f"  Queue:     {_connect_host(qhost)}:{qport}",
             f"  Workers:   {self.settings.worker.concurrency} threads",
-            f"  Token:     {self.settings.token_file} (client commands on this machine read it)",
+            f"  Token:     {self.settings.token_file} " + self._token_hint(),
             "Press Ctrl-C to stop (running jobs finish first; press it twice to stop them at once).",
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
+
+    def _token_hint(self) -> str:
+        from remora.config import default_data_dir
+
+        if self.settings.data_dir == default_data_dir():
+            return "(client commands on this machine read it)"
+        return f"(clients: export REMORA_DATA_DIR={self.settings.data_dir}, or REMORA_TOKEN)"
 
     def wait_for_signal(self) -> None:
         def handler(signum: int, frame: Any) -> None:

@@ -9,12 +9,14 @@ when the command is finished, or when ``cancel`` was set or ``timeout`` passed
 and the whole process tree was terminated (TERM, then KILL after
 ``worker.kill_grace``).
 
-Commands and scripts are both run by a POSIX shell wrapper built here
-(``build_wrapper``) so the local and SSH executors agree on semantics:
+Over SSH, commands and scripts are run by a POSIX shell wrapper built here
+(``build_wrapper``); the local executor execs the same argv directly
+(``executor.local.local_command``), so both agree on semantics:
 
 - ``command`` + ``args`` is shell text (``args`` a string is appended as
   written, a list is quoted word by word) run by ``$SHELL -c`` (the login
-  shell over SSH) -- or by ``shell`` when the job names one;
+  shell over SSH, ``/bin/sh`` locally) -- or by ``shell`` when the job names
+  one; its stdin is ``/dev/null``;
 - ``script`` is fed to ``<shell> -s -- args...`` on stdin (no quoting at all),
   or, with a pty, passed quoted to ``<shell> -c`` (a terminal would echo stdin);
   only shells in ``security.allowed_shells`` are accepted;
@@ -213,7 +215,10 @@ def build_wrapper(request: ExecRequest, *, stdbuf: bool, print_pid: bool, defaul
     else:
         shell = shlex.quote(request.shell) if request.shell else default_shell
         run = f"{shell} -c {shlex.quote(command_text(request))}"
-    parts.append(f"exec {prefix}{run}".rstrip())
+    # stdin is /dev/null unless a script is fed on it (or a pty is asked for): no EOF has to be sent
+    # over SSH, which paramiko could race after the channel's CLOSE (sshd then drops the connection).
+    redirect = " </dev/null" if stdin is None and not request.pty else ""
+    parts.append(f"exec {prefix}{run}".rstrip() + redirect)
     return Wrapper("; ".join(parts), stdin)
 
 

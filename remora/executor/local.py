@@ -3,8 +3,12 @@
 Same semantics as SSH (see ``executor.base``): the job runs in its own
 session and process group (``start_new_session``), so a cancel or timeout
 signals the whole tree -- TERM, then KILL after ``worker.kill_grace``.
-Output is read from both pipes with ``selectors`` as it arrives.  The
-subprocess inherits the worker's environment plus the job's ``env``.
+Output is read from both pipes (or the pty) with ``selectors`` as it
+arrives.  The job is exec'd directly -- ``[stdbuf -oL -eL] /bin/sh -c
+command`` or ``<shell> -s -- args`` with the script on stdin -- with the
+worker's environment plus the job's ``env`` and ``workdir`` as its cwd, so a
+local job costs one exec fewer than the SSH wrapper; commands run under
+``/bin/sh`` (or the job's ``shell``), not the worker's login shell.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from remora.executor.base import (
     ExecRequest,
     ExecResult,
     OutputSink,
-    build_wrapper,
     check_request,
+    command_text,
     finish,
     notify_started,
+    script_args,
     signal_name,
 )
 from remora.models import Stream, utcnow
@@ -54,16 +59,20 @@ class LocalExecutor:
 
     def __init__(self, settings: Settings) -> None:
         self.kill_grace = settings.worker.kill_grace
-        self.buffer_size = max(4096, settings.output.buffer_size)
+        self.buffer_size = max(65536, settings.output.buffer_size)  # a whole pipe buffer per read
         self.allowed_shells = list(settings.security.allowed_shells)
 
     def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult:
         result = ExecResult(started_at=utcnow())
         try:
             check_request(request, self.allowed_shells)
-            wrapper = build_wrapper(request, stdbuf=_STDBUF and not request.pty, print_pid=False)
+            argv, stdin, env = local_command(request, stdbuf=_STDBUF and not request.pty)
         except ValidationError as exc:
             result.error_kind, result.error = ErrorKind.INTERNAL.value, exc.message
+            return finish(result)
+        if request.workdir and not os.path.isdir(request.workdir):  # what `cd` in the SSH wrapper reports
+            sink.write(Stream.STDERR, f"cd: {request.workdir}: No such directory\n".encode())
+            result.exit_code = 1
             return finish(result)
         master = slave = -1
         try:
@@ -71,10 +80,12 @@ class LocalExecutor:
                 master, slave = os.openpty()
             out = slave if request.pty else subprocess.PIPE
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", wrapper.text],
-                stdin=subprocess.PIPE if wrapper.stdin is not None else subprocess.DEVNULL,
+                argv,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
+                env=env,
+                cwd=request.workdir or None,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -82,7 +93,7 @@ class LocalExecutor:
             for fd in (master, slave):
                 if fd >= 0:
                     os.close(fd)
-            result.error_kind, result.error = ErrorKind.INTERNAL.value, f"cannot start /bin/sh: {exc}"
+            result.error_kind, result.error = ErrorKind.INTERNAL.value, f"cannot start {argv[0]}: {exc}"
             return finish(result)
         if request.pty:
             os.close(slave)
@@ -92,8 +103,8 @@ class LocalExecutor:
             sources = {proc.stdout.fileno(): Stream.STDOUT, proc.stderr.fileno(): Stream.STDERR}
         result.remote_pid = proc.pid
         notify_started(sink, proc.pid)
-        if wrapper.stdin is not None:
-            threading.Thread(target=_feed_stdin, args=(proc, wrapper.stdin), daemon=True, name=f"stdin-{proc.pid}").start()
+        if stdin is not None:
+            threading.Thread(target=_feed_stdin, args=(proc, stdin), daemon=True, name=f"stdin-{proc.pid}").start()
         try:
             self._pump(proc, sources, request, sink, cancel, result)
         finally:
@@ -177,6 +188,26 @@ class LocalExecutor:
             time.sleep(0.05)
         _kill_group(pid, signal.SIGKILL)
         return True
+
+
+def local_command(request: ExecRequest, *, stdbuf: bool) -> tuple[list[str], bytes | None, dict[str, str]]:
+    """argv, stdin and environment of a local job: no wrapper shell (one exec fewer than over SSH)."""
+    argv = ["stdbuf", "-oL", "-eL"] if stdbuf else []
+    stdin = None
+    if request.script is not None:
+        shell = request.shell or "/bin/bash"
+        if request.pty:
+            argv += [shell, "-c", request.script, shell, *script_args(request)]
+        else:
+            argv += [shell, "-s", "--", *script_args(request)]
+            stdin = request.script.encode()
+    else:
+        argv += [request.shell or "/bin/sh", "-c", command_text(request)]
+    env = dict(os.environ)  # a local job inherits the worker's environment, like any child process
+    if stdbuf:
+        env["PYTHONUNBUFFERED"] = "1"
+    env.update(request.env)
+    return argv, stdin, env
 
 
 def _feed_stdin(proc: subprocess.Popen, data: bytes) -> None:

@@ -60,6 +60,7 @@ from remora.executor.sshpool import (
     load_private_key,
     open_connection,
     quick_command,
+    send_eof,
 )
 from remora.models import AuthType, PemKey, Stream, utcnow
 
@@ -72,6 +73,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_AFTER_EXIT = 1.0  # pipes a background child keeps open are read this long after the exit status
 KILL_WAIT = 5.0  # after KILL, how long we still wait for the channel to report the end
+MAX_READ = 256 * 1024  # most bytes taken from a channel buffer at once (bigger reads cost RSS, not speed)
 _known_hosts: dict[str, KnownHosts] = {}
 _known_hosts_lock = threading.Lock()
 
@@ -187,37 +189,37 @@ class SSHExecutor:
     def _start_once(self, request: ExecRequest) -> tuple[Connection, paramiko.Channel, Wrapper]:
         check_request(request, list(self.settings.security.allowed_shells))
         key = self._key()
-        for _ in range(3):  # a pooled transport that died since last use is replaced at once
+        last: BaseException | None = None
+        for attempt in range(5):
             conn, fresh = self.pool.acquire(key, self._open)
             try:
                 chan = conn.transport.open_session(timeout=self.settings.ssh.connection_timeout)
-            except paramiko.ChannelException as exc:
-                self.pool.release(conn)
-                self.pool.saturated(conn)
-                if fresh:
-                    raise SSHError(f"{self.server.hostname}: channel refused: {exc}") from None
-                continue
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 self.pool.release(conn)
-                self.pool.discard(conn)
-                if fresh:
-                    raise SSHError(f"{self.server.hostname}: cannot open a session: {exc or type(exc).__name__}") from None
+                last = exc
+                if not conn.alive():  # a pooled transport that died since its last use: replace it at once
+                    self.pool.discard(conn)
+                    if fresh:
+                        raise SSHError(f"{self.server.hostname}: cannot open a session: {exc or type(exc).__name__}") from None
+                    continue
+                # The transport is fine but the channel was refused: sshd has not yet freed the sessions we
+                # closed (MaxSessions), and paramiko may hand the refusal to another thread. Never close a
+                # transport other jobs are using for this; wait a moment and try again.
+                time.sleep(0.05 * (attempt + 1))
                 continue
             try:
                 wrapper = build_wrapper(request, stdbuf=conn.stdbuf and not request.pty, print_pid=True)
                 if request.pty:
                     chan.get_pty(term="dumb", width=200, height=50)
                 chan.exec_command(wrapper.text)
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                chan.close()
+            except BaseException as exc:
+                _close_quietly(chan)
                 self.pool.release(conn)
-                raise SSHError(f"{self.server.hostname}: exec request failed: {exc or type(exc).__name__}") from None
-            except BaseException:
-                chan.close()
-                self.pool.release(conn)
+                if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
+                    raise SSHError(f"{self.server.hostname}: exec request failed: {exc or type(exc).__name__}") from None
                 raise
             return conn, chan, wrapper
-        raise SSHError(f"{self.server.hostname}: pooled connections keep failing")
+        raise SSHError(f"{self.server.hostname}: cannot open a session: {last or 'channel refused'}")
 
     # -- running --------------------------------------------------------------
 
@@ -234,7 +236,7 @@ class SSHExecutor:
         try:
             _Run(self, conn, chan, request, sink, cancel, result).pump(wrapper)
         finally:
-            chan.close()
+            _close_quietly(chan)
             self.pool.release(conn)
         return finish(result)
 
@@ -306,8 +308,6 @@ class _Run:
         chan.in_stderr_buffer.set_event(self.wake)
         if wrapper.stdin is not None:
             threading.Thread(target=_send_stdin, args=(chan, wrapper.stdin), daemon=True, name="ssh-stdin").start()
-        elif not request.pty:
-            chan.shutdown_write()
         deadline = time.monotonic() + request.timeout if request.timeout > 0 else None
         term_at: float | None = None
         kill_at: float | None = None
@@ -352,14 +352,17 @@ class _Run:
         self.ex.kill_group(self.conn, pid, sig)
 
     def drain(self) -> None:
+        # Take everything buffered at once: paramiko's buffer deletes from its front on each read,
+        # so many small reads of a large buffer cost quadratic time (8 KiB reads: ~15 MB/s).
         chan = self.chan
+        size = self.ex.buffer_size
         while chan.recv_ready():
-            data = chan.recv(self.ex.buffer_size)
+            data = chan.recv(max(size, min(len(chan.in_buffer), MAX_READ)))
             if not data:
                 break
             self.stdout(data)
         while chan.recv_stderr_ready():
-            data = chan.recv_stderr(self.ex.buffer_size)
+            data = chan.recv_stderr(max(size, min(len(chan.in_stderr_buffer), MAX_READ)))
             if not data:
                 break
             self.sink.write(Stream.STDERR, data)
@@ -399,8 +402,10 @@ class _Run:
         elif result.error_kind is None:
             result.error_kind = ErrorKind.CONNECTION.value
             alive = self.conn.alive()
+            cause = getattr(self.conn.transport, "saved_exception", None)
             result.error = (
                 f"SSH connection to {self.ex.server.hostname}:{self.ex.server.port} lost while the command was running"
+                + (f" ({type(cause).__name__}: {cause})" if cause else "")
                 if not alive
                 else "the SSH channel closed without an exit status"
             )
@@ -410,10 +415,17 @@ class _Run:
                 threading.Thread(target=self.ex.kill_stale, args=(result.remote_pid,), daemon=True, name="ssh-orphan-kill").start()
 
 
+def _close_quietly(chan: paramiko.Channel) -> None:
+    try:
+        chan.close()
+    except (paramiko.SSHException, EOFError, OSError):
+        pass  # the transport is gone already
+
+
 def _send_stdin(chan: paramiko.Channel, data: bytes) -> None:
     try:
         chan.sendall(data)
-        chan.shutdown_write()
+        send_eof(chan)
     except (paramiko.SSHException, EOFError, OSError) as exc:
         log.debug("sending the script failed: %s", exc)
 

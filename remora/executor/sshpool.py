@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import paramiko
 from paramiko.channel import Channel
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 # paramiko logs every failed handshake with a traceback; the error reaches the job and our log instead.
 logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
-WINDOW_SIZE = 8 * 1024 * 1024  # bigger than paramiko's 2 MiB: bulk output streams without stalls
+WINDOW_SIZE = 2 * 1024 * 1024  # paramiko's default; bigger windows made bulk output slower and fatter
 MAX_PACKET = 32768
 
 
@@ -54,11 +55,11 @@ def _channel_request(chan: Channel, m: paramiko.Message) -> None:
         chan.status_event.set()
         return
     m.packet.seek(start)
-    Channel._handle_request(chan, m)
+    Channel._handle_request(chan, m)  # type: ignore[attr-defined]
 
 
 class _Transport(paramiko.Transport):
-    _channel_handler_table = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _channel_request}
+    _channel_handler_table = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _channel_request}  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -190,12 +191,30 @@ def open_connection(
     return conn
 
 
+def send_eof(chan: paramiko.Channel) -> None:
+    """``shutdown_write`` without paramiko's race.
+
+    paramiko builds the EOF under the channel lock but sends it after releasing
+    it; if the server's CLOSE arrives in between, the transport thread answers
+    with CLOSE first and our EOF follows for a channel sshd has already freed --
+    sshd then disconnects the whole connection ("ieof packet referred to
+    nonexistent channel"), failing every job on it.  Sending under the lock
+    orders the two.
+    """
+    with chan.lock:
+        transport: Any = chan.transport
+        if chan.closed or transport is None:
+            return
+        message = chan._send_eof()  # type: ignore[attr-defined]
+        if message is not None:
+            transport._send_user_message(message)
+
+
 def quick_command(conn: Connection, command: str, timeout: float) -> int | None:
     """Run a short command on its own channel; its exit status (None if it did not finish in time)."""
     chan = conn.transport.open_session(timeout=timeout)
     try:
-        chan.exec_command(command)
-        chan.shutdown_write()
+        chan.exec_command(f"{{ {command}; }} </dev/null")
         if not chan.status_event.wait(timeout):
             return None
         return chan.exit_status if chan.exit_status >= 0 else None
@@ -263,11 +282,6 @@ class SSHPool:
         with self._lock:
             conn.channels = max(0, conn.channels - 1)
             conn.last_used = time.monotonic()
-
-    def saturated(self, conn: Connection) -> None:
-        """The server refused a channel: lower this connection's limit to what it carries now."""
-        with self._lock:
-            conn.limit = max(1, conn.channels - 1)
 
     def discard(self, conn: Connection) -> None:
         with self._lock:

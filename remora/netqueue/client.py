@@ -198,6 +198,28 @@ class _Link:
             if others:
                 self.cond.notify_all()
 
+    def stale(self) -> bool:
+        """True (and the link failed) when an idle connection was closed by the server (e.g. a restart).
+
+        Checked before sending so that a non-resendable request (ACK, NACK) is not lost on a dead socket.
+        Only an idle link is probed (no call outstanding, so no reader): a non-consuming peek under the lock.
+        """
+        if self.calls or self.reading:
+            return False
+        with self.cond:
+            if self.calls or self.reading or self.error is not None:
+                return self.error is not None
+            try:
+                peeked = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return False  # nothing to read: the usual, healthy case
+            except OSError:
+                peeked = b""
+        if peeked:
+            return False  # unsolicited bytes (an error frame): the next reader deals with them
+        self.fail(ConnectionError("the server closed the connection"))
+        return True
+
     def fail(self, exc: BaseException) -> None:
         with self.cond:
             if self.error is None:
@@ -284,7 +306,7 @@ class QueueClient:
 
     def _get_link(self) -> _Link:
         link = self._link
-        if link is not None and link.error is None:
+        if link is not None and link.error is None and not link.stale():
             return link
         with self._link_lock:
             if self._closed:

@@ -1,4 +1,5 @@
-"""HTTP on the queue's port: ``GET /health``, ``/stats``, ``/workers``, ``/workers/stats``, ``/monitor`` as JSON.
+"""HTTP on the queue's port: ``GET /health``, ``/stats``, ``/workers``, ``/workers/stats``, ``/monitor`` as JSON,
+and ``/metrics`` as Prometheus text (remora.netqueue.metrics).
 
 The server hands over the raw request head of a connection whose first byte
 was not 0x00 (binary frames always start with 0x00); the answer is a full
@@ -17,14 +18,15 @@ if TYPE_CHECKING:
     from remora.netqueue.server import QueueServer
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
-PATHS = ("/health", "/stats", "/workers", "/workers/stats", "/monitor")
+PATHS = ("/health", "/stats", "/workers", "/workers/stats", "/monitor", "/metrics")
 
 
-def response(status: int, data: Any, *, head: bool = False) -> bytes:
-    body = json.dumps(data, indent=None, separators=(",", ":"), default=str).encode() + b"\n"
+def response(status: int, data: Any, *, head: bool = False, text: str | None = None, content_type: str = "application/json") -> bytes:
+    """A complete HTTP/1.1 response: ``data`` as JSON, or ``text`` as is (with ``content_type``)."""
+    body = text.encode() if text is not None else json.dumps(data, indent=None, separators=(",", ":"), default=str).encode() + b"\n"
     lines = [
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
-        "Content-Type: application/json",
+        f"Content-Type: {content_type}",
         f"Content-Length: {len(body)}",
         "Cache-Control: no-store",
         "Connection: close",
@@ -61,6 +63,11 @@ def handle_http(server: QueueServer, head: bytes) -> bytes:
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
         if not compare_digest(token.encode(), server.token.encode()):
             return _error(401, "UNAUTHORIZED", "send Authorization: Bearer <queue token>")
+    if path == "/metrics":
+        from remora.netqueue import metrics
+
+        text = metrics.render(server.stats(), server.engine.worker_list())
+        return response(200, None, head=method == "HEAD", text=text, content_type=metrics.CONTENT_TYPE)
     return response(200, _body(server, path), head=method == "HEAD")
 
 

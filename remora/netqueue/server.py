@@ -25,8 +25,6 @@ request (see ``remora.netqueue.http``) and answered with JSON.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import selectors
 import socket
@@ -40,6 +38,7 @@ from remora.errors import ConfigError
 from remora.netqueue import protocol as p
 from remora.netqueue.engine import Engine
 from remora.netqueue.handlers import Dispatcher, reservation_tuples
+from remora.netqueue.waiters import ParkedReserves, Waiter
 
 if TYPE_CHECKING:
     from remora.config import Settings
@@ -72,14 +71,6 @@ class Connection:
         self.pending = 0  # replies waiting for durability
         self.parked = 0  # blocking reserves waiting
         self.writing = False
-
-
-class Waiter:
-    __slots__ = ("conn", "deadline", "done", "opcode", "prefix", "req", "rid")
-
-    def __init__(self, conn: Connection, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes, deadline: float) -> None:
-        self.conn, self.opcode, self.rid, self.req, self.prefix, self.deadline = conn, opcode, rid, req, prefix, deadline
-        self.done = False
 
 
 class QueueServer:
@@ -125,14 +116,12 @@ class QueueServer:
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._conns: dict[int, Connection] = {}
-        self._waiters: dict[str, deque[Waiter]] = {}
-        self._waiter_deadlines: list[tuple[float, int, Waiter]] = []
-        self._seq = itertools.count()
+        self.parked = ParkedReserves()
         self._batch: list[tuple[Connection, bytes]] = []
         self._held: deque[tuple[int, Connection, bytes]] = deque()
         self._dirty: set[Connection] = set()
         self._stopped = threading.Event()
-        self.log_error: str | None = None  # set while the log cannot be written (disk full); see _log_failed
+        self.log_error: str | None = None  # set while the log cannot be written (disk full); see _flush_log
         self._log_retry_at = 0.0
         self._log_failed_bytes = 0
         self.counters = {"connections_total": 0, "requests": 0, "errors": 0, "http_requests": 0}
@@ -251,8 +240,9 @@ class QueueServer:
         nxt = self.engine.next_deadline()
         if nxt is not None:
             deadlines.append(nxt - now)
-        if self._waiter_deadlines:
-            deadlines.append(self._waiter_deadlines[0][0] - now)
+        parked = self.parked.next_deadline()
+        if parked is not None:
+            deadlines.append(parked - now)
         return max(0.0, min(deadlines))
 
     def _iteration(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
@@ -399,46 +389,22 @@ class QueueServer:
         conn.closing = True
         self._batch.append((conn, response))
 
-    # -- blocking reserves --------------------------------------------------
+    # -- blocking reserves (see remora.netqueue.waiters) --------------------
     def park(self, conn: Connection, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> None:
         """Hold a RESERVE that found nothing until a job arrives or its timeout passes."""
-        waiter = Waiter(conn, opcode, rid, req, prefix, time.time() + req.timeout)
-        for queue in req.queues:
-            self._waiters.setdefault(queue, deque()).append(waiter)
-        heapq.heappush(self._waiter_deadlines, (waiter.deadline, next(self._seq), waiter))
-        conn.parked += 1
+        self.parked.park(conn, opcode, rid, req, prefix, time.time())
 
-    def _finish_waiter(self, waiter: Waiter, jobs: list[Any]) -> None:
-        waiter.done = True
-        waiter.conn.parked -= 1
+    def _answer(self, waiter: Waiter, jobs: list[Any]) -> None:
         body = waiter.prefix + p.encode_reservations(reservation_tuples(jobs))
         self._batch.append((waiter.conn, p.reply(waiter.opcode, waiter.rid, body)))
 
     def _expire_waiters(self) -> None:
-        heap = self._waiter_deadlines
-        now = time.time()
-        while heap and (heap[0][0] <= now or heap[0][2].done):
-            _, _, waiter = heapq.heappop(heap)
-            if not waiter.done:
-                self._finish_waiter(waiter, [])
+        for waiter in self.parked.expired(time.time()):
+            self._answer(waiter, [])
 
     def _serve_waiters(self) -> None:
-        engine = self.engine
-        while engine.woken:
-            queue = engine.woken.pop()
-            waiters = self._waiters.get(queue)
-            if not waiters:
-                continue
-            q = engine.queues.get(queue)
-            while waiters and q is not None and q.nready:
-                waiter = waiters.popleft()
-                if waiter.done:
-                    continue
-                jobs = engine.reserve(waiter.req.queues, waiter.req.count, waiter.req.worker)
-                if jobs:
-                    self._finish_waiter(waiter, jobs)
-            if not waiters:
-                del self._waiters[queue]
+        for waiter, jobs in self.parked.serve(self.engine):
+            self._answer(waiter, jobs)
 
     # -- replies and durability -------------------------------------------
     def _commit_batch(self) -> None:
@@ -574,20 +540,14 @@ class QueueServer:
             pass
         conn.sock.close()
         conn.closing = True
-        if conn.parked:
-            for waiters in self._waiters.values():
-                for waiter in waiters:
-                    if waiter.conn is conn:
-                        waiter.done = True
-            conn.parked = 0
+        self.parked.drop(conn)
 
     def _shutdown(self) -> None:
         """Answer parked reserves with nothing, make the log durable, send what is owed, close."""
         with self.lock:
-            for _, _, waiter in self._waiter_deadlines:
-                if not waiter.done and waiter.conn.sock.fileno() >= 0:
-                    self._finish_waiter(waiter, [])
-            self._waiter_deadlines.clear()
+            for waiter in self.parked.drain():
+                if waiter.conn.sock.fileno() >= 0:
+                    self._answer(waiter, [])
             self._commit_batch()
             if self.wal is not None:
                 self.wal.sync_now()
@@ -617,6 +577,10 @@ class QueueServer:
 
     # -- introspection ------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return self._stats()
+
+    def _stats(self) -> dict[str, Any]:
         data = self.engine.stats()
         data["connections"] = len(self._conns)
         data["uptime"] = round(time.time() - self.started_at, 3)
@@ -624,7 +588,7 @@ class QueueServer:
             **self.counters,
             "persistence": self.persistence,
             "fsync": self.fsync,
-            "parked_reserves": sum(1 for _, _, w in self._waiter_deadlines if not w.done),
+            "parked_reserves": self.parked.count,
             "log_error": self.log_error,
         }
         if self.wal is not None:

@@ -22,6 +22,7 @@ class Context:
 
     settings: Settings
     queue: QueueClient | None = None
+    put_failed: threading.Event = field(default_factory=threading.Event, repr=False)  # the reconciler sweeps soon
     _secrets: SecretBox | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

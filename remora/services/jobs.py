@@ -109,6 +109,7 @@ def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:
         raise
     except (QueueUnavailable, QueueError, OSError) as exc:
         log.warning("queue unavailable (%s): %d job(s) recorded, the reconciler will queue them", exc, len(items))
+        ctx.put_failed.set()
         return False
     return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +17,20 @@ from remora.services.context import Context
 log = logging.getLogger(__name__)
 
 LOCAL_SERVER = "local"
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 SECRET_FIELDS = ("password", "private_key", "passphrase")
-PLAIN_FIELDS = ("name", "hostname", "port", "user", "auth_type", "pem_file", "host_key_policy", "tags", "max_concurrent_jobs", "is_active")
+PLAIN_FIELDS: tuple[str, ...] = (
+    "name",
+    "hostname",
+    "port",
+    "user",
+    "auth_type",
+    "pem_file",
+    "host_key_policy",
+    "tags",
+    "max_concurrent_jobs",
+    "is_active",
+)
 PLAIN_FIELDS = (*PLAIN_FIELDS, "description")
 
 
@@ -28,8 +41,14 @@ def get_server(server_id: str) -> Server:
     return server
 
 
+TARGET_COLUMNS = (Server.id, Server.name, Server.hostname, Server.is_active, Server.max_concurrent_jobs, Server.tags)
+
+
 def _by_id_or_name(ref: str, field_name: str) -> Server:
-    server = Server.get_or_none((Server.id == ref) | (Server.name == ref))
+    column = Server.id if UUID_RE.match(ref) else Server.name
+    server = Server.select(*TARGET_COLUMNS).where(column == ref).first()
+    if server is None and column is Server.id:
+        server = Server.select(*TARGET_COLUMNS).where(Server.name == ref).first()
     if server is None:
         raise ValidationError(f"{field_name}: no server {ref!r}", details={field_name: f"no server with id or name {ref!r}"})
     return server
@@ -49,7 +68,7 @@ def resolve_servers(server_id: str | None, server_ids: list[str], names: list[st
         if field_name == "servers" and ref.startswith("tag:"):
             tag = ref[4:]
             if all_servers is None:
-                all_servers = list(Server.select().where(Server.is_active == True))  # noqa: E712
+                all_servers = list(Server.select(*TARGET_COLUMNS).where(Server.is_active == True))  # noqa: E712
             tagged = [s for s in all_servers if tag in (s.tags or [])]
             if not tagged:
                 raise ValidationError(

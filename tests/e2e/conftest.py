@@ -144,7 +144,7 @@ def add_ssh_servers(remora: Remora, sshd, names: list[str], tag: str = "e2e") ->
         assert res.returncode == 0, res.stderr.decode()
 
 
-@pytest.fixture(scope="module", params=["checkout", "zipapp"])
+@pytest.fixture(scope="module", params=["checkout", pytest.param("zipapp", marks=pytest.mark.slow)])
 def remora(request, tmp_path_factory, sshd) -> Iterator[Remora]:
     """`remora up` from the checkout and from the zipapp, with three servers on the fixture sshd."""
     zipapp_path = request.getfixturevalue("zipapp") if request.param == "zipapp" else None

@@ -167,6 +167,7 @@ def test_ctrl_c_of_up_drains_a_running_job(tmp_path):
         assert up.stop() == 0
 
 
+@pytest.mark.slow
 def test_zipapp_version_from_an_empty_directory(zipapp, tmp_path):
     from remora import __version__
 

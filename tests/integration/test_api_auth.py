@@ -76,9 +76,3 @@ def test_tokens_are_stored_hashed(api):
     assert row.token_hash == auth.hash_token(plaintext) and plaintext not in row.token_hash
     with pytest.raises(Exception):
         services.create_token("hashed", "viewer")
-
-
-def test_no_auth_mode_serves_without_tokens(tmp_path):
-    with running_api(tmp_path, auth=False) as api:
-        assert api.get("/api/v1/jobs", token=None).status == 200
-        assert api.get("/api/v1/audit", token=None).status == 200

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from remora.models import AuditEvent
+from remora.services import audit
 from tests.integration.api_support import assert_envelope, running_api
 
 
@@ -92,8 +93,9 @@ def test_cors_allows_configured_origins_only(api):
 def test_request_ids_are_echoed_and_recorded_in_the_audit_log(api):
     reply = api.post("/api/v1/jobs", job(api), headers={"X-Request-Id": "trace-abc-123"})
     assert reply.status == 201 and reply.headers["x-request-id"] == "trace-abc-123"
+    audit.flush()
     event = AuditEvent.select().where(AuditEvent.request_id == "trace-abc-123").get()
-    assert event.action == "submit_job" and event.target_id == reply.json()["id"] and event.actor.startswith("operator") is False
+    assert event.action == "submit_job" and event.target_id == reply.json()["id"] and event.actor.startswith("admin")
     assert len(api.get("/api/v1/jobs", headers={"X-Request-Id": "bad id with spaces"}).headers["x-request-id"]) == 16
     page = api.get("/api/v1/audit?limit=5").json()
     assert page["events"] and page["events"][0]["actor"].startswith("admin")

@@ -188,3 +188,15 @@ def test_rerun_duplicate_and_priority(api):
     dup = api.post(f"/api/v1/jobs/{job['id']}/duplicate", {"timeout": 42})
     assert dup.status == 201 and dup.json()["new_job"]["timeout"] == 42 and dup.json()["original_job"]["id"] == job["id"]
     assert api.post(f"/api/v1/jobs/{job['id']}/duplicate").status == 201  # body optional
+
+
+def test_id_prefix_finds_jobs_by_the_start_of_their_id(api):
+    job = submit(api, command="echo", args="prefix-lookup")
+    for prefix in (job["id"][:8], job["id"][:8].upper(), job["id"]):
+        reply = api.get(f"/api/v1/jobs?id_prefix={prefix}")
+        assert reply.status == 200
+        data = reply.json()
+        assert [j["id"] for j in data["jobs"]] == [job["id"]]
+        assert data["filters"]["id_prefix"] == prefix.lower()
+    assert api.get("/api/v1/jobs?id_prefix=zzzz-not-hex").status == 400
+    assert api.get("/api/v1/jobs?id_prefix=00000000-0000-0000-0000-0000000000").json()["jobs"] == []

@@ -107,3 +107,34 @@ def test_put_many_pipelines_frames_and_keeps_order(server):
         assert c.put_many(items, per_frame=100) == [True] * 1050
         assert c.put_many([*items[:5], PutItem("new")], per_frame=2) == [False] * 5 + [True]
         assert c.stats()["jobs"] == 1051
+
+
+def test_one_client_shared_by_many_threads_with_parked_reserves(client):
+    results: dict[str, list] = {"parked": [], "errors": []}
+
+    def parked() -> None:
+        try:
+            results["parked"].extend(client.reserve(["slow"], timeout=10))
+        except Exception as exc:
+            results["errors"].append(exc)
+
+    def busy(n: int) -> None:
+        try:
+            for i in range(40):
+                assert client.put(f"t{n}-{i}", queue=f"q{n}")
+                (r,) = client.reserve([f"q{n}"], timeout=1)
+                assert client.ack(r.id)
+        except Exception as exc:
+            results["errors"].append(exc)
+
+    waiters = [threading.Thread(target=parked) for _ in range(2)]
+    workers = [threading.Thread(target=busy, args=(n,)) for n in range(8)]
+    for t in waiters + workers:
+        t.start()
+    for t in workers:
+        t.join(30)
+    client.put_many([PutItem("s1", queue="slow"), PutItem("s2", queue="slow")])
+    for t in waiters:
+        t.join(10)
+    assert not results["errors"], results["errors"][:3]
+    assert sorted(r.id for r in results["parked"]) == ["s1", "s2"]

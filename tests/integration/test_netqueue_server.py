@@ -337,3 +337,25 @@ def test_snapshot_on_demand_compacts_to_the_live_set_and_survives_restart(tmp_pa
             assert [(r.id, r.priority) for r in got] == [("after-snapshot", 5), ("s206", 7), ("s216", 7)]
     finally:
         srv.stop()
+
+
+def test_a_lease_survives_a_server_restart_and_ack_goes_through_on_a_fresh_connection(tmp_path):
+    data_dir = tmp_path / "queue"
+    srv = QueueServer(port=0, data_dir=data_dir)
+    srv.start()
+    host, port = srv.address
+    with QueueClient(f"{host}:{port}") as c:  # retry_for=0: one reconnect, no waiting
+        c.put("held", ttr=60)
+        (r,) = c.reserve(["job_queue"], timeout=0, worker_id="w1")
+        srv.stop()
+        srv = QueueServer(port=port, data_dir=data_dir)
+        srv.start()
+        try:
+            assert c.touch(["held"], worker_id="w1") == {"held": "ok"}
+            srv.stop()
+            srv = QueueServer(port=port, data_dir=data_dir)
+            srv.start()
+            assert c.ack(r.id) is True  # the dead idle connection is noticed before the ACK is sent
+            assert c.peek("held") is None
+        finally:
+            srv.stop()

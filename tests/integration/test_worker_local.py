@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -142,3 +143,33 @@ def test_graceful_stop_lets_short_jobs_finish_and_hands_back_long_ones(env):
     w2 = start_worker()
     wait_status(long.id, "running")
     assert Job.get_by_id(long.id).worker == w2.id
+
+
+def test_queue_outage_is_logged_once_and_the_worker_carries_on(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="remora")
+    init_db(tmp_path)
+    data = tmp_path / "queue"
+    qs = QueueServer(host="127.0.0.1", port=0, data_dir=data, fsync="never")
+    qs.start()
+    host, port = qs.address
+    settings = make_settings(tmp_path, {"queue.addr": f"{host}:{port}", "worker.heartbeat_interval": 0.1})
+    local = local_server()
+    client = QueueClient(settings.queue.addr, retry_for=10.0)
+    w = Worker(settings, concurrency=2)
+    w.start()
+    try:
+        assert wait_status(submit(client, local, settings, command="echo one").id).status == "completed"
+        caplog.clear()
+        qs.stop()
+        time.sleep(1.5)  # the worker's reserves and heartbeats fail meanwhile
+        qs = QueueServer(host=host, port=port, data_dir=data, fsync="never")
+        qs.start()
+        job = submit(client, local, settings, command="echo two")
+        assert wait_status(job.id, timeout=20).status == "completed"
+        outage_logs = [r for r in caplog.records if "unavailable" in r.getMessage() and "NetQueue" in r.getMessage()]
+        assert len(outage_logs) == 1
+        assert any("reachable again" in r.getMessage() for r in caplog.records)
+    finally:
+        w.stop(graceful=False)
+        client.close()
+        qs.stop()

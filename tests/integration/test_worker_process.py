@@ -101,6 +101,7 @@ def test_sigterm_lets_running_jobs_finish_and_exits_0(env):
 
 
 @pytest.mark.ssh
+@pytest.mark.slow
 def test_sigkill_mid_job_ends_failed_worker_lost_and_kills_the_remote_process(env, sshd):
     settings, q, spawn = env
     box = SecretBox.from_settings(settings)
@@ -124,6 +125,7 @@ def test_sigkill_mid_job_ends_failed_worker_lost_and_kills_the_remote_process(en
         rescuer.stop(graceful=False)
 
 
+@pytest.mark.slow
 def test_sigkill_with_retries_left_kills_the_leftover_and_runs_the_job_again(env, tmp_path):
     settings, q, spawn = env
     local = local_server()

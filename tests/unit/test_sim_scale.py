@@ -24,10 +24,16 @@ def scenario(**kw):
     return sim.Scenario(**{**base, **kw})
 
 
-def test_one_worker_with_trivial_jobs_is_bound_by_worker_cpu():
-    result = sim.predict(scenario(), sim.parse_mix("1:0:0B"), sim.DEFAULT_COSTS)
+def test_one_worker_with_trivial_jobs_is_bound_by_the_worker():
+    costs = sim.DEFAULT_COSTS
+    result = sim.predict(scenario(), sim.parse_mix("1:0:0B"), costs)
     assert result["bottleneck"] == "workers"
-    assert result["throughput"] == round(1 / sim.DEFAULT_COSTS["worker_cpu_ssh"], 3)
+    assert result["throughput"] == round(min(5 / costs["ssh_latency"], 1 / costs["worker_cpu_ssh"]), 3)
+
+
+def test_everything_on_one_small_host_is_bound_by_its_cores():
+    result = sim.predict(scenario(workers=4, executor="local", host_cores=2, api_instances=0), sim.parse_mix("1:0:0B"), sim.DEFAULT_COSTS)
+    assert result["bottleneck"] == "host" and result["capacities"]["api"] is None
 
 
 def test_long_jobs_on_few_servers_with_a_limit_are_bound_by_the_servers():

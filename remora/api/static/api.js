@@ -65,6 +65,17 @@ function onUnauthorized() {
  */
 export async function api(method, path, { body, query, form, signal } = {}) {
   const url = buildUrl(path, query);
+  const pre = window.__prefetch;
+  if (pre && method === 'GET') {
+    window.__prefetch = null; // only the very first request may use it
+    if (pre.url === url) {
+      const got = await pre.answer;
+      if (got) {
+        if (got.etag) cache.set(url, { etag: got.etag, data: got.data });
+        return got.data;
+      }
+    }
+  }
   const init = { method, headers: headers(), signal, cache: 'no-store' };
   const cached = method === 'GET' ? cache.get(url) : null;
   if (cached) init.headers['If-None-Match'] = cached.etag;
