@@ -63,6 +63,12 @@ def _version() -> str:
     return __version__
 
 
+def whoami(app: App, req: Request) -> dict[str, Any]:
+    """The caller's token name and role (``anonymous`` / ``admin`` with --no-auth)."""
+    identity = req.identity or app.authenticator.authenticate(req.header("Authorization"))
+    return {"name": identity.name, "role": identity.role}
+
+
 def system_info(app: App, req: Request) -> dict[str, Any]:
     return queries.system_info()
 
@@ -184,6 +190,7 @@ INFO = obj(
     closed=False,
 )
 ANY_OBJECT = {"type": "object"}
+WHOAMI = obj({"name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "operator", "viewer"]}}, ["name", "role"])
 PAGE_PARAMS = [
     Param("page", {"type": "integer", "minimum": 1, "maximum": queries.MAX_PAGE}, "Page number (from 1)."),
     Param("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Entries per page (default 20)."),
@@ -198,6 +205,7 @@ def routes(settings: Settings) -> list[Route]:
     return [
         Route("GET", "/health", health, None, "Health of the API, database and queue", response=HEALTH, errors=(503,), **sys),
         Route("GET", "/api/v1/health", health, None, "Health (alias)", response=HEALTH, errors=(503,), name="health_v1", **sys),
+        Route("GET", "/api/v1/auth/whoami", whoami, "viewer", "The calling token's name and role", response=WHOAMI, **sys),
         Route("GET", "/api/v1/system/info", system_info, "viewer", "Job and server counts", response=INFO, **sys),
         Route(
             "GET", "/api/v1/system/enhanced", system_enhanced, "viewer", "Counts, queue statistics and workers", response=ANY_OBJECT, **sys

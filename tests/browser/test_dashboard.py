@@ -42,12 +42,27 @@ def test_revoked_or_unknown_token_returns_to_sign_in(page, remora_stack):
 
 
 def test_viewer_token_gets_read_only_controls(page, remora_stack):
-    page.goto(f"{remora_stack.url}/#token={remora_stack.viewer_token}")
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method != "GET" else None)
+    with page.expect_response(re.compile(r"/api/v1/auth/whoami$")) as whoami:
+        page.goto(f"{remora_stack.url}/#token={remora_stack.viewer_token}")
+    assert whoami.value.json()["role"] == "viewer"
     expect(page.locator("#ro-badge")).to_be_visible()
+    assert "browser-viewer" in (page.locator("#signout-btn").get_attribute("title") or "")
+    assert posts == [], posts  # the role comes from whoami, not from a probing cancel
     expect(page.locator("#new-job-btn")).to_be_hidden()
     page.evaluate("location.hash = '#/jobs'")
     expect(page.locator("#jobs-table, #jobs-empty")).not_to_have_count(0)
     assert page.locator("button[data-action=cancel]:visible").count() == 0
+
+
+def test_admin_token_has_write_controls(page, remora_stack):
+    with page.expect_response(re.compile(r"/api/v1/auth/whoami$")) as whoami:
+        signed_in(page, remora_stack)
+    assert whoami.value.json() == {"name": "browser-admin", "role": "admin"}
+    expect(page.locator("#new-job-btn")).to_be_visible()
+    assert page.locator("#ro-badge").is_hidden()
+    assert not page.evaluate("document.body.classList.contains('read-only')")
 
 
 def test_add_key_server_and_test_connection(page, remora_stack, sshd):
