@@ -12,6 +12,7 @@ from remora.api.schema import array, obj
 from remora.config import Settings
 from remora.errors import NotFound, QueueError, QueueUnavailable, Unavailable, ValidationError
 from remora.services import audit, queries
+from remora.services.jobs import default_timeout
 
 if TYPE_CHECKING:
     from remora.api.app import App
@@ -69,8 +70,17 @@ def whoami(app: App, req: Request) -> dict[str, Any]:
     return {"name": identity.name, "role": identity.role}
 
 
+def _limits(settings: Settings) -> dict[str, Any]:
+    """What a job submission may ask for: the shells a script may name and the timeout range."""
+    return {
+        "allowed_shells": list(settings.security.allowed_shells),
+        "max_timeout": int(settings.api.max_timeout),
+        "default_timeout": default_timeout(settings),
+    }
+
+
 def system_info(app: App, req: Request) -> dict[str, Any]:
-    return queries.system_info()
+    return {**queries.system_info(), **_limits(app.settings)}
 
 
 def _workers(app: App) -> list[dict[str, Any]] | None:
@@ -91,6 +101,7 @@ def system_enhanced(app: App, req: Request) -> dict[str, Any]:
     workers = _workers(app)
     return {
         **queries.system_info(),
+        **_limits(app.settings),
         "queue": stats if stats is not None else {"error": "queue unavailable"},
         "queue_available": stats is not None,
         "workers": workers or [],
@@ -186,7 +197,18 @@ INFO = obj(
         k: {"type": "integer"}
         for k in ("total_jobs", "queued_jobs", "running_jobs", "completed_jobs", "failed_jobs", "canceled_jobs", "total_servers")
     }
-    | {"success_rate": {"type": "number"}, "timestamp": {"type": "string"}},
+    | {
+        "success_rate": {"type": "number"},
+        "timestamp": {"type": "string"},
+        "allowed_shells": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Shells a script job may name (security.allowed_shells).",
+        },
+        "max_timeout": {"type": "integer", "description": "Largest job timeout in seconds (api.max_timeout)."},
+        "default_timeout": {"type": "integer", "description": "Timeout of a job that does not set one, in seconds."},
+    },
+    ["total_jobs", "success_rate", "allowed_shells", "max_timeout"],
     closed=False,
 )
 ANY_OBJECT = {"type": "object"}

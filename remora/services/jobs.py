@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remora import models
+from remora.config import Settings
 from remora.errors import Conflict, NotFound, QueueError, QueueFull, QueueUnavailable, Unavailable, ValidationError
 from remora.models import Job, JobStatus, Server
 from remora.services.context import Context
@@ -23,6 +24,11 @@ from remora.services.servers import resolve_servers
 log = logging.getLogger(__name__)
 
 COPY_FIELDS = ("name", "command", "args", "script", "shell", "env", "workdir", "pty", "queue", "priority", "timeout", "retries")
+
+
+def default_timeout(settings: Settings) -> int:
+    """The timeout of a job that does not set one: ssh.execution_timeout, at most api.max_timeout."""
+    return int(min(settings.ssh.execution_timeout, settings.api.max_timeout)) or 300
 
 
 @dataclass
@@ -51,7 +57,7 @@ class JobSpec:
         if isinstance(data.get("args"), list):
             spec.args = shlex.join(str(a) for a in data["args"])
         if "timeout" not in data or data.get("timeout") is None:
-            spec.timeout = int(min(ctx.settings.ssh.execution_timeout, ctx.settings.api.max_timeout)) or 300
+            spec.timeout = default_timeout(ctx.settings)
         spec.validate(ctx)
         return spec
 

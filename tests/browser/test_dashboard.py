@@ -132,6 +132,10 @@ def test_script_with_tab_indent_and_validation_error_from_api(page, remora_stack
     page.keyboard.press("Enter")
     page.keyboard.type("done")
     assert "\n  echo script-$x" in page.input_value("#f-script")
+    # the shell choices and the timeout range come from the API's configuration
+    assert page.locator("#f-shell option").all_inner_texts() == ["/bin/sh", "/bin/bash"]
+    assert page.get_attribute("#f-timeout", "max") == "7200"
+    expect(page.locator("#f-timeout-hint")).to_contain_text("7,200")
     page.locator("#f-servers label.pick", has_text="local").locator("input").check()
     page.fill("#f-timeout", "0")
     page.click("#execute-submit")

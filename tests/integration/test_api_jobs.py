@@ -188,3 +188,17 @@ def test_rerun_duplicate_and_priority(api):
     dup = api.post(f"/api/v1/jobs/{job['id']}/duplicate", {"timeout": 42})
     assert dup.status == 201 and dup.json()["new_job"]["timeout"] == 42 and dup.json()["original_job"]["id"] == job["id"]
     assert api.post(f"/api/v1/jobs/{job['id']}/duplicate").status == 201  # body optional
+
+
+def test_system_info_tells_clients_the_allowed_shells_and_timeouts(api):
+    info = api.get("/api/v1/system/info", token="viewer").json()
+    settings = api.settings
+    assert info["allowed_shells"] == list(settings.security.allowed_shells)
+    assert info["max_timeout"] == settings.api.max_timeout
+    assert 1 <= info["default_timeout"] <= info["max_timeout"]
+    assert api.get("/api/v1/system/enhanced").json()["allowed_shells"] == info["allowed_shells"]
+    local = api.local_server_id()
+    too_long = {"command": "true", "server_id": local, "timeout": info["max_timeout"] + 1}
+    assert "timeout" in assert_envelope(api.post("/api/v1/jobs", too_long), 400)["details"]
+    job = api.post("/api/v1/jobs", {"command": "true", "server_id": local}).json()
+    assert job["timeout"] == info["default_timeout"]
