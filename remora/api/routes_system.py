@@ -83,6 +83,18 @@ def system_info(app: App, req: Request) -> dict[str, Any]:
     return {**queries.system_info(), **_limits(app.settings)}
 
 
+def system_timeline(app: App, req: Request) -> dict[str, Any]:
+    raw = req.arg("minutes") or "60"
+    try:
+        minutes = int(raw)
+    except ValueError:
+        raise ValidationError("minutes must be an integer", details={"minutes": "must be an integer"}) from None
+    if not 1 <= minutes <= queries.MAX_TIMELINE_MINUTES:
+        limit = queries.MAX_TIMELINE_MINUTES
+        raise ValidationError("minutes out of range", details={"minutes": f"must be between 1 and {limit}"})
+    return {"minutes": queries.timeline(minutes)}
+
+
 def _workers(app: App) -> list[dict[str, Any]] | None:
     try:
         workers = _queue(app).workers()
@@ -213,6 +225,19 @@ INFO = obj(
 )
 ANY_OBJECT = {"type": "object"}
 WHOAMI = obj({"name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "operator", "viewer"]}}, ["name", "role"])
+COUNT = {"type": "integer", "minimum": 0}
+TIMELINE = obj(
+    {
+        "minutes": array(
+            obj(
+                {"t": {"type": "string", "format": "date-time"}, "completed": COUNT, "failed": COUNT, "canceled": COUNT},
+                ["t"],
+                closed=False,
+            )
+        )
+    },
+    ["minutes"],
+)
 PAGE_PARAMS = [
     Param("page", {"type": "integer", "minimum": 1, "maximum": queries.MAX_PAGE}, "Page number (from 1)."),
     Param("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Entries per page (default 20)."),
@@ -229,6 +254,23 @@ def routes(settings: Settings) -> list[Route]:
         Route("GET", "/api/v1/health", health, None, "Health (alias)", response=HEALTH, errors=(503,), name="health_v1", **sys),
         Route("GET", "/api/v1/auth/whoami", whoami, "viewer", "The calling token's name and role", response=WHOAMI, **sys),
         Route("GET", "/api/v1/system/info", system_info, "viewer", "Job and server counts", response=INFO, **sys),
+        Route(
+            "GET",
+            "/api/v1/system/timeline",
+            system_timeline,
+            "viewer",
+            "Jobs finished per minute (completed, failed, canceled), oldest minute first",
+            response=TIMELINE,
+            query=[
+                Param(
+                    "minutes",
+                    {"type": "integer", "minimum": 1, "maximum": queries.MAX_TIMELINE_MINUTES},
+                    "How many minutes back, the current minute included (default 60).",
+                )
+            ],
+            errors=(400,),
+            **sys,
+        ),
         Route(
             "GET", "/api/v1/system/enhanced", system_enhanced, "viewer", "Counts, queue statistics and workers", response=ANY_OBJECT, **sys
         ),

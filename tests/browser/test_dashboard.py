@@ -301,8 +301,19 @@ def test_queue_and_overview_pages_render(page, remora_stack):
     expect(page.locator(".bars .bar-row")).to_have_count(10)
     expect(page.locator("#dlq")).to_contain_text("Dead letters")
     shoot(page, "queue")
-    page.evaluate("location.hash = '#/overview'")
+    job = submit(remora_stack, "true")
+    wait_for(lambda: ok(remora_stack, "GET", f"jobs/{job['id']}")["status"] == "completed", timeout=15)
+    lists: list[str] = []
+    page.on("request", lambda r: lists.append(r.url) if "/api/v1/jobs?" in r.url else None)
+    with page.expect_response(re.compile(r"/api/v1/system/timeline\?minutes=60$")) as timeline:
+        page.evaluate("location.hash = '#/overview'")
+    minutes = timeline.value.json()["minutes"]
+    assert sum(m["completed"] for m in minutes) >= 1
+    finished = sum(m["completed"] + m["failed"] + m["canceled"] for m in minutes)
     expect(page.locator("svg.chart")).to_be_visible()
+    expect(page.locator("svg.chart rect.c-ok").first).to_be_attached()
+    expect(page.locator("#chart-total")).to_contain_text(f"{finished:,} jobs")
+    assert all("status=failed" in url for url in lists), lists  # only the recent-failures list, no paging through jobs
     expect(page.locator("#overview-stats")).to_contain_text("success rate")
     shoot(page, "overview")
 

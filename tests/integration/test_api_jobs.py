@@ -10,7 +10,7 @@ import pytest
 from remora import models
 from remora.joblog import JobOutput
 from remora.models import Job, Stream
-from tests.integration.api_support import assert_envelope, running_api
+from tests.integration.api_support import assert_envelope, check_timeline, running_api
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +202,7 @@ def test_system_info_tells_clients_the_allowed_shells_and_timeouts(api):
     assert "timeout" in assert_envelope(api.post("/api/v1/jobs", too_long), 400)["details"]
     job = api.post("/api/v1/jobs", {"command": "true", "server_id": local}).json()
     assert job["timeout"] == info["default_timeout"]
+
+
+def test_timeline_counts_finished_jobs_per_minute(api):
+    check_timeline(api)
