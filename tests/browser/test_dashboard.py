@@ -102,6 +102,9 @@ def test_server_form_shows_api_validation_next_to_field(page, remora_stack):
 
 
 def test_run_command_shows_output_live_before_it_finishes(page, remora_stack):
+    job_gets: list[str] = []
+    job_url = re.compile(r"/api/v1/jobs/[0-9a-f-]{36}(\?.*)?$")
+    page.on("request", lambda r: job_gets.append(r.url) if r.method == "GET" and job_url.search(r.url) else None)
     signed_in(page, remora_stack, route="jobs")
     page.click("#new-job-btn")
     page.fill("#f-command", "for i in $(seq 1 20); do echo live-line-$i; sleep 0.2; done")
@@ -118,6 +121,8 @@ def test_run_command_shows_output_live_before_it_finishes(page, remora_stack):
     expect(page.locator("#jv-exit")).to_have_text("0")
     page.click("#tab-stderr")
     expect(page.locator("#jv-nooutput")).to_be_visible()
+    # the panel polls the job without its output bodies (those come from /logs)
+    assert len(job_gets) >= 2 and all(url.endswith("?output=false") for url in job_gets), job_gets
 
 
 def test_script_with_tab_indent_and_validation_error_from_api(page, remora_stack):

@@ -206,3 +206,29 @@ def test_system_info_tells_clients_the_allowed_shells_and_timeouts(api):
 
 def test_timeline_counts_finished_jobs_per_minute(api):
     check_timeline(api)
+
+
+def test_job_without_output_bodies_for_polling(api):
+    job = submit(api)
+    out = JobOutput(job["id"], flush_interval=60, flush_lines=1000)
+    out.write(Stream.STDOUT, b"hello body\n")
+    out.write(Stream.STDERR, b"oops\n")
+    out.flush()
+    full = api.get(f"/api/v1/jobs/{job['id']}")
+    assert full.json()["stdout"] == "hello body\n" and full.json()["stderr"] == "oops\n"
+    meta = api.get(f"/api/v1/jobs/{job['id']}?output=false", token="viewer")
+    data = meta.json()
+    assert meta.status == 200 and not {"stdout", "stderr", "output"} & set(data), data
+    assert data["stdout_bytes"] == 11 and data["stderr_bytes"] == 5 and data["server"]["name"] == "local"
+    assert {k: v for k, v in full.json().items() if k not in ("stdout", "stderr", "output", "bodies_truncated")} == data
+    assert meta.headers["etag"] != full.headers["etag"]
+    assert api.get(f"/api/v1/jobs/{job['id']}?output=false", headers={"If-None-Match": meta.headers["etag"]}).status == 304
+    assert api.get(f"/api/v1/jobs/{job['id']}?output=true").json()["stdout"] == "hello body\n"
+    out.write(Stream.STDOUT, b"more\n")
+    out.flush()
+    again = api.get(f"/api/v1/jobs/{job['id']}?output=0", headers={"If-None-Match": meta.headers["etag"]})
+    assert again.status == 200 and again.json()["stdout_bytes"] == 16
+    out.close()
+    assert "output" in assert_envelope(api.get(f"/api/v1/jobs/{job['id']}?output=maybe"), 400, "VALIDATION_ERROR")["details"]
+    spec = api.get("/api/v1/openapi.json").json()["paths"]["/api/v1/jobs/{id}"]["get"]
+    assert [p["name"] for p in spec["parameters"] if p["in"] == "query"] == ["output"]
