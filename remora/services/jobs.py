@@ -19,7 +19,7 @@ from remora.config import Settings
 from remora.errors import Conflict, NotFound, QueueError, QueueFull, QueueUnavailable, Unavailable, ValidationError
 from remora.models import Job, JobStatus, Server
 from remora.services.context import Context
-from remora.services.servers import resolve_servers
+from remora.services.servers import forget_servers, resolve_servers
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,11 @@ def create_jobs(
     ]
     try:
         with models.write_transaction():
-            rows = [job.__data__ for job in jobs]
-            for start in range(0, len(rows), 200):
-                Job.insert_many(rows[start : start + 200]).execute()
+            models.insert_rows(Job, [job.__data__ for job in jobs])
+    except models.IntegrityError as exc:  # a target server was deleted meanwhile (another API instance)
+        forget_servers()
+        log.warning("cannot record job(s): %s", exc)
+        raise ValidationError("a target server no longer exists", details={"server_id": "the server was deleted"}) from None
     except models.DatabaseError as exc:
         log.error("cannot record job(s): %s", exc)
         raise Unavailable("cannot record the job: the database is unavailable", retry_after=5) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
@@ -86,6 +87,31 @@ def test_list_supports_conditional_requests(api):
     submit(api)
     changed = api.get("/api/v1/jobs?limit=5", headers={"If-None-Match": etag})
     assert changed.status == 200 and changed.headers["etag"] != etag
+    job_id = api.get("/api/v1/jobs?limit=1").json()["jobs"][0]["id"]
+    Job.delete().where(Job.id == job_id).execute()  # a deletion (retention) changes the list too
+    assert api.get("/api/v1/jobs?limit=5", headers={"If-None-Match": changed.headers["etag"]}).status == 200
+
+
+def test_a_not_modified_list_costs_one_cheap_query(api):
+    etag = api.get("/api/v1/jobs?limit=20").headers["etag"]  # the token is cached from here on
+    database = models.get_database()
+    statements: list[str] = []
+    execute_sql = database.execute_sql
+
+    def counting(sql, params=None, *args, **kwargs):
+        if threading.current_thread().name.startswith("waitress"):  # the request's own, not background threads
+            statements.append(sql)
+        return execute_sql(sql, params, *args, **kwargs)
+
+    database.execute_sql = counting
+    try:
+        assert api.get("/api/v1/jobs?limit=20", headers={"If-None-Match": etag}).status == 304
+    finally:
+        del database.execute_sql
+    assert len(statements) == 1, statements
+    plan = [row[3] for row in database.execute_sql("EXPLAIN QUERY PLAN " + statements[0]).fetchall()]
+    on_jobs = [step for step in plan if step.startswith(("SEARCH", "SCAN")) and (" t1 " in f"{step} " or " job " in f"{step} ")]
+    assert len(on_jobs) == 2 and all("COVERING INDEX" in step for step in on_jobs), plan  # never the job rows themselves
 
 
 def test_fan_out_by_ids_names_and_tags(api):
