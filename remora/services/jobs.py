@@ -123,7 +123,10 @@ def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:
 def create_jobs(
     ctx: Context, spec: JobSpec, servers: list[Server], actor: str, *, parent_id: str | None = None, batch: bool | None = None
 ) -> list[Job]:
-    """Record one job per server (one transaction), then queue them; a batch shares a ``batch_id``."""
+    """Record one job per server (one transaction), then queue them; a batch shares a ``batch_id``.
+
+    Concurrent calls share the transaction and the queue batch (``ctx.group``, see group_commit).
+    """
     batch_id = models.new_id() if (batch if batch is not None else len(servers) > 1) else None
     now = models.utcnow()
     jobs = [
@@ -152,8 +155,7 @@ def create_jobs(
         for server in servers
     ]
     try:
-        with models.write_transaction():
-            models.insert_rows(Job, [job.__data__ for job in jobs])
+        ctx.group.submit([job.__data__ for job in jobs], list(zip(jobs, servers, strict=True)), _record, lambda pairs: put_jobs(ctx, pairs))
     except models.IntegrityError as exc:  # a target server was deleted meanwhile (another API instance)
         forget_servers()
         log.warning("cannot record job(s): %s", exc)
@@ -161,17 +163,20 @@ def create_jobs(
     except models.DatabaseError as exc:
         log.error("cannot record job(s): %s", exc)
         raise Unavailable("cannot record the job: the database is unavailable", retry_after=5) from None
-    try:
-        put_jobs(ctx, list(zip(jobs, servers, strict=True)))
     except QueueFull:
         _unrecord(ctx, jobs)
         raise QueueFull("the queue is full: try again later", details={"retry_after": 5}) from None
     return jobs
 
 
+def _record(rows: list[dict[str, Any]]) -> None:
+    with models.write_transaction():
+        models.insert_rows(Job, rows)
+
+
 def _unrecord(ctx: Context, jobs: list[Job]) -> None:
     ids = [job.id for job in jobs]
-    if len(ids) > 1 and ctx.queue is not None:  # a fan-out may be partly queued
+    if ctx.queue is not None:  # a batch spanning several frames may be partly queued
         for job_id in ids:
             try:
                 ctx.queue.cancel(job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 
@@ -65,3 +66,28 @@ def test_cached_targets_follow_server_changes(tmp_path):
         reply = api.post("/api/v1/jobs", {"command": "true", "server_id": server["id"]})
         assert "server_id" in assert_envelope(reply, 400, "VALIDATION_ERROR")["details"]
         assert_envelope(api.post("/api/v1/jobs", {"command": "true", "server_id": server["id"]}), 400)
+
+
+def test_concurrent_submissions_are_all_recorded_and_queued(tmp_path):
+    with running_api(tmp_path) as api:
+        local = api.local_server_id()
+        group = api.server.app.ctx.group
+        replies: list = []
+        lock = threading.Lock()
+
+        def client(n: int) -> None:
+            for i in range(25):
+                reply = api.post("/api/v1/jobs", {"command": "echo", "args": f"{n}-{i}", "server_id": local}, token="operator")
+                with lock:
+                    replies.append(reply)
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(replies) == 200 and all(r.status == 201 for r in replies), [r for r in replies if r.status != 201][:3]
+        ids = [r.json()["id"] for r in replies]
+        assert Job.select().where(Job.id.in_(ids)).count() == 200
+        assert all(api.queue.peek(job_id) is not None for job_id in ids)
+        assert group.entries >= 200  # every submission went through the group commit
