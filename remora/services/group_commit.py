@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Record = Callable[[list[dict[str, Any]]], None]  # writes rows in one transaction (raises DatabaseError)
-Put = Callable[[list[Any]], None]  # queues (job, server) pairs (raises QueueFull)
+Put = Callable[[list[Any]], object]  # queues (job, server) pairs (raises QueueFull)
 
 
 @dataclass

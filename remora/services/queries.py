@@ -276,13 +276,13 @@ def timeline(minutes: int = 60, now: dt.datetime | None = None) -> list[dict[str
     start = now.replace(second=0, microsecond=0) - dt.timedelta(minutes=minutes - 1)
     finished = sorted(s.value for s in FINISHED_STATUSES)
     minute = _minute_of(Job.finished_at)
-    rows = (
+    rows: Any = (
         Job.select(minute, Job.status, models.fn.COUNT(models.SQL("*")))
         .where(Job.status.in_(finished), Job.updated_at >= start, Job.finished_at >= start)
         .group_by(minute, Job.status)
         .tuples()
     )
-    buckets = {}
+    buckets: dict[str, dict[str, Any]] = {}
     for i in range(minutes):
         at = start + dt.timedelta(minutes=i)
         buckets[at.strftime("%Y-%m-%dT%H:%M")] = {"t": at.strftime("%Y-%m-%dT%H:%M:00Z"), **dict.fromkeys(finished, 0)}
