@@ -46,8 +46,13 @@ zipapp: $(STAMP) ## Build dist/remora.pyz with shiv
 man: $(STAMP) ## Generate man/remora.1 from the command tree
 	$(PY) scripts/gen_man.py > man/remora.1
 
-bench: $(STAMP) ## Run the benchmarks (JSON on stdout)
-	$(PY) scripts/bench_queue.py --json
+BENCHES := queue worker api cli dashboard
+
+bench: $(STAMP) ## Run every benchmark (one JSON object per line); `make bench-queue` runs one
+	@for b in $(BENCHES); do $(PY) scripts/bench_$$b.py --json | $(PY) -c 'import json,sys; print(json.dumps({"bench": sys.argv[1], **json.load(sys.stdin)}))' $$b || exit 1; done
+
+bench-%: $(STAMP)
+	$(PY) scripts/bench_$*.py --json
 
 clean: ## Remove build output and caches (keeps .venv)
 	rm -rf dist build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,21 @@ _STATUS_ERRORS: dict[int, type[RemoraError]] = {
     422: ValidationError,
     503: Unavailable,
 }
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def _peer_closed(conn: http.client.HTTPConnection) -> bool:
+    """True when a kept-alive connection was closed by the server (readable = EOF or junk)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
 UUID_LEN = 36
 
@@ -147,7 +163,13 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
+        # A POST that reached the server must never be sent twice (it could record a job
+        # twice), so only idempotent requests are retried on a dropped keep-alive
+        # connection; a POST instead checks that the connection is still open first.
+        idempotent = method in _IDEMPOTENT
         for attempt in (1, 2):
+            if self._conn is not None and not idempotent and _peer_closed(self._conn):
+                self.close()
             reused = self._conn is not None
             if self._conn is None:
                 self._conn = self._connect()
@@ -157,7 +179,7 @@ class Client:
                 data = resp.read()
             except _RETRYABLE as exc:
                 self.close()
-                if reused and attempt == 1:
+                if reused and attempt == 1 and idempotent:
                     continue
                 raise Unavailable(f"lost the connection to the Remora API at {self.base_url}: {exc or type(exc).__name__}") from None
             except (ConnectionRefusedError, socket.gaierror, TimeoutError, OSError) as exc:

@@ -66,6 +66,7 @@ class Reconciler:
         self._cursor: tuple[dt.datetime, str] | None = None
         self.sweep_every = sweep_every
         self._sweeping = True
+        self._triggered = False
         self._last_sweep = time.monotonic()
         self._queue_started: float | None = None
         self._queue_uptime = 0.0
@@ -130,11 +131,19 @@ class Reconciler:
             log.info("reconciler: put %d job(s) back on the queue, %d lost by their worker", done["requeued"], done["lost"])
         return done
 
-    def _start_sweep(self, *, follow_up: bool = True) -> None:
-        """Sweep from the first queued job; a triggered sweep is repeated once ``settle`` later, because the
-        jobs it skipped as too young (often the very ones whose PUT failed) are old enough by then."""
+    def _start_sweep(self, *, follow_up: bool = True, triggered: bool = True) -> None:
+        """Sweep from the first queued job.
+
+        A sweep triggered by trouble (queue restart, outage, failed PUT) also takes jobs younger than
+        ``settle`` -- often the very ones whose PUT failed; PUT is idempotent, so putting a job the API
+        has just put costs one round trip and nothing else.  It is repeated once ``settle`` later all the
+        same, as a second chance.  The periodic safety sweep leaves young jobs to the API.
+        """
         if not self._sweeping:
             self._sweeping, self._cursor = True, None
+            self._triggered = triggered
+        else:
+            self._triggered = self._triggered or triggered
         if follow_up:
             self._sweep_again_at = time.monotonic() + self.settle + self.interval
 
@@ -147,16 +156,18 @@ class Reconciler:
             log.info("reconciler: the queue restarted; checking every queued job")
             self._start_sweep()
         self._queue_started, self._queue_uptime = started, uptime
-        if time.monotonic() - self._last_sweep >= self.sweep_every or self.ctx.put_failed.is_set():
+        if self.ctx.put_failed.is_set():
             self.ctx.put_failed.clear()
             self._start_sweep()
+        elif time.monotonic() - self._last_sweep >= self.sweep_every:
+            self._start_sweep(follow_up=False, triggered=False)
         elif self._sweep_again_at is not None and time.monotonic() >= self._sweep_again_at:
             self._sweep_again_at = None
             self._start_sweep(follow_up=False)
 
     def _requeue(self) -> int:
         """Put a batch of queued jobs (rotating through them); return how many the queue lacked."""
-        cutoff = models.utcnow() - dt.timedelta(seconds=self.settle)
+        cutoff = models.utcnow() - dt.timedelta(seconds=0 if self._triggered else self.settle)
         query = (
             Job.select(Job, Server.id, Server.max_concurrent_jobs)
             .join(Server)

@@ -6,7 +6,8 @@ Starts a real NetQueue (`remora queue serve`, no persistence) and a real API
 then measures:
 - GET /api/v1/jobs?limit=20 (one keep-alive client): p50 / p99 latency;
 - the same with If-None-Match (a dashboard poll that hits its ETag);
-- POST /api/v1/jobs from N concurrent keep-alive clients: jobs/s.
+- POST /api/v1/jobs from N concurrent keep-alive clients: jobs/s, and the
+  CPU the API and queue processes spent per job (robust on a busy machine).
 
 Targets: list p50 < 20 ms, p99 < 60 ms; submissions >= 500 jobs/s with 8 clients.
 Everything is bounded (request counts and a duration) and cleaned up.
@@ -148,6 +149,12 @@ def submit_load(port: int, token: str, server_id: str, clients: int, duration: f
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentiles(samples: list[float]) -> dict:
     ordered = sorted(samples)
     return {
@@ -204,7 +211,13 @@ def main() -> int:
         timed_gets(api_port, token, 20, etag=False)  # warm up
         lists = percentiles(timed_gets(api_port, token, args.requests, etag=False))
         polls = percentiles(timed_gets(api_port, token, args.requests, etag=True))
+        cpu_before = [cpu_seconds(proc.pid) for proc in procs]
         submits = submit_load(api_port, token, server_id, args.clients, args.duration)
+        cpu_used = [cpu_seconds(proc.pid) - before for proc, before in zip(procs, cpu_before, strict=True)]
+        created = max(1, submits["jobs_created"])
+        submits["queue_cpu_ms_per_job"] = round(cpu_used[0] * 1000 / created, 3)
+        submits["api_cpu_ms_per_job"] = round(cpu_used[1] * 1000 / created, 3)
+        submits["api_cpu_percent_of_one_core"] = round(cpu_used[1] * 100 / submits["seconds"], 1)
     finally:
         for proc in reversed(procs):
             proc.terminate()

@@ -116,6 +116,9 @@ class Route:
 class Router:
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
+        self._by_length: dict[int, list[Route]] = {}  # routes by segment count: a request only tries its own
+        for route in routes:
+            self._by_length.setdefault(len(route.segments), []).append(route)
         seen = set()
         for route in routes:
             key = (route.method, route.pattern)
@@ -128,7 +131,7 @@ class Router:
         parts = [p for p in path.split("/") if p]
         if len(path) > 2048 or len(parts) > 16:
             raise NotFound(f"no route for {path[:100]}")
-        candidates = [r for r in self.routes if r.shape_matches(parts)]
+        candidates = [r for r in self._by_length.get(len(parts), ()) if r.shape_matches(parts)]
         if not candidates:
             raise NotFound(f"no route for {path}")
         best = max(r.literals for r in candidates)

@@ -189,12 +189,25 @@ def _dumps(data: Any) -> bytes:
     return dumps(data)
 
 
+def _flag(req: Request, name: str, default: bool) -> bool:
+    raw = req.arg(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ValidationError(f"{name} must be true or false", details={name: "must be true or false"})
+    return value in ("true", "1")
+
+
 def get_job(app: App, req: Request) -> Response:
+    with_output = _flag(req, "output", True)
     job = services.get_job(req.path_params["id"])
-    etag = f'W/"{job.updated_at.timestamp() if job.updated_at else 0}-{job.stdout_bytes}-{job.stderr_bytes}-{job.status}"'
+    stamp = job.updated_at.timestamp() if job.updated_at else 0
+    etag = f'W/"{stamp}-{job.stdout_bytes}-{job.stderr_bytes}-{job.status}{"" if with_output else "-meta"}"'
     if req.header("If-None-Match") == etag:
         return Response(status=304).header("ETag", etag)
-    return Response(status=200, body=_dumps(queries.job_detail(job))).header("ETag", etag).header("Cache-Control", "no-cache")
+    data = queries.job_detail(job) if with_output else _render(job)
+    return Response(status=200, body=_dumps(data)).header("ETag", etag).header("Cache-Control", "no-cache")
 
 
 def cancel_job(app: App, req: Request) -> dict[str, Any]:
@@ -323,7 +336,23 @@ def routes(settings: Settings) -> list[Route]:
             errors=(400,),
             **common,
         ),
-        Route("GET", one, get_job, "viewer", "A job with its server and output", response=JOB, errors=(404,), **common),
+        Route(
+            "GET",
+            one,
+            get_job,
+            "viewer",
+            "A job with its server and output (ETag)",
+            response=JOB,
+            query=[
+                Param(
+                    "output",
+                    {"type": "boolean", "default": True},
+                    "false: leave out the stdout, stderr and output bodies (byte counts stay); for polling a running job.",
+                )
+            ],
+            errors=(400, 404),
+            **common,
+        ),
         Route(
             "POST",
             one + "/cancel",

@@ -12,6 +12,7 @@ from remora.api.schema import array, obj
 from remora.config import Settings
 from remora.errors import NotFound, QueueError, QueueUnavailable, Unavailable, ValidationError
 from remora.services import audit, queries
+from remora.services.jobs import default_timeout
 
 if TYPE_CHECKING:
     from remora.api.app import App
@@ -63,8 +64,35 @@ def _version() -> str:
     return __version__
 
 
+def whoami(app: App, req: Request) -> dict[str, Any]:
+    """The caller's token name and role (``anonymous`` / ``admin`` with --no-auth)."""
+    identity = req.identity or app.authenticator.authenticate(req.header("Authorization"))
+    return {"name": identity.name, "role": identity.role}
+
+
+def _limits(settings: Settings) -> dict[str, Any]:
+    """What a job submission may ask for: the shells a script may name and the timeout range."""
+    return {
+        "allowed_shells": list(settings.security.allowed_shells),
+        "max_timeout": int(settings.api.max_timeout),
+        "default_timeout": default_timeout(settings),
+    }
+
+
 def system_info(app: App, req: Request) -> dict[str, Any]:
-    return queries.system_info()
+    return {**queries.system_info(), **_limits(app.settings)}
+
+
+def system_timeline(app: App, req: Request) -> dict[str, Any]:
+    raw = req.arg("minutes") or "60"
+    try:
+        minutes = int(raw)
+    except ValueError:
+        raise ValidationError("minutes must be an integer", details={"minutes": "must be an integer"}) from None
+    if not 1 <= minutes <= queries.MAX_TIMELINE_MINUTES:
+        limit = queries.MAX_TIMELINE_MINUTES
+        raise ValidationError("minutes out of range", details={"minutes": f"must be between 1 and {limit}"})
+    return {"minutes": queries.timeline(minutes)}
 
 
 def _workers(app: App) -> list[dict[str, Any]] | None:
@@ -85,6 +113,7 @@ def system_enhanced(app: App, req: Request) -> dict[str, Any]:
     workers = _workers(app)
     return {
         **queries.system_info(),
+        **_limits(app.settings),
         "queue": stats if stats is not None else {"error": "queue unavailable"},
         "queue_available": stats is not None,
         "workers": workers or [],
@@ -181,10 +210,35 @@ INFO = obj(
         k: {"type": "integer"}
         for k in ("total_jobs", "queued_jobs", "running_jobs", "completed_jobs", "failed_jobs", "canceled_jobs", "total_servers")
     }
-    | {"success_rate": {"type": "number"}, "timestamp": {"type": "string"}},
+    | {
+        "success_rate": {"type": "number"},
+        "timestamp": {"type": "string"},
+        "allowed_shells": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Shells a script job may name (security.allowed_shells).",
+        },
+        "max_timeout": {"type": "integer", "description": "Largest job timeout in seconds (api.max_timeout)."},
+        "default_timeout": {"type": "integer", "description": "Timeout of a job that does not set one, in seconds."},
+    },
+    ["total_jobs", "success_rate", "allowed_shells", "max_timeout"],
     closed=False,
 )
 ANY_OBJECT = {"type": "object"}
+WHOAMI = obj({"name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "operator", "viewer"]}}, ["name", "role"])
+COUNT = {"type": "integer", "minimum": 0}
+TIMELINE = obj(
+    {
+        "minutes": array(
+            obj(
+                {"t": {"type": "string", "format": "date-time"}, "completed": COUNT, "failed": COUNT, "canceled": COUNT},
+                ["t"],
+                closed=False,
+            )
+        )
+    },
+    ["minutes"],
+)
 PAGE_PARAMS = [
     Param("page", {"type": "integer", "minimum": 1, "maximum": queries.MAX_PAGE}, "Page number (from 1)."),
     Param("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Entries per page (default 20)."),
@@ -199,7 +253,25 @@ def routes(settings: Settings) -> list[Route]:
     return [
         Route("GET", "/health", health, None, "Health of the API, database and queue", response=HEALTH, errors=(503,), **sys),
         Route("GET", "/api/v1/health", health, None, "Health (alias)", response=HEALTH, errors=(503,), name="health_v1", **sys),
+        Route("GET", "/api/v1/auth/whoami", whoami, "viewer", "The calling token's name and role", response=WHOAMI, **sys),
         Route("GET", "/api/v1/system/info", system_info, "viewer", "Job and server counts", response=INFO, **sys),
+        Route(
+            "GET",
+            "/api/v1/system/timeline",
+            system_timeline,
+            "viewer",
+            "Jobs finished per minute (completed, failed, canceled), oldest minute first",
+            response=TIMELINE,
+            query=[
+                Param(
+                    "minutes",
+                    {"type": "integer", "minimum": 1, "maximum": queries.MAX_TIMELINE_MINUTES},
+                    "How many minutes back, the current minute included (default 60).",
+                )
+            ],
+            errors=(400,),
+            **sys,
+        ),
         Route(
             "GET", "/api/v1/system/enhanced", system_enhanced, "viewer", "Counts, queue statistics and workers", response=ANY_OBJECT, **sys
         ),

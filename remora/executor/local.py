@@ -172,7 +172,7 @@ class LocalExecutor:
         try:
             if os.getsid(pid) != pid:
                 return False
-            if marker and marker.encode() not in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
+            if marker and marker.encode() not in _environ(pid):
                 return False
         except (ProcessLookupError, FileNotFoundError):
             return False
@@ -188,6 +188,17 @@ class LocalExecutor:
             time.sleep(0.05)
         _kill_group(pid, signal.SIGKILL)
         return True
+
+
+def _environ(pid: int) -> list[bytes]:
+    """The environment of ``pid``; read again while it is empty, as it is for a moment during an exec."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            data = fh.read()
+        if data or time.monotonic() >= deadline:
+            return data.split(b"\0")
+        time.sleep(0.01)
 
 
 def _worker_environment() -> dict[bytes, bytes]:

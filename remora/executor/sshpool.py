@@ -164,6 +164,7 @@ def open_connection(
     """Connect, check the host key, authenticate. Raises SSHError / HostKeyError / AuthError."""
     where = f"{cred.username}@{host}:{port}"
     sock = _tcp_connect(host, port, timeout)
+    started = time.monotonic()
     transport = _Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET)
     transport.banner_timeout = timeout
     transport.auth_timeout = timeout
@@ -177,6 +178,10 @@ def open_connection(
         raise
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
+        if not transport.remote_version and time.monotonic() - started >= timeout * 0.9:  # paramiko words this several ways
+            raise SSHError(
+                f"{where}: no SSH greeting within {timeout:g}s (connection timeout): the port accepts TCP but does not speak SSH"
+            ) from None
         raise SSHError(f"{where}: SSH handshake failed: {exc or type(exc).__name__}") from None
     if keepalive > 0:
         transport.set_keepalive(int(max(1, keepalive)))

@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["Dispatcher", "Connection", int, bytes], "bytes | None"]
 OPEN_OPS = {p.OP_HELLO, p.OP_AUTH, p.OP_PING}  # allowed before authentication
+# operations that append to the log: refused while it cannot be written (TOUCH and REGISTER are not logged)
+LOGGED_OPS = {
+    p.OP_PUT, p.OP_PUT_BATCH, p.OP_RESERVE, p.OP_ACK, p.OP_ACK_RESERVE, p.OP_NACK, p.OP_CANCEL,
+    p.OP_PRIORITY, p.OP_DLQ_KICK, p.OP_DLQ_PURGE, p.OP_SNAPSHOT,
+}  # fmt: skip
 
 
 def reservation_tuples(jobs: list[Job]) -> list[tuple[str, str, int, int, float, bytes]]:
@@ -82,6 +87,8 @@ class Dispatcher:
             raise p.ProtocolError("UNAUTHORIZED", "send HELLO or AUTH with the server's token first")
         if self.server.stopping and opcode not in OPEN_OPS:
             raise p.ProtocolError("SHUTTING_DOWN", "the server is stopping")
+        if opcode in LOGGED_OPS and not self.server.log_writable():
+            raise p.ProtocolError("STORAGE", self.server.log_error or "")
         try:
             return handler(self, conn, rid, body)
         except QueueFullError as exc:

@@ -73,7 +73,10 @@ def handle_http(server: QueueServer, head: bytes) -> bytes:
 
 def _body(server: QueueServer, path: str) -> Any:
     if path == "/health":
-        return {"status": "ok", "uptime": round(time.time() - server.started_at, 3), "jobs": len(server.engine.jobs)}
+        data = {"status": "ok", "uptime": round(time.time() - server.started_at, 3), "jobs": len(server.engine.jobs)}
+        if server.log_error is not None:
+            data.update(status="degraded", log_error=server.log_error)
+        return data
     if path == "/stats":
         return server.stats()
     if path == "/workers":

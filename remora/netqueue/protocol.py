@@ -87,6 +87,7 @@ ERRORS = {
     "UNAUTHORIZED": "the server requires a token and this connection has not sent the right one",
     "QUEUE_FULL": "the queue holds max_size waiting jobs; nothing of the request was stored",
     "SHUTTING_DOWN": "the server is stopping; retry elsewhere or later",
+    "STORAGE": "the log cannot be written (disk full); changes are refused until it can, retry later",
     "INTERNAL": "a bug in the server; the request had no effect or an unknown one",
 }
 

@@ -121,6 +121,9 @@ class QueueServer:
         self._held: deque[tuple[int, Connection, bytes]] = deque()
         self._dirty: set[Connection] = set()
         self._stopped = threading.Event()
+        self.log_error: str | None = None  # set while the log cannot be written (disk full); see _flush_log
+        self._log_retry_at = 0.0
+        self._log_failed_bytes = 0
         self.counters = {"connections_total": 0, "requests": 0, "errors": 0, "http_requests": 0}
 
     @classmethod
@@ -233,7 +236,7 @@ class QueueServer:
 
     def _select_timeout(self) -> float:
         now = time.time()
-        deadlines = [1.0]
+        deadlines = [1.0 if self.log_error is None else 0.5]
         nxt = self.engine.next_deadline()
         if nxt is not None:
             deadlines.append(nxt - now)
@@ -263,7 +266,7 @@ class QueueServer:
         self._serve_waiters()
         self._commit_batch()
         wal = self.wal
-        if wal is not None and wal.should_compact(len(self.engine.jobs)):
+        if wal is not None and self.log_error is None and wal.should_compact(len(self.engine.jobs)):
             wal.compact(self.engine)
             self._release_durable()
 
@@ -367,7 +370,7 @@ class QueueServer:
 
     def _fail(self, conn: Connection, opcode: int, rid: int, exc: p.ProtocolError) -> None:
         self.counters["errors"] += 1
-        if exc.code not in ("QUEUE_FULL", "UNAUTHORIZED"):
+        if exc.code not in ("QUEUE_FULL", "UNAUTHORIZED", "STORAGE"):
             log.info("queue: %s from %s: %s", exc.code, conn.peer, exc.message)
         self._batch.append((conn, p.error_reply(opcode, rid, exc.code, exc.message)))
         if exc.fatal:
@@ -409,7 +412,7 @@ class QueueServer:
         batch = self._batch
         if not batch:
             wal = self.wal
-            if wal is not None and wal.flush() > wal.synced and wal.fsync == "always":
+            if wal is not None and self._flush_log() > wal.synced and wal.fsync == "always":
                 wal.request_sync()  # records without replies (expired leases) become durable soon too
             return
         self._batch = []
@@ -419,8 +422,10 @@ class QueueServer:
                 conn.out += data
                 self._dirty.add(conn)
         else:
-            lsn = wal.flush()
-            if wal.durable >= lsn:
+            lsn = self._flush_log()
+            if lsn < 0:
+                self._fail_batch(batch)
+            elif wal.durable >= lsn:
                 for conn, data in batch:
                     conn.out += data
                     self._dirty.add(conn)
@@ -430,6 +435,52 @@ class QueueServer:
                     self._held.append((lsn, conn, data))
                 wal.request_sync()
         self._flush_dirty()
+
+    def _flush_log(self) -> int:
+        """``wal.flush()``, or -1 when the log cannot be written (the records stay buffered).
+
+        While the log is failing (disk full, file-size limit) a write is retried at most every
+        half second; the dispatcher refuses state-changing requests meanwhile (STORAGE)."""
+        wal = self.wal
+        assert wal is not None
+        if self.log_error is not None and time.monotonic() < self._log_retry_at:
+            # replies that added nothing to the log (reads, TOUCH) still go out
+            return -1 if wal.buffered > self._log_failed_bytes else wal.written
+        try:
+            lsn = wal.flush()
+        except OSError as exc:
+            if self.log_error is None:
+                log.error("queue: cannot write the log (%s): refusing changes until it can", exc.strerror or exc)
+            self.log_error = f"the queue's log cannot be written ({exc.strerror or exc}); retry later"
+            self._log_retry_at = time.monotonic() + 0.5
+            self._log_failed_bytes = wal.buffered
+            return -1
+        if self.log_error is not None:
+            log.warning("queue: the log is writable again; accepting changes")
+            self.log_error = None
+            if wal.fsync == "always":
+                wal.request_sync()
+        return lsn
+
+    def log_writable(self) -> bool:
+        """False while the log cannot be written; past the retry time this tries the write again."""
+        if self.log_error is not None and self.wal is not None and time.monotonic() >= self._log_retry_at:
+            self._flush_log()
+        return self.log_error is None
+
+    def _fail_batch(self, batch: list[tuple[Connection, bytes]]) -> None:
+        """Replies whose log records could not be written become STORAGE errors (HTTP answers pass).
+
+        Their changes stay in memory and in the log buffer, written once space returns, so the
+        request may still take effect: the error says "unknown", like INTERNAL (PUT is idempotent)."""
+        message = self.log_error or "the queue's log cannot be written"
+        for conn, data in batch:
+            if not conn.http:
+                _, _, opcode, flags, rid = p.HEADER.unpack_from(data, 0)
+                if not flags & p.FLAG_ERROR:
+                    data = p.error_reply(opcode, rid, "STORAGE", message)
+            conn.out += data
+            self._dirty.add(conn)
 
     def _release_durable(self) -> None:
         if self.wal is None:
@@ -538,6 +589,7 @@ class QueueServer:
             "persistence": self.persistence,
             "fsync": self.fsync,
             "parked_reserves": self.parked.count,
+            "log_error": self.log_error,
         }
         if self.wal is not None:
             data["wal"] = self.wal.info()

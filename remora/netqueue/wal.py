@@ -289,12 +289,8 @@ class WriteAheadLog:
         """Write the buffered records (one write); return the LSN they end at."""
         buf = self._buf
         if buf:
-            view = memoryview(buf)
             with self._file_lock:
-                while view:
-                    n = os.write(self.fd, view)
-                    view = view[n:]
-            view.release()
+                self._write_all(buf)
             self.written += len(buf)
             self.log_bytes += len(buf)
             self.records += self._pending_records
@@ -303,6 +299,28 @@ class WriteAheadLog:
             if self.fsync != "always":
                 self.durable = self.written
         return self.written
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of records not yet written (they stay buffered while writes fail)."""
+        return len(self._buf)
+
+    def _write_all(self, buf: bytearray) -> None:
+        """Append ``buf`` whole or not at all: on a failed write (disk full, file-size limit) the
+        file is cut back to its last whole record and the records stay buffered for the next flush."""
+        view = memoryview(buf)
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except OSError:
+            try:
+                os.ftruncate(self.fd, self.log_bytes)
+            except OSError:
+                log.exception("queue: cannot cut a partly written record off the log")
+            raise
+        finally:
+            view.release()
 
     def request_sync(self) -> None:
         """Ask the sync thread for an fdatasync covering everything written so far."""

@@ -56,8 +56,7 @@ class _Writer:
                 return
             try:
                 with models.write_transaction():
-                    for start in range(0, len(rows), 100):
-                        AuditEvent.insert_many(rows[start : start + 100]).execute()
+                    models.insert_rows(AuditEvent, rows)
             except models.DatabaseError as exc:
                 log.error("cannot write %d audit event(s) yet: %s", len(rows), exc)
                 with self._lock:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from remora.config import Settings
 from remora.secrets import SecretBox
+from remora.services.group_commit import GroupCommit
 
 if TYPE_CHECKING:
     from remora.netqueue.client import QueueClient
@@ -23,6 +24,7 @@ class Context:
     settings: Settings
     queue: QueueClient | None = None
     put_failed: threading.Event = field(default_factory=threading.Event, repr=False)  # the reconciler sweeps soon
+    group: GroupCommit = field(default_factory=GroupCommit, repr=False)  # concurrent submissions share a commit
     _secrets: SecretBox | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

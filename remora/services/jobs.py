@@ -15,14 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remora import models
+from remora.config import Settings
 from remora.errors import Conflict, NotFound, QueueError, QueueFull, QueueUnavailable, Unavailable, ValidationError
 from remora.models import Job, JobStatus, Server
 from remora.services.context import Context
-from remora.services.servers import resolve_servers
+from remora.services.servers import forget_servers, resolve_servers
 
 log = logging.getLogger(__name__)
 
 COPY_FIELDS = ("name", "command", "args", "script", "shell", "env", "workdir", "pty", "queue", "priority", "timeout", "retries")
+
+
+def default_timeout(settings: Settings) -> int:
+    """The timeout of a job that does not set one: ssh.execution_timeout, at most api.max_timeout."""
+    return int(min(settings.ssh.execution_timeout, settings.api.max_timeout)) or 300
 
 
 @dataclass
@@ -51,7 +57,7 @@ class JobSpec:
         if isinstance(data.get("args"), list):
             spec.args = shlex.join(str(a) for a in data["args"])
         if "timeout" not in data or data.get("timeout") is None:
-            spec.timeout = int(min(ctx.settings.ssh.execution_timeout, ctx.settings.api.max_timeout)) or 300
+            spec.timeout = default_timeout(ctx.settings)
         spec.validate(ctx)
         return spec
 
@@ -117,7 +123,10 @@ def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:
 def create_jobs(
     ctx: Context, spec: JobSpec, servers: list[Server], actor: str, *, parent_id: str | None = None, batch: bool | None = None
 ) -> list[Job]:
-    """Record one job per server (one transaction), then queue them; a batch shares a ``batch_id``."""
+    """Record one job per server (one transaction), then queue them; a batch shares a ``batch_id``.
+
+    Concurrent calls share the transaction and the queue batch (``ctx.group``, see group_commit).
+    """
     batch_id = models.new_id() if (batch if batch is not None else len(servers) > 1) else None
     now = models.utcnow()
     jobs = [
@@ -146,24 +155,28 @@ def create_jobs(
         for server in servers
     ]
     try:
-        with models.write_transaction():
-            rows = [job.__data__ for job in jobs]
-            for start in range(0, len(rows), 200):
-                Job.insert_many(rows[start : start + 200]).execute()
+        ctx.group.submit([job.__data__ for job in jobs], list(zip(jobs, servers, strict=True)), _record, lambda pairs: put_jobs(ctx, pairs))
+    except models.IntegrityError as exc:  # a target server was deleted meanwhile (another API instance)
+        forget_servers()
+        log.warning("cannot record job(s): %s", exc)
+        raise ValidationError("a target server no longer exists", details={"server_id": "the server was deleted"}) from None
     except models.DatabaseError as exc:
         log.error("cannot record job(s): %s", exc)
         raise Unavailable("cannot record the job: the database is unavailable", retry_after=5) from None
-    try:
-        put_jobs(ctx, list(zip(jobs, servers, strict=True)))
     except QueueFull:
         _unrecord(ctx, jobs)
         raise QueueFull("the queue is full: try again later", details={"retry_after": 5}) from None
     return jobs
 
 
+def _record(rows: list[dict[str, Any]]) -> None:
+    with models.write_transaction():
+        models.insert_rows(Job, rows)
+
+
 def _unrecord(ctx: Context, jobs: list[Job]) -> None:
     ids = [job.id for job in jobs]
-    if len(ids) > 1 and ctx.queue is not None:  # a fan-out may be partly queued
+    if ctx.queue is not None:  # a batch spanning several frames may be partly queued
         for job_id in ids:
             try:
                 ctx.queue.cancel(job_id)

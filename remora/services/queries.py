@@ -7,6 +7,7 @@ byte range from ``remora.joblog`` so a 64 MiB job is never loaded at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 
 from remora import joblog, models
 from remora.errors import ValidationError
-from remora.models import Job, JobStatus, Server, Stream
+from remora.models import FINISHED_STATUSES, Job, JobStatus, Server, Stream
 from remora.services.render import job_dict, text
 
 SORT_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "priority", "status", "name", "command", "exit_code")
@@ -140,11 +141,20 @@ def pagination(f: JobFilters, total: int) -> dict[str, Any]:
 
 
 def change_marker() -> str:
-    """A cheap marker of the job table's state (index lookups only): ETags of lists derive from it."""
-    latest = Job.select(models.fn.MAX(Job.updated_at)).scalar()  # index lookup
-    count = Job.select(models.fn.COUNT(models.SQL("*"))).scalar()  # smallest index
-    servers = Server.select(models.fn.MAX(Server.updated_at), models.fn.COUNT(models.SQL("*"))).tuples().first()
-    return hashlib.sha1(repr((latest, count, servers)).encode()).hexdigest()[:20]
+    """A cheap marker of the job and server tables' state: ETags of lists derive from it.
+
+    One statement: MAX(job.updated_at) is one lookup at the end of its index;
+    COUNT(*) (which catches deletions) counts the smallest index's entries
+    (SQLite counts b-tree pages without reading rows: ~0.15 ms for 100,000
+    jobs); the server table is small.  Every job write sets updated_at.
+    """
+    row = Server.select(
+        Job.select(models.fn.MAX(Job.updated_at)),
+        Job.select(models.fn.COUNT(models.SQL("*"))),
+        models.fn.MAX(Server.updated_at),
+        models.fn.COUNT(models.SQL("*")),
+    ).tuples()[0]
+    return hashlib.sha1(repr(row).encode()).hexdigest()[:20]
 
 
 def _utf8_cut(data: bytes) -> bytes:
@@ -242,3 +252,42 @@ def system_info() -> dict[str, Any]:
         "success_rate": round(counts["completed"] / finished * 100, 2) if finished else 0,
         "timestamp": models.to_rfc3339(models.utcnow()),
     }
+
+
+MAX_TIMELINE_MINUTES = 24 * 60
+
+
+def _minute_of(column: Any) -> Any:
+    """SQL for the UTC minute of a timestamp column as ``YYYY-MM-DDTHH:MM`` (same text on both databases)."""
+    if models.is_postgres():
+        return models.fn.to_char(column, 'YYYY-MM-DD"T"HH24:MI').coerce(False)  # text, not the column's datetime
+    return models.fn.strftime("%Y-%m-%dT%H:%M", column).coerce(False)
+
+
+def timeline(minutes: int = 60, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Finished jobs per minute (completed, failed, canceled) over the last ``minutes`` minutes, oldest first.
+
+    One GROUP BY query.  Every write that sets ``finished_at`` sets
+    ``updated_at`` to the same time or later, so ``updated_at >= start`` is a
+    superset that lets the (status, updated_at) index find the rows of the
+    window without scanning the table; ``finished_at`` then decides.
+    """
+    now = now or models.utcnow()
+    start = now.replace(second=0, microsecond=0) - dt.timedelta(minutes=minutes - 1)
+    finished = sorted(s.value for s in FINISHED_STATUSES)
+    minute = _minute_of(Job.finished_at)
+    rows: Any = (
+        Job.select(minute, Job.status, models.fn.COUNT(models.SQL("*")))
+        .where(Job.status.in_(finished), Job.updated_at >= start, Job.finished_at >= start)
+        .group_by(minute, Job.status)
+        .tuples()
+    )
+    buckets: dict[str, dict[str, Any]] = {}
+    for i in range(minutes):
+        at = start + dt.timedelta(minutes=i)
+        buckets[at.strftime("%Y-%m-%dT%H:%M")] = {"t": at.strftime("%Y-%m-%dT%H:%M:00Z"), **dict.fromkeys(finished, 0)}
+    for key, status, count in rows:
+        bucket = buckets.get(str(key))
+        if bucket is not None:  # a clock ahead of ours may have finished a job "in the future"
+            bucket[status] += int(count)
+    return list(buckets.values())

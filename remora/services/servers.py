@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -42,15 +43,62 @@ def get_server(server_id: str) -> Server:
 
 
 TARGET_COLUMNS = (Server.id, Server.name, Server.hostname, Server.is_active, Server.max_concurrent_jobs, Server.tags)
+TARGET_TTL = 2.0  # seconds a looked-up target server is reused (writes in this process forget it at once)
+
+
+class _TargetCache:
+    """Submission targets by id or name, kept for ``TARGET_TTL`` seconds.
+
+    A busy API resolves the same few servers for every submission; this
+    saves a query per job.  Server writes through this module forget the
+    cache at once; a write by another process is seen within the TTL (a
+    deleted server then fails the insert, which forgets the cache too).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, Server]] = {}
+        self._database: object = None
+
+    def get(self, ref: str) -> Server | None:
+        now = time.monotonic()
+        with self._lock:
+            if self._database is not models.get_database():
+                self._entries.clear()
+                self._database = models.get_database()
+            hit = self._entries.get(ref)
+        return hit[1] if hit is not None and hit[0] > now else None
+
+    def put(self, ref: str, server: Server) -> None:
+        with self._lock:
+            if len(self._entries) > 10000:
+                self._entries.clear()
+            self._entries[ref] = (time.monotonic() + TARGET_TTL, server)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_targets = _TargetCache()
+
+
+def forget_servers() -> None:
+    """Drop cached submission targets (after a server write)."""
+    _targets.clear()
 
 
 def _by_id_or_name(ref: str, field_name: str) -> Server:
+    server = _targets.get(ref)
+    if server is not None:
+        return server
     column = Server.id if UUID_RE.match(ref) else Server.name
     server = Server.select(*TARGET_COLUMNS).where(column == ref).first()
     if server is None and column is Server.id:
         server = Server.select(*TARGET_COLUMNS).where(Server.name == ref).first()
     if server is None:
         raise ValidationError(f"{field_name}: no server {ref!r}", details={field_name: f"no server with id or name {ref!r}"})
+    _targets.put(ref, server)
     return server
 
 
@@ -137,6 +185,8 @@ def create_server(ctx: Context, data: dict[str, Any]) -> Server:
             server.save(force_insert=True)
     except models.IntegrityError:
         raise Conflict(f"a server named {data['name']!r} exists", details={"name": "already exists"}) from None
+    finally:
+        forget_servers()
     return server
 
 
@@ -153,6 +203,8 @@ def update_server(ctx: Context, server_id: str, data: dict[str, Any]) -> Server:
             server.save()
     except models.IntegrityError:
         raise Conflict("a server with that name exists", details={"name": "already exists"}) from None
+    finally:
+        forget_servers()
     return server
 
 
@@ -168,6 +220,7 @@ def delete_server(server_id: str, *, force: bool = False) -> int:
     with models.write_transaction():
         Job.delete().where(Job.server == server.id).execute()
         server.delete_instance()
+    forget_servers()
     return history
 
 

@@ -68,6 +68,8 @@ def start_stack(data_dir: Path, *, concurrency: int = 6) -> Stack:
         "worker.heartbeat_interval": 0.2,
         "output.flush_interval": 0.1,
         "output.flush_lines": 1,
+        "security.allowed_shells": ["/bin/sh", "/bin/bash"],
+        "api.max_timeout": 7200,
     }
     settings = config.load(None, env={}, overrides=overrides)
     models.init_db(settings.database_url)

@@ -42,12 +42,27 @@ def test_revoked_or_unknown_token_returns_to_sign_in(page, remora_stack):
 
 
 def test_viewer_token_gets_read_only_controls(page, remora_stack):
-    page.goto(f"{remora_stack.url}/#token={remora_stack.viewer_token}")
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method != "GET" else None)
+    with page.expect_response(re.compile(r"/api/v1/auth/whoami$")) as whoami:
+        page.goto(f"{remora_stack.url}/#token={remora_stack.viewer_token}")
+    assert whoami.value.json()["role"] == "viewer"
     expect(page.locator("#ro-badge")).to_be_visible()
+    assert "browser-viewer" in (page.locator("#signout-btn").get_attribute("title") or "")
+    assert posts == [], posts  # the role comes from whoami, not from a probing cancel
     expect(page.locator("#new-job-btn")).to_be_hidden()
     page.evaluate("location.hash = '#/jobs'")
     expect(page.locator("#jobs-table, #jobs-empty")).not_to_have_count(0)
     assert page.locator("button[data-action=cancel]:visible").count() == 0
+
+
+def test_admin_token_has_write_controls(page, remora_stack):
+    with page.expect_response(re.compile(r"/api/v1/auth/whoami$")) as whoami:
+        signed_in(page, remora_stack)
+    assert whoami.value.json() == {"name": "browser-admin", "role": "admin"}
+    expect(page.locator("#new-job-btn")).to_be_visible()
+    assert page.locator("#ro-badge").is_hidden()
+    assert not page.evaluate("document.body.classList.contains('read-only')")
 
 
 def test_add_key_server_and_test_connection(page, remora_stack, sshd):
@@ -87,6 +102,9 @@ def test_server_form_shows_api_validation_next_to_field(page, remora_stack):
 
 
 def test_run_command_shows_output_live_before_it_finishes(page, remora_stack):
+    job_gets: list[str] = []
+    job_url = re.compile(r"/api/v1/jobs/[0-9a-f-]{36}(\?.*)?$")
+    page.on("request", lambda r: job_gets.append(r.url) if r.method == "GET" and job_url.search(r.url) else None)
     signed_in(page, remora_stack, route="jobs")
     page.click("#new-job-btn")
     page.fill("#f-command", "for i in $(seq 1 20); do echo live-line-$i; sleep 0.2; done")
@@ -103,6 +121,8 @@ def test_run_command_shows_output_live_before_it_finishes(page, remora_stack):
     expect(page.locator("#jv-exit")).to_have_text("0")
     page.click("#tab-stderr")
     expect(page.locator("#jv-nooutput")).to_be_visible()
+    # the panel polls the job without its output bodies (those come from /logs)
+    assert len(job_gets) >= 2 and all(url.endswith("?output=false") for url in job_gets), job_gets
 
 
 def test_script_with_tab_indent_and_validation_error_from_api(page, remora_stack):
@@ -117,6 +137,10 @@ def test_script_with_tab_indent_and_validation_error_from_api(page, remora_stack
     page.keyboard.press("Enter")
     page.keyboard.type("done")
     assert "\n  echo script-$x" in page.input_value("#f-script")
+    # the shell choices and the timeout range come from the API's configuration
+    assert page.locator("#f-shell option").all_inner_texts() == ["/bin/sh", "/bin/bash"]
+    assert page.get_attribute("#f-timeout", "max") == "7200"
+    expect(page.locator("#f-timeout-hint")).to_contain_text("7,200")
     page.locator("#f-servers label.pick", has_text="local").locator("input").check()
     page.fill("#f-timeout", "0")
     page.click("#execute-submit")
@@ -282,8 +306,19 @@ def test_queue_and_overview_pages_render(page, remora_stack):
     expect(page.locator(".bars .bar-row")).to_have_count(10)
     expect(page.locator("#dlq")).to_contain_text("Dead letters")
     shoot(page, "queue")
-    page.evaluate("location.hash = '#/overview'")
+    job = submit(remora_stack, "true")
+    wait_for(lambda: ok(remora_stack, "GET", f"jobs/{job['id']}")["status"] == "completed", timeout=15)
+    lists: list[str] = []
+    page.on("request", lambda r: lists.append(r.url) if "/api/v1/jobs?" in r.url else None)
+    with page.expect_response(re.compile(r"/api/v1/system/timeline\?minutes=60$")) as timeline:
+        page.evaluate("location.hash = '#/overview'")
+    minutes = timeline.value.json()["minutes"]
+    assert sum(m["completed"] for m in minutes) >= 1
+    finished = sum(m["completed"] + m["failed"] + m["canceled"] for m in minutes)
     expect(page.locator("svg.chart")).to_be_visible()
+    expect(page.locator("svg.chart rect.c-ok").first).to_be_attached()
+    expect(page.locator("#chart-total")).to_contain_text(f"{finished:,} jobs")
+    assert all("status=failed" in url for url in lists), lists  # only the recent-failures list, no paging through jobs
     expect(page.locator("#overview-stats")).to_contain_text("success rate")
     shoot(page, "overview")
 

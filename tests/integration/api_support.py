@@ -131,3 +131,47 @@ def assert_envelope(reply: Reply, status: int, code: str | None = None) -> dict[
     if code is not None:
         assert data["code"] == code, reply
     return data
+
+
+def check_timeline(api: Api) -> None:
+    """GET /system/timeline counts finished jobs per minute by finished_at (whatever database is bound)."""
+    import datetime as dt
+
+    def by_minute() -> dict[str, dict[str, int]]:
+        reply = api.get("/api/v1/system/timeline?minutes=60", token="viewer")
+        assert reply.status == 200, reply
+        minutes = reply.json()["minutes"]
+        assert len(minutes) == 60 and [m["t"] for m in minutes] == sorted(m["t"] for m in minutes)
+        return {m["t"]: m for m in minutes}
+
+    before = by_minute()
+    local = api.local_server_id()
+    now = models.utcnow()
+    at = now.replace(second=30, microsecond=0) - dt.timedelta(minutes=10)
+    old = now - dt.timedelta(minutes=90)
+    rows = [("completed", at)] * 3 + [("failed", at)] * 2 + [("canceled", at)] + [("completed", old)] * 4 + [("queued", None)]
+    models.Job.insert_many(
+        [
+            {
+                "id": models.new_id(),
+                "command": "timeline",
+                "server": local,
+                "status": status,
+                "created_at": when or now,
+                "updated_at": when or now,
+                "finished_at": when,
+            }
+            for status, when in rows
+        ]
+    ).execute()
+    after = by_minute()
+    key = at.strftime("%Y-%m-%dT%H:%M:00Z")
+    assert key in after, sorted(after)[:3]
+    grew = {
+        s: after[key][s] - before.get(key, dict.fromkeys(("completed", "failed", "canceled"), 0))[s]
+        for s in ("completed", "failed", "canceled")
+    }
+    assert grew == {"completed": 3, "failed": 2, "canceled": 1}, grew
+    assert_envelope(api.get("/api/v1/system/timeline?minutes=0"), 400, "VALIDATION_ERROR")
+    assert_envelope(api.get("/api/v1/system/timeline?minutes=abc"), 400, "VALIDATION_ERROR")
+    assert len(api.get("/api/v1/system/timeline?minutes=5").json()["minutes"]) == 5

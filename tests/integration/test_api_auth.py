@@ -76,3 +76,17 @@ def test_tokens_are_stored_hashed(api):
     assert row.token_hash == auth.hash_token(plaintext) and plaintext not in row.token_hash
     with pytest.raises(Exception):
         services.create_token("hashed", "viewer")
+
+
+def test_whoami_names_the_token_and_its_role(api):
+    for role in ROLES:
+        reply = api.get("/api/v1/auth/whoami", token=role)
+        assert reply.status == 200, reply
+        data = reply.json()
+        assert data["role"] == role and data["name"].startswith(f"{role}-"), data
+    assert_envelope(api.get("/api/v1/auth/whoami", token=None), 401, "UNAUTHORIZED")
+    spec = api.get("/api/v1/openapi.json").json()
+    assert spec["paths"]["/api/v1/auth/whoami"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["required"] == [
+        "name",
+        "role",
+    ]

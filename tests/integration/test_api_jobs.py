@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from remora import models
 from remora.joblog import JobOutput
 from remora.models import Job, Stream
-from tests.integration.api_support import assert_envelope, running_api
+from tests.integration.api_support import assert_envelope, check_timeline, running_api
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,31 @@ def test_list_supports_conditional_requests(api):
     submit(api)
     changed = api.get("/api/v1/jobs?limit=5", headers={"If-None-Match": etag})
     assert changed.status == 200 and changed.headers["etag"] != etag
+    job_id = api.get("/api/v1/jobs?limit=1").json()["jobs"][0]["id"]
+    Job.delete().where(Job.id == job_id).execute()  # a deletion (retention) changes the list too
+    assert api.get("/api/v1/jobs?limit=5", headers={"If-None-Match": changed.headers["etag"]}).status == 200
+
+
+def test_a_not_modified_list_costs_one_cheap_query(api):
+    etag = api.get("/api/v1/jobs?limit=20").headers["etag"]  # the token is cached from here on
+    database = models.get_database()
+    statements: list[str] = []
+    execute_sql = database.execute_sql
+
+    def counting(sql, params=None, *args, **kwargs):
+        if threading.current_thread().name.startswith("waitress"):  # the request's own, not background threads
+            statements.append(sql)
+        return execute_sql(sql, params, *args, **kwargs)
+
+    database.execute_sql = counting
+    try:
+        assert api.get("/api/v1/jobs?limit=20", headers={"If-None-Match": etag}).status == 304
+    finally:
+        del database.execute_sql
+    assert len(statements) == 1, statements
+    plan = [row[3] for row in database.execute_sql("EXPLAIN QUERY PLAN " + statements[0]).fetchall()]
+    on_jobs = [step for step in plan if step.startswith(("SEARCH", "SCAN")) and (" t1 " in f"{step} " or " job " in f"{step} ")]
+    assert len(on_jobs) == 2 and all("COVERING INDEX" in step for step in on_jobs), plan  # never the job rows themselves
 
 
 def test_fan_out_by_ids_names_and_tags(api):
@@ -200,3 +226,47 @@ def test_id_prefix_finds_jobs_by_the_start_of_their_id(api):
         assert data["filters"]["id_prefix"] == prefix.lower()
     assert api.get("/api/v1/jobs?id_prefix=zzzz-not-hex").status == 400
     assert api.get("/api/v1/jobs?id_prefix=00000000-0000-0000-0000-0000000000").json()["jobs"] == []
+
+
+def test_system_info_tells_clients_the_allowed_shells_and_timeouts(api):
+    info = api.get("/api/v1/system/info", token="viewer").json()
+    settings = api.settings
+    assert info["allowed_shells"] == list(settings.security.allowed_shells)
+    assert info["max_timeout"] == settings.api.max_timeout
+    assert 1 <= info["default_timeout"] <= info["max_timeout"]
+    assert api.get("/api/v1/system/enhanced").json()["allowed_shells"] == info["allowed_shells"]
+    local = api.local_server_id()
+    too_long = {"command": "true", "server_id": local, "timeout": info["max_timeout"] + 1}
+    assert "timeout" in assert_envelope(api.post("/api/v1/jobs", too_long), 400)["details"]
+    job = api.post("/api/v1/jobs", {"command": "true", "server_id": local}).json()
+    assert job["timeout"] == info["default_timeout"]
+
+
+def test_timeline_counts_finished_jobs_per_minute(api):
+    check_timeline(api)
+
+
+def test_job_without_output_bodies_for_polling(api):
+    job = submit(api)
+    out = JobOutput(job["id"], flush_interval=60, flush_lines=1000)
+    out.write(Stream.STDOUT, b"hello body\n")
+    out.write(Stream.STDERR, b"oops\n")
+    out.flush()
+    full = api.get(f"/api/v1/jobs/{job['id']}")
+    assert full.json()["stdout"] == "hello body\n" and full.json()["stderr"] == "oops\n"
+    meta = api.get(f"/api/v1/jobs/{job['id']}?output=false", token="viewer")
+    data = meta.json()
+    assert meta.status == 200 and not {"stdout", "stderr", "output"} & set(data), data
+    assert data["stdout_bytes"] == 11 and data["stderr_bytes"] == 5 and data["server"]["name"] == "local"
+    assert {k: v for k, v in full.json().items() if k not in ("stdout", "stderr", "output", "bodies_truncated")} == data
+    assert meta.headers["etag"] != full.headers["etag"]
+    assert api.get(f"/api/v1/jobs/{job['id']}?output=false", headers={"If-None-Match": meta.headers["etag"]}).status == 304
+    assert api.get(f"/api/v1/jobs/{job['id']}?output=true").json()["stdout"] == "hello body\n"
+    out.write(Stream.STDOUT, b"more\n")
+    out.flush()
+    again = api.get(f"/api/v1/jobs/{job['id']}?output=0", headers={"If-None-Match": meta.headers["etag"]})
+    assert again.status == 200 and again.json()["stdout_bytes"] == 16
+    out.close()
+    assert "output" in assert_envelope(api.get(f"/api/v1/jobs/{job['id']}?output=maybe"), 400, "VALIDATION_ERROR")["details"]
+    spec = api.get("/api/v1/openapi.json").json()["paths"]["/api/v1/jobs/{id}"]["get"]
+    assert [p["name"] for p in spec["parameters"] if p["in"] == "query"] == ["output"]

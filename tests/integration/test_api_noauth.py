@@ -12,6 +12,7 @@ def test_no_auth_mode_serves_without_tokens(tmp_path):
     with running_api(tmp_path, auth=False) as api:
         assert api.get("/api/v1/jobs", token=None).status == 200
         assert api.get("/api/v1/audit", token=None).status == 200
+        assert api.get("/api/v1/auth/whoami", token=None).json() == {"name": "anonymous", "role": "admin"}
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 from remora import models
 from remora.reconciler import Reconciler
 from remora.services.context import Context
-from tests.integration.api_support import assert_envelope, running_api
+from tests.integration.api_support import assert_envelope, check_timeline, running_api
 
 pytestmark = pytest.mark.postgres
 
@@ -56,3 +56,7 @@ def test_only_one_reconciler_holds_the_lease(api):
     first.release()
     assert second.acquire()
     second.release()
+
+
+def test_timeline_on_postgres(api):
+    check_timeline(api)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import threading
@@ -105,12 +106,13 @@ def test_pty_merges_streams_through_a_terminal(ex):
 
 def test_kill_stale_kills_a_left_behind_session_that_carries_the_marker(ex):
     env = {**os.environ, "REMORA_JOB_ID": "job-1"}
-    proc = subprocess.Popen(["sh", "-c", "sleep 1014 & sleep 1014"], start_new_session=True, env=env)
+    sleep = f"sleep {random.randint(10**6, 10**7)}"  # unique: other runs on this machine leave theirs alone
+    proc = subprocess.Popen(["sh", "-c", f"{sleep} & {sleep}"], start_new_session=True, env=env)
     try:
         assert not ex.kill_stale(proc.pid, "REMORA_JOB_ID=job-2") and proc.poll() is None
         assert ex.kill_stale(proc.pid, "REMORA_JOB_ID=job-1")
         proc.wait(5)
-        wait_for(lambda: no_process("sleep 1014"), 3)
+        wait_for(lambda: no_process(sleep), 3)
     finally:  # never leave the group behind for the next run to trip over
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -98,7 +98,10 @@ def test_queue_that_lost_its_data_dir_is_refilled_by_the_reconciler(cluster, tmp
     ids += submit(cluster, token, 10, ran_log, start=30)  # accepted and recorded while the queue is down
 
     cluster.start_queue(name="queue-empty")
-    wait_until(lambda: queue_jobs(cluster) == 40, 40, "the reconciler to re-put every queued job")
+    try:
+        wait_until(lambda: queue_jobs(cluster) == 40, 40, "the reconciler to re-put every queued job")
+    except TimeoutError:
+        pytest.fail(f"queue holds {queue_jobs(cluster)} of 40 jobs\n{cluster.logs()}")
     cluster.start_worker("w1")
     assert_ran_once(cluster, ids, ran_log)
 

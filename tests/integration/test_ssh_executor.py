@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
@@ -118,12 +119,13 @@ def test_timeout_kills_and_escalates_to_kill(ex, sshd):
 
 
 def test_kill_stale_kills_what_a_dead_worker_left(ex, sshd):
-    cmd = "REMORA_JOB_ID=j1 setsid sh -c 'sleep 1024 & sleep 1024' >/dev/null 2>&1 < /dev/null & echo started"
+    seconds = random.randint(10**6, 10**7)  # unique: other runs on this machine leave theirs alone
+    cmd = f"REMORA_JOB_ID=j1 setsid sh -c 'sleep {seconds} & sleep {seconds}; :' >/dev/null 2>&1 < /dev/null & echo started"
     assert "started" in sshd.run(cmd).stdout
-    pid = int(wait_for(lambda: sshd.run("pgrep -o -f '^sh -c [s]leep 1024'").stdout.strip(), 5, what="stale session"))
+    pid = int(wait_for(lambda: sshd.run(f"pgrep -o -f '^sh -c [s]leep {seconds}'").stdout.strip(), 5, what="stale session"))
     assert not ex.kill_stale(pid, "REMORA_JOB_ID=other")  # a reused pid is left alone
     assert ex.kill_stale(pid, "REMORA_JOB_ID=j1")
-    assert wait_no_process(sshd, "sleep 1024", timeout=3)
+    assert wait_no_process(sshd, f"sleep {seconds}", timeout=3)
 
 
 def test_unreachable_server_fails_after_retries_with_each_attempt_recorded(tmp_path, settings, pool, sshd):

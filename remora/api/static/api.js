@@ -7,10 +7,12 @@ export const session = {
   token: localStorage.getItem(TOKEN_KEY) || '',
   readOnly: false,
   role: null,
+  name: null,
 };
 
 export function setToken(token) {
   session.token = token || '';
+  Object.assign(session, { readOnly: false, role: null, name: null }); // learned again for this token
   if (token) localStorage.setItem(TOKEN_KEY, token);
   else localStorage.removeItem(TOKEN_KEY);
 }
@@ -128,14 +130,16 @@ export async function checkToken() {
 }
 
 /**
- * Learn whether this token may change things, with no side effects: canceling a
- * job id that cannot exist answers 403 for a viewer and 404 for everyone else.
+ * Learn the token's name and role (GET auth/whoami); a viewer gets read-only controls.
+ * When the answer is unavailable nothing changes: any later 403 still switches to read-only.
  */
 export async function detectRole() {
   try {
-    await api('POST', 'jobs/00000000-0000-4000-8000-000000000000/cancel');
+    const me = await get('auth/whoami');
+    session.role = me?.role || null;
+    session.name = me?.name || null;
+    session.readOnly = session.readOnly || session.role === 'viewer'; // a 403 seen meanwhile still counts
   } catch (err) {
-    session.readOnly = err.status === 403;
-    session.role = session.readOnly ? 'viewer' : null;
+    if (err.status === 403) session.readOnly = true;
   }
 }

@@ -105,6 +105,7 @@ async function start() {
   setTimeout(() => detectRole().then(() => {
     document.body.classList.toggle('read-only', session.readOnly);
     $('#ro-badge').hidden = !session.readOnly;
+    if (session.name) $('#signout-btn').title = `Signed in as ${session.name} (${session.role}). Sign out`;
   }), 150);
 }
 

@@ -35,14 +35,17 @@ export function enableTabIndent(textarea) {
   });
 }
 
-let shellsCache = null;
-async function allowedShells() {
-  if (shellsCache) return shellsCache;
+let limitsCache = null;
+/** What the API accepts: allowed shells and the timeout range (from system/info; cached per page load). */
+async function submitLimits() {
+  if (limitsCache) return limitsCache;
   try {
     const info = await get('system/info');
-    if (Array.isArray(info.allowed_shells) && info.allowed_shells.length) shellsCache = info.allowed_shells;
-  } catch { /* fall back */ }
-  return shellsCache || DEFAULT_SHELLS;
+    if (Array.isArray(info.allowed_shells) && info.allowed_shells.length) {
+      limitsCache = { shells: info.allowed_shells, maxTimeout: Number(info.max_timeout) || null, defaultTimeout: Number(info.default_timeout) || 300 };
+    }
+  } catch { /* fall back below; the API still validates */ }
+  return limitsCache || { shells: DEFAULT_SHELLS, maxTimeout: null, defaultTimeout: 300 };
 }
 
 export async function openExecute(prefill = null) {
@@ -80,7 +83,7 @@ export async function openExecute(prefill = null) {
     h('fieldset.servers', null, h('legend', null, 'Servers ', h('span.muted.small', { id: 'server-count' })), tagBar, serverFilter, serverList, serversErr),
     h('div.grid-2', null,
       field('f-priority', 'Priority (1 = highest)', priority),
-      field('f-timeout', 'Timeout (seconds)', timeout)),
+      field('f-timeout', 'Timeout (seconds)', timeout, 'Seconds before the job is stopped.')),
     h('details.more', null, h('summary', null, 'More options'),
       h('div.grid-2', null, field('f-name', 'Name', name), field('f-retries', 'Retries', retries)),
       field('f-env', 'Environment', env)));
@@ -134,9 +137,14 @@ export async function openExecute(prefill = null) {
     for (const el of serverList.querySelectorAll('label.pick')) el.hidden = q && !el.dataset.name.includes(q) && !el.dataset.tags.includes(q);
   });
 
-  const [serverData, shells] = await Promise.all([get('servers').catch((err) => { formError.hidden = false; setText(formError, err.message); return { servers: [] }; }), allowedShells()]);
+  const [serverData, limits] = await Promise.all([get('servers').catch((err) => { formError.hidden = false; setText(formError, err.message); return { servers: [] }; }), submitLimits()]);
   servers = (serverData.servers || []).filter((s) => s.is_active !== false || prefill?.server_id === s.id);
-  setChildren(shell, shells.map((s) => h('option', { value: s }, s)));
+  setChildren(shell, limits.shells.map((s) => h('option', { value: s }, s)));
+  timeout.value = String(limits.defaultTimeout);
+  if (limits.maxTimeout) {
+    timeout.max = String(limits.maxTimeout);
+    setText(form.querySelector('#f-timeout-hint'), `1 to ${limits.maxTimeout.toLocaleString()} seconds`);
+  }
   renderServers();
   if (servers.length === 1) { checks.get(servers[0].id).checked = true; updateCount(); }
 
@@ -145,7 +153,7 @@ export async function openExecute(prefill = null) {
     command.value = prefill.command || '';
     args.value = Array.isArray(prefill.args) ? prefill.args.join(' ') : prefill.args || '';
     priority.value = String(prefill.priority || 5);
-    timeout.value = String(prefill.timeout || 300);
+    timeout.value = String(prefill.timeout || limits.defaultTimeout);
     retries.value = String(prefill.retries || 0);
     name.value = prefill.name || '';
     if (prefill.env && typeof prefill.env === 'object') env.value = Object.entries(prefill.env).map(([k, v]) => `${k}=${v}`).join('\n');

@@ -139,7 +139,7 @@ export function openJobView(id) {
   async function refreshMeta() {
     if (stopped) return;
     try {
-      job = await get(`jobs/${id}`);
+      job = await get(`jobs/${id}`, { output: 'false' }); // output comes from the incremental logs endpoint
       renderMeta();
     } catch (err) {
       if (err.status === 404) { setChildren(content, h('div.empty', null, h('h3', null, 'Job not found'), h('p', null, 'It may have been deleted with its server.'), closeBtn)); stopped = true; return; }

@@ -5,7 +5,6 @@ import { h, setChildren, poll, timeEl, jobCommandText, parseTime, emptyState, ST
 import { stat } from './queue.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
-const MAX_PAGES = 5; // at most 500 recent jobs feed the chart
 
 function svg(tag, attrs, ...children) {
   const el = document.createElementNS(SVG, tag);
@@ -20,9 +19,9 @@ export function minuteChart(buckets) {
   const H = 150;
   const pad = { l: 30, b: 18, t: 6 };
   const max = Math.max(1, ...buckets.map((b) => b.total));
-  const bw = (W - pad.l) / buckets.length;
+  const bw = (W - pad.l) / Math.max(1, buckets.length);
   const y = (n) => ((H - pad.b - pad.t) * n) / max;
-  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', 'aria-label': `Jobs created per minute over the last hour; peak ${max} per minute` });
+  const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', 'aria-label': `Jobs finished per minute over the last hour; peak ${max} per minute` });
   for (const frac of [0, 0.5, 1]) {
     const yy = H - pad.b - (H - pad.b - pad.t) * frac;
     root.append(svg('line', { x1: pad.l, x2: W, y1: yy, y2: yy, class: 'grid' }));
@@ -36,44 +35,30 @@ export function minuteChart(buckets) {
       if (!hh) continue;
       base -= hh;
       const rect = svg('rect', { x, y: base, width: Math.max(1, bw - 2), height: hh, class: cls });
-      rect.append(svg('title', null, document.createTextNode(`${b.label}: ${b.total} jobs (${b.completed} completed, ${b.failed} failed)`)));
+      rect.append(svg('title', null, document.createTextNode(`${b.label}: ${b.total} finished (${b.completed} completed, ${b.failed} failed, ${b.other} canceled)`)));
       root.append(rect);
     }
   });
-  for (const [i, label] of [[0, '-60 min'], [30, '-30 min'], [59, 'now']]) {
-    root.append(svg('text', { x: pad.l + i * bw + bw / 2, y: H - 4, class: 'axis', 'text-anchor': i === 59 ? 'end' : i ? 'middle' : 'start' }, document.createTextNode(label)));
+  const n = buckets.length;
+  const half = Math.floor(n / 2);
+  for (const [i, label] of [[0, `-${n} min`], [half, `-${n - half} min`], [n - 1, 'now']]) {
+    root.append(svg('text', { x: pad.l + i * bw + bw / 2, y: H - 4, class: 'axis', 'text-anchor': i === n - 1 ? 'end' : i ? 'middle' : 'start' }, document.createTextNode(label)));
   }
   return root;
 }
 
-function bucketize(jobs, now) {
-  const start = now - 60 * 60000;
-  const buckets = Array.from({ length: 60 }, (_, i) => ({
-    total: 0, completed: 0, failed: 0, other: 0,
-    label: new Date(start + i * 60000).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' }),
-  }));
-  for (const job of jobs) {
-    const t = parseTime(job.created_at);
-    if (t === null || t < start || t > now) continue;
-    const b = buckets[Math.min(59, Math.floor((t - start) / 60000))];
-    b.total += 1;
-    if (job.status === 'completed') b.completed += 1;
-    else if (job.status === 'failed') b.failed += 1;
-    else b.other += 1;
-  }
-  return buckets;
-}
-
-async function recentJobs(now) {
-  const out = [];
-  for (let page = 1; page <= MAX_PAGES; page += 1) {
-    const data = await get('jobs', { page, limit: 100, sort_by: 'created_at', sort_order: 'desc' });
-    const jobs = data.jobs || [];
-    out.push(...jobs);
-    const last = jobs[jobs.length - 1];
-    if (!data.pagination?.has_next || !last || parseTime(last.created_at) < now - 3600000) return { jobs: out, capped: false };
-  }
-  return { jobs: out, capped: true };
+/** The API's per-minute counts (oldest first) as chart buckets. */
+export function toBuckets(minutes) {
+  return minutes.map((m) => {
+    const completed = Number(m.completed || 0);
+    const failed = Number(m.failed || 0);
+    const other = Number(m.canceled || 0);
+    const at = parseTime(m.t);
+    return {
+      completed, failed, other, total: completed + failed + other,
+      label: at === null ? m.t : new Date(at).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' }),
+    };
+  });
 }
 
 export function mount(main) {
@@ -84,7 +69,6 @@ export function mount(main) {
   main.append(h('div.page-head', null, h('h1', null, 'Overview')), banner, stats, chartBox, failBox);
 
   async function load() {
-    const now = Date.now();
     let info;
     try {
       info = await get('system/info');
@@ -112,13 +96,13 @@ export function mount(main) {
     }
     failBox.hidden = false;
     try {
-      const [{ jobs, capped }, failed] = await Promise.all([recentJobs(now), get('jobs', { status: 'failed', limit: 5, sort_by: 'created_at', sort_order: 'desc' })]);
-      const buckets = bucketize(jobs, now);
+      const [timeline, failed] = await Promise.all([get('system/timeline', { minutes: 60 }), get('jobs', { status: 'failed', limit: 5, sort_by: 'created_at', sort_order: 'desc' })]);
+      const buckets = toBuckets(timeline.minutes || []);
       const total = buckets.reduce((n, b) => n + b.total, 0);
-      setChildren(chartBox, h('div.card-head', null, h('h2', { id: 'chart-title' }, 'Jobs per minute, last hour'), h('span.spacer'),
-        h('span.muted.small', null, `${total.toLocaleString()} jobs${capped ? ' (most recent 500 only)' : ''}`)),
+      setChildren(chartBox, h('div.card-head', null, h('h2', { id: 'chart-title' }, 'Jobs finished per minute, last hour'), h('span.spacer'),
+        h('span.muted.small', { id: 'chart-total' }, `${total.toLocaleString()} jobs`)),
       minuteChart(buckets),
-      h('div.legend', null, h('span.key.c-ok', null, 'completed'), h('span.key.c-bad', null, 'failed'), h('span.key.c-other', null, 'queued / running / canceled')));
+      h('div.legend', null, h('span.key.c-ok', null, 'completed'), h('span.key.c-bad', null, 'failed'), h('span.key.c-other', null, 'canceled')));
       const items = failed.jobs || [];
       setChildren(failBox, h('h2', { id: 'fail-title' }, 'Recent failures'),
         items.length ? h('ul.fail-list', null, items.map((j) => h('li', null,

@@ -1,0 +1,1 @@
+"""load tests (see docs/reliability.md)."""

@@ -1,0 +1,1 @@
+"""security tests (see docs/reliability.md)."""
