@@ -14,7 +14,11 @@ and SQLite in a temp dir.  Measures, as the median of ``--repeat`` runs:
   ``--output-mb`` MB to stdout, from start to finish with every byte in the
   database; the worker's peak RSS (VmHWM) over the whole run.
 
-Example: python scripts/bench_worker.py --json --jobs 1000
+Each throughput figure comes with the CPU milliseconds per job of the worker
+and queue processes (``*_cpu_ms_per_job``, from /proc/<pid>/stat: far less
+sensitive to other load on the machine than jobs/s) and the load average.
+
+Example: python scripts/bench_worker.py --json --jobs 1000 --only-throughput
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ level = "warning"
 
 def _spawn(config: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "remora", "-c", str(config), *args], env=env, stdin=subprocess.DEVNULL)
+    # cwd: ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH
+    return subprocess.Popen([sys.executable, "-m", "remora", "-c", str(config), *args], env=env, stdin=subprocess.DEVNULL, cwd=REPO)
 
 
 def _peak_rss_mib(pid: int) -> float:
