@@ -87,8 +87,10 @@ def start_stack(data_dir: Path, *, concurrency: int = 6) -> Stack:
     return Stack(url=f"http://{host}:{port}", token=token, viewer_token=viewer, settings=settings, queue=queue, worker=worker, api=api)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def remora_stack(tmp_path_factory) -> Iterator[Stack]:
+    # Package scope, not session: the stack's in-process reconciler and worker use the process's one
+    # database binding, so they must be gone before other packages bind their own databases.
     stack = start_stack(tmp_path_factory.mktemp("remora-browser"))
     yield stack
     stack.stop()
