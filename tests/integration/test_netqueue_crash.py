@@ -41,6 +41,7 @@ def test_sigkill_during_puts_with_fsync_always_loses_no_acknowledged_change(tmp_
     proc = start_server(data_dir, port, "--fsync", "always")
     acked_puts: set[str] = set()
     deleted: set[str] = set()
+    acking: set[str] = set()  # ACK sent; if the kill cut its reply, the job may be gone or not
     lock = threading.Lock()
     kill_at = 2500
 
@@ -54,6 +55,8 @@ def test_sigkill_during_puts_with_fsync_always_loses_no_acknowledged_change(tmp_
                         acked_puts.add(job_id)
                     if i % 10 == 9:
                         (got,) = client.reserve([f"q{n}"], timeout=0)
+                        with lock:
+                            acking.add(got.id)
                         if client.ack(got.id):
                             with lock:
                                 deleted.add(got.id)
@@ -76,7 +79,9 @@ def test_sigkill_during_puts_with_fsync_always_loses_no_acknowledged_change(tmp_
     try:
         with QueueClient(f"127.0.0.1:{port}") as client:
             held = {j.id for j in client.list_jobs(limit=10000)}
-        missing = acked_puts - deleted - held
+        in_doubt = acking - deleted  # at most one per producer: its ACK was under way at the kill
+        assert len(in_doubt) <= 4
+        missing = acked_puts - deleted - in_doubt - held
         resurrected = deleted & held
         assert not missing, f"{len(missing)} acknowledged puts lost, e.g. {sorted(missing)[:5]}"
         assert not resurrected, f"acked jobs came back: {sorted(resurrected)[:5]}"
