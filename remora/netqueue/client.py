@@ -21,8 +21,8 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +33,8 @@ from remora.errors import QueueError, QueueFull, QueueUnavailable
 from remora.netqueue import protocol as p
 
 CALL_TIMEOUT = 30.0  # most time a call waits for its reply (plus a RESERVE's own timeout)
+RECV_SIZE = 256 * 1024
+READ_SLICE = 0.5  # a blocked reader re-checks its deadline this often
 NOT_RESENT = {p.OP_ACK, p.OP_NACK, p.OP_ACK_RESERVE}
 T = TypeVar("T")
 
@@ -105,7 +107,12 @@ class _Call:
 
 
 class _Link:
-    """One connected socket and the calls waiting on it."""
+    """One connected socket and the calls waiting on it.
+
+    The socket is blocking with a short ``SO_RCVTIMEO`` (``READ_SLICE``): the
+    reader calls ``recv_into`` straight away (no poll first) and checks its
+    deadline whenever a slice passes without data.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -115,8 +122,11 @@ class _Link:
         self.calls: dict[int, _Call] = {}
         self.buf = bytearray()
         self.error: BaseException | None = None
-        self.poller = select.poll()  # used only by the current reader
-        self.poller.register(sock, select.POLLIN)
+        self.rbuf = bytearray(RECV_SIZE)  # used only by the current reader
+        self.rview = memoryview(self.rbuf)
+        sock.settimeout(None)
+        sec = int(READ_SLICE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", sec, int((READ_SLICE - sec) * 1e6)))
 
     def send(self, rid: int, data: bytes) -> _Call:
         call = _Call()
@@ -157,26 +167,25 @@ class _Link:
             raise _LinkLost(str(call.error))
 
     def _read_until(self, rid: int, call: _Call, deadline: float) -> None:
-        poller = self.poller
+        recv_into, rview = self.sock.recv_into, self.rview
         while not call.done:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                with self.cond:
-                    self.calls.pop(rid, None)
-                raise TimeoutError
-            if not poller.poll(remaining * 1000):
-                continue
             try:
-                data = self.sock.recv(256 * 1024)
+                n = recv_into(self.rbuf)
+            except (BlockingIOError, InterruptedError):  # a READ_SLICE passed without data
+                if time.monotonic() >= deadline:
+                    with self.cond:
+                        self.calls.pop(rid, None)
+                    raise TimeoutError from None
+                continue
             except OSError as exc:
                 self.fail(exc)
                 raise _LinkLost(str(exc)) from None
-            if not data:
+            if not n:
                 self.fail(ConnectionError("the server closed the connection"))
                 raise _LinkLost("the server closed the connection")
-            self._dispatch(data, call)
+            self._dispatch(rview[:n], call)
 
-    def _dispatch(self, data: bytes, mine: _Call) -> None:
+    def _dispatch(self, data: bytes | memoryview, mine: _Call) -> None:
         buf = self.buf
         buf += data
         pos, n = 0, len(buf)
@@ -203,6 +212,7 @@ class _Link:
 
         Checked before sending so that a non-resendable request (ACK, NACK) is not lost on a dead socket.
         Only an idle link is probed (no call outstanding, so no reader): a non-consuming peek under the lock.
+        A resendable request skips the probe: on a dead link it fails once and goes out on a new one.
         """
         if self.calls or self.reading:
             return False
@@ -229,6 +239,10 @@ class _Link:
                 call.done = True
             self.calls.clear()
             self.cond.notify_all()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in recv
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
@@ -304,9 +318,9 @@ class QueueClient:
         self.server_info = info
         return link
 
-    def _get_link(self) -> _Link:
+    def _get_link(self, probe: bool = True) -> _Link:
         link = self._link
-        if link is not None and link.error is None and not link.stale():
+        if link is not None and link.error is None and not (probe and link.stale()):
             return link
         with self._link_lock:
             if self._closed:
@@ -334,7 +348,7 @@ class QueueClient:
             attempt += 1
             sent = False
             try:
-                link = self._get_link()
+                link = self._get_link(opcode in NOT_RESENT)
                 rid = self._next_rid()
                 call = link.send(rid, p.frame(opcode, rid, body))
                 sent = True
