@@ -120,6 +120,8 @@ class QueueServer:
         self._batch: list[tuple[Connection, bytes]] = []
         self._held: deque[tuple[int, Connection, bytes]] = deque()
         self._dirty: set[Connection] = set()
+        self._rbuf = bytearray(RECV_SIZE)  # the I/O thread's receive buffer
+        self._rview = memoryview(self._rbuf)
         self._stopped = threading.Event()
         self.log_error: str | None = None  # set while the log cannot be written (disk full); see _flush_log
         self._log_retry_at = 0.0
@@ -235,12 +237,15 @@ class QueueServer:
         self._shutdown()
 
     def _select_timeout(self) -> float:
-        now = time.time()
-        deadlines = [1.0 if self.log_error is None else 0.5]
+        longest = 1.0 if self.log_error is None else 0.5
         nxt = self.engine.next_deadline()
+        parked = self.parked.next_deadline()
+        if nxt is None and parked is None:
+            return longest
+        now = time.time()
+        deadlines = [longest]
         if nxt is not None:
             deadlines.append(nxt - now)
-        parked = self.parked.next_deadline()
         if parked is not None:
             deadlines.append(parked - now)
         return max(0.0, min(deadlines))
@@ -261,9 +266,15 @@ class QueueServer:
                         self._discard_input(conn)
                     else:
                         self._read(conn)
-        self.engine.tick()
-        self._expire_waiters()
-        self._serve_waiters()
+        engine = self.engine
+        engine.tick()
+        if self.parked.next_deadline() is not None:
+            self._expire_waiters()
+        if engine.woken:
+            if self.parked.count:
+                self._serve_waiters()
+            else:
+                engine.woken.clear()  # nobody waits: nothing to serve
         self._commit_batch()
         wal = self.wal
         if wal is not None and self.log_error is None and wal.should_compact(len(self.engine.jobs)):
@@ -312,27 +323,34 @@ class QueueServer:
             self._close(conn)
 
     def _read(self, conn: Connection) -> None:
+        """Read what arrived into the shared buffer; whole frames are handled straight from it."""
         try:
-            data = conn.sock.recv(RECV_SIZE)
+            n = conn.sock.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self._close(conn)
             return
-        if not data:
+        if not n:
             self._close(conn)
             return
-        buf = conn.inbuf
-        buf += data
+        data = self._rview[:n]
         if conn.http is None:
-            conn.http = buf[0] != 0
+            conn.http = data[0] != 0
         if conn.http:
+            conn.inbuf += data
             self._read_http(conn)
+        elif conn.inbuf:
+            buf = conn.inbuf
+            buf += data
+            del buf[: self._read_frames(conn, buf)]
         else:
-            self._read_frames(conn)
+            used = self._read_frames(conn, data)
+            if used < n:
+                conn.inbuf += data[used:]
 
-    def _read_frames(self, conn: Connection) -> None:
-        buf = conn.inbuf
+    def _read_frames(self, conn: Connection, buf: bytearray | memoryview) -> int:
+        """Handle every whole frame in ``buf``; return how many bytes they took."""
         n = len(buf)
         pos = 0
         unpack_len = p.LENGTH.unpack_from
@@ -352,7 +370,7 @@ class QueueServer:
                 self._fail(conn, opcode, rid, p.ProtocolError("BAD_VERSION", f"server speaks version {p.PROTOCOL_VERSION}", fatal=True))
                 break
             self._request(conn, opcode, rid, body)
-        del buf[:pos]
+        return pos
 
     def _request(self, conn: Connection, opcode: int, rid: int, body: bytes) -> None:
         self.counters["requests"] += 1
@@ -418,23 +436,39 @@ class QueueServer:
         self._batch = []
         wal = self.wal
         if wal is None:
-            for conn, data in batch:
-                conn.out += data
-                self._dirty.add(conn)
+            self._queue_replies(batch)
         else:
             lsn = self._flush_log()
             if lsn < 0:
                 self._fail_batch(batch)
             elif wal.durable >= lsn:
-                for conn, data in batch:
-                    conn.out += data
-                    self._dirty.add(conn)
+                self._queue_replies(batch)
             else:
                 for conn, data in batch:
                     conn.pending += 1
                     self._held.append((lsn, conn, data))
                 wal.request_sync()
         self._flush_dirty()
+
+    def _queue_replies(self, batch: list[tuple[Connection, bytes]]) -> None:
+        """Replies that may go now: a lone reply to an idle connection is sent at once, the rest buffered."""
+        if len(batch) == 1:
+            conn, data = batch[0]
+            if not conn.out and not conn.closing and not conn.writing:
+                try:
+                    sent = conn.sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self._close(conn)
+                    return
+                if sent < len(data):
+                    conn.out += data[sent:]
+                    self._send(conn)  # asks for EVENT_WRITE
+                return
+        for conn, data in batch:
+            conn.out += data
+            self._dirty.add(conn)
 
     def _flush_log(self) -> int:
         """``wal.flush()``, or -1 when the log cannot be written (the records stay buffered).
