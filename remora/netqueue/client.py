@@ -272,6 +272,7 @@ class QueueClient:
         self._link_lock = threading.Lock()
         self._rids = itertools.count(1)
         self._closed = False
+        self._reserve_tails: dict[tuple[tuple[str, ...], float, int, str], bytes] = {}  # encoded RESERVE parts
 
     def __enter__(self) -> QueueClient:
         return self
@@ -449,7 +450,14 @@ class QueueClient:
     @_api
     def ack_reserve(self, job_id: str, queues: list[str], *, timeout: float, count: int = 1, worker_id: str = "") -> list[Reservation]:
         """ACK one job and RESERVE the next in one round trip."""
-        body = self._call(p.OP_ACK_RESERVE, p.encode_ack_reserve(job_id, queues, timeout, count, worker_id), wait=timeout)
+        key = (tuple(queues), timeout, count, worker_id)
+        tail = self._reserve_tails.get(key)
+        if tail is None:
+            tail = p.encode_reserve(queues, timeout, count, worker_id)
+            if len(self._reserve_tails) >= 64:
+                self._reserve_tails.clear()
+            self._reserve_tails[key] = tail
+        body = self._call(p.OP_ACK_RESERVE, p.str8(job_id) + tail, wait=timeout)
         r = p.Reader(body)
         r.u8()
         return _reservations(r)

@@ -234,7 +234,10 @@ class Engine:
         qs = [q for q in (self.queues.get(name) for name in queues) if q is not None and q.nready]
         if not qs:
             return out
+        prio_count = self.prio_count
         for p in range(PRIORITIES):
+            if not prio_count[p + 1]:
+                continue  # no ready (or delayed) job of this priority anywhere
             while len(out) < count:
                 job = self._pop_ready(qs, p)
                 if job is None:

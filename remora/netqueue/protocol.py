@@ -346,11 +346,21 @@ def encode_ack_reserve(job_id: str, queues: list[str], timeout: float, count: in
     return str8(job_id) + encode_reserve(queues, timeout, count, worker)
 
 
+_reserve_cache: dict[bytes, ReserveRequest] = {}  # the RESERVE part of ACK_RESERVE repeats call after call
+
+
 def decode_ack_reserve(body: bytes) -> tuple[str, ReserveRequest]:
+    """The RESERVE part is decoded once per distinct encoding (a small cache); callers must not mutate it."""
     r = Reader(body)
     job_id = name(r.str8(), "job id")
-    req = _read_reserve(r)
-    r.end()
+    tail = body[r.pos :]
+    req = _reserve_cache.get(tail)
+    if req is None:
+        req = _read_reserve(r)
+        r.end()
+        if len(_reserve_cache) >= 256:
+            _reserve_cache.clear()
+        _reserve_cache[tail] = req
     return job_id, req
 
 
@@ -369,9 +379,24 @@ def encode_reservations(jobs: list[tuple[str, str, int, int, float, bytes]]) -> 
 
 def decode_reservations(r: Reader) -> list[tuple[str, str, int, int, float, bytes]]:
     out = []
+    buf, unpack, size = r.buf, _RES.unpack_from, _RES.size
     for _ in range(r.u16()):
-        priority, attempt, ttr_ms, id_len, q_len, body_len = r.unpack(_RES)
-        out.append((r.text(id_len), r.text(q_len), priority, attempt, ttr_ms / 1000.0, r._take(body_len)))
+        pos = r.pos
+        if pos + size > len(buf):
+            raise ProtocolError("BAD_FRAME", "body is truncated")
+        priority, attempt, ttr_ms, id_len, q_len, body_len = unpack(buf, pos)
+        a = pos + size
+        b = a + id_len
+        c = b + q_len
+        end = c + body_len
+        if end > len(buf):
+            raise ProtocolError("BAD_FRAME", "body is truncated")
+        try:
+            job_id, queue = str(buf[a:b], "utf-8"), str(buf[b:c], "utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("BAD_FRAME", "a string is not valid UTF-8") from None
+        r.pos = end
+        out.append((job_id, queue, priority, attempt, ttr_ms / 1000.0, bytes(buf[c:end])))
     return out
 
 
