@@ -35,6 +35,7 @@ from remora.netqueue import protocol as p
 CALL_TIMEOUT = 30.0  # most time a call waits for its reply (plus a RESERVE's own timeout)
 RECV_SIZE = 256 * 1024
 READ_SLICE = 0.5  # a blocked reader re-checks its deadline this often
+PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # an int: the enum's | costs a call per use
 NOT_RESENT = {p.OP_ACK, p.OP_NACK, p.OP_ACK_RESERVE}
 T = TypeVar("T")
 
@@ -119,6 +120,7 @@ class _Link:
         self.send_lock = threading.Lock()
         self.cond = threading.Condition(threading.Lock())
         self.reading = False
+        self.followers = 0  # callers waiting on ``cond`` for the reader
         self.calls: dict[int, _Call] = {}
         self.buf = bytearray()
         self.error: BaseException | None = None
@@ -151,7 +153,11 @@ class _Link:
                     if remaining <= 0:
                         self.calls.pop(rid, None)
                         raise TimeoutError
-                    cond.wait(remaining)
+                    self.followers += 1
+                    try:
+                        cond.wait(remaining)
+                    finally:
+                        self.followers -= 1
                 if call.done:
                     break
                 if self.error is not None:
@@ -162,7 +168,8 @@ class _Link:
             finally:
                 with cond:
                     self.reading = False
-                    cond.notify_all()
+                    if self.followers:
+                        cond.notify_all()  # one of them becomes the reader
         if call.error is not None:
             raise _LinkLost(str(call.error))
 
@@ -204,7 +211,7 @@ class _Link:
                     others = others or call is not mine
                 pos += 4 + length
             del buf[:pos]
-            if others:
+            if others and self.followers:
                 self.cond.notify_all()
 
     def stale(self) -> bool:
@@ -220,7 +227,7 @@ class _Link:
             if self.calls or self.reading or self.error is not None:
                 return self.error is not None
             try:
-                peeked = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                peeked = self.sock.recv(1, PEEK_NOW)
             except (BlockingIOError, InterruptedError):
                 return False  # nothing to read: the usual, healthy case
             except OSError:

@@ -87,7 +87,7 @@ class Dispatcher:
             raise p.ProtocolError("UNAUTHORIZED", "send HELLO or AUTH with the server's token first")
         if self.server.stopping and opcode not in OPEN_OPS:
             raise p.ProtocolError("SHUTTING_DOWN", "the server is stopping")
-        if opcode in LOGGED_OPS and not self.server.log_writable():
+        if self.server.log_error is not None and opcode in LOGGED_OPS and not self.server.log_writable():
             raise p.ProtocolError("STORAGE", self.server.log_error or "")
         try:
             return handler(self, conn, rid, body)
