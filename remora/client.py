@@ -65,7 +65,14 @@ def _peer_closed(conn: http.client.HTTPConnection) -> bool:
     return bool(readable)
 
 
-_RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
+# A connection lost before or during the answer (IncompleteRead: the server died mid-body).
+_RETRYABLE = (
+    http.client.RemoteDisconnected,
+    http.client.IncompleteRead,
+    ConnectionResetError,
+    BrokenPipeError,
+    http.client.BadStatusLine,
+)
 UUID_LEN = 36
 
 

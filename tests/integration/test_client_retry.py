@@ -11,6 +11,7 @@ from remora.client import Client
 from remora.errors import Unavailable
 from tests.fixtures.services import wait_for
 
+SHORT = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"partial'
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}"
 
 
@@ -37,6 +38,9 @@ class ScriptedServer:
                     self.requests.append(data.split(b" ", 1)[0])
                     if action == "ok":
                         conn.sendall(OK)
+                    elif action == "short":  # fewer body bytes than announced, then hang up
+                        conn.sendall(SHORT)
+                        break
                     else:
                         break
             self.closed += 1
@@ -67,3 +71,10 @@ def test_a_get_is_retried_once_on_a_dropped_connection():
     client.get("/health")
     assert client.get("/health") == {}
     assert server.requests == [b"GET", b"GET", b"GET"]
+
+
+def test_an_answer_cut_off_mid_body_is_a_lost_connection_not_a_crash():
+    server = ScriptedServer([["short"]])
+    client = Client(f"http://127.0.0.1:{server.port}")
+    with pytest.raises(Unavailable, match="lost the connection"):
+        client.get("/api/v1/jobs")
