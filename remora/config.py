@@ -88,6 +88,9 @@ class QueueSettings:
     max_attempts: int = _key(3, "int", "Deliveries of a job whose lease expires before it goes to the dead-letter queue.")
     token: str = _key("", "str", "Shared token for NetQueue clients; required when bound to a non-loopback address.")
     max_connections: int = _key(4096, "int", "Most client connections the queue server keeps open.")
+    busy_poll: float = _key(
+        0.0001, "duration", "After a reply, `queue serve` polls this long for the next request before sleeping (adaptive; 0: off)."
+    )
 
 
 @dataclass
@@ -235,14 +238,15 @@ def key_meta() -> dict[str, dict[str, Any]]:
 
 # -- value parsing -------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d)?\s*$")
+_DURATION_DIVISORS = {"us": 1e6, "ms": 1e3}  # divided, so 100us is exactly 0.0001
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def parse_duration(value: Any) -> float:
-    """``30``, ``30s``, ``250ms``, ``2m``, ``1h``, ``7d`` -> seconds (float)."""
+    """``30``, ``30s``, ``250ms``, ``100us``, ``2m``, ``1h``, ``7d`` -> seconds (float)."""
     if isinstance(value, bool):
         raise ValueError("a duration such as 30s, 2m or 1h")
     if isinstance(value, (int, float)):
@@ -252,7 +256,10 @@ def parse_duration(value: Any) -> float:
     m = _DURATION.match(str(value))
     if not m:
         raise ValueError("a duration such as 30s, 2m or 1h")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    unit = m.group(2)
+    if unit in _DURATION_DIVISORS:
+        return float(m.group(1)) / _DURATION_DIVISORS[unit]
+    return float(m.group(1)) * _DURATION_UNITS[unit]
 
 
 def parse_size(value: Any) -> int:
@@ -506,7 +513,8 @@ def _toml_value(dotted: str, value: Any) -> Any:
 
 def format_duration(seconds: float) -> str:
     if seconds and seconds < 1:
-        return f"{round(seconds * 1000)}ms"
+        ms = seconds * 1000
+        return f"{round(ms)}ms" if ms >= 1 and abs(ms - round(ms)) < 1e-9 else f"{round(seconds * 1e6)}us"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

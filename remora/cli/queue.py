@@ -81,6 +81,7 @@ def serve(
         "token": server.token,
         "default_ttr": server.default_ttr,
         "max_connections": server.max_connections,
+        "busy_poll": server.busy_poll,
         "logging": {"level": settings.logging.level, "format": settings.logging.format},
     }
     env = {**os.environ, ENV_VAR: json.dumps(config), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}

@@ -85,7 +85,9 @@ class Stack:
         data_dir = self.settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         models.init_db(self.settings.database_url, busy_timeout=self.settings.database.busy_timeout)
-        self.queue = QueueServer.from_settings(self.settings, host=self.host, port=self.queue_port)
+        self.queue = QueueServer.from_settings(
+            self.settings, host=self.host, port=self.queue_port, busy_poll=0.0  # no spinning: the workers and API share this GIL
+        )
         self.queue.start()
         qhost, qport = self.queue.address
         # The worker and the API reach the queue where it really listens (port 0 -> the chosen port).

@@ -1,13 +1,17 @@
-"""NetQueue server: one selector-driven I/O thread, the engine under a lock, a group-commit thread.
+"""NetQueue server: one epoll-driven I/O thread, the engine under a lock, a group-commit thread.
 
-Why a selector and not a thread per connection: workers and API processes
+Why epoll and not a thread per connection: workers and API processes
 keep connections open for hours and most of them sit idle or parked in a
 blocking RESERVE.  With epoll one thread watches thousands of sockets for
 the cost of a file descriptor each, and a parked RESERVE is just an entry in
 a waiter list — no thread, no stack.  The engine is a pure in-memory state
 machine whose operations take microseconds, so handling every request on
 the I/O thread (under ``self.lock``, which in-process callers also take) is
-faster than handing requests to worker threads across the GIL.
+faster than handing requests to worker threads across the GIL.  The loop
+calls ``select.epoll`` directly (fd -> connection in one dict) rather than
+through ``selectors``, and waits through ``remora.netqueue.idle``: a short
+adaptive busy-poll catches a client that streams requests back to back
+without the sleep/wake cycle that costs more than the request itself.
 
 Durability without stalling I/O: each loop iteration decodes every request
 that arrived, applies them to the engine, appends their log records and
@@ -16,7 +20,7 @@ held until the commit thread's next ``fdatasync`` covers that write — one
 fsync covers every request that came in while the previous one ran (group
 commit), and the I/O thread keeps reading meanwhile.  A reply is never sent
 before everything logged before it is durable, so no client can observe a
-state that a crash would undo.
+state that a crash would undo (``remora.netqueue.replies``).
 
 HTTP on the same port: a binary frame starts with 0x00 (MAX_FRAME < 16 MiB),
 so a connection whose first byte is anything else is read as an HTTP/1.x
@@ -26,7 +30,7 @@ request (see ``remora.netqueue.http``) and answered with JSON.
 from __future__ import annotations
 
 import logging
-import selectors
+import select
 import socket
 import threading
 import time
@@ -38,6 +42,8 @@ from remora.errors import ConfigError
 from remora.netqueue import protocol as p
 from remora.netqueue.engine import Engine
 from remora.netqueue.handlers import Dispatcher, reservation_tuples
+from remora.netqueue.idle import AdaptivePoll
+from remora.netqueue.replies import EV_IN, EV_OUT, Connection, Replies
 from remora.netqueue.waiters import ParkedReserves, Waiter
 
 if TYPE_CHECKING:
@@ -48,32 +54,14 @@ log = logging.getLogger(__name__)
 
 RECV_SIZE = 256 * 1024
 MAX_HTTP_REQUEST = 16 * 1024
-MAX_OUTBUF = 64 * 1024 * 1024  # a client that stops reading its replies is disconnected beyond this
+EV_READ = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP  # an error or hang-up shows when reading
 
 
 def is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-class Connection:
-    __slots__ = ("addr", "authed", "closing", "http", "inbuf", "name", "out", "parked", "peer", "pending", "sock", "writing")
-
-    def __init__(self, sock: socket.socket, addr: Any, authed: bool) -> None:
-        self.sock = sock
-        self.addr = addr
-        self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
-        self.inbuf = bytearray()
-        self.out = bytearray()
-        self.authed = authed
-        self.name = ""
-        self.http: bool | None = None  # None until the first byte is seen
-        self.closing = False  # close once every reply owed is sent
-        self.pending = 0  # replies waiting for durability
-        self.parked = 0  # blocking reserves waiting
-        self.writing = False
-
-
-class QueueServer:
+class QueueServer(Replies):
     """NetQueue over TCP (binary frames) and HTTP (JSON) on one port."""
 
     def __init__(
@@ -89,6 +77,7 @@ class QueueServer:
         token: str = "",
         default_ttr: float = 30.0,
         max_connections: int = 4096,
+        busy_poll: float = 0.0001,
     ) -> None:
         if fsync not in ("always", "interval", "never"):
             raise ConfigError(f"queue fsync = {fsync!r}: expected always, interval or never")
@@ -103,6 +92,7 @@ class QueueServer:
         self.token = token
         self.default_ttr = default_ttr
         self.max_connections = max_connections
+        self.busy_poll = busy_poll
         self.lock = threading.RLock()
         self.engine = Engine(max_size=max_size)
         self.dispatcher = Dispatcher(self)
@@ -110,7 +100,9 @@ class QueueServer:
         self.recovery: dict[str, Any] = {}
         self.stopping = False
         self.started_at = time.time()
-        self._sel: selectors.BaseSelector | None = None
+        self._ep: select.epoll | None = None
+        self._idle: AdaptivePoll | None = None
+        self._listen_fd = self._wake_fd = -1
         self._listener: socket.socket | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -144,6 +136,7 @@ class QueueServer:
             "token": settings.queue.token,
             "default_ttr": settings.queue.worker_timeout,
             "max_connections": settings.queue.max_connections,
+            "busy_poll": settings.queue.busy_poll,
         }
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kwargs)
@@ -181,9 +174,11 @@ class QueueServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(listener, selectors.EVENT_READ, "accept")
-        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._ep = select.epoll()
+        self._listen_fd, self._wake_fd = listener.fileno(), self._wake_r.fileno()
+        self._ep.register(self._listen_fd, EV_IN)
+        self._ep.register(self._wake_fd, EV_IN)
+        self._idle = AdaptivePoll(self._ep.poll, self.busy_poll)
         if self.wal:
             self.wal.start()
         self._thread = threading.Thread(target=self._run, name="netqueue-io", daemon=True)
@@ -226,11 +221,12 @@ class QueueServer:
 
     # -- the I/O loop -----------------------------------------------------
     def _run(self) -> None:
-        assert self._sel is not None
+        assert self._idle is not None
+        wait, lock = self._idle.wait, self.lock
         while not self.stopping:
             try:
-                events = self._sel.select(self._select_timeout())
-                with self.lock:
+                events = wait(self._select_timeout())
+                with lock:
                     self._iteration(events)
             except Exception:
                 log.exception("queue: error in the I/O loop")
@@ -250,22 +246,23 @@ class QueueServer:
             deadlines.append(parked - now)
         return max(0.0, min(deadlines))
 
-    def _iteration(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
-        for key, mask in events:
-            data = key.data
-            if data == "accept":
-                self._accept()
-            elif data == "wake":
-                self._drain_wake()
-            else:
-                conn: Connection = data
-                if mask & selectors.EVENT_WRITE:
-                    self._send(conn)
-                if mask & selectors.EVENT_READ:
-                    if conn.closing:
-                        self._discard_input(conn)
-                    else:
-                        self._read(conn)
+    def _iteration(self, events: list[tuple[int, int]]) -> None:
+        conns = self._conns
+        for fd, mask in events:
+            conn = conns.get(fd)
+            if conn is None:
+                if fd == self._listen_fd:
+                    self._accept()
+                elif fd == self._wake_fd:
+                    self._drain_wake()
+                continue
+            if mask & EV_OUT:
+                self._send(conn)
+            if mask & EV_READ:
+                if conn.closing:
+                    self._discard_input(conn)
+                else:
+                    self._read(conn)
         engine = self.engine
         engine.tick()
         if self.parked.next_deadline() is not None:
@@ -282,7 +279,7 @@ class QueueServer:
             self._release_durable()
 
     def _accept(self) -> None:
-        assert self._listener is not None and self._sel is not None
+        assert self._listener is not None and self._ep is not None
         for _ in range(64):
             try:
                 sock, addr = self._listener.accept()
@@ -300,7 +297,7 @@ class QueueServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Connection(sock, addr, authed=not self.token)
             self._conns[sock.fileno()] = conn
-            self._sel.register(sock, selectors.EVENT_READ, conn)
+            self._ep.register(sock.fileno(), EV_IN)
             self.counters["connections_total"] += 1
 
     def _drain_wake(self) -> None:
@@ -424,153 +421,15 @@ class QueueServer:
         for waiter, jobs in self.parked.serve(self.engine):
             self._answer(waiter, jobs)
 
-    # -- replies and durability -------------------------------------------
-    def _commit_batch(self) -> None:
-        """Write this iteration's log records, then release or hold its replies."""
-        batch = self._batch
-        if not batch:
-            wal = self.wal
-            if wal is not None and self._flush_log() > wal.synced and wal.fsync == "always":
-                wal.request_sync()  # records without replies (expired leases) become durable soon too
-            return
-        self._batch = []
-        wal = self.wal
-        if wal is None:
-            self._queue_replies(batch)
-        else:
-            lsn = self._flush_log()
-            if lsn < 0:
-                self._fail_batch(batch)
-            elif wal.durable >= lsn:
-                self._queue_replies(batch)
-            else:
-                for conn, data in batch:
-                    conn.pending += 1
-                    self._held.append((lsn, conn, data))
-                wal.request_sync()
-        self._flush_dirty()
-
-    def _queue_replies(self, batch: list[tuple[Connection, bytes]]) -> None:
-        """Replies that may go now: a lone reply to an idle connection is sent at once, the rest buffered."""
-        if len(batch) == 1:
-            conn, data = batch[0]
-            if not conn.out and not conn.closing and not conn.writing:
-                try:
-                    sent = conn.sock.send(data)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError:
-                    self._close(conn)
-                    return
-                if sent < len(data):
-                    conn.out += data[sent:]
-                    self._send(conn)  # asks for EVENT_WRITE
-                return
-        for conn, data in batch:
-            conn.out += data
-            self._dirty.add(conn)
-
-    def _flush_log(self) -> int:
-        """``wal.flush()``, or -1 when the log cannot be written (the records stay buffered).
-
-        While the log is failing (disk full, file-size limit) a write is retried at most every
-        half second; the dispatcher refuses state-changing requests meanwhile (STORAGE)."""
-        wal = self.wal
-        assert wal is not None
-        if self.log_error is not None and time.monotonic() < self._log_retry_at:
-            # replies that added nothing to the log (reads, TOUCH) still go out
-            return -1 if wal.buffered > self._log_failed_bytes else wal.written
-        try:
-            lsn = wal.flush()
-        except OSError as exc:
-            if self.log_error is None:
-                log.error("queue: cannot write the log (%s): refusing changes until it can", exc.strerror or exc)
-            self.log_error = f"the queue's log cannot be written ({exc.strerror or exc}); retry later"
-            self._log_retry_at = time.monotonic() + 0.5
-            self._log_failed_bytes = wal.buffered
-            return -1
-        if self.log_error is not None:
-            log.warning("queue: the log is writable again; accepting changes")
-            self.log_error = None
-            if wal.fsync == "always":
-                wal.request_sync()
-        return lsn
-
-    def log_writable(self) -> bool:
-        """False while the log cannot be written; past the retry time this tries the write again."""
-        if self.log_error is not None and self.wal is not None and time.monotonic() >= self._log_retry_at:
-            self._flush_log()
-        return self.log_error is None
-
-    def _fail_batch(self, batch: list[tuple[Connection, bytes]]) -> None:
-        """Replies whose log records could not be written become STORAGE errors (HTTP answers pass).
-
-        Their changes stay in memory and in the log buffer, written once space returns, so the
-        request may still take effect: the error says "unknown", like INTERNAL (PUT is idempotent)."""
-        message = self.log_error or "the queue's log cannot be written"
-        for conn, data in batch:
-            if not conn.http:
-                _, _, opcode, flags, rid = p.HEADER.unpack_from(data, 0)
-                if not flags & p.FLAG_ERROR:
-                    data = p.error_reply(opcode, rid, "STORAGE", message)
-            conn.out += data
-            self._dirty.add(conn)
-
-    def _release_durable(self) -> None:
-        if self.wal is None:
-            return
-        durable = self.wal.durable
-        held = self._held
-        while held and held[0][0] <= durable:
-            _, conn, data = held.popleft()
-            conn.pending -= 1
-            conn.out += data
-            self._dirty.add(conn)
-        self._flush_dirty()
-
-    def _flush_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for conn in dirty:
-            self._send(conn)
-
-    def _send(self, conn: Connection) -> None:
-        if conn.sock.fileno() < 0:
-            return
-        if conn.out:
-            try:
-                sent = conn.sock.send(conn.out)
-                del conn.out[:sent]
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                self._close(conn)
-                return
-        if conn.out:
-            if len(conn.out) > MAX_OUTBUF:
-                log.warning("queue: %s does not read its replies; closing", conn.peer)
-                self._close(conn)
-                return
-            if not conn.writing:
-                conn.writing = True
-                assert self._sel is not None
-                self._sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
-        else:
-            if conn.writing:
-                conn.writing = False
-                assert self._sel is not None
-                self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
-            if conn.closing and not conn.pending:
-                self._close(conn)
-
     def _close(self, conn: Connection) -> None:
         fd = conn.sock.fileno()
         if fd < 0:
             return
         self._conns.pop(fd, None)
         try:
-            assert self._sel is not None
-            self._sel.unregister(conn.sock)
-        except (KeyError, ValueError):
+            assert self._ep is not None
+            self._ep.unregister(fd)
+        except (OSError, ValueError):
             pass
         conn.sock.close()
         conn.closing = True
@@ -593,8 +452,8 @@ class QueueServer:
                 time.sleep(0.005)
             for conn in list(self._conns.values()):
                 self._close(conn)
-            assert self._sel is not None and self._listener is not None
-            self._sel.close()
+            assert self._ep is not None and self._listener is not None
+            self._ep.close()
             self._listener.close()
             for sock in (self._wake_r, self._wake_w):
                 if sock is not None:
@@ -624,6 +483,7 @@ class QueueServer:
             "fsync": self.fsync,
             "parked_reserves": self.parked.count,
             "log_error": self.log_error,
+            **(self._idle.info() if self._idle is not None else {}),
         }
         if self.wal is not None:
             data["wal"] = self.wal.info()

@@ -96,9 +96,12 @@ def test_bad_file_values_and_unknown_keys_name_the_file(tmp_path):
         config.load(str(tmp_path / "missing.toml"), {"HOME": str(tmp_path)})
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("2m", 120), ("1h", 3600), ("250ms", 0.25), ("15", 15), (1.5, 1.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("2m", 120), ("1h", 3600), ("250ms", 0.25), ("100us", 0.0001), ("15", 15), (1.5, 1.5)]
+)
 def test_durations(text, seconds):
     assert config.parse_duration(text) == seconds
+    assert config.parse_duration(config.format_duration(seconds)) == seconds  # what config init writes reads back
 
 
 @pytest.mark.parametrize(

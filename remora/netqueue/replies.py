@@ -1,0 +1,204 @@
+"""Connections and the replies owed to them: group commit, held replies, buffered sends.
+
+Part of the NetQueue server (``QueueServer`` mixes ``Replies`` in).  Each
+I/O-loop iteration collects its replies in ``_batch``; ``_commit_batch``
+writes the log records those requests appended with one ``write()`` and then
+either lets the replies go (``fsync = interval`` or ``never``, or the log is
+already durable past them) or holds them, in LSN order, until the commit
+thread's next ``fdatasync`` covers them (``fsync = always``).  A reply is
+never sent before everything logged before it is durable.
+
+While the log cannot be written (disk full, file-size limit) state-changing
+requests are answered with STORAGE and the records stay buffered; writes are
+retried at most every half second.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from remora.netqueue import protocol as p
+
+if TYPE_CHECKING:
+    from remora.netqueue.wal import WriteAheadLog
+
+log = logging.getLogger("remora.netqueue.server")
+
+MAX_OUTBUF = 64 * 1024 * 1024  # a client that stops reading its replies is disconnected beyond this
+EV_IN, EV_OUT = select.EPOLLIN, select.EPOLLOUT
+
+
+class Connection:
+    __slots__ = ("addr", "authed", "closing", "http", "inbuf", "name", "out", "parked", "peer", "pending", "sock", "writing")
+
+    def __init__(self, sock: socket.socket, addr: Any, authed: bool) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        self.inbuf = bytearray()
+        self.out = bytearray()
+        self.authed = authed
+        self.name = ""
+        self.http: bool | None = None  # None until the first byte is seen
+        self.closing = False  # close once every reply owed is sent
+        self.pending = 0  # replies waiting for durability
+        self.parked = 0  # blocking reserves waiting
+        self.writing = False
+
+
+class Replies:
+    """The reply half of ``QueueServer`` (see the module docstring)."""
+
+    wal: WriteAheadLog | None
+    log_error: str | None
+    _log_retry_at: float
+    _log_failed_bytes: int
+    _batch: list[tuple[Connection, bytes]]
+    _held: deque[tuple[int, Connection, bytes]]
+    _dirty: set[Connection]
+    _ep: select.epoll | None
+
+    def _close(self, conn: Connection) -> None:
+        raise NotImplementedError
+
+    def _commit_batch(self) -> None:
+        """Write this iteration's log records, then release or hold its replies."""
+        batch = self._batch
+        if not batch:
+            wal = self.wal
+            if wal is not None and self._flush_log() > wal.synced and wal.fsync == "always":
+                wal.request_sync()  # records without replies (expired leases) become durable soon too
+            return
+        self._batch = []
+        wal = self.wal
+        if wal is None:
+            self._queue_replies(batch)
+        else:
+            lsn = self._flush_log()
+            if lsn < 0:
+                self._fail_batch(batch)
+            elif wal.durable >= lsn:
+                self._queue_replies(batch)
+            else:
+                for conn, data in batch:
+                    conn.pending += 1
+                    self._held.append((lsn, conn, data))
+                wal.request_sync()
+        self._flush_dirty()
+
+    def _queue_replies(self, batch: list[tuple[Connection, bytes]]) -> None:
+        """Replies that may go now: a lone reply to an idle connection is sent at once, the rest buffered."""
+        if len(batch) == 1:
+            conn, data = batch[0]
+            if not conn.out and not conn.closing and not conn.writing:
+                try:
+                    sent = conn.sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self._close(conn)
+                    return
+                if sent < len(data):
+                    conn.out += data[sent:]
+                    self._send(conn)  # asks for EVENT_WRITE
+                return
+        for conn, data in batch:
+            conn.out += data
+            self._dirty.add(conn)
+
+    def _flush_log(self) -> int:
+        """``wal.flush()``, or -1 when the log cannot be written (the records stay buffered).
+
+        While the log is failing (disk full, file-size limit) a write is retried at most every
+        half second; the dispatcher refuses state-changing requests meanwhile (STORAGE)."""
+        wal = self.wal
+        assert wal is not None
+        if self.log_error is not None and time.monotonic() < self._log_retry_at:
+            # replies that added nothing to the log (reads, TOUCH) still go out
+            return -1 if wal.buffered > self._log_failed_bytes else wal.written
+        try:
+            lsn = wal.flush()
+        except OSError as exc:
+            if self.log_error is None:
+                log.error("queue: cannot write the log (%s): refusing changes until it can", exc.strerror or exc)
+            self.log_error = f"the queue's log cannot be written ({exc.strerror or exc}); retry later"
+            self._log_retry_at = time.monotonic() + 0.5
+            self._log_failed_bytes = wal.buffered
+            return -1
+        if self.log_error is not None:
+            log.warning("queue: the log is writable again; accepting changes")
+            self.log_error = None
+            if wal.fsync == "always":
+                wal.request_sync()
+        return lsn
+
+    def log_writable(self) -> bool:
+        """False while the log cannot be written; past the retry time this tries the write again."""
+        if self.log_error is not None and self.wal is not None and time.monotonic() >= self._log_retry_at:
+            self._flush_log()
+        return self.log_error is None
+
+    def _fail_batch(self, batch: list[tuple[Connection, bytes]]) -> None:
+        """Replies whose log records could not be written become STORAGE errors (HTTP answers pass).
+
+        Their changes stay in memory and in the log buffer, written once space returns, so the
+        request may still take effect: the error says "unknown", like INTERNAL (PUT is idempotent)."""
+        message = self.log_error or "the queue's log cannot be written"
+        for conn, data in batch:
+            if not conn.http:
+                _, _, opcode, flags, rid = p.HEADER.unpack_from(data, 0)
+                if not flags & p.FLAG_ERROR:
+                    data = p.error_reply(opcode, rid, "STORAGE", message)
+            conn.out += data
+            self._dirty.add(conn)
+
+    def _release_durable(self) -> None:
+        if self.wal is None:
+            return
+        durable = self.wal.durable
+        held = self._held
+        while held and held[0][0] <= durable:
+            _, conn, data = held.popleft()
+            conn.pending -= 1
+            conn.out += data
+            self._dirty.add(conn)
+        self._flush_dirty()
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for conn in dirty:
+            self._send(conn)
+
+    def _send(self, conn: Connection) -> None:
+        if conn.sock.fileno() < 0:
+            return
+        if conn.out:
+            try:
+                sent = conn.sock.send(conn.out)
+                del conn.out[:sent]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                self._close(conn)
+                return
+        if conn.out:
+            if len(conn.out) > MAX_OUTBUF:
+                log.warning("queue: %s does not read its replies; closing", conn.peer)
+                self._close(conn)
+                return
+            if not conn.writing:
+                conn.writing = True
+                assert self._ep is not None
+                self._ep.modify(conn.sock.fileno(), EV_IN | EV_OUT)
+        else:
+            if conn.writing:
+                conn.writing = False
+                assert self._ep is not None
+                self._ep.modify(conn.sock.fileno(), EV_IN)
+            if conn.closing and not conn.pending:
+                self._close(conn)
