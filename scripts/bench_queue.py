@@ -8,6 +8,12 @@ and the server's RSS idle and with 100,000 ready jobs.  Every server runs as
 its own process (`python -m remora queue serve`, `beanstalkd`) on a free
 loopback port; every figure is the median of ``--runs`` runs.
 
+The sequential workloads also report CPU per operation (``server_cpu_us``,
+``client_cpu_us``: user + system time divided by operations), because
+NetQueue's default adaptive busy-poll (``queue.busy_poll``) trades a busy vCPU
+for not sleeping between back-to-back requests; ``*_nospin`` repeats them
+with ``queue.busy_poll = 0``.
+
     scripts/bench_queue.py --json
     scripts/bench_queue.py --json --compare-beanstalkd auto        # starts /usr/bin/beanstalkd itself
     scripts/bench_queue.py --json --compare-beanstalkd 127.0.0.1:11300
@@ -19,6 +25,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -56,6 +63,36 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU microseconds per operation of the server process (when known) and of this client process."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+
+    def __enter__(self) -> CpuMeter:
+        self.server0 = cpu_seconds(self.pid) if self.pid else 0.0
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.client0 = usage.ru_utime + usage.ru_stime
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server = cpu_seconds(self.pid) - self.server0 if self.pid else None
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.client = usage.ru_utime + usage.ru_stime - self.client0
+
+    def per_op(self, ops: int) -> dict[str, float | None]:
+        return {
+            "server_cpu_us": round(self.server / ops * 1e6, 1) if self.server is not None else None,
+            "client_cpu_us": round(self.client / ops * 1e6, 1),
+        }
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -66,10 +103,10 @@ def rss_mib(pid: int) -> float:
 class Server:
     """A server process on a free port, stopped (and its data removed) on exit."""
 
-    def __init__(self, argv_for: Callable[[int, str], list[str]]) -> None:
+    def __init__(self, argv_for: Callable[[int, str], list[str]], env_extra: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="bench-queue-")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
         self.proc = subprocess.Popen(argv_for(self.port, self.dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
 
@@ -86,9 +123,11 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def netqueue(fsync: str) -> Server:
+def netqueue(fsync: str, busy_poll: str | None = None) -> Server:
+    """``busy_poll`` overrides queue.busy_poll (default: the server's default)."""
     return Server(
-        lambda port, d: [sys.executable, "-m", "remora", "-q", "queue", "serve", "--port", str(port), "--data-dir", d, "--fsync", fsync]
+        lambda port, d: [sys.executable, "-m", "remora", "-q", "queue", "serve", "--port", str(port), "--data-dir", d, "--fsync", fsync],
+        {"REMORA_QUEUE_BUSY_POLL": busy_poll} if busy_poll is not None else None,
     )
 
 
@@ -105,32 +144,34 @@ def percentile(values: list[float], pct: float) -> float:
 # -- NetQueue workloads ------------------------------------------------------
 
 
-def nq_seq_put(port: int, n: int) -> dict[str, float]:
+def nq_seq_put(port: int, n: int, pid: int | None = None) -> dict[str, Any]:
     lat = []
     with QueueClient(f"127.0.0.1:{port}") as c:
         c.ping()
-        started = time.perf_counter()
-        for i in range(n):
-            t0 = time.perf_counter()
-            c.put(f"s{i}", body=BODY)
-            lat.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - started
-    return {"rate": n / elapsed, "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000}
+        with CpuMeter(pid) as cpu:
+            started = time.perf_counter()
+            for i in range(n):
+                t0 = time.perf_counter()
+                c.put(f"s{i}", body=BODY)
+                lat.append(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - started
+    return {"rate": n / elapsed, "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000, **cpu.per_op(n)}
 
 
-def nq_reserve_ack(port: int, n: int) -> dict[str, float]:
+def nq_reserve_ack(port: int, n: int, pid: int | None = None) -> dict[str, Any]:
     with QueueClient(f"127.0.0.1:{port}") as c:
         items = [PutItem(f"r{i}", body=BODY) for i in range(n)]
         for k in range(0, n, 1000):
             c.put_many(items[k : k + 1000])
-        started = time.perf_counter()
-        got = c.reserve(["job_queue"], timeout=0)
-        done = 0
-        while got:
-            done += 1
-            got = c.ack_reserve(got[0].id, ["job_queue"], timeout=0)
-        elapsed = time.perf_counter() - started
-    return {"rate": done / elapsed}
+        with CpuMeter(pid) as cpu:
+            started = time.perf_counter()
+            got = c.reserve(["job_queue"], timeout=0)
+            done = 0
+            while got:
+                done += 1
+                got = c.ack_reserve(got[0].id, ["job_queue"], timeout=0)
+            elapsed = time.perf_counter() - started
+    return {"rate": done / elapsed, **cpu.per_op(done)}
 
 
 def nq_batch_put(port: int, n: int, per_frame: int = 100, pipelined: int = 1) -> dict[str, float]:
@@ -190,30 +231,30 @@ def nq_fill(port: int, n: int) -> None:
 # -- beanstalkd workloads ------------------------------------------------------
 
 
-def bs_seq_put(port: int, n: int) -> dict[str, float]:
+def bs_seq_put(port: int, n: int, pid: int | None = None) -> dict[str, Any]:
     import greenstalk
 
     lat = []
-    with greenstalk.Client(("127.0.0.1", port)) as c:
+    with greenstalk.Client(("127.0.0.1", port)) as c, CpuMeter(pid) as cpu:
         started = time.perf_counter()
         for _ in range(n):
             t0 = time.perf_counter()
             c.put(BODY)
             lat.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
-    return {"rate": n / elapsed, "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000}
+    return {"rate": n / elapsed, "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000, **cpu.per_op(n)}
 
 
-def bs_reserve_delete(port: int, n: int) -> dict[str, float]:
+def bs_reserve_delete(port: int, n: int, pid: int | None = None) -> dict[str, Any]:
     import greenstalk
 
     bs_fill(port, n)
-    with greenstalk.Client(("127.0.0.1", port)) as c:
+    with greenstalk.Client(("127.0.0.1", port)) as c, CpuMeter(pid) as cpu:
         started = time.perf_counter()
         for _ in range(n):
             c.delete(c.reserve(timeout=0))
         elapsed = time.perf_counter() - started
-    return {"rate": n / elapsed}
+    return {"rate": n / elapsed, **cpu.per_op(n)}
 
 
 def bs_fill(port: int, n: int) -> None:
@@ -237,11 +278,14 @@ def run_once(n: int, clients: int, compare: str | None, only: set[str] | None = 
     ours: dict[str, Any] = {}
     if want("seq_put_interval") or want("reserve_ack_interval"):
         with netqueue("interval") as s:
-            ours["seq_put_interval"] = nq_seq_put(s.port, n)
-            ours["reserve_ack_interval"] = nq_reserve_ack(s.port, n)
+            ours["seq_put_interval"] = nq_seq_put(s.port, n, s.proc.pid)
+            ours["reserve_ack_interval"] = nq_reserve_ack(s.port, n, s.proc.pid)
+        with netqueue("interval", busy_poll="0") as s:
+            ours["seq_put_interval_nospin"] = nq_seq_put(s.port, n, s.proc.pid)
+            ours["reserve_ack_interval_nospin"] = nq_reserve_ack(s.port, n, s.proc.pid)
     if want("seq_put_always"):
         with netqueue("always") as s:
-            ours["seq_put_always"] = nq_seq_put(s.port, n)
+            ours["seq_put_always"] = nq_seq_put(s.port, n, s.proc.pid)
     if want("batch_put_always"):
         with netqueue("always") as s:
             ours["batch_put_always"] = nq_batch_put(s.port, n)
@@ -263,9 +307,9 @@ def run_once(n: int, clients: int, compare: str | None, only: set[str] | None = 
         theirs: dict[str, Any] = {}
         for mode in ("memory", "binlog", "always"):
             with _beanstalkd_server(compare, mode) as b:
-                theirs[f"seq_put_{mode}"] = bs_seq_put(b.port, n)
+                theirs[f"seq_put_{mode}"] = bs_seq_put(b.port, n, _pid(b))
         with _beanstalkd_server(compare, "binlog") as b:
-            theirs["reserve_delete_binlog"] = bs_reserve_delete(b.port, n)
+            theirs["reserve_delete_binlog"] = bs_reserve_delete(b.port, n, _pid(b))
         with _beanstalkd_server(compare, "always") as b:
             theirs["concurrent_put_always"] = concurrent_put(_bs_put_worker, b.port, n, clients)
         with _beanstalkd_server(compare, "memory") as b:
@@ -289,6 +333,10 @@ class _External:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+def _pid(server: Any) -> int | None:
+    return server.proc.pid if isinstance(server, Server) else None
 
 
 def _beanstalkd_server(compare: str, mode: str) -> Any:
@@ -329,6 +377,12 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
         )
         out["seq_put_always_vs_beanstalkd_always"] = round(ours["seq_put_always"]["rate"] / theirs["seq_put_always"]["rate"], 2)
         out["concurrent_always_vs_beanstalkd"] = round(ours["concurrent_put_always"]["rate"] / theirs["concurrent_put_always"]["rate"], 2)
+        out["seq_put_interval_nospin_vs_beanstalkd_binlog"] = round(
+            ours["seq_put_interval_nospin"]["rate"] / theirs["seq_put_binlog"]["rate"], 2
+        )
+        out["reserve_ack_nospin_vs_beanstalkd_reserve_delete"] = round(
+            ours["reserve_ack_interval_nospin"]["rate"] / theirs["reserve_delete_binlog"]["rate"], 2
+        )
         targets["seq put interval >= 0.8x beanstalkd binlog"] = out["seq_put_interval_vs_beanstalkd_binlog"] >= 0.8
         targets["reserve+ack >= 1.5x beanstalkd reserve+delete"] = out["reserve_ack_vs_beanstalkd_reserve_delete"] >= 1.5
     out["targets_met"] = targets
@@ -343,7 +397,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     parser.add_argument("--runs", type=int, default=3, help="runs; figures are medians (default 3)")
     parser.add_argument(
-        "--only", help="comma-separated NetQueue workloads (seq_put_interval, seq_put_always, batch_put_always, concurrent_put_always, rss)"
+        "--only",
+        help="comma-separated NetQueue workloads (seq_put_interval (with reserve_ack, both also without busy-poll), "
+        "seq_put_always, batch_put_always, concurrent_put_always, rss)",
     )
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None

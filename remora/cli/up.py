@@ -86,7 +86,10 @@ class Stack:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         models.init_db(self.settings.database_url, busy_timeout=self.settings.database.busy_timeout)
         self.queue = QueueServer.from_settings(
-            self.settings, host=self.host, port=self.queue_port, busy_poll=0.0  # no spinning: the workers and API share this GIL
+            self.settings,
+            host=self.host,
+            port=self.queue_port,
+            busy_poll=0.0,  # no spinning: the workers and API share this GIL
         )
         self.queue.start()
         qhost, qport = self.queue.address

@@ -118,7 +118,8 @@ class _Link:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.send_lock = threading.Lock()
-        self.cond = threading.Condition(threading.Lock())
+        self.mutex = threading.Lock()  # ``with self.mutex``: the C lock, not Condition's Python-level __enter__
+        self.cond = threading.Condition(self.mutex)
         self.reading = False
         self.followers = 0  # callers waiting on ``cond`` for the reader
         self.calls: dict[int, _Call] = {}
@@ -132,7 +133,7 @@ class _Link:
 
     def send(self, rid: int, data: bytes) -> _Call:
         call = _Call()
-        with self.cond:
+        with self.mutex:
             if self.error is not None:
                 raise _LinkLost(str(self.error))
             self.calls[rid] = call
@@ -145,9 +146,9 @@ class _Link:
         return call
 
     def wait(self, rid: int, call: _Call, deadline: float) -> None:
-        cond = self.cond
+        cond, mutex = self.cond, self.mutex
         while True:
-            with cond:
+            with mutex:
                 while not call.done and self.reading and self.error is None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -166,7 +167,7 @@ class _Link:
             try:
                 self._read_until(rid, call, deadline)
             finally:
-                with cond:
+                with mutex:
                     self.reading = False
                     if self.followers:
                         cond.notify_all()  # one of them becomes the reader
@@ -180,7 +181,7 @@ class _Link:
                 n = recv_into(self.rbuf)
             except (BlockingIOError, InterruptedError):  # a READ_SLICE passed without data
                 if time.monotonic() >= deadline:
-                    with self.cond:
+                    with self.mutex:
                         self.calls.pop(rid, None)
                     raise TimeoutError from None
                 continue
@@ -197,7 +198,7 @@ class _Link:
         buf += data
         pos, n = 0, len(buf)
         others = False
-        with self.cond:
+        with self.mutex:
             while n - pos >= 4:
                 (length,) = p.LENGTH.unpack_from(buf, pos)
                 if n - pos - 4 < length:
@@ -223,7 +224,7 @@ class _Link:
         """
         if self.calls or self.reading:
             return False
-        with self.cond:
+        with self.mutex:
             if self.calls or self.reading or self.error is not None:
                 return self.error is not None
             try:
@@ -238,7 +239,7 @@ class _Link:
         return True
 
     def fail(self, exc: BaseException) -> None:
-        with self.cond:
+        with self.mutex:
             if self.error is None:
                 self.error = exc
             for call in self.calls.values():

@@ -102,8 +102,16 @@ class Engine:
         return at
 
     def _make_ready(self, job: Job, now: float) -> None:
-        job.at = self._stamp(now)
-        self._append_ready(job)
+        last = self._last_at  # _stamp and _append_ready inlined: every PUT comes through here
+        at = now if now > last else math.nextafter(last, math.inf)
+        self._last_at = job.at = at
+        job.state = READY
+        queue = job.queue
+        q = self.queues.get(queue) or self._queue(queue)
+        q.ready[job.priority - 1].append(job)
+        q.nready += 1
+        self.prio_count[job.priority] += 1
+        self.woken.add(queue)
 
     def _append_ready(self, job: Job) -> None:
         job.state = READY
@@ -186,7 +194,8 @@ class Engine:
         """Add a job; False (and no change) when the id is already held in any state."""
         if job_id in self.jobs:
             return False
-        if self.waiting(queue) >= self.max_size:
+        q = self.queues.get(queue)
+        if q is not None and q.nready + q.ndelayed >= self.max_size:
             raise QueueFullError(queue, self.max_size)
         self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, self.clock())
         return True
@@ -229,12 +238,19 @@ class Engine:
     # -- consumers --------------------------------------------------------
     def reserve(self, queues: list[str], count: int = 1, worker: str = "") -> list[Job]:
         """Lease up to ``count`` ready jobs, best priority first, FIFO within it; never blocks."""
-        now = self.clock()
         out: list[Job] = []
-        qs = [q for q in (self.queues.get(name) for name in queues) if q is not None and q.nready]
-        if not qs:
-            return out
+        if len(queues) == 1:  # the usual case, without building a list of candidates
+            q = self.queues.get(queues[0])
+            if q is None or not q.nready:
+                return out
+            qs = [q]
+        else:
+            qs = [q for q in (self.queues.get(name) for name in queues) if q is not None and q.nready]
+            if not qs:
+                return out
+        now = self.clock()
         prio_count = self.prio_count
+        journal = self.journal
         for p in range(PRIORITIES):
             if not prio_count[p + 1]:
                 continue  # no ready (or delayed) job of this priority anywhere
@@ -246,8 +262,8 @@ class Engine:
                 self._leave(job)
                 self._make_reserved(job, now, worker)
                 out.append(job)
-                if self.journal is not None:
-                    self.journal(J_RESERVE, job, worker)
+                if journal is not None:
+                    journal(J_RESERVE, job, worker)
             if len(out) >= count:
                 break
         self.totals["reserved"] += len(out)
@@ -274,13 +290,16 @@ class Engine:
         job = self.jobs.get(job_id)
         if job is None or job.state != RESERVED:
             return False
-        now = self.clock()
-        if job.worker and job.worker in self.workers:
-            self.workers[job.worker].done += 1
+        worker = job.worker
+        if worker:
+            info = self.workers.get(worker)
+            if info is not None:
+                info.done += 1
         self._delete(job)
         self.totals["acked"] += 1
-        self._acks.add(now)
-        self._log(J_DELETE, job)
+        self._acks.add(self.clock())
+        if self.journal is not None:
+            self.journal(J_DELETE, job, None)
         return True
 
     def nack(self, job_id: str, delay: float = 0.0) -> bool:
@@ -391,8 +410,10 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """The earliest time ``tick()`` could change something (stale heap entries included)."""
-        times = [h[0][0] for h in (self._delayed, self._leases) if h]
-        return min(times) if times else None
+        delayed, leases = self._delayed, self._leases
+        if delayed:
+            return min(delayed[0][0], leases[0][0]) if leases else delayed[0][0]
+        return leases[0][0] if leases else None
 
     # -- inspection -------------------------------------------------------
     def peek(self, job_id: str) -> Job | None:

@@ -121,13 +121,10 @@ class Dispatcher:
 
     # -- producers --------------------------------------------------------
     def put(self, conn: Connection, rid: int, body: bytes) -> bytes:
-        r = p.decode_put(body)
-        return b"\x01" if self.engine.put(r.id, r.queue, r.priority, r.delay, r.ttr, r.max_attempts, r.body) else b"\x00"
+        return b"\x01" if self.engine.put(*p.put_fields(body)) else b"\x00"
 
     def put_batch(self, conn: Connection, rid: int, body: bytes) -> bytes:
-        items = p.decode_put_batch(body)
-        result = self.engine.put_many([(r.id, r.queue, r.priority, r.delay, r.ttr, r.max_attempts, r.body) for r in items])
-        return p.encode_flags(result)
+        return p.encode_flags(self.engine.put_many(p.put_batch_fields(body)))
 
     # -- consumers --------------------------------------------------------
     def _reserve(self, conn: Connection, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> bytes | None:

@@ -14,9 +14,12 @@ sleeps.  It spins only while the traffic says an event is imminent:
 
 * *armed* after a sleep that ended within ``DENSE * window`` (a dense
   stream), and kept armed while spins find events;
+* never while replies wait for an fsync (``fsync = always``): the next
+  event is then the commit thread's, hundreds of microseconds away;
 * a spin that finds nothing backs off: the next 1, 2, 4 … ``MAX_BACKOFF``
-  waits sleep at once, so a stream just too sparse to catch wastes at most
-  one window in ``MAX_BACKOFF`` requests, and an idle server never spins.
+  waits sleep at once (a spin that finds an event halves the back-off), so
+  traffic caught less than half the time settles near one window wasted
+  per ``MAX_BACKOFF`` requests, and an idle server never spins.
 
 Per request, a caught spin costs less CPU than the sleep/wake cycle it
 replaces (measured: ``scripts/bench_queue.py`` reports server CPU per
@@ -50,9 +53,10 @@ class AdaptivePoll:
         self.hits = 0  # spins that found an event
         self.misses = 0  # spins that ran out of window
 
-    def wait(self, timeout: float) -> list[Any]:
+    def wait(self, timeout: float, spin: bool = True) -> list[Any]:
+        """``spin=False``: the event expected next is not a client's (e.g. an fsync's end), so sleep at once."""
         window = self.window
-        if not window or timeout <= 0:
+        if not window or timeout <= 0 or not spin:
             return self.poll(timeout)
         poll, clock = self.poll, self.clock
         if self.armed:
@@ -65,7 +69,7 @@ class AdaptivePoll:
                     events = poll(0)
                     if events:
                         self.hits += 1
-                        self.backoff = 1
+                        self.backoff = max(1, self.backoff // 2)
                         return events
                     if clock() >= deadline:
                         break

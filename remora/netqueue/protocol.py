@@ -85,12 +85,26 @@ def encode_put(job_id: str, queue: str, priority: int, delay: float, ttr: float,
     return _PUT.pack(priority, max_attempts, ms(delay), ms(ttr), len(jid), len(q), len(body)) + jid + q + body
 
 
-def _read_put(r: Reader) -> PutRequest:
-    priority, max_attempts, delay_ms, ttr_ms, id_len, q_len, body_len = r.unpack(_PUT)
-    job_id, queue = r.text(id_len), r.text(q_len)
+PutFields = tuple[str, str, int, float, float, int, bytes]  # id, queue, priority, delay, ttr, max_attempts, body
+
+
+def put_fields_at(buf: bytes, pos: int) -> tuple[PutFields, int]:
+    """One PUT item at ``pos``: its fields (``Engine.put``'s arguments, in order) and where it ends.
+
+    The hot path of every PUT: plain slicing, no ``Reader`` and no object per item."""
+    head_end = pos + _PUT.size
+    if head_end > len(buf):
+        raise ProtocolError("BAD_FRAME", "body is truncated")
+    priority, max_attempts, delay_ms, ttr_ms, id_len, q_len, body_len = _PUT.unpack_from(buf, pos)
+    q_at = head_end + id_len
+    body_at = q_at + q_len
+    if body_at > len(buf):
+        raise ProtocolError("BAD_FRAME", "body is truncated")
     if body_len > MAX_BODY:
         raise ProtocolError("BODY_TOO_LARGE", f"job body of {body_len} bytes is over {MAX_BODY}")
-    body = r._take(body_len)
+    end = body_at + body_len
+    if end > len(buf):
+        raise ProtocolError("BAD_FRAME", "body is truncated")
     if not 0 < id_len <= MAX_NAME or not 0 < q_len <= MAX_NAME:
         raise ProtocolError("NAME_TOO_LONG", f"job id and queue must be 1..{MAX_NAME} bytes")
     if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
@@ -99,14 +113,24 @@ def _read_put(r: Reader) -> PutRequest:
         raise ProtocolError("BAD_ARGUMENT", "max_attempts must be at least 1")
     if delay_ms > MAX_TIMEOUT_MS or ttr_ms > MAX_TIMEOUT_MS:
         raise ProtocolError("BAD_ARGUMENT", "delay or ttr too long")
-    return PutRequest(job_id, queue, priority, delay_ms / 1000.0, ttr_ms / 1000.0, max_attempts, body)
+    try:
+        job_id, queue = str(buf[head_end:q_at], "utf-8"), str(buf[q_at:body_at], "utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("BAD_FRAME", "a string is not valid UTF-8") from None
+    return (job_id, queue, priority, delay_ms / 1000.0, ttr_ms / 1000.0, max_attempts, bytes(buf[body_at:end])), end
+
+
+def put_fields(body: bytes) -> PutFields:
+    """A whole PUT body: its fields (see ``put_fields_at``)."""
+    fields, end = put_fields_at(body, 0)
+    if end != len(body):
+        raise ProtocolError("BAD_FRAME", f"{len(body) - end} trailing bytes")
+    return fields
 
 
 def decode_put(body: bytes) -> PutRequest:
-    r = Reader(body)
-    req = _read_put(r)
-    r.end()
-    return req
+    job_id, queue, priority, delay, ttr, max_attempts, data = put_fields(body)
+    return PutRequest(job_id, queue, priority, delay, ttr, max_attempts, data)
 
 
 def encode_put_batch(items: list[bytes]) -> bytes:
@@ -114,14 +138,23 @@ def encode_put_batch(items: list[bytes]) -> bytes:
     return _U16.pack(len(items)) + b"".join(items)
 
 
-def decode_put_batch(body: bytes) -> list[PutRequest]:
-    r = Reader(body)
-    count = r.u16()
+def put_batch_fields(body: bytes) -> list[PutFields]:
+    if len(body) < 2:
+        raise ProtocolError("BAD_FRAME", "body is truncated")
+    (count,) = _U16.unpack_from(body, 0)
     if count > MAX_BATCH:
         raise ProtocolError("BAD_ARGUMENT", f"batch of {count} is over {MAX_BATCH}")
-    items = [_read_put(r) for _ in range(count)]
-    r.end()
+    items, pos = [], 2
+    for _ in range(count):
+        fields, pos = put_fields_at(body, pos)
+        items.append(fields)
+    if pos != len(body):
+        raise ProtocolError("BAD_FRAME", f"{len(body) - pos} trailing bytes")
     return items
+
+
+def decode_put_batch(body: bytes) -> list[PutRequest]:
+    return [PutRequest(*fields) for fields in put_batch_fields(body)]
 
 
 def encode_flags(values: list[bool]) -> bytes:
@@ -185,11 +218,22 @@ _reserve_cache: dict[bytes, ReserveRequest] = {}  # the RESERVE part of ACK_RESE
 
 def decode_ack_reserve(body: bytes) -> tuple[str, ReserveRequest]:
     """The RESERVE part is decoded once per distinct encoding (a small cache); callers must not mutate it."""
-    r = Reader(body)
-    job_id = name(r.str8(), "job id")
-    tail = body[r.pos :]
+    if not body:
+        raise ProtocolError("BAD_FRAME", "body is truncated")
+    id_end = 1 + body[0]
+    if id_end > len(body):
+        raise ProtocolError("BAD_FRAME", "body is truncated")
+    try:
+        job_id = str(body[1:id_end], "utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("BAD_FRAME", "a string is not valid UTF-8") from None
+    if not job_id or id_end - 1 > MAX_NAME:
+        name(job_id, "job id")  # raises NAME_TOO_LONG with the usual message
+    tail = body[id_end:]
     req = _reserve_cache.get(tail)
     if req is None:
+        r = Reader(body)
+        r.pos = id_end
         req = _read_reserve(r)
         r.end()
         if len(_reserve_cache) >= 256:

@@ -225,7 +225,7 @@ class QueueServer(Replies):
         wait, lock = self._idle.wait, self.lock
         while not self.stopping:
             try:
-                events = wait(self._select_timeout())
+                events = wait(self._select_timeout(), not self._held)  # held replies: the fsync comes next
                 with lock:
                     self._iteration(events)
             except Exception:

@@ -52,14 +52,15 @@ _AT = struct.Struct(">d")
 _STATE_AT = struct.Struct(">Bd")
 _PRIO_AT = struct.Struct(">Bd")
 MAX_RECORD = 16 * 1024 * 1024
-_KINDS = [bytes((k,)) for k in range(256)]
+_BYTE = [bytes((k,)) for k in range(256)]
+_KINDS = _BYTE
 COMPACT_MIN_RECORDS = 50000  # never compact a log smaller than this
 COMPACT_DEAD_RATIO = 4  # compact when records >= ratio * live jobs
 
 
 def _s8(text: str | None) -> bytes:
     data = (text or "").encode()
-    return bytes((len(data),)) + data
+    return _BYTE[len(data)] + data
 
 
 def _s16(text: str | None) -> bytes:
@@ -89,7 +90,9 @@ def encode_job(job: Job) -> bytes:
 
 def encode(kind: int, job: Job, arg: Any) -> bytes:
     """One framed record for an engine journal entry."""
-    if kind == e.J_PUT:
+    if kind == e.J_DELETE or kind == e.J_CANCEL:
+        payload = _s8(job.id)
+    elif kind == e.J_PUT:
         payload = encode_job(job)
     elif kind == e.J_RESERVE:
         payload = _s8(job.id) + _s8(arg)
@@ -99,8 +102,8 @@ def encode(kind: int, job: Job, arg: Any) -> bytes:
         payload = _AT.pack(job.at) + _s8(job.id)
     elif kind == e.J_PRIORITY:
         payload = _PRIO_AT.pack(job.priority, job.at) + _s8(job.id)
-    else:  # J_DELETE, J_CANCEL
-        payload = _s8(job.id)
+    else:
+        raise ValueError(f"unknown journal kind {kind}")
     data = _KINDS[kind] + payload
     return REC.pack(len(data), zlib.crc32(data)) + data
 

@@ -122,3 +122,24 @@ def test_zero_timeout_never_spins() -> None:
     assert idle.wait(0) == []
     assert s.calls == [0]
     assert idle.misses == 0
+
+
+def test_traffic_caught_only_now_and_then_settles_to_rare_spins() -> None:
+    # one request in four comes back within the window, the rest just after it (still a dense stream)
+    s = Scripted([], step=WINDOW / 10)
+    idle = AdaptivePoll(s.poll, WINDOW, s.clock)
+    for k in range(2000):
+        s.arrivals = [s.now + (WINDOW / 2 if k % 4 == 0 else WINDOW * 2)]
+        assert idle.wait(1.0)
+    spins = idle.hits + idle.misses
+    assert spins < 2000 / 8, (idle.hits, idle.misses)  # far from spinning on every wait
+    assert idle.backoff >= MAX_BACKOFF // 4
+
+
+def test_no_spin_when_told_the_next_event_is_not_a_clients() -> None:
+    s = Scripted([WINDOW / 2])
+    idle = AdaptivePoll(s.poll, WINDOW, s.clock)
+    idle.armed = True
+    assert idle.wait(1.0, spin=False)
+    assert s.calls == [1.0]
+    assert idle.hits == idle.misses == 0
