@@ -379,6 +379,16 @@ def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | Non
     return None
 
 
+def secret_env_names() -> frozenset[str]:
+    """Environment variable names that carry a secret setting (database URL, tokens, the secret key).
+
+    A local job does not inherit them from the worker: its output is visible
+    to every viewer, and ``env`` in a job would print them."""
+    names = {_env_key(dotted) for dotted in SECRET_KEYS}
+    names.update(name for name, dotted in ENV_ALIASES.items() if dotted in SECRET_KEYS)
+    return frozenset(names)
+
+
 def _env_key(dotted: str) -> str:
     return "REMORA_" + dotted.replace(".", "_").upper()
 

@@ -36,12 +36,21 @@ def serve(
     max_size: Annotated[int | None, typer.Option("--max-size", help="Most waiting jobs per queue (QUEUE_FULL beyond).")] = None,
     token: Annotated[str | None, typer.Option("--token", help="Shared client token (required off loopback).")] = None,
     persistence: Annotated[bool | None, typer.Option("--persistence/--no-persistence", help="Keep the queue on disk.")] = None,
+    busy_poll: Annotated[
+        str | None,
+        typer.Option(
+            "--busy-poll", help="Poll this long for a client's next request before sleeping, e.g. 100us; 0: off (queue.busy_poll)."
+        ),
+    ] = None,
 ) -> None:
     """Serve NetQueue on TCP (binary protocol) with HTTP /health, /stats, /workers, /monitor, /metrics on the same port.
 
     Logs go to stderr; SIGTERM or Ctrl-C flushes the log and exits cleanly.
     After checking its settings the command re-executes itself as a lean
     server process (same PID) so the CLI's libraries do not stay resident.
+    While a client sends requests back to back the I/O thread polls for the
+    next one (--busy-poll) instead of sleeping: one busy core for up to 1.5x
+    the round trips; it stops by itself when requests come further apart.
 
     Example: remora queue serve --port 9000 --data-dir /var/lib/remora/queue --fsync always
     """
@@ -67,6 +76,7 @@ def serve(
             "queue.max_size": max_size,
             "queue.token": token,
             "queue.persistence": persistence,
+            "queue.busy_poll": busy_poll,
         }
     )
     server = QueueServer.from_settings(settings)  # validates (token off loopback, fsync mode) before the exec

@@ -8,7 +8,11 @@ arrives.  The job is exec'd directly -- ``[stdbuf -oL -eL] /bin/sh -c
 command`` or ``<shell> -s -- args`` with the script on stdin -- with the
 worker's environment plus the job's ``env`` and ``workdir`` as its cwd, so a
 local job costs one exec fewer than the SSH wrapper; commands run under
-``/bin/sh`` (or the job's ``shell``), not the worker's login shell.
+``/bin/sh`` (or the job's ``shell``), not the worker's login shell.  The
+variables that carry Remora's own secrets (``DATABASE_URL``,
+``REMORA_SECRET_KEY``, the tokens: ``config.secret_env_names``) are not
+passed on: a job's output is visible to every viewer, and ``env`` would
+print them.  A job that needs one sets it in its own ``env``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from remora.config import secret_env_names
 from remora.errors import ValidationError
 from remora.executor.base import (
     ErrorKind,
@@ -201,16 +206,20 @@ def _environ(pid: int) -> list[bytes]:
         time.sleep(0.01)
 
 
+_SECRET_ENV = tuple(os.fsencode(name) for name in sorted(secret_env_names()))
+
+
 def _worker_environment() -> dict[bytes, bytes]:
-    """A copy of this process's environment, as bytes.
+    """A copy of this process's environment, as bytes, without Remora's secrets.
 
     ``os.environ`` keeps its variables as bytes underneath (POSIX); copying
     that mapping skips decoding and re-encoding every variable for every job.
     """
     data = getattr(os.environ, "_data", None)
-    if isinstance(data, dict):
-        return dict(data)
-    return {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    env = dict(data) if isinstance(data, dict) else {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    for name in _SECRET_ENV:
+        env.pop(name, None)
+    return env
 
 
 def local_command(request: ExecRequest, *, stdbuf: bool) -> tuple[list[str], bytes | None, dict[bytes, bytes]]:
@@ -226,7 +235,7 @@ def local_command(request: ExecRequest, *, stdbuf: bool) -> tuple[list[str], byt
             stdin = request.script.encode()
     else:
         argv += [request.shell or "/bin/sh", "-c", command_text(request)]
-    env = _worker_environment()  # a local job inherits the worker's environment, like any child process
+    env = _worker_environment()  # a local job inherits the worker's environment, like any child process, secrets aside
     if stdbuf:
         env[b"PYTHONUNBUFFERED"] = b"1"
     env.update((os.fsencode(k), os.fsencode(str(v))) for k, v in request.env.items())

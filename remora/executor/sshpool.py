@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import socket
 import threading
 import time
@@ -133,7 +134,11 @@ def _authenticate(transport: paramiko.Transport, cred: Credential, where: str) -
         elif cred.password is not None:
             transport.auth_password(cred.username, cred.password)
         elif cred.use_agent:
+            if not os.environ.get("SSH_AUTH_SOCK"):
+                raise AuthError(f"{where}: no private key is stored and the worker has no ssh-agent (SSH_AUTH_SOCK is not set)")
             keys = paramiko.Agent().get_keys()
+            if not keys:
+                raise AuthError(f"{where}: no private key is stored and the worker's ssh-agent holds no keys")
             for key in keys:
                 try:
                     transport.auth_publickey(cred.username, key)

@@ -44,6 +44,20 @@ def test_script_args_env_and_workdir(ex, tmp_path):
     assert bytes(sink.stdout) == f"x y/z/hi there\n{tmp_path}\n".encode()
 
 
+def test_remoras_secrets_are_not_passed_on_but_the_rest_of_the_environment_is(ex, monkeypatch):
+    secrets = {"DATABASE_URL": "postgres://u:pw@db/r", "REMORA_SECRET_KEY": "k1", "REMORA_QUEUE_TOKEN": "t1", "REMORA_TOKEN": "t2"}
+    for name, value in {**secrets, "REMORA_QUEUE_ADDR": "127.0.0.1:9000", "SITE_LABEL": "blue"}.items():
+        monkeypatch.setenv(name, value)
+    sink = BufferSink()
+    res = ex.run(ExecRequest(command="env", env={"REMORA_TOKEN": "given-by-the-job"}), sink, threading.Event())
+    assert res.exit_code == 0
+    seen = dict(line.split("=", 1) for line in bytes(sink.stdout).decode().splitlines() if "=" in line)
+    assert not {"DATABASE_URL", "REMORA_SECRET_KEY", "REMORA_QUEUE_TOKEN"} & seen.keys()
+    assert seen["REMORA_TOKEN"] == "given-by-the-job"  # a job's own env wins
+    assert seen["SITE_LABEL"] == "blue" and seen["REMORA_QUEUE_ADDR"] == "127.0.0.1:9000"
+    assert seen["PATH"] == os.environ["PATH"]
+
+
 def test_disallowed_shell_is_refused_before_running(ex):
     res = ex.run(ExecRequest(script="echo hi", shell="/usr/bin/python3"), BufferSink(), threading.Event())
     assert res.error_kind == "internal" and "not allowed" in res.error and res.exit_code is None

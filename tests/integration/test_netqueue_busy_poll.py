@@ -21,20 +21,26 @@ def stats(port: int) -> dict:
         return json.load(resp)["server"]
 
 
-def test_spins_for_a_streaming_client_not_for_a_sparse_one(tmp_path):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "REMORA_QUEUE_BUSY_POLL": "2ms"}
+def serve(tmp_path: Path, port: int, *extra: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path), **(env_extra or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "remora", "queue", "serve", "--port", str(port), "--data-dir", str(tmp_path / "q"), "--fsync", "never"],
+        [sys.executable, "-m", "remora", "queue", "serve", "--port", str(port), "--data-dir", str(tmp_path / "q"), *extra],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    with QueueClient(f"127.0.0.1:{port}") as client:
+        wait_for(lambda: proc.poll() is not None or client.ping() >= 0, 15, what="queue server")
+    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    return proc
+
+
+def test_spins_for_a_streaming_client_not_for_a_sparse_one(tmp_path):
+    port = free_port()
+    proc = serve(tmp_path, port, "--fsync", "never", env_extra={"REMORA_QUEUE_BUSY_POLL": "2ms"})
     try:
+        assert stats(port)["window_us"] == 2000
         with QueueClient(f"127.0.0.1:{port}") as client:
-            wait_for(lambda: proc.poll() is not None or client.ping() >= 0, 15, what="queue server")
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert stats(port)["window_us"] == 2000
             for i in range(400):
                 assert client.put(f"j{i}", body=b"x" * 100)
             got = client.reserve(["job_queue"], timeout=0)
@@ -51,6 +57,20 @@ def test_spins_for_a_streaming_client_not_for_a_sparse_one(tmp_path):
         sparse = stats(port)
         assert sparse["spin_hits"] - after_burst["spin_hits"] <= 6, sparse  # connection set-up: HELLO follows the accept
         assert sparse["spin_misses"] - after_burst["spin_misses"] <= 4, sparse
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_busy_poll_flag_zero_turns_it_off(tmp_path):
+    port = free_port()
+    proc = serve(tmp_path, port, "--fsync", "never", "--busy-poll", "0")
+    try:
+        with QueueClient(f"127.0.0.1:{port}") as client:
+            for i in range(300):
+                assert client.put(f"j{i}")
+        after = stats(port)
+        assert (after["window_us"], after["spin_hits"], after["spin_misses"]) == (0, 0, 0)
     finally:
         proc.terminate()
         proc.wait(15)

@@ -38,3 +38,10 @@ def test_package_version_matches_pyproject():
     from remora import __version__
 
     assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == __version__
+
+
+def test_jobfile_page_names_every_variable_a_local_job_does_not_inherit():
+    from remora.config import secret_env_names
+
+    page = (ROOT / "man" / "remora-jobfile.5").read_text().replace("\\fB", "").replace("\\fR", "")
+    assert [name for name in sorted(secret_env_names()) if name not in page] == []
