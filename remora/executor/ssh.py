@@ -111,7 +111,9 @@ def resolve_credential(server: Server, secrets: SecretBox, cache: dict[tuple, Cr
     elif auth in (AuthType.KEY.value, AuthType.PEM.value):
         text = secrets.decrypt_str(material) if material else None
         passphrase = _secret(secrets, server.passphrase)
-        cred = Credential(user, pkey=load_private_key(text, passphrase)) if text else Credential(user, use_agent=True)
+        if not text:
+            raise AuthError(f"server {server.name}: auth_type {auth} without a stored private key")
+        cred = Credential(user, pkey=load_private_key(text, passphrase))
     else:
         raise AuthError(f"server {server.name}: auth type {auth!r} is not an SSH auth type")
     cred.fingerprint = credential_fingerprint(auth, user, *cache_key[3:])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import socket
 import threading
 import time
@@ -70,7 +69,6 @@ class Credential:
     username: str
     password: str | None = None
     pkey: paramiko.PKey | None = None
-    use_agent: bool = False
     fingerprint: str = ""
 
 
@@ -133,20 +131,6 @@ def _authenticate(transport: paramiko.Transport, cred: Credential, where: str) -
             transport.auth_publickey(cred.username, cred.pkey)
         elif cred.password is not None:
             transport.auth_password(cred.username, cred.password)
-        elif cred.use_agent:
-            if not os.environ.get("SSH_AUTH_SOCK"):
-                raise AuthError(f"{where}: no private key is stored and the worker has no ssh-agent (SSH_AUTH_SOCK is not set)")
-            keys = paramiko.Agent().get_keys()
-            if not keys:
-                raise AuthError(f"{where}: no private key is stored and the worker's ssh-agent holds no keys")
-            for key in keys:
-                try:
-                    transport.auth_publickey(cred.username, key)
-                    break
-                except paramiko.AuthenticationException:
-                    continue
-            if not transport.is_authenticated():
-                raise AuthError(f"{where}: no ssh-agent key was accepted for {cred.username} ({len(keys)} tried)")
         else:
             raise AuthError(f"{where}: no credentials configured")
     except paramiko.BadAuthenticationType as exc:

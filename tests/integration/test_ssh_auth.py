@@ -14,7 +14,6 @@ from remora.executor.ssh import test_connection as probe_server
 from remora.executor.sshpool import SSHPool
 from remora.models import AuthType, PemKey
 from remora.secrets import SecretBox
-from tests.fixtures.services import find_binary, missing, wait_for
 from tests.integration.workerkit import add_server, init_db, make_settings
 
 pytestmark = pytest.mark.ssh
@@ -47,27 +46,6 @@ def authorize(sshd, tmp_path, kind: str, passphrase: str = "", fmt: str | None =
     with open(sshd.workdir / "authorized_keys", "a") as fh:
         fh.write((tmp_path / f"{path.name}.pub").read_text())
     return path.read_text()
-
-
-@pytest.fixture
-def agent(tmp_path, monkeypatch):
-    """A real ssh-agent on a socket of its own, set as this process's SSH_AUTH_SOCK (the worker's agent)."""
-    binary, add = find_binary("ssh-agent"), find_binary("ssh-add")
-    if not binary or not add:
-        missing("ssh-agent and ssh-add (openssh-client)")
-    sock = tmp_path / "agent.sock"
-    proc = subprocess.Popen([binary, "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(sock.exists, 10, what="the ssh-agent socket")
-        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
-
-        def load(key_path) -> None:
-            subprocess.run([add, "-q", str(key_path)], check=True, env={"SSH_AUTH_SOCK": str(sock)}, stderr=subprocess.DEVNULL)
-
-        yield load
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def echo(ex: SSHExecutor) -> tuple:
@@ -111,27 +89,11 @@ def test_encrypted_key_without_passphrase_is_a_clear_auth_error(sshd, settings, 
     assert res.error_kind == "auth" and "passphrase" in res.error
 
 
-def test_key_auth_without_a_stored_key_logs_in_with_the_workers_ssh_agent(sshd, settings, box, pool, tmp_path, agent):
-    authorize(sshd, tmp_path, "ed25519")
-    agent(tmp_path / "id_ed25519_openssh")
-    server = add_server(box, sshd, name="via-agent", private_key=None)
-    res, out = echo(SSHExecutor(server, settings, box, pool=pool))
-    assert res.exit_code == 0 and out == sshd.user, res.error
-
-
-def test_an_agent_whose_keys_are_refused_is_a_clear_auth_error(sshd, settings, box, pool, tmp_path, agent):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
-    agent(tmp_path / "stranger")  # not in authorized_keys
-    server = add_server(box, sshd, name="via-agent", private_key=None)
-    res, _ = echo(SSHExecutor(server, settings, box, pool=pool))
-    assert res.error_kind == "auth" and "no ssh-agent key was accepted" in res.error and "1 tried" in res.error
-
-
-def test_key_auth_without_a_key_or_an_agent_says_so(sshd, settings, box, pool, monkeypatch):
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+def test_key_auth_without_a_stored_key_is_an_auth_error_not_a_fallback(sshd, settings, box, pool):
     server = add_server(box, sshd, name="no-key", private_key=None)
     res, _ = echo(SSHExecutor(server, settings, box, pool=pool))
-    assert res.error_kind == "auth" and "no ssh-agent (SSH_AUTH_SOCK is not set)" in res.error and not res.attempt_errors
+    assert res.error_kind == "auth" and "no-key" in res.error and "without a stored private key" in res.error
+    assert not res.attempt_errors
 
 
 def test_uploaded_pem_key(sshd, settings, box, pool, tmp_path):
