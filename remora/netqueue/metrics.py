@@ -125,6 +125,8 @@ def _server(out: Exposition, stats: dict[str, Any]) -> None:
         ("requests", "Binary protocol requests handled."),
         ("errors", "Requests answered with an error."),
         ("http_requests", "HTTP requests answered on the queue port."),
+        ("spin_hits", "Waits whose busy-poll found the next request without sleeping (queue.busy_poll)."),
+        ("spin_misses", "Busy-polls that ran out of window and slept (CPU spent for nothing)."),
     ):
         if key in server:
             name = key if key.endswith("_total") else f"{key}_total"

@@ -139,6 +139,9 @@ def test_queue_metrics_on_its_own_port(queue):
     assert value(fams, "netqueue_worker_jobs_held", worker="qw-1") == 1
     assert value(fams, "netqueue_worker_jobs_done", "netqueue_worker_jobs_done_total", worker="qw-1") == 1
     assert value(fams, "netqueue_wal_bytes") > 0
+    later = queue.stats()["server"]  # counters only grow: the scrape's figures are at most these
+    assert 0 <= value(fams, "netqueue_spin_hits", "netqueue_spin_hits_total") <= later["spin_hits"]
+    assert 0 <= value(fams, "netqueue_spin_misses", "netqueue_spin_misses_total") <= later["spin_misses"]
     assert get(host, port, "/metrics", TOKEN, method="HEAD")[:2] == (200, kind)
 
 
