@@ -262,6 +262,17 @@ def parse_duration(value: Any) -> float:
     return float(m.group(1)) * _DURATION_UNITS[unit]
 
 
+def parse_job_timeout(value: Any) -> int:
+    """A job's timeout: seconds (``90``) or a duration (``90s``, ``10m``) -> whole seconds, rounded up, at least 1."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ValueError("expected seconds or a duration such as 90s, 10m or 1h") from None
+    if seconds < 1:
+        raise ValueError("must be at least 1s")
+    return int(-(-seconds // 1))
+
+
 def parse_size(value: Any) -> int:
     """``8192``, ``10MB``, ``64MiB``, ``512k`` -> bytes (binary multiples)."""
     if isinstance(value, bool):

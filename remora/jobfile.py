@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from remora.config import parse_duration
+from remora.config import parse_job_timeout
 from remora.errors import JobFileError
 
 try:  # libyaml when present: faster, same marks
@@ -282,12 +282,9 @@ def convert(key: str, value: Any, base: Path) -> Any:
         return value
     if key == "timeout":
         try:
-            seconds = parse_duration(value)
-        except ValueError:
-            raise ValueError(f"expected seconds or a duration such as 90s, 10m or 1h, got {value!r}") from None
-        if seconds < 1:
-            raise ValueError(f"expected at least 1s, got {value!r}")
-        return int(-(-seconds // 1))
+            return parse_job_timeout(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, got {value!r}") from None
     if key == "env":
         if not isinstance(value, dict):
             raise ValueError(f"expected a mapping of NAME: value, got {value!r}")

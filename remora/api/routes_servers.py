@@ -141,6 +141,14 @@ def bulk_status(app: App, req: Request) -> dict[str, Any]:
     return {"servers": results, "connected": connected, "disconnected": len(results) - connected, "total_servers": len(results)}
 
 
+def probe_routes(path: str, handler: Any, summary: str, response: dict[str, Any], **kw: Any) -> list[Route]:
+    """A read-only probe offered on GET and on POST (the seed's clients POST); the POST one is named ``<handler>_post``."""
+    return [
+        Route(method, path, handler, "viewer", summary, response=response, mutating=False, name=name, **kw)
+        for method, name in (("GET", ""), ("POST", f"{handler.__name__}_post"))
+    ]
+
+
 def routes(settings: Settings) -> list[Route]:
     base = "/api/v1/servers"
     one = base + "/{id:uuid}"
@@ -197,50 +205,8 @@ def routes(settings: Settings) -> list[Route]:
             **common,
         ),
         Route("POST", one + "/test", test_server, "operator", "Log in over SSH and run `true`", response=TEST, errors=(404, 503), **common),
-        Route(
-            "GET",
-            one + "/status",
-            server_status,
-            "viewer",
-            "TCP reachability of a server",
-            response=STATUS,
-            errors=(404,),
-            mutating=False,
-            **common,
-        ),
-        Route(
-            "POST",
-            one + "/status",
-            server_status,
-            "viewer",
-            "TCP reachability of a server",
-            response=STATUS,
-            errors=(404,),
-            mutating=False,
-            name="server_status_post",
-            **common,
-        ),
-        Route(
-            "GET",
-            base + "/bulk/status",
-            bulk_status,
-            "viewer",
-            "Reachability of every active server (probed concurrently)",
-            response=BULK,
-            mutating=False,
-            **common,
-        ),
-        Route(
-            "POST",
-            base + "/bulk/status",
-            bulk_status,
-            "viewer",
-            "Reachability of every active server (probed concurrently)",
-            response=BULK,
-            mutating=False,
-            name="bulk_status_post",
-            **common,
-        ),
+        *probe_routes(one + "/status", server_status, "TCP reachability of a server", STATUS, errors=(404,), **common),
+        *probe_routes(base + "/bulk/status", bulk_status, "Reachability of every active server (probed concurrently)", BULK, **common),
         Route(
             "GET",
             base + "/status/all",

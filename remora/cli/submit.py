@@ -21,15 +21,12 @@ def parse_timeout(value: str | None) -> int | None:
     """'90', '90s', '10m' -> whole seconds (rounded up)."""
     if value is None:
         return None
-    from remora.config import parse_duration
+    from remora.config import parse_job_timeout
 
     try:
-        seconds = parse_duration(value)
-    except ValueError:
-        raise ValidationError(f"--timeout {value!r}: expected seconds or a duration such as 90s, 10m or 1h") from None
-    if seconds < 1:
-        raise ValidationError(f"--timeout {value!r}: must be at least 1s")
-    return int(-(-seconds // 1))
+        return parse_job_timeout(value)
+    except ValueError as exc:
+        raise ValidationError(f"--timeout {value!r}: {exc}") from None
 
 
 def read_script(path: str) -> str:

@@ -8,6 +8,7 @@ process it started, by PID.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,21 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} (rc={p.popen.poll() if p.popen else None})\n{p.text()[-2000:]}" for p in self.procs)
+
+
+@contextlib.contextmanager
+def postgres_cluster(tmp_path: Path, postgres: Any, database: str) -> Iterator[Cluster]:
+    """A Cluster on a fresh PostgreSQL database; stopped (and the test's connection closed) afterwards."""
+    from remora import models
+
+    url = postgres.new_database(database)
+    models.init_db(url)
+    cluster = Cluster(tmp_path, url)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        models.close_db()
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:

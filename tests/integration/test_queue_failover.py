@@ -18,24 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from remora import auth, models, services
+from remora import auth, services
 from remora.models import Job
 from remora.netqueue.client import QueueClient
-from tests.integration.cluster import QUEUE_TOKEN, Cluster, Http, wait_until
+from tests.integration.cluster import QUEUE_TOKEN, Cluster, Http, postgres_cluster, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def cluster(tmp_path, postgres, request):
-    url = postgres.new_database("remora_failover")
-    models.init_db(url)
-    cluster = Cluster(tmp_path, url)
-    try:
+    with postgres_cluster(tmp_path, postgres, "remora_failover") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        models.close_db()
 
 
 def submit(cluster: Cluster, token: str, count: int, ran_log: Path, start: int = 0) -> list[str]:

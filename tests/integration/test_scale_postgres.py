@@ -18,7 +18,7 @@ from remora import auth, joblog, models, services
 from remora.models import Job, JobStatus, Stream
 from remora.reconciler import Reconciler
 from remora.services.context import Context
-from tests.integration.cluster import Cluster, Http, wait_until
+from tests.integration.cluster import Cluster, Http, postgres_cluster, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -28,14 +28,8 @@ SUBMITTERS = 8
 
 @pytest.fixture
 def cluster(tmp_path, postgres):
-    url = postgres.new_database("remora_scale")
-    models.init_db(url)
-    cluster = Cluster(tmp_path, url)
-    try:
+    with postgres_cluster(tmp_path, postgres, "remora_scale") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        models.close_db()
 
 
 def submit_all(cluster: Cluster, token: str, server_id: str, ran_log: str) -> dict[str, int]:
