@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from remora import joblog, models, retention
+from remora import joblog, models
 from remora.models import Stream
+from remora.upkeep import retention
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from remora import joblog, models
-from remora.maintenance import Maintenance
 from remora.models import Job, Stream
+from remora.upkeep.maintenance import Maintenance
 from tests.fixtures.services import wait_for
 from tests.integration.api_support import assert_envelope, running_api
 

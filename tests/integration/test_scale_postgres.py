@@ -16,8 +16,8 @@ import pytest
 
 from remora import auth, joblog, models, services
 from remora.models import Job, JobStatus, Stream
-from remora.reconciler import Reconciler
 from remora.services.context import Context
+from remora.upkeep.reconciler import Reconciler
 from tests.integration.cluster import Cluster, Http, postgres_cluster, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

@@ -32,9 +32,9 @@ from typing import Any
 
 from remora import models
 from remora.errors import QueueError, QueueUnavailable, RemoraError
-from remora.lease import Lease
 from remora.models import Job, JobStatus, Server
 from remora.services.context import Context
+from remora.upkeep.dblock import Lease
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Every ``interval`` seconds the holder of the ``maintenance`` lease (one API
 instance at a time, like the reconciler) compresses the output of jobs that
 finished at least ``compress_min_age`` seconds ago (zlib, transparently to
-readers: see remora.retention) when ``output.compress`` is on, and every
+readers: see remora.upkeep.retention) when ``output.compress`` is on, and every
 ``prune_every`` seconds deletes finished jobs older than ``api.retention``
 when it is > 0.  A failing pass is logged and retried on the next tick.
 """
@@ -17,9 +17,10 @@ import socket
 import threading
 import time
 
-from remora import models, retention
+from remora import models
 from remora.config import Settings
-from remora.lease import Lease
+from remora.upkeep import retention
+from remora.upkeep.dblock import Lease
 
 log = logging.getLogger(__name__)
 
