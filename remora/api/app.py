@@ -211,6 +211,4 @@ class _ClosingIterator:
             set_request_id(None)
 
     def close(self) -> None:
-        database = models.get_database()
-        if database is not None and models.is_postgres(database) and not database.is_closed():
-            database.close()
+        models.release_connection()

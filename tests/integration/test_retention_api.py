@@ -108,8 +108,8 @@ def test_maintenance_prunes_by_api_retention_and_compresses_output_transparently
 def test_only_one_maintenance_loop_holds_the_lease(api):
     first = Maintenance(api.settings, holder="api-1")
     second = Maintenance(api.settings, holder="api-2")
-    assert first.lease.acquire() and not second.lease.acquire()
+    assert first.acquire() and not second.acquire()
     assert second.run_once() == {"compressed": 0, "pruned": 0}
-    first.lease.release()
-    assert second.lease.acquire()
-    second.lease.release()
+    first.release()
+    assert second.acquire()
+    second.release()
