@@ -55,6 +55,7 @@ from typing import Any
 from remora import claims, models
 from remora.claims import Action
 from remora.config import Settings
+from remora.crypto import SecretBox
 from remora.errors import RemoraError
 from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, executor_for
 from remora.executor.sshpool import SSHPool
@@ -62,7 +63,6 @@ from remora.joblog import JobOutput
 from remora.leases import Active, LeaseKeeper, Outage
 from remora.models import Job, JobStatus, Server, Stream
 from remora.netqueue.client import QueueClient, Reservation
-from remora.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 

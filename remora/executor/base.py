@@ -43,8 +43,8 @@ from remora.models import Stream, utcnow
 
 if TYPE_CHECKING:
     from remora.config import Settings
+    from remora.crypto import SecretBox
     from remora.models import Server
-    from remora.secrets import SecretBox
 
 PID_MARKER = b"remora-pid:"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -106,7 +106,7 @@ class SchemaVersion(BaseModel):
 
 
 class PemKey(BaseModel):
-    """An uploaded private key file; ``content`` is encrypted (see remora.secrets)."""
+    """An uploaded private key file; ``content`` is encrypted (see remora.crypto)."""
 
     id: int  # implicit auto-increment primary key
 
