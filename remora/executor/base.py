@@ -94,7 +94,7 @@ class ExecResult:
 
 @runtime_checkable
 class OutputSink(Protocol):
-    """Receives output in order; ``remora.joblog.JobOutput`` is one."""
+    """Receives output in order; ``remora.output.JobOutput`` is one."""
 
     def write(self, stream: Stream, data: bytes) -> None: ...
 

@@ -2,7 +2,7 @@
 
 Lists are one query for the page (jobs joined with their server: no N+1)
 plus one COUNT; output bodies are never loaded for a list.  Logs are read by
-byte range from ``remora.joblog`` so a 64 MiB job is never loaded at once.
+byte range from ``remora.output`` so a 64 MiB job is never loaded at once.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from remora import joblog, models
+from remora import models
 from remora.errors import ValidationError
 from remora.models import FINISHED_STATUSES, Job, JobStatus, Server, Stream
+from remora.output import read_combined, read_stream
 from remora.services.render import job_dict, text
 
 SORT_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "priority", "status", "name", "command", "exit_code")
@@ -179,7 +180,7 @@ def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max
     }
     slices = {}
     for stream in (Stream.STDOUT, Stream.STDERR):
-        data = joblog.read_stream(job.id, stream, starts[stream], max_bytes) if starts[stream] < lengths[stream] else b""
+        data = read_stream(job.id, stream, starts[stream], max_bytes) if starts[stream] < lengths[stream] else b""
         if starts[stream] + len(data) < lengths[stream] or not finished:
             data = _utf8_cut(data)
         slices[stream] = data
@@ -189,7 +190,7 @@ def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max
     if incremental:
         output = stdout + stderr
     else:
-        output = text(_utf8_cut(joblog.read_combined(job.id, limit=2 * max_bytes)))
+        output = text(_utf8_cut(read_combined(job.id, limit=2 * max_bytes)))
     return {
         "job_id": job.id,
         "status": job.status,
@@ -220,9 +221,9 @@ def job_detail(job: Job) -> dict[str, Any]:
     """A job with its server and output bodies (the first ``DETAIL_BODY`` bytes of each stream)."""
     server = Server.get_or_none(Server.id == job.server_id)
     data = job_dict(job, server)
-    out = joblog.read_stream(job.id, Stream.STDOUT, 0, DETAIL_BODY) if job.stdout_bytes else b""
-    err = joblog.read_stream(job.id, Stream.STDERR, 0, DETAIL_BODY) if job.stderr_bytes else b""
-    combined = joblog.read_combined(job.id, limit=2 * DETAIL_BODY) if (job.stdout_bytes or job.stderr_bytes) else b""
+    out = read_stream(job.id, Stream.STDOUT, 0, DETAIL_BODY) if job.stdout_bytes else b""
+    err = read_stream(job.id, Stream.STDERR, 0, DETAIL_BODY) if job.stderr_bytes else b""
+    combined = read_combined(job.id, limit=2 * DETAIL_BODY) if (job.stdout_bytes or job.stderr_bytes) else b""
     data["stdout"], data["stderr"], data["output"] = text(out), text(err), text(combined)
     data["bodies_truncated"] = len(out) < (job.stdout_bytes or 0) or len(err) < (job.stderr_bytes or 0)
     return data

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from remora import joblog, models
+from remora import models, output
 from remora.models import Job, Stream
 from remora.upkeep.maintenance import Maintenance
 from tests.fixtures.services import wait_for
@@ -29,7 +29,7 @@ def api(tmp_path):
 def finished(api, status: str, age: float, out: bytes = b"done\n") -> str:
     local = api.local_server_id()
     job = Job.create(command="echo", server=local, status=status)
-    writer = joblog.JobOutput(job.id, flush_lines=10**9, flush_interval=60)
+    writer = output.JobOutput(job.id, flush_lines=10**9, flush_interval=60)
     for i in range(0, len(out), 1000):
         writer.write(Stream.STDOUT, out[i : i + 1000])
     writer.close()
