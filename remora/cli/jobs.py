@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from remora.cli.apiclient import (
+from remora.cli.common import print_json
+from remora.cli.connect import (
     ApiUrlOpt,
     JsonOpt,
     TokenOpt,
@@ -24,7 +25,6 @@ from remora.cli.apiclient import (
     short,
     styled_status,
 )
-from remora.cli.common import print_json
 from remora.errors import ExitCode, RemoraError
 
 jobs_app = typer.Typer(help="List, inspect, follow, cancel and re-run jobs.", no_args_is_help=True)
@@ -253,7 +253,7 @@ def wait_jobs(
 
     Example: remora jobs wait 3f2a1b 9c0d4e --timeout 10m
     """
-    from remora.cli.apiclient import stderr_tty
+    from remora.cli.connect import stderr_tty
     from remora.cli.follow import Watcher, combined_exit_code, summary_line
     from remora.cli.submit import parse_timeout
 
