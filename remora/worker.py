@@ -57,7 +57,8 @@ from remora.claims import Action
 from remora.config import Settings
 from remora.crypto import SecretBox
 from remora.errors import RemoraError
-from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, executor_for
+from remora.executor import executor_for
+from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor
 from remora.executor.sshpool import SSHPool
 from remora.leases import Active, LeaseKeeper, Outage
 from remora.models import Job, JobStatus, Server, Stream
