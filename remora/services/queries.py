@@ -237,6 +237,43 @@ def counts_by_status() -> dict[str, int]:
     return counts
 
 
+def finished_recently(window: float) -> dict[str, int]:
+    """Jobs per finished status whose ``finished_at`` lies within the last ``window`` seconds (zeros included)."""
+    cutoff = models.utcnow() - dt.timedelta(seconds=window)
+    finished = [s.value for s in JobStatus if s.finished]
+    counts = dict.fromkeys(finished, 0)
+    query = (
+        Job.select(Job.status, models.fn.COUNT(Job.id))
+        .where(Job.status.in_(finished), Job.updated_at >= cutoff, Job.finished_at >= cutoff)
+        .group_by(Job.status)
+        .tuples()
+    )
+    for status, count in query:
+        counts[status] = int(count)
+    return counts
+
+
+def _duration_expr() -> Any:
+    if models.is_postgres():
+        return models.fn.date_part("epoch", Job.finished_at - Job.started_at)
+    return (models.fn.julianday(Job.finished_at) - models.fn.julianday(Job.started_at)) * 86400.0
+
+
+def job_duration_buckets(bounds: tuple[float, ...]) -> tuple[list[int], float, int]:
+    """(cumulative counts of finished jobs' run times per bound, sum, count), in one query."""
+    duration = _duration_expr()
+    columns = [models.fn.SUM(models.Case(None, [(duration <= bound, 1)], 0)) for bound in bounds]
+    columns += [models.fn.SUM(duration), models.fn.COUNT(Job.id)]
+    finished = [s.value for s in JobStatus if s.finished]
+    row = (
+        Job.select(*columns).where(Job.status.in_(finished), Job.started_at.is_null(False), Job.finished_at.is_null(False)).tuples().first()
+    )
+    if not row:
+        return [0] * len(bounds), 0.0, 0
+    counts = [int(v or 0) for v in row[: len(bounds)]]
+    return counts, float(row[-2] or 0.0), int(row[-1] or 0)
+
+
 def system_info() -> dict[str, Any]:
     counts = counts_by_status()
     total = sum(counts.values())
