@@ -242,7 +242,7 @@ def finished_recently(window: float) -> dict[str, int]:
     cutoff = models.utcnow() - dt.timedelta(seconds=window)
     finished = [s.value for s in JobStatus if s.finished]
     counts = dict.fromkeys(finished, 0)
-    query = (
+    query: Any = (
         Job.select(Job.status, models.fn.COUNT(Job.id))
         .where(Job.status.in_(finished), Job.updated_at >= cutoff, Job.finished_at >= cutoff)
         .group_by(Job.status)
