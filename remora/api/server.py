@@ -16,8 +16,6 @@ from remora.upkeep.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
-WSGIApp = App
-
 
 def make_app(settings: Settings, *, queue: Any = None, auth: bool = True, static_dir: Path | None = None) -> App:
     """The WSGI application. ``queue``: a QueueClient (default: one for ``settings.queue.addr``, created lazily)."""
