@@ -46,12 +46,6 @@ class RemoraError(Exception):
         self.message = message
         self.details = details or {}
 
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.message, "code": self.code}
-        if self.details:
-            body["details"] = self.details
-        return body
-
 
 class ConfigError(RemoraError):
     """A configuration value is missing or malformed (names key and source)."""

@@ -4,7 +4,7 @@ Each of ``worker.concurrency`` slot threads reserves one job at a time from
 NetQueue, claims it in the database (``remora.claims``: a conditional
 ``queued`` -> ``running`` update, so a duplicate delivery never runs twice at
 once), runs it with the server's executor (SSH, pooled; or local), streams
-its output into ``OutputChunk`` rows through ``remora.joblog.JobOutput`` and
+its output into ``OutputChunk`` rows through ``remora.output.JobOutput`` and
 records the outcome:
 
 - exit 0 -> ``completed``; exit N -> ``failed`` (error ``exit code N``);
@@ -55,14 +55,15 @@ from typing import Any
 from remora import claims, models
 from remora.claims import Action
 from remora.config import Settings
+from remora.crypto import SecretBox
 from remora.errors import RemoraError
-from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, executor_for
+from remora.executor import executor_for
+from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor
 from remora.executor.sshpool import SSHPool
-from remora.joblog import JobOutput
 from remora.leases import Active, LeaseKeeper, Outage
 from remora.models import Job, JobStatus, Server, Stream
 from remora.netqueue.client import QueueClient, Reservation
-from remora.secrets import SecretBox
+from remora.output import JobOutput
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ sys.path.insert(0, str(REPO))
 
 from remora import models  # noqa: E402
 from remora.config import Settings, with_overrides  # noqa: E402
+from remora.crypto import SecretBox  # noqa: E402
 from remora.models import AuthType, Job, Server  # noqa: E402
 from remora.netqueue.client import PutItem, QueueClient  # noqa: E402
-from remora.secrets import SecretBox  # noqa: E402
 from tests.fixtures.services import free_port, wait_port  # noqa: E402
 from tests.fixtures.sshd import start_sshd  # noqa: E402
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from remora import models
-from remora.api import static
+from remora.api import staticfiles
 from remora.api.http import Request, Response, dumps, error_body, json_response
 from remora.api.metrics import Metrics
 from remora.api.router import MethodNotAllowed, Route, Router
@@ -71,7 +71,7 @@ class App:
         self.router = Router(all_routes(settings))
         self.authenticator = Authenticator(enabled=auth)
         self.metrics = Metrics()
-        self.static = static.StaticFiles(static_dir)
+        self.static = staticfiles.StaticFiles(static_dir)
         self.cors_origins = set(settings.api.cors_allowed_origins)
         self.started_at = time.time()
 
@@ -211,6 +211,4 @@ class _ClosingIterator:
             set_request_id(None)
 
     def close(self) -> None:
-        database = models.get_database()
-        if database is not None and models.is_postgres(database) and not database.is_closed():
-            database.close()
+        models.release_connection()

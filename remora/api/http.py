@@ -138,9 +138,5 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(status=status, body=dumps(data))
 
 
-def error_response(exc: RemoraError) -> Response:
-    return Response(status=exc.status, body=dumps(error_body(exc)))
-
-
 def error_body(exc: RemoraError) -> dict[str, Any]:
     return {"error": exc.message, "code": exc.code, "details": exc.details or {}}

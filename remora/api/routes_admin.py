@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from remora import models, retention
+from remora import models
 from remora.api.http import Request
 from remora.api.router import Route
 from remora.api.schema import obj
 from remora.config import Settings, parse_duration
 from remora.errors import ValidationError
+from remora.upkeep import retention
 
 if TYPE_CHECKING:
     from remora.api.app import App

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from remora import joblog, services
+from remora import output, services
 from remora.api.http import Request, Response
 from remora.api.router import Param, Route
 from remora.api.schema import NULLABLE_STR, TIMESTAMP, UUID, array, obj
@@ -260,7 +260,7 @@ def job_logs(app: App, req: Request) -> dict[str, Any]:
 def _raw(req: Request, stream: Stream) -> Response:
     job = services.get_job(req.path_params["id"])
     length = int(job.stdout_bytes if stream == Stream.STDOUT else job.stderr_bytes)
-    response = Response(status=200, body=joblog.iter_stream(job.id, stream, 0, length), content_type="text/plain; charset=utf-8")
+    response = Response(status=200, body=output.iter_stream(job.id, stream, 0, length), content_type="text/plain; charset=utf-8")
     response.header("Content-Length", str(length))
     return response.header("X-Job-Status", job.status).header("X-Content-Type-Options", "nosniff")
 

@@ -10,13 +10,11 @@ from typing import Any
 from remora.api.app import App
 from remora.api.routes_files import UPLOAD_OVERHEAD
 from remora.config import Settings
-from remora.maintenance import Maintenance
-from remora.reconciler import Reconciler
 from remora.services.context import LazyQueue
+from remora.upkeep.maintenance import Maintenance
+from remora.upkeep.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
-
-WSGIApp = App
 
 
 def make_app(settings: Settings, *, queue: Any = None, auth: bool = True, static_dir: Path | None = None) -> App:

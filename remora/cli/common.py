@@ -55,10 +55,6 @@ def state(ctx: typer.Context | None = None) -> State:
     return STATE
 
 
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
-
-
 def console(stderr: bool = False) -> Any:
     """A rich Console: colours only on a terminal (and never with NO_COLOR)."""
     from rich.console import Console

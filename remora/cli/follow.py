@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from remora.cli.apiclient import FINISHED, server_name, short
+from remora.cli.render import FINISHED, server_name, short
 from remora.errors import ExitCode, RemoraError
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ class Watcher:
 
 def summary_line(job: dict[str, Any]) -> str:
     """'3f2a1b2c on web-1: failed (exit 3) in 1.2s' with rich markup."""
-    from remora.cli.apiclient import fmt_duration, styled_status
+    from remora.cli.render import fmt_duration, styled_status
 
     status = str(job.get("status", "?"))
     detail = ""

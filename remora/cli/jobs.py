@@ -10,21 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from remora.cli.apiclient import (
-    ApiUrlOpt,
-    JsonOpt,
-    TokenOpt,
-    err,
-    fmt_duration,
-    fmt_time,
-    job_command,
-    make_client,
-    out,
-    server_name,
-    short,
-    styled_status,
-)
 from remora.cli.common import print_json
+from remora.cli.connect import ApiUrlOpt, JsonOpt, TokenOpt, make_client
+from remora.cli.render import err, fmt_duration, fmt_time, job_command, out, server_name, short, styled_status
 from remora.errors import ExitCode, RemoraError
 
 jobs_app = typer.Typer(help="List, inspect, follow, cancel and re-run jobs.", no_args_is_help=True)
@@ -253,8 +241,8 @@ def wait_jobs(
 
     Example: remora jobs wait 3f2a1b 9c0d4e --timeout 10m
     """
-    from remora.cli.apiclient import stderr_tty
     from remora.cli.follow import Watcher, combined_exit_code, summary_line
+    from remora.cli.render import stderr_tty
     from remora.cli.submit import parse_timeout
 
     client = make_client(api_url, token)

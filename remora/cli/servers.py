@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
-from remora.cli.apiclient import ApiUrlOpt, JsonOpt, TokenOpt, err, fmt_time, make_client, out
 from remora.cli.common import print_json
+from remora.cli.connect import ApiUrlOpt, JsonOpt, TokenOpt, make_client
+from remora.cli.render import err, fmt_time, out
 from remora.errors import ExitCode, ValidationError
 
 servers_app = typer.Typer(help="Manage the servers jobs run on.", no_args_is_help=True)

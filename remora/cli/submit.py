@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from remora.cli.apiclient import ApiUrlOpt, JsonOpt, TokenOpt, err, make_client, out, server_name, short, stderr_tty, stdout_tty
 from remora.cli.common import parse_kv, print_json
+from remora.cli.connect import ApiUrlOpt, JsonOpt, TokenOpt, make_client
+from remora.cli.render import err, out, server_name, short, stderr_tty, stdout_tty
 from remora.errors import ValidationError
 
 WaitOpt = Annotated[bool, typer.Option("--wait", "-w", help="Block until the job(s) finish; exit with the job's exit code.")]

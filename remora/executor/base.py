@@ -36,15 +36,10 @@ import re
 import shlex
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from remora.errors import ValidationError
 from remora.models import Stream, utcnow
-
-if TYPE_CHECKING:
-    from remora.config import Settings
-    from remora.models import Server
-    from remora.secrets import SecretBox
 
 PID_MARKER = b"remora-pid:"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -94,7 +89,7 @@ class ExecResult:
 
 @runtime_checkable
 class OutputSink(Protocol):
-    """Receives output in order; ``remora.joblog.JobOutput`` is one."""
+    """Receives output in order; ``remora.output.JobOutput`` is one."""
 
     def write(self, stream: Stream, data: bytes) -> None: ...
 
@@ -238,16 +233,3 @@ def finish(result: ExecResult) -> ExecResult:
     if result.finished_at is None:
         result.finished_at = utcnow()
     return result
-
-
-def executor_for(server: Server, settings: Settings, secrets: SecretBox, **kwargs: object) -> Executor:
-    """The executor for ``server``: the local one for auth_type ``local``, else SSH (pooled)."""
-    from remora.models import AuthType
-
-    if server.auth_type == AuthType.LOCAL.value:
-        from remora.executor.local import LocalExecutor
-
-        return LocalExecutor(settings)
-    from remora.executor.ssh import SSHExecutor
-
-    return SSHExecutor(server, settings, secrets, **kwargs)  # type: ignore[arg-type]

@@ -66,8 +66,8 @@ from remora.models import AuthType, PemKey, Stream, utcnow
 
 if TYPE_CHECKING:
     from remora.config import Settings
+    from remora.crypto import SecretBox
     from remora.models import Server
-    from remora.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 

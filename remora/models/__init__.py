@@ -106,7 +106,7 @@ class SchemaVersion(BaseModel):
 
 
 class PemKey(BaseModel):
-    """An uploaded private key file; ``content`` is encrypted (see remora.secrets)."""
+    """An uploaded private key file; ``content`` is encrypted (see remora.crypto)."""
 
     id: int  # implicit auto-increment primary key
 
@@ -252,7 +252,7 @@ class AuditEvent(BaseModel):
 
 
 class Lock(BaseModel):
-    """A named lease in the database: one holder at a time (e.g. the reconciler)."""
+    """A named lock in the database: one holder at a time (e.g. the reconciler; see remora.upkeep.dblock)."""
 
     name = pw.CharField(max_length=64, primary_key=True)
     holder = pw.CharField(max_length=128)
@@ -450,6 +450,18 @@ def insert_rows(model: type[BaseModel], rows: list[dict[str, Any]]) -> None:
             ]
             sql = _INSERTS[key] = model.insert_many(full, fields=fields).sql()[0]
         database.execute_sql(sql, [value for row in chunk for value in _row_values(fields, row)])
+
+
+def release_connection() -> None:
+    """Give the calling thread's PostgreSQL connection back to the pool (threads that outlive a request call it).
+
+    peewee keeps one connection per thread; a background thread that ends a
+    pass (or a response that finished streaming) returns it here so the pool
+    never runs dry.  SQLite's single shared connection is left open.
+    """
+    database = database_proxy.obj
+    if database is not None and is_postgres(database) and not database.is_closed():
+        database.close()
 
 
 def close_db() -> None:

@@ -44,9 +44,7 @@ class _Writer:
             except Exception:
                 log.exception("audit writer failed; will retry")
             finally:
-                database = models.get_database()
-                if database is not None and models.is_postgres(database) and not database.is_closed():
-                    database.close()
+                models.release_connection()
 
     def flush(self) -> None:
         with self._flush_lock:

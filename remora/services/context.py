@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from remora.config import Settings
-from remora.secrets import SecretBox
+from remora.crypto import SecretBox
 from remora.services.group_commit import GroupCommit
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Lists are one query for the page (jobs joined with their server: no N+1)
 plus one COUNT; output bodies are never loaded for a list.  Logs are read by
-byte range from ``remora.joblog`` so a 64 MiB job is never loaded at once.
+byte range from ``remora.output`` so a 64 MiB job is never loaded at once.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from remora import joblog, models
+from remora import models
 from remora.errors import ValidationError
 from remora.models import FINISHED_STATUSES, Job, JobStatus, Server, Stream
+from remora.output import read_combined, read_stream
 from remora.services.render import job_dict, text
 
 SORT_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "priority", "status", "name", "command", "exit_code")
@@ -179,7 +180,7 @@ def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max
     }
     slices = {}
     for stream in (Stream.STDOUT, Stream.STDERR):
-        data = joblog.read_stream(job.id, stream, starts[stream], max_bytes) if starts[stream] < lengths[stream] else b""
+        data = read_stream(job.id, stream, starts[stream], max_bytes) if starts[stream] < lengths[stream] else b""
         if starts[stream] + len(data) < lengths[stream] or not finished:
             data = _utf8_cut(data)
         slices[stream] = data
@@ -189,7 +190,7 @@ def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max
     if incremental:
         output = stdout + stderr
     else:
-        output = text(_utf8_cut(joblog.read_combined(job.id, limit=2 * max_bytes)))
+        output = text(_utf8_cut(read_combined(job.id, limit=2 * max_bytes)))
     return {
         "job_id": job.id,
         "status": job.status,
@@ -220,9 +221,9 @@ def job_detail(job: Job) -> dict[str, Any]:
     """A job with its server and output bodies (the first ``DETAIL_BODY`` bytes of each stream)."""
     server = Server.get_or_none(Server.id == job.server_id)
     data = job_dict(job, server)
-    out = joblog.read_stream(job.id, Stream.STDOUT, 0, DETAIL_BODY) if job.stdout_bytes else b""
-    err = joblog.read_stream(job.id, Stream.STDERR, 0, DETAIL_BODY) if job.stderr_bytes else b""
-    combined = joblog.read_combined(job.id, limit=2 * DETAIL_BODY) if (job.stdout_bytes or job.stderr_bytes) else b""
+    out = read_stream(job.id, Stream.STDOUT, 0, DETAIL_BODY) if job.stdout_bytes else b""
+    err = read_stream(job.id, Stream.STDERR, 0, DETAIL_BODY) if job.stderr_bytes else b""
+    combined = read_combined(job.id, limit=2 * DETAIL_BODY) if (job.stdout_bytes or job.stderr_bytes) else b""
     data["stdout"], data["stderr"], data["output"] = text(out), text(err), text(combined)
     data["bodies_truncated"] = len(out) < (job.stdout_bytes or 0) or len(err) < (job.stderr_bytes or 0)
     return data
@@ -234,6 +235,43 @@ def counts_by_status() -> dict[str, int]:
     for status, count in rows:
         counts[status] = int(count)
     return counts
+
+
+def finished_recently(window: float) -> dict[str, int]:
+    """Jobs per finished status whose ``finished_at`` lies within the last ``window`` seconds (zeros included)."""
+    cutoff = models.utcnow() - dt.timedelta(seconds=window)
+    finished = [s.value for s in JobStatus if s.finished]
+    counts = dict.fromkeys(finished, 0)
+    query: Any = (
+        Job.select(Job.status, models.fn.COUNT(Job.id))
+        .where(Job.status.in_(finished), Job.updated_at >= cutoff, Job.finished_at >= cutoff)
+        .group_by(Job.status)
+        .tuples()
+    )
+    for status, count in query:
+        counts[status] = int(count)
+    return counts
+
+
+def _duration_expr() -> Any:
+    if models.is_postgres():
+        return models.fn.date_part("epoch", Job.finished_at - Job.started_at)
+    return (models.fn.julianday(Job.finished_at) - models.fn.julianday(Job.started_at)) * 86400.0
+
+
+def job_duration_buckets(bounds: tuple[float, ...]) -> tuple[list[int], float, int]:
+    """(cumulative counts of finished jobs' run times per bound, sum, count), in one query."""
+    duration = _duration_expr()
+    columns = [models.fn.SUM(models.Case(None, [(duration <= bound, 1)], 0)) for bound in bounds]
+    columns += [models.fn.SUM(duration), models.fn.COUNT(Job.id)]
+    finished = [s.value for s in JobStatus if s.finished]
+    row = (
+        Job.select(*columns).where(Job.status.in_(finished), Job.started_at.is_null(False), Job.finished_at.is_null(False)).tuples().first()
+    )
+    if not row:
+        return [0] * len(bounds), 0.0, 0
+    counts = [int(v or 0) for v in row[: len(bounds)]]
+    return counts, float(row[-2] or 0.0), int(row[-1] or 0)
 
 
 def system_info() -> dict[str, Any]:

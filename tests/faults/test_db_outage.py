@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from remora import joblog, services
+from remora import output, services
 from remora.errors import Unavailable
 from remora.models import Stream
 from tests.faults.procs import Cluster, status_counts
@@ -41,7 +41,7 @@ def test_database_down_for_10s_loses_and_reorders_no_output(tmp_path, postgres):
         local = services.ensure_local_server().id
         jobs = [client.submit({"command": SCRIPT, "server_id": local, "timeout": 120})[0]["id"] for _ in range(4)]
         wait_for(
-            lambda: all(joblog.stream_length(j, Stream.STDOUT) >= 20 * 6 for j in jobs), 20, what="every job to have stored some output"
+            lambda: all(output.stream_length(j, Stream.STDOUT) >= 20 * 6 for j in jobs), 20, what="every job to have stored some output"
         )
         postgres.stop()
         stopped = time.monotonic()
@@ -53,9 +53,9 @@ def test_database_down_for_10s_loses_and_reorders_no_output(tmp_path, postgres):
             postgres.start()
         wait_for(lambda: status_counts(jobs).get("completed") == 4, 60, interval=0.3, what="every job to finish after the outage")
         for job_id in jobs:
-            assert joblog.read_stream(job_id, Stream.STDOUT) == expected("out")
-            assert joblog.read_stream(job_id, Stream.STDERR) == expected("err")
-            combined = joblog.read_combined(job_id).split()
+            assert output.read_stream(job_id, Stream.STDOUT) == expected("out")
+            assert output.read_stream(job_id, Stream.STDERR) == expected("err")
+            combined = output.read_combined(job_id).split()
             assert [x for x in combined if x.startswith(b"out-")] == expected("out").split()
         after = client.submit({"command": "echo back", "server_id": local})[0]["id"]
         wait_for(lambda: status_counts([after]).get("completed") == 1, 20, what="a job submitted after the outage to run")

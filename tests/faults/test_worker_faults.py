@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from remora import models
+from remora.crypto import SecretBox
 from remora.models import AuthType, Job, Server
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
-from remora.secrets import SecretBox
 from remora.worker import Worker
 from tests.faults.procs import Cluster
 from tests.fixtures.services import wait_for

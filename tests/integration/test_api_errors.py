@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from remora.models import AuditEvent
 from remora.services import audit
@@ -104,7 +105,8 @@ def test_request_ids_are_echoed_and_recorded_in_the_audit_log(api):
 def test_metrics_in_prometheus_text(api):
     api.get("/api/v1/jobs")
     text = api.get("/metrics").body.decode()
-    assert 'remora_http_requests_total{route="list_jobs",method="GET",code="200"}' in text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("remora_http_requests_total", (("code", "200"), ("method", "GET"), ("route", "list_jobs")))] >= 1
     assert 'remora_jobs{status="queued"}' in text
     assert "remora_job_duration_seconds_bucket" in text and "remora_queue_depth" in text
 

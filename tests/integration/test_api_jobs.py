@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from remora import models
-from remora.joblog import JobOutput
 from remora.models import Job, Stream
+from remora.output import JobOutput
 from tests.integration.api_support import assert_envelope, check_timeline, running_api
 
 

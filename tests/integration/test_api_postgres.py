@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from remora import models
-from remora.reconciler import Reconciler
 from remora.services.context import Context
+from remora.upkeep.reconciler import Reconciler
 from tests.integration.api_support import assert_envelope, check_timeline, running_api
 
 pytestmark = pytest.mark.postgres

@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from remora import models
+from remora.crypto import SecretBox
 from remora.models import Job, PemKey, Server
-from remora.secrets import SecretBox
 from tests.fixtures.services import free_port
 from tests.integration.api_support import assert_envelope, running_api
 

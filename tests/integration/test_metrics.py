@@ -165,3 +165,19 @@ def test_alert_rules_use_metric_names_that_exist(api, queue):
     used = {name for expr in exprs for name in re.findall(r"\b(?:remora|netqueue)_[a-z_]+\b", expr)}
     assert len(exprs) >= 5 and used
     assert used <= names, used - names
+
+
+def test_api_metrics_escape_label_values(api):
+    """A worker id and host with a quote, a backslash and a newline come back intact through the reference parser."""
+    worker_id, host = 'w"1\nsecond line', 'box\\9\n"quoted"'
+    worker = QueueClient(api.settings.queue.addr, name="w")
+    worker.register_worker(worker_id, host=host, concurrency=1)
+    try:
+        status, _, text = get(api.host, api.port, "/metrics", api.tokens["viewer"])
+    finally:
+        worker.close()
+    assert status == 200
+    assert "\nsecond line" not in text  # one sample per line: the newline is escaped as \n
+    fams = parse(text)
+    assert 0 <= value(fams, "remora_worker_heartbeat_age_seconds", worker=worker_id, host=host) < 5
+    assert value(fams, "remora_worker_running_jobs", worker=worker_id) == 0

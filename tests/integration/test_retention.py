@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from remora import joblog, models, retention
+from remora import models, output
 from remora.models import Stream
+from remora.upkeep import retention
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def server(sqlite_url):
 
 def finished_job(server, out: bytes, err: bytes, status="completed", age_days=0.0):
     job = models.Job.create(command="x", server=server)
-    writer = joblog.JobOutput(job.id, flush_lines=10**9, flush_interval=60)
+    writer = output.JobOutput(job.id, flush_lines=10**9, flush_interval=60)
     for i in range(0, max(len(out), len(err)), 1000):
         writer.write(Stream.STDOUT, out[i : i + 1000])
         writer.write(Stream.STDERR, err[i : i + 1000])
@@ -32,15 +33,15 @@ def test_compression_is_transparent_to_readers_and_saves_space(server):
     out = b"".join(b"line %d of a chatty deploy log\r\n" % i for i in range(20000))
     err = os.urandom(3000) + b"\nwarning\n" * 500
     job = finished_job(server, out, err)
-    combined = joblog.read_combined(job.id)
+    combined = output.read_combined(job.id)
     before = sum(len(bytes(c.data)) for c in models.OutputChunk.select().where(models.OutputChunk.job == job.id))
     assert retention.compress_finished(min_age=0) == 1
     after = sum(len(bytes(c.data)) for c in models.OutputChunk.select().where(models.OutputChunk.job == job.id))
     assert after < before / 3
-    assert joblog.read_stream(job.id, Stream.STDOUT) == out
-    assert joblog.read_stream(job.id, Stream.STDERR) == err
-    assert joblog.read_stream(job.id, Stream.STDOUT, 12345, 777) == out[12345 : 12345 + 777]
-    assert joblog.read_combined(job.id) == combined
+    assert output.read_stream(job.id, Stream.STDOUT) == out
+    assert output.read_stream(job.id, Stream.STDERR) == err
+    assert output.read_stream(job.id, Stream.STDOUT, 12345, 777) == out[12345 : 12345 + 777]
+    assert output.read_combined(job.id) == combined
     assert models.Job.get_by_id(job.id).output_compressed
     assert retention.compress_job_output(job.id) is False  # once only
 

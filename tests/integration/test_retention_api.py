@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from remora import joblog, models
-from remora.maintenance import Maintenance
+from remora import models, output
 from remora.models import Job, Stream
+from remora.upkeep.maintenance import Maintenance
 from tests.fixtures.services import wait_for
 from tests.integration.api_support import assert_envelope, running_api
 
@@ -29,7 +29,7 @@ def api(tmp_path):
 def finished(api, status: str, age: float, out: bytes = b"done\n") -> str:
     local = api.local_server_id()
     job = Job.create(command="echo", server=local, status=status)
-    writer = joblog.JobOutput(job.id, flush_lines=10**9, flush_interval=60)
+    writer = output.JobOutput(job.id, flush_lines=10**9, flush_interval=60)
     for i in range(0, len(out), 1000):
         writer.write(Stream.STDOUT, out[i : i + 1000])
     writer.close()
@@ -108,8 +108,8 @@ def test_maintenance_prunes_by_api_retention_and_compresses_output_transparently
 def test_only_one_maintenance_loop_holds_the_lease(api):
     first = Maintenance(api.settings, holder="api-1")
     second = Maintenance(api.settings, holder="api-2")
-    assert first.lease.acquire() and not second.lease.acquire()
+    assert first.acquire() and not second.acquire()
     assert second.run_once() == {"compressed": 0, "pruned": 0}
-    first.lease.release()
-    assert second.lease.acquire()
-    second.lease.release()
+    first.release()
+    assert second.acquire()
+    second.release()

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from remora import auth, joblog, models, services
+from remora import auth, models, output, services
 from remora.models import Job, JobStatus, Stream
-from remora.reconciler import Reconciler
 from remora.services.context import Context
+from remora.upkeep.reconciler import Reconciler
 from tests.integration.cluster import Cluster, Http, postgres_cluster, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -84,7 +84,7 @@ def test_two_apis_three_workers_run_every_job_exactly_once(cluster, tmp_path):
     assert {j.worker for j in jobs} == {"w1", "w2", "w3"}  # every worker took part, each job names its one worker
     assert all(j.started_at and j.finished_at for j in jobs)
     for job in jobs:
-        assert joblog.read_stream(job.id, Stream.STDOUT) == f"job-{ids[job.id]}\n".encode(), job.id
+        assert output.read_stream(job.id, Stream.STDOUT) == f"job-{ids[job.id]}\n".encode(), job.id
         assert job.stdout_bytes == len(f"job-{ids[job.id]}\n") and job.stderr_bytes == 0
 
     runs = Counter(line for line in open(ran_log).read().splitlines())

@@ -7,13 +7,13 @@ import threading
 
 import pytest
 
+from remora.crypto import SecretBox
 from remora.errors import HostKeyError, SSHError
 from remora.executor.base import BufferSink, ExecRequest
 from remora.executor.ssh import SSHExecutor
 from remora.executor.ssh import test_connection as probe_server
 from remora.executor.sshpool import SSHPool
 from remora.models import AuthType, PemKey
-from remora.secrets import SecretBox
 from tests.integration.workerkit import add_server, init_db, make_settings
 
 pytestmark = pytest.mark.ssh

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
+from remora.crypto import SecretBox
 from remora.executor.base import BufferSink, ExecRequest
 from remora.executor.ssh import SSHExecutor
 from remora.executor.sshpool import SSHPool
 from remora.models import Job
-from remora.secrets import SecretBox
 from tests.fixtures.services import wait_for
 from tests.fixtures.sshd import wait_no_process
 from tests.integration.workerkit import add_server, init_db, kill_sessions, make_settings

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from remora.crypto import SecretBox
 from remora.executor.base import BufferSink, ExecRequest
 from remora.executor.ssh import SSHExecutor
 from remora.executor.sshpool import SSHPool
-from remora.secrets import SecretBox
 from tests.fixtures.services import wait_for
 from tests.integration.workerkit import add_server, init_db, make_settings
 

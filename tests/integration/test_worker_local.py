@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from remora import joblog
+from remora import output
 from remora.models import Job, Stream
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
@@ -47,7 +47,7 @@ def test_exit_codes_and_output(env):
     bad = submit(q, local, settings, command="exit 7")
     job = wait_status(ok.id)
     assert job.status == "completed" and job.exit_code == 0 and job.error == "" and job.attempts == 1
-    assert joblog.read_stream(ok.id, Stream.STDOUT) == b"out\n\xff" and joblog.read_stream(ok.id, Stream.STDERR) == b"err\n"
+    assert output.read_stream(ok.id, Stream.STDOUT) == b"out\n\xff" and output.read_stream(ok.id, Stream.STDERR) == b"err\n"
     assert job.worker and job.started_at and job.finished_at and job.remote_pid
     job = wait_status(bad.id)
     assert job.status == "failed" and job.exit_code == 7 and job.error == "exit code 7"
@@ -74,7 +74,7 @@ def test_canceled_while_queued_is_skipped(env):
     Job.update(cancel_requested=True).where(Job.id == job.id).execute()
     start_worker()
     row = wait_status(job.id)
-    assert row.status == "canceled" and row.attempts == 0 and joblog.read_stream(job.id, Stream.STDOUT) == b""
+    assert row.status == "canceled" and row.attempts == 0 and output.read_stream(job.id, Stream.STDOUT) == b""
     wait_for(lambda: q.peek(job.id) is None, 5, what="message acked")
 
 
@@ -87,7 +87,7 @@ def test_retries_requeue_until_success_and_keep_attempts(env, tmp_path):
     row = wait_status(job.id, timeout=20)
     assert row.status == "completed" and row.attempts == 3
     assert [e["attempt"] for e in row.attempt_errors] == [1, 2] and row.attempt_errors[0]["error"] == "exit code 1"
-    assert joblog.read_stream(job.id, Stream.STDOUT) == b"try 1\ntry 2\ntry 3\n"
+    assert output.read_stream(job.id, Stream.STDOUT) == b"try 1\ntry 2\ntry 3\n"
 
 
 def test_without_retries_a_failure_stays_failed(env):
@@ -102,10 +102,10 @@ def test_output_is_visible_while_the_job_runs(env):
     settings, q, start_worker, local = env
     start_worker()
     job = submit(q, local, settings, command="echo first; sleep 3; echo second")
-    wait_for(lambda: joblog.read_stream(job.id, Stream.STDOUT) == b"first\n", 1.5, what="first line in the database")
+    wait_for(lambda: output.read_stream(job.id, Stream.STDOUT) == b"first\n", 1.5, what="first line in the database")
     assert Job.get_by_id(job.id).status == "running"
     wait_status(job.id)
-    assert joblog.read_stream(job.id, Stream.STDOUT) == b"first\nsecond\n"
+    assert output.read_stream(job.id, Stream.STDOUT) == b"first\nsecond\n"
 
 
 def test_per_server_limit_is_respected(env):

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from remora import joblog, models
+from remora import models, output
 from remora.models import Stream
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
@@ -43,7 +43,7 @@ def test_jobs_run_on_postgres(env):
     job = submit(q, local, settings, command="printf 'a\\nb\\n'; exit 3")
     row = wait_status(job.id)
     assert row.status == "failed" and row.exit_code == 3
-    assert joblog.read_stream(job.id, Stream.STDOUT) == b"a\nb\n"
+    assert output.read_stream(job.id, Stream.STDOUT) == b"a\nb\n"
 
 
 def test_database_outage_mid_job_is_survived(env, caplog):
@@ -51,7 +51,7 @@ def test_database_outage_mid_job_is_survived(env, caplog):
     settings, q, _, postgres = env
     local = local_server()
     job = submit(q, local, settings, command="for i in 1 2 3 4 5 6; do echo line $i; sleep 0.5; done")
-    wait_for(lambda: joblog.read_stream(job.id, Stream.STDOUT).startswith(b"line 1\n"), 5, what="job running")
+    wait_for(lambda: output.read_stream(job.id, Stream.STDOUT).startswith(b"line 1\n"), 5, what="job running")
     postgres.stop()
     try:
         time.sleep(1.5)
@@ -59,6 +59,6 @@ def test_database_outage_mid_job_is_survived(env, caplog):
         postgres.start()
     row = wait_status(job.id, timeout=30)
     assert row.status == "completed"
-    assert joblog.read_stream(job.id, Stream.STDOUT) == b"".join(f"line {i}\n".encode() for i in range(1, 7))
+    assert output.read_stream(job.id, Stream.STDOUT) == b"".join(f"line {i}\n".encode() for i in range(1, 7))
     later = submit(q, local, settings, command="echo after")
     assert wait_status(later.id, timeout=20).status == "completed"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from remora.crypto import SecretBox
 from remora.models import Job
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
-from remora.secrets import SecretBox
 from remora.worker import Worker
 from tests.fixtures.services import wait_for
 from tests.fixtures.sshd import wait_no_process

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from remora import joblog
+from remora import output
+from remora.crypto import SecretBox
 from remora.models import Job, Stream
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
-from remora.secrets import SecretBox
 from remora.worker import Worker
 from tests.fixtures.services import wait_for
 from tests.fixtures.sshd import wait_no_process
@@ -39,13 +39,13 @@ def test_stdout_grows_in_the_database_while_the_job_runs(env, sshd):
     settings, q, _, box = env
     server = add_server(box, sshd)
     job = submit(q, server, settings, command="for i in 1 2 3; do echo line $i; echo err $i >&2; sleep 0.6; done")
-    wait_for(lambda: joblog.read_stream(job.id, Stream.STDOUT).startswith(b"line 1\n"), 1.5, what="first line")
+    wait_for(lambda: output.read_stream(job.id, Stream.STDOUT).startswith(b"line 1\n"), 1.5, what="first line")
     assert Job.get_by_id(job.id).status == "running"
-    partial = joblog.read_stream(job.id, Stream.STDOUT)
+    partial = output.read_stream(job.id, Stream.STDOUT)
     row = wait_status(job.id)
     assert row.status == "completed" and row.exit_code == 0
-    assert len(partial) < len(joblog.read_stream(job.id, Stream.STDOUT)) == len(b"line 1\nline 2\nline 3\n")
-    assert joblog.read_stream(job.id, Stream.STDERR) == b"err 1\nerr 2\nerr 3\n"
+    assert len(partial) < len(output.read_stream(job.id, Stream.STDOUT)) == len(b"line 1\nline 2\nline 3\n")
+    assert output.read_stream(job.id, Stream.STDERR) == b"err 1\nerr 2\nerr 3\n"
 
 
 def test_script_job_with_args_and_exit_code(env, sshd):
@@ -54,7 +54,7 @@ def test_script_job_with_args_and_exit_code(env, sshd):
     job = submit(q, server, settings, script='#!/bin/bash\necho "[$1] [$2]"\nexit 4\n', args="'one two' three", shell="/bin/bash")
     row = wait_status(job.id)
     assert row.status == "failed" and row.exit_code == 4 and row.error == "exit code 4"
-    assert joblog.read_stream(job.id, Stream.STDOUT) == b"[one two] [three]\n"
+    assert output.read_stream(job.id, Stream.STDOUT) == b"[one two] [three]\n"
 
 
 def test_cancel_of_a_running_job_kills_the_remote_tree_within_a_second(env, sshd):
@@ -86,7 +86,7 @@ def test_20_concurrent_jobs_on_2_servers(env, make_sshd):
     for i, job in enumerate(jobs):
         row = wait_status(job.id, timeout=30)
         assert row.status == "completed", row.error
-        assert joblog.read_stream(job.id, Stream.STDOUT) == f"job {i}\n".encode()
+        assert output.read_stream(job.id, Stream.STDOUT) == f"job {i}\n".encode()
     assert {Job.get_by_id(j.id).worker for j in jobs} == {worker.id}
     assert worker.pool.opened == 2  # one pooled connection per server
 
@@ -96,7 +96,7 @@ def test_sshd_gone_mid_job_fails_it_clearly_and_the_worker_goes_on(env, make_ssh
     srv = make_sshd("127.0.0.1")
     server = add_server(box, srv)
     job = submit(q, server, settings, command="echo started; sleep 1043")
-    wait_for(lambda: joblog.read_stream(job.id, Stream.STDOUT) == b"started\n", 5, what="job running")
+    wait_for(lambda: output.read_stream(job.id, Stream.STDOUT) == b"started\n", 5, what="job running")
     stop_and_drop(srv)
     row = wait_status(job.id, timeout=10)
     assert row.status == "failed" and "lost while the command was running" in row.error
@@ -104,7 +104,7 @@ def test_sshd_gone_mid_job_fails_it_clearly_and_the_worker_goes_on(env, make_ssh
     assert down.status == "failed" and "cannot connect" in down.error and len(down.attempt_errors) == 2
     srv.start()
     ok = wait_status(submit(q, server, settings, command="echo back").id, timeout=15)
-    assert ok.status == "completed" and joblog.read_stream(ok.id, Stream.STDOUT) == b"back\n"
+    assert ok.status == "completed" and output.read_stream(ok.id, Stream.STDOUT) == b"back\n"
 
 
 def test_host_key_change_fails_the_job_naming_both_fingerprints(env, make_sshd):

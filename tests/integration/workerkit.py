@@ -9,8 +9,8 @@ from typing import Any
 
 from remora import models
 from remora.config import Settings, with_overrides
+from remora.crypto import SecretBox
 from remora.models import AuthType, Server
-from remora.secrets import SecretBox
 from tests.fixtures.sshd import SSHServer
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from remora.cli.apiclient import fmt_duration, job_command, server_name
 from remora.cli.follow import combined_exit_code, exit_code_of, labels_for
+from remora.cli.render import fmt_duration, job_command, server_name
 from remora.client import Client, error_from_response, jobs_of
 from remora.errors import Conflict, ExitCode, NotFound, QueueFull, RemoraError, Unauthorized, Unavailable, ValidationError
 

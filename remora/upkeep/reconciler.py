@@ -1,7 +1,7 @@
 """The reconciler: keeps NetQueue in step with the database (the source of truth).
 
 Every ``interval`` seconds one API instance (the holder of the ``reconciler``
-lease, a ``Lock`` row taken by a conditional update on ``expires_at``):
+database lock, see remora.upkeep.dblock):
 
 - re-puts ``queued`` jobs the queue does not hold (PUT is idempotent by id,
   so a job already there is left alone); jobs recorded while the queue was
@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
-import threading
 import time
 from typing import Any
 
 from remora import models
 from remora.errors import QueueError, QueueUnavailable, RemoraError
-from remora.lease import Lease
 from remora.models import Job, JobStatus, Server
 from remora.services.context import Context
+from remora.upkeep.periodic import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +39,11 @@ LOCK_NAME = "reconciler"
 QUEUE_ERRORS = (QueueError, QueueUnavailable, OSError)
 
 
-class Reconciler:
-    """A background thread; ``run_once()`` does one pass (tests call it directly)."""
+class Reconciler(PeriodicTask):
+    """A background thread (remora.upkeep.periodic); ``run_once()`` does one pass (tests call it directly)."""
+
+    name = LOCK_NAME
+    counts = ("requeued", "lost", "cancels")
 
     def __init__(
         self,
@@ -55,13 +55,10 @@ class Reconciler:
         sweep_every: float = 60.0,
         holder: str | None = None,
     ) -> None:
+        super().__init__(interval=interval, min_ttl=5.0, holder=holder)
         self.ctx = ctx
-        self.interval = interval
         self.batch = batch
         self.settle = settle  # a job younger than this was just put by the API: leave it
-        self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._queue_down = False
         self._cursor: tuple[dt.datetime, str] | None = None
         self.sweep_every = sweep_every
@@ -71,49 +68,19 @@ class Reconciler:
         self._queue_started: float | None = None
         self._queue_uptime = 0.0
         self._sweep_again_at: float | None = None
-        self.passes = 0
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.release()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("reconciler pass failed; trying again in %.1fs", self.interval)
-            finally:
-                database = models.get_database()
-                if database is not None and models.is_postgres(database) and not database.is_closed():
-                    database.close()
-
-    # -- lease -------------------------------------------------------------
-    def acquire(self) -> bool:
-        """Take or renew the lease; True when this instance holds it."""
-        return Lease(LOCK_NAME, self.holder, max(3 * self.interval, 5.0)).acquire()
-
-    def release(self) -> None:
-        Lease(LOCK_NAME, self.holder, 0).release()
+    def ready(self) -> bool:
+        return self.ctx.queue is not None
 
     # -- one pass ------------------------------------------------------------
-    def run_once(self) -> dict[str, int]:
-        """One reconciliation pass (when holding the lease); counts of what was done."""
-        done = {"requeued": 0, "lost": 0, "cancels": 0}
-        if self.ctx.queue is None or not self.acquire():
-            return done
-        self.passes += 1
+    def run_pass(self) -> dict[str, int]:
+        """One reconciliation pass (the lock is held); counts of what was done."""
+        done = dict.fromkeys(self.counts, 0)
         try:
             self._check_queue_restart()
             if self._sweeping:
                 done["requeued"] = self._requeue()
-                if not self.acquire():  # the sweep outlived the lease: another instance has taken over
+                if not self.acquire():  # the sweep outlived the lock: another instance has taken over
                     return done
             done["cancels"] = self._resend_cancels()
             done["lost"] = self._lost_workers()

@@ -5,8 +5,8 @@ import stat
 import pytest
 
 from remora import config
+from remora.crypto import SecretBox
 from remora.errors import SecretError
-from remora.secrets import SecretBox
 
 
 def settings_for(tmp_path, **env):

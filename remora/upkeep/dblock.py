@@ -1,6 +1,10 @@
-"""A named lease in the database (a ``Lock`` row): one holder at a time across processes and hosts.
+"""A named lock in the database (a ``Lock`` row): one holder at a time across processes and hosts.
 
-``acquire()`` takes the lease when it is free or expired, or renews it for
+The API's background loops (remora.upkeep) each take one, so among several API
+instances one runs a loop's pass at a time.  (The queue's word "lease" names
+something else: a worker's hold on a reserved job.)
+
+``acquire()`` takes the lock when it is free or expired, or renews it for
 its holder, with one conditional UPDATE (INSERT when the row does not exist
 yet; a concurrent INSERT loses on the primary key).  On PostgreSQL a second
 UPDATE waits for the first to commit and then re-checks the condition, so two
@@ -16,14 +20,14 @@ from remora import models
 from remora.models import Lock
 
 
-class Lease:
+class DbLock:
     def __init__(self, name: str, holder: str, ttl: float) -> None:
         self.name = name
         self.holder = holder
         self.ttl = ttl
 
     def acquire(self) -> bool:
-        """Take or renew the lease for ``ttl`` seconds; True when this holder has it."""
+        """Take or renew the lock for ``ttl`` seconds; True when this holder has it."""
         now = models.utcnow()
         expires = now + dt.timedelta(seconds=self.ttl)
         try:
@@ -43,11 +47,11 @@ class Lease:
         return False
 
     def release(self) -> None:
-        """Give the lease up at once (another instance may take it on its next try)."""
+        """Give the lock up at once (another instance may take it on its next try)."""
         try:
             Lock.delete().where(Lock.name == self.name, Lock.holder == self.holder).execute()
         except models.DatabaseError:
             pass
 
 
-__all__ = ["Lease"]
+__all__ = ["DbLock"]

@@ -2,7 +2,7 @@
 
 ``compress_job_output`` rewrites a finished job's chunks as zlib-compressed
 runs (consecutive chunks of one stream, up to ``RUN_BYTES`` each), keeping
-the write order and every byte offset, so readers (remora.joblog) serve the
+the write order and every byte offset, so readers (remora.output) serve the
 same bytes transparently.  ``prune_jobs`` deletes finished jobs older than a
 cut-off with their output.  Both work in small batches so they never hold
 the database for long; the API's maintenance loop calls them.
@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import zlib
 
-from remora import joblog, models
+from remora import models, output
 from remora.models import FINISHED_STATUSES, Job, OutputChunk
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def compress_job_output(job_id: str) -> bool:
     chunks = list(OutputChunk.select().where(OutputChunk.job == job_id).order_by(OutputChunk.seq))
     runs: list[dict] = []
     for chunk in chunks:
-        data = joblog._decode(chunk)
+        data = output._decode(chunk)
         last = runs[-1] if runs else None
         if last and last["stream"] == chunk.stream and len(last["raw"]) + len(data) <= RUN_BYTES:
             last["raw"] += data
@@ -53,7 +53,7 @@ def compress_job_output(job_id: str) -> bool:
                 "offset": run["offset"],
                 "length": len(run["raw"]),
                 "data": packed,
-                "encoding": joblog.ENCODING_ZLIB,
+                "encoding": output.ENCODING_ZLIB,
                 "created_at": models.utcnow(),
             }
         )

@@ -1,9 +1,9 @@
 """The API's maintenance loop: compress finished jobs' output, prune old jobs (``api.retention``).
 
-Every ``interval`` seconds the holder of the ``maintenance`` lease (one API
+Every ``interval`` seconds the holder of the ``maintenance`` database lock (one API
 instance at a time, like the reconciler) compresses the output of jobs that
 finished at least ``compress_min_age`` seconds ago (zlib, transparently to
-readers: see remora.retention) when ``output.compress`` is on, and every
+readers: see remora.upkeep.retention) when ``output.compress`` is on, and every
 ``prune_every`` seconds deletes finished jobs older than ``api.retention``
 when it is > 0.  A failing pass is logged and retried on the next tick.
 """
@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
-import threading
 import time
 
-from remora import models, retention
 from remora.config import Settings
-from remora.lease import Lease
+from remora.upkeep import retention
+from remora.upkeep.periodic import PeriodicTask
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "maintenance"
 
 
-class Maintenance:
-    """A background thread; ``run_once()`` does one pass (tests call it directly)."""
+class Maintenance(PeriodicTask):
+    """A background thread (remora.upkeep.periodic); ``run_once()`` does one pass (tests call it directly)."""
+
+    name = LOCK_NAME
+    counts = ("compressed", "pruned")
+    join_timeout = 30.0
 
     def __init__(
         self,
@@ -38,44 +39,18 @@ class Maintenance:
         prune_every: float = 60.0,
         holder: str | None = None,
     ) -> None:
+        super().__init__(interval=interval, min_ttl=10.0, holder=holder)
         self.settings = settings
-        self.interval = interval
         self.compress_min_age = compress_min_age
         self.prune_every = prune_every
-        self.lease = Lease(LOCK_NAME, holder or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}", max(3 * interval, 10.0))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._compress_mark: dt.datetime | None = None
         self._last_prune = 0.0
         self.compressed = 0
         self.pruned = 0
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="maintenance", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        self.lease.release()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("maintenance pass failed; trying again in %.1fs", self.interval)
-            finally:
-                database = models.get_database()
-                if database is not None and models.is_postgres(database) and not database.is_closed():
-                    database.close()
-
-    def run_once(self) -> dict[str, int]:
-        """Compress and prune once (when holding the lease); counts of what was done."""
-        done = {"compressed": 0, "pruned": 0}
-        if not self.lease.acquire():
-            return done
+    def run_pass(self) -> dict[str, int]:
+        """Compress and prune once (the lock is held); counts of what was done."""
+        done = dict.fromkeys(self.counts, 0)
         if self.settings.output.compress:
             done["compressed"] = self._compress()
         retain = self.settings.api.retention
@@ -94,7 +69,7 @@ class Maintenance:
         for _ in range(5):
             count, self._compress_mark, more = retention.compress_since(self._compress_mark, min_age=self.compress_min_age)
             total += count
-            if not more or self._stop.is_set():
+            if not more or self.stopping:
                 break
         return total
 

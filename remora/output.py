@@ -95,10 +95,6 @@ class JobOutput:
     def truncated(self) -> bool:
         return self._truncated
 
-    @property
-    def bytes_written(self) -> int:
-        return self._accepted
-
     def write(self, stream: Stream, data: bytes) -> None:
         """Accept output of ``stream``; flush when enough lines are pending."""
         if not data:
