@@ -136,7 +136,16 @@ class APISettings:
     cors_allowed_origins: list[str] = _key([], "list", "Origins allowed by CORS (empty: none).")
     max_body_size: int = _key(1024 * 1024, "size", "Largest request body accepted (413 beyond).")
     max_timeout: int = _key(86400, "int", "Largest job timeout a request may ask for, in seconds.")
-    threads: int = _key(8, "int", "Request threads of the WSGI server.")
+    threads: int = _key(16, "int", "Request threads of the WSGI server.")
+    send_timeout: float = _key(
+        30.0, "duration", "A client that accepts no response bytes for this long is disconnected (its request thread is freed)."
+    )
+    max_connections_per_client: int = _key(
+        64, "int", "Open connections one client address may hold; beyond it a new connection is answered 503 and closed."
+    )
+    auth_failures_per_second: float = _key(
+        20.0, "float", "Failed authentications allowed per client address per second (burst: twice that); beyond it 429."
+    )
     retention: float = _key(0.0, "duration", "Finished jobs older than this are pruned automatically (0: keep all).")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from remora import models
 from remora.api import static
 from remora.api.http import Request, Response, dumps, error_body, json_response
+from remora.api.limits import FailureLimiter, StreamSlots, TooManyRequests
 from remora.api.metrics import Metrics
 from remora.api.router import MethodNotAllowed, Route, Router
 from remora.api.schema import validate
@@ -48,6 +49,7 @@ REASONS = {
     413: "Payload Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Entity",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -74,6 +76,11 @@ class App:
         self.static = static.StaticFiles(static_dir)
         self.cors_origins = set(settings.api.cors_allowed_origins)
         self.started_at = time.time()
+        threads = max(1, settings.api.threads)
+        # Downloads of raw output hold a request thread while the client reads: half the threads at most,
+        # a quarter per client address, so /health and the rest of the API always have threads left.
+        self.streams = StreamSlots(threads // 2, threads // 4)
+        self.auth_limiter = FailureLimiter(settings.api.auth_failures_per_second)
 
     @property
     def routes(self) -> list[Route]:
@@ -94,6 +101,8 @@ class App:
             response = self._respond(req)
         finally:
             set_request_id(None)
+        if req.method == "HEAD" or response.status == 304:
+            response.run_on_close()
         response.headers.append(("X-Request-Id", request_id))
         self._add_cors(req, response)
         elapsed = time.perf_counter() - started
@@ -107,7 +116,7 @@ class App:
         start_response(f"{response.status} {REASONS.get(response.status, 'Unknown')}", headers)
         if req.method == "HEAD" or response.status == 304:
             return [b""]
-        return _ClosingIterator(response.iter_body(), request_id)
+        return _ClosingIterator(response.iter_body(), request_id, response.run_on_close)
 
     def _respond(self, req: Request) -> Response:
         try:
@@ -123,7 +132,7 @@ class App:
 
     def _error(self, exc: RemoraError) -> Response:
         response = Response(status=exc.status, body=dumps(error_body(exc)))
-        if exc.status == 503:
+        if exc.status in (429, 503):
             response.header("Retry-After", str(getattr(exc, "retry_after", None) or exc.details.get("retry_after", 5)))
         if isinstance(exc, MethodNotAllowed):
             response.header("Allow", ", ".join(exc.allowed))
@@ -148,7 +157,7 @@ class App:
         req.route_name = route.name
         req.path_params = params
         if route.role is not None:
-            req.identity = self.authenticator.authenticate(req.header("Authorization"))
+            req.identity = self._authenticate(req)
             self.authenticator.authorize(req.identity, route.role)
         if route.max_body is not None:
             req.max_body = route.max_body
@@ -163,6 +172,18 @@ class App:
             target_type, target_id = req.audit_target or (route.tag, next(iter(params.values()), ""))
             audit.record(actor, route.name, target_type, target_id, req.audit_details, req.request_id)
         return response
+
+    def _authenticate(self, req: Request) -> Any:
+        """The request's identity; failures count per client address, and beyond the limit are 429."""
+        try:
+            return self.authenticator.authenticate(req.header("Authorization"))
+        except Unauthorized:
+            wait = self.auth_limiter.retry_after(req.client)
+            self.auth_limiter.failed(req.client)
+            self.metrics.auth_failed(limited=wait is not None)
+            if wait is not None:
+                raise TooManyRequests(f"too many failed authentications from this address: retry after {wait}s", retry_after=wait) from None
+            raise
 
     # -- CORS --------------------------------------------------------------
     def origin_allowed(self, origin: str | None) -> bool:
@@ -198,9 +219,10 @@ class App:
 class _ClosingIterator:
     """Yields a body; returns a pooled PostgreSQL connection to its pool when done."""
 
-    def __init__(self, body: Iterator[bytes], request_id: str) -> None:
+    def __init__(self, body: Iterator[bytes], request_id: str, on_close: Callable[[], None] | None = None) -> None:
         self._body = body
         self._request_id = request_id
+        self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -211,6 +233,8 @@ class _ClosingIterator:
             set_request_id(None)
 
     def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
         database = models.get_database()
         if database is not None and models.is_postgres(database) and not database.is_closed():
             database.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -43,6 +43,7 @@ class Request:
         except (UnicodeDecodeError, UnicodeEncodeError):
             self.path = raw_path
         self.query_string = str(environ.get("QUERY_STRING", ""))
+        self.client = str(environ.get("REMOTE_ADDR") or "-")
         self.max_body = max_body
         self.path_params: dict[str, str] = {}
         self.identity: Identity | None = None
@@ -118,6 +119,13 @@ class Response:
     body: bytes | Iterable[bytes] = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = JSON_TYPE
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+
+    def run_on_close(self) -> None:
+        """Run (once) what must happen when the body is sent or abandoned, e.g. freeing a download slot."""
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            callback()
 
     def header(self, name: str, value: str) -> Response:
         self.headers.append((name, value))

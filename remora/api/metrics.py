@@ -34,6 +34,13 @@ class Metrics:
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str, int], int] = defaultdict(int)
         self._latency: dict[str, list[float]] = {}
+        self.auth_failures = 0
+        self.auth_limited = 0
+
+    def auth_failed(self, limited: bool) -> None:
+        with self._lock:
+            self.auth_failures += 1
+            self.auth_limited += int(limited)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -66,6 +73,14 @@ class Metrics:
             lines.append(f"remora_http_request_duration_seconds_bucket{_labels(route=route, le='+Inf')} {int(values[-2])}")
             lines.append(f"remora_http_request_duration_seconds_count{_labels(route=route)} {int(values[-2])}")
             lines.append(f"remora_http_request_duration_seconds_sum{_labels(route=route)} {values[-1]:.6f}")
+        lines += [
+            "# HELP remora_api_auth_failures_total Requests refused for a missing, malformed, unknown or expired token.",
+            "# TYPE remora_api_auth_failures_total counter",
+            f"remora_api_auth_failures_total {self.auth_failures}",
+            "# HELP remora_api_auth_limited_total Failed authentications answered 429 (api.auth_failures_per_second).",
+            "# TYPE remora_api_auth_limited_total counter",
+            f"remora_api_auth_limited_total {self.auth_limited}",
+        ]
         lines += self._jobs()
         lines += self._queue(queue_stats)
         lines += _workers(workers)
