@@ -222,7 +222,8 @@ class Settings:
 
 def mask(dotted: str, value: Any) -> Any:
     if dotted == "database.url" and isinstance(value, str):
-        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1********@", value)
+        value = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1********@", value)
+        return re.sub(r"([?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)[^&#]*", r"\1********", value, flags=re.IGNORECASE)
     if dotted in SECRET_KEYS and value:
         return "********"
     return value

@@ -57,6 +57,16 @@ CORS_HEADERS = "Authorization, Content-Type, If-None-Match, X-Request-Id"
 EXPOSED_HEADERS = "ETag, X-Request-Id, Retry-After"
 
 
+def printable(text: str) -> str:
+    """``text`` for a log line: control characters, line and paragraph separators and backslashes escaped.
+
+    A request path can then never start a second, forged line in the log.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(ch if ch.isprintable() and ch != "\\" else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 class InternalError(RemoraError):
     code = "INTERNAL_ERROR"
     status = 500
@@ -109,7 +119,9 @@ class App:
         self.metrics.observe(req.route_name or "unmatched", req.method, response.status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             who = req.identity.name if req.identity else "-"
-            access_log.info("%s %s %d %.1fms %s [req %s]", req.method, req.path[:200], response.status, elapsed * 1000, who, request_id)
+            access_log.info(
+                "%s %s %d %.1fms %s [req %s]", req.method, printable(req.path[:200]), response.status, elapsed * 1000, who, request_id
+            )
         headers = [("Content-Type", response.content_type), *response.headers]
         if isinstance(response.body, bytes):
             headers.append(("Content-Length", str(len(response.body))))
@@ -127,7 +139,7 @@ class App:
             log.error("database error: %s", exc)
             return self._error(Unavailable("the database is unavailable", retry_after=5))
         except Exception:
-            log.exception("unhandled error in %s %s", req.method, req.path[:200])
+            log.exception("unhandled error in %s %s", req.method, printable(req.path[:200]))
             return self._error(InternalError("internal error: see the server log with this request id"))
 
     def _error(self, exc: RemoraError) -> Response:

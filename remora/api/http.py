@@ -108,9 +108,23 @@ class Request:
         if ctype and ctype != JSON_TYPE and not ctype.endswith("+json"):
             raise UnsupportedMediaType(f"Content-Type {ctype} is not supported: send application/json")
         try:
-            return json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_parse_float)
+            value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_parse_float)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ValidationError(f"malformed JSON body: {exc}", details={"body": "malformed JSON"}) from None
+        if b"\\u" in data:  # only an escape can make a lone surrogate
+            _reject_lone_surrogates(value)
+        return value
+
+
+def _reject_lone_surrogates(value: Any) -> None:
+    """A ``\\ud800``-style escape without its pair decodes to text that is not Unicode: refuse it (400)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "malformed JSON body: a lone surrogate escape (\\ud800-\\udfff without its pair) is not text",
+            details={"body": "malformed JSON: lone surrogate"},
+        ) from None
 
 
 @dataclass
