@@ -144,7 +144,7 @@ class APISettings:
         64, "int", "Open connections one client address may hold; beyond it a new connection is answered 503 and closed."
     )
     auth_failures_per_second: float = _key(
-        20.0, "float", "Failed authentications allowed per client address per second (burst: twice that); beyond it 429."
+        20.0, "float", "Refused tokens allowed per client address per second (burst: twice that); beyond it 429. 0: no limit."
     )
     retention: float = _key(0.0, "duration", "Finished jobs older than this are pruned automatically (0: keep all).")
 

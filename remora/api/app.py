@@ -53,6 +53,18 @@ REASONS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+# Sent on every response (dashboard pages, scripts, JSON, errors): no inline script or style, no framing,
+# no referrer, no content sniffing.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+)
 CORS_HEADERS = "Authorization, Content-Type, If-None-Match, X-Request-Id"
 EXPOSED_HEADERS = "ETag, X-Request-Id, Retry-After"
 
@@ -122,7 +134,9 @@ class App:
             access_log.info(
                 "%s %s %d %.1fms %s [req %s]", req.method, printable(req.path[:200]), response.status, elapsed * 1000, who, request_id
             )
+        present = {name.lower() for name, _ in response.headers}
         headers = [("Content-Type", response.content_type), *response.headers]
+        headers += [(name, value) for name, value in SECURITY_HEADERS if name.lower() not in present]
         if isinstance(response.body, bytes):
             headers.append(("Content-Length", str(len(response.body))))
         start_response(f"{response.status} {REASONS.get(response.status, 'Unknown')}", headers)
@@ -186,10 +200,13 @@ class App:
         return response
 
     def _authenticate(self, req: Request) -> Any:
-        """The request's identity; failures count per client address, and beyond the limit are 429."""
+        """The request's identity; refused credentials count per client address, and beyond the limit are 429."""
+        header = req.header("Authorization")
         try:
-            return self.authenticator.authenticate(req.header("Authorization"))
+            return self.authenticator.authenticate(header)
         except Unauthorized:
+            if not header:  # no credentials at all is not an attempt: a plain 401
+                raise
             wait = self.auth_limiter.retry_after(req.client)
             self.auth_limiter.failed(req.client)
             self.metrics.auth_failed(limited=wait is not None)

@@ -74,7 +74,7 @@ class Metrics:
             lines.append(f"remora_http_request_duration_seconds_count{_labels(route=route)} {int(values[-2])}")
             lines.append(f"remora_http_request_duration_seconds_sum{_labels(route=route)} {values[-1]:.6f}")
         lines += [
-            "# HELP remora_api_auth_failures_total Requests refused for a missing, malformed, unknown or expired token.",
+            "# HELP remora_api_auth_failures_total Requests whose credentials were refused (malformed header, unknown, revoked or expired token).",
             "# TYPE remora_api_auth_failures_total counter",
             f"remora_api_auth_failures_total {self.auth_failures}",
             "# HELP remora_api_auth_limited_total Failed authentications answered 429 (api.auth_failures_per_second).",

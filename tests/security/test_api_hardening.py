@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from remora import models
 from remora.logs import TextFormatter
 from tests.integration.api_support import assert_envelope, running_api
@@ -53,6 +55,8 @@ import os, sys
 os.umask(0)
 sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
+import pytest
+
 from remora import models
 data = Path({str(data_dir)!r})
 models.init_db("sqlite:///" + str(data / "remora.db"), data_dir=data)
@@ -135,16 +139,17 @@ def test_failed_authentications_are_rate_limited_per_address(tmp_path):
             if reply.status == 429:
                 retry_after = reply.headers.get("retry-after")
                 assert_envelope(reply, 429, "TOO_MANY_REQUESTS")
-        assert statuses[0] == 401 and 429 in statuses, statuses
-        assert statuses.count(401) <= 21, statuses  # burst of twice the rate, plus what refilled meanwhile
+        # The burst (twice the rate) is answered 401; then 429 (a slow machine may refill a few tokens).
+        assert statuses[:20] == [401] * 20 and 429 in statuses, statuses
         assert retry_after is not None and int(retry_after) >= 1
-        # No token at all is a failure too.
-        assert api.get("/api/v1/jobs", token=None).status == 429
+        # Malformed credentials count too; no credentials at all is not an attempt (a plain 401).
+        assert api.get("/api/v1/jobs", token=None, headers={"Authorization": "Basic YTpi"}).status == 429
+        assert api.get("/api/v1/jobs", token=None).status == 401
         # A good token from the same address is never limited.
         for role in ("viewer", "admin"):
             assert api.get("/api/v1/jobs", token=role).status == 200
         metrics = api.get("/metrics", token="admin").body.decode()
-        assert _metric(metrics, "remora_api_auth_failures_total") >= 31
+        assert _metric(metrics, "remora_api_auth_failures_total") >= 31  # 30 wrong tokens and one Basic header
         assert _metric(metrics, "remora_api_auth_limited_total") >= 1
 
 
@@ -170,8 +175,10 @@ def test_config_show_masks_passwords_in_url_queries(tmp_path):
                 assert shown.split("://")[0] == url.split("://")[0] and "h/db" in shown, shown
 
 
-def test_search_treats_percent_and_underscore_literally(tmp_path):
-    with running_api(tmp_path) as api:
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_search_treats_percent_and_underscore_literally(tmp_path, request, backend):
+    url = request.getfixturevalue("postgres").new_database("remora_search_literal") if backend == "postgres" else None
+    with running_api(tmp_path, url) as api:
         server = api.local_server_id()
         now = models.utcnow()
         commands = ["printf 100%", "echo a_b", "echo plain", "echo axb", "echo 50"]
