@@ -141,7 +141,7 @@ class APISettings:
         30.0, "duration", "A client that accepts no response bytes for this long is disconnected (its request thread is freed)."
     )
     max_connections_per_client: int = _key(
-        64, "int", "Open connections one client address may hold; beyond it a new connection is answered 503 and closed."
+        256, "int", "Open connections one client address may hold; beyond it a new connection is answered 503 and closed. 0: no cap."
     )
     auth_failures_per_second: float = _key(
         20.0, "float", "Refused tokens allowed per client address per second (burst: twice that); beyond it 429. 0: no limit."

@@ -39,9 +39,9 @@ def _channel_class(send_timeout: float, per_client: int) -> type:
     class Channel(HTTPChannel):  # type: ignore[misc]
         def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
             host = addr[0] if isinstance(addr, tuple) else str(addr)
-            same = sum(1 for c in list(server.active_channels.values()) if _host(getattr(c, "addr", None)) == host)
+            same = sum(1 for c in list(server.active_channels.values()) if _host(getattr(c, "addr", None)) == host) if per_client else 0
             super().__init__(server, sock, addr, adj, map)
-            self.over_cap = same >= per_client
+            self.over_cap = 0 < per_client <= same
 
         def received(self, data: bytes) -> bool:
             if not self.over_cap:
@@ -143,7 +143,7 @@ class APIServer:
             expose_tracebacks=False,
             clear_untrusted_proxy_headers=True,
         )
-        self._server.channel_class = _channel_class(send_timeout, max(1, api.max_connections_per_client))
+        self._server.channel_class = _channel_class(send_timeout, max(0, api.max_connections_per_client))
         self._thread = threading.Thread(target=self._serve, name="api-server", daemon=True)
         self._thread.start()
         self.reconciler.start()
