@@ -415,6 +415,10 @@ def routes(settings: Settings) -> list[Route]:
             errors=(400, 404),
             **common,
         ),
-        Route("GET", one + "/stdout", job_stdout, "viewer", "Raw stdout (byte-exact)", content_type="text/plain", errors=(404,), **common),
-        Route("GET", one + "/stderr", job_stderr, "viewer", "Raw stderr (byte-exact)", content_type="text/plain", errors=(404,), **common),
+        Route(
+            "GET", one + "/stdout", job_stdout, "viewer", "Raw stdout (byte-exact)", content_type="text/plain", errors=(404, 503), **common
+        ),
+        Route(
+            "GET", one + "/stderr", job_stderr, "viewer", "Raw stderr (byte-exact)", content_type="text/plain", errors=(404, 503), **common
+        ),
     ]
