@@ -136,7 +136,16 @@ class APISettings:
     cors_allowed_origins: list[str] = _key([], "list", "Origins allowed by CORS (empty: none).")
     max_body_size: int = _key(1024 * 1024, "size", "Largest request body accepted (413 beyond).")
     max_timeout: int = _key(86400, "int", "Largest job timeout a request may ask for, in seconds.")
-    threads: int = _key(8, "int", "Request threads of the WSGI server.")
+    threads: int = _key(16, "int", "Request threads of the WSGI server.")
+    send_timeout: float = _key(
+        30.0, "duration", "A client that accepts no response bytes for this long is disconnected (its request thread is freed)."
+    )
+    max_connections_per_client: int = _key(
+        256, "int", "Open connections one client address may hold; beyond it a new connection is answered 503 and closed. 0: no cap."
+    )
+    auth_failures_per_second: float = _key(
+        20.0, "float", "Refused tokens allowed per client address per second (burst: twice that); beyond it 429. 0: no limit."
+    )
     retention: float = _key(0.0, "duration", "Finished jobs older than this are pruned automatically (0: keep all).")
 
 
@@ -213,7 +222,8 @@ class Settings:
 
 def mask(dotted: str, value: Any) -> Any:
     if dotted == "database.url" and isinstance(value, str):
-        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1********@", value)
+        value = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1********@", value)
+        return re.sub(r"([?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)[^&#]*", r"\1********", value, flags=re.IGNORECASE)
     if dotted in SECRET_KEYS and value:
         return "********"
     return value

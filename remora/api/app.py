@@ -19,6 +19,7 @@ from typing import Any
 from remora import models
 from remora.api import staticfiles
 from remora.api.http import Request, Response, dumps, error_body, json_response
+from remora.api.limits import FailureLimiter, StreamSlots, TooManyRequests
 from remora.api.metrics import Metrics
 from remora.api.router import MethodNotAllowed, Route, Router
 from remora.api.schema import validate
@@ -48,11 +49,34 @@ REASONS = {
     413: "Payload Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Entity",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+# Sent on every response (dashboard pages, scripts, JSON, errors): no inline script or style, no framing,
+# no referrer, no content sniffing.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Content-Type-Options", "nosniff"),
+)
 CORS_HEADERS = "Authorization, Content-Type, If-None-Match, X-Request-Id"
 EXPOSED_HEADERS = "ETag, X-Request-Id, Retry-After"
+
+
+def printable(text: str) -> str:
+    """``text`` for a log line: control characters, line and paragraph separators and backslashes escaped.
+
+    A request path can then never start a second, forged line in the log.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(ch if ch.isprintable() and ch != "\\" else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 class InternalError(RemoraError):
@@ -74,6 +98,11 @@ class App:
         self.static = staticfiles.StaticFiles(static_dir)
         self.cors_origins = set(settings.api.cors_allowed_origins)
         self.started_at = time.time()
+        threads = max(1, settings.api.threads)
+        # Downloads of raw output hold a request thread while the client reads: half the threads at most,
+        # a quarter per client address, so /health and the rest of the API always have threads left.
+        self.streams = StreamSlots(threads // 2, threads // 4)
+        self.auth_limiter = FailureLimiter(settings.api.auth_failures_per_second)
 
     @property
     def routes(self) -> list[Route]:
@@ -94,20 +123,26 @@ class App:
             response = self._respond(req)
         finally:
             set_request_id(None)
+        if req.method == "HEAD" or response.status == 304:
+            response.run_on_close()
         response.headers.append(("X-Request-Id", request_id))
         self._add_cors(req, response)
         elapsed = time.perf_counter() - started
         self.metrics.observe(req.route_name or "unmatched", req.method, response.status, elapsed)
         if access_log.isEnabledFor(logging.INFO):
             who = req.identity.name if req.identity else "-"
-            access_log.info("%s %s %d %.1fms %s [req %s]", req.method, req.path[:200], response.status, elapsed * 1000, who, request_id)
+            access_log.info(
+                "%s %s %d %.1fms %s [req %s]", req.method, printable(req.path[:200]), response.status, elapsed * 1000, who, request_id
+            )
+        present = {name.lower() for name, _ in response.headers}
         headers = [("Content-Type", response.content_type), *response.headers]
+        headers += [(name, value) for name, value in SECURITY_HEADERS if name.lower() not in present]
         if isinstance(response.body, bytes):
             headers.append(("Content-Length", str(len(response.body))))
         start_response(f"{response.status} {REASONS.get(response.status, 'Unknown')}", headers)
         if req.method == "HEAD" or response.status == 304:
             return [b""]
-        return _ClosingIterator(response.iter_body(), request_id)
+        return _ClosingIterator(response.iter_body(), request_id, response.run_on_close)
 
     def _respond(self, req: Request) -> Response:
         try:
@@ -118,12 +153,12 @@ class App:
             log.error("database error: %s", exc)
             return self._error(Unavailable("the database is unavailable", retry_after=5))
         except Exception:
-            log.exception("unhandled error in %s %s", req.method, req.path[:200])
+            log.exception("unhandled error in %s %s", req.method, printable(req.path[:200]))
             return self._error(InternalError("internal error: see the server log with this request id"))
 
     def _error(self, exc: RemoraError) -> Response:
         response = Response(status=exc.status, body=dumps(error_body(exc)))
-        if exc.status == 503:
+        if exc.status in (429, 503):
             response.header("Retry-After", str(getattr(exc, "retry_after", None) or exc.details.get("retry_after", 5)))
         if isinstance(exc, MethodNotAllowed):
             response.header("Allow", ", ".join(exc.allowed))
@@ -148,7 +183,7 @@ class App:
         req.route_name = route.name
         req.path_params = params
         if route.role is not None:
-            req.identity = self.authenticator.authenticate(req.header("Authorization"))
+            req.identity = self._authenticate(req)
             self.authenticator.authorize(req.identity, route.role)
         if route.max_body is not None:
             req.max_body = route.max_body
@@ -163,6 +198,21 @@ class App:
             target_type, target_id = req.audit_target or (route.tag, next(iter(params.values()), ""))
             audit.record(actor, route.name, target_type, target_id, req.audit_details, req.request_id)
         return response
+
+    def _authenticate(self, req: Request) -> Any:
+        """The request's identity; refused credentials count per client address, and beyond the limit are 429."""
+        header = req.header("Authorization")
+        try:
+            return self.authenticator.authenticate(header)
+        except Unauthorized:
+            if not header:  # no credentials at all is not an attempt: a plain 401
+                raise
+            wait = self.auth_limiter.retry_after(req.client)
+            self.auth_limiter.failed(req.client)
+            self.metrics.auth_failed(limited=wait is not None)
+            if wait is not None:
+                raise TooManyRequests(f"too many failed authentications from this address: retry after {wait}s", retry_after=wait) from None
+            raise
 
     # -- CORS --------------------------------------------------------------
     def origin_allowed(self, origin: str | None) -> bool:
@@ -198,9 +248,10 @@ class App:
 class _ClosingIterator:
     """Yields a body; returns a pooled PostgreSQL connection to its pool when done."""
 
-    def __init__(self, body: Iterator[bytes], request_id: str) -> None:
+    def __init__(self, body: Iterator[bytes], request_id: str, on_close: Callable[[], None] | None = None) -> None:
         self._body = body
         self._request_id = request_id
+        self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -211,4 +262,6 @@ class _ClosingIterator:
             set_request_id(None)
 
     def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
         models.release_connection()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -43,6 +43,7 @@ class Request:
         except (UnicodeDecodeError, UnicodeEncodeError):
             self.path = raw_path
         self.query_string = str(environ.get("QUERY_STRING", ""))
+        self.client = str(environ.get("REMOTE_ADDR") or "-")
         self.max_body = max_body
         self.path_params: dict[str, str] = {}
         self.identity: Identity | None = None
@@ -107,9 +108,23 @@ class Request:
         if ctype and ctype != JSON_TYPE and not ctype.endswith("+json"):
             raise UnsupportedMediaType(f"Content-Type {ctype} is not supported: send application/json")
         try:
-            return json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_parse_float)
+            value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_parse_float)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ValidationError(f"malformed JSON body: {exc}", details={"body": "malformed JSON"}) from None
+        if b"\\u" in data:  # only an escape can make a lone surrogate
+            _reject_lone_surrogates(value)
+        return value
+
+
+def _reject_lone_surrogates(value: Any) -> None:
+    """A ``\\ud800``-style escape without its pair decodes to text that is not Unicode: refuse it (400)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "malformed JSON body: a lone surrogate escape (\\ud800-\\udfff without its pair) is not text",
+            details={"body": "malformed JSON: lone surrogate"},
+        ) from None
 
 
 @dataclass
@@ -118,6 +133,13 @@ class Response:
     body: bytes | Iterable[bytes] = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = JSON_TYPE
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+
+    def run_on_close(self) -> None:
+        """Run (once) what must happen when the body is sent or abandoned, e.g. freeing a download slot."""
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            callback()
 
     def header(self, name: str, value: str) -> Response:
         self.headers.append((name, value))

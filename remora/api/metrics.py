@@ -33,6 +33,13 @@ class _HttpCollector:
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, str, int], int] = defaultdict(int)
         self._latency: dict[str, list[float]] = {}  # per route: cumulative bucket counts, then count, then sum
+        self.auth_failures = 0
+        self.auth_limited = 0
+
+    def auth_failed(self, limited: bool) -> None:
+        with self._lock:
+            self.auth_failures += 1
+            self.auth_limited += int(limited)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -59,6 +66,14 @@ class _HttpCollector:
             buckets = [(str(bound), values[i]) for i, bound in enumerate(HTTP_BUCKETS)] + [("+Inf", values[-2])]
             duration.add_metric([route], buckets, values[-1])
         yield duration
+        yield CounterMetricFamily(
+            "remora_api_auth_failures",
+            "Requests whose credentials were refused (malformed header, unknown, revoked or expired token).",
+            value=self.auth_failures,
+        )
+        yield CounterMetricFamily(
+            "remora_api_auth_limited", "Failed authentications answered 429 (api.auth_failures_per_second).", value=self.auth_limited
+        )
 
 
 class _JobCollector:
@@ -132,6 +147,9 @@ class Metrics:
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self._http.observe(route, method, status, seconds)
+
+    def auth_failed(self, limited: bool) -> None:
+        self._http.auth_failed(limited)
 
     def render(self, queue_stats: dict[str, Any] | None, workers: list[dict[str, Any]] | None = None) -> str:
         """The exposition; ``queue_stats`` and ``workers`` are the queue's answers (None when it is down)."""

@@ -23,6 +23,7 @@ DESCRIPTIONS = {
     409: "Conflict with the current state",
     413: "Body or upload too large",
     415: "Unsupported Content-Type",
+    429: "Too many refused tokens or downloads from this address (see Retry-After)",
     503: "A dependency is unavailable (see Retry-After)",
 }
 PATH_SCHEMAS = {"uuid": {"type": "string", "format": "uuid"}, "str": {"type": "string", "minLength": 1}}
@@ -58,7 +59,7 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.params:
         codes.add(404)
     if route.role is not None:
-        codes |= {401, 403}
+        codes |= {401, 403, 429}
         op["security"] = [{"bearerAuth": []}]
     else:
         op["security"] = []

@@ -257,20 +257,26 @@ def job_logs(app: App, req: Request) -> dict[str, Any]:
     return queries.job_logs(job, _offset(req, "stdout_offset"), _offset(req, "stderr_offset"), max_bytes or queries.LOG_SLICE)
 
 
-def _raw(req: Request, stream: Stream) -> Response:
+RAW_PAGE = 4  # chunks read from the database at a time (at most 1 MiB) while a raw stream is sent
+
+
+def _raw(app: App, req: Request, stream: Stream) -> Response:
     job = services.get_job(req.path_params["id"])
     length = int(job.stdout_bytes if stream == Stream.STDOUT else job.stderr_bytes)
-    response = Response(status=200, body=output.iter_stream(job.id, stream, 0, length), content_type="text/plain; charset=utf-8")
+    app.streams.acquire(req.client)
+    body = output.iter_stream(job.id, stream, 0, length, page=RAW_PAGE)
+    response = Response(status=200, body=body, content_type="text/plain; charset=utf-8")
+    response.on_close.append(lambda: app.streams.release(req.client))
     response.header("Content-Length", str(length))
     return response.header("X-Job-Status", job.status).header("X-Content-Type-Options", "nosniff")
 
 
 def job_stdout(app: App, req: Request) -> Response:
-    return _raw(req, Stream.STDOUT)
+    return _raw(app, req, Stream.STDOUT)
 
 
 def job_stderr(app: App, req: Request) -> Response:
-    return _raw(req, Stream.STDERR)
+    return _raw(app, req, Stream.STDERR)
 
 
 LIST_PARAMS = [
@@ -409,6 +415,10 @@ def routes(settings: Settings) -> list[Route]:
             errors=(400, 404),
             **common,
         ),
-        Route("GET", one + "/stdout", job_stdout, "viewer", "Raw stdout (byte-exact)", content_type="text/plain", errors=(404,), **common),
-        Route("GET", one + "/stderr", job_stderr, "viewer", "Raw stderr (byte-exact)", content_type="text/plain", errors=(404,), **common),
+        Route(
+            "GET", one + "/stdout", job_stdout, "viewer", "Raw stdout (byte-exact)", content_type="text/plain", errors=(404, 503), **common
+        ),
+        Route(
+            "GET", one + "/stderr", job_stderr, "viewer", "Raw stderr (byte-exact)", content_type="text/plain", errors=(404, 503), **common
+        ),
     ]

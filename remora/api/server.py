@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,71 @@ from remora.upkeep.maintenance import Maintenance
 from remora.upkeep.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
+
+OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024  # unsent bytes per connection before a request thread waits for the client
+OUTBUF_IN_MEMORY = 256 * 1024  # unsent bytes kept in memory per connection; beyond, waitress spills to a temporary file
+OVER_CAP_BODY = b'{"error":"too many connections from this address (api.max_connections_per_client)","code":"UNAVAILABLE","details":{}}'
+
+
+def _channel_class(send_timeout: float, per_client: int) -> type:
+    """A waitress channel with a send timeout and a cap on connections per client address.
+
+    waitress makes a request thread wait, without a limit, while a connection
+    has more than ``outbuf_high_watermark`` unsent bytes; a client that never
+    reads would hold that thread for ever.  Here the wait ends after
+    ``send_timeout`` seconds without progress: the connection is closed and
+    the thread is free again.  A client address that already holds
+    ``per_client`` connections gets a 503 and the new connection is closed.
+    """
+    from waitress.channel import ClientDisconnected, HTTPChannel
+
+    class Channel(HTTPChannel):  # type: ignore[misc]
+        def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+            host = addr[0] if isinstance(addr, tuple) else str(addr)
+            same = sum(1 for c in list(server.active_channels.values()) if _host(getattr(c, "addr", None)) == host) if per_client else 0
+            super().__init__(server, sock, addr, adj, map)
+            self.over_cap = 0 < per_client <= same
+
+        def received(self, data: bytes) -> bool:
+            if not self.over_cap:
+                return bool(super().received(data))
+            if not self.close_when_flushed:  # answer the first request, read nothing more, then close
+                self.outbufs[-1].append(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 5\r\n"
+                    b"Connection: close\r\nContent-Length: " + str(len(OVER_CAP_BODY)).encode() + b"\r\n\r\n" + OVER_CAP_BODY
+                )
+                self.total_outbufs_len = len(self.outbufs[-1])
+                self.close_when_flushed = True
+            return True
+
+        def _flush_outbufs_below_high_watermark(self) -> None:
+            if self.total_outbufs_len <= self.adj.outbuf_high_watermark:
+                return
+            with self.outbuf_lock:
+                _, exception = self._flush_exception(self._flush_some, do_close=False)
+                if exception:
+                    self.server.pull_trigger()
+                    self.outbuf_lock.wait(send_timeout)
+                    return
+                pending = self.total_outbufs_len
+                deadline = time.monotonic() + send_timeout
+                while self.connected and self.total_outbufs_len > self.adj.outbuf_high_watermark:
+                    self.server.pull_trigger()
+                    self.outbuf_lock.wait(min(1.0, send_timeout))
+                    if self.total_outbufs_len < pending:
+                        pending = self.total_outbufs_len
+                        deadline = time.monotonic() + send_timeout
+                    elif time.monotonic() >= deadline:
+                        log.info("closing a connection from %s: no response bytes accepted for %.0fs", _host(self.addr), send_timeout)
+                        self.will_close = True
+                        self.server.pull_trigger()
+                        raise ClientDisconnected
+
+    return Channel
+
+
+def _host(addr: Any) -> str | None:
+    return str(addr[0]) if isinstance(addr, tuple) and addr else None
 
 
 def make_app(settings: Settings, *, queue: Any = None, auth: bool = True, static_dir: Path | None = None) -> App:
@@ -57,19 +123,25 @@ class APIServer:
         """Bind, serve in a background thread, start the reconciler; returns when listening."""
         from waitress.server import create_server
 
-        body_limit = max(self.settings.api.max_body_size, self.settings.security.max_upload_size + UPLOAD_OVERHEAD)
+        api = self.settings.api
+        body_limit = max(api.max_body_size, self.settings.security.max_upload_size + UPLOAD_OVERHEAD)
+        send_timeout = max(1.0, float(api.send_timeout))
         self._server = create_server(
             self.app,
             host=self.host,
             port=self.port,
-            threads=max(1, self.settings.api.threads),
+            threads=max(1, api.threads),
             ident="remora",
             max_request_body_size=2 * body_limit + 1024 * 1024,
-            channel_timeout=120,
+            channel_timeout=send_timeout,
+            cleanup_interval=max(1, int(send_timeout // 2)),
+            outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
+            outbuf_overflow=OUTBUF_IN_MEMORY,
             connection_limit=1000,
             expose_tracebacks=False,
             clear_untrusted_proxy_headers=True,
         )
+        self._server.channel_class = _channel_class(send_timeout, max(0, api.max_connections_per_client))
         self._thread = threading.Thread(target=self._serve, name="api-server", daemon=True)
         self._thread.start()
         self.reconciler.start()

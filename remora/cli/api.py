@@ -17,7 +17,12 @@ def _init_db() -> None:
     from remora import models
 
     settings = STATE.settings()
-    models.init_db(settings.database_url, busy_timeout=settings.database.busy_timeout, pool_size=settings.database.pool_size)
+    models.init_db(
+        settings.database_url,
+        busy_timeout=settings.database.busy_timeout,
+        pool_size=settings.database.pool_size,
+        data_dir=settings.data_dir,
+    )
 
 
 def is_loopback(host: str) -> bool:

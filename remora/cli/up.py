@@ -83,8 +83,7 @@ class Stack:
         from remora.worker import Worker
 
         data_dir = self.settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        models.init_db(self.settings.database_url, busy_timeout=self.settings.database.busy_timeout)
+        models.init_db(self.settings.database_url, busy_timeout=self.settings.database.busy_timeout, data_dir=data_dir)
         self.queue = QueueServer.from_settings(
             self.settings,
             host=self.host,

@@ -33,7 +33,12 @@ def worker(
         {"worker.concurrency": concurrency, "worker.queues": list(queue) if queue else None, "worker.id": worker_id, "queue.addr": addr}
     )
     STATE.setup_logging(settings)
-    models.init_db(settings.database_url, busy_timeout=settings.database.busy_timeout, pool_size=settings.database.pool_size)
+    models.init_db(
+        settings.database_url,
+        busy_timeout=settings.database.busy_timeout,
+        pool_size=settings.database.pool_size,
+        data_dir=settings.data_dir,
+    )
     runner = Worker(settings)
     signals_seen = []
 

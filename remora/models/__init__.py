@@ -19,7 +19,9 @@ import datetime as dt
 import enum
 import json
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -312,8 +314,8 @@ def make_database(url: str, *, busy_timeout: float = 10.0, pool_size: int = 20) 
         raise ConfigError(f"database.url: unsupported scheme in {url.split('://')[0]}:// (use sqlite:/// or postgres://)")
     path = _sqlite_path(url)
     if path != ":memory:":
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         path = str(Path(path).expanduser())
+        _private_sqlite_files(Path(path))
     return pw.SqliteDatabase(
         path,
         timeout=busy_timeout,
@@ -328,12 +330,48 @@ def make_database(url: str, *, busy_timeout: float = 10.0, pool_size: int = 20) 
     )
 
 
-def init_db(url: str, *, busy_timeout: float = 10.0, pool_size: int = 20, create: bool = True) -> pw.Database:
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if missing and make it 0700, whatever the umask or its mode before.
+
+    Only a directory this user owns is changed.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+
+
+def _private_sqlite_files(db: Path) -> None:
+    """The SQLite database and its -wal/-shm are 0600; a directory created for it is 0700.
+
+    SQLite gives -wal and -shm the mode of the database file, so creating the
+    file 0600 first covers them; files that exist already are tightened.
+    """
+    if not db.parent.exists():
+        private_dir(db.parent)
+    if not db.exists():
+        try:
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+    for candidate in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), db.with_name(db.name + "-journal")):
+        try:
+            info = candidate.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(candidate, stat.S_IMODE(info.st_mode) & 0o700)
+
+
+def init_db(url: str, *, busy_timeout: float = 10.0, pool_size: int = 20, create: bool = True, data_dir: Path | None = None) -> pw.Database:
     """Bind the models to ``url``; create the schema at the current version when new.
 
     An existing database older than ``SCHEMA_VERSION`` is upgraded in place
-    (migrations only add; they never drop data).
+    (migrations only add; they never drop data).  ``data_dir``: Remora's data
+    directory, made 0700 (``private_dir``) before the database is opened.
     """
+    if data_dir is not None:
+        private_dir(Path(data_dir))
     database = make_database(url, busy_timeout=busy_timeout, pool_size=pool_size)
     database_proxy.initialize(database)
     if create:

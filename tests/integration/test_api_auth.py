@@ -13,7 +13,9 @@ from tests.integration.api_support import ROLES, assert_envelope, running_api
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    with running_api(tmp_path_factory.mktemp("auth")) as api:
+    # Hundreds of deliberate failures from one address: the per-address limit (tested in
+    # tests/security/test_api_hardening.py) is off here so every answer is the plain 401.
+    with running_api(tmp_path_factory.mktemp("auth"), **{"api.auth_failures_per_second": 0}) as api:
         yield api
 
 

@@ -60,8 +60,15 @@ function takeTokenFromUrl() {
   const params = new URLSearchParams(hash.includes('token=') && !hash.startsWith('/') ? hash : hash.split('?')[1] || '');
   const token = params.get('token');
   if (!token) return false;
-  setToken(token);
   history.replaceState(null, '', `${location.pathname}${location.search}#/jobs`);
+  if (session.token && session.token !== token) {
+    // A link must not silently swap the signed-in token (someone else's link would sign you in as them).
+    const replace = window.confirm(
+      'This link signs in with a different API token than the one this browser has stored.\n\nReplace the stored token with the one from the link?',
+    );
+    if (!replace) return false;
+  }
+  setToken(token);
   return true;
 }
 
