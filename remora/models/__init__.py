@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 database_proxy = pw.DatabaseProxy()
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class JobStatus(str, enum.Enum):
@@ -155,7 +155,8 @@ class Job(BaseModel):
     args = pw.TextField(default="")
     script = pw.TextField(null=True)
     shell = pw.CharField(max_length=255, null=True)
-    env = JSONField(default=dict)
+    env = JSONField(default=dict)  # values of secret-looking names are "***" here ...
+    secret_env = pw.BlobField(null=True)  # ... and here, encrypted: JSON {name: value} (see remora.secrets)
     workdir = pw.TextField(null=True)
     pty = pw.BooleanField(default=False)
     server = pw.ForeignKeyField(Server, backref="jobs", on_delete="CASCADE")
@@ -261,8 +262,14 @@ class Lock(BaseModel):
 
 MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, OutputChunk, ApiToken, AuditEvent, Lock]
 
+
+
+def _add_job_secret_env(migrator: Any, database: pw.Database) -> None:
+    run_migration(migrator, ("add_column", "job", "secret_env", pw.BlobField(null=True)))
+
+
 # version -> function(migrator, database) applied by upgrade() to reach that version.
-MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {}
+MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {2: _add_job_secret_env}
 
 
 class _ReconnectingPostgres(ReconnectMixin, PooledPostgresqlDatabase):
@@ -312,7 +319,7 @@ def make_database(url: str, *, busy_timeout: float = 10.0, pool_size: int = 20) 
         raise ConfigError(f"database.url: unsupported scheme in {url.split('://')[0]}:// (use sqlite:/// or postgres://)")
     path = _sqlite_path(url)
     if path != ":memory:":
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the data directory: its owner's alone
         path = str(Path(path).expanduser())
     return pw.SqliteDatabase(
         path,
