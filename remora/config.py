@@ -102,9 +102,7 @@ class WorkerSettings:
     kill_grace: float = _key(5.0, "duration", "Between TERM and KILL when a job is canceled or times out.")
     queues: list[str] = _key([], "list", "Queues this worker reserves from. Empty: [queue.name].")
     id: str = _key("", "str", "Worker id shown in stats. Empty: <hostname>-<pid>.")
-    local_user: str = _key(
-        "nobody", "str", "When the worker runs as root: the user `local` jobs run as. Empty: the worker's own account."
-    )
+    local_user: str = _key("nobody", "str", "When the worker runs as root: the user `local` jobs run as. Empty: the worker's own account.")
 
 
 @dataclass
@@ -151,7 +149,10 @@ class SecuritySettings:
     )
     max_upload_size: int = _key(10 * 1024 * 1024, "size", "Largest PEM file upload.")
     local_server_role: str = _key(
-        "admin", "str", "Weakest API role that may run jobs on the `local` server (viewer, operator, admin).", ("viewer", "operator", "admin")
+        "admin",
+        "str",
+        "Weakest API role that may run jobs on the `local` server (viewer, operator, admin).",
+        ("viewer", "operator", "admin"),
     )
     secret_env_patterns: list[str] = _key(
         ["*PASSWORD*", "*TOKEN*", "*SECRET*", "*KEY*"],

@@ -64,7 +64,9 @@ JOB = obj(
         "command": {"type": "string"},
         "args": {"type": "string"},
         "script": NULLABLE_STR,
+        "script_hidden": {"type": "boolean", "description": "Present (true) when the caller's role may not see the script (viewers)."},
         "shell": NULLABLE_STR,
+        "env": {"type": "object", "description": "Values of secret-looking names (security.secret_env_patterns) read ***."},
         "server_id": UUID,
         "server": {"type": ["object", "null"], "properties": SERVER_REF["properties"]},
         "batch_id": NULLABLE_STR,
@@ -191,7 +193,11 @@ def list_jobs(app: App, req: Request) -> Response | dict[str, Any]:
     filters = queries.parse_filters(
         {k: req.arg(k) for k in ("page", "limit", "status", "server_id", "batch_id", "search", "id_prefix", "sort_by", "sort_order")}
     )
-    etag = 'W/"' + hashlib.sha1(f"{queries.change_marker()}|{req.query_string}|{services.may_see_script(_role(req))}".encode()).hexdigest()[:24] + '"'
+    etag = (
+        'W/"'
+        + hashlib.sha1(f"{queries.change_marker()}|{req.query_string}|{services.may_see_script(_role(req))}".encode()).hexdigest()[:24]
+        + '"'
+    )
     if req.header("If-None-Match") == etag:
         return Response(status=304).header("ETag", etag)
     jobs, total = queries.list_jobs(filters)

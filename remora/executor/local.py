@@ -94,6 +94,8 @@ class RunAs:
 
     def can_enter(self, path: str) -> bool:
         """Whether this user may search every directory of ``path`` (mode bits; ACLs are the kernel's to refuse later)."""
+        if self.uid == 0:
+            return True
         current = "/"
         parts = [p for p in os.path.realpath(path).split("/") if p]
         for part in ["", *parts]:
@@ -111,14 +113,6 @@ class RunAs:
             if not st.st_mode & bit:
                 return False
         return True
-
-
-def run_as_user(settings: Settings) -> RunAs | None:
-    """Who local jobs run as: ``worker.local_user`` when this process is root, else None (this account)."""
-    name = settings.worker.local_user.strip()
-    if not name or os.geteuid() != 0:
-        return None
-    return RunAs.lookup(name)
 
 
 class LocalExecutor:
@@ -149,7 +143,6 @@ class LocalExecutor:
             result.exit_code = 1
             return finish(result)
         cwd = request.workdir or (run_as.cwd if run_as is not None else None)
-        user_args = {} if run_as is None else {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
         master = slave = -1
         try:
             if request.pty:
@@ -164,7 +157,9 @@ class LocalExecutor:
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
-                **user_args,  # type: ignore[arg-type]
+                user=run_as.uid if run_as is not None else None,
+                group=run_as.gid if run_as is not None else None,
+                extra_groups=list(run_as.groups) if run_as is not None else None,
             )
         except OSError as exc:
             for fd in (master, slave):
@@ -300,9 +295,7 @@ def _worker_environment() -> dict[bytes, bytes]:
     return env
 
 
-def local_command(
-    request: ExecRequest, *, stdbuf: bool, run_as: RunAs | None = None
-) -> tuple[list[str], bytes | None, dict[bytes, bytes]]:
+def local_command(request: ExecRequest, *, stdbuf: bool, run_as: RunAs | None = None) -> tuple[list[str], bytes | None, dict[bytes, bytes]]:
     """argv, stdin and environment of a local job: no wrapper shell (one exec fewer than over SSH)."""
     argv = ["stdbuf", "-oL", "-eL"] if stdbuf else []
     stdin = None

@@ -263,7 +263,6 @@ class Lock(BaseModel):
 MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, OutputChunk, ApiToken, AuditEvent, Lock]
 
 
-
 def _add_job_secret_env(migrator: Any, database: pw.Database) -> None:
     run_migration(migrator, ("add_column", "job", "secret_env", pw.BlobField(null=True)))
 
