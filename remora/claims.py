@@ -37,6 +37,7 @@ RUN_FIELDS = (
     "script",
     "shell",
     "env",
+    "secret_env",
     "workdir",
     "pty",
     "timeout",

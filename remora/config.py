@@ -102,6 +102,7 @@ class WorkerSettings:
     kill_grace: float = _key(5.0, "duration", "Between TERM and KILL when a job is canceled or times out.")
     queues: list[str] = _key([], "list", "Queues this worker reserves from. Empty: [queue.name].")
     id: str = _key("", "str", "Worker id shown in stats. Empty: <hostname>-<pid>.")
+    local_user: str = _key("nobody", "str", "When the worker runs as root: the user `local` jobs run as. Empty: the worker's own account.")
 
 
 @dataclass
@@ -156,6 +157,17 @@ class SecuritySettings:
         ["/bin/bash", "/bin/sh", "/usr/bin/bash", "/usr/bin/sh", "/usr/bin/zsh", "/bin/zsh"], "list", "Shells a script job may use."
     )
     max_upload_size: int = _key(10 * 1024 * 1024, "size", "Largest PEM file upload.")
+    local_server_role: str = _key(
+        "admin",
+        "str",
+        "Weakest API role that may run jobs on the `local` server (viewer, operator, admin).",
+        ("viewer", "operator", "admin"),
+    )
+    secret_env_patterns: list[str] = _key(
+        ["*PASSWORD*", "*TOKEN*", "*SECRET*", "*KEY*"],
+        "list",
+        "Job env names (globs, any case) whose values are stored encrypted and shown as ***.",
+    )
 
 
 @dataclass
@@ -408,6 +420,20 @@ def secret_env_names() -> frozenset[str]:
     names = {_env_key(dotted) for dotted in SECRET_KEYS}
     names.update(name for name, dotted in ENV_ALIASES.items() if dotted in SECRET_KEYS)
     return frozenset(names)
+
+
+JOB_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_JOB_ENV_NAME = 255
+
+
+def job_env_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a job's environment variable (None when it can): names are shell identifiers."""
+    if len(name) > MAX_JOB_ENV_NAME or not JOB_ENV_NAME.match(name):
+        return (
+            f"variable {name[:64]!r} is not a valid name (letters, digits and _, not starting with a digit, "
+            f"at most {MAX_JOB_ENV_NAME} characters)"
+        )
+    return None
 
 
 def _env_key(dotted: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from remora.config import parse_job_timeout
+from remora.config import job_env_name_problem, parse_job_timeout
 from remora.errors import JobFileError
 
 try:  # libyaml when present: faster, same marks
@@ -290,6 +290,9 @@ def convert(key: str, value: Any, base: Path) -> Any:
             raise ValueError(f"expected a mapping of NAME: value, got {value!r}")
         out = {}
         for name, item in value.items():
+            problem = job_env_name_problem(str(name))
+            if problem:
+                raise ValueError(problem)
             if item is None or isinstance(item, (list, dict)):
                 raise ValueError(f"{name}: expected a string, got {item!r}")
             out[str(name)] = str(item).lower() if isinstance(item, bool) else str(item)
@@ -317,6 +320,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             value = raw
         if key.startswith("env."):
+            problem = job_env_name_problem(key[4:])
+            if problem:
+                raise JobFileError(f"--set {pair!r}: {problem}")
             out.setdefault("env", {})[key[4:]] = raw
             continue
         if key == "servers" and isinstance(value, str):

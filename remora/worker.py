@@ -207,6 +207,7 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
+        self._check_data_dir()
         log.info(
             "worker %s: %d threads, queues %s, NetQueue %s", self.id, self.concurrency, ",".join(self.queues), self.settings.queue.addr
         )
@@ -215,6 +216,22 @@ class Worker:
             thread = threading.Thread(target=self._slot_loop, name=f"{self.id}-slot-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _check_data_dir(self) -> None:
+        """Warn when local jobs run as another user but the data directory is open to others."""
+        if not self.settings.worker.local_user.strip() or os.geteuid() != 0:
+            return
+        try:
+            mode = self.settings.data_dir.stat().st_mode & 0o777
+        except OSError:
+            return
+        if mode & 0o077:
+            log.warning(
+                "data directory %s has mode %o: local jobs run as %s and may look inside; make it private (chmod 700)",
+                self.settings.data_dir,
+                mode,
+                self.settings.worker.local_user,
+            )
 
     def run(self) -> None:
         self.start()
@@ -370,6 +387,13 @@ class Worker:
         result = self._execute(job, active, sink)
         self._finish_attempt(job, active, result, sink)
 
+    def _job_env(self, job: Job) -> dict[str, str]:
+        """The job's ``env`` with its encrypted values (``Job.secret_env``) decrypted: only here, at run time."""
+        env = {str(k): str(v) for k, v in (job.env or {}).items()}
+        if job.secret_env:
+            env.update(json.loads(self.secrets.decrypt_str(job.secret_env)))
+        return env
+
     def _execute(self, job: Job, active: Active, sink: _Sink) -> ExecResult:
         try:
             server = self._server(job.server_id)
@@ -378,7 +402,7 @@ class Worker:
                 args=job.args or "",
                 script=job.script,
                 shell=job.shell,
-                env={JOB_ID_ENV: job.id, **{str(k): str(v) for k, v in (job.env or {}).items()}},
+                env={JOB_ID_ENV: job.id, **self._job_env(job)},
                 workdir=job.workdir,
                 timeout=float(job.timeout if job.timeout is not None else self.settings.ssh.execution_timeout),
                 pty=bool(job.pty),

@@ -64,7 +64,9 @@ JOB = obj(
         "command": {"type": "string"},
         "args": {"type": "string"},
         "script": NULLABLE_STR,
+        "script_hidden": {"type": "boolean", "description": "Present (true) when the caller's role may not see the script (viewers)."},
         "shell": NULLABLE_STR,
+        "env": {"type": "object", "description": "Values of secret-looking names (security.secret_env_patterns) read ***."},
         "server_id": UUID,
         "server": {"type": ["object", "null"], "properties": SERVER_REF["properties"]},
         "batch_id": NULLABLE_STR,
@@ -147,11 +149,28 @@ def _actor(req: Request) -> str:
     return req.identity.name if req.identity else "anonymous"
 
 
+def _role(req: Request) -> str:
+    return req.identity.role if req.identity else "admin"
+
+
+def _hidden_mark(req: Request, job: Any) -> str:
+    """Part of a job's ETag: what a viewer gets differs from an operator's only when a script is hidden."""
+    return "-noscript" if job.script is not None and not services.may_see_script(_role(req)) else ""
+
+
+def _for_reader(req: Request, data: dict[str, Any]) -> dict[str, Any]:
+    """A job as the caller may see it: script bodies are for operators and admins (viewers get null)."""
+    if not services.may_see_script(_role(req)) and data.get("script") is not None:
+        data["script"] = None
+        data["script_hidden"] = True
+    return data
+
+
 def _submit(app: App, req: Request, body: dict[str, Any]) -> Response | dict[str, Any]:
     spec = services.JobSpec.from_dict(body, app.ctx)
     servers = services.resolve_servers(spec.server_id, spec.server_ids, spec.servers)
     batch = bool(spec.server_ids or spec.servers)
-    jobs = services.create_jobs(app.ctx, spec, servers, _actor(req), batch=batch)
+    jobs = services.create_jobs(app.ctx, spec, servers, _actor(req), role=_role(req), batch=batch)
     by_id = {s.id: s for s in servers}
     rendered = [services.job_dict(job, by_id[job.server_id]) for job in jobs]
     if batch:
@@ -174,10 +193,15 @@ def list_jobs(app: App, req: Request) -> Response | dict[str, Any]:
     filters = queries.parse_filters(
         {k: req.arg(k) for k in ("page", "limit", "status", "server_id", "batch_id", "search", "id_prefix", "sort_by", "sort_order")}
     )
-    etag = 'W/"' + hashlib.sha1(f"{queries.change_marker()}|{req.query_string}".encode()).hexdigest()[:24] + '"'
+    etag = (
+        'W/"'
+        + hashlib.sha1(f"{queries.change_marker()}|{req.query_string}|{services.may_see_script(_role(req))}".encode()).hexdigest()[:24]
+        + '"'
+    )
     if req.header("If-None-Match") == etag:
         return Response(status=304).header("ETag", etag)
     jobs, total = queries.list_jobs(filters)
+    jobs = [_for_reader(req, job) for job in jobs]
     data = {"jobs": jobs, "pagination": queries.pagination(filters, total), "filters": filters.to_dict()}
     response = Response(status=200, body=_dumps(data))
     return response.header("ETag", etag).header("Cache-Control", "no-cache")
@@ -203,10 +227,10 @@ def get_job(app: App, req: Request) -> Response:
     with_output = _flag(req, "output", True)
     job = services.get_job(req.path_params["id"])
     stamp = job.updated_at.timestamp() if job.updated_at else 0
-    etag = f'W/"{stamp}-{job.stdout_bytes}-{job.stderr_bytes}-{job.status}{"" if with_output else "-meta"}"'
+    etag = f'W/"{stamp}-{job.stdout_bytes}-{job.stderr_bytes}-{job.status}{"" if with_output else "-meta"}{_hidden_mark(req, job)}"'
     if req.header("If-None-Match") == etag:
         return Response(status=304).header("ETag", etag)
-    data = queries.job_detail(job) if with_output else _render(job)
+    data = _for_reader(req, queries.job_detail(job) if with_output else _render(job))
     return Response(status=200, body=_dumps(data)).header("ETag", etag).header("Cache-Control", "no-cache")
 
 
@@ -217,14 +241,14 @@ def cancel_job(app: App, req: Request) -> dict[str, Any]:
 
 
 def duplicate_job(app: App, req: Request, body: dict[str, Any] | None) -> dict[str, Any]:
-    new, original = services.duplicate_job(app.ctx, req.path_params["id"], _actor(req), body or {})
+    new, original = services.duplicate_job(app.ctx, req.path_params["id"], _actor(req), body or {}, role=_role(req))
     req.audit_target = ("job", new.id)
     req.audit_details = {"original": original.id}
     return {"new_job": _render(new), "original_job": _render(original), "message": "job duplicated"}
 
 
 def rerun_job(app: App, req: Request) -> dict[str, Any]:
-    new, original = services.rerun_job(app.ctx, req.path_params["id"], _actor(req))
+    new, original = services.rerun_job(app.ctx, req.path_params["id"], _actor(req), role=_role(req))
     req.audit_target = ("job", new.id)
     req.audit_details = {"original": original.id}
     return {"new_job": _render(new), "original_job": _render(original), "message": "job queued again"}

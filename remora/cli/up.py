@@ -42,6 +42,9 @@ def up(
     read. Prints the dashboard URL (carrying the token) and the API URL.
     Ctrl-C or SIGTERM stops gracefully: running jobs finish first.
 
+    Only admins may run on `local` (security.local_server_role), and as root its
+    jobs run as worker.local_user (default nobody), not as root.
+
     Example: remora up --port 8080 --workers 4
     """
     overrides: dict[str, Any] = {

@@ -21,6 +21,10 @@ def worker(
     within worker.graceful_shutdown, hands the rest back to the queue, and exits 0;
     a second signal stops at once (running jobs are killed and handed back).
 
+    Jobs on the built-in `local` server run on this machine: as worker.local_user
+    (default nobody, who cannot read the data directory) when the worker runs as
+    root, else as the worker's own account, with everything it can read.
+
     Example: remora worker --concurrency 8 --queue job_queue --id web-worker-1
     """
     import signal

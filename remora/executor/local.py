@@ -13,18 +13,28 @@ variables that carry Remora's own secrets (``DATABASE_URL``,
 ``REMORA_SECRET_KEY``, the tokens: ``config.secret_env_names``) are not
 passed on: a job's output is visible to every viewer, and ``env`` would
 print them.  A job that needs one sets it in its own ``env``.
+
+When the worker runs as root, local jobs run as ``worker.local_user``
+(default ``nobody``): its uid, gid and groups, ``HOME``/``USER``/``LOGNAME``
+set to it, in its home directory (or ``/``), so a job cannot read the data
+directory (0700) with the admin token, the secret key and the database.  A
+``workdir`` that user cannot enter fails like ``cd`` would.  Otherwise
+(``local_user = ""``, or a worker that is not root) local jobs run as the
+worker's own account and can read everything it can.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pwd
 import selectors
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from remora.config import secret_env_names
@@ -59,6 +69,52 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class RunAs:
+    """The account local jobs run as when the worker is root (``worker.local_user``)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+    @classmethod
+    def lookup(cls, name: str) -> RunAs:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise ValidationError(f"worker.local_user: no user {name!r} on this machine") from None
+        groups = tuple(sorted(set(os.getgrouplist(name, entry.pw_gid))))
+        return cls(name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
+
+    @property
+    def cwd(self) -> str:
+        return self.home if self.can_enter(self.home) else "/"
+
+    def can_enter(self, path: str) -> bool:
+        """Whether this user may search every directory of ``path`` (mode bits; ACLs are the kernel's to refuse later)."""
+        if self.uid == 0:
+            return True
+        current = "/"
+        parts = [p for p in os.path.realpath(path).split("/") if p]
+        for part in ["", *parts]:
+            current = os.path.join(current, part) if part else current
+            try:
+                st = os.stat(current)
+            except OSError:
+                return False
+            if st.st_uid == self.uid:
+                bit = 0o100
+            elif st.st_gid in self.groups:
+                bit = 0o010
+            else:
+                bit = 0o001
+            if not st.st_mode & bit:
+                return False
+        return True
+
+
 class LocalExecutor:
     """Runs jobs as subprocesses of the worker (server auth_type ``local``)."""
 
@@ -66,12 +122,15 @@ class LocalExecutor:
         self.kill_grace = settings.worker.kill_grace
         self.buffer_size = max(65536, settings.output.buffer_size)  # a whole pipe buffer per read
         self.allowed_shells = list(settings.security.allowed_shells)
+        self.local_user = settings.worker.local_user.strip()
+        self._run_as: RunAs | None = None
 
     def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult:
         result = ExecResult(started_at=utcnow())
         try:
             check_request(request, self.allowed_shells)
-            argv, stdin, env = local_command(request, stdbuf=_STDBUF and not request.pty)
+            run_as = self.run_as()
+            argv, stdin, env = local_command(request, stdbuf=_STDBUF and not request.pty, run_as=run_as)
         except ValidationError as exc:
             result.error_kind, result.error = ErrorKind.INTERNAL.value, exc.message
             return finish(result)
@@ -79,6 +138,11 @@ class LocalExecutor:
             sink.write(Stream.STDERR, f"cd: {request.workdir}: No such directory\n".encode())
             result.exit_code = 1
             return finish(result)
+        if request.workdir and run_as is not None and not run_as.can_enter(request.workdir):
+            sink.write(Stream.STDERR, f"cd: {request.workdir}: Permission denied (local jobs run as {run_as.name})\n".encode())
+            result.exit_code = 1
+            return finish(result)
+        cwd = request.workdir or (run_as.cwd if run_as is not None else None)
         master = slave = -1
         try:
             if request.pty:
@@ -90,9 +154,12 @@ class LocalExecutor:
                 stdout=out,
                 stderr=out,
                 env=env,
-                cwd=request.workdir or None,
+                cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
+                user=run_as.uid if run_as is not None else None,
+                group=run_as.gid if run_as is not None else None,
+                extra_groups=list(run_as.groups) if run_as is not None else None,
             )
         except OSError as exc:
             for fd in (master, slave):
@@ -122,6 +189,12 @@ class LocalExecutor:
                 _kill_group(proc.pid, signal.SIGKILL)
                 proc.wait()
         return finish(result)
+
+    def run_as(self) -> RunAs | None:
+        """The account jobs run as (looked up once; a missing user fails each job, naming the setting)."""
+        if self._run_as is None and self.local_user and os.geteuid() == 0:
+            self._run_as = RunAs.lookup(self.local_user)
+        return self._run_as
 
     def _pump(
         self,
@@ -222,7 +295,7 @@ def _worker_environment() -> dict[bytes, bytes]:
     return env
 
 
-def local_command(request: ExecRequest, *, stdbuf: bool) -> tuple[list[str], bytes | None, dict[bytes, bytes]]:
+def local_command(request: ExecRequest, *, stdbuf: bool, run_as: RunAs | None = None) -> tuple[list[str], bytes | None, dict[bytes, bytes]]:
     """argv, stdin and environment of a local job: no wrapper shell (one exec fewer than over SSH)."""
     argv = ["stdbuf", "-oL", "-eL"] if stdbuf else []
     stdin = None
@@ -236,6 +309,9 @@ def local_command(request: ExecRequest, *, stdbuf: bool) -> tuple[list[str], byt
     else:
         argv += [request.shell or "/bin/sh", "-c", command_text(request)]
     env = _worker_environment()  # a local job inherits the worker's environment, like any child process, secrets aside
+    if run_as is not None:
+        env[b"HOME"] = os.fsencode(run_as.home)
+        env[b"USER"] = env[b"LOGNAME"] = os.fsencode(run_as.name)
     if stdbuf:
         env[b"PYTHONUNBUFFERED"] = b"1"
     env.update((os.fsencode(k), os.fsencode(str(v))) for k, v in request.env.items())

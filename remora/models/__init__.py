@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 database_proxy = pw.DatabaseProxy()
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class JobStatus(str, enum.Enum):
@@ -157,7 +157,8 @@ class Job(BaseModel):
     args = pw.TextField(default="")
     script = pw.TextField(null=True)
     shell = pw.CharField(max_length=255, null=True)
-    env = JSONField(default=dict)
+    env = JSONField(default=dict)  # values of secret-looking names are "***" here ...
+    secret_env = pw.BlobField(null=True)  # ... and here, encrypted: JSON {name: value} (see remora.crypto)
     workdir = pw.TextField(null=True)
     pty = pw.BooleanField(default=False)
     server = pw.ForeignKeyField(Server, backref="jobs", on_delete="CASCADE")
@@ -263,8 +264,13 @@ class Lock(BaseModel):
 
 MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, OutputChunk, ApiToken, AuditEvent, Lock]
 
+
+def _add_job_secret_env(migrator: Any, database: pw.Database) -> None:
+    run_migration(migrator, ("add_column", "job", "secret_env", pw.BlobField(null=True)))
+
+
 # version -> function(migrator, database) applied by upgrade() to reach that version.
-MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {}
+MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {2: _add_job_secret_env}
 
 
 class _ReconnectingPostgres(ReconnectMixin, PooledPostgresqlDatabase):

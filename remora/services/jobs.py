@@ -8,6 +8,7 @@ are removed again and the caller gets QueueFull (503 + Retry-After).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import shlex
@@ -15,15 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remora import models
-from remora.config import Settings
-from remora.errors import Conflict, NotFound, QueueError, QueueFull, QueueUnavailable, Unavailable, ValidationError
-from remora.models import Job, JobStatus, Server
+from remora.auth import ROLE_RANK
+from remora.config import Settings, job_env_name_problem
+from remora.crypto import SecretBox
+from remora.errors import Conflict, Forbidden, NotFound, QueueError, QueueFull, QueueUnavailable, Unavailable, ValidationError
+from remora.models import AuthType, Job, JobStatus, Server
 from remora.services.context import Context
 from remora.services.servers import forget_servers, resolve_servers
 
 log = logging.getLogger(__name__)
 
 COPY_FIELDS = ("name", "command", "args", "script", "shell", "env", "workdir", "pty", "queue", "priority", "timeout", "retries")
+MASK = "***"
+LOCAL_RULE = "security.local_server_role"
 
 
 def default_timeout(settings: Settings) -> int:
@@ -77,9 +82,68 @@ class JobSpec:
             errors["shell"] = "must be one of " + ", ".join(ctx.settings.security.allowed_shells)
         if not (self.server_id or self.server_ids or self.servers):
             errors["server_id"] = "is required (or server_ids / servers)"
+        env_error = check_env(self.env)
+        if env_error:
+            errors["env"] = env_error
         if errors:
             field_name, message = next(iter(errors.items()))
             raise ValidationError(f"invalid job: {field_name} {message}", details=errors)
+
+
+def check_env(env: dict[str, Any]) -> str | None:
+    """What is wrong with a job's ``env`` (None when nothing): names must be shell identifiers."""
+    for name, value in env.items():
+        problem = job_env_name_problem(name)
+        if problem:
+            return problem
+        if not isinstance(value, str) or "\0" in value:
+            return f"variable {name!r} must be a string without NUL characters"
+    return None
+
+
+def is_secret_name(name: str, patterns: list[str]) -> bool:
+    """Whether an env name looks secret: it matches one of ``security.secret_env_patterns`` (globs, any case)."""
+    upper = name.upper()
+    return any(fnmatch.fnmatchcase(upper, pattern.upper()) for pattern in patterns)
+
+
+def split_env(ctx: Context, env: dict[str, str]) -> tuple[dict[str, str], bytes | None]:
+    """``env`` as stored: secret-looking values replaced by ``***``, and those values encrypted (JSON) apart."""
+    patterns = ctx.settings.security.secret_env_patterns
+    secret = {name: value for name, value in env.items() if is_secret_name(name, patterns)}
+    if not secret:
+        return dict(env), None
+    shown = {name: (MASK if name in secret else value) for name, value in env.items()}
+    return shown, ctx.secrets.encrypt(json.dumps(secret, separators=(",", ":")))
+
+
+def job_env(job: Job, box: SecretBox) -> dict[str, str]:
+    """A job's real environment: its ``env`` with the encrypted values put back (to run or copy it; never to show)."""
+    env = {str(k): str(v) for k, v in (job.env or {}).items()}
+    if job.secret_env:
+        env.update(json.loads(box.decrypt_str(job.secret_env)))
+    return env
+
+
+def may_see_script(role: str) -> bool:
+    """Script bodies are shown to operators and admins; viewers read every other field of a job."""
+    return ROLE_RANK.get(role, 0) >= ROLE_RANK["operator"]
+
+
+def check_local_role(ctx: Context, spec: JobSpec, servers: list[Server], role: str) -> None:
+    """Running on a ``local`` server needs ``security.local_server_role``: 403 naming the rule, never a silent drop."""
+    required = ctx.settings.security.local_server_role
+    if ROLE_RANK.get(role, 0) >= ROLE_RANK[required]:
+        return
+    local = next((s for s in servers if s.auth_type == AuthType.LOCAL.value), None)
+    if local is None:
+        return
+    tags = [ref for ref in spec.servers if ref.startswith("tag:") and ref[4:] in (local.tags or [])]
+    via = f" ({', '.join(tags)} includes it)" if tags else ""
+    raise Forbidden(
+        f"running on the {local.name!r} server needs role {required} ({LOCAL_RULE}){via}",
+        details={"required_role": required, "setting": LOCAL_RULE, "server": local.name},
+    )
 
 
 def queue_body(server: Server) -> bytes:
@@ -121,12 +185,23 @@ def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:
 
 
 def create_jobs(
-    ctx: Context, spec: JobSpec, servers: list[Server], actor: str, *, parent_id: str | None = None, batch: bool | None = None
+    ctx: Context,
+    spec: JobSpec,
+    servers: list[Server],
+    actor: str,
+    *,
+    role: str,
+    parent_id: str | None = None,
+    batch: bool | None = None,
 ) -> list[Job]:
     """Record one job per server (one transaction), then queue them; a batch shares a ``batch_id``.
 
+    ``role`` is the caller's: a ``local`` target needs ``security.local_server_role``.
+    Secret-looking ``env`` values are stored encrypted (``Job.secret_env``), ``***`` in ``env``.
     Concurrent calls share the transaction and the queue batch (``ctx.group``, see group_commit).
     """
+    check_local_role(ctx, spec, servers, role)
+    env, secret_env = split_env(ctx, spec.env)
     batch_id = models.new_id() if (batch if batch is not None else len(servers) > 1) else None
     now = models.utcnow()
     jobs = [
@@ -137,7 +212,8 @@ def create_jobs(
             args=spec.args,
             script=spec.script,
             shell=spec.shell,
-            env=spec.env,
+            env=env,
+            secret_env=secret_env,
             workdir=spec.workdir,
             pty=spec.pty,
             server=server.id,
@@ -186,12 +262,12 @@ def _unrecord(ctx: Context, jobs: list[Job]) -> None:
         Job.delete().where(Job.id.in_(ids)).execute()
 
 
-def submit_jobs(ctx: Context, spec: JobSpec | dict[str, Any], actor: str) -> list[Job]:
+def submit_jobs(ctx: Context, spec: JobSpec | dict[str, Any], actor: str, *, role: str) -> list[Job]:
     """Record and queue one job per target server (``server_id``, ``server_ids``, ``servers``)."""
     if isinstance(spec, dict):
         spec = JobSpec.from_dict(spec, ctx)
     servers = resolve_servers(spec.server_id, spec.server_ids, spec.servers)
-    return create_jobs(ctx, spec, servers, actor)
+    return create_jobs(ctx, spec, servers, actor, role=role)
 
 
 def get_job(job_id: str) -> Job:
@@ -239,34 +315,34 @@ def _queue_cancel(ctx: Context, job_id: str) -> str:
         return "unavailable"
 
 
-def _copy_spec(job: Job, **changes: Any) -> JobSpec:
+def _copy_spec(ctx: Context, job: Job, **changes: Any) -> JobSpec:
     spec = JobSpec(**{name: getattr(job, name) for name in COPY_FIELDS})
-    spec.env = dict(job.env or {})
+    spec.env = job_env(job, ctx.secrets)  # decrypted in memory only: create_jobs encrypts it again
     for key, value in changes.items():
         if value is not None:
             setattr(spec, key, value)
     return spec
 
 
-def rerun_job(ctx: Context, job_id: str, actor: str) -> tuple[Job, Job]:
+def rerun_job(ctx: Context, job_id: str, actor: str, *, role: str) -> tuple[Job, Job]:
     """A new job with the same spec on the same server; only finished jobs."""
     job = get_job(job_id)
     if not JobStatus(job.status).finished:
         raise Conflict(f"job is {job.status}: only finished jobs can be rerun", details={"status": job.status})
     server = Server.get_by_id(job.server_id)
-    new = create_jobs(ctx, _copy_spec(job), [server], actor, parent_id=job.id)[0]
+    new = create_jobs(ctx, _copy_spec(ctx, job), [server], actor, role=role, parent_id=job.id)[0]
     return new, job
 
 
-def duplicate_job(ctx: Context, job_id: str, actor: str, changes: dict[str, Any] | None = None) -> tuple[Job, Job]:
+def duplicate_job(ctx: Context, job_id: str, actor: str, changes: dict[str, Any] | None = None, *, role: str) -> tuple[Job, Job]:
     """A copy of any job, optionally on another server or with another timeout/priority."""
     job = get_job(job_id)
     changes = changes or {}
-    spec = _copy_spec(job, timeout=changes.get("timeout"), priority=changes.get("priority"))
+    spec = _copy_spec(ctx, job, timeout=changes.get("timeout"), priority=changes.get("priority"))
     spec.server_id = changes.get("server_id") or job.server_id
     spec.validate(ctx)
     servers = resolve_servers(spec.server_id, [], [])
-    new = create_jobs(ctx, spec, servers, actor, parent_id=job.id)[0]
+    new = create_jobs(ctx, spec, servers, actor, role=role, parent_id=job.id)[0]
     return new, job
 
 

@@ -42,7 +42,7 @@ def get_server(server_id: str) -> Server:
     return server
 
 
-TARGET_COLUMNS = (Server.id, Server.name, Server.hostname, Server.is_active, Server.max_concurrent_jobs, Server.tags)
+TARGET_COLUMNS = (Server.id, Server.name, Server.hostname, Server.auth_type, Server.is_active, Server.max_concurrent_jobs, Server.tags)
 TARGET_TTL = 2.0  # seconds a looked-up target server is reused (writes in this process forget it at once)
 
 

@@ -56,6 +56,20 @@ def test_viewer_token_gets_read_only_controls(page, remora_stack):
     assert page.locator("button[data-action=cancel]:visible").count() == 0
 
 
+def test_viewer_sees_masked_env_and_no_script_body(page, remora_stack):
+    server_id = next(s["id"] for s in ok(remora_stack, "GET", "servers")["servers"] if s["name"] == "local")
+    script = f"echo body-{uuid.uuid4().hex[:8]}"
+    env = {"DB_PASSWORD": f"pw-{uuid.uuid4().hex}", "STAGE": "blue"}
+    job = ok(remora_stack, "POST", "jobs/script", {"script": script, "env": env, "server_id": server_id})
+    page.goto(f"{remora_stack.url}/#token={remora_stack.viewer_token}")
+    expect(page.locator("#ro-badge")).to_be_visible()
+    page.evaluate(f"location.hash = '#/jobs?job={job['id']}'")
+    expect(page.locator("#jv-script")).to_contain_text("hidden")
+    expect(page.locator("#jv-env")).to_have_text("DB_PASSWORD=***\nSTAGE=blue")
+    html = page.content()
+    assert script not in html and env["DB_PASSWORD"] not in html
+
+
 def test_admin_token_has_write_controls(page, remora_stack):
     with page.expect_response(re.compile(r"/api/v1/auth/whoami$")) as whoami:
         signed_in(page, remora_stack)

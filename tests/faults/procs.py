@@ -124,6 +124,7 @@ class Cluster:
             "output.flush_interval": "200ms",
             "security.secret_key": "faults-secret-key",
             "logging.level": "info",
+            "worker.local_user": "",  # local jobs keep their flags in the test's tmp_path (root's own, 0700)
         }
         values.update(self.settings)
         self.config = self.base / "remora.toml"

@@ -105,10 +105,14 @@ class Cluster:
     def env(self) -> dict[str, str]:
         home = self.root / "home"
         home.mkdir(exist_ok=True)
+        # local jobs of these tests write logs into tmp_path (root's own, 0700): they run as this account
+        config = self.root / "remora.toml"
+        config.write_text('[worker]\nlocal_user = ""\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith("REMORA_")}
         env.update(
             {
                 "PYTHONPATH": str(REPO),
+                "REMORA_CONFIG": str(config),
                 "HOME": str(home),
                 "XDG_CONFIG_HOME": str(home / ".config"),
                 "REMORA_DATABASE_URL": self.database_url,

@@ -77,7 +77,7 @@ def test_concurrent_submissions_are_all_recorded_and_queued(tmp_path):
 
         def client(n: int) -> None:
             for i in range(25):
-                reply = api.post("/api/v1/jobs", {"command": "echo", "args": f"{n}-{i}", "server_id": local}, token="operator")
+                reply = api.post("/api/v1/jobs", {"command": "echo", "args": f"{n}-{i}", "server_id": local}, token="admin")
                 with lock:
                     replies.append(reply)
 

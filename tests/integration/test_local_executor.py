@@ -21,7 +21,8 @@ from tests.integration.workerkit import make_settings
 
 @pytest.fixture
 def ex(tmp_path) -> LocalExecutor:
-    return LocalExecutor(make_settings(tmp_path))
+    """Jobs as the test's own account (these tests use its temp dirs)."""
+    return LocalExecutor(make_settings(tmp_path, {"worker.local_user": ""}))
 
 
 def no_process(pattern: str) -> bool:
@@ -136,3 +137,75 @@ def test_kill_stale_kills_a_left_behind_session_that_carries_the_marker(ex):
     finally:
         plain.kill()
         plain.wait()
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running local jobs as another user needs root")
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user may enter and write to, like /tmp (the test's tmp_path is root's own, 0700)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="remora-local-user-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@needs_root
+def test_a_root_worker_runs_local_jobs_as_the_local_user(tmp_path, open_dir):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    ex = LocalExecutor(make_settings(tmp_path))  # worker.local_user defaults to nobody
+    private = open_dir / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret").write_text("s3cret\n")
+    sink = BufferSink()
+    command = f"id -u; id -g; echo $HOME $USER $LOGNAME; pwd; cat {private}/secret; touch {open_dir}/made-by-job; true"
+    res = ex.run(ExecRequest(command=command), sink, threading.Event())
+    assert res.exit_code == 0, bytes(sink.stderr)
+    lines = bytes(sink.stdout).decode().splitlines()
+    cwd = nobody.pw_dir if os.path.isdir(nobody.pw_dir) else "/"
+    assert lines == [str(nobody.pw_uid), str(nobody.pw_gid), f"{nobody.pw_dir} nobody nobody", cwd], lines
+    assert b"Permission denied" in bytes(sink.stderr) and b"s3cret" not in bytes(sink.stdout)
+    assert (open_dir / "made-by-job").stat().st_uid == nobody.pw_uid
+
+
+@needs_root
+def test_a_workdir_the_local_user_cannot_enter_fails_like_cd(tmp_path, open_dir):
+    ex = LocalExecutor(make_settings(tmp_path))
+    sink = BufferSink()
+    res = ex.run(ExecRequest(command="pwd", workdir=str(tmp_path)), sink, threading.Event())
+    assert res.exit_code == 1 and b"Permission denied" in bytes(sink.stderr) and not sink.stdout
+    sink = BufferSink()
+    res = ex.run(ExecRequest(command="pwd", workdir=str(open_dir)), sink, threading.Event())
+    assert res.exit_code == 0 and bytes(sink.stdout) == f"{open_dir}\n".encode()
+
+
+@needs_root
+def test_a_canceled_job_of_the_local_user_is_killed(tmp_path):
+    ex = LocalExecutor(make_settings(tmp_path))
+    marker = f"sleep {random.randint(100_000, 999_999)}"
+    cancel = threading.Event()
+    sink = BufferSink()
+    done: list = []
+    thread = threading.Thread(target=lambda: done.append(ex.run(ExecRequest(command=f"{marker}; :"), sink, cancel)))
+    thread.start()
+    wait_for(lambda: not no_process(marker), 10, what="the job to start")
+    cancel.set()
+    thread.join(10)
+    assert done and done[0].error_kind == "canceled"
+    wait_for(lambda: no_process(marker), 10, what="the job's process to be gone")
+
+
+def test_an_unknown_local_user_fails_the_job_naming_the_setting(tmp_path):
+    ex = LocalExecutor(make_settings(tmp_path, {"worker.local_user": "no-such-user-remora"}))
+    res = ex.run(ExecRequest(command="true"), BufferSink(), threading.Event())
+    if os.geteuid() == 0:
+        assert res.error_kind == "internal" and "worker.local_user" in res.error and "no-such-user-remora" in res.error
+    else:  # not root: the setting does not apply, the job runs as this account
+        assert res.exit_code == 0

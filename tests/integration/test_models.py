@@ -70,6 +70,22 @@ def test_schema_version_recorded_and_upgrade_is_idempotent(db):
     assert m.ensure_schema(m.get_database()) == m.SCHEMA_VERSION
 
 
+def test_a_version_1_database_is_upgraded_with_the_job_secret_env_column(db):
+    """A database made before ``Job.secret_env`` (schema 1): opening it adds the column, keeping its jobs."""
+    server = m.Server.create(name="old", hostname="h")
+    job = m.Job.create(command="true", server=server, env={"A": "1"})
+    database = m.get_database()
+    database.execute_sql('ALTER TABLE "job" DROP COLUMN "secret_env"')
+    m.SchemaVersion.update(version=1).execute()
+    assert "secret_env" not in [c.name for c in database.get_columns("job")]
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 2
+    assert "secret_env" in [c.name for c in database.get_columns("job")]
+    row = m.Job.get_by_id(job.id)
+    assert row.env == {"A": "1"} and row.secret_env is None
+    m.Job.update(secret_env=b"ciphertext").where(m.Job.id == job.id).execute()
+    assert bytes(m.Job.get_by_id(job.id).secret_env) == b"ciphertext"
+
+
 def test_unsupported_database_scheme_is_a_config_error():
     from remora.errors import ConfigError
 

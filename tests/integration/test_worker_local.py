@@ -23,7 +23,9 @@ def env(tmp_path):
     server = QueueServer(host="127.0.0.1", port=0, persistence=False)
     server.start()
     host, port = server.address
-    settings = make_settings(tmp_path, {"queue.addr": f"{host}:{port}", "queue.worker_timeout": 5.0, "worker.heartbeat_interval": 0.2})
+    # jobs keep state in tmp_path (the test's own, 0700): they run as this account, not worker.local_user
+    overrides = {"queue.addr": f"{host}:{port}", "queue.worker_timeout": 5.0, "worker.heartbeat_interval": 0.2, "worker.local_user": ""}
+    settings = make_settings(tmp_path, overrides)
     client = QueueClient(settings.queue.addr)
     workers: list[Worker] = []
 

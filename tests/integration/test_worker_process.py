@@ -42,6 +42,7 @@ def env(tmp_path):
         "queue.worker_timeout": 2.0,
         "worker.heartbeat_interval": 0.2,
         "worker.graceful_shutdown": 10.0,
+        "worker.local_user": "",  # local jobs keep flags in tmp_path (the test's own, 0700): run them as this account
     }
     settings = make_settings(tmp_path, overrides)
     config = tmp_path / "remora.toml"
@@ -58,6 +59,7 @@ def env(tmp_path):
                 'heartbeat_interval = "200ms"',
                 'graceful_shutdown = "10s"',
                 'kill_grace = "1s"',
+                'local_user = ""',
                 "[security]",
                 'secret_key = "test-secret-key"',
                 "",

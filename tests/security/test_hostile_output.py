@@ -28,6 +28,9 @@ def test_binary_invalid_utf8_huge_lines_and_over_cap_output(tmp_path):
     (tmp_path / "bad.txt").write_bytes(bad_utf8)
     remora = make_remora("checkout", tmp_path, None)
     remora.env["REMORA_OUTPUT_MAX_BYTES"] = str(CAP)
+    # the jobs read files in tmp_path (the test's own, 0700): they run as this account, not worker.local_user
+    (tmp_path / "remora.toml").write_text('[worker]\nlocal_user = ""\n')
+    remora.env["REMORA_CONFIG"] = str(tmp_path / "remora.toml")
     remora.start(workers=4)
     try:
         client = Client(remora.url, (remora.data_dir / "admin.token").read_text().strip(), timeout=60)

@@ -70,6 +70,8 @@ def test_script_file_is_read_relative_to_the_yaml_file(tmp_path):
         ("command: x\npriority: 0\n", "job.yaml:2:11", "1 (highest) to 10"),
         ("command: x\ntimeout: soon\n", "job.yaml:2:10", "timeout: expected seconds or a duration"),
         ("command: x\nenv: [A]\n", "job.yaml:2:6", "env: expected a mapping"),
+        ("command: x\nenv: {'BAD NAME': v}\n", "job.yaml:2:6", "env: variable 'BAD NAME' is not a valid name"),
+        ("command: x\nenv: {1X: v}\n", "job.yaml:2:6", "env: variable '1X' is not a valid name"),
         ("command: x\npty: maybe\n", "job.yaml:2:6", "pty: expected true or false"),
         ("command: x\nservers: {a: 1}\n", "job.yaml:2:10", "servers: expected a server name"),
         ("jobs:\n  - command: a\n  - comand: b\n", "job.yaml:3:5", "unknown key 'comand'"),
@@ -103,7 +105,15 @@ def test_set_overrides_every_job_with_typed_values():
     assert specs[0].servers == ["web-1", "web-2"]
 
 
-@pytest.mark.parametrize(("pair", "needle"), [("priority", "key=value"), ("colour=red", "unknown key"), ("priority=99", "1 (highest)")])
+@pytest.mark.parametrize(
+    ("pair", "needle"),
+    [
+        ("priority", "key=value"),
+        ("colour=red", "unknown key"),
+        ("priority=99", "1 (highest)"),
+        ("env.1X=v", "variable '1X' is not a valid name"),
+    ],
+)
 def test_bad_set_values_are_reported(pair, needle):
     assert needle in error_of("command: a\n", overrides=[pair])
 

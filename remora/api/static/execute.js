@@ -86,7 +86,7 @@ export async function openExecute(prefill = null) {
       field('f-timeout', 'Timeout (seconds)', timeout, 'Seconds before the job is stopped.')),
     h('details.more', null, h('summary', null, 'More options'),
       h('div.grid-2', null, field('f-name', 'Name', name), field('f-retries', 'Retries', retries)),
-      field('f-env', 'Environment', env)));
+      field('f-env', 'Environment', env, 'Values of names like *PASSWORD*, *TOKEN*, *SECRET*, *KEY* are stored encrypted and shown as ***.')));
 
   const modal = openModal({ id: 'execute-dialog', title: prefill ? 'Duplicate job' : 'New job', body: form, footer: [cancel, submit], wide: true });
   cancel.addEventListener('click', modal.close);
@@ -156,7 +156,8 @@ export async function openExecute(prefill = null) {
     timeout.value = String(prefill.timeout || limits.defaultTimeout);
     retries.value = String(prefill.retries || 0);
     name.value = prefill.name || '';
-    if (prefill.env && typeof prefill.env === 'object') env.value = Object.entries(prefill.env).map(([k, v]) => `${k}=${v}`).join('\n');
+    // a secret-looking value comes back as ***: leave it empty so it is typed again, never resubmitted as "***"
+    if (prefill.env && typeof prefill.env === 'object') env.value = Object.entries(prefill.env).map(([k, v]) => `${k}=${v === '***' ? '' : v}`).join('\n');
     for (const c of checks.values()) c.checked = c.value === prefill.server_id;
     updateCount();
     syncMode();

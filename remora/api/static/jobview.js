@@ -116,7 +116,13 @@ export function openJobView(id) {
       metaRow('Worker', job.worker || '—'),
       job.batch_id ? metaRow('Batch', h('a', { href: `#/jobs?batch=${job.batch_id}` }, job.batch_id.slice(0, 8))) : null,
       metaRow('Job id', h('code.small', null, job.id)),
-      job.script ? h('div.meta-item.full', null, h('dt', null, 'Script'), h('dd', null, h('pre.script', null, job.script))) : null);
+      job.script ? h('div.meta-item.full', null, h('dt', null, 'Script'), h('dd', null, h('pre.script', null, job.script))) : null,
+      job.script_hidden ? metaRow('Script', 'hidden: operators and admins see script bodies', 'jv-script') : null,
+      // secret-looking values arrive as *** (stored encrypted; the job gets the real value)
+      job.env && Object.keys(job.env).length
+        ? h('div.meta-item.full', null, h('dt', null, 'Environment'),
+          h('dd', null, h('pre.script', { id: 'jv-env' }, Object.entries(job.env).map(([k, v]) => `${k}=${v}`).join('\n'))))
+        : null);
     errorBox.hidden = !job.error;
     setText(errorBox, job.error ? `Error: ${job.error}` : '');
     setText(content.querySelector('#jv-bytes'), `stdout ${formatBytes(job.stdout_bytes)} · stderr ${formatBytes(job.stderr_bytes)}`);

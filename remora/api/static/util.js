@@ -111,6 +111,7 @@ export function formatBytes(n) {
 }
 
 export function jobCommandText(job) {
+  if (job.script_hidden) return (job.name ? `${job.name}: ` : '') + `script (hidden)${job.args ? ' ' + job.args : ''}`;
   if (job.script) return (job.name ? `${job.name}: ` : '') + `script (${job.script.split('\n').length} lines)${job.args ? ' ' + job.args : ''}`;
   const args = Array.isArray(job.args) ? job.args.join(' ') : job.args || '';
   return [job.command, String(args).trim()].filter(Boolean).join(' ');
