@@ -321,7 +321,10 @@ class QueueClient:
         if info["auth_required"] and not info["authenticated"]:
             link.fail(ConnectionError("unauthorized"))
             raise QueueError(
-                f"NetQueue at {self.addr} refused the token" if self.token else f"NetQueue at {self.addr} needs a token",
+                f"NetQueue at {self.addr} refused the token"
+                if self.token
+                else f"NetQueue at {self.addr} needs a token: set REMORA_QUEUE_TOKEN or queue.token, or queue.token_file "
+                "(the server writes it to <data_dir>/queue.token)",
                 code="UNAUTHORIZED",
             )
         self.server_info = info
