@@ -169,3 +169,27 @@ def test_creating_queue_names_beyond_the_limit_is_a_clear_error():
             assert err.value.code == "NAME_TOO_LONG"
     finally:
         server.stop()
+
+
+def test_requests_without_the_token_end_with_a_closed_connection():
+    server = QueueServer(port=0, persistence=False, token="t0k")
+    server.start()
+    try:
+        host, port = server.address
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(b"".join(p.frame(p.OP_PUT, rid, p.encode_put(f"j{rid}", "q", 5, 0, 30, 3, b"")) for rid in range(1, 21)))
+            replies, buf = [], b""
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                buf += data
+                while len(buf) >= 4 and len(buf) >= 4 + p.LENGTH.unpack_from(buf, 0)[0]:
+                    end = 4 + p.LENGTH.unpack_from(buf, 0)[0]
+                    replies.append(p.decode_error(buf[p.HEADER_SIZE : end]))
+                    buf = buf[end:]
+        assert [code for code, _ in replies] == ["UNAUTHORIZED"] * 9  # 8 answered, then the close is explained
+        assert "too many requests before authentication" in replies[-1][1]
+        assert server.stats()["jobs"] == 0
+    finally:
+        server.stop()
