@@ -10,7 +10,6 @@ import resource
 import select
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +23,7 @@ from tests.security.test_queue_token import base_env, queue_serve
 
 FLOOD = 1000
 AUTH_TIMEOUT = 2.0
+TOKEN = "preauth-test-token"
 
 
 def closed_by_peer(sock: socket.socket) -> bool:
@@ -50,14 +50,10 @@ def many_fds():
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def token_of(home: Path) -> str:
-    return (home / ".local" / "share" / "remora" / "queue.token").read_text().strip()
-
-
 def test_a_flood_of_unauthenticated_8_mib_frames_costs_no_memory(tmp_path, many_fds):
-    env = base_env(tmp_path, REMORA_QUEUE_AUTH_TIMEOUT=f"{AUTH_TIMEOUT}s")
+    env = base_env(tmp_path, REMORA_QUEUE_AUTH_TIMEOUT=f"{AUTH_TIMEOUT}s", REMORA_QUEUE_TOKEN=TOKEN)
     with queue_serve(tmp_path, "--no-persistence", env=env) as (proc, port):
-        token = token_of(tmp_path)
+        token = TOKEN
         with QueueClient(f"127.0.0.1:{port}", token=token) as warm:
             warm.put("warm-up")
         idle = rss_kib(proc.pid)
@@ -90,6 +86,7 @@ def test_a_flood_of_unauthenticated_8_mib_frames_costs_no_memory(tmp_path, many_
         finally:
             for sock in socks:
                 sock.close()
+        print(f"\nqueue RSS: {idle} KiB idle, {peak} KiB at most under {FLOOD} pre-auth 8 MiB frames; all closed in {elapsed:.2f}s")
         assert peak - idle < 8 * 1024, f"RSS grew from {idle} KiB to {peak} KiB under {FLOOD} pre-auth 8 MiB frames"
         assert elapsed < AUTH_TIMEOUT + 15
         with QueueClient(f"127.0.0.1:{port}", token=token, connect_timeout=3) as client:
@@ -98,13 +95,13 @@ def test_a_flood_of_unauthenticated_8_mib_frames_costs_no_memory(tmp_path, many_
 
 
 def test_a_silent_unauthenticated_connection_is_closed_after_the_deadline(tmp_path):
-    env = base_env(tmp_path, REMORA_QUEUE_AUTH_TIMEOUT=f"{AUTH_TIMEOUT}s")
+    env = base_env(tmp_path, REMORA_QUEUE_AUTH_TIMEOUT=f"{AUTH_TIMEOUT}s", REMORA_QUEUE_TOKEN=TOKEN)
     with queue_serve(tmp_path, "--no-persistence", env=env) as (_, port):
         silent = socket.create_connection(("127.0.0.1", port), timeout=5)
         half = socket.create_connection(("127.0.0.1", port), timeout=5)
         half.sendall(b"\x00\x00")  # half a length field, then nothing
         opened = time.monotonic()
-        with QueueClient(f"127.0.0.1:{port}", token=token_of(tmp_path)) as good:
+        with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as good:
             good.put("j")
             wait_for(lambda: closed_by_peer(silent) and closed_by_peer(half), AUTH_TIMEOUT + 10, interval=0.05, what="the close")
             waited = time.monotonic() - opened
