@@ -251,3 +251,23 @@ def test_up_queue_needs_the_token_and_its_own_parts_use_it(tmp_path):
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+def test_a_long_lived_client_picks_up_a_token_file_made_after_it_started(tmp_path):
+    from remora.config import load
+
+    settings = load(env={"HOME": str(tmp_path), "REMORA_DATA_DIR": str(tmp_path / "data")})
+    server = QueueServer(port=0, persistence=False, token="made-later")
+    server.start()
+    try:
+        host, port = server.address
+        client = QueueClient(f"{host}:{port}", token=settings.queue_token)  # as the worker and the API hold it
+        with pytest.raises(QueueError) as err:
+            client.ping()
+        assert err.value.code == "UNAUTHORIZED" and "needs a token" in str(err.value)
+        settings.queue_token_path.parent.mkdir(parents=True)
+        settings.queue_token_path.write_text("made-later\n")
+        assert client.put("now") is True
+        client.close()
+    finally:
+        server.stop()
