@@ -27,6 +27,8 @@ from remora.errors import ConfigError
 
 SECTIONS = ("database", "queue", "worker", "ssh", "output", "api", "security", "logging")
 SECRET_KEYS = {"database.url", "queue.token", "api.token", "security.secret_key"}
+# Keys whose "not set anywhere" differs from their default value: the example config leaves them commented out.
+UNSET_BY_DEFAULT = {"queue.token"}
 
 # The seed README's environment variable names, accepted as aliases.
 ENV_ALIASES: dict[str, str] = {
@@ -86,8 +88,17 @@ class QueueSettings:
     max_size: int = _key(100000, "int", "Most waiting jobs per queue; a PUT beyond it is refused with QUEUE_FULL.")
     worker_timeout: float = _key(30.0, "duration", "Lease time (ttr) of a reserved job; a worker heartbeat renews it.")
     max_attempts: int = _key(3, "int", "Deliveries of a job whose lease expires before it goes to the dead-letter queue.")
-    token: str = _key("", "str", "Shared token for NetQueue clients; required when bound to a non-loopback address.")
+    token: str = _key(
+        "",
+        "str",
+        'Shared token of the queue and its clients. Unset: read from token_file (`queue serve` and `up` create it). "": no token (loopback only).',
+    )
+    token_file: str = _key(
+        "", "str", "File holding the queue token (created 0600 by `queue serve` and `up` when missing). Empty: <data_dir>/queue.token."
+    )
     max_connections: int = _key(4096, "int", "Most client connections the queue server keeps open.")
+    auth_timeout: float = _key(5.0, "duration", "A connection that has not authenticated this long after connecting is closed.")
+    max_queues: int = _key(1000, "int", "Most distinct queue names the queue holds; a PUT naming one more is refused (TOO_MANY_QUEUES).")
     busy_poll: float = _key(
         0.0001, "duration", "After a reply, `queue serve` polls this long for the next request before sleeping (adaptive; 0: off)."
     )
@@ -210,6 +221,31 @@ class Settings:
     def token_file(self) -> Path:
         return self.data_dir / "admin.token"
 
+    @property
+    def queue_token_path(self) -> Path:
+        return Path(self.queue.token_file).expanduser() if self.queue.token_file else self.data_dir / "queue.token"
+
+    def queue_token(self, *, create: bool = False) -> str:
+        """The queue's token: ``queue.token`` when set anywhere (even to ""), else the token file's content.
+
+        Servers (``queue serve``, ``up``) pass ``create=True``: a missing file is
+        created with a new random token (0600).  Clients read the file if it is
+        there and send no token otherwise (the server then says it needs one)."""
+        if self.sources.get("queue.token", "default") != "default":
+            return self.queue.token
+        path = self.queue_token_path
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            if not create:
+                return ""
+            return _create_token_file(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the queue token file {path}: {exc.strerror or exc}") from None
+        if not token:
+            raise ConfigError(f"the queue token file {path} is empty: delete it to have a new token made, or set queue.token")
+        return token
+
     def get(self, dotted: str) -> Any:
         section, key = dotted.split(".", 1)
         return getattr(getattr(self, section), key)
@@ -230,6 +266,28 @@ class Settings:
             section, key = dotted.split(".", 1)
             out[section][key] = mask(dotted, value)
         return out
+
+
+def _create_token_file(path: Path) -> str:
+    """Write a new random token to ``path`` (0600, never briefly wider; a file made meanwhile wins)."""
+    import secrets
+
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(token + "\n")
+        os.chmod(tmp, 0o600)
+        os.link(tmp, path)  # fails if another process created the file first
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot create the queue token file {path}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return token
 
 
 def mask(dotted: str, value: Any) -> Any:
@@ -554,6 +612,8 @@ def render_toml(settings: Settings | None = None, *, commented: bool = True) -> 
             value = getattr(getattr(settings, section), f.name)
             value = _toml_value(dotted, value)
             rendered = tomli_w.dumps({f.name: value}).strip()
+            if dotted in UNSET_BY_DEFAULT and value == meta[dotted]["default"]:
+                rendered = "# " + rendered  # set, even to the default, it means something else than unset
             lines.append(rendered)
         lines.append("")
     return "\n".join(lines)

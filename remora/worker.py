@@ -181,7 +181,7 @@ class Worker:
         self.id = worker_id or settings.worker.id or f"{self.host}-{os.getpid()}"
         self.queues = list(queues or settings.worker.queues or [settings.queue.name])
         self.concurrency = max(1, concurrency or settings.worker.concurrency)
-        self.queue = queue_client or QueueClient(settings.queue.addr, token=settings.queue.token, name=f"worker {self.id}")
+        self.queue = queue_client or QueueClient(settings.queue.addr, token=settings.queue_token, name=f"worker {self.id}")
         self._own_queue = queue_client is None
         self.leases = LeaseKeeper(
             self.queue,

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-queue-token"  # the servers' queue token (REMORA_QUEUE_TOKEN)
 sys.path.insert(0, str(ROOT))
 
 from remora.netqueue.client import PutItem, QueueClient  # noqa: E402
@@ -127,7 +128,7 @@ def netqueue(fsync: str, busy_poll: str | None = None) -> Server:
     """``busy_poll`` overrides queue.busy_poll (default: the server's default)."""
     return Server(
         lambda port, d: [sys.executable, "-m", "remora", "-q", "queue", "serve", "--port", str(port), "--data-dir", d, "--fsync", fsync],
-        {"REMORA_QUEUE_BUSY_POLL": busy_poll} if busy_poll is not None else None,
+        {"REMORA_QUEUE_TOKEN": TOKEN, **({"REMORA_QUEUE_BUSY_POLL": busy_poll} if busy_poll is not None else {})},
     )
 
 
@@ -146,7 +147,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 def nq_seq_put(port: int, n: int, pid: int | None = None) -> dict[str, Any]:
     lat = []
-    with QueueClient(f"127.0.0.1:{port}") as c:
+    with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as c:
         c.ping()
         with CpuMeter(pid) as cpu:
             started = time.perf_counter()
@@ -159,7 +160,7 @@ def nq_seq_put(port: int, n: int, pid: int | None = None) -> dict[str, Any]:
 
 
 def nq_reserve_ack(port: int, n: int, pid: int | None = None) -> dict[str, Any]:
-    with QueueClient(f"127.0.0.1:{port}") as c:
+    with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as c:
         items = [PutItem(f"r{i}", body=BODY) for i in range(n)]
         for k in range(0, n, 1000):
             c.put_many(items[k : k + 1000])
@@ -176,7 +177,7 @@ def nq_reserve_ack(port: int, n: int, pid: int | None = None) -> dict[str, Any]:
 
 def nq_batch_put(port: int, n: int, per_frame: int = 100, pipelined: int = 1) -> dict[str, float]:
     """``per_frame`` jobs per PUT_BATCH; ``pipelined`` frames sent before the first reply is read."""
-    with QueueClient(f"127.0.0.1:{port}") as c:
+    with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as c:
         c.ping()
         items = [PutItem(f"b{i}", body=BODY) for i in range(n)]
         step = per_frame * pipelined
@@ -188,7 +189,7 @@ def nq_batch_put(port: int, n: int, per_frame: int = 100, pipelined: int = 1) ->
 
 
 def _nq_put_worker(port: int, prefix: str, n: int, barrier: Any, out: Any) -> None:
-    with QueueClient(f"127.0.0.1:{port}") as c:
+    with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as c:
         c.ping()
         barrier.wait()
         started = time.perf_counter()
@@ -222,7 +223,7 @@ def concurrent_put(worker: Callable[..., None], port: int, n: int, clients: int)
 
 
 def nq_fill(port: int, n: int) -> None:
-    with QueueClient(f"127.0.0.1:{port}") as c:
+    with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as c:
         items = [PutItem(f"m{i}", body=BODY) for i in range(n)]
         for k in range(0, n, 1000):
             c.put_many(items[k : k + 1000])

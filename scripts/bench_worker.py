@@ -198,7 +198,7 @@ def main() -> None:
         queue_proc = _spawn(config, "queue", "serve")
         wait_port("127.0.0.1", port, 15)
         worker_proc = _spawn(config, "worker", "--concurrency", "4", "--id", "bench-worker")
-        q = QueueClient(f"127.0.0.1:{port}")
+        q = QueueClient(f"127.0.0.1:{port}", token=(tmp / "queue.token").read_text().strip())  # made by `queue serve`
         throughput(q, ssh_server, 20)  # warm up: connection, imports
         throughput(q, local, 20)
         cpu = CpuMeter(worker=worker_proc.pid, queue=queue_proc.pid)

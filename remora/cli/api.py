@@ -10,8 +10,6 @@ from remora.cli.common import STATE, console, info, print_json
 
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
 
 def _init_db() -> None:
     from remora import models
@@ -23,17 +21,6 @@ def _init_db() -> None:
         pool_size=settings.database.pool_size,
         data_dir=settings.data_dir,
     )
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host in LOOPBACK:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def api(
@@ -51,6 +38,7 @@ def api(
 
     from remora.config import split_addr
     from remora.errors import ConfigError
+    from remora.netaddr import no_auth_refusal
 
     settings = STATE.settings({"queue.addr": queue_addr})
     STATE.setup_logging(settings)
@@ -58,8 +46,9 @@ def api(
     bind_host = host or cur_host
     bind_port = port if port is not None else cur_port
     auth = settings.api.auth and not no_auth
-    if not auth and not is_loopback(bind_host):
-        raise ConfigError(f"--no-auth (or api.auth = false) is accepted only on a loopback address, not {bind_host}")
+    refusal = None if auth else no_auth_refusal(bind_host)
+    if refusal:
+        raise ConfigError(refusal)
     if not auth:
         info("[yellow]warning:[/] authentication is OFF: anyone on this machine can use the API")
     _init_db()

@@ -24,7 +24,7 @@ def _client(addr: str | None) -> QueueClient:
     from remora.netqueue.client import QueueClient
 
     settings = STATE.settings({"queue.addr": addr})
-    return QueueClient(settings.queue.addr, token=settings.queue.token, name="remora-cli", connect_timeout=3.0)
+    return QueueClient(settings.queue.addr, token=settings.queue_token(), name="remora-cli", connect_timeout=3.0)
 
 
 @queue_app.command("serve")
@@ -34,7 +34,12 @@ def serve(
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Directory of the log and snapshots (queue.data_dir).")] = None,
     fsync: Annotated[str | None, typer.Option("--fsync", help="always (group commit) | interval | never.")] = None,
     max_size: Annotated[int | None, typer.Option("--max-size", help="Most waiting jobs per queue (QUEUE_FULL beyond).")] = None,
-    token: Annotated[str | None, typer.Option("--token", help="Shared client token (required off loopback).")] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--token-file", help="File holding the client token (queue.token_file; created 0600 if missing). Or env REMORA_QUEUE_TOKEN."
+        ),
+    ] = None,
     persistence: Annotated[bool | None, typer.Option("--persistence/--no-persistence", help="Keep the queue on disk.")] = None,
     busy_poll: Annotated[
         str | None,
@@ -51,6 +56,12 @@ def serve(
     While a client sends requests back to back the I/O thread polls for the
     next one (--busy-poll) instead of sleeping: one busy core for up to 1.5x
     the round trips; it stops by itself when requests come further apart.
+
+    Clients need the queue's token: REMORA_QUEUE_TOKEN or queue.token if set,
+    else the token file (--token-file, default <data_dir>/queue.token), made
+    0600 with a random token on first start. Remora's own clients on this
+    machine read the same file. queue.token = "" in the config file serves
+    without a token (loopback only).
 
     Example: remora queue serve --port 9000 --data-dir /var/lib/remora/queue --fsync always
     """
@@ -74,12 +85,13 @@ def serve(
             "queue.data_dir": data_dir,
             "queue.fsync": fsync,
             "queue.max_size": max_size,
-            "queue.token": token,
+            "queue.token_file": token_file,
             "queue.persistence": persistence,
             "queue.busy_poll": busy_poll,
         }
     )
-    server = QueueServer.from_settings(settings)  # validates (token off loopback, fsync mode) before the exec
+    # validates (token off loopback, fsync mode) before the exec; the token file is made on first start
+    server = QueueServer.from_settings(settings, token=settings.queue_token(create=True))
     config = {
         "host": server.host,
         "port": server.port,
@@ -92,6 +104,8 @@ def serve(
         "default_ttr": server.default_ttr,
         "max_connections": server.max_connections,
         "busy_poll": server.busy_poll,
+        "auth_timeout": server.auth_timeout,
+        "max_queues": server.max_queues,
         "logging": {"level": settings.logging.level, "format": settings.logging.format},
     }
     env = {**os.environ, ENV_VAR: json.dumps(config), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}

@@ -33,7 +33,7 @@ def up(
     workers: Annotated[
         int | None, typer.Option("--workers", "-w", min=1, max=256, help="Worker threads (jobs at once). Default: worker.concurrency.")
     ] = None,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve the API without tokens (loopback only).")] = False,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve the API without tokens (accepted only on a loopback address).")] = False,
 ) -> None:
     """Start Remora on this machine: queue, workers and API in one process.
 
@@ -47,6 +47,9 @@ def up(
 
     Example: remora up --port 8080 --workers 4
     """
+    from remora.errors import ConfigError
+    from remora.netaddr import no_auth_refusal
+
     overrides: dict[str, Any] = {
         "database.data_dir": str(data_dir.expanduser().resolve()) if data_dir else None,
         "queue.addr": f"{host}:{queue_port}",
@@ -55,6 +58,9 @@ def up(
     }
     settings = STATE.settings(overrides)
     STATE.setup_logging(settings)
+    refusal = no_auth_refusal(host) if no_auth else None
+    if refusal:
+        raise ConfigError(refusal)
     stack = Stack(settings, host=host, port=port, queue_port=queue_port, auth=not no_auth)
     stack.start()
     stack.announce()
@@ -89,6 +95,7 @@ class Stack:
         models.init_db(self.settings.database_url, busy_timeout=self.settings.database.busy_timeout, data_dir=data_dir)
         self.queue = QueueServer.from_settings(
             self.settings,
+            token=self.settings.queue_token(create=True),  # made on first start; the worker and API read the same file
             host=self.host,
             port=self.queue_port,
             busy_poll=0.0,  # no spinning: the workers and API share this GIL

@@ -265,13 +265,15 @@ class QueueClient:
     (``code`` = the protocol's error name) for every other error reply.
     """
 
-    def __init__(self, addr: str, *, token: str = "", name: str = "", connect_timeout: float = 5.0, retry_for: float = 0.0) -> None:
+    def __init__(
+        self, addr: str, *, token: str | Callable[[], str] = "", name: str = "", connect_timeout: float = 5.0, retry_for: float = 0.0
+    ) -> None:
         from remora.config import split_addr
 
         self.addr = addr
         host, port = split_addr(addr, 9000)
         self._target = ("127.0.0.1" if host in ("", "0.0.0.0") else host, port)
-        self.token = token
+        self.token = token  # or a function asked at each connect (a token file made after this client started)
         self.name = name or "remora-client"
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
@@ -308,7 +310,8 @@ class QueueClient:
         sock.settimeout(None)
         link = _Link(sock)
         rid = self._next_rid()
-        call = link.send(rid, p.frame(p.OP_HELLO, rid, p.encode_hello(self.name, self.token)))
+        token = self.token if isinstance(self.token, str) else self.token()
+        call = link.send(rid, p.frame(p.OP_HELLO, rid, p.encode_hello(self.name, token)))
         try:
             link.wait(rid, call, time.monotonic() + self.connect_timeout)
         except TimeoutError:
@@ -321,7 +324,10 @@ class QueueClient:
         if info["auth_required"] and not info["authenticated"]:
             link.fail(ConnectionError("unauthorized"))
             raise QueueError(
-                f"NetQueue at {self.addr} refused the token" if self.token else f"NetQueue at {self.addr} needs a token",
+                f"NetQueue at {self.addr} refused the token"
+                if token
+                else f"NetQueue at {self.addr} needs a token: set REMORA_QUEUE_TOKEN or queue.token, or queue.token_file "
+                "(the server writes it to <data_dir>/queue.token)",
                 code="UNAUTHORIZED",
             )
         self.server_info = info

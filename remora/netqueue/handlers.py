@@ -121,10 +121,27 @@ class Dispatcher:
 
     # -- producers --------------------------------------------------------
     def put(self, conn: Connection, rid: int, body: bytes) -> bytes:
-        return b"\x01" if self.engine.put(*p.put_fields(body)) else b"\x00"
+        fields = p.put_fields(body)
+        if fields[1] not in self.engine.queues:
+            self._new_queues({fields[1]})
+        return b"\x01" if self.engine.put(*fields) else b"\x00"
 
     def put_batch(self, conn: Connection, rid: int, body: bytes) -> bytes:
-        return p.encode_flags(self.engine.put_many(p.put_batch_fields(body)))
+        items = p.put_batch_fields(body)
+        queues = self.engine.queues
+        new = {f[1] for f in items if f[1] not in queues}
+        if new:
+            self._new_queues(new)
+        return p.encode_flags(self.engine.put_many(items))
+
+    def _new_queues(self, names: set[str]) -> None:
+        """Refuse a PUT whose new queue names would take the server past ``max_queues``."""
+        held, limit = len(self.engine.queues), self.server.max_queues
+        if held + len(names) > limit:
+            name = sorted(names)[0]
+            raise p.ProtocolError(
+                "TOO_MANY_QUEUES", f"queue {name[:60]!r} would be one more than the {limit} queue names held (queue.max_queues)"
+            )
 
     # -- consumers --------------------------------------------------------
     def _reserve(self, conn: Connection, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> bytes | None:

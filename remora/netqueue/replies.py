@@ -34,7 +34,7 @@ EV_IN, EV_OUT = select.EPOLLIN, select.EPOLLOUT
 
 
 class Connection:
-    __slots__ = ("addr", "authed", "closing", "http", "inbuf", "name", "out", "parked", "peer", "pending", "sock", "writing")
+    __slots__ = ("addr", "authed", "closing", "http", "inbuf", "name", "out", "parked", "peer", "pending", "preauth", "sock", "writing")
 
     def __init__(self, sock: socket.socket, addr: Any, authed: bool) -> None:
         self.sock = sock
@@ -49,6 +49,7 @@ class Connection:
         self.pending = 0  # replies waiting for durability
         self.parked = 0  # blocking reserves waiting
         self.writing = False
+        self.preauth = 0  # before authentication: requests it may still send (0: authenticated, no limit)
 
 
 class Replies:

@@ -25,6 +25,15 @@ state that a crash would undo (``remora.netqueue.replies``).
 HTTP on the same port: a binary frame starts with 0x00 (MAX_FRAME < 16 MiB),
 so a connection whose first byte is anything else is read as an HTTP/1.x
 request (see ``remora.netqueue.http``) and answered with JSON.
+
+Before authentication (until HELLO/AUTH presents the token; without a token,
+until the first request) a connection is cheap to hold and cannot grow: a
+frame may be at most MAX_PREAUTH_FRAME bytes (the length field is checked
+before anything is buffered), it may send a few requests only, it is closed
+``auth_timeout`` seconds after connecting, and at most ``max_unauthenticated``
+such connections exist at once (a new one closes the oldest), so they never
+fill ``max_connections``.  Authenticated connections pay one attribute check
+per frame for this.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from remora.errors import ConfigError
+from remora.netaddr import is_loopback
 from remora.netqueue import protocol as p
 from remora.netqueue.engine import Engine
 from remora.netqueue.handlers import Dispatcher, reservation_tuples
@@ -55,10 +65,8 @@ log = logging.getLogger(__name__)
 RECV_SIZE = 256 * 1024
 MAX_HTTP_REQUEST = 16 * 1024
 EV_READ = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP  # an error or hang-up shows when reading
-
-
-def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+PREAUTH_REQUESTS = 8  # requests a connection may send before it authenticates
+MAX_UNAUTHENTICATED = 256  # unauthenticated connections held at once (a new one closes the oldest)
 
 
 class QueueServer(Replies):
@@ -78,11 +86,17 @@ class QueueServer(Replies):
         default_ttr: float = 30.0,
         max_connections: int = 4096,
         busy_poll: float = 0.0001,
+        auth_timeout: float = 5.0,
+        max_queues: int = 1000,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
     ) -> None:
         if fsync not in ("always", "interval", "never"):
             raise ConfigError(f"queue fsync = {fsync!r}: expected always, interval or never")
         if not token and not is_loopback(host):
-            raise ConfigError(f"queue bound to {host} (not loopback) needs a token: set queue.token or --token")
+            raise ConfigError(
+                f"queue bound to {host or '0.0.0.0'} (not loopback) needs a token: leave queue.token unset "
+                "(a token file is made), or set REMORA_QUEUE_TOKEN / queue.token / queue.token_file"
+            )
         if persistence and data_dir is None:
             raise ConfigError("queue persistence needs a data directory (queue.data_dir)")
         self.host, self.port = host, port
@@ -93,6 +107,9 @@ class QueueServer(Replies):
         self.default_ttr = default_ttr
         self.max_connections = max_connections
         self.busy_poll = busy_poll
+        self.auth_timeout = auth_timeout
+        self.max_queues = max_queues
+        self.max_unauthenticated = max(1, max_unauthenticated)
         self.lock = threading.RLock()
         self.engine = Engine(max_size=max_size)
         self.dispatcher = Dispatcher(self)
@@ -108,6 +125,7 @@ class QueueServer(Replies):
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._conns: dict[int, Connection] = {}
+        self._preauth: dict[Connection, float] = {}  # unauthenticated connections -> deadline, oldest first
         self.parked = ParkedReserves()
         self._batch: list[tuple[Connection, bytes]] = []
         self._held: deque[tuple[int, Connection, bytes]] = deque()
@@ -118,7 +136,8 @@ class QueueServer(Replies):
         self.log_error: str | None = None  # set while the log cannot be written (disk full); see _flush_log
         self._log_retry_at = 0.0
         self._log_failed_bytes = 0
-        self.counters = {"connections_total": 0, "requests": 0, "errors": 0, "http_requests": 0}
+        self.counters = {"connections_total": 0, "requests": 0, "errors": 0, "http_requests": 0, "unauthenticated_closed": 0}
+        self._evict_logged = -1e9
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> QueueServer:
@@ -133,12 +152,15 @@ class QueueServer(Replies):
             "fsync": settings.queue.fsync,
             "fsync_interval": settings.queue.fsync_interval,
             "max_size": settings.queue.max_size,
-            "token": settings.queue.token,
             "default_ttr": settings.queue.worker_timeout,
             "max_connections": settings.queue.max_connections,
             "busy_poll": settings.queue.busy_poll,
+            "auth_timeout": settings.queue.auth_timeout,
+            "max_queues": settings.queue.max_queues,
         }
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        if "token" not in kwargs:
+            kwargs["token"] = settings.queue_token()
         return cls(**kwargs)
 
     # -- lifecycle --------------------------------------------------------
@@ -234,6 +256,8 @@ class QueueServer(Replies):
 
     def _select_timeout(self) -> float:
         longest = 1.0 if self.log_error is None else 0.5
+        if self._preauth:
+            longest = min(longest, max(0.0, next(iter(self._preauth.values())) - time.monotonic()))
         nxt = self.engine.next_deadline()
         parked = self.parked.next_deadline()
         if nxt is None and parked is None:
@@ -263,6 +287,8 @@ class QueueServer(Replies):
                     self._discard_input(conn)
                 else:
                     self._read(conn)
+        if self._preauth:
+            self._expire_preauth()
         engine = self.engine
         engine.tick()
         if self.parked.next_deadline() is not None:
@@ -296,9 +322,38 @@ class QueueServer(Replies):
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Connection(sock, addr, authed=not self.token)
+            conn.preauth = PREAUTH_REQUESTS
+            preauth = self._preauth
+            now = time.monotonic()
+            if len(preauth) >= self.max_unauthenticated:
+                oldest = next(iter(preauth))
+                self.counters["unauthenticated_closed"] += 1
+                if now >= self._evict_logged + 10:  # at most one line per 10 s under a flood
+                    self._evict_logged = now
+                    log.warning("queue: %d unauthenticated connections: closing the oldest (%s)", len(preauth), oldest.peer)
+                self._close(oldest)
+            preauth[conn] = now + self.auth_timeout
             self._conns[sock.fileno()] = conn
             self._ep.register(sock.fileno(), EV_IN)
             self.counters["connections_total"] += 1
+
+    def _admit(self, conn: Connection) -> None:
+        """The connection authenticated (or, without a token, sent its first request): no pre-auth limits."""
+        conn.preauth = 0
+        self._preauth.pop(conn, None)
+
+    def _expire_preauth(self) -> None:
+        """Close connections that did not authenticate within ``auth_timeout``."""
+        now = time.monotonic()
+        preauth = self._preauth
+        while preauth:
+            conn, deadline = next(iter(preauth.items()))
+            if deadline > now:
+                return
+            log.debug("queue: closing %s: not authenticated within %gs", conn.peer, self.auth_timeout)
+            self.counters["unauthenticated_closed"] += 1
+            self._close(conn)
+            preauth.pop(conn, None)  # _close removes it; this ends the loop even if it did not
 
     def _drain_wake(self) -> None:
         assert self._wake_r is not None
@@ -341,9 +396,11 @@ class QueueServer(Replies):
             buf = conn.inbuf
             buf += data
             del buf[: self._read_frames(conn, buf)]
+            if conn.closing:
+                buf.clear()
         else:
             used = self._read_frames(conn, data)
-            if used < n:
+            if used < n and not conn.closing:
                 conn.inbuf += data[used:]
 
     def _read_frames(self, conn: Connection, buf: bytearray | memoryview) -> int:
@@ -352,11 +409,14 @@ class QueueServer(Replies):
         pos = 0
         unpack_len = p.LENGTH.unpack_from
         header = p.HEADER.unpack_from
+        preauth = conn.preauth
+        max_frame = p.MAX_PREAUTH_FRAME if preauth else p.MAX_FRAME
         while n - pos >= 4 and not conn.closing:
             (length,) = unpack_len(buf, pos)
-            if length > p.MAX_FRAME or length < p.HEADER_SIZE - 4:
-                code = "FRAME_TOO_LARGE" if length > p.MAX_FRAME else "BAD_FRAME"
-                self._fail(conn, 0, 0, p.ProtocolError(code, f"frame length {length}", fatal=True))
+            if length > max_frame or length < p.HEADER_SIZE - 4:
+                code = "FRAME_TOO_LARGE" if length > max_frame else "BAD_FRAME"
+                what = " before authentication" if preauth else ""
+                self._fail(conn, 0, 0, p.ProtocolError(code, f"frame length {length} (at most {max_frame}{what})", fatal=True))
                 break
             if n - pos - 4 < length:
                 break
@@ -367,6 +427,14 @@ class QueueServer(Replies):
                 self._fail(conn, opcode, rid, p.ProtocolError("BAD_VERSION", f"server speaks version {p.PROTOCOL_VERSION}", fatal=True))
                 break
             self._request(conn, opcode, rid, body)
+            if preauth:
+                if conn.authed:
+                    self._admit(conn)
+                    preauth, max_frame = 0, p.MAX_FRAME
+                elif preauth == 1:
+                    self._fail(conn, 0, 0, p.ProtocolError("UNAUTHORIZED", "too many requests before authentication", fatal=True))
+                else:
+                    preauth = conn.preauth = preauth - 1
         return pos
 
     def _request(self, conn: Connection, opcode: int, rid: int, body: bytes) -> None:
@@ -422,6 +490,8 @@ class QueueServer(Replies):
             self._answer(waiter, jobs)
 
     def _close(self, conn: Connection) -> None:
+        if conn.preauth:
+            self._preauth.pop(conn, None)
         fd = conn.sock.fileno()
         if fd < 0:
             return

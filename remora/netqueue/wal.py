@@ -1,6 +1,7 @@
 """NetQueue's write-ahead log: CRC-checked records, group-commit fsync, snapshots and compaction.
 
-Files in the data directory (``N`` is the generation)::
+Files in the data directory (``N`` is the generation; the directory is kept
+0700 and every file is created 0600, whatever the umask)::
 
     snapshot.N   every live job at the moment generation N began (written to
                  snapshot.N.tmp, fsynced, renamed: it exists only when whole)
@@ -227,9 +228,13 @@ class WriteAheadLog:
     def recover(self, engine: Engine) -> dict[str, Any]:
         """Load snapshot + log into ``engine``; truncate a torn tail; open the log for appending."""
         started = time.monotonic()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.dir, 0o700)  # whatever the umask or the mode it was made with
         for tmp in self.dir.glob("*.tmp"):
             tmp.unlink()
+        for path in self.dir.iterdir():
+            if path.name.startswith(("snapshot.", "wal.")) and path.is_file():
+                os.chmod(path, 0o600)
         snaps, wals = self._gens("snapshot"), self._gens("wal")
         self.gen = max(snaps[-1] if snaps else 0, 0)
         report: dict[str, Any] = {"generation": self.gen, "snapshot_jobs": 0, "log_records": 0, "dropped_bytes": 0, "dropped_at": None}
@@ -408,7 +413,8 @@ class WriteAheadLog:
         gen = self.gen + 1
         tmp = self.dir / f"snapshot.{gen}.tmp"
         count = 0
-        with open(tmp, "wb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
             chunk = bytearray()
             for job in engine.live_jobs():
                 chunk += encode(e.J_PUT, job, None)

@@ -14,6 +14,7 @@ PROTOCOL_VERSION = 1
 
 # -- named limits (answered with an error code, never a crash) -----------
 MAX_FRAME = 8 * 1024 * 1024  # largest frame (after the length field)
+MAX_PREAUTH_FRAME = 4096  # largest frame before the connection has authenticated
 MAX_BODY = 1024 * 1024  # largest job body
 MAX_NAME = 200  # longest job id, queue name, worker id, host
 MAX_BATCH = 1000  # most jobs in one PUT_BATCH
@@ -60,12 +61,13 @@ ERRORS = {
     "BAD_FRAME": "the body does not match the opcode's layout (truncated, trailing bytes, bad UTF-8)",
     "BAD_VERSION": "the header's version is not PROTOCOL_VERSION; the connection is closed",
     "UNKNOWN_OP": "no such opcode",
-    "FRAME_TOO_LARGE": "length over MAX_FRAME; the connection is closed",
+    "FRAME_TOO_LARGE": "length over MAX_FRAME (MAX_PREAUTH_FRAME before authentication); the connection is closed",
     "BODY_TOO_LARGE": "a job body over MAX_BODY",
     "NAME_TOO_LONG": "an id, queue, worker or host over MAX_NAME bytes, or empty where required",
     "BAD_ARGUMENT": "a value out of range (priority, counts, times, state names)",
     "UNAUTHORIZED": "the server requires a token and this connection has not sent the right one",
     "QUEUE_FULL": "the queue holds max_size waiting jobs; nothing of the request was stored",
+    "TOO_MANY_QUEUES": "a PUT names a new queue but the server holds max_queues queue names; nothing of the request was stored",
     "SHUTTING_DOWN": "the server is stopping; retry elsewhere or later",
     "STORAGE": "the log cannot be written (disk full); changes are refused until it can, retry later",
     "INTERNAL": "a bug in the server; the request had no effect or an unknown one",

@@ -44,7 +44,7 @@ def make_queue_client(settings: Settings, *, name: str = "api") -> Any:
     """A QueueClient for ``settings.queue.addr`` (created lazily by the caller when wanted)."""
     from remora.netqueue.client import QueueClient
 
-    return QueueClient(settings.queue.addr, token=settings.queue.token, name=name, connect_timeout=2.0, retry_for=0.0)
+    return QueueClient(settings.queue.addr, token=settings.queue_token, name=name, connect_timeout=2.0, retry_for=0.0)
 
 
 class LazyQueue:

@@ -24,6 +24,7 @@ from remora.netqueue.client import QueueClient
 from tests.fixtures.services import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+QUEUE_TOKEN = "faults-queue-token"  # the queue token every service of a Cluster shares
 
 
 def rss_kib(pid: int) -> int:
@@ -108,6 +109,7 @@ class Cluster:
     api_port: int = 0
     services: list[Service] = field(default_factory=list)
     token: str = ""
+    queue_token: str = QUEUE_TOKEN
 
     def __post_init__(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -118,6 +120,7 @@ class Cluster:
             "database.url": self.db_url,
             "database.data_dir": str(self.base),
             "queue.addr": f"127.0.0.1:{self.queue_port}",
+            "queue.token": self.queue_token,
             "queue.worker_timeout": "5s",
             "worker.heartbeat_interval": "200ms",
             "worker.kill_grace": "1s",
@@ -150,7 +153,7 @@ class Cluster:
         return self._service("queue", args, self._queue_ready, preexec=preexec)
 
     def _queue_ready(self) -> bool:
-        with QueueClient(f"127.0.0.1:{self.queue_port}", connect_timeout=1) as client:
+        with QueueClient(f"127.0.0.1:{self.queue_port}", token=self.queue_token, connect_timeout=1) as client:
             return client.ping() >= 0
 
     def api(self) -> Service:
@@ -171,7 +174,7 @@ class Cluster:
         return Client(self.api_url, self.token, timeout=timeout)
 
     def queue_client(self, **kw: Any) -> QueueClient:
-        return QueueClient(f"127.0.0.1:{self.queue_port}", **kw)
+        return QueueClient(f"127.0.0.1:{self.queue_port}", **{"token": self.queue_token, **kw})
 
     def close(self) -> None:
         for svc in reversed(self.services):

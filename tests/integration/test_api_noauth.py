@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from remora.cli.api import is_loopback
+from remora.netaddr import is_loopback
 from tests.integration.api_support import running_api
 
 

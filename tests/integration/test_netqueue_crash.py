@@ -16,17 +16,18 @@ from remora.netqueue.client import QueueClient
 from tests.fixtures.services import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "test-queue-token"
 
 
 def start_server(data_dir: Path, port: int, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(data_dir.parent)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REMORA_QUEUE_TOKEN": TOKEN, "HOME": str(data_dir.parent)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "remora", "queue", "serve", "--port", str(port), "--data-dir", str(data_dir), *extra],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    client = QueueClient(f"127.0.0.1:{port}")
+    client = QueueClient(f"127.0.0.1:{port}", token=TOKEN)
     try:
         wait_for(lambda: proc.poll() is not None or client.ping() >= 0, 15, what="queue server")
     finally:
@@ -46,7 +47,7 @@ def test_sigkill_during_puts_with_fsync_always_loses_no_acknowledged_change(tmp_
     kill_at = 2500
 
     def producer(n: int) -> None:
-        with QueueClient(f"127.0.0.1:{port}") as client:
+        with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as client:
             for i in range(1250):
                 job_id = f"t{n}-{i}"
                 try:
@@ -77,7 +78,7 @@ def test_sigkill_during_puts_with_fsync_always_loses_no_acknowledged_change(tmp_
 
     proc = start_server(data_dir, port, "--fsync", "always")
     try:
-        with QueueClient(f"127.0.0.1:{port}") as client:
+        with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as client:
             held = {j.id for j in client.list_jobs(limit=10000)}
         in_doubt = acking - deleted  # at most one per producer: its ACK was under way at the kill
         assert len(in_doubt) <= 4
@@ -95,7 +96,7 @@ def test_sigkill_during_puts_with_fsync_always_loses_no_acknowledged_change(tmp_
 def test_sigterm_flushes_and_exits_cleanly_with_everything_kept(tmp_path):
     data_dir, port = tmp_path / "queue", free_port()
     proc = start_server(data_dir, port, "--fsync", "never")
-    with QueueClient(f"127.0.0.1:{port}") as client:
+    with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as client:
         for i in range(200):
             client.put(f"j{i}", priority=1 + i % 10)
         client.reserve(["job_queue"], timeout=0, count=5)
@@ -103,7 +104,7 @@ def test_sigterm_flushes_and_exits_cleanly_with_everything_kept(tmp_path):
     assert proc.wait(15) == 0
     proc = start_server(data_dir, port)
     try:
-        with QueueClient(f"127.0.0.1:{port}") as client:
+        with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as client:
             stats = client.stats()
             assert stats["jobs"] == 200 and stats["reserved"] == 5
     finally:

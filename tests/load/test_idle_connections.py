@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from remora.netqueue.client import QueueClient
-from tests.faults.procs import Cluster, rss_kib
+from tests.faults.procs import QUEUE_TOKEN, Cluster, rss_kib
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def traffic(addr: str) -> list[float]:
     lock = threading.Lock()
 
     def consume() -> None:
-        with QueueClient(addr) as c:
+        with QueueClient(addr, token=QUEUE_TOKEN) as c:
             while not done.is_set():
                 for r in c.reserve(["load"], timeout=0.2, count=10):
                     c.ack(r.id)
@@ -53,7 +53,7 @@ def traffic(addr: str) -> list[float]:
     consumers = [threading.Thread(target=consume) for _ in range(2)]
     for t in consumers:
         t.start()
-    with QueueClient(addr) as c:
+    with QueueClient(addr, token=QUEUE_TOKEN) as c:
         for i in range(JOBS):
             t0 = time.perf_counter()
             c.put(f"job-{i}-{time.monotonic_ns()}", queue="load", body=b"x" * 100)
@@ -72,11 +72,11 @@ def test_1000_idle_connections_do_not_slow_normal_traffic(tmp_path):
         addr = f"127.0.0.1:{cluster.queue_port}"
         quiet = traffic(addr)
         threads_before = threads_of(queue.pid)
-        idle = [QueueClient(addr, name=f"idle-{i}") for i in range(IDLE)]
+        idle = [QueueClient(addr, token=QUEUE_TOKEN, name=f"idle-{i}") for i in range(IDLE)]
         try:
             for c in idle:
                 c.ping()  # connected and past HELLO, then idle
-            with QueueClient(addr) as c:
+            with QueueClient(addr, token=QUEUE_TOKEN) as c:
                 assert c.stats()["connections"] >= IDLE
             busy = traffic(addr)
             assert threads_of(queue.pid) == threads_before

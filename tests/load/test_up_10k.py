@@ -70,7 +70,8 @@ def test_10000_jobs_through_remora_up_and_two_more_workers_on_sqlite(tmp_path):
         sampling.set()
         sampler.join()
         assert info["completed_jobs"] == TOTAL, info
-        with QueueClient(f"127.0.0.1:{remora.queue_port}") as q:
+        queue_token = (remora.data_dir / "queue.token").read_text().strip()
+        with QueueClient(f"127.0.0.1:{remora.queue_port}", token=queue_token) as q:
             wait_for(lambda: q.stats()["queue_depth"] == 0 and not q.list_jobs(limit=1), 20, what="the queue to drain")
             by_worker = {w["id"]: w["done"] for w in q.workers()}
         assert all(by_worker.get(f"extra-{n}", 0) > 0 for n in range(2)), by_worker  # the separate processes really worked

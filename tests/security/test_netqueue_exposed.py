@@ -17,8 +17,9 @@ import sys
 import pytest
 
 from remora.errors import ConfigError, QueueError
+from remora.netaddr import is_loopback
 from remora.netqueue.client import QueueClient
-from remora.netqueue.server import QueueServer, is_loopback
+from remora.netqueue.server import QueueServer
 from tests.faults.procs import ROOT
 from tests.fixtures.services import free_port, wait_for
 
@@ -54,10 +55,13 @@ def test_a_real_non_loopback_bind_needs_a_token_and_refuses_clients_without_it(t
     port = free_port(address)
     env = {"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     argv = [sys.executable, "-m", "remora", "queue", "serve", "--host", address, "--port", str(port), "--data-dir", str(tmp_path / "q")]
-    refused = subprocess.run(argv, env=env, capture_output=True, timeout=30)
+    no_token = tmp_path / "no-token.toml"
+    no_token.write_text('[queue]\ntoken = ""\n')  # explicitly no token: refused off loopback
+    refused = subprocess.run(argv, env={**env, "REMORA_CONFIG": str(no_token)}, capture_output=True, timeout=30)
     assert refused.returncode == 78 and b"token" in refused.stderr, refused.stderr
 
-    proc = subprocess.Popen([*argv, "--token", "exposed-secret"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env["REMORA_QUEUE_TOKEN"] = "exposed-secret"
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         addr = f"{address}:{port}"
         wait_for(lambda: QueueClient(addr, token="exposed-secret").ping() >= 0, 15, what="the exposed queue")

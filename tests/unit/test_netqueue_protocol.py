@@ -132,5 +132,15 @@ def test_the_protocol_document_names_every_operation_error_and_limit():
         assert f"### {op_name} ({opcode})" in doc, op_name
     for code in p.ERRORS:
         assert f"| {code} |" in doc, code
-    for limit in ("MAX_FRAME", "MAX_BODY", "MAX_NAME", "MAX_BATCH", "MAX_RESERVE", "MAX_QUEUES", "MAX_TOUCH", "MAX_LIST"):
+    for limit in (
+        "MAX_FRAME",
+        "MAX_PREAUTH_FRAME",
+        "MAX_BODY",
+        "MAX_NAME",
+        "MAX_BATCH",
+        "MAX_RESERVE",
+        "MAX_QUEUES",
+        "MAX_TOUCH",
+        "MAX_LIST",
+    ):
         assert f"| {limit} |" in doc, limit
