@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures import services as fx
+from tests.support.services import missing
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -99,7 +99,7 @@ def remora_stack(tmp_path_factory) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
-        fx.missing("Chromium")
+        missing("Chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from tests.browser.apiclient import key_server, ok, submit
 from tests.browser.conftest import shoot, signed_in
-from tests.fixtures.services import wait_for
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.browser
 

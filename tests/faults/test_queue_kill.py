@@ -1,4 +1,4 @@
-"""Issue item 1: SIGKILL of the queue server (fsync always) while 2,000 jobs are submitted and run.
+"""SIGKILL of the queue server (fsync always) while 2,000 jobs are submitted and run: each runs exactly once.
 
 Queue, API and worker are separate processes.  Submissions go through the API
 in fan-outs of 20 (a tag of 20 ``local`` servers) and keep going while the
@@ -17,8 +17,8 @@ import urllib.request
 import pytest
 
 from remora.errors import RemoraError
-from tests.faults.procs import Cluster, local_fleet, status_counts
-from tests.fixtures.services import wait_for
+from tests.support.cluster import Cluster, local_fleet, status_counts
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.slow
 

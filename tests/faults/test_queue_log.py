@@ -1,4 +1,4 @@
-"""Issue items 6 and 7: the queue's log on a full disk, and a torn tail, with `remora queue serve` as a real process.
+"""The queue's log on a full disk, and a torn tail, with `remora queue serve` as a real process.
 
 Disk full: the server runs under a small RLIMIT_FSIZE (soft limit; the hard
 limit stays open so the test can lift it with prlimit(2) -- "space returns").
@@ -17,8 +17,8 @@ import pytest
 
 from remora.errors import QueueError
 from remora.netqueue.wal import REC
-from tests.faults.procs import Cluster
-from tests.fixtures.services import wait_for
+from tests.support.cluster import Cluster
+from tests.support.waits import wait_for
 
 LIMIT = 64 * 1024
 
