@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser.pages import OUTPUT
 from tests.support.services import missing
 
 CHROMIUM = "/usr/bin/chromium"
@@ -27,8 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-REPO = Path(__file__).resolve().parents[2]
-OUTPUT = REPO / "test-output" / "browser"
 
 
 @dataclass
@@ -123,20 +122,3 @@ def page(browser, request) -> Iterator[Any]:
     finally:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def shoot(pg: Any, name: str) -> Path:
-    """Save a named screenshot mid-test."""
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    path = OUTPUT / f"{name}.png"
-    pg.screenshot(path=str(path))
-    return path
-
-
-def signed_in(pg: Any, stack: Stack, route: str = "jobs") -> Any:
-    """Open the dashboard with the token in the fragment, as `remora up` prints it."""
-    pg.goto(f"{stack.url}/#token={stack.token}")
-    pg.wait_for_selector("#topbar:not([hidden])")
-    if route:
-        pg.evaluate(f"location.hash = '#/{route}'")
-    return pg
