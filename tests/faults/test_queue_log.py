@@ -8,9 +8,7 @@ full disk fails with ENOSPC.
 
 from __future__ import annotations
 
-import json
 import resource
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,8 +26,9 @@ def small_files() -> None:
 
 
 def health(cluster: Cluster) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.queue_port}/health", timeout=5) as resp:
-        return json.load(resp)
+    status, body = cluster.queue_http("/health")
+    assert status == 200, body
+    return body
 
 
 def test_disk_full_refuses_puts_clearly_stays_up_and_recovers(tmp_path):
