@@ -75,7 +75,7 @@ def tree_cpu(root_pid: int) -> float:
 def start_database(kind: str, root: Path) -> tuple[str, int | None, object]:
     if kind == "sqlite":
         return f"sqlite:///{root / 'remora.db'}", None, None
-    from tests.fixtures.postgres import start_postgres
+    from tests.support.postgres import start_postgres
 
     gen = start_postgres()
     server = next(gen)
@@ -85,7 +85,7 @@ def start_database(kind: str, root: Path) -> tuple[str, int | None, object]:
 
 
 def submit(ports: list[int], token: str, server_id: str, jobs: int, clients: int) -> float:
-    from tests.integration.cluster import Http
+    from tests.support.http import Http
 
     local = threading.local()
 
@@ -102,8 +102,8 @@ def submit(ports: list[int], token: str, server_id: str, jobs: int, clients: int
 
 
 def add_ssh_server(port: int, token: str) -> str:
-    from tests.fixtures.sshd import start_sshd
-    from tests.integration.cluster import Http
+    from tests.support.http import Http
+    from tests.support.sshd import start_sshd
 
     sshd = start_sshd()
     body = {
@@ -124,23 +124,23 @@ def add_ssh_server(port: int, token: str) -> str:
 def run(args: argparse.Namespace) -> dict:
     from remora import auth, models, services
     from remora.models import Job
-    from tests.integration.cluster import Cluster
+    from tests.support.cluster import QUEUE_TOKEN, Cluster
 
     root = Path(tempfile.mkdtemp(prefix="remora-bench-worker-"))
     url, pg_pid, pg_gen = start_database(args.database, root)
     models.init_db(url)
-    cluster = Cluster(root, url)
+    cluster = Cluster(root, url, settings={"logging.level": "warning"}, queue_token=QUEUE_TOKEN)
     db_cpu = (lambda: tree_cpu(pg_pid)) if pg_pid else (lambda: 0.0)
     try:
         queue = cluster.start_queue(fsync="always")
         api = cluster.start_api()
         token = auth.create_token("bench", "admin")[1]
         server_id = add_ssh_server(cluster.api_ports[0], token) if args.executor == "ssh" else services.ensure_local_server().id
-        qpid, apid = queue.popen.pid, api.popen.pid  # type: ignore[union-attr]
+        qpid, apid = queue.pid, api.pid
         idle = cluster.spawn("idle-worker", "worker", "--concurrency", "1", "--id", "idle", "--queue", "unused")
         cluster.wait_workers(1)
         time.sleep(1.0)
-        startup_cpu = cpu_seconds(idle.popen.pid)  # type: ignore[union-attr]
+        startup_cpu = cpu_seconds(idle.pid)
         idle.stop()
 
         c0 = {"api": cpu_seconds(apid), "queue": cpu_seconds(qpid), "db": db_cpu()}
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
             if time.monotonic() > deadline:
                 raise RuntimeError("timed out waiting for the jobs to finish")
             time.sleep(0.2)
-        wpids = [w.popen.pid for w in workers]  # type: ignore[union-attr]
+        wpids = [w.pid for w in workers]
         worker_cpu = sum(cpu_seconds(pid, children=False) for pid in wpids) - startup_cpu * args.workers
         job_cpu = sum(children_cpu(pid) for pid in wpids)
         c2 = {"api": cpu_seconds(apid), "queue": cpu_seconds(qpid), "db": db_cpu()}

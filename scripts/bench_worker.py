@@ -42,8 +42,8 @@ from remora.config import Settings, with_overrides  # noqa: E402
 from remora.crypto import SecretBox  # noqa: E402
 from remora.models import AuthType, Job, Server  # noqa: E402
 from remora.netqueue.client import PutItem, QueueClient  # noqa: E402
-from tests.fixtures.services import free_port, wait_port  # noqa: E402
-from tests.fixtures.sshd import start_sshd  # noqa: E402
+from tests.support.sshd import start_sshd  # noqa: E402
+from tests.support.waits import free_port, wait_port  # noqa: E402
 
 
 def _config(tmp: Path, port: int, output_mb: int) -> Path:

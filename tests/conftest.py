@@ -1,10 +1,10 @@
-"""Shared fixtures: real PostgreSQL and OpenSSH servers (see tests/fixtures/)."""
+"""Shared fixtures: real PostgreSQL and OpenSSH servers (plugins in tests/support/; helpers there too)."""
 
 from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.sshd"]
+pytest_plugins = ["tests.support.browser", "tests.support.postgres", "tests.support.sshd"]
 
 
 @pytest.fixture

@@ -1,26 +1,18 @@
-"""A tiny HTTP client for test setup through the public REST API."""
+"""Browser-test setup through the public REST API (over tests/support/http.py)."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
+
+from tests.support.http import request
 
 
 def call(stack: Any, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{stack.url}/api/v1/{path}", data=data, method=method)
-    req.add_header("Authorization", f"Bearer {token or stack.token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as res:
-            raw = res.read()
-            return res.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        return exc.code, json.loads(raw) if raw else None
+    """``method /api/v1/<path>`` on the stack's API with its admin token (or ``token``): ``(status, decoded body)``."""
+    url = urlsplit(stack.url)
+    reply = request(url.hostname or "127.0.0.1", url.port or 80, method, f"/api/v1/{path}", body, token=token or stack.token, timeout=10)
+    return reply.status, reply.data
 
 
 def ok(stack: Any, method: str, path: str, body: Any = None) -> Any:

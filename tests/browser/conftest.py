@@ -6,7 +6,6 @@ gets a fresh browser page.  Screenshots go to ``test-output/browser/``.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,20 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures import services as fx
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-REPO = Path(__file__).resolve().parents[2]
-OUTPUT = REPO / "test-output" / "browser"
+from tests.browser.pages import OUTPUT
 
 
 @dataclass
@@ -96,18 +82,6 @@ def remora_stack(tmp_path_factory) -> Iterator[Stack]:
     stack.stop()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        fx.missing("Chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def page(browser, request) -> Iterator[Any]:
     """A fresh page (own storage); a screenshot of its last state is saved after the test."""
@@ -123,20 +97,3 @@ def page(browser, request) -> Iterator[Any]:
     finally:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def shoot(pg: Any, name: str) -> Path:
-    """Save a named screenshot mid-test."""
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    path = OUTPUT / f"{name}.png"
-    pg.screenshot(path=str(path))
-    return path
-
-
-def signed_in(pg: Any, stack: Stack, route: str = "jobs") -> Any:
-    """Open the dashboard with the token in the fragment, as `remora up` prints it."""
-    pg.goto(f"{stack.url}/#token={stack.token}")
-    pg.wait_for_selector("#topbar:not([hidden])")
-    if route:
-        pg.evaluate(f"location.hash = '#/{route}'")
-    return pg

@@ -9,8 +9,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.apiclient import key_server, ok, submit
-from tests.browser.conftest import shoot, signed_in
-from tests.fixtures.services import wait_for
+from tests.browser.pages import shoot, signed_in
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.browser
 

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import Remora, make_remora, system_python, wait_status
+from tests.support.cluster import ROOT, Remora, connected_to, make_remora, system_python, wait_status
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ssh]
 
@@ -147,7 +148,8 @@ def test_ctrl_c_of_up_drains_a_running_job(tmp_path):
         job_id = ok(up.run("submit", "--", "sh", "-c", "sleep 2; echo drained")).stdout.decode().strip()
         wait_status(up, job_id, "running")
         waiter = up.popen("jobs", "wait", job_id, "--json")
-        time.sleep(0.2)
+        # Ctrl-C only once the waiter is connected to the API and watching the job, so it waits across the drain.
+        wait_for(lambda: waiter.poll() is None and connected_to(waiter.pid, up.port), 30, what="`jobs wait` connected to the API")
         start = time.monotonic()
         assert up.stop(signal.SIGINT) == 0, up.logs()[-3000:]
         assert time.monotonic() - start < 30
@@ -180,8 +182,6 @@ def test_zipapp_version_from_an_empty_directory(zipapp, tmp_path):
 
 
 def test_every_example_job_file_passes_a_dry_run(remora: Remora):
-    from tests.e2e.conftest import ROOT
-
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         res = ok(remora.run("run", "-f", str(path), "--dry-run", "--json"))
         assert json.loads(res.stdout), path

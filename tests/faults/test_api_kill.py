@@ -1,4 +1,4 @@
-"""Issue item 3: SIGKILL and restart of the API while clients submit and read.
+"""SIGKILL and restart of the API while clients submit and read: no acknowledged job is lost or run twice.
 
 Queue, API and worker are separate processes.  Submitters post fan-outs of 20
 jobs; readers list jobs and fetch single jobs by id.  The API is SIGKILLed in
@@ -20,8 +20,8 @@ import pytest
 
 from remora import models
 from remora.errors import RemoraError, Unavailable
-from tests.faults.procs import Cluster, local_fleet, status_counts
-from tests.fixtures.services import wait_for
+from tests.support.cluster import Cluster, local_fleet, status_counts
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Issue item 5: PostgreSQL stopped for 10 s while jobs stream output.
+"""PostgreSQL stopped for 10 s while jobs stream output: every job finishes with all its output, in order.
 
 Queue, API and worker are separate processes on a real PostgreSQL.  Four jobs
 print numbered lines on both streams for about 12 s; the database is stopped
@@ -16,8 +16,8 @@ import pytest
 from remora import output, services
 from remora.errors import Unavailable
 from remora.models import Stream
-from tests.faults.procs import Cluster, status_counts
-from tests.fixtures.services import wait_for
+from tests.support.cluster import Cluster, status_counts
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -1,4 +1,4 @@
-"""Issue item 1: SIGKILL of the queue server (fsync always) while 2,000 jobs are submitted and run.
+"""SIGKILL of the queue server (fsync always) while 2,000 jobs are submitted and run: each runs exactly once.
 
 Queue, API and worker are separate processes.  Submissions go through the API
 in fan-outs of 20 (a tag of 20 ``local`` servers) and keep going while the
@@ -12,13 +12,13 @@ from __future__ import annotations
 import collections
 import threading
 import time
-import urllib.request
 
 import pytest
 
 from remora.errors import RemoraError
-from tests.faults.procs import Cluster, local_fleet, status_counts
-from tests.fixtures.services import wait_for
+from tests.support.cluster import Cluster, local_fleet, status_counts
+from tests.support.http import request
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +26,9 @@ TOTAL = 2000
 FANOUT = 20
 
 
-def api_healthy(url: str) -> bool:
+def api_healthy(cluster: Cluster) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
-            return resp.status == 200
+        return request("127.0.0.1", cluster.api_port, "GET", "/health", timeout=1).status == 200
     except OSError:
         return False
 
@@ -46,7 +45,7 @@ def reconnect_times(cluster: Cluster, limit: float = 5.0) -> dict[str, float]:
     while time.monotonic() - started < limit + 1 and len(back) < 2:
         if "worker" not in back and worker_registered(cluster, "w1"):
             back["worker"] = time.monotonic() - started
-        if "api" not in back and api_healthy(cluster.api_url):
+        if "api" not in back and api_healthy(cluster):
             back["api"] = time.monotonic() - started
         time.sleep(0.05)
     return {"worker": back.get("worker", float("inf")), "api": back.get("api", float("inf"))}

@@ -1,4 +1,4 @@
-"""Issue items 6 and 7: the queue's log on a full disk, and a torn tail, with `remora queue serve` as a real process.
+"""The queue's log on a full disk, and a torn tail, with `remora queue serve` as a real process.
 
 Disk full: the server runs under a small RLIMIT_FSIZE (soft limit; the hard
 limit stays open so the test can lift it with prlimit(2) -- "space returns").
@@ -8,17 +8,15 @@ full disk fails with ENOSPC.
 
 from __future__ import annotations
 
-import json
 import resource
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from remora.errors import QueueError
 from remora.netqueue.wal import REC
-from tests.faults.procs import Cluster
-from tests.fixtures.services import wait_for
+from tests.support.cluster import Cluster
+from tests.support.waits import wait_for
 
 LIMIT = 64 * 1024
 
@@ -28,8 +26,9 @@ def small_files() -> None:
 
 
 def health(cluster: Cluster) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.queue_port}/health", timeout=5) as resp:
-        return json.load(resp)
+    status, body = cluster.queue_http("/health")
+    assert status == 200, body
+    return body
 
 
 def test_disk_full_refuses_puts_clearly_stays_up_and_recovers(tmp_path):

@@ -1,4 +1,4 @@
-"""Issue items 2 and 4: a worker SIGKILLed in the middle of 10 running jobs, and a host that accepts TCP but never speaks SSH.
+"""A worker SIGKILLed in the middle of 10 running jobs, and a host that accepts TCP but never speaks SSH.
 
 What happens to a dead worker's processes: local jobs run in their own
 session (and remote ones under sshd), so they outlive the worker.  The worker
@@ -22,9 +22,9 @@ from remora.models import AuthType, Job, Server
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
 from remora.worker import Worker
-from tests.faults.procs import Cluster
-from tests.fixtures.services import wait_for
-from tests.integration.workerkit import init_db, local_server, make_settings, submit, wait_status
+from tests.support.cluster import Cluster
+from tests.support.waits import wait_for
+from tests.support.workerkit import init_db, local_server, make_settings, submit, wait_status
 
 
 def job_processes(job_id: str) -> list[int]:

@@ -6,9 +6,10 @@ import uuid
 
 import pytest
 
-from remora import auth, services
+from remora import auth, models, services
 from remora.auth import ROLE_RANK
-from tests.integration.api_support import ROLES, assert_envelope, running_api
+from tests.support.api import ROLES, assert_envelope, running_api
+from tests.support.waits import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +61,12 @@ def test_weaker_roles_are_403_and_sufficient_roles_pass_auth(api):
 
 
 def test_expired_and_revoked_tokens_are_refused(api):
-    _, expiring = services.create_token("short-lived", "viewer", expires=0.3)
+    row, expiring = services.create_token("short-lived", "viewer", expires=1.5)
     assert api.get("/api/v1/jobs", token=expiring).status == 200
-    import time
-
-    time.sleep(0.4)
-    assert_envelope(api.get("/api/v1/jobs", token=expiring), 401)
+    # Poll until the API refuses the token; it must not refuse it before its expiry passed.
+    refused = wait_for(lambda: (r := api.get("/api/v1/jobs", token=expiring)).status == 401 and r, 15, 0.05, "the token to expire")
+    assert models.utcnow() >= row.expires_at
+    assert "expired" in assert_envelope(refused, 401, "UNAUTHORIZED")["error"]
     _, revoked = services.create_token("to-revoke", "admin")
     assert api.get("/api/v1/jobs", token=revoked).status == 200
     auth.revoke_token("to-revoke")

@@ -18,8 +18,8 @@ import pytest
 from remora import models
 from remora.models import Job
 from remora.worker import Worker
-from tests.fixtures.services import wait_for
-from tests.integration.api_support import running_api
+from tests.support.api import running_api
+from tests.support.waits import wait_for
 
 
 def processes_with(marker: str) -> list[int]:

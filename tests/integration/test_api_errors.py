@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from remora.models import AuditEvent
 from remora.services import audit
-from tests.integration.api_support import assert_envelope, running_api
+from tests.support.api import assert_envelope, running_api
 
 
 @pytest.fixture(scope="module")

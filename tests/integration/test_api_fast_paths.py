@@ -9,7 +9,7 @@ import pytest
 
 from remora import models, services
 from remora.models import AuditEvent, Job
-from tests.integration.api_support import assert_envelope, running_api
+from tests.support.api import assert_envelope, running_api
 
 
 def _columns(job_id: str) -> dict:

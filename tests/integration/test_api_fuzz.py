@@ -9,7 +9,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
 
-from tests.integration.api_support import running_api
+from tests.support.api import running_api
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 12

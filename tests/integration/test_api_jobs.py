@@ -11,7 +11,7 @@ import pytest
 from remora import models
 from remora.models import Job, Stream
 from remora.output import JobOutput
-from tests.integration.api_support import assert_envelope, check_timeline, running_api
+from tests.support.api import assert_envelope, check_timeline, running_api
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from remora.netaddr import is_loopback
-from tests.integration.api_support import running_api
+from tests.support.api import running_api
 
 
 def test_no_auth_mode_serves_without_tokens(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from remora import models
 from remora.services.context import Context
 from remora.upkeep.reconciler import Reconciler
-from tests.integration.api_support import assert_envelope, check_timeline, running_api
+from tests.support.api import assert_envelope, check_timeline, running_api
 
 pytestmark = pytest.mark.postgres
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from remora.models import Job
 from remora.netqueue.server import QueueServer
-from tests.fixtures.services import wait_for
-from tests.integration.api_support import assert_envelope, running_api
+from tests.support.api import assert_envelope, running_api
+from tests.support.waits import wait_for
 
 
 def test_queue_down_records_job_and_reconciler_queues_it_later(tmp_path):

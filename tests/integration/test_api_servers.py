@@ -10,8 +10,8 @@ import pytest
 from remora import models
 from remora.crypto import SecretBox
 from remora.models import Job, PemKey, Server
-from tests.fixtures.services import free_port
-from tests.integration.api_support import assert_envelope, running_api
+from tests.support.api import assert_envelope, running_api
+from tests.support.waits import free_port
 
 PASSWORD = "s3cret-Pa55word-never-shown"
 REPLIES: list[bytes] = []

@@ -9,7 +9,7 @@ import pytest
 
 from remora.client import Client
 from remora.errors import Unavailable
-from tests.fixtures.services import wait_for
+from tests.support.waits import wait_for
 
 SHORT = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"partial'
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}"

@@ -15,8 +15,8 @@ import pytest
 from remora.executor.base import BufferSink, ExecRequest
 from remora.executor.local import LocalExecutor
 from remora.models import Stream
-from tests.fixtures.services import wait_for
-from tests.integration.workerkit import make_settings
+from tests.support.waits import wait_for
+from tests.support.workerkit import make_settings
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from remora import models
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
-from tests.integration.api_support import running_api
+from tests.support.api import running_api
 
 TOKEN = "metrics-queue-token"
 

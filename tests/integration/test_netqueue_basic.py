@@ -10,6 +10,7 @@ import pytest
 from remora.errors import QueueError, QueueFull
 from remora.netqueue.client import PutItem, QueueClient
 from remora.netqueue.server import QueueServer
+from tests.support.waits import wait_for
 
 
 @pytest.fixture
@@ -62,7 +63,8 @@ def test_blocking_reserve_wakes_on_put_and_times_out_empty(client):
     got: list = []
     waiter = threading.Thread(target=lambda: got.append(client.reserve(["later"], timeout=10)))
     waiter.start()
-    time.sleep(0.05)  # let the reserve park; the put must wake it, not the timeout
+    # The put must wake the parked reserve, not its timeout: wait until the server counts it parked.
+    wait_for(lambda: client.stats()["server"]["parked_reserves"] == 1, 5, what="the reserve to park")
     assert client.ping() < 1.0  # other calls go on while a reserve is parked on the same connection
     client.put("x", queue="later")
     waiter.join(5)

@@ -4,42 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from remora.errors import QueueUnavailable
-from remora.netqueue.client import QueueClient
-from tests.fixtures.services import free_port, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "test-queue-token"
-
-
-def start_server(data_dir: Path, port: int, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "REMORA_QUEUE_TOKEN": TOKEN, "HOME": str(data_dir.parent)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "remora", "queue", "serve", "--port", str(port), "--data-dir", str(data_dir), *extra],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    client = QueueClient(f"127.0.0.1:{port}", token=TOKEN)
-    try:
-        wait_for(lambda: proc.poll() is not None or client.ping() >= 0, 15, what="queue server")
-    finally:
-        client.close()
-    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-    return proc
+from tests.support.cluster import Cluster
 
 
 @pytest.mark.slow
 def test_sigkill_during_puts_with_fsync_always_loses_no_acknowledged_change(tmp_path):
-    data_dir, port = tmp_path / "queue", free_port()
-    proc = start_server(data_dir, port, "--fsync", "always")
+    cluster = Cluster(tmp_path)
+    queue = cluster.queue("--fsync", "always").start(15)
+    proc = queue.proc
+    assert proc is not None
     acked_puts: set[str] = set()
     deleted: set[str] = set()
     acking: set[str] = set()  # ACK sent; if the kill cut its reply, the job may be gone or not
@@ -47,7 +25,7 @@ def test_sigkill_during_puts_with_fsync_always_loses_no_acknowledged_change(tmp_
     kill_at = 2500
 
     def producer(n: int) -> None:
-        with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as client:
+        with cluster.queue_client() as client:
             for i in range(1250):
                 job_id = f"t{n}-{i}"
                 try:
@@ -76,9 +54,9 @@ def test_sigkill_during_puts_with_fsync_always_loses_no_acknowledged_change(tmp_
     assert proc.returncode == -signal.SIGKILL
     assert kill_at <= len(acked_puts) < 5000 and deleted
 
-    proc = start_server(data_dir, port, "--fsync", "always")
+    queue.start(15)
     try:
-        with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as client:
+        with cluster.queue_client() as client:
             held = {j.id for j in client.list_jobs(limit=10000)}
         in_doubt = acking - deleted  # at most one per producer: its ACK was under way at the kill
         assert len(in_doubt) <= 4
@@ -87,26 +65,25 @@ def test_sigkill_during_puts_with_fsync_always_loses_no_acknowledged_change(tmp_
         assert not missing, f"{len(missing)} acknowledged puts lost, e.g. {sorted(missing)[:5]}"
         assert not resurrected, f"acked jobs came back: {sorted(resurrected)[:5]}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
-    log = proc.stderr.read().decode() if proc.stderr else ""
+        assert queue.stop(signal.SIGTERM, 15) == 0
+        cluster.close()
+    log = queue.logs().split(f"--- start {queue.starts} ---")[1]
     assert "recovered" in log and "stopped" in log
 
 
 def test_sigterm_flushes_and_exits_cleanly_with_everything_kept(tmp_path):
-    data_dir, port = tmp_path / "queue", free_port()
-    proc = start_server(data_dir, port, "--fsync", "never")
-    with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as client:
-        for i in range(200):
-            client.put(f"j{i}", priority=1 + i % 10)
-        client.reserve(["job_queue"], timeout=0, count=5)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
-    proc = start_server(data_dir, port)
+    cluster = Cluster(tmp_path)
     try:
-        with QueueClient(f"127.0.0.1:{port}", token=TOKEN) as client:
+        queue = cluster.queue("--fsync", "never").start(15)
+        with cluster.queue_client() as client:
+            for i in range(200):
+                client.put(f"j{i}", priority=1 + i % 10)
+            client.reserve(["job_queue"], timeout=0, count=5)
+        assert queue.stop(signal.SIGTERM, 15) == 0
+        cluster.queue().start(15)
+        with cluster.queue_client() as client:
             stats = client.stats()
             assert stats["jobs"] == 200 and stats["reserved"] == 5
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
+        cluster.stop()
+        cluster.close()

@@ -21,7 +21,7 @@ from remora.errors import ConfigError, QueueError
 from remora.netqueue import protocol as p
 from remora.netqueue.client import PutItem, QueueClient
 from remora.netqueue.server import QueueServer
-from tests.fixtures.services import wait_for
+from tests.support.waits import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

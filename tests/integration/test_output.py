@@ -8,7 +8,7 @@ import pytest
 
 from remora import models, output
 from remora.models import Stream
-from tests.fixtures.services import wait_for
+from tests.support.waits import wait_for
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ import pytest
 from remora import auth, services
 from remora.models import Job
 from remora.netqueue.client import QueueClient
-from tests.integration.cluster import QUEUE_TOKEN, Cluster, Http, postgres_cluster, wait_until
+from tests.support.cluster import QUEUE_TOKEN, Cluster, postgres_cluster
+from tests.support.http import Http
+from tests.support.waits import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,7 +103,7 @@ def test_queue_that_lost_its_data_dir_is_refilled_by_the_reconciler(cluster, tmp
 
 
 def test_standby_started_on_a_copied_data_dir_serves_the_same_jobs(tmp_path):
-    cluster = Cluster(tmp_path, "sqlite:///unused.db")
+    cluster = Cluster(tmp_path, queue_token=QUEUE_TOKEN)
     try:
         cluster.start_queue()
         client = QueueClient(cluster.queue_addr, token=QUEUE_TOKEN, name="t")
@@ -111,7 +113,7 @@ def test_standby_started_on_a_copied_data_dir_serves_the_same_jobs(tmp_path):
         for reservation in client.reserve(["job_queue"], timeout=1, count=5, worker_id="w"):
             client.ack(reservation.id)
         held = client.reserve(["job_queue"], timeout=1, count=2, worker_id="w")
-        env = {**cluster.env()}
+        env = cluster.env
         snap = subprocess.run(
             [sys.executable, "-m", "remora", "queue", "snapshot", "--addr", cluster.queue_addr, "--json"],
             env=env,
@@ -126,8 +128,7 @@ def test_standby_started_on_a_copied_data_dir_serves_the_same_jobs(tmp_path):
         client.put("after-the-copy")
         client.close()
 
-        standby = Cluster(tmp_path / "b", "sqlite:///unused.db")
-        (tmp_path / "b").mkdir()
+        standby = Cluster(tmp_path / "b", queue_token=QUEUE_TOKEN)
         standby.start_queue(standby_dir)
         copy = QueueClient(standby.queue_addr, token=QUEUE_TOKEN, name="t")
         after = {j.id: (j.priority, j.state, j.body) for j in copy.list_jobs(limit=1000)}
@@ -139,3 +140,4 @@ def test_standby_started_on_a_copied_data_dir_serves_the_same_jobs(tmp_path):
         standby.stop()
     finally:
         cluster.stop()
+        cluster.close()

@@ -13,8 +13,8 @@ import pytest
 from remora import models, output
 from remora.models import Job, Stream
 from remora.upkeep.maintenance import Maintenance
-from tests.fixtures.services import wait_for
-from tests.integration.api_support import assert_envelope, running_api
+from tests.support.api import assert_envelope, running_api
+from tests.support.waits import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 

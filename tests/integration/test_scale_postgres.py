@@ -18,7 +18,9 @@ from remora import auth, models, output, services
 from remora.models import Job, JobStatus, Stream
 from remora.services.context import Context
 from remora.upkeep.reconciler import Reconciler
-from tests.integration.cluster import Cluster, Http, postgres_cluster, wait_until
+from tests.support.cluster import Cluster, postgres_cluster
+from tests.support.http import Http
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -14,7 +14,7 @@ from remora.executor.ssh import SSHExecutor
 from remora.executor.ssh import test_connection as probe_server
 from remora.executor.sshpool import SSHPool
 from remora.models import AuthType, PemKey
-from tests.integration.workerkit import add_server, init_db, make_settings
+from tests.support.workerkit import add_server, init_db, make_settings
 
 pytestmark = pytest.mark.ssh
 

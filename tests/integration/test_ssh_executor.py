@@ -13,9 +13,9 @@ from remora.executor.base import BufferSink, ExecRequest
 from remora.executor.ssh import SSHExecutor
 from remora.executor.sshpool import SSHPool
 from remora.models import Job
-from tests.fixtures.services import wait_for
-from tests.fixtures.sshd import wait_no_process
-from tests.integration.workerkit import add_server, init_db, kill_sessions, make_settings
+from tests.support.sshd import wait_no_process
+from tests.support.waits import wait_for
+from tests.support.workerkit import add_server, init_db, kill_sessions, make_settings
 
 pytestmark = pytest.mark.ssh
 

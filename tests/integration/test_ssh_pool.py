@@ -11,8 +11,8 @@ from remora.crypto import SecretBox
 from remora.executor.base import BufferSink, ExecRequest
 from remora.executor.ssh import SSHExecutor
 from remora.executor.sshpool import SSHPool
-from tests.fixtures.services import wait_for
-from tests.integration.workerkit import add_server, init_db, make_settings
+from tests.support.waits import wait_for
+from tests.support.workerkit import add_server, init_db, make_settings
 
 pytestmark = pytest.mark.ssh
 

@@ -8,7 +8,7 @@ import pytest
 
 from remora import models
 from remora.upkeep.periodic import PeriodicTask
-from tests.fixtures.services import wait_for
+from tests.support.waits import wait_for
 
 
 class Counting(PeriodicTask):

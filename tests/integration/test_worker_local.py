@@ -13,8 +13,8 @@ from remora.models import Job, Stream
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
 from remora.worker import Worker
-from tests.fixtures.services import wait_for
-from tests.integration.workerkit import init_db, local_server, make_settings, submit, wait_status
+from tests.support.waits import wait_for
+from tests.support.workerkit import init_db, local_server, make_settings, submit, wait_status
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from remora.models import Stream
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
 from remora.worker import Worker
-from tests.fixtures.services import wait_for
-from tests.integration.workerkit import local_server, make_settings, submit, wait_status
+from tests.support.waits import wait_for
+from tests.support.workerkit import local_server, make_settings, submit, wait_status
 
 pytestmark = pytest.mark.postgres
 

@@ -24,9 +24,9 @@ from remora.models import Job
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
 from remora.worker import Worker
-from tests.fixtures.services import wait_for
-from tests.fixtures.sshd import wait_no_process
-from tests.integration.workerkit import add_server, init_db, local_server, make_settings, submit, wait_status
+from tests.support.sshd import wait_no_process
+from tests.support.waits import wait_for
+from tests.support.workerkit import add_server, init_db, local_server, make_settings, submit, wait_status
 
 REPO = Path(__file__).resolve().parents[2]
 

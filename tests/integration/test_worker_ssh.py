@@ -12,9 +12,9 @@ from remora.models import Job, Stream
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
 from remora.worker import Worker
-from tests.fixtures.services import wait_for
-from tests.fixtures.sshd import wait_no_process
-from tests.integration.workerkit import add_server, init_db, make_settings, stop_and_drop, submit, wait_status
+from tests.support.sshd import wait_no_process
+from tests.support.waits import wait_for
+from tests.support.workerkit import add_server, init_db, make_settings, stop_and_drop, submit, wait_status
 
 pytestmark = pytest.mark.ssh
 

@@ -1,4 +1,4 @@
-"""Issue item 9: 200 concurrent HTTP clients polling job logs and listing jobs while jobs run.
+"""200 concurrent HTTP clients polling job logs and listing jobs while jobs run.
 
 `remora up` runs as its own process (so the clients' threads do not share its
 interpreter); 200 client threads each keep one HTTP/1.1 connection and poll
@@ -18,7 +18,7 @@ import time
 import pytest
 
 from remora.client import Client
-from tests.e2e.conftest import make_remora
+from tests.support.cluster import make_remora
 
 pytestmark = pytest.mark.slow
 

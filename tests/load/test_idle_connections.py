@@ -1,4 +1,4 @@
-"""Issue item 10: 1,000 idle client connections to NetQueue plus normal traffic.
+"""1,000 idle client connections to NetQueue plus normal traffic.
 
 The server (`remora queue serve`, fsync always) is one selector-driven I/O
 thread plus one fsync thread: an idle connection costs a file descriptor and
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from remora.netqueue.client import QueueClient
-from tests.faults.procs import QUEUE_TOKEN, Cluster, rss_kib
+from tests.support.cluster import QUEUE_TOKEN, Cluster, rss_kib
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Issue item 8: 10,000 jobs (local executor, `true`) through `remora up` with 8 worker threads plus two separate
+"""10,000 jobs (local executor, `true`) through `remora up` with 8 worker threads plus two separate
 `remora worker` processes, all on one SQLite database.
 
 Submission uses fan-outs: 100 servers of auth_type local share a tag, so one
@@ -9,7 +9,6 @@ every 0.5 s from /proc) stays bounded; the figures are printed.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 
@@ -17,9 +16,8 @@ import pytest
 
 from remora.client import Client
 from remora.netqueue.client import QueueClient
-from tests.e2e.conftest import make_remora
-from tests.faults.procs import local_fleet, rss_kib
-from tests.fixtures.services import wait_for
+from tests.support.cluster import local_fleet, make_remora, rss_kib
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +30,11 @@ def test_10000_jobs_through_remora_up_and_two_more_workers_on_sqlite(tmp_path):
     remora = make_remora("checkout", tmp_path, None)
     remora.env["REMORA_LOGGING_LEVEL"] = "info"
     remora.start(workers=8)
-    workers: list[subprocess.Popen] = []
     try:
         token = (remora.data_dir / "admin.token").read_text().strip()
         client = Client(remora.url, token, timeout=60)
         local_fleet(client, FANOUT, "fleet")
-        env = {**remora.env, "REMORA_QUEUE_ADDR": f"127.0.0.1:{remora.queue_port}"}
-        for n in range(2):
-            log = (tmp_path / f"worker-{n}.log").open("wb")
-            workers.append(
-                subprocess.Popen([*remora.argv, "worker", "--id", f"extra-{n}", "--concurrency", "4"], env=env, stdout=log, stderr=log)
-            )
+        workers = [remora.worker(f"extra-{n}", concurrency=4) for n in range(2)]
         pids = {"remora up": remora.proc.pid, "worker extra-0": workers[0].pid, "worker extra-1": workers[1].pid}  # type: ignore[union-attr]
         peak = dict.fromkeys(pids, 0)
         sampling = threading.Event()
@@ -75,7 +67,7 @@ def test_10000_jobs_through_remora_up_and_two_more_workers_on_sqlite(tmp_path):
             wait_for(lambda: q.stats()["queue_depth"] == 0 and not q.list_jobs(limit=1), 20, what="the queue to drain")
             by_worker = {w["id"]: w["done"] for w in q.workers()}
         assert all(by_worker.get(f"extra-{n}", 0) > 0 for n in range(2)), by_worker  # the separate processes really worked
-        logs = remora.logs() + "".join((tmp_path / f"worker-{n}.log").read_text(errors="replace") for n in range(2))
+        logs = remora.logs() + "".join(w.logs() for w in workers)
         assert "database is locked" not in logs.lower()
         assert all(kib / 1024 < RSS_LIMIT_MIB for kib in peak.values()), peak
         print(
@@ -83,11 +75,4 @@ def test_10000_jobs_through_remora_up_and_two_more_workers_on_sqlite(tmp_path):
             f"done per worker {by_worker}; peak RSS MiB " + ", ".join(f"{name} {kib / 1024:.0f}" for name, kib in peak.items())
         )
     finally:
-        for proc in workers:
-            proc.terminate()
-        for proc in workers:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        remora.stop()
+        remora.stop()  # the extra workers first

@@ -24,7 +24,7 @@ import pytest
 
 from remora import models
 from remora.logs import TextFormatter
-from tests.integration.api_support import assert_envelope, running_api
+from tests.support.api import assert_envelope, running_api
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,12 +37,12 @@ def test_lone_surrogate_in_json_is_a_400_with_the_envelope(tmp_path):
             b'{"name": "\\udfff", "command": "true", "server_id": "%s"}' % server.encode(),
             b'{"command": "true", "server_id": "%s", "env": {"A\\ud800": "x"}}' % server.encode(),
         ):
-            reply = api.request("POST", "/api/v1/jobs", raw=raw, token="operator")
+            reply = api.request("POST", "/api/v1/jobs", raw=raw, token="admin")
             data = assert_envelope(reply, 400, "VALIDATION_ERROR")
             assert "surrogate" in data["error"] or "malformed" in data["error"], data
         # A proper pair (an emoji written as two escapes) is fine.
         ok = api.request(
-            "POST", "/api/v1/jobs", raw=b'{"command": "echo \\ud83d\\ude00", "server_id": "%s"}' % server.encode(), token="operator"
+            "POST", "/api/v1/jobs", raw=b'{"command": "echo \\ud83d\\ude00", "server_id": "%s"}' % server.encode(), token="admin"
         )
         assert ok.status == 201, ok
         assert ok.json()["command"] == "echo \U0001f600"

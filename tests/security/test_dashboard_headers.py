@@ -12,17 +12,15 @@ would replace a different stored token asks first.
 from __future__ import annotations
 
 import http.server
-import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.fixtures import services as fx
-from tests.integration.api_support import Api, running_api
+from tests.support import waits as fx
+from tests.support.api import Api, running_api
 
-CHROMIUM = "/usr/bin/chromium"
 EXPECTED = {
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
@@ -86,20 +84,6 @@ def test_dashboard_html_has_no_inline_script_or_style(api):
 
 
 # -- in Chromium -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        fx.missing("Chromium")
-    from playwright.sync_api import sync_playwright
-
-    from tests.browser.conftest import CHROMIUM_ARGS
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Issue item 11 (YAML half): property-based fuzzing of YAML job files.
+"""Property-based fuzzing of YAML job files.
 
 Random text, truncations and byte flips of a valid file, type-confused field
 values and oversized documents either load into job specs or fail with a

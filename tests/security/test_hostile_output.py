@@ -1,4 +1,4 @@
-"""Issue item 13: output that is binary, invalid UTF-8, one 10 MB line, or over the output cap.
+"""Output that is binary, invalid UTF-8, one 10 MB line, or over the output cap.
 
 `remora up` runs as a process with a 12 MB output cap.  Each job's output is
 stored byte for byte (up to the cap), served raw byte for byte, served as JSON
@@ -13,8 +13,8 @@ import os
 import pytest
 
 from remora.client import Client
-from tests.e2e.conftest import make_remora
-from tests.fixtures.services import wait_for
+from tests.support.cluster import make_remora
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ import pytest
 
 from remora import models
 from remora.worker import Worker
-from tests.fixtures.services import wait_for
-from tests.integration.api_support import ROLES, assert_envelope, running_api
+from tests.support.api import ROLES, assert_envelope, running_api
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.ssh]
 

@@ -24,9 +24,9 @@ import pytest
 from remora import models
 from remora.client import Client
 from remora.models import Job, JobStatus
-from tests.e2e.conftest import make_remora
-from tests.fixtures.services import wait_for
-from tests.integration.api_support import assert_envelope, running_api
+from tests.support.api import assert_envelope, running_api
+from tests.support.cluster import make_remora
+from tests.support.waits import wait_for
 
 RULE = "security.local_server_role"
 

@@ -1,4 +1,4 @@
-"""Issue item 16: NetQueue bound to a non-loopback address refuses to start without a token and refuses clients without it.
+"""NetQueue bound to a non-loopback address refuses to start without a token and refuses clients without it.
 
 The test binds to this machine's own non-loopback interface address (e.g.
 eth0's) and connects to it from here: the kernel routes that locally, no
@@ -20,8 +20,8 @@ from remora.errors import ConfigError, QueueError
 from remora.netaddr import is_loopback
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
-from tests.faults.procs import ROOT
-from tests.fixtures.services import free_port, wait_for
+from tests.support.cluster import ROOT
+from tests.support.waits import free_port, wait_for
 
 SIOCGIFADDR = 0x8915
 

@@ -16,9 +16,9 @@ from remora.errors import QueueError
 from remora.netqueue import protocol as p
 from remora.netqueue.client import PutItem, QueueClient
 from remora.netqueue.server import QueueServer
-from tests.faults.procs import rss_kib
-from tests.fixtures.services import wait_for
 from tests.security.test_queue_token import base_env, queue_serve
+from tests.support.cluster import rss_kib
+from tests.support.waits import wait_for
 
 FLOOD = 1000
 AUTH_TIMEOUT = 2.0

@@ -27,8 +27,8 @@ from remora.errors import ConfigError, QueueError
 from remora.netqueue import protocol as p
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
-from tests.faults.procs import ROOT
-from tests.fixtures.services import free_port, wait_for
+from tests.support.cluster import ROOT
+from tests.support.waits import free_port, wait_for
 
 REMORA = str(Path(sys.executable).with_name("remora"))
 

@@ -1,4 +1,4 @@
-"""Issue item 15: no secret appears in any API response, log line (debug level), audit entry, error message or
+"""No secret appears in any API response, log line (debug level), audit entry, error message or
 `config show` output -- checked by grepping everything a full run produced for the test's secrets.
 
 A full run: `remora up` at debug level with a queue token and a secret key set
@@ -22,8 +22,8 @@ import pytest
 from remora import models
 from remora.client import Client
 from remora.errors import RemoraError
-from tests.e2e.conftest import make_remora
-from tests.fixtures.services import wait_for
+from tests.support.cluster import make_remora
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh]
 

@@ -20,8 +20,8 @@ import pytest
 
 from remora import models, output
 from remora.models import Stream
-from tests.faults.procs import Cluster
-from tests.fixtures.services import wait_for
+from tests.support.cluster import Cluster
+from tests.support.waits import wait_for
 
 MIB = 1024 * 1024
 SIZE = 40 * MIB

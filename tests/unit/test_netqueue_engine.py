@@ -5,17 +5,7 @@ from __future__ import annotations
 import pytest
 
 from remora.netqueue.engine import Engine, QueueFullError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import Clock
 
 
 @pytest.fixture

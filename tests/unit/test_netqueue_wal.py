@@ -9,7 +9,7 @@ import pytest
 from remora.netqueue import wal as wal_mod
 from remora.netqueue.engine import Engine
 from remora.netqueue.wal import WriteAheadLog
-from tests.unit.test_netqueue_engine import Clock
+from tests.support.clock import Clock
 
 
 def open_engine(path, clock, fsync="never"):
@@ -170,7 +170,7 @@ def test_sync_modes_make_writes_durable(tmp_path, mode):
     engine.put("a", "q", 5, 0, 30, 3, b"")
     lsn = wal.flush()
     wal.request_sync()
-    from tests.fixtures.services import wait_for
+    from tests.support.waits import wait_for
 
     wait_for(lambda: wal.synced >= lsn, 5, what="fdatasync")
     assert wal.durable >= lsn and wal.fsyncs >= 1

@@ -11,7 +11,7 @@ from remora import models
 from remora.config import Settings, with_overrides
 from remora.crypto import SecretBox
 from remora.models import AuthType, Server
-from tests.fixtures.sshd import SSHServer
+from tests.support.sshd import SSHServer
 
 
 def make_settings(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Settings:
@@ -110,7 +110,7 @@ def job_row(job_id: str) -> models.Job:
 
 
 def wait_status(job_id: str, *statuses: str, timeout: float = 15.0) -> models.Job:
-    from tests.fixtures.services import wait_for
+    from tests.support.waits import wait_for
 
     wanted = set(statuses) or {"completed", "failed", "canceled"}
     wait_for(lambda: job_row(job_id).status in wanted, timeout, what=f"job {job_id} to be {'/'.join(sorted(wanted))}")

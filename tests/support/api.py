@@ -1,9 +1,7 @@
-"""A real Remora API for tests: NetQueue (port 0, memory only) + APIServer (port 0) + tokens per role."""
+"""An in-process Remora API for tests: NetQueue (port 0, memory only) + APIServer (port 0) + tokens per role."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,21 +13,10 @@ from remora import config, models, services
 from remora.api.server import APIServer
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
+from tests.support.http import Reply, request
+from tests.support.waits import free_port
 
 ROLES = ("admin", "operator", "viewer")
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def __repr__(self) -> str:
-        return f"Reply({self.status}, {self.body[:300]!r})"
 
 
 @dataclass
@@ -54,19 +41,10 @@ class Api:
         content_type: str = "application/json",
     ) -> Reply:
         """One HTTP request; ``token`` is a role name, a literal token, or None."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        all_headers = dict(headers or {})
-        if token is not None:
-            all_headers["Authorization"] = "Bearer " + self.tokens.get(token, token)
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        if data is not None:
-            all_headers.setdefault("Content-Type", content_type)
-        try:
-            conn.request(method, path, body=data, headers=all_headers)
-            resp = conn.getresponse()
-            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-        finally:
-            conn.close()
+        return request(
+            self.host, self.port, method, path, body,
+            token=None if token is None else self.tokens.get(token, token), raw=raw, headers=headers, content_type=content_type,
+        )  # fmt: skip
 
     def get(self, path: str, **kw: Any) -> Reply:
         return self.request("GET", path, **kw)
@@ -101,8 +79,6 @@ def running_api(tmp: Path, db_url: str | None = None, *, with_queue: bool = True
         qhost, qport = queue_server.address
         overrides.setdefault("queue.addr", f"{qhost}:{qport}")
     else:
-        from tests.fixtures.services import free_port
-
         overrides.setdefault("queue.addr", f"127.0.0.1:{free_port()}")
     settings = make_settings(tmp, db_url, **overrides)
     models.init_db(settings.database_url)
