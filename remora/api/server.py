@@ -53,6 +53,7 @@ def _channel_class(send_timeout: float, per_client: int) -> type:
                 self.close_when_flushed = True
             return True
 
+        # Overrides waitress 3.0.x's own method (pinned in pyproject.toml): the same wait, with a send timeout.
         def _flush_outbufs_below_high_watermark(self) -> None:
             if self.total_outbufs_len <= self.adj.outbuf_high_watermark:
                 return
