@@ -173,7 +173,9 @@ def import_(
     ssh-config: Host aliases (wildcards skipped), HostName, User, Port, IdentityFile.
     ansible: INI or YAML; groups become tags; ansible_host/_user/_port/_ssh_private_key_file.
     csv: a header of name, hostname, port, user, tags (;-separated), auth_type, key_file, password, pem_file.
-    Key files are read here and sent to be stored encrypted, like --key-file of `servers add`.
+    Key files are read here (relative paths from the inventory's directory) and sent to be stored
+    encrypted, like --key-file of `servers add`; the API never reads a path. Hosts behind a
+    ProxyJump are skipped (jump hosts are not supported yet).
 
     Example: remora servers import ~/.ssh/config --format ssh-config --tag imported --dry-run
     """

@@ -223,16 +223,25 @@ def test_cli_imports_ssh_config_reading_the_key_file_then_servers_test_logs_in(a
     assert json.loads(result.stdout)["status"] == "connection_successful"
 
 
-def test_cli_human_output_and_dry_run(api, tmp_path):
-    name = unique("human")
+def test_cli_human_output_dry_run_default_key_and_relative_key_files(api, sshd, tmp_path):
+    name, keyed = unique("human"), unique("keyed")
     inventory = tmp_path / "hosts.ini"
-    inventory.write_text(f"[app]\n{name} ansible_host=192.0.2.9 ansible_user=u ansible_password={PASSWORD}\n")
-    code, result = cli(api, "servers", "import", str(inventory), "-f", "ansible", "--dry-run")
+    inventory.write_text(f"[app]\n{name} ansible_host=192.0.2.9 ansible_user=u\n")
+    code, result = cli(api, "servers", "import", str(inventory), "-f", "ansible", "--dry-run", "--key-file", str(sshd.key_path))
     assert code == 0, result.output
     assert f"+ {name}" in result.stdout and "1 would be created, 0 updated, 0 skipped (dry run: nothing changed)" in result.output
     assert not Server.select().where(Server.name == name).exists()
-    code, result = cli(api, "servers", "import", "-", "-f", "ansible", input=inventory.read_text())
+    code, result = cli(api, "servers", "import", "-", "-f", "ansible", "--key-file", str(sshd.key_path), input=inventory.read_text())
     assert code == 0 and "1 were created" in result.output and server(api, name)["tags"] == ["app"]
+    assert server(api, name)["has_private_key"]
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "deploy").write_text(sshd.private_key)
+    table = tmp_path / "fleet.csv"
+    table.write_text(f"name,hostname,port,user,key_file\n{keyed},{sshd.host},{sshd.port},{sshd.user},keys/deploy\n")
+    code, result = cli(api, "servers", "import", str(table), "-f", "csv")
+    assert code == 0 and f"+ {keyed}" in result.stdout, result.output
+    code, result = cli(api, "servers", "test", keyed)
+    assert code == 0, result.output
 
 
 def http_requests(api) -> int:
