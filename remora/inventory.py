@@ -172,6 +172,8 @@ def parse_ssh_config(text: str) -> list[Host]:
             current = _Block(args)
             blocks.append(current)
             for pattern in args:
+                if not pattern:
+                    raise _error(number, "Host names an empty pattern")
                 if any(c in pattern for c in "*?!"):
                     skipped.setdefault(pattern, "wildcard pattern: its options apply to matching hosts; it is not a server")
                 else:
@@ -381,7 +383,7 @@ def parse_ansible_ini(text: str) -> list[Host]:
                 raise _error(number, f"expected key=value after the host name, got {token!r}")
             variables[key] = value
         pattern = tokens[0]
-        if "=" in pattern:
+        if not pattern or "=" in pattern:
             raise _error(number, f"a host line starts with the host name, got {pattern!r}")
         port = re.match(r"^([^:\[\]]+):([0-9]+)$", pattern)
         if port:

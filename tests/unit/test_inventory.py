@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from remora import inventory
 from remora.inventory import InventoryError
@@ -149,3 +151,22 @@ def test_csv_header_columns_tags_and_duplicate_rows():
     ]
     assert hosts[1].server_body([])["auth_type"] == "password" and "pw-1" not in repr(hosts[1])
     assert hosts[2].skip == "the name appears again on line 4 (first on line 2)"
+
+
+PIECES = ["Host", "host=", "*", "!", "[web]", "[g:vars]", "[g:children]", "all:", "  hosts:", "    h1:", "  children:", "- x",
+          "&a", "*a", "{", "}", "[1:3]", "[a:", "=", "ansible_port=", "99999", "'", '"', ",", ";", "name,port", "\n", " ", "#", "%h"]  # fmt: skip
+
+
+@hypothesis.settings(max_examples=400, deadline=None, derandomize=True)
+@hypothesis.given(
+    fmt=st.sampled_from(["ssh_config", "ansible", "csv"]),
+    text=st.one_of(st.text(max_size=200), st.lists(st.sampled_from(PIECES), max_size=40).map("".join)),
+)
+def test_any_text_parses_or_is_an_inventory_error(fmt, text):
+    try:
+        hosts = inventory.parse(fmt, text)
+    except InventoryError as exc:
+        assert exc.message and exc.details
+        return
+    for host in hosts:
+        assert host.name and (host.skip or host.port is None or 1 <= host.port <= 65535)
