@@ -320,6 +320,10 @@ class Client:
     def create_server(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post(f"{API}/servers", body)
 
+    def import_servers(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST an inventory (one request however many hosts): created / updated / skipped."""
+        return self.post(f"{API}/servers/import", body)
+
     def update_server(self, server_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("PUT", f"{API}/servers/{quote(server_id)}", json_body=body)
 

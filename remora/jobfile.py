@@ -356,3 +356,20 @@ def _assemble(b: _Builder, node: yaml.Node, spec: JobSpec, values: dict[str, Any
         spec.script = script if script is not None else script_file
     for key, value in values.items():
         setattr(spec, key, value)
+
+
+def load_data(text: str) -> Any:
+    """Plain data (safe YAML types) of one YAML document, for YAML formats other than job files.
+
+    Ansible inventories are read through here so that ``yaml`` stays in this
+    module.  A syntax error is a ``ValueError`` whose message starts with
+    ``line N:`` (1-based).
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}" if mark is not None else "line ?"
+        raise ValueError(f"{where}: {exc.problem or exc.context or 'invalid YAML'}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ValueError(f"line ?: invalid YAML ({type(exc).__name__})") from None

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from remora import services
+from remora.api import schema
 from remora.api.http import Request, Response, dumps
 from remora.api.router import Param, Route
 from remora.api.schema import NULLABLE_STR, TIMESTAMP, UUID, array, obj
 from remora.config import Settings
 from remora.errors import ValidationError
+from remora.inventory import FORMAT_ALIASES
 from remora.services import files
+from remora.services.inventory import import_servers
 from remora.services.servers import list_servers
 
 if TYPE_CHECKING:
@@ -68,6 +71,24 @@ BULK = obj(
     {"servers": array(STATUS), "connected": {"type": "integer"}, "disconnected": {"type": "integer"}, "total_servers": {"type": "integer"}},
     closed=False,
 )
+IMPORT_BODY = obj(
+    {
+        "format": {"type": "string", "enum": sorted(FORMAT_ALIASES)},
+        "content": {"type": "string", "maxLength": 8 * 1024 * 1024},
+        "tags": SERVER_FIELDS["tags"],
+        "dry_run": {"type": "boolean"},
+        "keys": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 65536}, "maxProperties": 10000},
+    },
+    ["format", "content"],
+)
+IMPORTED = obj(
+    {
+        "created": array({"type": "string"}),
+        "updated": array({"type": "string"}),
+        "skipped": array(obj({"name": {"type": "string"}, "reason": {"type": "string"}})),
+        "dry_run": {"type": "boolean"},
+    }
+)
 TEST = obj({"status": {"type": "string"}, "latency_ms": {"type": "number"}, "host_key_fingerprint": {"type": "string"}}, closed=False)
 
 
@@ -88,6 +109,31 @@ def create_server(app: App, req: Request, body: dict[str, Any]) -> dict[str, Any
     req.audit_target = ("server", server.id)
     req.audit_details = {"name": server.name}
     return services.server_dict(server)
+
+
+def import_inventory(app: App, req: Request, body: dict[str, Any]) -> dict[str, Any]:
+    checked_keys: dict[str, str | None] = {}  # key text -> problem (an inventory often shares one key)
+
+    def check(server: dict[str, Any]) -> None:
+        schema.validate(CREATE_BODY, server)
+        key = server.get("private_key")
+        if key:
+            if key not in checked_keys:
+                try:
+                    _check_key(server)
+                    checked_keys[key] = None
+                except ValidationError as exc:
+                    checked_keys[key] = exc.message
+            if checked_keys[key]:
+                raise ValidationError(str(checked_keys[key]))
+
+    result = import_servers(
+        app.ctx, body["format"], body["content"], tags=body.get("tags"), keys=body.get("keys"),
+        dry_run=bool(body.get("dry_run")), check=check,
+    )  # fmt: skip
+    req.audit_details = {"format": body["format"], "created": len(result.created), "updated": len(result.updated),
+                         "skipped": len(result.skipped), "dry_run": result.dry_run}  # fmt: skip
+    return result.as_dict()
 
 
 def _bool_arg(req: Request, name: str) -> bool | None:
@@ -179,6 +225,18 @@ def routes(settings: Settings) -> list[Route]:
             response=obj({"servers": array(SERVER)}, closed=False),
             query=list_params,
             errors=(400,),
+            **common,
+        ),
+        Route(
+            "POST",
+            base + "/import",
+            import_inventory,
+            "admin",
+            "Create or update many servers from an ssh_config, Ansible (INI or YAML) or CSV inventory, in one transaction",
+            body=IMPORT_BODY,
+            response=IMPORTED,
+            errors=(400, 409, 413),
+            max_body=16 * 1024 * 1024,
             **common,
         ),
         Route("GET", one, get_server, "viewer", "A server", response=SERVER, errors=(404,), **common),

@@ -104,6 +104,117 @@ def add(
         )
 
 
+def _key_path(raw: str, host: Any, base: Path) -> Path:
+    """A key file named in an inventory, as ssh would find it: ``~``, %d %u %h %r %n %% tokens; relative to the inventory."""
+    import getpass
+    import re
+
+    tokens = {
+        "d": str(Path.home()),
+        "u": getpass.getuser(),
+        "h": host.hostname or host.name,
+        "r": host.user or "",
+        "n": host.name,
+        "%": "%",
+    }
+
+    def token(match: re.Match[str]) -> str:
+        if match.group(1) not in tokens:
+            raise ValidationError(f"unsupported token %{match.group(1)}")
+        return tokens[match.group(1)]
+
+    path = Path(re.sub(r"%(.)", token, raw)).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def inventory_keys(hosts: list[Any], base: Path, default_key: Path | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(host name -> private key text, host name -> why its key file could not be read), each file read once."""
+    texts: dict[Path, str | Exception] = {}
+    keys: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for host in hosts:
+        if host.skip:
+            continue
+        raw = host.identity_file
+        if raw is None and (default_key is None or host.password or host.pem_file):
+            continue
+        try:
+            path = _key_path(raw, host, base) if raw is not None else default_key
+        except ValidationError as exc:
+            problems[host.name] = f"cannot read key file {raw}: {exc.message}"
+            continue
+        assert path is not None
+        if path not in texts:
+            try:
+                texts[path] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                texts[path] = exc
+        text = texts[path]
+        if isinstance(text, Exception):
+            problems[host.name] = f"cannot read key file {path}: {getattr(text, 'strerror', None) or text}"
+        else:
+            keys[host.name] = text
+    return keys, problems
+
+
+@servers_app.command("import")
+def import_(
+    file: Annotated[str, typer.Argument(help="Inventory file, or - for stdin.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="ssh-config, ansible (INI or YAML) or csv.", show_default=False)],
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Tag every imported server (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; change nothing.")] = False,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="Private key for hosts that name none (stored encrypted).")] = None,
+    as_json: JsonOpt = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Create or update many servers from an inventory in one request; existing names are updated.
+
+    ssh-config: Host aliases (wildcards skipped), HostName, User, Port, IdentityFile.
+    ansible: INI or YAML; groups become tags; ansible_host/_user/_port/_ssh_private_key_file.
+    csv: a header of name, hostname, port, user, tags (;-separated), auth_type, key_file, password, pem_file.
+    Key files are read here (relative paths from the inventory's directory) and sent to be stored
+    encrypted, like --key-file of `servers add`; the API never reads a path. Hosts behind a
+    ProxyJump are skipped (jump hosts are not supported yet).
+
+    Example: remora servers import ~/.ssh/config --format ssh-config --tag imported --dry-run
+    """
+    from remora import inventory
+
+    kind = inventory.normalize_format(fmt)
+    try:
+        content = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"{file}: {getattr(exc, 'strerror', None) or exc}") from None
+    hosts = inventory.parse(kind, content)
+    base = Path.cwd() if file == "-" else Path(file).resolve().parent
+    keys, problems = inventory_keys(hosts, base, key_file.expanduser() if key_file else None)
+    body: dict[str, Any] = {"format": kind, "content": content, "tags": list(tag or []), "dry_run": dry_run}
+    if keys:
+        body["keys"] = keys
+    result = make_client(api_url, token, timeout=300.0).import_servers(body)
+    for item in result.get("skipped") or []:
+        if item.get("name") in problems:
+            item["reason"] = problems[item["name"]]
+    if as_json:
+        print_json(result)
+        return
+    from rich.markup import escape
+
+    created, updated, skipped = result.get("created") or [], result.get("updated") or [], result.get("skipped") or []
+    verb = "would be" if dry_run else "were"
+    for name in created:
+        out(f"[green]+[/] {escape(name)}")
+    for name in updated:
+        out(f"[yellow]~[/] {escape(name)}")
+    for item in skipped:
+        out(f"[dim]-[/] {escape(str(item.get('name', '')))}: {escape(str(item.get('reason', '')))}")
+    err(
+        f"{len(created)} {verb} created, {len(updated)} updated, {len(skipped)} skipped"
+        + (" (dry run: nothing changed)" if dry_run else "")
+    )
+
+
 @servers_app.command("list")
 def list_servers(
     tag: Annotated[str | None, typer.Option("--tag", help="Only servers with this tag.")] = None,
