@@ -43,7 +43,6 @@ each and retried with backoff; the worker never exits on a transient error.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import queue as queue_mod
@@ -59,14 +58,13 @@ from remora.errors import RemoraError
 from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, executor_for
 from remora.executor.sshpool import SSHPool
 from remora.joblog import JobOutput
-from remora.leases import Active, LeaseKeeper, Outage
+from remora.leases import RESERVE_WAIT, Active, LeaseKeeper, Outage
 from remora.models import Job, JobStatus, Server, Stream
 from remora.netqueue.client import QueueClient, Reservation
 from remora.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
-LIMIT_DELAY = 0.5  # NACK delay for a job whose server is at its concurrency limit
 SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
 JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
 
@@ -188,7 +186,6 @@ class Worker:
             host=self.host,
             queues=self.queues,
             concurrency=self.concurrency,
-            prefetch=min(settings.worker.pool_size, self.concurrency),
             heartbeat_interval=settings.worker.heartbeat_interval,
             on_beat=self._db_side,
         )
@@ -262,9 +259,14 @@ class Worker:
     # -- the slot loop ----------------------------------------------------------
 
     def _slot_loop(self) -> None:
-        while not self._stopping.is_set():
-            item = self.leases.next(timeout=0.2)
+        """Reserve a job only when this slot is free; ACK it together with reserving the next."""
+        previous: Active | None = None
+        while True:
+            item = self.leases.next(previous, timeout=RESERVE_WAIT)
+            previous = None
             if item is None:
+                if self._stopping.is_set():
+                    return
                 continue
             reservation, active = item
             try:
@@ -272,6 +274,7 @@ class Worker:
             except Exception:
                 log.exception("job %s: unexpected error; releasing it", reservation.id)
                 self.leases.done(reservation.id, "nack", 1.0)
+            previous = active
 
     def _handle(self, reservation: Reservation, active: Active) -> None:
         if self._stopping.is_set() or active.reason == "lost":
@@ -281,9 +284,11 @@ class Worker:
         if outcome is None:
             return
         if outcome.action is Action.RUN and outcome.job is not None:
+            if not self.leases.started(reservation.id):  # the queue handed it back meanwhile: not ours to run
+                self._db_retry(lambda: claims.release(outcome.job.id, self.id, outcome.job.attempts))  # type: ignore[union-attr]
+                self.leases.done(reservation.id, "")
+                return
             self._run(outcome.job, active)
-        elif outcome.action is Action.NACK:
-            self.leases.done(reservation.id, "nack", outcome.delay)
         else:
             log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
             self.stats["skipped"] += 1
@@ -291,12 +296,8 @@ class Worker:
 
     def _claim(self, reservation: Reservation, active: Active) -> claims.Claim | None:
         try:
-            body = json.loads(reservation.body or b"{}")
-            limit = body.get("max_concurrent") if isinstance(body, dict) else None
-        except ValueError:
-            limit = None
-        try:
-            outcome = claims.claim(reservation.id, self.id, max_concurrent=limit, limit_delay=LIMIT_DELAY)
+            # the queue enforces Server.max_concurrent_jobs (the job's concurrency group): no count here
+            outcome = claims.claim(reservation.id, self.id)
             if outcome.action is Action.TAKE_OVER and outcome.job is not None:
                 outcome = self._take_over(outcome.job, reservation)
             self._db_outage.ok()

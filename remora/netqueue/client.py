@@ -78,6 +78,8 @@ class PutItem:
     ttr: float = 30.0
     max_attempts: int = 3
     body: bytes = b""
+    group: str = ""  # concurrency group: at most ``limit`` of its jobs reserved at once (0: no limit)
+    limit: int = 0
 
 
 def _api(method: Callable[..., T]) -> Callable[..., T]:
@@ -393,9 +395,14 @@ class QueueClient:
         ttr: float = 30.0,
         max_attempts: int = 3,
         body: bytes = b"",
+        group: str = "",
+        limit: int = 0,
     ) -> bool:
-        """True when inserted, False when a job with this id is already held (PUT is idempotent)."""
-        return self._call(p.OP_PUT, _encode_put(job_id, queue, priority, delay, ttr, max_attempts, body)) == b"\x01"
+        """True when inserted, False when a job with this id is already held (PUT is idempotent).
+
+        ``group``/``limit``: at most ``limit`` jobs of the group are reserved at once (0: no limit).
+        """
+        return self._call(p.OP_PUT, _encode_put(job_id, queue, priority, delay, ttr, max_attempts, body, group, limit)) == b"\x01"
 
     @_api
     def put_many(self, items: list[PutItem], *, per_frame: int = p.MAX_BATCH) -> list[bool]:
@@ -409,7 +416,7 @@ class QueueClient:
         bodies = []
         for start in range(0, len(items), per_frame):
             chunk = items[start : start + per_frame]
-            encoded = [_encode_put(i.job_id, i.queue, i.priority, i.delay, i.ttr, i.max_attempts, i.body) for i in chunk]
+            encoded = [_encode_put(i.job_id, i.queue, i.priority, i.delay, i.ttr, i.max_attempts, i.body, i.group, i.limit) for i in chunk]
             bodies.append(p.encode_put_batch(encoded))
         out: list[bool] = []
         for reply in self._call_many(p.OP_PUT_BATCH, bodies):
@@ -481,6 +488,27 @@ class QueueClient:
         return p.decode_touch_reply(self._call(p.OP_TOUCH, p.encode_touch(job_ids, worker_id)))
 
     @_api
+    def start(self, job_ids: list[str], *, worker_id: str = "") -> list[bool]:
+        """Tell the queue these reserved jobs started (their lease no longer ends when this connection closes).
+
+        [True] per job still reserved by this connection or by ``worker_id``."""
+        return p.decode_flags(self._call(p.OP_START, p.encode_start(job_ids, worker_id)))
+
+    def start_nowait(self, job_ids: list[str], *, worker_id: str = "") -> None:
+        """``start`` without waiting for the reply: pipelined on the connection that reserved the jobs.
+
+        Raises QueueUnavailable when that connection is gone (the server has then handed the
+        unstarted jobs back, unless it restarted): the caller asks again with ``start``."""
+        try:
+            link = self._get_link()
+            rid = self._next_rid()
+            link.send(rid, p.frame(p.OP_START, rid, p.encode_start(job_ids, worker_id)))
+        except _LinkLost as exc:
+            raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
+        except p.ProtocolError as exc:
+            raise QueueError(f"{exc.code}: {exc.message}", code=exc.code) from None
+
+    @_api
     def cancel(self, job_id: str) -> str:
         """ "removed" (was waiting) | "flagged" (reserved: the holder learns it on TOUCH) | "not_found"."""
         code = p.decode_u8(self._call(p.OP_CANCEL, p.encode_id(job_id)))
@@ -531,9 +559,11 @@ class QueueClient:
         return dict(p.decode_json(self._call(p.OP_SNAPSHOT)))
 
 
-def _encode_put(job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> bytes:
+def _encode_put(
+    job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes, group: str = "", limit: int = 0
+) -> bytes:
     try:
-        return p.encode_put(job_id, queue, priority, delay, ttr, max_attempts, body)
+        return p.encode_put(job_id, queue, priority, delay, ttr, max_attempts, body, group, limit)
     except p.ProtocolError as exc:
         raise QueueError(f"{exc.code}: {exc.message}", code=exc.code) from None
 

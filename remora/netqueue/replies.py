@@ -34,7 +34,9 @@ EV_IN, EV_OUT = select.EPOLLIN, select.EPOLLOUT
 
 
 class Connection:
-    __slots__ = ("addr", "authed", "closing", "http", "inbuf", "name", "out", "parked", "peer", "pending", "sock", "writing")
+    __slots__ = (
+        "addr", "authed", "closing", "http", "inbuf", "name", "out", "parked", "peer", "pending", "sock", "unstarted", "writing",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, addr: Any, authed: bool) -> None:
         self.sock = sock
@@ -49,6 +51,7 @@ class Connection:
         self.pending = 0  # replies waiting for durability
         self.parked = 0  # blocking reserves waiting
         self.writing = False
+        self.unstarted: dict[str, int] = {}  # job id -> attempt: reserved through this connection, not yet started
 
 
 class Replies:
