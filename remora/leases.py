@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 RESERVE_WAIT = 0.5  # a blocking reserve returns at least this often, so a stop is noticed
 MAX_BACKOFF = 5.0
-ACKERS = 2  # NACKs (and ACKs whose ACK_RESERVE failed) wait for the queue's fsync off the slots' path
+ACKERS = 4  # ACKs and NACKs wait for the queue's fsync off the slots' path; several in flight share one
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Active:
     pid: int | None = None
     pid_recorded: bool = False
     after: tuple[str, float] | None = None  # what the queue hears when the job leaves: ("ack" | "nack" | "", delay)
+    following: Callable[[], list[Reservation]] | None = None  # the slot's next RESERVE, sent as this job ended
 
     def stop(self, reason: str) -> None:
         if not self.cancel.is_set() and not self.finishing:
@@ -150,20 +151,37 @@ class LeaseKeeper:
     def fetching(self) -> bool:
         return self._fetching.is_set()
 
+    def reserve_early(self, active: Active, timeout: float) -> None:
+        """The job is ending (its result is known; its row is about to be written): send the slot's next RESERVE now.
+
+        Its reply travels while the slot writes the outcome, so the next job starts without waiting for a
+        round trip and the queue's fsync.  The job reserved is started a few milliseconds later.
+        """
+        if self.fetching and active.following is None:
+            try:
+                active.following = self.client.reserve_later(self.queues, timeout=timeout, count=1, worker_id=self.worker_id)
+            except (QueueUnavailable, QueueError, OSError):
+                active.following = None
+
     def next(self, previous: Active | None, timeout: float) -> tuple[Reservation, Active] | None:
         """Finish the slot's previous job with the queue and reserve one job for the slot (None: none came).
 
-        An ACK and the next RESERVE travel together (ACK_RESERVE); a NACK goes to the ackers.
+        An ACK and the next RESERVE travel together (ACK_RESERVE), unless the RESERVE went out early
+        (``reserve_early``): the ACK then goes to the ackers.  A NACK always goes to the ackers.
         """
         ack = ""
+        following = None
         if previous is not None:
             with self.lock:
                 self.held.pop(previous.job_id, None)
             op, delay = previous.after or ("nack", 0.0)
-            if op == "ack" and self.fetching:
+            following, previous.following = previous.following, None
+            if op == "ack" and self.fetching and following is None:
                 ack = previous.job_id
             elif op:
                 self._acks.put((op, previous.job_id, delay))
+        if following is not None:
+            return self._take(following)
         if not self.fetching:
             if ack:
                 self._acks.put(("ack", ack, 0.0))
@@ -179,6 +197,21 @@ class LeaseKeeper:
                 self._acks.put(("ack", ack, 0.0))  # perhaps done already: a second ACK is harmless
             self._abandon.wait(self.outage.failed(exc))
             return None
+        return self._hold(got)
+
+    def _take(self, following: Callable[[], list[Reservation]]) -> tuple[Reservation, Active] | None:
+        try:
+            got = following()
+            self.outage.ok()
+        except (QueueUnavailable, QueueError, OSError) as exc:
+            self._abandon.wait(self.outage.failed(exc))
+            return None
+        if got and not self.fetching:  # stopping: hand it straight back
+            self._acks.put(("nack", got[0].id, 0.0))
+            return None
+        return self._hold(got)
+
+    def _hold(self, got: list[Reservation]) -> tuple[Reservation, Active] | None:
         if not got:
             return None
         reservation = got[0]

@@ -394,6 +394,8 @@ class Worker:
         A job ending normally has its last output and its final status written in one transaction.
         """
         active.finishing = True
+        if active.reason != "shutdown" and not self._stopping.is_set():
+            self.leases.reserve_early(active, RESERVE_WAIT)  # the slot's next job travels while the outcome is written
         output = sink.last_write() if sink is not None else None
         if active.reason == "shutdown":
             if sink is not None:

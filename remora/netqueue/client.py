@@ -457,6 +457,36 @@ class QueueClient:
         body = self._call(p.OP_RESERVE, p.encode_reserve(queues, timeout, count, worker_id), wait=timeout)
         return _reservations(p.Reader(body))
 
+    def reserve_later(self, queues: list[str], *, timeout: float, count: int = 1, worker_id: str = "") -> Callable[[], list[Reservation]]:
+        """Send a RESERVE now and return a function that waits for its reservations (pipelining).
+
+        Lets a caller overlap the round trip with other work.  Errors (QueueUnavailable when the
+        connection breaks: the server then hands back what it reserved) surface when it is called.
+        """
+        try:
+            body = p.encode_reserve(queues, timeout, count, worker_id)
+            link = self._get_link()
+            rid = self._next_rid()
+            call = link.send(rid, p.frame(p.OP_RESERVE, rid, body))
+        except p.ProtocolError as exc:
+            raise QueueError(f"{exc.code}: {exc.message}", code=exc.code) from None
+        except _LinkLost as exc:
+            raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
+        deadline = time.monotonic() + CALL_TIMEOUT + timeout
+
+        def result() -> list[Reservation]:
+            try:
+                link.wait(rid, call, deadline)
+            except TimeoutError:
+                raise QueueUnavailable(f"NetQueue at {self.addr} sent no reply in time") from None
+            except _LinkLost as exc:
+                raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
+            if call.flags & p.FLAG_ERROR:
+                self._raise(call.body)
+            return _reservations(p.Reader(call.body))
+
+        return result
+
     @_api
     def ack(self, job_id: str) -> bool:
         """Delete a reserved job; False when nobody holds it (NOT_FOUND)."""

@@ -173,9 +173,12 @@ class Dispatcher:
         for job_id in ids:
             if conn.unstarted.pop(job_id, None) is not None:
                 flags.append(True)
-            else:  # e.g. sent again on a new connection: still this worker's reservation?
+            else:  # sent again on a new connection: still this worker's reservation?
                 job = self.engine.jobs.get(job_id)
-                flags.append(job is not None and job.state == RESERVED and bool(worker) and job.worker == worker)
+                ours = job is not None and job.state == RESERVED and bool(worker) and job.worker == worker
+                if ours:
+                    self.server.forget_unstarted(job_id)  # the old connection, once closed, must not hand it back
+                flags.append(ours)
         return p.encode_flags(flags)
 
     def cancel(self, conn: Connection, rid: int, body: bytes) -> bytes:

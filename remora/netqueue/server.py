@@ -436,6 +436,11 @@ class QueueServer(Replies):
         self.parked.drop(conn)
         self._hand_back(conn)
 
+    def forget_unstarted(self, job_id: str) -> None:
+        """A job counts as started wherever it was reserved (rare: a START sent on a new connection)."""
+        for conn in self._conns.values():
+            conn.unstarted.pop(job_id, None)
+
     def _hand_back(self, conn: Connection) -> None:
         """A closed connection's unstarted reservations go back to the queue at once, each to its old place.
 
