@@ -219,6 +219,8 @@ def dlq_list(
         return
     if data.get("queue_error"):
         info(f"the queue is unavailable ({data['queue_error']}): showing failed jobs only")
+    if data.get("database_error"):
+        info(f"the database is unavailable ({data['database_error']}): showing the queue's dead letters only")
     table = Table("id", "status", "priority", "attempts", "reason")
     for j in jobs:
         table.add_row(j["id"], j["status"] or "", str(j["priority"] or ""), str(j["attempt"] or ""), j["reason"])

@@ -279,11 +279,12 @@ class Engine:
         q = self.queues.get(queue)
         if q is not None and q.nready + q.ndelayed >= self.max_size:
             raise QueueFullError(queue, self.max_size)
-        self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, self.clock(), group, limit)
+        self._insert(self.clock(), job_id, queue, priority, delay, ttr, max_attempts, body, group, limit)
         return True
 
     def _insert(
         self,
+        now: float,
         job_id: str,
         queue: str,
         priority: int,
@@ -291,7 +292,6 @@ class Engine:
         ttr: float,
         max_attempts: int,
         body: bytes,
-        now: float,
         group: str = "",
         limit: int = 0,
     ) -> None:
@@ -323,13 +323,14 @@ class Engine:
         out = []
         now = self.clock()
         jobs = self.jobs
-        for job_id, queue, priority, delay, ttr, max_attempts, body, *grouping in items:
-            if job_id in jobs:
-                if grouping and grouping[0]:
-                    self._group(grouping[0], grouping[1])
+        insert = self._insert
+        for item in items:  # (id, queue, priority, delay, ttr, max_attempts, body[, group, limit])
+            if item[0] in jobs:
+                if len(item) > 7 and item[7]:
+                    self._group(item[7], item[8])  # a repeated PUT still carries the group's current limit
                 out.append(False)
             else:
-                self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, now, *grouping)
+                insert(now, *item)
                 out.append(True)
         return out
 

@@ -434,7 +434,8 @@ class QueueServer(Replies):
         conn.sock.close()
         conn.closing = True
         self.parked.drop(conn)
-        self._hand_back(conn)
+        if not self.stopping:  # a restart keeps every reservation (the log has them)
+            self._hand_back(conn)
 
     def forget_unstarted(self, job_id: str) -> None:
         """A job counts as started wherever it was reserved (rare: a START sent on a new connection)."""

@@ -83,17 +83,26 @@ def list_dead(ctx: Context, limit: int = 100) -> dict[str, Any]:
             dead = ctx.queue.dlq_list(limit=limit)
         except QUEUE_ERRORS as exc:
             queue_error = str(exc)
-    rows = {j.id: j for j in Job.select().where(Job.id.in_([d.id for d in dead]))} if dead else {}
+    database_error = None
+    try:
+        rows = {j.id: j for j in Job.select().where(Job.id.in_([d.id for d in dead]))} if dead else {}
+    except models.DatabaseError as exc:  # the queue's view alone is still worth showing
+        rows, database_error = {}, str(exc)
     for d in dead:
         reason = f"{WORKER_DIED}: {d.reason or 'lease expired'} after {d.attempt} deliveries"
         out.append(_entry(rows.get(d.id), d.id, WORKER_DIED, reason, queue=d.queue, priority=d.priority, attempt=d.attempt, age=d.age))
     seen = set(rows) | {d.id for d in dead}
-    failed = (
-        Job.select()
-        .where(Job.status == JobStatus.FAILED.value, Job.attempts > Job.retries)
-        .order_by(Job.finished_at.desc(), Job.id)
-        .limit(max(0, limit - len(out)))
-    )
+    failed: list[Job] = []
+    if database_error is None:
+        try:
+            failed = list(
+                Job.select()
+                .where(Job.status == JobStatus.FAILED.value, Job.attempts > Job.retries)
+                .order_by(Job.finished_at.desc(), Job.id)
+                .limit(max(0, limit - len(out)))
+            )
+        except models.DatabaseError as exc:
+            database_error = str(exc)
     for job in failed:
         if job.id in seen:
             continue
@@ -102,6 +111,8 @@ def list_dead(ctx: Context, limit: int = 100) -> dict[str, Any]:
     result: dict[str, Any] = {"jobs": out, "total": len(out)}
     if queue_error:
         result["queue_error"] = queue_error
+    if database_error:
+        result["database_error"] = database_error
     return result
 
 

@@ -98,7 +98,8 @@ def test_sigterm_flushes_and_exits_cleanly_with_everything_kept(tmp_path):
     with QueueClient(f"127.0.0.1:{port}") as client:
         for i in range(200):
             client.put(f"j{i}", priority=1 + i % 10)
-        client.reserve(["job_queue"], timeout=0, count=5)
+        got = client.reserve(["job_queue"], timeout=0, count=5, worker_id="w")
+        client.start([r.id for r in got], worker_id="w")  # started: closing the connection does not hand them back
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
     proc = start_server(data_dir, port)
