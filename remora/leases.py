@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from remora.errors import QueueError, QueueUnavailable
-from remora.netqueue.client import QueueClient, Reservation
+from remora.netqueue.client import PendingReserve, QueueClient, Reservation
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class Active:
     pid: int | None = None
     pid_recorded: bool = False
     after: tuple[str, float] | None = None  # what the queue hears when the job leaves: ("ack" | "nack" | "", delay)
-    following: Callable[[], list[Reservation]] | None = None  # the slot's next RESERVE, sent as this job ended
+    following: PendingReserve | None = None  # the slot's next RESERVE, sent as this job ended
+    ack_with_start: str = ""  # the slot's previous job: ACKed together with this job's START
 
     def stop(self, reason: str) -> None:
         if not self.cancel.is_set() and not self.finishing:
@@ -178,10 +179,18 @@ class LeaseKeeper:
             following, previous.following = previous.following, None
             if op == "ack" and self.fetching and following is None:
                 ack = previous.job_id
+            elif op == "ack" and following is not None and following.answered:
+                ack = previous.job_id  # a next job is (probably) there: the ACK goes with its START
             elif op:
                 self._acks.put((op, previous.job_id, delay))
         if following is not None:
-            return self._take(following)
+            item = self._take(following)
+            if item is None:
+                if ack:
+                    self._acks.put(("ack", ack, 0.0))
+            else:
+                item[1].ack_with_start = ack
+            return item
         if not self.fetching:
             if ack:
                 self._acks.put(("ack", ack, 0.0))
@@ -199,7 +208,7 @@ class LeaseKeeper:
             return None
         return self._hold(got)
 
-    def _take(self, following: Callable[[], list[Reservation]]) -> tuple[Reservation, Active] | None:
+    def _take(self, following: PendingReserve) -> tuple[Reservation, Active] | None:
         try:
             got = following()
             self.outage.ok()
@@ -220,13 +229,16 @@ class LeaseKeeper:
             self.held[reservation.id] = active
         return reservation, active
 
-    def started(self, job_id: str) -> bool:
-        """Tell the queue the job started (pipelined); False: the reservation is no longer ours, do not run it."""
+    def started(self, active: Active) -> bool:
+        """Tell the queue the job started (pipelined, with the slot's previous ACK); False: not ours any more, do not run it."""
+        job_id = active.job_id
+        ack, active.ack_with_start = active.ack_with_start, ""
         try:
-            self.client.start_nowait([job_id], worker_id=self.worker_id)
+            self.client.start_nowait([job_id], worker_id=self.worker_id, acks=(ack,) if ack else ())
             return True
         except (QueueUnavailable, QueueError, OSError):
-            pass
+            if ack:
+                self._acks.put(("ack", ack, 0.0))
         try:  # the connection that reserved it broke: ask on a new one whether it is still ours
             return self.client.start([job_id], worker_id=self.worker_id) == [True]
         except (QueueUnavailable, QueueError, OSError) as exc:
@@ -239,6 +251,9 @@ class LeaseKeeper:
             active = self.held.pop(job_id, None)
         if active is not None:
             active.after = (op, delay)
+            if active.ack_with_start:  # never started: the previous job's ACK goes on its own
+                self._acks.put(("ack", active.ack_with_start, 0.0))
+                active.ack_with_start = ""
         elif op:
             self._acks.put((op, job_id, delay))
 

@@ -284,7 +284,7 @@ class Worker:
         if outcome is None:
             return
         if outcome.action is Action.RUN and outcome.job is not None:
-            if not self.leases.started(reservation.id):  # the queue handed it back meanwhile: not ours to run
+            if not self.leases.started(active):  # the queue handed it back meanwhile: not ours to run
                 self._db_retry(lambda: claims.release(outcome.job.id, self.id, outcome.job.attempts))  # type: ignore[union-attr]
                 self.leases.done(reservation.id, "")
                 return

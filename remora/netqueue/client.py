@@ -82,6 +82,22 @@ class PutItem:
     limit: int = 0
 
 
+class PendingReserve:
+    """A RESERVE sent and not yet waited for: ``answered`` (no wait), calling it waits for the reservations."""
+
+    __slots__ = ("_call", "_result")
+
+    def __init__(self, result: Callable[[], list[Reservation]], call: _Call) -> None:
+        self._result, self._call = result, call
+
+    @property
+    def answered(self) -> bool:
+        return self._call.done
+
+    def __call__(self) -> list[Reservation]:
+        return self._result()
+
+
 def _api(method: Callable[..., T]) -> Callable[..., T]:
     """Arguments the protocol cannot carry become QueueError (code = the protocol's error name)."""
 
@@ -457,8 +473,8 @@ class QueueClient:
         body = self._call(p.OP_RESERVE, p.encode_reserve(queues, timeout, count, worker_id), wait=timeout)
         return _reservations(p.Reader(body))
 
-    def reserve_later(self, queues: list[str], *, timeout: float, count: int = 1, worker_id: str = "") -> Callable[[], list[Reservation]]:
-        """Send a RESERVE now and return a function that waits for its reservations (pipelining).
+    def reserve_later(self, queues: list[str], *, timeout: float, count: int = 1, worker_id: str = "") -> PendingReserve:
+        """Send a RESERVE now; the returned object waits for its reservations when called (pipelining).
 
         Lets a caller overlap the round trip with other work.  Errors (QueueUnavailable when the
         connection breaks: the server then hands back what it reserved) surface when it is called.
@@ -485,7 +501,7 @@ class QueueClient:
                 self._raise(call.body)
             return _reservations(p.Reader(call.body))
 
-        return result
+        return PendingReserve(result, call)
 
     @_api
     def ack(self, job_id: str) -> bool:
@@ -524,15 +540,16 @@ class QueueClient:
         [True] per job still reserved by this connection or by ``worker_id``."""
         return p.decode_flags(self._call(p.OP_START, p.encode_start(job_ids, worker_id)))
 
-    def start_nowait(self, job_ids: list[str], *, worker_id: str = "") -> None:
+    def start_nowait(self, job_ids: list[str], *, worker_id: str = "", acks: list[str] | tuple[str, ...] = ()) -> None:
         """``start`` without waiting for the reply: pipelined on the connection that reserved the jobs.
 
+        ``acks``: jobs to ACK in the same request (their ACK is not retried if the connection breaks).
         Raises QueueUnavailable when that connection is gone (the server has then handed the
         unstarted jobs back, unless it restarted): the caller asks again with ``start``."""
         try:
             link = self._get_link()
             rid = self._next_rid()
-            link.send(rid, p.frame(p.OP_START, rid, p.encode_start(job_ids, worker_id)))
+            link.send(rid, p.frame(p.OP_START, rid, p.encode_start(job_ids, worker_id, acks)))
         except _LinkLost as exc:
             raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
         except p.ProtocolError as exc:

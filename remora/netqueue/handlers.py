@@ -168,7 +168,13 @@ class Dispatcher:
 
     def start(self, conn: Connection, rid: int, body: bytes) -> bytes:
         """The worker started these jobs: a closed connection no longer hands them back (their lease runs on)."""
-        ids, worker = p.decode_start(body)
+        ids, worker, acks = p.decode_start(body)
+        if acks:
+            if self.server.log_error is not None and not self.server.log_writable():
+                raise p.ProtocolError("STORAGE", self.server.log_error or "")
+            for job_id in acks:
+                conn.unstarted.pop(job_id, None)
+                self.engine.ack(job_id)
         flags = []
         for job_id in ids:
             if conn.unstarted.pop(job_id, None) is not None:

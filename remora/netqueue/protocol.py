@@ -398,10 +398,28 @@ def decode_touch_reply(body: bytes) -> dict[str, str]:
     return out
 
 
-# START: the TOUCH layout (str8 worker, u16 n, str8 id * n) -> reply u16 n, u8 flag * n
-# (1: reserved by this connection, or by this worker, and now counted as started)
-encode_start = encode_touch
-decode_start = decode_touch
+# START: str8 worker, u16 n, str8 id * n [, u16 m, str8 ack id * m] -> reply u16 n, u8 flag * n
+# (1: reserved by this connection, or by this worker, and now counted as started); the optional tail ACKs
+# m jobs in the same request (a worker slot's previous job).
+def encode_start(job_ids: list[str], worker: str, acks: list[str] | tuple[str, ...] = ()) -> bytes:
+    body = encode_touch(job_ids, worker)
+    return body + _U16.pack(len(acks)) + b"".join(str8(j) for j in acks) if acks else body
+
+
+def decode_start(body: bytes) -> tuple[list[str], str, list[str]]:
+    r = Reader(body)
+    worker = name(r.str8(), "worker id", allow_empty=True)
+    ids: list[str] = []
+    acks: list[str] = []
+    for out in (ids, acks):
+        if out is acks and r.pos == len(r.buf):
+            break
+        n = r.u16()
+        if n > MAX_TOUCH:
+            raise ProtocolError("BAD_ARGUMENT", f"over {MAX_TOUCH} ids")
+        out.extend(name(r.str8(), "job id") for _ in range(n))
+    r.end()
+    return ids, worker, acks
 
 
 # DLQ_KICK / DLQ_PURGE: u8 all, u16 n, str8 id * n -> reply u32 count

@@ -158,3 +158,29 @@ def test_reprioritising_a_waiting_job_changes_when_it_starts(cluster, tmp_path):
         assert wait_status(job_id, timeout=20).status == "completed"
     first = min(waiting, key=_started)
     assert first == last, "the job moved to priority 1 did not start first"
+
+
+def test_jobs_for_a_full_server_keep_their_order_and_other_servers_go_ahead(cluster, tmp_path):
+    c = cluster()
+    c.worker("busy", concurrency=4).start()
+    client = c.client()
+    limited = client.create_server(
+        {"name": "one-at-a-time", "hostname": "localhost", "user": "r", "auth_type": "local", "max_concurrent_jobs": 1}
+    )["id"]
+    other = _local(client)
+    flag = tmp_path / "free"
+    long_job = _submit(client, limited, HOLD.format(flag=flag))
+    wait_status(long_job, "running", timeout=20)
+    waiting = [_submit(client, limited, "true") for _ in range(5)]
+    elsewhere = [_submit(client, other, "true") for _ in range(3)]
+    for job_id in elsewhere:  # the full server holds up nobody else
+        assert wait_status(job_id, timeout=20).status == "completed"
+    assert all(Job.get_by_id(j).status == "queued" for j in waiting)
+    freed = time.monotonic()
+    flag.touch()
+    for job_id in waiting:
+        assert wait_status(job_id, timeout=20).status == "completed"
+    took = time.monotonic() - freed
+    starts = [_started(j) for j in waiting]
+    assert starts == sorted(starts), "jobs for the same server started out of their queue order"
+    assert took < 3, f"five quick jobs for a server with one place took {took:.1f}s (a retry-with-delay loop?)"

@@ -37,6 +37,19 @@ def test_closing_hands_back_unstarted_reservations_and_keeps_started_ones(server
         assert [r.id for r in other] == ["second", "third"]  # its old place, ahead of later jobs
 
 
+def test_start_can_carry_the_ack_of_the_previous_job(server):
+    host, port = server.address
+    with QueueClient(f"{host}:{port}") as c:
+        c.put("one", ttr=60.0)
+        c.put("two", ttr=60.0)
+        (one,) = c.reserve(["job_queue"], timeout=1, worker_id="w")
+        c.start_nowait([one.id], worker_id="w")
+        (two,) = c.reserve(["job_queue"], timeout=1, worker_id="w")
+        c.start_nowait([two.id], worker_id="w", acks=[one.id])
+        wait_for(lambda: c.peek("one") is None, 5, what="the ACK carried by START")
+        assert c.start([two.id], worker_id="w") == [True]
+
+
 def test_start_on_a_new_connection_is_accepted_for_the_same_worker_only(server):
     host, port = server.address
     with QueueClient(f"{host}:{port}") as a, QueueClient(f"{host}:{port}") as b:
