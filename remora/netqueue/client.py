@@ -480,7 +480,13 @@ class QueueClient:
         connection breaks: the server then hands back what it reserved) surface when it is called.
         """
         try:
-            body = p.encode_reserve(queues, timeout, count, worker_id)
+            key = (tuple(queues), timeout, count, worker_id)
+            body = self._reserve_tails.get(key) or b""
+            if not body:
+                body = p.encode_reserve(queues, timeout, count, worker_id)
+                if len(self._reserve_tails) >= 64:
+                    self._reserve_tails.clear()
+                self._reserve_tails[key] = body
             link = self._get_link()
             rid = self._next_rid()
             call = link.send(rid, p.frame(p.OP_RESERVE, rid, body))
