@@ -3,16 +3,18 @@
 ``LeaseKeeper`` owns every lease a worker holds (docs/dispatch.md):
 
 - a slot reserves only when it is free: one job at a time, with a blocking
-  RESERVE that the queue parks until a job is ready; a slot that finishes a
-  job ACKs it and reserves the next in one round trip (ACK_RESERVE).  So a
-  worker never holds a job it could not start now: the queue decides what
-  runs next (priority, FIFO, per-server limits), and another worker with a
-  free slot gets what this one cannot start;
+  RESERVE that the queue parks until a job is ready.  A slot whose job ends
+  sends its next RESERVE as soon as the result is known (``reserve_early``),
+  so the reply travels while the outcome is written to the database; without
+  one, ACK and RESERVE go together (ACK_RESERVE).  So a worker never holds a
+  job it could not start now (but for those few milliseconds): the queue
+  decides what runs next (priority, FIFO, per-server limits), and another
+  worker with a free slot gets what this one cannot start;
 - right after a job is claimed in the database the slot tells the queue it
-  started (START, pipelined: no round trip).  Until then the reservation is
-  "unstarted": if this worker's connection closes (the process died) the
-  queue hands it back at once;
-- NACKs (and an ACK whose combined reserve failed) go to acker threads;
+  started (START, pipelined: no round trip), carrying the ACK of the slot's
+  previous job.  Until then the reservation is "unstarted": if this worker's
+  connection closes (the process died) the queue hands it back at once;
+- NACKs, and ACKs that cannot ride on a START, go to acker threads;
 - a heartbeat thread TOUCHes every held lease each ``heartbeat_interval``
   (registering the worker first, and again after an outage); a reply of
   ``canceled`` or ``lost`` stops the job, and ``on_beat`` lets the worker do
@@ -168,7 +170,8 @@ class LeaseKeeper:
         """Finish the slot's previous job with the queue and reserve one job for the slot (None: none came).
 
         An ACK and the next RESERVE travel together (ACK_RESERVE), unless the RESERVE went out early
-        (``reserve_early``): the ACK then goes to the ackers.  A NACK always goes to the ackers.
+        (``reserve_early``): the ACK then rides on the next job's START when that job's reservation
+        has already arrived, else goes to the ackers at once.  A NACK always goes to the ackers.
         """
         ack = ""
         following = None
