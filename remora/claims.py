@@ -4,11 +4,11 @@ Every transition is a conditional update, so two workers holding the same
 job id (a redelivered duplicate) can never both run it:
 
 - ``claim``: ``queued`` -> ``running`` (attempt number +1, worker id,
-  started_at) only while the row is still ``queued`` and not cancel-requested;
-  with a per-server limit (``Server.max_concurrent_jobs``) the running jobs of
-  that server are counted in the same write transaction (the server row is
-  locked ``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
-  serialises writers).
+  started_at) only while the row is still ``queued`` and not cancel-requested.
+  The per-server limit (``Server.max_concurrent_jobs``) is not counted here:
+  the queue never hands out more of a server's jobs at once than its limit
+  (the job's concurrency group, docs/dispatch.md), so a job never has to be
+  put back and lose its place.
 - A redelivered job whose row is still ``running`` belongs to a worker that
   died (its lease expired): it is run again if retries remain, else it ends
   ``failed`` with error ``worker lost`` (``take_over``).
@@ -25,7 +25,7 @@ import enum
 from typing import Any
 
 from remora import models
-from remora.models import Job, JobStatus, Server
+from remora.models import Job, JobStatus
 
 WORKER_LOST = "worker lost"
 # What running a job and deciding about it need: selecting fewer columns makes the per-job query cheaper.
@@ -56,7 +56,6 @@ RUN_FIELDS = (
 class Action(str, enum.Enum):
     RUN = "run"  # claimed: run it
     ACK = "ack"  # nothing to run (finished, canceled, deleted, held by a live worker): drop the message
-    NACK = "nack"  # not now (server at its limit): release with a delay
     TAKE_OVER = "take_over"  # running row of a lost worker: caller kills leftovers, then calls take_over()
 
 
@@ -86,25 +85,10 @@ def _running_values(worker_id: str, now: Any) -> dict:
     }
 
 
-def _at_limit(server_id: str, limit: int) -> bool:
-    if models.is_postgres():
-        Server.select(Server.id).where(Server.id == server_id).for_update().execute()
-    running = Job.select().where(Job.server == server_id, Job.status == JobStatus.RUNNING.value).count()
-    return running >= limit
-
-
-def claim(job_id: str, worker_id: str, *, max_concurrent: int | None = None, limit_delay: float = 0.5) -> Claim:
+def claim(job_id: str, worker_id: str) -> Claim:
     """Try to move ``queued`` -> ``running`` for this worker; say what to do with the message otherwise."""
     now = models.utcnow()
     with models.write_transaction():
-        if max_concurrent != 0:  # None: unknown, look it up; 0: unlimited
-            row = Job.select(Job.server).where(Job.id == job_id).first()
-            if row is not None:
-                limit = max_concurrent
-                if limit is None:
-                    limit = Server.select(Server.max_concurrent_jobs).where(Server.id == row.server_id).scalar() or 0
-                if limit > 0 and _at_limit(row.server_id, limit):
-                    return Claim(Action.NACK, f"server at its limit of {limit} running jobs", delay=limit_delay)
         updated, job = models.claim_job(job_id, worker_id, now, RUN_FIELDS)
     if updated:
         return Claim(Action.RUN, "claimed", job)

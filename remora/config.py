@@ -107,7 +107,7 @@ class QueueSettings:
 @dataclass
 class WorkerSettings:
     concurrency: int = _key(5, "int", "Jobs one worker process runs at once (threads).")
-    pool_size: int = _key(16, "int", "Reserved-but-not-started jobs a worker may hold in its local buffer.")
+    pool_size: int = _key(16, "int", "Ignored (kept so older files load): a worker reserves only for free slots (docs/dispatch.md).")
     heartbeat_interval: float = _key(1.0, "duration", "How often a worker renews its leases and learns of cancels.")
     graceful_shutdown: float = _key(60.0, "duration", "On SIGTERM: how long running jobs may finish before they are stopped.")
     kill_grace: float = _key(5.0, "duration", "Between TERM and KILL when a job is canceled or times out.")

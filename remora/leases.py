@@ -1,13 +1,20 @@
-"""The worker's side of NetQueue: reserving ahead, acknowledging behind, heartbeats.
+"""The worker's side of NetQueue: reserving for free slots only, starting, acknowledging, heartbeats.
 
-``LeaseKeeper`` owns every lease a worker holds:
+``LeaseKeeper`` owns every lease a worker holds (docs/dispatch.md):
 
-- a fetcher thread reserves jobs ahead of the slots into a small local buffer
-  (at most ``concurrency + prefetch`` leases held at once), so a slot that
-  finishes a job starts the next without waiting for a queue round trip;
-- ACK and NACK go through a queue to two acker threads, so a slot never
-  waits for the queue's fsync either (an ACK lost in a crash is harmless: the
-  job is redelivered, its row is already final, and it is dropped);
+- a slot reserves only when it is free: one job at a time, with a blocking
+  RESERVE that the queue parks until a job is ready.  A slot whose job ends
+  sends its next RESERVE as soon as the result is known (``reserve_early``),
+  so the reply travels while the outcome is written to the database; without
+  one, ACK and RESERVE go together (ACK_RESERVE).  So a worker never holds a
+  job it could not start now (but for those few milliseconds): the queue
+  decides what runs next (priority, FIFO, per-server limits), and another
+  worker with a free slot gets what this one cannot start;
+- right after a job is claimed in the database the slot tells the queue it
+  started (START, pipelined: no round trip), carrying the ACK of the slot's
+  previous job.  Until then the reservation is "unstarted": if this worker's
+  connection closes (the process died) the queue hands it back at once;
+- NACKs, and ACKs that cannot ride on a START, go to acker threads;
 - a heartbeat thread TOUCHes every held lease each ``heartbeat_interval``
   (registering the worker first, and again after an outage); a reply of
   ``canceled`` or ``lost`` stops the job, and ``on_beat`` lets the worker do
@@ -26,19 +33,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from remora.errors import QueueError, QueueUnavailable
-from remora.netqueue.client import QueueClient, Reservation
+from remora.netqueue.client import PendingReserve, QueueClient, Reservation
 
 log = logging.getLogger(__name__)
 
 RESERVE_WAIT = 0.5  # a blocking reserve returns at least this often, so a stop is noticed
 MAX_BACKOFF = 5.0
-RESERVE_BATCH = 4  # places gathered before reserving again while jobs are still buffered
-ACKERS = 4  # acks wait for the queue's fsync; several in flight share one (group commit)
+ACKERS = 4  # ACKs and NACKs wait for the queue's fsync off the slots' path; several in flight share one
 
 
 @dataclass
 class Active:
-    """A job this worker holds (buffered; running once ``attempt`` is set)."""
+    """A job this worker holds (reserved; running once ``attempt`` is set)."""
 
     job_id: str
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -47,6 +53,9 @@ class Active:
     finishing: bool = False
     pid: int | None = None
     pid_recorded: bool = False
+    after: tuple[str, float] | None = None  # what the queue hears when the job leaves: ("ack" | "nack" | "", delay)
+    following: PendingReserve | None = None  # the slot's next RESERVE, sent as this job ended
+    ack_with_start: str = ""  # the slot's previous job: ACKed together with this job's START
 
     def stop(self, reason: str) -> None:
         if not self.cancel.is_set() and not self.finishing:
@@ -81,7 +90,7 @@ class Outage:
 
 
 class LeaseKeeper:
-    """Reserve-ahead buffer, asynchronous ACK/NACK and heartbeats for one worker."""
+    """Reservations for free slots, START/ACK/NACK and heartbeats for one worker."""
 
     def __init__(
         self,
@@ -91,20 +100,17 @@ class LeaseKeeper:
         host: str,
         queues: list[str],
         concurrency: int,
-        prefetch: int,
         heartbeat_interval: float,
         on_beat: Callable[[dict[str, Active]], None] | None = None,
     ) -> None:
         self.client = client
         self.worker_id, self.host, self.queues = worker_id, host, queues
-        self.concurrency, self.prefetch = concurrency, max(0, prefetch)
+        self.concurrency = concurrency
         self.heartbeat_interval = max(0.05, heartbeat_interval)
         self.on_beat = on_beat
         self.outage = Outage(f"NetQueue at {client.addr}")
         self.held: dict[str, Active] = {}
         self.lock = threading.Lock()
-        self._capacity = threading.Condition(self.lock)
-        self._buffer: queue_mod.Queue[tuple[Reservation, Active]] = queue_mod.Queue()
         self._acks: queue_mod.Queue[tuple[str, str, float] | None] = queue_mod.Queue()
         self._fetching = threading.Event()
         self._beating = threading.Event()
@@ -118,7 +124,6 @@ class LeaseKeeper:
         self._fetching.set()
         self._beating.set()
         self._spawn("heartbeat", self._heartbeat_loop)
-        self._spawn("fetcher", self._fetch_loop)
         for _ in range(ACKERS):
             self._spawn("acker", self._ack_loop)
 
@@ -128,18 +133,8 @@ class LeaseKeeper:
         self._threads.setdefault(kind, []).append(thread)
 
     def stop_fetching(self) -> None:
-        """Reserve no more; hand every buffered (not yet started) job back to the queue."""
+        """Reserve no more (a reserve already parked returns within RESERVE_WAIT; its job is handed back)."""
         self._fetching.clear()
-        with self._capacity:
-            self._capacity.notify_all()
-        for thread in self._threads.get("fetcher", []):
-            thread.join(RESERVE_WAIT + 5.0)
-        while True:
-            try:
-                reservation, _ = self._buffer.get_nowait()
-            except queue_mod.Empty:
-                break
-            self.done(reservation.id, "nack")
 
     def close(self, timeout: float = 10.0) -> None:
         """Send the ACK/NACKs still pending (up to ``timeout``), then stop the heartbeat."""
@@ -159,36 +154,111 @@ class LeaseKeeper:
     def fetching(self) -> bool:
         return self._fetching.is_set()
 
-    def next(self, timeout: float) -> tuple[Reservation, Active] | None:
-        try:
-            item = self._buffer.get(timeout=timeout)
-        except queue_mod.Empty:
+    def reserve_early(self, active: Active, timeout: float) -> None:
+        """The job is ending (its result is known; its row is about to be written): send the slot's next RESERVE now.
+
+        Its reply travels while the slot writes the outcome, so the next job starts without waiting for a
+        round trip and the queue's fsync.  The job reserved is started a few milliseconds later.
+        """
+        if self.fetching and active.following is None:
+            try:
+                active.following = self.client.reserve_later(self.queues, timeout=timeout, count=1, worker_id=self.worker_id)
+            except (QueueUnavailable, QueueError, OSError):
+                active.following = None
+
+    def next(self, previous: Active | None, timeout: float) -> tuple[Reservation, Active] | None:
+        """Finish the slot's previous job with the queue and reserve one job for the slot (None: none came).
+
+        An ACK and the next RESERVE travel together (ACK_RESERVE), unless the RESERVE went out early
+        (``reserve_early``): the ACK then rides on the next job's START when that job's reservation
+        has already arrived, else goes to the ackers at once.  A NACK always goes to the ackers.
+        """
+        ack = ""
+        following = None
+        if previous is not None:
+            with self.lock:
+                self.held.pop(previous.job_id, None)
+            op, delay = previous.after or ("nack", 0.0)
+            following, previous.following = previous.following, None
+            if op == "ack" and self.fetching and following is None:
+                ack = previous.job_id
+            elif op == "ack" and following is not None and following.answered:
+                ack = previous.job_id  # a next job is (probably) there: the ACK goes with its START
+            elif op:
+                self._acks.put((op, previous.job_id, delay))
+        if following is not None:
+            item = self._take(following)
+            if item is None:
+                if ack:
+                    self._acks.put(("ack", ack, 0.0))
+            else:
+                item[1].ack_with_start = ack
+            return item
+        if not self.fetching:
+            if ack:
+                self._acks.put(("ack", ack, 0.0))
             return None
-        if self._buffer.empty():  # the last buffered job: reserve more now rather than when a place frees
-            with self._capacity:
-                if self._room() > 0:
-                    self._capacity.notify_all()
-        return item
+        try:
+            if ack:
+                got = self.client.ack_reserve(ack, self.queues, timeout=timeout, count=1, worker_id=self.worker_id)
+            else:
+                got = self.client.reserve(self.queues, timeout=timeout, count=1, worker_id=self.worker_id)
+            self.outage.ok()
+        except (QueueUnavailable, QueueError, OSError) as exc:
+            if ack:
+                self._acks.put(("ack", ack, 0.0))  # perhaps done already: a second ACK is harmless
+            self._abandon.wait(self.outage.failed(exc))
+            return None
+        return self._hold(got)
+
+    def _take(self, following: PendingReserve) -> tuple[Reservation, Active] | None:
+        try:
+            got = following()
+            self.outage.ok()
+        except (QueueUnavailable, QueueError, OSError) as exc:
+            self._abandon.wait(self.outage.failed(exc))
+            return None
+        if got and not self.fetching:  # stopping: hand it straight back
+            self._acks.put(("nack", got[0].id, 0.0))
+            return None
+        return self._hold(got)
+
+    def _hold(self, got: list[Reservation]) -> tuple[Reservation, Active] | None:
+        if not got:
+            return None
+        reservation = got[0]
+        active = Active(reservation.id)
+        with self.lock:
+            self.held[reservation.id] = active
+        return reservation, active
+
+    def started(self, active: Active) -> bool:
+        """Tell the queue the job started (pipelined, with the slot's previous ACK); False: not ours any more, do not run it."""
+        job_id = active.job_id
+        ack, active.ack_with_start = active.ack_with_start, ""
+        try:
+            self.client.start_nowait([job_id], worker_id=self.worker_id, acks=(ack,) if ack else ())
+            return True
+        except (QueueUnavailable, QueueError, OSError):
+            if ack:
+                self._acks.put(("ack", ack, 0.0))
+        try:  # the connection that reserved it broke: ask on a new one whether it is still ours
+            return self.client.start([job_id], worker_id=self.worker_id) == [True]
+        except (QueueUnavailable, QueueError, OSError) as exc:
+            log.warning("job %s: cannot tell the queue it started (%s); handing it back", job_id, exc)
+            return False
 
     def done(self, job_id: str, op: str, delay: float = 0.0) -> None:
-        """The job leaves this worker: queue its ``ack`` or ``nack`` and free its place."""
-        with self._capacity:
-            self.held.pop(job_id, None)
-            if self._room() > 0:
-                self._capacity.notify_all()
-        self._acks.put((op, job_id, delay))
-
-    def _room(self) -> int:
-        """How many jobs the fetcher should reserve now (caller holds the lock); 0: not yet.
-
-        While jobs are still buffered, places are gathered into batches of
-        ``RESERVE_BATCH`` (fewer, larger reserves: less work for worker and
-        queue per job); an empty buffer means a slot may be waiting: reserve at once.
-        """
-        want = self.concurrency + self.prefetch - len(self.held)
-        if want <= 0 or (want < min(RESERVE_BATCH, self.prefetch) and not self._buffer.empty()):
-            return 0
-        return want
+        """The job leaves this worker: ``op`` ("ack", "nack", or "" for nothing) is sent with the slot's next reserve."""
+        with self.lock:
+            active = self.held.pop(job_id, None)
+        if active is not None:
+            active.after = (op, delay)
+            if active.ack_with_start:  # never started: the previous job's ACK goes on its own
+                self._acks.put(("ack", active.ack_with_start, 0.0))
+                active.ack_with_start = ""
+        elif op:
+            self._acks.put((op, job_id, delay))
 
     def running(self) -> list[Active]:
         with self.lock:
@@ -198,25 +268,6 @@ class LeaseKeeper:
         return self.client.workers()
 
     # -- threads --------------------------------------------------------------------
-
-    def _fetch_loop(self) -> None:
-        while self._fetching.is_set():
-            with self._capacity:
-                want = self._room()
-                if want <= 0:
-                    self._capacity.wait(0.5)
-                    continue
-            try:
-                got = self.client.reserve(self.queues, timeout=RESERVE_WAIT, count=want, worker_id=self.worker_id)
-                self.outage.ok()
-            except (QueueUnavailable, QueueError, OSError) as exc:
-                time.sleep(self.outage.failed(exc))
-                continue
-            for reservation in got:
-                active = Active(reservation.id)
-                with self.lock:
-                    self.held[reservation.id] = active
-                self._buffer.put((reservation, active))
 
     def _ack_loop(self) -> None:
         while True:

@@ -60,14 +60,13 @@ from remora.errors import RemoraError
 from remora.executor import executor_for
 from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor
 from remora.executor.sshpool import SSHPool
-from remora.leases import Active, LeaseKeeper, Outage
+from remora.leases import RESERVE_WAIT, Active, LeaseKeeper, Outage
 from remora.models import Job, JobStatus, Server, Stream
 from remora.netqueue.client import QueueClient, Reservation
 from remora.output import JobOutput
 
 log = logging.getLogger(__name__)
 
-LIMIT_DELAY = 0.5  # NACK delay for a job whose server is at its concurrency limit
 SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
 JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
 
@@ -189,7 +188,6 @@ class Worker:
             host=self.host,
             queues=self.queues,
             concurrency=self.concurrency,
-            prefetch=min(settings.worker.pool_size, self.concurrency),
             heartbeat_interval=settings.worker.heartbeat_interval,
             on_beat=self._db_side,
         )
@@ -280,9 +278,14 @@ class Worker:
     # -- the slot loop ----------------------------------------------------------
 
     def _slot_loop(self) -> None:
-        while not self._stopping.is_set():
-            item = self.leases.next(timeout=0.2)
+        """Reserve a job only when this slot is free; ACK it together with reserving the next."""
+        previous: Active | None = None
+        while True:
+            item = self.leases.next(previous, timeout=RESERVE_WAIT)
+            previous = None
             if item is None:
+                if self._stopping.is_set():
+                    return
                 continue
             reservation, active = item
             try:
@@ -290,6 +293,7 @@ class Worker:
             except Exception:
                 log.exception("job %s: unexpected error; releasing it", reservation.id)
                 self.leases.done(reservation.id, "nack", 1.0)
+            previous = active
 
     def _handle(self, reservation: Reservation, active: Active) -> None:
         if self._stopping.is_set() or active.reason == "lost":
@@ -299,9 +303,11 @@ class Worker:
         if outcome is None:
             return
         if outcome.action is Action.RUN and outcome.job is not None:
+            if not self.leases.started(active):  # the queue handed it back meanwhile: not ours to run
+                self._db_retry(lambda: claims.release(outcome.job.id, self.id, outcome.job.attempts))  # type: ignore[union-attr]
+                self.leases.done(reservation.id, "")
+                return
             self._run(outcome.job, active)
-        elif outcome.action is Action.NACK:
-            self.leases.done(reservation.id, "nack", outcome.delay)
         else:
             log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
             self.stats["skipped"] += 1
@@ -309,12 +315,8 @@ class Worker:
 
     def _claim(self, reservation: Reservation, active: Active) -> claims.Claim | None:
         try:
-            body = json.loads(reservation.body or b"{}")
-            limit = body.get("max_concurrent") if isinstance(body, dict) else None
-        except ValueError:
-            limit = None
-        try:
-            outcome = claims.claim(reservation.id, self.id, max_concurrent=limit, limit_delay=LIMIT_DELAY)
+            # the queue enforces Server.max_concurrent_jobs (the job's concurrency group): no count here
+            outcome = claims.claim(reservation.id, self.id)
             if outcome.action is Action.TAKE_OVER and outcome.job is not None:
                 outcome = self._take_over(outcome.job, reservation)
             self._db_outage.ok()
@@ -418,6 +420,8 @@ class Worker:
         A job ending normally has its last output and its final status written in one transaction.
         """
         active.finishing = True
+        if active.reason != "shutdown" and not self._stopping.is_set():
+            self.leases.reserve_early(active, RESERVE_WAIT)  # the slot's next job travels while the outcome is written
         output = sink.last_write() if sink is not None else None
         if active.reason == "shutdown":
             if sink is not None:

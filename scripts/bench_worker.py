@@ -118,7 +118,7 @@ def _submit(q: QueueClient, server: Server, n: int, command: str = "true") -> tu
     ids = [r["id"] for r in rows]
     started = time.perf_counter()
     for i in range(0, n, 500):
-        q.put_many([PutItem(job_id=j, ttr=30.0, body=body) for j in ids[i : i + 500]])
+        q.put_many([PutItem(job_id=j, ttr=30.0, body=body, group=server.id) for j in ids[i : i + 500]])
     return ids, started
 
 
@@ -147,7 +147,7 @@ def latency(q: QueueClient, server: Server, n: int, rate: float) -> tuple[float,
     ids = []
     for i in range(n):
         job = Job.create(server=server, command="true")
-        q.put(job.id, ttr=30.0, body=body)
+        q.put(job.id, ttr=30.0, body=body, group=server.id)
         ids.append(job.id)
         time.sleep(max(0.0, 1 / rate - 0.001) if i < n - 1 else 0)
     _wait_done(ids, 60)

@@ -10,7 +10,7 @@ from remora.api.http import Request, Response, dumps
 from remora.api.router import Param, Route
 from remora.api.schema import array, obj
 from remora.config import Settings
-from remora.errors import NotFound, QueueError, QueueUnavailable, Unavailable, ValidationError
+from remora.errors import QueueError, QueueUnavailable, Unavailable, ValidationError
 from remora.services import audit, queries
 from remora.services.jobs import default_timeout
 
@@ -139,19 +139,6 @@ def queue_stats(app: App, req: Request) -> dict[str, Any]:
     return stats
 
 
-def _queued(job: Any) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "queue": job.queue,
-        "priority": job.priority,
-        "state": job.state,
-        "attempt": job.attempt,
-        "age": job.age,
-        "worker": job.worker,
-        "reason": job.reason,
-    }
-
-
 def _limit(req: Request) -> int:
     raw = req.arg("limit") or "100"
     try:
@@ -164,26 +151,20 @@ def _limit(req: Request) -> int:
 
 
 def queue_dlq(app: App, req: Request) -> dict[str, Any]:
-    try:
-        dead = _queue(app).dlq_list(limit=_limit(req))
-    except QUEUE_ERRORS as exc:
-        raise QueueUnavailable(f"the queue is unavailable: {exc}", retry_after=5) from None
-    return {"jobs": [_queued(job) for job in dead], "total": len(dead)}
+    """Dead letters: jobs whose retries ran out and jobs whose workers died too often (docs/dispatch.md)."""
+    from remora.services import deadletters
+
+    return deadletters.list_dead(app.ctx, limit=_limit(req))
 
 
 def dlq_kick(app: App, req: Request) -> dict[str, Any]:
+    """A fresh attempt of a dead letter (409 when the job is not one)."""
+    from remora.services import deadletters
+
     job_id = req.path_params["id"]
-    try:
-        kicked = _queue(app).dlq_kick([job_id])
-    except QUEUE_ERRORS as exc:
-        raise QueueUnavailable(f"the queue is unavailable: {exc}", retry_after=5) from None
-    if not kicked:
-        raise NotFound(f"job {job_id} is not in the dead-letter queue")
-    models.Job.update(status=models.JobStatus.QUEUED.value, updated_at=models.utcnow(), finished_at=None).where(
-        models.Job.id == job_id, models.Job.status != models.JobStatus.QUEUED.value, models.Job.status != models.JobStatus.RUNNING.value
-    ).execute()
+    job = deadletters.kick(app.ctx, job_id)
     req.audit_target = ("job", job_id)
-    return {"kicked": kicked, "job_id": job_id, "message": "job returned to the queue"}
+    return {"kicked": 1, "job_id": job_id, "status": job.status, "message": "a fresh attempt is queued"}
 
 
 def audit_log(app: App, req: Request) -> dict[str, Any]:
@@ -304,9 +285,9 @@ def routes(settings: Settings) -> list[Route]:
             "/api/v1/queue/dlq/{id:uuid}/kick",
             dlq_kick,
             "operator",
-            "Return a dead-lettered job to the queue",
+            "Queue a fresh attempt of a dead letter",
             response=ANY_OBJECT,
-            errors=(404, 503),
+            errors=(404, 409, 503),
             resource="dead-lettered job",
             **q,
         ),

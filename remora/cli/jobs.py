@@ -1,4 +1,4 @@
-"""``remora jobs``: list, inspect, follow, cancel and re-run jobs.
+"""``remora jobs``: list, inspect, follow, cancel, re-prioritise and re-run jobs.
 
 Job ids may be abbreviated to a unique prefix, as git does with hashes.
 """
@@ -227,6 +227,28 @@ def duplicate(
         body["priority"] = priority
     jobs = jobs_of(client.duplicate(client.resolve_job_id(job_id), body))
     finish(client, jobs, wait=wait, follow=False, as_json=as_json)
+
+
+@jobs_app.command("priority")
+def set_priority(
+    job_id: IdArg,
+    priority: Annotated[int, typer.Argument(min=1, max=10, help="New priority: 1 (runs first) ... 10 (runs last).", show_default=False)],
+    as_json: JsonOpt = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Change the priority of a queued job: it takes its new place in the queue at once.
+
+    A job that already started (or finished) keeps its place: the command fails (exit 1).
+
+    Example: remora jobs priority 3f2a1b 1
+    """
+    client = make_client(api_url, token)
+    job = client.set_priority(client.resolve_job_id(job_id), priority)
+    if as_json:
+        print_json(job)
+    else:
+        err(f"[magenta]priority {job.get('priority', priority)}[/] {short(job.get('id', job_id))}")
 
 
 @jobs_app.command("wait")

@@ -11,10 +11,10 @@ from remora.cli.common import STATE, console, info, print_json
 from remora.errors import ValidationError
 
 if TYPE_CHECKING:
-    from remora.netqueue.client import QueueClient, QueuedJob
+    from remora.netqueue.client import QueueClient
 
 queue_app = typer.Typer(help="NetQueue: the durable priority work queue (serve, stats, workers, dead letters).", no_args_is_help=True)
-dlq_app = typer.Typer(help="The dead-letter queue: jobs whose leases expired max_attempts times.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: jobs whose retries ran out or whose workers died too often.", no_args_is_help=True)
 
 AddrOpt = Annotated[str | None, typer.Option("--addr", help="NetQueue address host:port (default: queue.addr).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -198,33 +198,47 @@ def workers(addr: AddrOpt = None, as_json: JsonOpt = False) -> None:
     console().print(table if rows else "no workers")
 
 
-def _job_dict(job: QueuedJob) -> dict[str, Any]:
-    body = job.body.decode("utf-8", "replace")
-    return {**job.__dict__, "body": body, "age": round(job.age, 3)}
+def _dead_letters(addr: str | None) -> Any:
+    """The services' view of dead letters needs the database as well as the queue."""
+    from remora import models
+    from remora.services.context import Context
+
+    settings = STATE.settings({"queue.addr": addr})
+    models.init_db(settings.database_url, busy_timeout=settings.database.busy_timeout, create=False)
+    return Context(settings=settings, queue=_client(addr))
 
 
 @dlq_app.command("list")
 def dlq_list(
     addr: AddrOpt = None,
-    queue: Annotated[str | None, typer.Option("--queue", help="Only this queue.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Most jobs shown.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
-    """List dead letters with the reason they died.
+    """List dead letters with the reason: jobs whose retries ran out, jobs whose workers died too often.
 
-    Example: remora queue dlq list --queue job_queue --limit 20
+    Example: remora queue dlq list --limit 20
     """
     from rich.table import Table
 
-    with _client(addr) as client:
-        jobs = client.dlq_list(queue=queue, limit=limit)
+    from remora.services import deadletters
+
+    ctx = _dead_letters(addr)
+    try:
+        data = deadletters.list_dead(ctx, limit=limit)
+    finally:
+        ctx.queue.close()  # type: ignore[union-attr]
+    jobs = data["jobs"]
     if as_json:
-        print_json([_job_dict(j) for j in jobs])
+        print_json(jobs)
         return
-    table = Table("id", "queue", "priority", "attempts", "age", "reason")
+    if data.get("queue_error"):
+        info(f"the queue is unavailable ({data['queue_error']}): showing failed jobs only")
+    if data.get("database_error"):
+        info(f"the database is unavailable ({data['database_error']}): showing the queue's dead letters only")
+    table = Table("id", "status", "priority", "attempts", "reason")
     for j in jobs:
-        table.add_row(j.id, j.queue, str(j.priority), str(j.attempt), f"{j.age:.0f}s", j.reason or "")
-    console().print(table if jobs else "the dead-letter queue is empty")
+        table.add_row(j["id"], j["status"] or "", str(j["priority"] or ""), str(j["attempt"] or ""), j["reason"])
+    console().print(table if jobs else "no dead letters")
 
 
 def _targets(ids: list[str] | None, everything: bool) -> list[str] | None:
@@ -241,13 +255,22 @@ def dlq_kick(
     everything: Annotated[bool, typer.Option("--all", help="Requeue every dead letter.")] = False,
     addr: AddrOpt = None,
 ) -> None:
-    """Put dead letters back on their queues (ready, with a fresh attempt budget).
+    """Queue a fresh attempt of dead letters (attempts, worker, exit code, error and times reset).
 
     Example: remora queue dlq kick --all
     """
-    with _client(addr) as client:
-        count = client.dlq_kick(_targets(ids, everything))
-    info(f"requeued {count} job(s)")
+    from remora.services import deadletters
+
+    targets = _targets(ids, everything)
+    ctx = _dead_letters(addr)
+    try:
+        if targets is None:
+            targets = [j["id"] for j in deadletters.list_dead(ctx, limit=10000)["jobs"]]
+        for job_id in targets:
+            deadletters.kick(ctx, job_id)
+    finally:
+        ctx.queue.close()  # type: ignore[union-attr]
+    info(f"requeued {len(targets)} job(s)")
 
 
 @dlq_app.command("purge")
@@ -256,7 +279,7 @@ def dlq_purge(
     everything: Annotated[bool, typer.Option("--all", help="Delete every dead letter.")] = False,
     addr: AddrOpt = None,
 ) -> None:
-    """Delete dead letters for good.
+    """Delete the queue's dead letters (workers died too often) for good; their rows stay as they are.
 
     Example: remora queue dlq purge 0f1e2d3c
     """

@@ -78,6 +78,24 @@ class PutItem:
     ttr: float = 30.0
     max_attempts: int = 3
     body: bytes = b""
+    group: str = ""  # concurrency group: at most ``limit`` of its jobs reserved at once (0: no limit)
+    limit: int = 0
+
+
+class PendingReserve:
+    """A RESERVE sent and not yet waited for: ``answered`` (no wait), calling it waits for the reservations."""
+
+    __slots__ = ("_call", "_result")
+
+    def __init__(self, result: Callable[[], list[Reservation]], call: _Call) -> None:
+        self._result, self._call = result, call
+
+    @property
+    def answered(self) -> bool:
+        return self._call.done
+
+    def __call__(self) -> list[Reservation]:
+        return self._result()
 
 
 def _api(method: Callable[..., T]) -> Callable[..., T]:
@@ -399,9 +417,14 @@ class QueueClient:
         ttr: float = 30.0,
         max_attempts: int = 3,
         body: bytes = b"",
+        group: str = "",
+        limit: int = 0,
     ) -> bool:
-        """True when inserted, False when a job with this id is already held (PUT is idempotent)."""
-        return self._call(p.OP_PUT, _encode_put(job_id, queue, priority, delay, ttr, max_attempts, body)) == b"\x01"
+        """True when inserted, False when a job with this id is already held (PUT is idempotent).
+
+        ``group``/``limit``: at most ``limit`` jobs of the group are reserved at once (0: no limit).
+        """
+        return self._call(p.OP_PUT, _encode_put(job_id, queue, priority, delay, ttr, max_attempts, body, group, limit)) == b"\x01"
 
     @_api
     def put_many(self, items: list[PutItem], *, per_frame: int = p.MAX_BATCH) -> list[bool]:
@@ -415,7 +438,7 @@ class QueueClient:
         bodies = []
         for start in range(0, len(items), per_frame):
             chunk = items[start : start + per_frame]
-            encoded = [_encode_put(i.job_id, i.queue, i.priority, i.delay, i.ttr, i.max_attempts, i.body) for i in chunk]
+            encoded = [_encode_put(i.job_id, i.queue, i.priority, i.delay, i.ttr, i.max_attempts, i.body, i.group, i.limit) for i in chunk]
             bodies.append(p.encode_put_batch(encoded))
         out: list[bool] = []
         for reply in self._call_many(p.OP_PUT_BATCH, bodies):
@@ -456,6 +479,42 @@ class QueueClient:
         body = self._call(p.OP_RESERVE, p.encode_reserve(queues, timeout, count, worker_id), wait=timeout)
         return _reservations(p.Reader(body))
 
+    def reserve_later(self, queues: list[str], *, timeout: float, count: int = 1, worker_id: str = "") -> PendingReserve:
+        """Send a RESERVE now; the returned object waits for its reservations when called (pipelining).
+
+        Lets a caller overlap the round trip with other work.  Errors (QueueUnavailable when the
+        connection breaks: the server then hands back what it reserved) surface when it is called.
+        """
+        try:
+            key = (tuple(queues), timeout, count, worker_id)
+            body = self._reserve_tails.get(key) or b""
+            if not body:
+                body = p.encode_reserve(queues, timeout, count, worker_id)
+                if len(self._reserve_tails) >= 64:
+                    self._reserve_tails.clear()
+                self._reserve_tails[key] = body
+            link = self._get_link()
+            rid = self._next_rid()
+            call = link.send(rid, p.frame(p.OP_RESERVE, rid, body))
+        except p.ProtocolError as exc:
+            raise QueueError(f"{exc.code}: {exc.message}", code=exc.code) from None
+        except _LinkLost as exc:
+            raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
+        deadline = time.monotonic() + CALL_TIMEOUT + timeout
+
+        def result() -> list[Reservation]:
+            try:
+                link.wait(rid, call, deadline)
+            except TimeoutError:
+                raise QueueUnavailable(f"NetQueue at {self.addr} sent no reply in time") from None
+            except _LinkLost as exc:
+                raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
+            if call.flags & p.FLAG_ERROR:
+                self._raise(call.body)
+            return _reservations(p.Reader(call.body))
+
+        return PendingReserve(result, call)
+
     @_api
     def ack(self, job_id: str) -> bool:
         """Delete a reserved job; False when nobody holds it (NOT_FOUND)."""
@@ -485,6 +544,28 @@ class QueueClient:
     def touch(self, job_ids: list[str], *, worker_id: str = "") -> dict[str, str]:
         """Renew leases (and heartbeat): {id: "ok" | "canceled" | "lost"}."""
         return p.decode_touch_reply(self._call(p.OP_TOUCH, p.encode_touch(job_ids, worker_id)))
+
+    @_api
+    def start(self, job_ids: list[str], *, worker_id: str = "") -> list[bool]:
+        """Tell the queue these reserved jobs started (their lease no longer ends when this connection closes).
+
+        [True] per job still reserved by this connection or by ``worker_id``."""
+        return p.decode_flags(self._call(p.OP_START, p.encode_start(job_ids, worker_id)))
+
+    def start_nowait(self, job_ids: list[str], *, worker_id: str = "", acks: list[str] | tuple[str, ...] = ()) -> None:
+        """``start`` without waiting for the reply: pipelined on the connection that reserved the jobs.
+
+        ``acks``: jobs to ACK in the same request (their ACK is not retried if the connection breaks).
+        Raises QueueUnavailable when that connection is gone (the server has then handed the
+        unstarted jobs back, unless it restarted): the caller asks again with ``start``."""
+        try:
+            link = self._get_link()
+            rid = self._next_rid()
+            link.send(rid, p.frame(p.OP_START, rid, p.encode_start(job_ids, worker_id, acks)))
+        except _LinkLost as exc:
+            raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
+        except p.ProtocolError as exc:
+            raise QueueError(f"{exc.code}: {exc.message}", code=exc.code) from None
 
     @_api
     def cancel(self, job_id: str) -> str:
@@ -537,9 +618,11 @@ class QueueClient:
         return dict(p.decode_json(self._call(p.OP_SNAPSHOT)))
 
 
-def _encode_put(job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> bytes:
+def _encode_put(
+    job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes, group: str = "", limit: int = 0
+) -> bytes:
     try:
-        return p.encode_put(job_id, queue, priority, delay, ttr, max_attempts, body)
+        return p.encode_put(job_id, queue, priority, delay, ttr, max_attempts, body, group, limit)
     except p.ProtocolError as exc:
         raise QueueError(f"{exc.code}: {exc.message}", code=exc.code) from None
 

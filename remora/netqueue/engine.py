@@ -24,6 +24,17 @@ counts lease expiries — the ``max_attempts``-th expiry dead-letters the job
 (reason "lease expired"); NACK never dead-letters; ACK deletes; CANCEL
 deletes a waiting job and flags a reserved one (a flagged job is deleted
 instead of being requeued when its holder NACKs it or its lease expires).
+
+Dispatch (docs/dispatch.md):
+- ``unreserve`` hands a reserved job that was never started back to the
+  place it had (its "ready since" time), without counting an expiry: the
+  server calls it for the unstarted reservations of a connection that closed.
+- A job may belong to a concurrency group (``group``, ``limit``: at most
+  ``limit`` of the group's jobs reserved at once, 0 = no limit; the latest PUT
+  sets the group's limit).  RESERVE sets a job of a full group aside
+  (``_Group.blocked``, O(1)) and goes on with the next one; when one of the
+  group's reservations ends, its oldest best-priority job returns to the
+  front of its queue.  No reordering within a group, no NACK/delay loop.
 """
 
 from __future__ import annotations
@@ -59,6 +70,7 @@ from remora.netqueue.jobs import (
     Journal,
     QueueFullError,
     WorkerInfo,
+    _Group,
     _Queue,
     _Window,
 )
@@ -75,6 +87,7 @@ class Engine:
         self.queues: dict[str, _Queue] = {}
         self.dead: dict[str, Job] = {}
         self.workers: dict[str, WorkerInfo] = {}
+        self.groups: dict[str, _Group] = {}
         self._delayed: list[tuple[float, str, int, Job]] = []  # (ready_at, id, seq, job): ties go by id
         self._last_at = 0.0
         self._leases: list[tuple[float, str, int, Job]] = []
@@ -82,7 +95,9 @@ class Engine:
         self.prio_count = [0] * (PRIORITIES + 1)
         self._shared: dict[Any, Any] = {}
         self.woken: set[str] = set()  # queues that gained ready jobs since the server last looked
-        self.totals = dict.fromkeys(("put", "reserved", "acked", "nacked", "expired", "dead_lettered", "canceled", "kicked", "purged"), 0)
+        self.totals = dict.fromkeys(
+            ("put", "reserved", "acked", "nacked", "expired", "dead_lettered", "canceled", "kicked", "purged", "unreserved"), 0
+        )
         self.started = clock()
         self._acks = _Window()
         self._waits = _Window()
@@ -132,6 +147,9 @@ class Engine:
         job.state = RESERVED
         job.attempt += 1
         job.worker = worker or None
+        job.since = job.at
+        if job.group is not None:
+            job.group.held += 1
         job.at = now + job.ttr
         heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
         self._queue(job.queue).nreserved += 1
@@ -154,6 +172,9 @@ class Engine:
         if state == READY:
             q.nready -= 1
             self.prio_count[job.priority] -= 1
+            if job.blocked:  # its entry in the group's list goes stale
+                job.blocked = False
+                job.group.nblocked -= 1  # type: ignore[union-attr]
         elif state == DELAYED:
             q.ndelayed -= 1
             self.prio_count[job.priority] -= 1
@@ -164,6 +185,11 @@ class Engine:
                 if info is not None:
                     info.jobs.discard(job.id)
             job.cancel = False
+            group = job.group
+            if group is not None:
+                group.held -= 1
+                if group.nblocked:
+                    self._unblock(group)
         elif state == DEAD:
             q.ndead -= 1
             del self.dead[job.id]
@@ -173,6 +199,46 @@ class Engine:
     def _delete(self, job: Job) -> None:
         self._leave(job)
         del self.jobs[job.id]
+
+    # -- concurrency groups ---------------------------------------------------
+    def _group(self, name: str, limit: int) -> _Group:
+        group = self.groups.get(name)
+        if group is None:
+            group = self.groups[name] = _Group(name, limit)
+        elif group.limit != limit:
+            group.limit = limit
+            if group.nblocked:
+                self._unblock(group)
+        return group
+
+    def _block(self, job: Job, group: _Group) -> None:
+        """Set a ready job of a full group aside, in "ready since" order within its priority."""
+        job.blocked = True
+        group.nblocked += 1
+        _insert_ordered(group.blocked[job.priority - 1], job)
+
+    def _unblock(self, group: _Group) -> None:
+        """Return the group's oldest best-priority blocked jobs to the front of their queues, one per free place."""
+        room = group.limit - group.held if group.limit else group.nblocked
+        for dq in group.blocked:
+            while room > 0 and dq:
+                job = dq.popleft()
+                if not job.blocked:
+                    continue  # stale: deleted or moved while set aside
+                job.blocked = False
+                group.nblocked -= 1
+                room -= 1
+                self._to_front(job)
+            if room <= 0 or not group.nblocked:
+                return
+
+    def _to_front(self, job: Job) -> None:
+        """A ready job goes back to its place near the front of its priority (it is older than what waits there)."""
+        dq = self._queue(job.queue).ready[job.priority - 1]
+        while dq and dq[0].state != READY:
+            dq.popleft()
+        _insert_ordered(dq, job, front=True)
+        self.woken.add(job.queue)
 
     def _log(self, kind: int, job: Job, arg: Any = None) -> None:
         if self.journal is not None:
@@ -190,19 +256,49 @@ class Engine:
         q = self.queues.get(queue)
         return q.nready + q.ndelayed if q else 0
 
-    def put(self, job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> bool:
-        """Add a job; False (and no change) when the id is already held in any state."""
+    def put(
+        self,
+        job_id: str,
+        queue: str,
+        priority: int,
+        delay: float,
+        ttr: float,
+        max_attempts: int,
+        body: bytes,
+        group: str = "",
+        limit: int = 0,
+    ) -> bool:
+        """Add a job; False (and no change) when the id is already held in any state.
+
+        ``group``/``limit``: its concurrency group (at most ``limit`` of its jobs reserved at once; 0: no limit).
+        """
         if job_id in self.jobs:
+            if group:
+                self._group(group, limit)  # a repeated PUT still carries the group's current limit
             return False
         q = self.queues.get(queue)
         if q is not None and q.nready + q.ndelayed >= self.max_size:
             raise QueueFullError(queue, self.max_size)
-        self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, self.clock())
+        self._insert(self.clock(), job_id, queue, priority, delay, ttr, max_attempts, body, group, limit)
         return True
 
-    def _insert(self, job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes, now: float) -> None:
+    def _insert(
+        self,
+        now: float,
+        job_id: str,
+        queue: str,
+        priority: int,
+        delay: float,
+        ttr: float,
+        max_attempts: int,
+        body: bytes,
+        group: str = "",
+        limit: int = 0,
+    ) -> None:
         shared = self._shared  # one object per distinct queue name and ttr, not one per job
         job = Job(job_id, shared.setdefault(queue, queue), priority, shared.setdefault(ttr, ttr), max_attempts, body, now)
+        if group:
+            job.group = self._group(group, limit)
         self.jobs[job_id] = job
         if delay > 0:
             self._make_delayed(job, now + delay)
@@ -212,7 +308,7 @@ class Engine:
         if self.journal is not None:
             self.journal(J_PUT, job, None)
 
-    def put_many(self, items: Iterable[tuple[str, str, int, float, float, int, bytes]]) -> list[bool]:
+    def put_many(self, items: Iterable[tuple[Any, ...]]) -> list[bool]:
         """All or nothing on QUEUE_FULL: the capacity of every queue is checked first."""
         items = list(items)
         new: dict[str, int] = {}
@@ -227,11 +323,14 @@ class Engine:
         out = []
         now = self.clock()
         jobs = self.jobs
-        for job_id, queue, priority, delay, ttr, max_attempts, body in items:
-            if job_id in jobs:
+        insert = self._insert
+        for item in items:  # (id, queue, priority, delay, ttr, max_attempts, body[, group, limit])
+            if item[0] in jobs:
+                if len(item) > 7 and item[7]:
+                    self._group(item[7], item[8])  # a repeated PUT still carries the group's current limit
                 out.append(False)
             else:
-                self._insert(job_id, queue, priority, delay, ttr, max_attempts, body, now)
+                insert(now, *item)
                 out.append(True)
         return out
 
@@ -258,6 +357,10 @@ class Engine:
                 job = self._pop_ready(qs, p)
                 if job is None:
                     break
+                group = job.group
+                if group is not None and 0 < group.limit <= group.held:
+                    self._block(job, group)  # its place is kept; the next job may belong to a group with room
+                    continue
                 self._waits.add(now, max(0.0, now - job.at))  # time spent ready
                 self._leave(job)
                 self._make_reserved(job, now, worker)
@@ -326,6 +429,33 @@ class Engine:
         self._log(J_RELEASE, job)
         return True
 
+    def unreserve(self, job_id: str, attempt: int) -> bool:
+        """Hand back a reservation that was never started (its holder is gone): the job takes its old place.
+
+        ``attempt`` names the reservation (a later one of the same job is left alone).  Not an expiry:
+        the job comes no closer to the dead-letter queue.  A cancel-flagged job is deleted instead.
+        """
+        job = self.jobs.get(job_id)
+        if job is None or job.state != RESERVED or job.attempt != attempt:
+            return False
+        canceled = job.cancel
+        self._leave(job)
+        job.worker = None
+        if canceled:
+            del self.jobs[job.id]
+            self.totals["canceled"] += 1
+            self._log(J_DELETE, job)
+            return True
+        job.state = READY
+        job.at = job.since
+        q = self._queue(job.queue)
+        q.nready += 1
+        self.prio_count[job.priority] += 1
+        self._to_front(job)
+        self.totals["unreserved"] += 1
+        self._log(J_RELEASE, job)
+        return True
+
     def touch(self, job_ids: list[str], worker: str = "") -> dict[str, str]:
         """Renew leases; also the worker heartbeat. {id: ok | canceled | lost}."""
         now = self.clock()
@@ -357,18 +487,30 @@ class Engine:
         return "removed"
 
     def set_priority(self, job_id: str, priority: int) -> bool:
+        """Re-order a waiting job (it joins the back of its new priority); a reserved one keeps it if handed back."""
         job = self.jobs.get(job_id)
-        if job is None or job.state not in (READY, DELAYED):
+        if job is None or job.state not in (READY, DELAYED, RESERVED):
             return False
         if job.priority == priority:
+            return True
+        if job.state == RESERVED:
+            job.priority = priority
+            self._log(J_PRIORITY, job, priority)
             return True
         self.prio_count[job.priority] -= 1
         self.prio_count[priority] += 1
         if job.state == READY:
             # it joins the back of its new priority: "ready since" restarts so FIFO order survives a replay
-            q = self._queue(job.queue)
-            q.ready[job.priority - 1].remove(job)
-            q.ready[priority - 1].append(job)
+            if job.blocked:
+                group = job.group
+                assert group is not None
+                group.blocked[job.priority - 1].remove(job)
+                group.blocked[priority - 1].append(job)
+            else:
+                q = self._queue(job.queue)
+                q.ready[job.priority - 1].remove(job)
+                q.ready[priority - 1].append(job)
+                self.woken.add(job.queue)
             job.at = self._stamp(self.clock())
         job.priority = priority
         self._log(J_PRIORITY, job, priority)
@@ -509,6 +651,9 @@ class Engine:
 
     # -- recovery (the WAL replays these, then calls rebuild) --------------
     def replay_job(self, job: Job) -> None:
+        group = job.group  # as decoded: a fresh _Group carrying the name and the limit of that PUT
+        if group is not None:
+            job.group = self._group(group.name, group.limit)
         job.queue = self._shared.setdefault(job.queue, job.queue)
         job.ttr = self._shared.setdefault(job.ttr, job.ttr)
         old = self.jobs.get(job.id)
@@ -522,7 +667,7 @@ class Engine:
         if job is None:
             return False
         if kind == J_RESERVE:
-            job.state, job.attempt, job.worker = RESERVED, job.attempt + 1, arg or None
+            job.state, job.attempt, job.worker, job.since = RESERVED, job.attempt + 1, arg or None, job.at
         elif kind == J_DELETE:
             job.state = DELETED
             del self.jobs[job_id]
@@ -556,8 +701,13 @@ class Engine:
         self._delayed.clear()
         self._leases.clear()
         self.prio_count = [0] * (PRIORITIES + 1)
+        for group in self.groups.values():
+            group.held = group.nblocked = 0
+            for dq in group.blocked:
+                dq.clear()
         ready = sorted((j for j in self.jobs.values() if j.state == READY), key=lambda j: j.at)
         for job in self.jobs.values():
+            job.blocked = False
             q = self._queue(job.queue)
             if job.state == DELAYED:
                 self._make_delayed(job, job.at)
@@ -565,6 +715,8 @@ class Engine:
                 job.at = now + job.ttr
                 heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
                 q.nreserved += 1
+                if job.group is not None:
+                    job.group.held += 1
             elif job.state == DEAD:
                 self.dead[job.id] = job
                 q.ndead += 1
@@ -576,3 +728,26 @@ class Engine:
     def live_jobs(self) -> Iterator[Job]:
         """Every job in an order that replays to the same FIFO order (for snapshots)."""
         yield from sorted(self.jobs.values(), key=lambda j: (j.state != READY, j.at))
+
+
+def _insert_ordered(dq: deque[Job], job: Job, *, front: bool = False) -> None:
+    """Insert ``job`` into a deque ordered by ``at`` (O(1) at either end, a scan from the chosen end otherwise)."""
+    at = job.at
+    if not dq or (front and at <= dq[0].at) or (not front and dq[-1].at <= at):
+        (dq.appendleft if front else dq.append)(job)
+        return
+    if not front and at < dq[0].at:
+        dq.appendleft(job)
+        return
+    if front and dq[-1].at <= at:
+        dq.append(job)
+        return
+    if front:
+        i = 0
+        while dq[i].at <= at:
+            i += 1
+    else:
+        i = len(dq)
+        while dq[i - 1].at > at:
+            i -= 1
+    dq.insert(i, job)

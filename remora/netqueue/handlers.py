@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from remora.netqueue import protocol as p
-from remora.netqueue.engine import STATE_NAMES, Engine, Job, QueueFullError
+from remora.netqueue.engine import RESERVED, STATE_NAMES, Engine, Job, QueueFullError
 
 if TYPE_CHECKING:
     from remora.netqueue.server import Connection, QueueServer
@@ -29,6 +29,14 @@ LOGGED_OPS = {
     p.OP_PUT, p.OP_PUT_BATCH, p.OP_RESERVE, p.OP_ACK, p.OP_ACK_RESERVE, p.OP_NACK, p.OP_CANCEL,
     p.OP_PRIORITY, p.OP_DLQ_KICK, p.OP_DLQ_PURGE, p.OP_SNAPSHOT,
 }  # fmt: skip
+
+
+def hand_out(conn: Connection, jobs: list[Job]) -> list[tuple[str, str, int, int, float, bytes]]:
+    """The reservations of a reply, remembered as this connection's unstarted ones (until START, ACK or NACK)."""
+    unstarted = conn.unstarted
+    for job in jobs:
+        unstarted[job.id] = job.attempt
+    return reservation_tuples(jobs)
 
 
 def reservation_tuples(jobs: list[Job]) -> list[tuple[str, str, int, int, float, bytes]]:
@@ -66,6 +74,7 @@ class Dispatcher:
             p.OP_ACK_RESERVE: Dispatcher.ack_reserve,
             p.OP_NACK: Dispatcher.nack,
             p.OP_TOUCH: Dispatcher.touch,
+            p.OP_START: Dispatcher.start,
             p.OP_CANCEL: Dispatcher.cancel,
             p.OP_PRIORITY: Dispatcher.priority,
             p.OP_PEEK: Dispatcher.peek,
@@ -147,7 +156,7 @@ class Dispatcher:
     def _reserve(self, conn: Connection, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> bytes | None:
         jobs = self.engine.reserve(req.queues, req.count, req.worker)
         if jobs or req.timeout <= 0:
-            return prefix + p.encode_reservations(reservation_tuples(jobs))
+            return prefix + p.encode_reservations(hand_out(conn, jobs))
         self.server.park(conn, opcode, rid, req, prefix)
         return None
 
@@ -155,20 +164,45 @@ class Dispatcher:
         return self._reserve(conn, p.OP_RESERVE, rid, p.decode_reserve(body), b"")
 
     def ack(self, conn: Connection, rid: int, body: bytes) -> bytes:
-        return b"\x01" if self.engine.ack(p.decode_id(body)) else b"\x00"
+        job_id = p.decode_id(body)
+        conn.unstarted.pop(job_id, None)
+        return b"\x01" if self.engine.ack(job_id) else b"\x00"
 
     def ack_reserve(self, conn: Connection, rid: int, body: bytes) -> bytes | None:
         job_id, req = p.decode_ack_reserve(body)
+        conn.unstarted.pop(job_id, None)
         acked = self.engine.ack(job_id)
         return self._reserve(conn, p.OP_ACK_RESERVE, rid, req, b"\x01" if acked else b"\x00")
 
     def nack(self, conn: Connection, rid: int, body: bytes) -> bytes:
         job_id, delay = p.decode_nack(body)
+        conn.unstarted.pop(job_id, None)
         return b"\x01" if self.engine.nack(job_id, delay) else b"\x00"
 
     def touch(self, conn: Connection, rid: int, body: bytes) -> bytes:
         ids, worker = p.decode_touch(body)
         return p.encode_touch_reply(self.engine.touch(ids, worker))
+
+    def start(self, conn: Connection, rid: int, body: bytes) -> bytes:
+        """The worker started these jobs: a closed connection no longer hands them back (their lease runs on)."""
+        ids, worker, acks = p.decode_start(body)
+        if acks:
+            if self.server.log_error is not None and not self.server.log_writable():
+                raise p.ProtocolError("STORAGE", self.server.log_error or "")
+            for job_id in acks:
+                conn.unstarted.pop(job_id, None)
+                self.engine.ack(job_id)
+        flags = []
+        for job_id in ids:
+            if conn.unstarted.pop(job_id, None) is not None:
+                flags.append(True)
+            else:  # sent again on a new connection: still this worker's reservation?
+                job = self.engine.jobs.get(job_id)
+                ours = job is not None and job.state == RESERVED and bool(worker) and job.worker == worker
+                if ours:
+                    self.server.forget_unstarted(job_id)  # the old connection, once closed, must not hand it back
+                flags.append(ours)
+        return p.encode_flags(flags)
 
     def cancel(self, conn: Connection, rid: int, body: bytes) -> bytes:
         return p.encode_u8(p.CANCEL_RESULT.index(self.engine.cancel(p.decode_id(body))))

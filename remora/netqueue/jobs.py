@@ -43,15 +43,18 @@ class Job:
     __slots__ = (
         "at",
         "attempt",
+        "blocked",
         "body",
         "cancel",
         "created",
         "expired",
+        "group",
         "id",
         "max_attempts",
         "priority",
         "queue",
         "reason",
+        "since",
         "state",
         "ttr",
         "worker",
@@ -72,6 +75,9 @@ class Job:
         self.worker: str | None = None
         self.cancel = False
         self.reason: str | None = None
+        self.group: _Group | None = None  # its concurrency group (e.g. the server it runs on)
+        self.blocked = False  # ready, but set aside while its group is at its limit
+        self.since = created  # "ready since" of a reserved job: where it goes back if handed back unstarted
 
     def __repr__(self) -> str:
         return f"Job({self.id!r}, {self.queue!r}, p{self.priority}, {STATE_NAMES[self.state]}, attempt={self.attempt})"
@@ -87,6 +93,29 @@ class _Queue:
 
     def counts(self) -> dict[str, int]:
         return {"ready": self.nready, "delayed": self.ndelayed, "reserved": self.nreserved, "dead": self.ndead}
+
+
+class _Group:
+    """Jobs that may hold at most ``limit`` reservations at once (0: no limit), e.g. one server's jobs.
+
+    ``held`` counts the group's reserved jobs.  A ready job met by RESERVE while
+    its group is full is set aside in ``blocked`` (per priority, oldest first)
+    instead of being leased; when a reservation of the group ends, the oldest
+    best-priority blocked job goes back to the front of its queue.  Jobs of a
+    full group therefore keep their place ahead of later jobs of the same group.
+    """
+
+    __slots__ = ("blocked", "held", "limit", "name", "nblocked")
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self.held = 0
+        self.nblocked = 0
+        self.blocked: list[deque[Job]] = [deque() for _ in range(PRIORITIES)]
+
+    def full(self) -> bool:
+        return 0 < self.limit <= self.held
 
 
 class WorkerInfo:

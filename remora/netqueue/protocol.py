@@ -59,7 +59,10 @@ def decode_error(body: bytes) -> tuple[str, str]:
 
 # -- PUT -------------------------------------------------------------------
 # item: u8 priority, u16 max_attempts, u32 delay_ms, u32 ttr_ms, u8 id_len, u8 queue_len, u32 body_len,
-#       id, queue, body
+#       id, queue, body [, str8 group, u16 limit]
+# The priority byte's top bit (PUT_GROUPED) says a concurrency group follows the body: at most ``limit``
+# jobs of the group are reserved at once (0: no limit).
+PUT_GROUPED = 0x80
 
 
 @dataclass(slots=True)
@@ -71,21 +74,28 @@ class PutRequest:
     ttr: float
     max_attempts: int
     body: bytes
+    group: str = ""
+    limit: int = 0
 
 
 _PUT = struct.Struct(">BHIIBBI")
 
 
-def encode_put(job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes) -> bytes:
+def encode_put(
+    job_id: str, queue: str, priority: int, delay: float, ttr: float, max_attempts: int, body: bytes, group: str = "", limit: int = 0
+) -> bytes:
     jid, q = job_id.encode(), queue.encode()
     if len(jid) > 255 or len(q) > 255:
         raise ProtocolError("NAME_TOO_LONG", "job id or queue over 255 bytes")
-    if not 0 <= priority <= 255 or not 0 <= max_attempts <= 65535:
-        raise ProtocolError("BAD_ARGUMENT", "priority or max_attempts out of range")
-    return _PUT.pack(priority, max_attempts, ms(delay), ms(ttr), len(jid), len(q), len(body)) + jid + q + body
+    if not 0 <= priority < PUT_GROUPED or not 0 <= max_attempts <= 65535 or not 0 <= limit <= 65535:
+        raise ProtocolError("BAD_ARGUMENT", "priority, max_attempts or limit out of range")
+    head = _PUT.pack(priority | (PUT_GROUPED if group else 0), max_attempts, ms(delay), ms(ttr), len(jid), len(q), len(body))
+    item = head + jid + q + body
+    return item + str8(group) + _U16.pack(limit) if group else item
 
 
-PutFields = tuple[str, str, int, float, float, int, bytes]  # id, queue, priority, delay, ttr, max_attempts, body
+# id, queue, priority, delay, ttr, max_attempts, body, group, limit (``Engine.put``'s arguments)
+PutFields = tuple[str, str, int, float, float, int, bytes, str, int]
 
 
 def put_fields_at(buf: bytes, pos: int) -> tuple[PutFields, int]:
@@ -105,6 +115,20 @@ def put_fields_at(buf: bytes, pos: int) -> tuple[PutFields, int]:
     end = body_at + body_len
     if end > len(buf):
         raise ProtocolError("BAD_FRAME", "body is truncated")
+    group, limit, item_end = "", 0, end
+    if priority & PUT_GROUPED:
+        priority &= ~PUT_GROUPED
+        if end >= len(buf) or end + 1 + buf[end] + 2 > len(buf):
+            raise ProtocolError("BAD_FRAME", "body is truncated")
+        group_end = end + 1 + buf[end]
+        try:
+            group = str(buf[end + 1 : group_end], "utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("BAD_FRAME", "a string is not valid UTF-8") from None
+        (limit,) = _U16.unpack_from(buf, group_end)
+        item_end = group_end + 2
+        if not 0 < group_end - end - 1 <= MAX_NAME:
+            raise ProtocolError("NAME_TOO_LONG", f"a group must be 1..{MAX_NAME} bytes")
     if not 0 < id_len <= MAX_NAME or not 0 < q_len <= MAX_NAME:
         raise ProtocolError("NAME_TOO_LONG", f"job id and queue must be 1..{MAX_NAME} bytes")
     if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
@@ -117,7 +141,8 @@ def put_fields_at(buf: bytes, pos: int) -> tuple[PutFields, int]:
         job_id, queue = str(buf[head_end:q_at], "utf-8"), str(buf[q_at:body_at], "utf-8")
     except UnicodeDecodeError:
         raise ProtocolError("BAD_FRAME", "a string is not valid UTF-8") from None
-    return (job_id, queue, priority, delay_ms / 1000.0, ttr_ms / 1000.0, max_attempts, bytes(buf[body_at:end])), end
+    fields = (job_id, queue, priority, delay_ms / 1000.0, ttr_ms / 1000.0, max_attempts, bytes(buf[body_at:end]), group, limit)
+    return fields, item_end
 
 
 def put_fields(body: bytes) -> PutFields:
@@ -129,8 +154,7 @@ def put_fields(body: bytes) -> PutFields:
 
 
 def decode_put(body: bytes) -> PutRequest:
-    job_id, queue, priority, delay, ttr, max_attempts, data = put_fields(body)
-    return PutRequest(job_id, queue, priority, delay, ttr, max_attempts, data)
+    return PutRequest(*put_fields(body))
 
 
 def encode_put_batch(items: list[bytes]) -> bytes:
@@ -372,6 +396,30 @@ def decode_touch_reply(body: bytes) -> dict[str, str]:
         code = r.u8()
         out[job_id] = TOUCH_STATUS[code] if code < len(TOUCH_STATUS) else "lost"
     return out
+
+
+# START: str8 worker, u16 n, str8 id * n [, u16 m, str8 ack id * m] -> reply u16 n, u8 flag * n
+# (1: reserved by this connection, or by this worker, and now counted as started); the optional tail ACKs
+# m jobs in the same request (a worker slot's previous job).
+def encode_start(job_ids: list[str], worker: str, acks: list[str] | tuple[str, ...] = ()) -> bytes:
+    body = encode_touch(job_ids, worker)
+    return body + _U16.pack(len(acks)) + b"".join(str8(j) for j in acks) if acks else body
+
+
+def decode_start(body: bytes) -> tuple[list[str], str, list[str]]:
+    r = Reader(body)
+    worker = name(r.str8(), "worker id", allow_empty=True)
+    ids: list[str] = []
+    acks: list[str] = []
+    for out in (ids, acks):
+        if out is acks and r.pos == len(r.buf):
+            break
+        n = r.u16()
+        if n > MAX_TOUCH:
+            raise ProtocolError("BAD_ARGUMENT", f"over {MAX_TOUCH} ids")
+        out.extend(name(r.str8(), "job id") for _ in range(n))
+    r.end()
+    return ids, worker, acks
 
 
 # DLQ_KICK / DLQ_PURGE: u8 all, u16 n, str8 id * n -> reply u32 count

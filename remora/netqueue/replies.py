@@ -34,7 +34,10 @@ EV_IN, EV_OUT = select.EPOLLIN, select.EPOLLOUT
 
 
 class Connection:
-    __slots__ = ("addr", "authed", "closing", "http", "inbuf", "name", "out", "parked", "peer", "pending", "preauth", "sock", "writing")
+    __slots__ = (
+        "addr", "authed", "closing", "http", "inbuf", "name", "out", "parked", "peer", "pending", "preauth", "sock", "unstarted",
+        "writing",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, addr: Any, authed: bool) -> None:
         self.sock = sock
@@ -50,6 +53,7 @@ class Connection:
         self.parked = 0  # blocking reserves waiting
         self.writing = False
         self.preauth = 0  # before authentication: requests it may still send (0: authenticated, no limit)
+        self.unstarted: dict[str, int] = {}  # job id -> attempt: reserved through this connection, not yet started
 
 
 class Replies:

@@ -51,7 +51,7 @@ from remora.errors import ConfigError
 from remora.netaddr import is_loopback
 from remora.netqueue import protocol as p
 from remora.netqueue.engine import Engine
-from remora.netqueue.handlers import Dispatcher, reservation_tuples
+from remora.netqueue.handlers import Dispatcher, hand_out
 from remora.netqueue.idle import AdaptivePoll
 from remora.netqueue.replies import EV_IN, EV_OUT, Connection, Replies
 from remora.netqueue.waiters import ParkedReserves, Waiter
@@ -478,7 +478,7 @@ class QueueServer(Replies):
         self.parked.park(conn, opcode, rid, req, prefix, time.time())
 
     def _answer(self, waiter: Waiter, jobs: list[Any]) -> None:
-        body = waiter.prefix + p.encode_reservations(reservation_tuples(jobs))
+        body = waiter.prefix + p.encode_reservations(hand_out(waiter.conn, jobs))
         self._batch.append((waiter.conn, p.reply(waiter.opcode, waiter.rid, body)))
 
     def _expire_waiters(self) -> None:
@@ -504,6 +504,27 @@ class QueueServer(Replies):
         conn.sock.close()
         conn.closing = True
         self.parked.drop(conn)
+        if not self.stopping:  # a restart keeps every reservation (the log has them)
+            self._hand_back(conn)
+
+    def forget_unstarted(self, job_id: str) -> None:
+        """A job counts as started wherever it was reserved (rare: a START sent on a new connection)."""
+        for conn in self._conns.values():
+            conn.unstarted.pop(job_id, None)
+
+    def _hand_back(self, conn: Connection) -> None:
+        """A closed connection's unstarted reservations go back to the queue at once, each to its old place.
+
+        A worker that dies (kill -9 closes its socket) so costs no lease time for the jobs it had not
+        started; the jobs it started keep their lease (docs/dispatch.md)."""
+        if not conn.unstarted:
+            return
+        unstarted, conn.unstarted = conn.unstarted, {}
+        engine = self.engine
+        for job_id, attempt in unstarted.items():
+            engine.unreserve(job_id, attempt)
+        if engine.woken and not self.stopping:
+            self._wake()  # the loop's next iteration serves parked reserves and logs the releases
 
     def _shutdown(self) -> None:
         """Answer parked reserves with nothing, make the log durable, send what is owed, close."""

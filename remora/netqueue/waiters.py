@@ -80,9 +80,11 @@ class ParkedReserves:
                 if waiter.done:
                     continue
                 jobs = engine.reserve(waiter.req.queues, waiter.req.count, waiter.req.worker)
-                if jobs:
-                    self._done(waiter)
-                    out.append((waiter, jobs))
+                if not jobs:  # every ready job is set aside (its group is full): wait on
+                    waiters.appendleft(waiter)
+                    break
+                self._done(waiter)
+                out.append((waiter, jobs))
             if not waiters:
                 del self._by_queue[queue]
         return out

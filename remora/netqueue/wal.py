@@ -44,6 +44,7 @@ from typing import Any
 
 from remora.netqueue import engine as e
 from remora.netqueue.engine import Engine, Job
+from remora.netqueue.jobs import _Group
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def encode_job(job: Job) -> bytes:
         _U32.pack(len(job.body)),
         job.body,
     ]
+    if job.group is not None:  # optional tail: records without it (older logs) read as ungrouped
+        parts += (_s8(job.group.name), struct.pack(">H", job.group.limit))
     return b"".join(parts)
 
 
@@ -141,6 +144,10 @@ def decode(data: bytes) -> tuple[int, Any, Any]:
         job = Job(job_id, queue, priority, ttr, max_attempts, body, created)
         job.state, job.attempt, job.expired, job.cancel, job.at = state, attempt, expired, bool(cancel), at
         job.worker, job.reason = worker or None, reason or None
+        if c.pos < len(data):
+            group = c.s8()
+            (limit,) = struct.unpack(">H", c.take(2))
+            job.group = _Group(group, limit)  # interned by Engine.replay_job
         return kind, job, None
     if kind == e.J_RESERVE:
         return kind, c.s8(), c.s8()

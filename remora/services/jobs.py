@@ -147,6 +147,7 @@ def check_local_role(ctx: Context, spec: JobSpec, servers: list[Server], role: s
 
 
 def queue_body(server: Server) -> bytes:
+    """The job's message body; the PUT also carries the server as the job's concurrency group (docs/dispatch.md)."""
     return json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
 
 
@@ -164,6 +165,8 @@ def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:
             ttr=ctx.settings.queue.worker_timeout,
             max_attempts=job.retries + 2,
             body=queue_body(server),
+            group=server.id,
+            limit=server.max_concurrent_jobs or 0,
         )
         for job, server in jobs
     ]
@@ -171,7 +174,14 @@ def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:
         if len(items) == 1:
             item = items[0]
             ctx.queue.put(
-                item.job_id, queue=item.queue, priority=item.priority, ttr=item.ttr, max_attempts=item.max_attempts, body=item.body
+                item.job_id,
+                queue=item.queue,
+                priority=item.priority,
+                ttr=item.ttr,
+                max_attempts=item.max_attempts,
+                body=item.body,
+                group=item.group,
+                limit=item.limit,
             )
         else:
             ctx.queue.put_many(items)

@@ -166,6 +166,8 @@ class Reconciler(PeriodicTask):
                 ttr=self.ctx.settings.queue.worker_timeout,
                 max_attempts=job.retries + 2,
                 body=_body(job),
+                group=job.server_id,
+                limit=job.server.max_concurrent_jobs or 0,
             )
             for job in jobs
         ]

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.apiclient import key_server, ok, submit
+from tests.browser.apiclient import call, key_server, ok, submit
 from tests.browser.pages import shoot, signed_in
 from tests.support.waits import wait_for
 
@@ -358,3 +358,27 @@ def test_pem_upload_server_connects(page, remora_stack, sshd, tmp_path):
     expect(row.locator(".col-test")).to_contain_text(re.compile(r"connected in \d+ ms"), timeout=20_000)
     expect(page.locator("#pem-section")).to_contain_text(f"{name}.pem")
     assert "PRIVATE KEY" not in page.content()
+
+
+def test_job_panel_changes_the_priority_of_a_queued_job(page, remora_stack):
+    tag = uuid.uuid4().hex[:6]
+    server = ok(
+        remora_stack,
+        "POST",
+        "servers",
+        {"name": f"one-at-a-time-{tag}", "hostname": "localhost", "user": "r", "auth_type": "local", "max_concurrent_jobs": 1},
+    )
+    busy = submit(remora_stack, "sleep 60", server_id=server["id"], name=f"busy-{tag}")
+    wait_for(lambda: ok(remora_stack, "GET", f"jobs/{busy['id']}")["status"] == "running", 15, what="job running")
+    waiting = submit(remora_stack, "true", server_id=server["id"], name=f"waiting-{tag}")  # the server is full: it stays queued
+    try:
+        signed_in(page, remora_stack, route=f"jobs?job={waiting['id']}")
+        expect(page.locator("#jv-status")).to_contain_text("queued")
+        expect(page.locator("#jv-priority")).to_have_value("5")
+        page.select_option("#jv-priority", "2")
+        wait_for(lambda: ok(remora_stack, "GET", f"jobs/{waiting['id']}")["priority"] == 2, 10, what="the new priority stored")
+        ok(remora_stack, "POST", f"jobs/{busy['id']}/cancel")
+        wait_for(lambda: ok(remora_stack, "GET", f"jobs/{waiting['id']}")["status"] == "completed", 15, what="the queued job to run")
+        expect(page.locator("#jv-priority-box")).to_be_hidden(timeout=10_000)
+    finally:
+        call(remora_stack, "POST", f"jobs/{busy['id']}/cancel")

@@ -146,6 +146,16 @@ def test_cancel_a_queued_job_then_cancel_again_fails(stack):
     assert code == ExitCode.JOB_CANCELED
 
 
+def test_priority_moves_a_queued_job_and_refuses_a_finished_one(stack):
+    job_id = ok(stack, "submit", "--priority", "7", "--", "sleep", "100").stdout.strip()
+    moved = json.loads(ok(stack, "jobs", "priority", job_id[:8], "2", "--json").stdout)
+    assert moved["priority"] == 2 and moved["id"] == job_id
+    assert json.loads(ok(stack, "jobs", "show", job_id, "--json").stdout)["priority"] == 2
+    ok(stack, "jobs", "cancel", job_id)
+    code, _ = cli(stack, "jobs", "priority", job_id, "1")
+    assert code == 1  # only queued jobs change priority
+
+
 def test_wait_gives_up_with_75(stack):
     job_id = ok(stack, "submit", "--", "sleep", "100").stdout.strip()
     code, result = cli(stack, "jobs", "wait", job_id, "--timeout", "1")

@@ -118,7 +118,8 @@ def test_queue_metrics_on_its_own_port(queue):
     client.register_worker("qw-1", host="box-9", concurrency=4)
     held = client.reserve(["job_queue"], timeout=1, worker_id="qw-1")
     client.ack(held[0].id)
-    client.reserve(["job_queue"], timeout=1, worker_id="qw-1")
+    (started,) = client.reserve(["job_queue"], timeout=1, worker_id="qw-1")
+    client.start([started.id], worker_id="qw-1")  # else closing the connection hands it back
     client.close()
 
     assert get(host, port, "/metrics")[0] == 401  # with a token, only /health is open

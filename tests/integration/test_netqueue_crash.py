@@ -78,7 +78,8 @@ def test_sigterm_flushes_and_exits_cleanly_with_everything_kept(tmp_path):
         with cluster.queue_client() as client:
             for i in range(200):
                 client.put(f"j{i}", priority=1 + i % 10)
-            client.reserve(["job_queue"], timeout=0, count=5)
+            got = client.reserve(["job_queue"], timeout=0, count=5, worker_id="w")
+            client.start([r.id for r in got], worker_id="w")  # started: closing the connection does not hand them back
         assert queue.stop(signal.SIGTERM, 15) == 0
         cluster.queue().start(15)
         with cluster.queue_client() as client:

@@ -101,7 +101,16 @@ def submit(queue: Any, server: Server, settings: Settings, **fields: Any) -> mod
 
     job = models.Job.create(server=server, **fields)
     body = json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
-    queue.put(job.id, queue=job.queue, priority=job.priority, ttr=settings.queue.worker_timeout, max_attempts=job.retries + 2, body=body)
+    queue.put(
+        job.id,
+        queue=job.queue,
+        priority=job.priority,
+        ttr=settings.queue.worker_timeout,
+        max_attempts=job.retries + 2,
+        body=body,
+        group=server.id,
+        limit=server.max_concurrent_jobs or 0,
+    )
     return job
 
 

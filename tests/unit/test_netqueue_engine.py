@@ -146,7 +146,9 @@ def test_reprioritize_reorders_a_waiting_job(engine, clock):
     assert engine.set_priority("ghost", 1) is False
     assert engine.stats()["priority_distribution"]["1"] == 1
     assert ids(engine.reserve(["q"], count=3)) == ["c", "a", "b"]
-    assert engine.set_priority("a", 2) is False  # reserved jobs are not waiting
+    assert engine.set_priority("a", 2) is True  # a reserved job keeps its new priority if it is handed back
+    assert engine.nack("a")
+    assert engine.peek("a").priority == 2
 
 
 def test_max_size_refuses_puts_beyond_it_all_or_nothing(clock):

@@ -112,6 +112,7 @@ DECODERS = [
     p.decode_auth,
     p.decode_u8,
     p.decode_u32,
+    p.decode_start,
 ]
 
 

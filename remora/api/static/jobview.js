@@ -1,11 +1,12 @@
 // Live job view (side panel): status, timings, incremental logs in three tabs; batch view.
-import { get, getBlob } from './api.js';
+import { get, getBlob, post } from './api.js';
 import { clearPanelParam, showJob } from './app.js';
 import { jobAction, rowActions } from './jobs.js';
 import { LogView, utf8Length } from './logview.js';
 import { openPanel } from './overlay.js';
 import {
   h, setText, setChildren, timeEl, jobDuration, formatDuration, formatBytes, jobCommandText, statusBadge, FINISHED, saveBlob, toast,
+  priorityLabel,
 } from './util.js';
 
 const INITIAL_TAIL_BYTES = 512 * 1024;
@@ -21,6 +22,11 @@ export function openJobView(id) {
   const badge = h('span', { id: 'jv-status' });
   const meta = h('dl.meta', { id: 'jv-meta' });
   const actions = h('div.panel-actions');
+  // Re-prioritise a queued job: it moves in the queue at once (kept outside the meta, which re-renders every second).
+  const prioSel = h('select', { id: 'jv-priority', 'aria-label': 'Priority of this queued job', dataset: { write: '' } },
+    Array.from({ length: 10 }, (_, i) => h('option', { value: String(i + 1) }, priorityLabel(i + 1))));
+  const prioBox = h('div.panel-actions', { id: 'jv-priority-box', hidden: true },
+    h('label.muted.small', { for: 'jv-priority' }, 'Queued: change its priority'), prioSel);
   const errorBox = h('div.banner.error', { id: 'jv-error', hidden: true });
   const closeBtn = h('button.icon-btn', { type: 'button', 'aria-label': 'Close job view (Esc)' }, '✕');
   const tabs = ['combined', 'stdout', 'stderr'];
@@ -34,7 +40,7 @@ export function openJobView(id) {
 
   const content = h('div.panel-inner', null,
     h('div.panel-head', null, badge, title, closeBtn),
-    errorBox, meta, actions,
+    errorBox, meta, prioBox, actions,
     h('div.log-head', null, tablist, h('span.spacer'), h('span.muted.small', { id: 'jv-bytes' })),
     h('div.log-wrap', null, logBox, placeholder, jumpBtn),
     logNote);
@@ -63,6 +69,17 @@ export function openJobView(id) {
     },
   });
   closeBtn.addEventListener('click', panel.close);
+  prioSel.addEventListener('change', async () => {
+    const priority = Number(prioSel.value);
+    try {
+      job = await post(`jobs/${id}/priority`, { priority });
+      toast(`Priority ${priority}: the job took its new place in the queue`);
+      renderMeta();
+    } catch (err) {
+      toast(`Priority not changed: ${err.message}`, 'error');
+      if (job) prioSel.value = String(job.priority);
+    }
+  });
 
   function selectTab(t) {
     active = t;
@@ -123,6 +140,8 @@ export function openJobView(id) {
         ? h('div.meta-item.full', null, h('dt', null, 'Environment'),
           h('dd', null, h('pre.script', { id: 'jv-env' }, Object.entries(job.env).map(([k, v]) => `${k}=${v}`).join('\n'))))
         : null);
+    prioBox.hidden = job.status !== 'queued';
+    if (document.activeElement !== prioSel) prioSel.value = String(job.priority);
     errorBox.hidden = !job.error;
     setText(errorBox, job.error ? `Error: ${job.error}` : '');
     setText(content.querySelector('#jv-bytes'), `stdout ${formatBytes(job.stdout_bytes)} · stderr ${formatBytes(job.stderr_bytes)}`);

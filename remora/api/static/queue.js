@@ -72,7 +72,7 @@ export function mount(main) {
           h('td', null, h('a', { href: `#/jobs?job=${d.id}` }, h('code', null, d.id.slice(0, 8)))), h('td', null, d.queue), h('td.num', null, d.priority), h('td.num', null, d.attempt ?? d.attempts ?? '—'),
           h('td', null, d.reason || '—'),
           h('td', null, h('button.btn.small', { type: 'button', dataset: { write: '' }, onclick: () => kick(d.id), 'aria-label': `Kick job ${d.id} back into the queue` }, 'Kick')))))))
-        : emptyState('The dead-letter queue is empty', 'A job lands here when the workers holding it died too many times; kick it to queue it again.'));
+        : emptyState('No dead letters', 'A job lands here when its retries ran out or the workers holding it died too many times; kick it to queue a fresh attempt.'));
   }
 
   async function kick(id) {
