@@ -32,12 +32,13 @@ from tests.support.containers import (
 from tests.support.http import request
 from tests.support.waits import free_port, wait_until
 
-pytestmark = [pytest.mark.container, pytest.mark.slow]
+pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(900)]  # a first run builds the base image
 
 REMORA_IMAGE = "localhost/remora:test"
 POSTGRES_IMAGE = "localhost/remora-test-postgres:bookworm"
 SERVICES = ("postgres", "queue", "api", "worker-1", "worker-2")
 STOP_ORDER = ("worker-1", "worker-2", "api", "queue", "postgres")
+BEFORE, AFTER = 20, 3  # jobs submitted before and after the queue restart
 
 
 @dataclass
@@ -81,6 +82,12 @@ def finished_job(port: int, token: str, job_id: str, timeout: float = 60) -> dic
         return job if job["status"] in ("completed", "failed", "canceled") else None
 
     return wait_until(done, timeout, f"job {job_id} to finish")
+
+
+def queue_stats(port: int, token: str) -> dict:
+    reply = request("127.0.0.1", port, "GET", "/api/v1/queue/stats", token=token)
+    assert reply.status == 200, reply
+    return reply.data
 
 
 def submit(port: int, token: str, server_id: str, command: str) -> str:
@@ -151,6 +158,9 @@ def test_compose_runs_jobs_and_loses_none_across_a_queue_restart(stack: tuple[Co
     created = run(["podman", "exec", project.container("api"), "remora", "token", "create", "test", "--role", "admin", "--json"], env)
     token = json.loads(created.stdout)["token"]
     assert request("127.0.0.1", port, "GET", "/api/v1/jobs").status == 401
+    for service in ("api", "queue"):
+        bindings = inspect(env, "container", project.container(service))["HostConfig"]["PortBindings"]
+        assert {b["HostIp"] for bs in bindings.values() for b in bs or []} == {"127.0.0.1"}, (service, bindings)
 
     reply = request(
         "127.0.0.1",
@@ -168,10 +178,15 @@ def test_compose_runs_jobs_and_loses_none_across_a_queue_restart(stack: tuple[Co
     assert first["stdout"].split() == ["hello-from-container", "remora"]
     assert first["worker"] in ("worker-1", "worker-2")
 
-    before = [submit(port, token, local, f"sleep 0.3; echo before-{i}") for i in range(6)]
+    # More jobs than the two workers' ten slots: while the queue restarts some are running, the rest wait in it.
+    before = [submit(port, token, local, f"sleep 2; echo before-{i}") for i in range(BEFORE)]
+    held = queue_stats(port, token)
+    assert held["ready"] > 0 and held["reserved"] > 0, held
+    restarted = time.monotonic()
     run(["podman", "restart", "-t", "20", project.container("queue")], env, timeout=60)
     wait_healthy(port, 60)
-    after = [submit(port, token, local, f"echo after-{i}") for i in range(3)]
+    assert queue_stats(port, token)["uptime"] < time.monotonic() - restarted + 1, "the queue process is a new one"
+    after = [submit(port, token, local, f"echo after-{i}") for i in range(AFTER)]
 
     for label, ids in (("before", before), ("after", after)):
         for i, job_id in enumerate(ids):
@@ -181,10 +196,10 @@ def test_compose_runs_jobs_and_loses_none_across_a_queue_restart(stack: tuple[Co
             assert job["attempts"] == 1, job
 
     def drained() -> dict | None:
-        stats = request("127.0.0.1", port, "GET", "/api/v1/queue/stats", token=token).data
+        stats = queue_stats(port, token)
         return stats if stats["ready"] == 0 and stats["reserved"] == 0 and stats["dead"] == 0 else None
 
     stats = wait_until(drained, 30, "the queue to hold no job")
     assert stats["workers"] == 2, stats
     jobs = request("127.0.0.1", port, "GET", "/api/v1/jobs?limit=100", token=token).data["jobs"]
-    assert sorted(j["status"] for j in jobs) == ["completed"] * 10
+    assert sorted(j["status"] for j in jobs) == ["completed"] * (1 + BEFORE + AFTER)
