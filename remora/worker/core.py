@@ -60,10 +60,10 @@ from remora.errors import RemoraError
 from remora.executor import executor_for
 from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor
 from remora.executor.sshpool import SSHPool
-from remora.leases import RESERVE_WAIT, Active, LeaseKeeper, Outage
 from remora.models import Job, JobStatus, Server, Stream
 from remora.netqueue.client import QueueClient, Reservation
 from remora.output import JobOutput
+from remora.worker.held import RESERVE_WAIT, Active, LeaseKeeper, Outage
 
 log = logging.getLogger(__name__)
 
