@@ -141,6 +141,12 @@ class SSHError(ExecutionError):
     code = "SSH_ERROR"
 
 
+class SSHAuthError(SSHError):
+    """The server refused the credentials, or none usable are stored (never retried)."""
+
+    code = "SSH_AUTH_ERROR"
+
+
 class HostKeyError(SSHError):
     """The server's host key is unknown (strict) or changed; names the fingerprints."""
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from remora import models
-from remora.models import Job, OutputChunk, Stream
+from remora.executor.base import Stream
+from remora.models import Job, OutputChunk
 
 log = logging.getLogger(__name__)
 

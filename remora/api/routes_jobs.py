@@ -11,7 +11,8 @@ from remora.api.router import Param, Route
 from remora.api.schema import NULLABLE_STR, TIMESTAMP, UUID, array, obj
 from remora.config import Settings
 from remora.errors import ValidationError
-from remora.models import Server, Stream
+from remora.executor.base import Stream
+from remora.models import Server
 from remora.services import queries
 
 if TYPE_CHECKING:

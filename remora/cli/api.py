@@ -79,9 +79,9 @@ def token_create(
 
     Example: remora token create ci --role operator --expires 30d
     """
-    from remora import auth
     from remora.config import parse_duration
     from remora.errors import ValidationError
+    from remora.services import tokens
 
     seconds = None
     if expires:
@@ -90,11 +90,11 @@ def token_create(
         except ValueError as exc:
             raise ValidationError(f"--expires {expires!r}: expected {exc}") from None
     _init_db()
-    row, plaintext = auth.create_token(name, role, seconds)
+    row, plaintext = tokens.issue_token(name, role, seconds)
     if as_json:
-        print_json({**auth.token_info(row), "token": plaintext})
+        print_json({**row, "token": plaintext})
         return
-    info(f"token [bold]{row.name}[/] ({row.role}) created; it is shown only now:")
+    info(f"token [bold]{row['name']}[/] ({row['role']}) created; it is shown only now:")
     typer.echo(plaintext)
 
 
@@ -104,10 +104,10 @@ def token_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
     Example: remora token list
     """
-    from remora import auth
+    from remora.services import tokens
 
     _init_db()
-    rows = [auth.token_info(row) for row in auth.list_tokens()]
+    rows = tokens.list_tokens()
     if as_json:
         print_json({"tokens": rows})
         return
@@ -132,11 +132,11 @@ def token_revoke(name: Annotated[str, typer.Argument(help="Name (or id) of the t
 
     Example: remora token revoke ci
     """
-    from remora import auth
+    from remora.services import tokens
 
     _init_db()
-    row = auth.revoke_token(name)
-    info(f"token {row.name} revoked")
+    row = tokens.revoke_token(name)
+    info(f"token {row['name']} revoked")
 
 
 def register(app: typer.Typer) -> None:

@@ -183,23 +183,15 @@ class Stack:
 
 def ensure_admin_token(token_file: Path) -> str:
     """The admin token in ``token_file`` if it is still valid, else a new one written there (0600)."""
-    from remora import auth, models
-    from remora.models import ApiToken
+    from remora.services import tokens
 
     try:
         existing = token_file.read_text(encoding="utf-8").strip()
     except OSError:
         existing = ""
-    if existing:
-        row = ApiToken.get_or_none(ApiToken.token_hash == auth.hash_token(existing))
-        if row is not None and not row.revoked and (row.expires_at is None or row.expires_at > models.utcnow()):
-            return existing
-    from remora import services
-
-    name = TOKEN_NAME
-    if ApiToken.select().where(ApiToken.name == name).exists():
-        name = f"{TOKEN_NAME}-{models.utcnow():%Y%m%d%H%M%S}"
-    _, plaintext = services.create_token(name, "admin", None)
+    if existing and tokens.token_is_valid(existing):
+        return existing
+    _, plaintext = tokens.create_token(tokens.unused_token_name(TOKEN_NAME), "admin", None)
     write_private(token_file, plaintext + "\n")
     return plaintext
 

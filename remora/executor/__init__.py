@@ -1,30 +1,30 @@
-"""Executors run one job's command on its server: ``base`` (the contract), ``ssh`` (paramiko, pooled), ``local``.
+"""Executors run one job's command on its target: ``base`` (the contract), ``target`` (where, plain facts),
+``ssh`` (paramiko, pooled), ``local``.  They know no database: the worker hands them a ``Target``.
 
-``executor_for`` picks the one for a server.
+``executor_for`` picks the one for a target.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from remora.executor.target import AuthKind, Target
+
 if TYPE_CHECKING:
     from remora.config import Settings
-    from remora.crypto import SecretBox
     from remora.executor.base import Executor
-    from remora.models import Server
+    from remora.executor.sshpool import SSHPool
 
 
-def executor_for(server: Server, settings: Settings, secrets: SecretBox, **kwargs: object) -> Executor:
-    """The executor for ``server``: the local one for auth_type ``local``, else SSH (pooled)."""
-    from remora.models import AuthType
-
-    if server.auth_type == AuthType.LOCAL.value:
+def executor_for(target: Target, settings: Settings, *, pool: SSHPool | None = None) -> Executor:
+    """The executor for ``target``: the local one for auth ``local``, else SSH (pooled)."""
+    if target.auth is AuthKind.LOCAL:
         from remora.executor.local import LocalExecutor
 
         return LocalExecutor(settings)
     from remora.executor.ssh import SSHExecutor
 
-    return SSHExecutor(server, settings, secrets, **kwargs)  # type: ignore[arg-type]
+    return SSHExecutor(target, settings, pool=pool)
 
 
-__all__ = ["executor_for"]
+__all__ = ["AuthKind", "Target", "executor_for"]

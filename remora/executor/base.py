@@ -39,11 +39,22 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from remora.errors import ValidationError
-from remora.models import Stream, utcnow
 
 PID_MARKER = b"remora-pid:"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_PTY_SCRIPT = 100 * 1024  # a script passed as one argument (pty mode) must fit MAX_ARG_STRLEN
+
+
+class Stream(enum.IntEnum):
+    """Which output a chunk belongs to; the values are what ``OutputChunk.stream`` stores."""
+
+    STDOUT = 1
+    STDERR = 2
+
+
+def now() -> dt.datetime:
+    """Naive UTC, as the database's timestamps are."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class ErrorKind(str, enum.Enum):
@@ -231,5 +242,5 @@ def signal_name(value: int | str) -> str:
 
 def finish(result: ExecResult) -> ExecResult:
     if result.finished_at is None:
-        result.finished_at = utcnow()
+        result.finished_at = now()
     return result

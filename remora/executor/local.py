@@ -44,14 +44,15 @@ from remora.executor.base import (
     ExecRequest,
     ExecResult,
     OutputSink,
+    Stream,
     check_request,
     command_text,
     finish,
     notify_started,
+    now,
     script_args,
     signal_name,
 )
-from remora.models import Stream, utcnow
 
 if TYPE_CHECKING:
     from remora.config import Settings
@@ -126,7 +127,7 @@ class LocalExecutor:
         self._run_as: RunAs | None = None
 
     def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult:
-        result = ExecResult(started_at=utcnow())
+        result = ExecResult(started_at=now())
         try:
             check_request(request, self.allowed_shells)
             run_as = self.run_as()

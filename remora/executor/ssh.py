@@ -35,39 +35,39 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from remora.errors import HostKeyError, RemoraError, SSHError, ValidationError
+from remora.errors import HostKeyError, RemoraError, SSHAuthError, SSHError, ValidationError
 from remora.executor.base import (
     PID_MARKER,
     ErrorKind,
     ExecRequest,
     ExecResult,
     OutputSink,
+    Stream,
     Wrapper,
     build_wrapper,
     check_request,
     finish,
     notify_started,
+    now,
     signal_name,
 )
 from remora.executor.hostkeys import KnownHosts
 from remora.executor.sshpool import (
-    AuthError,
-    Connection,
     Credential,
+    SSHConnection,
     SSHPool,
-    credential_fingerprint,
     default_pool,
     load_private_key,
     open_connection,
     quick_command,
     send_eof,
 )
-from remora.models import AuthType, PemKey, Stream, utcnow
+from remora.executor.target import AuthKind, Target
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from remora.config import Settings
-    from remora.crypto import SecretBox
-    from remora.models import Server
 
 log = logging.getLogger(__name__)
 
@@ -78,90 +78,61 @@ _known_hosts: dict[str, KnownHosts] = {}
 _known_hosts_lock = threading.Lock()
 
 
-def known_hosts_for(settings: Settings) -> KnownHosts:
-    path = str(settings.known_hosts_path)
+def known_hosts_for(path: Path) -> KnownHosts:
+    """One ``KnownHosts`` per file in this process (it caches the parsed file and serialises writes)."""
     with _known_hosts_lock:
-        if path not in _known_hosts:
-            _known_hosts[path] = KnownHosts(settings.known_hosts_path)
-        return _known_hosts[path]
+        if str(path) not in _known_hosts:
+            _known_hosts[str(path)] = KnownHosts(path)
+        return _known_hosts[str(path)]
 
 
-def _secret(secrets: SecretBox, value: bytes | memoryview | None) -> str | None:
-    return secrets.decrypt_str(value) if value else None
-
-
-def resolve_credential(server: Server, secrets: SecretBox, cache: dict[tuple, Credential] | None = None) -> Credential:
-    """Decrypt and parse the server's credential (parsed keys cached: passphrase KDFs are slow)."""
-    auth = server.auth_type
-    pem_row = None
-    if auth == AuthType.PEM.value:
-        pem_row = PemKey.get_or_none(PemKey.filename == server.pem_file)
-        if pem_row is None:
-            raise AuthError(f"server {server.name}: PEM key {server.pem_file!r} not found")
-    material = bytes(pem_row.content) if pem_row else bytes(server.private_key or b"")
-    cache_key = (server.id, auth, server.user, credential_fingerprint(material, server.password, server.passphrase))
-    if cache is not None and cache_key in cache:
-        return cache[cache_key]
-    user = server.user
-    if auth == AuthType.PASSWORD.value:
-        password = _secret(secrets, server.password)
-        if password is None:
-            raise AuthError(f"server {server.name}: password auth without a stored password")
-        cred = Credential(user, password=password)
-    elif auth in (AuthType.KEY.value, AuthType.PEM.value):
-        text = secrets.decrypt_str(material) if material else None
-        passphrase = _secret(secrets, server.passphrase)
-        if not text:
-            raise AuthError(f"server {server.name}: auth_type {auth} without a stored private key")
-        cred = Credential(user, pkey=load_private_key(text, passphrase))
+def credential_for(target: Target, cache: dict[str, Credential] | None = None) -> Credential:
+    """The target's credential ready for paramiko (parsed keys cached by fingerprint: passphrase KDFs are slow)."""
+    if cache is not None and target.fingerprint in cache:
+        return cache[target.fingerprint]
+    if target.auth is AuthKind.PASSWORD:
+        if target.password is None:
+            raise SSHAuthError(f"server {target.name}: password auth without a stored password")
+        cred = Credential(target.user, password=target.password)
+    elif target.auth is AuthKind.KEY:
+        if not target.private_key:
+            raise SSHAuthError(f"server {target.name}: key auth without a stored private key")
+        cred = Credential(target.user, pkey=load_private_key(target.private_key, target.passphrase))
     else:
-        raise AuthError(f"server {server.name}: auth type {auth!r} is not an SSH auth type")
-    cred.fingerprint = credential_fingerprint(auth, user, *cache_key[3:])
+        raise SSHAuthError(f"server {target.name}: auth {target.auth.value!r} is not an SSH auth type")
     if cache is not None:
-        cache[cache_key] = cred
+        cache[target.fingerprint] = cred
     return cred
 
 
 class SSHExecutor:
-    """Runs jobs on one server over pooled SSH."""
+    """Runs jobs on one target over pooled SSH."""
 
-    def __init__(self, server: Server, settings: Settings, secrets: SecretBox, *, pool: SSHPool | None = None) -> None:
-        self.server = server
+    def __init__(self, target: Target, settings: Settings, *, pool: SSHPool | None = None) -> None:
+        self.target = target
         self.settings = settings
         self.pool = pool or default_pool(settings.ssh.max_sessions_per_connection, settings.ssh.idle_timeout)
-        self.secrets = secrets
-        self.policy = server.host_key_policy or settings.ssh.host_key_policy
-        self.known_hosts = known_hosts_for(settings)
+        self.known_hosts = known_hosts_for(target.known_hosts or settings.known_hosts_path)
         self.kill_grace = settings.worker.kill_grace
         self.buffer_size = max(4096, settings.output.buffer_size)
-        self._cred: Credential | None = None
 
     # -- connections ----------------------------------------------------------
 
-    def credential(self) -> Credential:
-        if self._cred is None:
-            self._cred = resolve_credential(self.server, self.secrets, self.pool.credentials)
-        return self._cred
-
-    def _key(self) -> tuple[str, int, str, str]:
-        cred = self.credential()
-        return (self.server.hostname, int(self.server.port), cred.username, cred.fingerprint)
-
-    def _open(self) -> Connection:
+    def _open(self) -> SSHConnection:
         ssh = self.settings.ssh
         return open_connection(
-            self.server.hostname,
-            int(self.server.port),
-            self.credential(),
+            self.target.host,
+            int(self.target.port),
+            credential_for(self.target, self.pool.credentials),
             known_hosts=self.known_hosts,
-            policy=self.policy,
+            policy=self.target.host_key_policy,
             timeout=ssh.connection_timeout,
             keepalive=ssh.keepalive_interval,
         )
 
     def _start(
         self, request: ExecRequest, cancel: threading.Event, result: ExecResult
-    ) -> tuple[Connection, paramiko.Channel, Wrapper] | None:
+    ) -> tuple[SSHConnection, paramiko.Channel, Wrapper] | None:
         """Open a channel and exec the wrapper, retrying connection errors; None with result.error set on failure."""
         retries = max(0, self.settings.ssh.max_retries)
         attempt = 0
@@ -170,7 +141,7 @@ class SSHExecutor:
                 return self._start_once(request)
             except HostKeyError as exc:
                 result.error_kind, result.error = ErrorKind.HOST_KEY.value, exc.message
-            except AuthError as exc:
+            except SSHAuthError as exc:
                 result.error_kind, result.error = ErrorKind.AUTH.value, exc.message
             except ValidationError as exc:
                 result.error_kind, result.error = ErrorKind.INTERNAL.value, exc.message
@@ -179,7 +150,7 @@ class SSHExecutor:
                 result.attempt_errors.append(f"attempt {attempt}: {exc.message}")
                 if attempt <= retries:
                     delay = min(0.5 * 2 ** (attempt - 1), 10.0)
-                    log.info("%s: %s; retrying in %.1fs", self.server.name, exc.message, delay)
+                    log.info("%s: %s; retrying in %.1fs", self.target.name, exc.message, delay)
                     if not cancel.wait(delay):
                         continue
                     result.error_kind, result.error = ErrorKind.CANCELED.value, "canceled"
@@ -188,9 +159,9 @@ class SSHExecutor:
                 result.error = f"SSH connection failed after {attempt} attempt(s): {exc.message}"
             return None
 
-    def _start_once(self, request: ExecRequest) -> tuple[Connection, paramiko.Channel, Wrapper]:
+    def _start_once(self, request: ExecRequest) -> tuple[SSHConnection, paramiko.Channel, Wrapper]:
         check_request(request, list(self.settings.security.allowed_shells))
-        key = self._key()
+        key = self.target.connection_key
         last: BaseException | None = None
         for attempt in range(5):
             conn, fresh = self.pool.acquire(key, self._open)
@@ -202,7 +173,7 @@ class SSHExecutor:
                 if not conn.alive():  # a pooled transport that died since its last use: replace it at once
                     self.pool.discard(conn)
                     if fresh:
-                        raise SSHError(f"{self.server.hostname}: cannot open a session: {exc or type(exc).__name__}") from None
+                        raise SSHError(f"{self.target.host}: cannot open a session: {exc or type(exc).__name__}") from None
                     continue
                 # The transport is fine but the channel was refused: sshd has not yet freed the sessions we
                 # closed (MaxSessions), and paramiko may hand the refusal to another thread. Never close a
@@ -218,18 +189,18 @@ class SSHExecutor:
                 _close_quietly(chan)
                 self.pool.release(conn)
                 if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
-                    raise SSHError(f"{self.server.hostname}: exec request failed: {exc or type(exc).__name__}") from None
+                    raise SSHError(f"{self.target.host}: exec request failed: {exc or type(exc).__name__}") from None
                 raise
             return conn, chan, wrapper
-        raise SSHError(f"{self.server.hostname}: cannot open a session: {last or 'channel refused'}")
+        raise SSHError(f"{self.target.host}: cannot open a session: {last or 'channel refused'}")
 
     # -- running --------------------------------------------------------------
 
     def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult:
-        result = ExecResult(started_at=utcnow())
+        result = ExecResult(started_at=now())
         try:
             started = self._start(request, cancel, result)
-        except RemoraError as exc:  # credentials that cannot be decrypted or parsed
+        except RemoraError as exc:  # credentials that cannot be parsed
             result.error_kind, result.error = ErrorKind.AUTH.value, exc.message
             return finish(result)
         if started is None:
@@ -242,7 +213,7 @@ class SSHExecutor:
             self.pool.release(conn)
         return finish(result)
 
-    def kill_group(self, conn: Connection | None, pid: int, sig: str) -> bool:
+    def kill_group(self, conn: SSHConnection | None, pid: int, sig: str) -> bool:
         """Signal process group and session ``pid`` over a separate channel (a fresh connection if needed)."""
         command = f"kill -s {sig} -- -{pid} 2>/dev/null; pkill -{sig} -s {pid} 2>/dev/null; true"
         timeout = self.settings.ssh.connection_timeout
@@ -252,14 +223,14 @@ class SSHExecutor:
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 log.debug("kill over the job's connection failed: %s", exc)
         try:
-            other, _ = self.pool.acquire(self._key(), self._open)
+            other, _ = self.pool.acquire(self.target.connection_key, self._open)
         except RemoraError as exc:
-            log.warning("%s: cannot reach the server to kill process group %d: %s", self.server.name, pid, exc.message)
+            log.warning("%s: cannot reach the server to kill process group %d: %s", self.target.name, pid, exc.message)
             return False
         try:
             return quick_command(other, command, timeout) is not None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            log.warning("%s: kill of process group %d failed: %s", self.server.name, pid, exc)
+            log.warning("%s: kill of process group %d failed: %s", self.target.name, pid, exc)
             return False
         finally:
             self.pool.release(other)
@@ -274,9 +245,9 @@ class SSHExecutor:
         script += f"i=0; while kill -0 -- -{pid} 2>/dev/null && [ $i -lt {int(self.kill_grace * 10)} ]; do sleep 0.1; i=$((i+1)); done; "
         script += f"kill -s KILL -- -{pid} 2>/dev/null; pkill -KILL -s {pid}; true"
         try:
-            conn, _ = self.pool.acquire(self._key(), self._open)
+            conn, _ = self.pool.acquire(self.target.connection_key, self._open)
         except RemoraError as exc:
-            log.warning("%s: cannot reach the server to kill stale process group %d: %s", self.server.name, pid, exc.message)
+            log.warning("%s: cannot reach the server to kill stale process group %d: %s", self.target.name, pid, exc.message)
             return False
         try:
             return quick_command(conn, script, self.kill_grace + self.settings.ssh.connection_timeout) == 0
@@ -292,7 +263,7 @@ class _Run:
     def __init__(
         self,
         ex: SSHExecutor,
-        conn: Connection,
+        conn: SSHConnection,
         chan: paramiko.Channel,
         request: ExecRequest,
         sink: OutputSink,
@@ -348,7 +319,7 @@ class _Run:
                 self.drain()
                 pid = self.result.remote_pid
         if pid is None:
-            log.warning("%s: no remote pid known; closing the channel instead of signalling", self.ex.server.name)
+            log.warning("%s: no remote pid known; closing the channel instead of signalling", self.ex.target.name)
             self.chan.close()
             return
         self.ex.kill_group(self.conn, pid, sig)
@@ -406,7 +377,7 @@ class _Run:
             alive = self.conn.alive()
             cause = getattr(self.conn.transport, "saved_exception", None)
             result.error = (
-                f"SSH connection to {self.ex.server.hostname}:{self.ex.server.port} lost while the command was running"
+                f"SSH connection to {self.ex.target.host}:{self.ex.target.port} lost while the command was running"
                 + (f" ({type(cause).__name__}: {cause})" if cause else "")
                 if not alive
                 else "the SSH channel closed without an exit status"
@@ -432,16 +403,15 @@ def _send_stdin(chan: paramiko.Channel, data: bytes) -> None:
         log.debug("sending the script failed: %s", exc)
 
 
-def test_connection(server: Server, settings: Settings, secrets: SecretBox) -> dict:
+def test_connection(target: Target, settings: Settings) -> dict:
     """Connect (host-key policy applies), log in and run ``true``: {latency_ms, host_key_fingerprint}."""
     started = time.perf_counter()
-    cred = resolve_credential(server, secrets)
     conn = open_connection(
-        server.hostname,
-        int(server.port),
-        cred,
-        known_hosts=known_hosts_for(settings),
-        policy=server.host_key_policy or settings.ssh.host_key_policy,
+        target.host,
+        int(target.port),
+        credential_for(target),
+        known_hosts=known_hosts_for(target.known_hosts or settings.known_hosts_path),
+        policy=target.host_key_policy,
         timeout=settings.ssh.connection_timeout,
         keepalive=0,
         probe_stdbuf=False,
@@ -449,9 +419,9 @@ def test_connection(server: Server, settings: Settings, secrets: SecretBox) -> d
     try:
         status = quick_command(conn, "true", settings.ssh.connection_timeout)
         if status != 0:
-            raise SSHError(f"{server.hostname}: test command did not succeed (exit status {status})")
+            raise SSHError(f"{target.host}: test command did not succeed (exit status {status})")
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise SSHError(f"{server.hostname}: test command failed: {exc}") from None
+        raise SSHError(f"{target.host}: test command failed: {exc}") from None
     finally:
         conn.close()
     return {"latency_ms": round((time.perf_counter() - started) * 1000, 2), "host_key_fingerprint": conn.host_key_fingerprint}

@@ -1,6 +1,6 @@
 """Pooled SSH connections (paramiko transports), keyed by host, port, user and credential.
 
-One ``Connection`` is a TCP socket with ``TCP_NODELAY`` (without it every
+One ``SSHConnection`` is a TCP socket with ``TCP_NODELAY`` (without it every
 command on a reused transport stalls ~40 ms on Nagle + delayed ACKs), a
 verified host key, an authenticated paramiko transport and keepalives.
 ``SSHPool.acquire`` hands out a connection with a free channel slot: at most
@@ -15,7 +15,6 @@ closed after ``ssh.idle_timeout`` by a janitor thread.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import socket
@@ -29,7 +28,7 @@ import paramiko
 from paramiko.channel import Channel
 from paramiko.common import MSG_CHANNEL_REQUEST
 
-from remora.errors import HostKeyError, SSHError
+from remora.errors import HostKeyError, SSHAuthError, SSHError
 from remora.executor.hostkeys import KnownHosts
 
 log = logging.getLogger(__name__)
@@ -38,12 +37,6 @@ logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 WINDOW_SIZE = 2 * 1024 * 1024  # paramiko's default; bigger windows made bulk output slower and fatter
 MAX_PACKET = 32768
-
-
-class AuthError(SSHError):
-    """The server refused the credentials (never retried)."""
-
-    code = "SSH_AUTH_ERROR"
 
 
 def _channel_request(chan: Channel, m: paramiko.Message) -> None:
@@ -64,12 +57,11 @@ class _Transport(paramiko.Transport):
 
 @dataclass
 class Credential:
-    """How to log in. ``fingerprint`` identifies it in pool keys without holding the secret there."""
+    """How to log in, ready for paramiko (a private key already parsed)."""
 
     username: str
     password: str | None = None
     pkey: paramiko.PKey | None = None
-    fingerprint: str = ""
 
 
 def load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
@@ -79,22 +71,14 @@ def load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
         try:
             return cls.from_private_key(io.StringIO(text), password=passphrase or None)
         except paramiko.PasswordRequiredException:
-            raise AuthError("the private key is encrypted and no passphrase is set") from None
+            raise SSHAuthError("the private key is encrypted and no passphrase is set") from None
         except (paramiko.SSHException, ValueError, TypeError, IndexError) as exc:
             errors.append(str(exc))
-    raise AuthError("cannot load the private key: unsupported format or wrong passphrase")
-
-
-def credential_fingerprint(*parts: str | bytes | None) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode() if isinstance(part, str) else (part or b""))
-        h.update(b"\0")
-    return h.hexdigest()[:24]
+    raise SSHAuthError("cannot load the private key: unsupported format or wrong passphrase")
 
 
 @dataclass
-class Connection:
+class SSHConnection:
     host: str
     port: int
     transport: paramiko.Transport
@@ -132,11 +116,11 @@ def _authenticate(transport: paramiko.Transport, cred: Credential, where: str) -
         elif cred.password is not None:
             transport.auth_password(cred.username, cred.password)
         else:
-            raise AuthError(f"{where}: no credentials configured")
+            raise SSHAuthError(f"{where}: no credentials configured")
     except paramiko.BadAuthenticationType as exc:
-        raise AuthError(f"{where}: authentication method refused (server allows: {', '.join(exc.allowed_types)})") from None
+        raise SSHAuthError(f"{where}: authentication method refused (server allows: {', '.join(exc.allowed_types)})") from None
     except paramiko.AuthenticationException:
-        raise AuthError(f"{where}: authentication failed for user {cred.username!r}") from None
+        raise SSHAuthError(f"{where}: authentication failed for user {cred.username!r}") from None
 
 
 def open_connection(
@@ -149,8 +133,8 @@ def open_connection(
     timeout: float,
     keepalive: float,
     probe_stdbuf: bool = True,
-) -> Connection:
-    """Connect, check the host key, authenticate. Raises SSHError / HostKeyError / AuthError."""
+) -> SSHConnection:
+    """Connect, check the host key, authenticate. Raises SSHError / HostKeyError / SSHAuthError."""
     where = f"{cred.username}@{host}:{port}"
     sock = _tcp_connect(host, port, timeout)
     started = time.monotonic()
@@ -174,7 +158,7 @@ def open_connection(
         raise SSHError(f"{where}: SSH handshake failed: {exc or type(exc).__name__}") from None
     if keepalive > 0:
         transport.set_keepalive(int(max(1, keepalive)))
-    conn = Connection(host, port, transport, fp)
+    conn = SSHConnection(host, port, transport, fp)
     if probe_stdbuf:
         conn.stdbuf = quick_command(conn, "command -v stdbuf >/dev/null 2>&1", timeout) == 0
     log.debug("opened SSH connection to %s (stdbuf %s)", where, "yes" if conn.stdbuf else "no")
@@ -200,7 +184,7 @@ def send_eof(chan: paramiko.Channel) -> None:
             transport._send_user_message(message)
 
 
-def quick_command(conn: Connection, command: str, timeout: float) -> int | None:
+def quick_command(conn: SSHConnection, command: str, timeout: float) -> int | None:
     """Run a short command on its own channel; its exit status (None if it did not finish in time)."""
     chan = conn.transport.open_session(timeout=timeout)
     try:
@@ -222,14 +206,14 @@ class SSHPool:
         self.max_sessions = max(1, max_sessions)
         self.idle_timeout = idle_timeout
         self._lock = threading.Lock()
-        self._conns: dict[PoolKey, list[Connection]] = {}
+        self._conns: dict[PoolKey, list[SSHConnection]] = {}
         self._connecting: dict[PoolKey, threading.Lock] = {}
         self._closed = threading.Event()
         self._janitor: threading.Thread | None = None
         self.opened = 0
-        self.credentials: dict[tuple, Credential] = {}  # decrypted-and-parsed keys, by server + ciphertext hash
+        self.credentials: dict[str, Credential] = {}  # parsed keys by Target.fingerprint (a passphrase KDF is slow)
 
-    def acquire(self, key: PoolKey, opener: Callable[[], Connection]) -> tuple[Connection, bool]:
+    def acquire(self, key: PoolKey, opener: Callable[[], SSHConnection]) -> tuple[SSHConnection, bool]:
         """A connection with a channel slot reserved for the caller; (conn, freshly_opened)."""
         conn = self._take(key)
         if conn:
@@ -249,7 +233,7 @@ class SSHPool:
             self._start_janitor()
             return conn, True
 
-    def _take(self, key: PoolKey) -> Connection | None:
+    def _take(self, key: PoolKey) -> SSHConnection | None:
         dead = []
         chosen = None
         with self._lock:
@@ -268,12 +252,12 @@ class SSHPool:
             conn.close()
         return chosen
 
-    def release(self, conn: Connection) -> None:
+    def release(self, conn: SSHConnection) -> None:
         with self._lock:
             conn.channels = max(0, conn.channels - 1)
             conn.last_used = time.monotonic()
 
-    def discard(self, conn: Connection) -> None:
+    def discard(self, conn: SSHConnection) -> None:
         with self._lock:
             for conns in self._conns.values():
                 if conn in conns:

@@ -72,11 +72,6 @@ class Role(str, enum.Enum):
     VIEWER = "viewer"
 
 
-class Stream(enum.IntEnum):
-    STDOUT = 1
-    STDERR = 2
-
-
 def utcnow() -> dt.datetime:
     """Naive UTC, microsecond precision: what every timestamp column stores."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -6,10 +6,6 @@ Functions that need the queue or the secret box take a ``Context``.
 
 from __future__ import annotations
 
-import datetime as dt
-
-from remora import auth
-from remora.models import ApiToken
 from remora.services.context import Context, LazyQueue, make_queue_client
 from remora.services.jobs import (
     JobSpec,
@@ -36,12 +32,7 @@ from remora.services.servers import (
     test_server,
     update_server,
 )
-
-
-def create_token(name: str, role: str, expires: float | dt.timedelta | None = None) -> tuple[ApiToken, str]:
-    """Create an API token; returns (row, plaintext). The plaintext is never stored: show it once."""
-    return auth.create_token(name, role, expires)
-
+from remora.services.tokens import create_token
 
 __all__ = [
     "Context",

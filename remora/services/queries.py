@@ -15,7 +15,8 @@ from typing import Any
 
 from remora import models
 from remora.errors import ValidationError
-from remora.models import FINISHED_STATUSES, Job, JobStatus, Server, Stream
+from remora.executor.base import Stream
+from remora.models import FINISHED_STATUSES, Job, JobStatus, Server
 from remora.output import read_combined, read_stream
 from remora.services.render import job_dict, text
 

@@ -294,11 +294,12 @@ def test_server(ctx: Context, server_id: str) -> tuple[bool, dict[str, Any]]:
     now = models.utcnow()
     try:
         from remora.executor import ssh as ssh_executor
+        from remora.services.targets import target_for
 
         if server.auth_type == AuthType.LOCAL.value:
             result = {"status": "connection_successful", "latency_ms": 0.0, "host_key_fingerprint": "", "message": "local server"}
         else:
-            outcome = ssh_executor.test_connection(server, ctx.settings, ctx.secrets)
+            outcome = ssh_executor.test_connection(target_for(server, ctx.settings, ctx.secrets), ctx.settings)
             result = {
                 "status": "connection_successful",
                 "latency_ms": round(float(outcome.get("latency_ms", 0.0)), 3),

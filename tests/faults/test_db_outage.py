@@ -15,7 +15,7 @@ import pytest
 
 from remora import output, services
 from remora.errors import Unavailable
-from remora.models import Stream
+from remora.executor.base import Stream
 from tests.support.cluster import Cluster, status_counts
 from tests.support.waits import wait_for
 

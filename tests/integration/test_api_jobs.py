@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from remora import models
-from remora.models import Job, Stream
+from remora.executor.base import Stream
+from remora.models import Job
 from remora.output import JobOutput
 from tests.support.api import assert_envelope, check_timeline, running_api
 

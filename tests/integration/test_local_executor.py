@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from remora.executor.base import BufferSink, ExecRequest
+from remora.executor.base import BufferSink, ExecRequest, Stream
 from remora.executor.local import LocalExecutor
-from remora.models import Stream
 from tests.support.waits import wait_for
 from tests.support.workerkit import make_settings
 

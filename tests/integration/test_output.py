@@ -7,7 +7,7 @@ import os
 import pytest
 
 from remora import models, output
-from remora.models import Stream
+from remora.executor.base import Stream
 from tests.support.waits import wait_for
 
 

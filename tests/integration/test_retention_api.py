@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from remora import models, output
-from remora.models import Job, Stream
+from remora.executor.base import Stream
+from remora.models import Job
 from remora.upkeep.maintenance import Maintenance
 from tests.support.api import assert_envelope, running_api
 from tests.support.waits import wait_for

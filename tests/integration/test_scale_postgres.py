@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from remora import auth, models, output, services
-from remora.models import Job, JobStatus, Stream
+from remora.executor.base import Stream
+from remora.models import Job, JobStatus
 from remora.services.context import Context
 from remora.upkeep.reconciler import Reconciler
 from tests.support.cluster import Cluster, postgres_cluster

@@ -8,14 +8,13 @@ import time
 
 import pytest
 
-from remora.crypto import SecretBox
 from remora.executor.base import BufferSink, ExecRequest
 from remora.executor.ssh import SSHExecutor
 from remora.executor.sshpool import SSHPool
 from remora.models import Job
 from tests.support.sshd import wait_no_process
 from tests.support.waits import wait_for
-from tests.support.workerkit import add_server, init_db, kill_sessions, make_settings
+from tests.support.workerkit import init_db, kill_sessions, make_settings, ssh_target
 
 pytestmark = pytest.mark.ssh
 
@@ -35,8 +34,7 @@ def pool():
 
 @pytest.fixture
 def ex(sshd, settings, pool) -> SSHExecutor:
-    box = SecretBox.from_settings(settings)
-    return SSHExecutor(add_server(box, sshd), settings, box, pool=pool)
+    return SSHExecutor(ssh_target(sshd), settings, pool=pool)
 
 
 def run(ex: SSHExecutor, req: ExecRequest, cancel: threading.Event | None = None) -> tuple:
@@ -129,10 +127,8 @@ def test_kill_stale_kills_what_a_dead_worker_left(ex, sshd):
 
 
 def test_unreachable_server_fails_after_retries_with_each_attempt_recorded(tmp_path, settings, pool, sshd):
-    box = SecretBox.from_settings(settings)
-    server = add_server(box, sshd, name="down")
-    server.port = 1  # nothing listens there
-    res, _ = run(SSHExecutor(server, settings, box, pool=pool), ExecRequest(command="true"))
+    target = ssh_target(sshd, name="down", port=1)  # nothing listens there
+    res, _ = run(SSHExecutor(target, settings, pool=pool), ExecRequest(command="true"))
     assert res.error_kind == "connection" and "after 2 attempt(s)" in res.error and "cannot connect" in res.error
     assert len(res.attempt_errors) == 2 and res.attempt_errors[0].startswith("attempt 1: ")
 

@@ -7,12 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from remora.crypto import SecretBox
 from remora.executor.base import BufferSink, ExecRequest
 from remora.executor.ssh import SSHExecutor
 from remora.executor.sshpool import SSHPool
 from tests.support.waits import wait_for
-from tests.support.workerkit import add_server, init_db, make_settings
+from tests.support.workerkit import init_db, make_settings, ssh_target
 
 pytestmark = pytest.mark.ssh
 
@@ -24,8 +23,7 @@ def settings(tmp_path):
 
 
 def executor(srv, settings, pool) -> SSHExecutor:
-    box = SecretBox.from_settings(settings)
-    return SSHExecutor(add_server(box, srv), settings, box, pool=pool)
+    return SSHExecutor(ssh_target(srv), settings, pool=pool)
 
 
 def test_200_jobs_in_a_row_open_at_most_2_connections(make_sshd, settings):

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from remora import output
-from remora.models import Job, Stream
+from remora.executor.base import Stream
+from remora.models import Job
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
 from remora.worker import Worker

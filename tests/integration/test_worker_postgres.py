@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from remora import models, output
-from remora.models import Stream
+from remora.executor.base import Stream
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
 from remora.worker import Worker

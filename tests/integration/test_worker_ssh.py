@@ -8,7 +8,8 @@ import pytest
 
 from remora import output
 from remora.crypto import SecretBox
-from remora.models import Job, Stream
+from remora.executor.base import Stream
+from remora.models import AuthType, Job
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
 from remora.worker import Worker
@@ -68,6 +69,14 @@ def test_cancel_of_a_running_job_kills_the_remote_tree_within_a_second(env, sshd
     row = wait_status(job.id, "canceled", timeout=5)
     assert time.monotonic() - started < 2.5 and row.error == "canceled"
     assert wait_no_process(sshd, "sleep 1041", timeout=3)
+
+
+def test_job_on_a_server_whose_pem_file_is_gone_fails_with_an_auth_error_naming_it(env, sshd):
+    settings, q, _, box = env
+    server = add_server(box, sshd, name="pem-gone", auth_type=AuthType.PEM.value, pem_file="gone.pem", private_key=None)
+    job = submit(q, server, settings, command="true")
+    row = wait_status(job.id)
+    assert row.status == "failed" and row.error == "server pem-gone: PEM key 'gone.pem' not found"  # not an internal error
 
 
 def test_timeout_over_ssh_fails_the_job_and_kills_the_process(env, sshd):

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from remora import models, output
-from remora.models import Stream
+from remora.executor.base import Stream
 from tests.support.cluster import Cluster
 from tests.support.waits import wait_for
 

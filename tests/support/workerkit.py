@@ -10,6 +10,7 @@ from typing import Any
 from remora import models
 from remora.config import Settings, with_overrides
 from remora.crypto import SecretBox
+from remora.executor.target import AuthKind, Target
 from remora.models import AuthType, Server
 from tests.support.sshd import SSHServer
 
@@ -42,6 +43,13 @@ def add_server(box: SecretBox, srv: SSHServer, name: str | None = None, **fields
     }
     values.update(fields)
     return Server.create(**values)
+
+
+def ssh_target(srv: SSHServer, **fields: Any) -> Target:
+    """A plain connection target for the test sshd (key auth), no database involved."""
+    values: dict[str, Any] = {"host": srv.host, "port": srv.port, "user": srv.user, "auth": AuthKind.KEY, "private_key": srv.private_key}
+    values.update(fields)
+    return Target(**values)
 
 
 def local_server(name: str = "local") -> Server:

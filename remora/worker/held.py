@@ -1,6 +1,6 @@
-"""The worker's side of NetQueue: reserving for free slots only, starting, acknowledging, heartbeats.
+"""The jobs a worker holds: its side of NetQueue (reserving for free slots only, starting, acknowledging, heartbeats).
 
-``LeaseKeeper`` owns every lease a worker holds (docs/dispatch.md):
+``HeldJobs`` owns every lease (the queue's reservation of a job) the worker holds (docs/dispatch.md):
 
 - a slot reserves only when it is free: one job at a time, with a blocking
   RESERVE that the queue parks until a job is ready.  A slot whose job ends
@@ -34,16 +34,16 @@ from dataclasses import dataclass, field
 
 from remora.errors import QueueError, QueueUnavailable
 from remora.netqueue.client import PendingReserve, QueueClient, Reservation
+from remora.worker.backoff import Outage
 
 log = logging.getLogger(__name__)
 
 RESERVE_WAIT = 0.5  # a blocking reserve returns at least this often, so a stop is noticed
-MAX_BACKOFF = 5.0
 ACKERS = 4  # ACKs and NACKs wait for the queue's fsync off the slots' path; several in flight share one
 
 
 @dataclass
-class Active:
+class HeldJob:
     """A job this worker holds (reserved; running once ``attempt`` is set)."""
 
     job_id: str
@@ -63,34 +63,8 @@ class Active:
             self.cancel.set()
 
 
-class Outage:
-    """Logs a failing dependency once per outage and its recovery once; hands out backoff delays."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.down = False
-        self.backoff = 0.1
-        self._lock = threading.Lock()
-
-    def failed(self, exc: BaseException) -> float:
-        with self._lock:
-            if not self.down:
-                self.down = True
-                log.warning("%s unavailable: %s; retrying with backoff", self.what, exc)
-            delay, self.backoff = self.backoff, min(self.backoff * 2, MAX_BACKOFF)
-            return delay
-
-    def ok(self) -> None:
-        if self.down:
-            with self._lock:
-                if self.down:
-                    self.down = False
-                    log.info("%s reachable again", self.what)
-        self.backoff = 0.1
-
-
-class LeaseKeeper:
-    """Reservations for free slots, START/ACK/NACK and heartbeats for one worker."""
+class HeldJobs:
+    """The jobs one worker holds: reservations for free slots, START/ACK/NACK and heartbeats."""
 
     def __init__(
         self,
@@ -101,7 +75,7 @@ class LeaseKeeper:
         queues: list[str],
         concurrency: int,
         heartbeat_interval: float,
-        on_beat: Callable[[dict[str, Active]], None] | None = None,
+        on_beat: Callable[[dict[str, HeldJob]], None] | None = None,
     ) -> None:
         self.client = client
         self.worker_id, self.host, self.queues = worker_id, host, queues
@@ -109,7 +83,7 @@ class LeaseKeeper:
         self.heartbeat_interval = max(0.05, heartbeat_interval)
         self.on_beat = on_beat
         self.outage = Outage(f"NetQueue at {client.addr}")
-        self.held: dict[str, Active] = {}
+        self.held: dict[str, HeldJob] = {}
         self.lock = threading.Lock()
         self._acks: queue_mod.Queue[tuple[str, str, float] | None] = queue_mod.Queue()
         self._fetching = threading.Event()
@@ -154,7 +128,7 @@ class LeaseKeeper:
     def fetching(self) -> bool:
         return self._fetching.is_set()
 
-    def reserve_early(self, active: Active, timeout: float) -> None:
+    def reserve_early(self, active: HeldJob, timeout: float) -> None:
         """The job is ending (its result is known; its row is about to be written): send the slot's next RESERVE now.
 
         Its reply travels while the slot writes the outcome, so the next job starts without waiting for a
@@ -166,7 +140,7 @@ class LeaseKeeper:
             except (QueueUnavailable, QueueError, OSError):
                 active.following = None
 
-    def next(self, previous: Active | None, timeout: float) -> tuple[Reservation, Active] | None:
+    def next(self, previous: HeldJob | None, timeout: float) -> tuple[Reservation, HeldJob] | None:
         """Finish the slot's previous job with the queue and reserve one job for the slot (None: none came).
 
         An ACK and the next RESERVE travel together (ACK_RESERVE), unless the RESERVE went out early
@@ -211,7 +185,7 @@ class LeaseKeeper:
             return None
         return self._hold(got)
 
-    def _take(self, following: PendingReserve) -> tuple[Reservation, Active] | None:
+    def _take(self, following: PendingReserve) -> tuple[Reservation, HeldJob] | None:
         try:
             got = following()
             self.outage.ok()
@@ -223,16 +197,16 @@ class LeaseKeeper:
             return None
         return self._hold(got)
 
-    def _hold(self, got: list[Reservation]) -> tuple[Reservation, Active] | None:
+    def _hold(self, got: list[Reservation]) -> tuple[Reservation, HeldJob] | None:
         if not got:
             return None
         reservation = got[0]
-        active = Active(reservation.id)
+        active = HeldJob(reservation.id)
         with self.lock:
             self.held[reservation.id] = active
         return reservation, active
 
-    def started(self, active: Active) -> bool:
+    def started(self, active: HeldJob) -> bool:
         """Tell the queue the job started (pipelined, with the slot's previous ACK); False: not ours any more, do not run it."""
         job_id = active.job_id
         ack, active.ack_with_start = active.ack_with_start, ""
@@ -260,7 +234,7 @@ class LeaseKeeper:
         elif op:
             self._acks.put((op, job_id, delay))
 
-    def running(self) -> list[Active]:
+    def running(self) -> list[HeldJob]:
         with self.lock:
             return [a for a in self.held.values() if a.attempt]
 

@@ -46,7 +46,6 @@ import functools
 import json
 import logging
 import os
-import queue as queue_mod
 import socket
 import threading
 import time
@@ -58,109 +57,19 @@ from remora.config import Settings
 from remora.crypto import SecretBox
 from remora.errors import RemoraError
 from remora.executor import executor_for
-from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor
+from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, Stream
 from remora.executor.sshpool import SSHPool
-from remora.leases import RESERVE_WAIT, Active, LeaseKeeper, Outage
-from remora.models import Job, JobStatus, Server, Stream
+from remora.models import Job, JobStatus, Server
 from remora.netqueue.client import QueueClient, Reservation
-from remora.output import JobOutput
+from remora.services.targets import target_for
+from remora.worker.backoff import Outage
+from remora.worker.held import RESERVE_WAIT, HeldJob, HeldJobs
+from remora.worker.sink import JobSink
 
 log = logging.getLogger(__name__)
 
 SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
 JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
-
-
-class _Sink:
-    """The job's output (a ``JobOutput``, opened at the first byte) plus the pid hook the executors call.
-
-    A job that prints nothing costs no output queries at all.  Output is
-    written inline until a job has printed ``ASYNC_AFTER`` bytes; from then on
-    a writer thread stores it, so reading the next bytes from the network
-    overlaps writing the previous ones to the database (a bounded queue keeps
-    memory flat: the reader waits when the database lags).
-    """
-
-    ASYNC_AFTER = 1024 * 1024
-    QUEUE_ITEMS = 16  # reads of <= 256 KiB: at most ~4 MiB waiting for the database
-    EARLY_LIMIT = 8 * 1024 * 1024  # output held while the database cannot even open the job's output
-
-    def __init__(self, job_id: str, settings: Settings, active: Active, offsets: tuple[int, int] | None = None) -> None:
-        self.job_id = job_id
-        self.offsets = offsets
-        self.settings = settings
-        self.active = active
-        self.output: JobOutput | None = None
-        self._early: list[tuple[Stream, bytes]] = []
-        self._early_bytes = 0
-        self._written = 0
-        self._queue: queue_mod.Queue[tuple[Stream, bytes] | None] | None = None
-        self._writer: threading.Thread | None = None
-
-    def _open(self, *, block: bool) -> JobOutput | None:
-        while self.output is None:
-            out = self.settings.output
-            try:
-                self.output = JobOutput(
-                    self.job_id,
-                    flush_interval=out.flush_interval,
-                    flush_lines=out.flush_lines,
-                    max_bytes=out.max_bytes,
-                    offsets=self.offsets,
-                )
-            except models.DatabaseError as exc:
-                if not block:
-                    return None
-                log.warning("job %s: cannot open its output yet (%s); retrying", self.job_id, exc)
-                time.sleep(0.5)
-                continue
-            for stream, data in self._early:
-                self.output.write(stream, data)
-            self._early.clear()
-        return self.output
-
-    def write(self, stream: Stream, data: bytes) -> None:
-        if self._queue is not None:
-            self._queue.put((stream, data))
-            return
-        output = self._open(block=self._early_bytes >= self.EARLY_LIMIT)
-        if output is None:
-            self._early.append((stream, data))
-            self._early_bytes += len(data)
-            return
-        output.write(stream, data)
-        self._written += len(data)
-        if self._written >= self.ASYNC_AFTER:
-            self._queue = queue_mod.Queue(self.QUEUE_ITEMS)
-            self._writer = threading.Thread(target=self._drain, name=f"output-{self.active.job_id[:8]}", daemon=True)
-            self._writer.start()
-
-    def _drain(self) -> None:
-        assert self._queue is not None and self.output is not None
-        while (item := self._queue.get()) is not None:
-            self.output.write(*item)
-
-    def started(self, pid: int | None) -> None:
-        self.active.pid = pid
-
-    def last_write(self) -> JobOutput | None:
-        """The output, when its last bytes can be written together with the job's status (inline output only)."""
-        if self._queue is None and not self._early and self.output is not None:
-            return self.output
-        return None
-
-    def close(self) -> None:
-        """Store every accepted byte (the JobOutput retries while the database is down)."""
-        if self._queue is not None and self._writer is not None:
-            self._queue.put(None)
-            self._writer.join()
-        if self._early:
-            self._open(block=True)
-        if self.output is not None:
-            try:
-                self.output.close()
-            except models.DatabaseError as exc:
-                log.error("job %s: output could not be stored: %s", self.job_id, exc)
 
 
 class Worker:
@@ -182,7 +91,7 @@ class Worker:
         self.concurrency = max(1, concurrency or settings.worker.concurrency)
         self.queue = queue_client or QueueClient(settings.queue.addr, token=settings.queue_token, name=f"worker {self.id}")
         self._own_queue = queue_client is None
-        self.leases = LeaseKeeper(
+        self.held = HeldJobs(
             self.queue,
             worker_id=self.id,
             host=self.host,
@@ -209,7 +118,7 @@ class Worker:
         log.info(
             "worker %s: %d threads, queues %s, NetQueue %s", self.id, self.concurrency, ",".join(self.queues), self.settings.queue.addr
         )
-        self.leases.start()
+        self.held.start()
         for n in range(self.concurrency):
             thread = threading.Thread(target=self._slot_loop, name=f"{self.id}-slot-{n}", daemon=True)
             thread.start()
@@ -238,8 +147,8 @@ class Worker:
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
-    def running_jobs(self) -> list[Active]:
-        return self.leases.running()
+    def running_jobs(self) -> list[HeldJob]:
+        return self.held.running()
 
     def stop(self, *, graceful: bool = True, timeout: float | None = None) -> None:
         """Stop reserving; let running jobs finish within ``timeout``; cancel, requeue and NACK the rest."""
@@ -250,7 +159,7 @@ class Worker:
                 active.stop("shutdown")
             return
         self._stopping.set()
-        self.leases.stop_fetching()
+        self.held.stop_fetching()
         grace = self.settings.worker.graceful_shutdown if timeout is None else timeout
         deadline = time.monotonic() + (grace if graceful else 0.0)
         if graceful and self.running_jobs():
@@ -264,7 +173,7 @@ class Worker:
             self._join_slots(time.monotonic() + self.settings.worker.kill_grace + 15.0)
         self._abandon.set()
         self._join_slots(time.monotonic() + 5.0)
-        self.leases.close()
+        self.held.close()
         if self._own_queue:
             self.queue.close()
         self.pool.close()
@@ -279,9 +188,9 @@ class Worker:
 
     def _slot_loop(self) -> None:
         """Reserve a job only when this slot is free; ACK it together with reserving the next."""
-        previous: Active | None = None
+        previous: HeldJob | None = None
         while True:
-            item = self.leases.next(previous, timeout=RESERVE_WAIT)
+            item = self.held.next(previous, timeout=RESERVE_WAIT)
             previous = None
             if item is None:
                 if self._stopping.is_set():
@@ -292,28 +201,28 @@ class Worker:
                 self._handle(reservation, active)
             except Exception:
                 log.exception("job %s: unexpected error; releasing it", reservation.id)
-                self.leases.done(reservation.id, "nack", 1.0)
+                self.held.done(reservation.id, "nack", 1.0)
             previous = active
 
-    def _handle(self, reservation: Reservation, active: Active) -> None:
+    def _handle(self, reservation: Reservation, active: HeldJob) -> None:
         if self._stopping.is_set() or active.reason == "lost":
-            self.leases.done(reservation.id, "nack")
+            self.held.done(reservation.id, "nack")
             return
         outcome = self._claim(reservation, active)
         if outcome is None:
             return
         if outcome.action is Action.RUN and outcome.job is not None:
-            if not self.leases.started(active):  # the queue handed it back meanwhile: not ours to run
+            if not self.held.started(active):  # the queue handed it back meanwhile: not ours to run
                 self._db_retry(lambda: claims.release(outcome.job.id, self.id, outcome.job.attempts))  # type: ignore[union-attr]
-                self.leases.done(reservation.id, "")
+                self.held.done(reservation.id, "")
                 return
             self._run(outcome.job, active)
         else:
             log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
             self.stats["skipped"] += 1
-            self.leases.done(reservation.id, "ack")
+            self.held.done(reservation.id, "ack")
 
-    def _claim(self, reservation: Reservation, active: Active) -> claims.Claim | None:
+    def _claim(self, reservation: Reservation, active: HeldJob) -> claims.Claim | None:
         try:
             # the queue enforces Server.max_concurrent_jobs (the job's concurrency group): no count here
             outcome = claims.claim(reservation.id, self.id)
@@ -322,7 +231,7 @@ class Worker:
             self._db_outage.ok()
         except models.DatabaseError as exc:
             delay = self._db_outage.failed(exc)
-            self.leases.done(reservation.id, "nack", max(delay, 1.0))
+            self.held.done(reservation.id, "nack", max(delay, 1.0))
             self._stopping.wait(delay)
             return None
         if outcome.action is Action.RUN and active.cancel.is_set():  # canceled between reserve and claim
@@ -344,7 +253,7 @@ class Worker:
         if worker_id == self.id:
             return False
         try:
-            workers = self.leases.workers()
+            workers = self.held.workers()
         except RemoraError:
             return True  # cannot tell: do not run it twice
         ttl = self.settings.queue.worker_timeout
@@ -371,19 +280,22 @@ class Worker:
         return server
 
     def _executor(self, server: Server) -> Executor:
-        """The server's executor, reused while its row is the cached one (credentials parsed once, not per job)."""
+        """The server's executor, reused while its row is the cached one (secrets decrypted once, not per job).
+
+        The executor gets a ``Target``: the row's connection facts with its credential decrypted here.
+        """
         cached = self._executors.get(server.id)
         if cached is not None and cached[0] is server:
             return cached[1]
-        executor = executor_for(server, self.settings, self.secrets, pool=self.pool)
+        executor = executor_for(target_for(server, self.settings, self.secrets), self.settings, pool=self.pool)
         self._executors[server.id] = (server, executor)
         return executor
 
     # -- running one job ---------------------------------------------------------
 
-    def _run(self, job: Job, active: Active) -> None:
+    def _run(self, job: Job, active: HeldJob) -> None:
         active.attempt = job.attempts
-        sink = _Sink(job.id, self.settings, active, (job.stdout_bytes or 0, job.stderr_bytes or 0))
+        sink = JobSink(job.id, self.settings, active, (job.stdout_bytes or 0, job.stderr_bytes or 0))
         if job.attempts > 1:
             sink.write(Stream.STDERR, f"[remora: attempt {job.attempts}]\n".encode())
         result = self._execute(job, active, sink)
@@ -396,7 +308,7 @@ class Worker:
             env.update(json.loads(self.secrets.decrypt_str(job.secret_env)))
         return env
 
-    def _execute(self, job: Job, active: Active, sink: _Sink) -> ExecResult:
+    def _execute(self, job: Job, active: HeldJob, sink: JobSink) -> ExecResult:
         try:
             server = self._server(job.server_id)
             request = ExecRequest(
@@ -409,26 +321,30 @@ class Worker:
                 timeout=float(job.timeout if job.timeout is not None else self.settings.ssh.execution_timeout),
                 pty=bool(job.pty),
             )
-            return self._executor(server).run(request, sink, active.cancel)
+            try:
+                executor = self._executor(server)
+            except RemoraError as exc:  # a credential that cannot be decrypted, a PEM file not stored
+                return ExecResult(error_kind=ErrorKind.AUTH.value, error=exc.message)
+            return executor.run(request, sink, active.cancel)
         except Exception as exc:
             log.exception("job %s: executor failed", job.id)
             return ExecResult(error_kind=ErrorKind.INTERNAL.value, error=f"internal error: {exc}")
 
-    def _finish_attempt(self, job: Job, active: Active, result: ExecResult, sink: _Sink | None = None) -> None:
+    def _finish_attempt(self, job: Job, active: HeldJob, result: ExecResult, sink: JobSink | None = None) -> None:
         """Store the output, write the outcome (retrying while the database is down), then ACK or NACK.
 
         A job ending normally has its last output and its final status written in one transaction.
         """
         active.finishing = True
         if active.reason != "shutdown" and not self._stopping.is_set():
-            self.leases.reserve_early(active, RESERVE_WAIT)  # the slot's next job travels while the outcome is written
+            self.held.reserve_early(active, RESERVE_WAIT)  # the slot's next job travels while the outcome is written
         output = sink.last_write() if sink is not None else None
         if active.reason == "shutdown":
             if sink is not None:
                 sink.close()
             self._db_retry(lambda: claims.release(job.id, self.id, job.attempts))
             self.stats["requeued"] += 1
-            self.leases.done(job.id, "nack")
+            self.held.done(job.id, "nack")
             return
         status, error = outcome_of(result, active.reason)
         extra: dict[str, Any] = {
@@ -447,7 +363,7 @@ class Worker:
             self.stats["requeued"] += 1
             delay = min(1.0 * job.attempts, 10.0)
             log.info("job %s: attempt %d failed (%s); retrying in %.0fs", job.id, job.attempts, error, delay)
-            self.leases.done(job.id, "nack", delay)
+            self.held.done(job.id, "nack", delay)
             return
         if output is not None:
             finish = functools.partial(claims.finish, job.id, self.id, job.attempts, status, in_transaction=True, error=error, **extra)
@@ -458,7 +374,7 @@ class Worker:
             self._db_retry(lambda: claims.finish(job.id, self.id, job.attempts, status, error=error, **extra))
         self.stats[status.value] = self.stats.get(status.value, 0) + 1
         log.debug("job %s: %s %s", job.id, status.value, error)
-        self.leases.done(job.id, "ack")
+        self.held.done(job.id, "ack")
 
     # -- dependencies ---------------------------------------------------------------
 
@@ -475,7 +391,7 @@ class Worker:
                     log.error("giving up a database write at shutdown: %s", exc)
                     return None
 
-    def _db_side(self, held: dict[str, Active]) -> None:
+    def _db_side(self, held: dict[str, HeldJob]) -> None:
         running = {k: a for k, a in held.items() if a.attempt}
         if not running:
             return

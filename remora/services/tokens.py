@@ -1,0 +1,41 @@
+"""API token use-cases for the CLI and ``remora up`` (the token store itself is ``remora.auth``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from remora import auth, models
+from remora.models import ApiToken
+
+
+def create_token(name: str, role: str, expires: float | dt.timedelta | None = None) -> tuple[ApiToken, str]:
+    """Create an API token; returns (row, plaintext). The plaintext is never stored: show it once."""
+    return auth.create_token(name, role, expires)
+
+
+def issue_token(name: str, role: str, expires: float | dt.timedelta | None = None) -> tuple[dict[str, object], str]:
+    """Create an API token; returns (what people may see of it, plaintext)."""
+    row, plaintext = auth.create_token(name, role, expires)
+    return auth.token_info(row), plaintext
+
+
+def list_tokens() -> list[dict[str, object]]:
+    """Every token as people may see it (never its hash), oldest first."""
+    return [auth.token_info(row) for row in auth.list_tokens()]
+
+
+def revoke_token(name_or_id: str) -> dict[str, object]:
+    return auth.token_info(auth.revoke_token(name_or_id))
+
+
+def token_is_valid(plaintext: str) -> bool:
+    """Whether ``plaintext`` is a stored token that is neither revoked nor expired."""
+    row = ApiToken.get_or_none(ApiToken.token_hash == auth.hash_token(plaintext))
+    return row is not None and not row.revoked and (row.expires_at is None or row.expires_at > models.utcnow())
+
+
+def unused_token_name(name: str) -> str:
+    """``name``, or ``name-<UTC timestamp>`` when a token of that name exists."""
+    if ApiToken.select().where(ApiToken.name == name).exists():
+        return f"{name}-{models.utcnow():%Y%m%d%H%M%S}"
+    return name

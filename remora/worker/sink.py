@@ -1,0 +1,108 @@
+"""The worker's output sink for one job: what an executor writes to, stored through ``remora.output.JobOutput``."""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_mod
+import threading
+import time
+
+from remora import models
+from remora.config import Settings
+from remora.executor.base import Stream
+from remora.output import JobOutput
+from remora.worker.held import HeldJob
+
+log = logging.getLogger(__name__)
+
+
+class JobSink:
+    """The job's output (a ``JobOutput``, opened at the first byte) plus the pid hook the executors call.
+
+    A job that prints nothing costs no output queries at all.  Output is
+    written inline until a job has printed ``ASYNC_AFTER`` bytes; from then on
+    a writer thread stores it, so reading the next bytes from the network
+    overlaps writing the previous ones to the database (a bounded queue keeps
+    memory flat: the reader waits when the database lags).
+    """
+
+    ASYNC_AFTER = 1024 * 1024
+    QUEUE_ITEMS = 16  # reads of <= 256 KiB: at most ~4 MiB waiting for the database
+    EARLY_LIMIT = 8 * 1024 * 1024  # output held while the database cannot even open the job's output
+
+    def __init__(self, job_id: str, settings: Settings, active: HeldJob, offsets: tuple[int, int] | None = None) -> None:
+        self.job_id = job_id
+        self.offsets = offsets
+        self.settings = settings
+        self.active = active
+        self.output: JobOutput | None = None
+        self._early: list[tuple[Stream, bytes]] = []
+        self._early_bytes = 0
+        self._written = 0
+        self._queue: queue_mod.Queue[tuple[Stream, bytes] | None] | None = None
+        self._writer: threading.Thread | None = None
+
+    def _open(self, *, block: bool) -> JobOutput | None:
+        while self.output is None:
+            out = self.settings.output
+            try:
+                self.output = JobOutput(
+                    self.job_id,
+                    flush_interval=out.flush_interval,
+                    flush_lines=out.flush_lines,
+                    max_bytes=out.max_bytes,
+                    offsets=self.offsets,
+                )
+            except models.DatabaseError as exc:
+                if not block:
+                    return None
+                log.warning("job %s: cannot open its output yet (%s); retrying", self.job_id, exc)
+                time.sleep(0.5)
+                continue
+            for stream, data in self._early:
+                self.output.write(stream, data)
+            self._early.clear()
+        return self.output
+
+    def write(self, stream: Stream, data: bytes) -> None:
+        if self._queue is not None:
+            self._queue.put((stream, data))
+            return
+        output = self._open(block=self._early_bytes >= self.EARLY_LIMIT)
+        if output is None:
+            self._early.append((stream, data))
+            self._early_bytes += len(data)
+            return
+        output.write(stream, data)
+        self._written += len(data)
+        if self._written >= self.ASYNC_AFTER:
+            self._queue = queue_mod.Queue(self.QUEUE_ITEMS)
+            self._writer = threading.Thread(target=self._drain, name=f"output-{self.active.job_id[:8]}", daemon=True)
+            self._writer.start()
+
+    def _drain(self) -> None:
+        assert self._queue is not None and self.output is not None
+        while (item := self._queue.get()) is not None:
+            self.output.write(*item)
+
+    def started(self, pid: int | None) -> None:
+        self.active.pid = pid
+
+    def last_write(self) -> JobOutput | None:
+        """The output, when its last bytes can be written together with the job's status (inline output only)."""
+        if self._queue is None and not self._early and self.output is not None:
+            return self.output
+        return None
+
+    def close(self) -> None:
+        """Store every accepted byte (the JobOutput retries while the database is down)."""
+        if self._queue is not None and self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+        if self._early:
+            self._open(block=True)
+        if self.output is not None:
+            try:
+                self.output.close()
+            except models.DatabaseError as exc:
+                log.error("job %s: output could not be stored: %s", self.job_id, exc)
