@@ -124,6 +124,11 @@ LOGS = obj(
         "stdout": {"type": "string"},
         "stderr": {"type": "string"},
         "output": {"type": "string"},
+        "pieces": {
+            "type": "array",
+            "description": "The returned stdout and stderr as pieces in the order the job wrote them (the combined view).",
+            "items": obj({"stream": {"type": "string", "enum": ["stdout", "stderr"]}, "text": {"type": "string"}}, ["stream", "text"]),
+        },
         "next_stdout_offset": {"type": "integer"},
         "next_stderr_offset": {"type": "integer"},
         "complete": {"type": "boolean"},

@@ -7,6 +7,7 @@ byte range from ``remora.output`` so a 64 MiB job is never loaded at once.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 import re
@@ -16,7 +17,7 @@ from typing import Any
 from remora import models
 from remora.errors import ValidationError
 from remora.models import FINISHED_STATUSES, Job, JobStatus, Server, Stream
-from remora.output import read_combined, read_stream
+from remora.output import read_combined, read_interleaved, read_stream
 from remora.services.render import job_dict, text
 
 SORT_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "priority", "status", "name", "command", "exit_code")
@@ -169,6 +170,17 @@ def _utf8_cut(data: bytes) -> bytes:
     return data
 
 
+def _pieces(job_id: str, ranges: dict[Stream, tuple[int, int]]) -> list[dict[str, str]]:
+    """The returned slices of both streams as ordered {stream, text} pieces (the combined view's order)."""
+    decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ranges}
+    out = []
+    for stream, data in read_interleaved(job_id, ranges):
+        piece = decoders[stream].decode(data)  # a character split across chunks is completed by the next piece
+        if piece:
+            out.append({"stream": "stdout" if stream == Stream.STDOUT else "stderr", "text": piece})
+    return out
+
+
 def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max_bytes: int = LOG_SLICE) -> dict[str, Any]:
     """Logs of a job: everything (up to ``max_bytes`` per stream) or what follows the given byte offsets."""
     incremental = stdout_offset is not None or stderr_offset is not None
@@ -187,8 +199,9 @@ def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max
     nexts = {s: starts[s] + len(slices[s]) for s in slices}
     complete = finished and all(nexts[s] >= lengths[s] for s in nexts)
     stdout, stderr = text(slices[Stream.STDOUT]), text(slices[Stream.STDERR])
+    pieces = _pieces(job.id, {s: (starts[s], nexts[s]) for s in slices})
     if incremental:
-        output = stdout + stderr
+        output = "".join(p["text"] for p in pieces)
     else:
         output = text(_utf8_cut(read_combined(job.id, limit=2 * max_bytes)))
     return {
@@ -197,6 +210,7 @@ def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max
         "stdout": stdout,
         "stderr": stderr,
         "output": output,
+        "pieces": pieces,
         "exit_code": job.exit_code,
         "error": job.error or "",
         "started_at": models.to_rfc3339(job.started_at),
