@@ -550,7 +550,8 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 def _quoted(raw: str) -> tuple[str | None, str]:
     """A quoted .env value and what follows its closing quote; (None, "") when it is not closed."""
-    quote_char, out, i = raw[0], [], 1
+    quote_char, i = raw[0], 1
+    out: list[str] = []
     while i < len(raw):
         ch = raw[i]
         if ch == quote_char:

@@ -253,6 +253,11 @@ def _decode(chunk: OutputChunk) -> bytes:
     return zlib.decompress(data) if chunk.encoding == ENCODING_ZLIB else data
 
 
+def decode_chunk(chunk: OutputChunk) -> bytes:
+    """A stored chunk's bytes (decompressed when it was stored compressed)."""
+    return _decode(chunk)
+
+
 def stream_length(job_id: str, stream: Stream) -> int:
     row = Job.select(Job.stdout_bytes, Job.stderr_bytes).where(Job.id == job_id).first()
     if row is None:

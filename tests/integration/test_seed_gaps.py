@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+
+import pytest
+
+from remora.models import Job, Stream
+from remora.output import JobOutput
+from remora.services import queries
 from tests.support.api import assert_envelope, running_api
 
 
@@ -12,3 +20,66 @@ def test_shell_validation_lists_only_real_shells(tmp_path):
         message = data["details"]["shell"]
         assert message == "must be one of /bin/sh, /bin/bash", message
         assert "None" not in data["error"]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    with running_api(tmp_path_factory.mktemp("seed-gaps")) as api:
+        yield api
+
+
+def _job(api, command="echo", **fields):
+    reply = api.post("/api/v1/jobs", {"command": command, "server_id": api.local_server_id(), **fields})
+    assert reply.status == 201, reply
+    return reply.json()
+
+
+def _ids(reply):
+    assert reply.status == 200, reply
+    return {j["id"] for j in reply.json()["jobs"]}
+
+
+def test_job_list_filters_by_creation_time_and_exit_code(api):
+    tag = uuid.uuid4().hex[:8]
+    old, new, failed = (_job(api, name=f"{tag}-{n}") for n in ("old", "new", "failed"))
+    Job.update(created_at=dt.datetime(2020, 1, 1, 12, 0)).where(Job.id == old["id"]).execute()
+    Job.update(status="failed", exit_code=3).where(Job.id == failed["id"]).execute()
+    Job.update(status="completed", exit_code=0).where(Job.id.in_([old["id"], new["id"]])).execute()
+    base = f"/api/v1/jobs?search={tag}&limit=100"
+    assert _ids(api.get(f"{base}&created_before=2021-01-01T00:00:00Z")) == {old["id"]}
+    assert _ids(api.get(f"{base}&created_after=2021-01-01T00:00:00%2B02:00")) == {new["id"], failed["id"]}
+    assert _ids(api.get(f"{base}&created_after=2019-12-31T00:00:00Z&created_before=2020-01-02")) == {old["id"]}
+    assert _ids(api.get(f"{base}&exit_code=3")) == {failed["id"]}
+    assert _ids(api.get(f"{base}&exit_code=0&created_after=2021-01-01T00:00:00Z")) == {new["id"]}
+    listed = api.get(f"{base}&exit_code=3").json()
+    assert listed["pagination"]["total"] == 1 and listed["filters"]["exit_code"] == 3
+    data = assert_envelope(api.get("/api/v1/jobs?created_after=yesterday"), 400, "VALIDATION_ERROR")
+    assert "created_after" in data["details"]
+    assert_envelope(api.get("/api/v1/jobs?created_after=2021-01-02T00:00:00Z&created_before=2021-01-01T00:00:00Z"), 400)
+    assert_envelope(api.get("/api/v1/jobs?exit_code=abc"), 400, "VALIDATION_ERROR")
+    assert_envelope(api.get("/api/v1/jobs?exit_code=999"), 400, "VALIDATION_ERROR")
+
+
+def test_search_output_matches_text_in_output_within_its_bound(api):
+    needle = f"needle-{uuid.uuid4().hex[:8]}"
+    early, late, stderr_only, none = (_job(api) for _ in range(4))
+    for job, stream, data in (
+        (early, Stream.STDOUT, f"first line\nsome {needle.upper()} here\n".encode()),
+        (late, Stream.STDOUT, b"x" * (queries.SEARCH_OUTPUT_BYTES + 10) + needle.encode()),  # beyond the searched prefix
+        (stderr_only, Stream.STDERR, f"warn: {needle}\n".encode()),
+        (none, Stream.STDOUT, b"nothing to see\n"),
+    ):
+        out = JobOutput(job["id"], flush_interval=60, flush_lines=1000)
+        out.write(stream, data)
+        out.close()
+    assert _ids(api.get(f"/api/v1/jobs?search={needle}")) == set()  # output is not searched by default
+    found = api.get(f"/api/v1/jobs?search={needle}&search_output=true&limit=100")
+    assert _ids(found) == {early["id"], stderr_only["id"]}
+    assert found.json()["pagination"]["total"] == 2 and found.json()["filters"]["search_output"] is True
+    assert_envelope(api.get(f"/api/v1/jobs?search={needle}&search_output=maybe"), 400, "VALIDATION_ERROR")
+
+
+def test_openapi_documents_the_new_list_filters(api):
+    doc = api.get("/api/v1/openapi.json").json()
+    names = {p["name"] for p in doc["paths"]["/api/v1/jobs"]["get"]["parameters"]}
+    assert {"search_output", "created_after", "created_before", "exit_code"} <= names
