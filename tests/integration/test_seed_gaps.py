@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import pytest
@@ -83,3 +84,57 @@ def test_openapi_documents_the_new_list_filters(api):
     doc = api.get("/api/v1/openapi.json").json()
     names = {p["name"] for p in doc["paths"]["/api/v1/jobs"]["get"]["parameters"]}
     assert {"search_output", "created_after", "created_before", "exit_code"} <= names
+
+
+def test_debug_report_is_admin_only_and_masks_secrets(api):
+    for role in ("viewer", "operator"):
+        assert_envelope(api.get("/api/v1/debug", token=role), 403)
+    assert_envelope(api.get("/api/v1/debug", token=None), 401)
+    missing = api.get(f"/api/v1/jobs/{uuid.uuid4()}", headers={"X-Request-Id": "req-debug-404"})
+    assert missing.status == 404
+    assert api.get("/api/v1/system/info", token="viewer").status == 200
+    reply = api.get("/api/v1/debug")
+    assert reply.status == 200, reply
+    data = reply.json()
+    assert data["build"]["version"] and data["build"]["python"]
+    keys = data["config"]["keys"]
+    assert keys["security.secret_key"] == {"value": "********", "source": "flag"}
+    assert "test-secret-key" not in reply.body.decode()
+    assert keys["queue.addr"]["value"] == api.settings.queue.addr
+    db = data["database"]
+    assert db["kind"] == "sqlite" and db["size_bytes"] > 0 and db["schema_version"] == db["schema_version_expected"]
+    assert db["rows"]["job"] == Job.select().count() and db["rows"]["server"] >= 1
+    queue = data["queue"]
+    assert queue["available"] is True and queue["connections"] >= 1 and queue["fsync"] == "never"
+    assert set(queue["depth_per_priority"]) == {str(p) for p in range(1, 11)}
+    assert isinstance(data["workers"], list)
+    requests = data["requests"]
+    assert len(requests) <= 200
+    info = next(r for r in requests if r["path"] == "/api/v1/system/info")
+    assert info["status"] == 200 and info["ms"] >= 0 and info["request_id"]
+    error = next(e for e in data["errors"] if e["request_id"] == "req-debug-404")
+    assert error["status"] == 404 and error["code"] == "NOT_FOUND" and error["error"]
+    assert all(not r["path"].count("?") for r in requests)  # query strings are not kept
+
+
+def test_request_log_keeps_the_last_200(api):
+    for _ in range(210):
+        api.get("/health", token=None)
+    requests = api.get("/api/v1/debug").json()["requests"]
+    assert len(requests) == 200 and requests[0]["path"] == "/health"
+
+
+def test_debug_dump_json_from_the_cli(api):
+    from typer.testing import CliRunner
+
+    from remora.cli import app
+
+    env = {"REMORA_API_URL": f"http://{api.host}:{api.port}", "REMORA_TOKEN": api.tokens["admin"], "NO_COLOR": "1"}
+    result = CliRunner().invoke(app, ["debug", "dump", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"build", "config", "database", "queue", "workers", "requests", "errors"} <= set(data)
+    summary = CliRunner().invoke(app, ["debug", "dump"], env=env)
+    assert summary.exit_code == 0 and "database: sqlite" in summary.stdout
+    denied = CliRunner().invoke(app, ["debug", "dump", "--json"], env={**env, "REMORA_TOKEN": api.tokens["viewer"]})
+    assert denied.exit_code != 0
