@@ -138,3 +138,25 @@ def test_debug_dump_json_from_the_cli(api):
     assert summary.exit_code == 0 and "database: sqlite" in summary.stdout
     denied = CliRunner().invoke(app, ["debug", "dump", "--json"], env={**env, "REMORA_TOKEN": api.tokens["viewer"]})
     assert denied.exit_code != 0
+
+
+def test_jobs_list_cli_sends_the_new_filters(api):
+    from typer.testing import CliRunner
+
+    from remora.cli import app
+
+    tag = uuid.uuid4().hex[:8]
+    old, failed = _job(api, name=f"{tag}-old"), _job(api, name=f"{tag}-failed")
+    Job.update(created_at=dt.datetime(2020, 6, 1)).where(Job.id == old["id"]).execute()
+    Job.update(status="failed", exit_code=7).where(Job.id == failed["id"]).execute()
+    env = {"REMORA_API_URL": f"http://{api.host}:{api.port}", "REMORA_TOKEN": api.tokens["viewer"], "NO_COLOR": "1"}
+
+    def listed(*flags: str) -> set[str]:
+        result = CliRunner().invoke(app, ["jobs", "list", "--search", tag, "--json", *flags], env=env)
+        assert result.exit_code == 0, result.output
+        return {j["id"] for j in json.loads(result.stdout)["jobs"]}
+
+    assert listed("--exit-code", "7") == {failed["id"]}
+    assert listed("--created-before", "2021-01-01T00:00:00Z") == {old["id"]}
+    assert listed("--created-after", "2021-01-01T00:00:00Z") == {failed["id"]}
+    assert listed("--search-output") == {old["id"], failed["id"]}
