@@ -1,10 +1,10 @@
-"""Typed settings: defaults < TOML file < environment < command-line flags.
+"""Typed settings: defaults < ./.env < TOML file < environment < command-line flags.
 
 Every key lives in one section dataclass below, with its default, its kind
 (``duration``, ``size``, ``bool``, ``int``, ``float``, ``str``, ``list``) and a
 one-line description that ``config.example.toml`` and ``remora config init``
 repeat.  ``load()`` records where each effective value came from
-(``default``, ``file:PATH``, ``env:NAME``, ``flag``) so ``remora config show
+(``default``, ``dotenv:PATH:NAME``, ``file:PATH``, ``env:NAME``, ``flag``) so ``remora config show
 --sources`` can tell a user why a value is what it is, and so every error
 names the key, the source and what was expected.
 
@@ -39,6 +39,7 @@ ENV_ALIASES: dict[str, str] = {
     "QUEUE_PERSISTENCE": "queue.persistence",
     "QUEUE_MAX_SIZE": "queue.max_size",
     "QUEUE_WORKER_TIMEOUT": "queue.worker_timeout",
+    "QUEUE_HEALTH_CHECK_INTERVAL": "queue.health_check_interval",
     "WORKER_CONCURRENCY": "worker.concurrency",
     "WORKER_POOL_SIZE": "worker.pool_size",
     "WORKER_HEARTBEAT_INTERVAL": "worker.heartbeat_interval",
@@ -101,6 +102,9 @@ class QueueSettings:
     max_queues: int = _key(1000, "int", "Most distinct queue names the queue holds; a PUT naming one more is refused (TOO_MANY_QUEUES).")
     busy_poll: float = _key(
         0.0001, "duration", "After a reply, `queue serve` polls this long for the next request before sleeping (adaptive; 0: off)."
+    )
+    health_check_interval: float = _key(
+        30.0, "duration", "Worker health check: a worker not heard from for this long counts as inactive in the queue's stats."
     )
 
 
@@ -199,6 +203,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     sources: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None
+    dotenv_file: str | None = None
 
     # -- derived paths -------------------------------------------------
     @property
@@ -494,6 +499,72 @@ def job_env_name_problem(name: str) -> str | None:
     return None
 
 
+DOTENV_FILE = ".env"
+# The seed's PostgreSQL settings: they make database.url when DATABASE_URL is not set.
+POSTGRES_ENV = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_SSLMODE")
+_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def postgres_url(values: Mapping[str, str]) -> str:
+    """``POSTGRES_HOST/PORT/DB/USER/PASSWORD/SSLMODE`` -> a postgres:// URL (user and password percent-encoded)."""
+    from urllib.parse import quote
+
+    user, password = values.get("POSTGRES_USER", ""), values.get("POSTGRES_PASSWORD", "")
+    auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "") + "@" if user else ""
+    host = values.get("POSTGRES_HOST", "") or "localhost"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = values.get("POSTGRES_PORT", "") or "5432"
+    url = f"postgres://{auth}{host}:{port}/{quote(values.get('POSTGRES_DB', '') or 'postgres', safe='')}"
+    if values.get("POSTGRES_SSLMODE"):
+        url += "?sslmode=" + quote(values["POSTGRES_SSLMODE"], safe="")
+    return url
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of a .env file: ``#`` comments, optional ``export``, single or double quotes.
+
+    Double-quoted values understand ``\\n``, ``\\"`` and ``\\\\``; single-quoted ones are literal;
+    unquoted ones end at `` #``.  A line that is not an assignment is an error naming the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    out: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _DOTENV_LINE.match(line)
+        if not m:
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE", details={"file": str(path), "line": number})
+        key, raw = m.groups()
+        if raw[:1] in ("'", '"'):
+            value, rest = _quoted(raw)
+            if value is None or (rest.strip() and not rest.strip().startswith("#")):
+                raise ConfigError(f"{path}:{number}: unterminated or malformed quoted value", details={"file": str(path), "line": number})
+        else:
+            value = re.split(r"\s+#", raw, maxsplit=1)[0].strip()
+        out[key] = value
+    return out
+
+
+def _quoted(raw: str) -> tuple[str | None, str]:
+    """A quoted .env value and what follows its closing quote; (None, "") when it is not closed."""
+    quote_char, i = raw[0], 1
+    out: list[str] = []
+    while i < len(raw):
+        ch = raw[i]
+        if ch == quote_char:
+            return "".join(out), raw[i + 1 :]
+        if quote_char == '"' and ch == "\\" and i + 1 < len(raw) and raw[i + 1] in '\\"n':
+            out.append("\n" if raw[i + 1] == "n" else raw[i + 1])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return None, ""
+
+
 def _env_key(dotted: str) -> str:
     return "REMORA_" + dotted.replace(".", "_").upper()
 
@@ -503,7 +574,10 @@ def load(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Build the effective settings: defaults < TOML file < environment < ``overrides``.
+    """Build the effective settings: defaults < ``.env`` (working directory) < TOML file < environment < ``overrides``.
+
+    ``.env`` and the environment use the same names (``REMORA_*``, the seed's
+    aliases, ``POSTGRES_*``, which make ``database.url`` when ``DATABASE_URL`` is absent).
 
     ``overrides`` maps ``section.key`` to values given as command-line flags
     (``None`` values are ignored, so callers can pass every flag as is).
@@ -518,6 +592,26 @@ def load(
         setattr(getattr(settings, section), key, coerce(dotted, value, source))
         sources[dotted] = source
 
+    def apply_env(values: Mapping[str, str], source: str) -> None:
+        # Aliases first, so the explicit REMORA_* names win over the seed's names.
+        if values.get("DATABASE_URL", "") == "" and any(values.get(n, "") != "" for n in POSTGRES_ENV):
+            assign("database.url", postgres_url(values), source.format(name="POSTGRES_*"))
+        for name, dotted in ENV_ALIASES.items():
+            if values.get(name, "") != "":
+                value = values[name]
+                if name == "SERVER_ADDR" and value.startswith(":"):
+                    value = "0.0.0.0" + value
+                assign(dotted, value, source.format(name=name))
+        for dotted in meta:
+            name = _env_key(dotted)
+            if values.get(name, "") != "":
+                assign(dotted, values[name], source.format(name=name))
+
+    # .env in the working directory: above the defaults, below everything else.
+    dotenv = Path(DOTENV_FILE)
+    if dotenv.is_file():
+        settings.dotenv_file = str(dotenv.resolve())
+        apply_env(read_dotenv(dotenv), f"dotenv:{settings.dotenv_file}:{{name}}")
     path = find_config_file(config_file, env)
     if path is not None:
         settings.config_file = str(path)
@@ -534,17 +628,7 @@ def load(
                     raise ConfigError(f"{path}: unknown key {dotted}")
                 assign(dotted, value, f"file:{path}")
 
-    # Aliases first, so the explicit REMORA_* names win over the seed's names.
-    for name, dotted in ENV_ALIASES.items():
-        if env.get(name, "") != "":
-            value = env[name]
-            if name == "SERVER_ADDR" and value.startswith(":"):
-                value = "0.0.0.0" + value
-            assign(dotted, value, f"env:{name}")
-    for dotted in meta:
-        name = _env_key(dotted)
-        if env.get(name, "") != "":
-            assign(dotted, env[name], f"env:{name}")
+    apply_env(env, "env:{name}")
 
     for dotted, value in (overrides or {}).items():
         if value is not None:

@@ -254,6 +254,11 @@ def _decode(chunk: OutputChunk) -> bytes:
     return zlib.decompress(data) if chunk.encoding == ENCODING_ZLIB else data
 
 
+def decode_chunk(chunk: OutputChunk) -> bytes:
+    """A stored chunk's bytes (decompressed when it was stored compressed)."""
+    return _decode(chunk)
+
+
 def stream_length(job_id: str, stream: Stream) -> int:
     row = Job.select(Job.stdout_bytes, Job.stderr_bytes).where(Job.id == job_id).first()
     if row is None:
@@ -271,8 +276,8 @@ def _first_offset(job_id: str, stream: Stream, start: int) -> int:
     return int(value or 0)
 
 
-def iter_stream(job_id: str, stream: Stream, start: int = 0, end: int | None = None, page: int = 64) -> Iterator[bytes]:
-    """Yield bytes ``[start, end)`` of a stream, a page of chunks at a time."""
+def _iter_pieces(job_id: str, stream: Stream, start: int, end: int | None, page: int = 64) -> Iterator[tuple[int, bytes]]:
+    """Yield (chunk seq, bytes) covering bytes ``[start, end)`` of a stream, a page of chunks at a time."""
     cursor = _first_offset(job_id, stream, start)
     while True:
         query = (
@@ -291,11 +296,37 @@ def iter_stream(job_id: str, stream: Stream, start: int = 0, end: int | None = N
             lo = max(start - chunk.offset, 0)
             hi = len(data) if end is None else min(len(data), end - chunk.offset)
             if hi > lo:
-                yield data[lo:hi]
+                yield chunk.seq, data[lo:hi]
         last = chunks[-1]
         cursor = last.offset + max(last.length, 1)
         if len(chunks) < page:
             return
+
+
+def iter_stream(job_id: str, stream: Stream, start: int = 0, end: int | None = None, page: int = 64) -> Iterator[bytes]:
+    """Yield bytes ``[start, end)`` of a stream, a page of chunks at a time."""
+    for _, data in _iter_pieces(job_id, stream, start, end, page):
+        yield data
+
+
+def read_interleaved(job_id: str, ranges: dict[Stream, tuple[int, int]]) -> list[tuple[Stream, bytes]]:
+    """Byte ranges ``[start, end)`` of both streams as (stream, bytes) pieces in the order they were written.
+
+    Pieces come from the chunks' global sequence, so stdout and stderr lines
+    interleave as the job printed them; consecutive pieces of one stream are merged.
+    """
+    pieces: list[tuple[int, Stream, bytes]] = []
+    for stream, (start, end) in ranges.items():
+        if end > start:
+            pieces += [(seq, stream, data) for seq, data in _iter_pieces(job_id, stream, start, end)]
+    pieces.sort(key=lambda p: p[0])
+    out: list[tuple[Stream, bytes]] = []
+    for _, stream, data in pieces:
+        if out and out[-1][0] == stream:
+            out[-1] = (stream, out[-1][1] + data)
+        else:
+            out.append((stream, data))
+    return out
 
 
 def read_stream(job_id: str, stream: Stream, start: int = 0, limit: int | None = None) -> bytes:

@@ -9,6 +9,7 @@ get ``(app, request)`` and return data (JSON, the route's status) or a
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -29,6 +30,7 @@ from remora.errors import Forbidden, NotFound, RemoraError, Unauthorized, Unavai
 from remora.logs import set_request_id
 from remora.services import audit
 from remora.services.context import Context
+from remora.services.debug import RequestLog
 from remora.services.files import PathTraversal
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class App:
         # a quarter per client address, so /health and the rest of the API always have threads left.
         self.streams = StreamSlots(threads // 2, threads // 4)
         self.auth_limiter = FailureLimiter(settings.api.auth_failures_per_second)
+        self.request_log = RequestLog()  # the debug report's recent requests and errors
 
     @property
     def routes(self) -> list[Route]:
@@ -129,6 +132,7 @@ class App:
         self._add_cors(req, response)
         elapsed = time.perf_counter() - started
         self.metrics.observe(req.route_name or "unmatched", req.method, response.status, elapsed)
+        self._remember(req, response, elapsed, request_id)
         if access_log.isEnabledFor(logging.INFO):
             who = req.identity.name if req.identity else "-"
             access_log.info(
@@ -143,6 +147,29 @@ class App:
         if req.method == "HEAD" or response.status == 304:
             return [b""]
         return _ClosingIterator(response.iter_body(), request_id, response.run_on_close)
+
+    def _remember(self, req: Request, response: Response, elapsed: float, request_id: str) -> None:
+        """Keep the request (path without its query string) for the debug report; error answers with their code."""
+        entry = {
+            "at": round(time.time(), 3),
+            "method": req.method,
+            "path": printable(req.path[:200]),
+            "route": req.route_name or "unmatched",
+            "status": response.status,
+            "ms": round(elapsed * 1000, 2),
+            "actor": req.identity.name if req.identity else None,
+            "request_id": request_id,
+        }
+        error = None
+        if response.status >= 400:
+            error = {"code": None, "error": None}
+            if isinstance(response.body, bytes) and response.body[:1] == b"{":
+                try:
+                    body = json.loads(response.body)
+                    error = {"code": body.get("code"), "error": str(body.get("error") or "")[:300]}
+                except ValueError:
+                    pass
+        self.request_log.record(entry, error)
 
     def _respond(self, req: Request) -> Response:
         try:

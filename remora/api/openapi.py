@@ -37,7 +37,8 @@ def _error_response(status: int) -> dict[str, Any]:
 
 
 def _operation(route: Route) -> dict[str, Any]:
-    op: dict[str, Any] = {"operationId": route.name, "summary": route.summary, "tags": [route.tag]}
+    # x-remora-role: the least role that may call it (viewer < operator < admin); "public" needs no token
+    op: dict[str, Any] = {"operationId": route.name, "summary": route.summary, "tags": [route.tag], "x-remora-role": route.role or "public"}
     params = [{"name": name, "in": "path", "required": True, "schema": PATH_SCHEMAS[conv]} for _, name, conv in route.params]
     params += [
         {"name": p.name, "in": "query", "required": p.required, "schema": p.schema, "description": p.description} for p in route.query

@@ -125,6 +125,11 @@ LOGS = obj(
         "stdout": {"type": "string"},
         "stderr": {"type": "string"},
         "output": {"type": "string"},
+        "pieces": {
+            "type": "array",
+            "description": "The returned stdout and stderr as pieces in the order the job wrote them (the combined view).",
+            "items": obj({"stream": {"type": "string", "enum": ["stdout", "stderr"]}, "text": {"type": "string"}}, ["stream", "text"]),
+        },
         "next_stdout_offset": {"type": "integer"},
         "next_stderr_offset": {"type": "integer"},
         "complete": {"type": "boolean"},
@@ -190,10 +195,14 @@ def submit_script(app: App, req: Request, body: dict[str, Any]) -> Any:
     return _submit(app, req, body)
 
 
+LIST_ARGS = (
+    "page", "limit", "status", "server_id", "batch_id", "search", "id_prefix", "sort_by", "sort_order",
+    "search_output", "created_after", "created_before", "exit_code",
+)  # fmt: skip
+
+
 def list_jobs(app: App, req: Request) -> Response | dict[str, Any]:
-    filters = queries.parse_filters(
-        {k: req.arg(k) for k in ("page", "limit", "status", "server_id", "batch_id", "search", "id_prefix", "sort_by", "sort_order")}
-    )
+    filters = queries.parse_filters({k: req.arg(k) for k in LIST_ARGS})
     etag = (
         'W/"'
         + hashlib.sha1(f"{queries.change_marker()}|{req.query_string}|{services.may_see_script(_role(req))}".encode()).hexdigest()[:24]
@@ -311,6 +320,19 @@ LIST_PARAMS = [
     Param("server_id", {"type": "string"}, "Only jobs on this server."),
     Param("batch_id", {"type": "string"}, "Only jobs of this fan-out."),
     Param("search", {"type": "string", "maxLength": 200}, "Substring of command, args, job name or server name."),
+    Param(
+        "search_output",
+        {"type": "boolean"},
+        f"With search: also match the jobs' output (case-insensitive), bounded to the first {queries.SEARCH_OUTPUT_BYTES // 1024} KiB "
+        f"of each stream of the {queries.SEARCH_OUTPUT_JOBS} newest jobs with output that match the other filters.",
+    ),
+    Param("created_after", {"type": "string", "format": "date-time"}, "Only jobs created at or after this RFC 3339 time."),
+    Param("created_before", {"type": "string", "format": "date-time"}, "Only jobs created before this RFC 3339 time."),
+    Param(
+        "exit_code",
+        {"type": "integer", "minimum": -queries.MAX_EXIT_CODE, "maximum": queries.MAX_EXIT_CODE},
+        "Only jobs that exited with this code.",
+    ),
     Param(
         "id_prefix",
         {"type": "string", "maxLength": 36, "pattern": "^[0-9a-fA-F-]*$"},

@@ -179,6 +179,14 @@ def metrics(app: App, req: Request) -> Response:
     return Response(status=200, body=body.encode(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+def debug_report(app: App, req: Request) -> dict[str, Any]:
+    """Version, configuration (masked), database, queue, workers, recent requests and errors: for bug reports."""
+    from remora.services import debug
+
+    stats = _queue_stats(app)
+    return debug.report(app.settings, queue_stats=stats, workers=_workers(app) if stats is not None else None, log=app.request_log)
+
+
 def openapi(app: App, req: Request) -> Response:
     from remora.api.openapi import build
 
@@ -300,6 +308,20 @@ def routes(settings: Settings) -> list[Route]:
             response=obj({"events": array(ANY_OBJECT), "pagination": ANY_OBJECT}, closed=False),
             query=PAGE_PARAMS,
             errors=(400,),
+            **sys,
+        ),
+        Route(
+            "GET",
+            "/api/v1/debug",
+            debug_report,
+            "admin",
+            "Debug report: version, configuration with sources (secrets masked), database, queue, workers, recent requests and errors",
+            response=obj(
+                {k: ANY_OBJECT for k in ("build", "config", "database", "queue")}
+                | {"workers": {"type": ["array", "null"]}, "requests": array(ANY_OBJECT), "errors": array(ANY_OBJECT)},
+                ["build", "config", "database", "queue", "requests", "errors"],
+                closed=False,
+            ),
             **sys,
         ),
         Route("GET", "/metrics", metrics, "viewer", "Prometheus metrics", content_type="text/plain", **sys),

@@ -65,7 +65,8 @@ def _check(schema: dict[str, Any], value: Any, path: str, errors: dict[str, str]
         if matched == "integer" and isinstance(value, float):
             value = int(value)
     if "enum" in schema and value not in schema["enum"]:
-        errors[path or "body"] = "must be one of " + ", ".join(str(v) for v in schema["enum"])
+        # null (an omitted optional value) is not a choice to offer in the message
+        errors[path or "body"] = "must be one of " + ", ".join(str(v) for v in schema["enum"] if v is not None)
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if ("minimum" in schema and value < schema["minimum"]) or ("maximum" in schema and value > schema["maximum"]):

@@ -62,7 +62,7 @@ def _root(
 
 
 def _register() -> None:
-    from remora.cli import admin, api, jobs, queue, servers, submit, up, worker
+    from remora.cli import admin, api, debug, jobs, queue, servers, submit, up, worker
 
     up.register(app)
     queue.register(app)
@@ -72,6 +72,7 @@ def _register() -> None:
     jobs.register(app)
     servers.register(app)
     admin.register(app)
+    debug.register(app)
 
 
 _register()

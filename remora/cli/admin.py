@@ -45,14 +45,15 @@ def config_show(
 
     settings = STATE.settings()
     if as_json:
-        data: dict = {"config_file": settings.config_file, "settings": settings.masked()}
+        data: dict = {"config_file": settings.config_file, "dotenv_file": settings.dotenv_file, "settings": settings.masked()}
         if sources:
             data["sources"] = dict(settings.sources)
         print_json(data)
         return
     from rich.table import Table
 
-    table = Table(title=f"config file: {settings.config_file or '(none)'}", show_lines=False)
+    dotenv = f"; .env: {settings.dotenv_file}" if settings.dotenv_file else ""
+    table = Table(title=f"config file: {settings.config_file or '(none)'}{dotenv}", show_lines=False)
     table.add_column("key")
     table.add_column("value")
     if sources:

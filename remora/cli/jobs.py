@@ -27,6 +27,12 @@ def list_jobs(
     server: Annotated[str | None, typer.Option("--server", "-s", help="Only jobs on this server (name or id).")] = None,
     batch: Annotated[str | None, typer.Option("--batch", help="Only jobs of this batch id.")] = None,
     search: Annotated[str | None, typer.Option("--search", help="Text in command, args, server name or job name.")] = None,
+    search_output: Annotated[
+        bool, typer.Option("--search-output", help="With --search: also match the first 16 KiB of output of the 500 newest jobs.")
+    ] = False,
+    created_after: Annotated[str | None, typer.Option("--created-after", help="Only jobs created at/after this RFC 3339 time.")] = None,
+    created_before: Annotated[str | None, typer.Option("--created-before", help="Only jobs created before this RFC 3339 time.")] = None,
+    exit_code: Annotated[int | None, typer.Option("--exit-code", help="Only jobs that exited with this code.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100, help="Jobs per page.")] = 20,
     page: Annotated[int, typer.Option("--page", min=1, help="Page number.")] = 1,
     as_json: JsonOpt = False,
@@ -35,13 +41,14 @@ def list_jobs(
 ) -> None:
     """List jobs, newest first.
 
-    Example: remora jobs list --status failed --server web-1
+    Example: remora jobs list --status failed --server web-1 --created-after 2026-01-31T00:00:00Z
     """
     client = make_client(api_url, token)
     server_id = client.resolve_server(server)["id"] if server else None
     data = client.list_jobs(
-        status=status, server_id=server_id, batch_id=batch, search=search, limit=limit, page=page, sort_by="created_at", sort_order="desc"
-    )
+        status=status, server_id=server_id, batch_id=batch, search=search, limit=limit, page=page, sort_by="created_at", sort_order="desc",
+        search_output="true" if search_output else None, created_after=created_after, created_before=created_before, exit_code=exit_code,
+    )  # fmt: skip
     if as_json:
         print_json(data)
         return

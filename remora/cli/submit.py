@@ -14,7 +14,10 @@ from remora.cli.connect import ApiUrlOpt, JsonOpt, TokenOpt, make_client
 from remora.cli.render import err, out, server_name, short, stderr_tty, stdout_tty
 from remora.errors import ValidationError
 
-WaitOpt = Annotated[bool, typer.Option("--wait", "-w", help="Block until the job(s) finish; exit with the job's exit code.")]
+WaitOpt = Annotated[
+    bool, typer.Option("--wait", "-w", help="Block until the job(s) finish, print their stdout/stderr; exit with the job's exit code.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="With --wait: do not print the jobs' output, only wait.")]
 FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Stream stdout/stderr live (implies --wait).")]
 
 
@@ -53,6 +56,7 @@ def submit(
     script: Annotated[str | None, typer.Option("--script", help="Run this script file ('-' reads stdin) instead of a command.")] = None,
     shell: Annotated[str | None, typer.Option("--shell", help="Shell for --script (an allowed shell, e.g. /bin/bash).")] = None,
     wait: WaitOpt = False,
+    quiet: QuietOpt = False,
     follow: FollowOpt = False,
     as_json: JsonOpt = False,
     api_url: ApiUrlOpt = None,
@@ -60,8 +64,10 @@ def submit(
 ) -> None:
     """Submit a command or script to one or more servers.
 
-    Without --wait/--follow it prints the new job id(s) and exits 0. With
-    --wait or --follow it exits with the job's own exit code (0-255); several
+    Without --wait/--follow it prints the new job id(s) and exits 0. --wait
+    prints the jobs' stdout and stderr when they finish (--quiet: only waits);
+    --follow streams them live and, on several servers, ends with a summary
+    per host. Both exit with the job's own exit code (0-255); several
     servers: non-zero when any failed. Remora's own outcomes: 124 timed out,
     125 canceled, 69 API unreachable, 75 gave up waiting.
 
@@ -89,10 +95,19 @@ def submit(
         body["env"] = parse_kv(env, "--env")
     client = make_client(api_url, token)
     jobs = client.submit(body)
-    finish(client, jobs, wait=wait, follow=follow, as_json=as_json)
+    finish(client, jobs, wait=wait, follow=follow, as_json=as_json, quiet=quiet)
 
 
-def finish(client: Any, jobs: list[dict[str, Any]], *, wait: bool, follow: bool, as_json: bool, batch_id: str | None = None) -> None:
+def finish(
+    client: Any,
+    jobs: list[dict[str, Any]],
+    *,
+    wait: bool,
+    follow: bool,
+    as_json: bool,
+    batch_id: str | None = None,
+    quiet: bool = True,
+) -> None:
     """Print what was submitted, or wait/follow and exit with the jobs' code."""
     if not (wait or follow):
         report_submitted(jobs, as_json=as_json, batch_id=batch_id)
@@ -109,8 +124,13 @@ def finish(client: Any, jobs: list[dict[str, Any]], *, wait: bool, follow: bool,
         ids = " ".join(short(j["id"]) for j in jobs)
         sys.stderr.write(f"\nstopped waiting; the job(s) keep running: remora jobs wait {ids}\n")
         raise
+    if not (follow or quiet or as_json):
+        # --wait: the finished jobs' output, read from the start (lines prefixed by server when several)
+        Watcher(client, final, follow=True).run()
     if as_json:
         print_json(final[0] if len(final) == 1 else {"batch_id": batch_id or final[0].get("batch_id"), "jobs": final})
+    elif follow and len(final) > 1:
+        host_summary(final)
     elif not follow or stderr_tty():
         for job in final:
             err(summary_line(job))
@@ -119,6 +139,18 @@ def finish(client: Any, jobs: list[dict[str, Any]], *, wait: bool, follow: bool,
             if not_the_commands_own(job):
                 sys.stderr.write(f"remora: {strip_markup(summary_line(job))}\n")
     raise typer.Exit(combined_exit_code(final))
+
+
+def host_summary(jobs: list[dict[str, Any]]) -> None:
+    """A fan-out's end on stderr: one row per host with its status and exit code (stdout stays the jobs' own)."""
+    rows = [(server_name(j), str(j.get("status") or "?"), "-" if j.get("exit_code") is None else str(j["exit_code"])) for j in jobs]
+    widths = [max(len(r[i]) for r in [("HOST", "STATUS", "EXIT"), *rows]) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [("HOST", "STATUS", "EXIT"), *rows]]
+    for job in jobs:
+        if not_the_commands_own(job) and job.get("error"):
+            lines.append(f"{server_name(job)}: {job['error']}")
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()
 
 
 def not_the_commands_own(job: dict[str, Any]) -> bool:

@@ -95,6 +95,7 @@ class Engine:
         self.prio_count = [0] * (PRIORITIES + 1)
         self._shared: dict[Any, Any] = {}
         self.woken: set[str] = set()  # queues that gained ready jobs since the server last looked
+        self.worker_active_window = WORKER_ACTIVE_WINDOW  # the worker health check: silent longer = inactive
         self.totals = dict.fromkeys(
             ("put", "reserved", "acked", "nacked", "expired", "dead_lettered", "canceled", "kicked", "purged", "unreserved"), 0
         )
@@ -618,7 +619,7 @@ class Engine:
                 "concurrency": w.concurrency,
                 "last_heartbeat": w.last_heartbeat,
                 "heartbeat_age": round(max(0.0, now - w.last_heartbeat), 3),
-                "active": now - w.last_heartbeat <= WORKER_ACTIVE_WINDOW,
+                "active": now - w.last_heartbeat <= self.worker_active_window,
                 "jobs": sorted(w.jobs),
                 "done": w.done,
                 "failed": w.failed,
@@ -631,7 +632,7 @@ class Engine:
         queues = {name: q.counts() for name, q in sorted(self.queues.items())}
         ready = sum(q["ready"] for q in queues.values())
         delayed = sum(q["delayed"] for q in queues.values())
-        active = sum(1 for w in self.workers.values() if now - w.last_heartbeat <= WORKER_ACTIVE_WINDOW)
+        active = sum(1 for w in self.workers.values() if now - w.last_heartbeat <= self.worker_active_window)
         return {
             "queue_depth": ready + delayed,
             "active_workers": active,

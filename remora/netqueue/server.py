@@ -89,6 +89,7 @@ class QueueServer(Replies):
         auth_timeout: float = 5.0,
         max_queues: int = 1000,
         max_unauthenticated: int = MAX_UNAUTHENTICATED,
+        health_check_interval: float | None = None,
     ) -> None:
         if fsync not in ("always", "interval", "never"):
             raise ConfigError(f"queue fsync = {fsync!r}: expected always, interval or never")
@@ -112,6 +113,8 @@ class QueueServer(Replies):
         self.max_unauthenticated = max(1, max_unauthenticated)
         self.lock = threading.RLock()
         self.engine = Engine(max_size=max_size)
+        if health_check_interval:  # a worker silent longer than this counts as inactive (queue.health_check_interval)
+            self.engine.worker_active_window = float(health_check_interval)
         self.dispatcher = Dispatcher(self)
         self.wal: WriteAheadLog | None = None
         self.recovery: dict[str, Any] = {}
@@ -157,6 +160,7 @@ class QueueServer(Replies):
             "busy_poll": settings.queue.busy_poll,
             "auth_timeout": settings.queue.auth_timeout,
             "max_queues": settings.queue.max_queues,
+            "health_check_interval": settings.queue.health_check_interval,
         }
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         if "token" not in kwargs:

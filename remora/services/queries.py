@@ -7,6 +7,8 @@ byte range from ``remora.output`` so a 64 MiB job is never loaded at once.
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -16,8 +18,8 @@ from typing import Any
 from remora import models
 from remora.errors import ValidationError
 from remora.executor.base import Stream
-from remora.models import FINISHED_STATUSES, Job, JobStatus, Server
-from remora.output import read_combined, read_stream
+from remora.models import FINISHED_STATUSES, Job, JobStatus, OutputChunk, Server
+from remora.output import decode_chunk, read_combined, read_interleaved, read_stream
 from remora.services.render import job_dict, text
 
 SORT_FIELDS = ("created_at", "updated_at", "started_at", "finished_at", "priority", "status", "name", "command", "exit_code")
@@ -25,6 +27,11 @@ MAX_PAGE = 1_000_000_000
 LOG_SLICE = 1024 * 1024  # bytes per stream per /logs answer unless ?max_bytes=
 MAX_LOG_SLICE = 8 * 1024 * 1024
 DETAIL_BODY = 256 * 1024  # bytes of each stream a job's detail view carries
+# search_output=true is bounded: it looks at the first SEARCH_OUTPUT_BYTES of each stream of the
+# SEARCH_OUTPUT_JOBS newest jobs (with output) that match the other filters.
+SEARCH_OUTPUT_JOBS = 500
+SEARCH_OUTPUT_BYTES = 16 * 1024
+MAX_EXIT_CODE = 255
 
 
 @dataclass
@@ -38,6 +45,10 @@ class JobFilters:
     id_prefix: str | None = None
     sort_by: str = "created_at"
     sort_order: str = "desc"
+    search_output: bool = False
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+    exit_code: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +56,10 @@ class JobFilters:
             "server_id": self.server_id,
             "batch_id": self.batch_id,
             "search": self.search,
+            "search_output": self.search_output,
+            "created_after": models.to_rfc3339(self.created_after),
+            "created_before": models.to_rfc3339(self.created_before),
+            "exit_code": self.exit_code,
             "id_prefix": self.id_prefix,
             "sort_by": self.sort_by,
             "sort_order": self.sort_order,
@@ -62,6 +77,31 @@ def _int_arg(args: dict[str, str | None], name: str, default: int, lo: int, hi: 
     if not lo <= value <= hi:
         raise ValidationError(f"{name} must be between {lo} and {hi}", details={name: f"must be between {lo} and {hi}"})
     return value
+
+
+def _time_arg(args: dict[str, str | None], name: str) -> dt.datetime | None:
+    """An RFC 3339 timestamp (``2026-01-31T12:00:00Z``, an offset, or a date) as naive UTC."""
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("z", "Z"))
+    except ValueError:
+        raise ValidationError(
+            f"{name} must be an RFC 3339 timestamp", details={name: "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z"}
+        ) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _bool_arg(args: dict[str, str | None], name: str) -> bool:
+    raw = (args.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ValidationError(f"{name} must be true or false", details={name: "must be true or false"})
 
 
 def parse_filters(args: dict[str, str | None]) -> JobFilters:
@@ -83,7 +123,15 @@ def parse_filters(args: dict[str, str | None]) -> JobFilters:
     id_prefix = (args.get("id_prefix") or "").strip().lower() or None
     if id_prefix and not re.fullmatch(r"[0-9a-f-]{1,36}", id_prefix):
         raise ValidationError("id_prefix must be the start of a job id", details={"id_prefix": "must be hexadecimal digits and dashes"})
+    created_after, created_before = _time_arg(args, "created_after"), _time_arg(args, "created_before")
+    if created_after and created_before and created_after > created_before:
+        raise ValidationError("created_after is later than created_before", details={"created_after": "must not be after created_before"})
+    exit_code = None if (args.get("exit_code") or "").strip() == "" else _int_arg(args, "exit_code", 0, -MAX_EXIT_CODE, MAX_EXIT_CODE)
     return JobFilters(
+        search_output=_bool_arg(args, "search_output"),
+        created_after=created_after,
+        created_before=created_before,
+        exit_code=exit_code,
         page=_int_arg(args, "page", 1, 1, MAX_PAGE),
         limit=_int_arg(args, "limit", 20, 1, 100),
         status=statuses,
@@ -102,7 +150,7 @@ def _contains(column: Any, needle: str) -> Any:
     return position(models.fn.LOWER(column), needle.lower()) > 0
 
 
-def _where(query: Any, f: JobFilters, *, joined: bool) -> Any:
+def _where(query: Any, f: JobFilters, *, joined: bool, output_ids: list[str] | None = None) -> Any:
     if f.status:
         query = query.where(Job.status.in_(f.status))
     if f.server_id:
@@ -112,12 +160,53 @@ def _where(query: Any, f: JobFilters, *, joined: bool) -> Any:
     if f.id_prefix:
         # A range on the primary key, so the index answers it (ids are lower-case text).
         query = query.where(Job.id >= f.id_prefix, Job.id < f.id_prefix + "\uffff")
+    if f.created_after is not None:
+        query = query.where(Job.created_at >= f.created_after)
+    if f.created_before is not None:
+        query = query.where(Job.created_at < f.created_before)
+    if f.exit_code is not None:
+        query = query.where(Job.exit_code == f.exit_code)
     if f.search:
         cond = _contains(Job.command, f.search) | _contains(Job.args, f.search) | _contains(models.fn.COALESCE(Job.name, ""), f.search)
         if joined:
             cond = cond | _contains(Server.name, f.search)
+        if output_ids:  # search_output: jobs whose output holds the text (see _jobs_with_output_text)
+            cond = cond | Job.id.in_(output_ids)
         query = query.where(cond)
     return query
+
+
+def _jobs_with_output_text(f: JobFilters) -> list[str]:
+    """Ids of jobs whose output contains ``f.search`` (case-insensitive), within the documented bound.
+
+    Only the ``SEARCH_OUTPUT_JOBS`` newest jobs with output that match the
+    other filters are looked at, and only the first ``SEARCH_OUTPUT_BYTES`` of
+    each of their streams: two queries, however large the table.
+    """
+    assert f.search
+    others = dataclasses.replace(f, search=None, search_output=False)
+    candidates = [
+        row[0]
+        for row in _where(Job.select(Job.id), others, joined=False)
+        .where((Job.stdout_bytes > 0) | (Job.stderr_bytes > 0))
+        .order_by(Job.created_at.desc())
+        .limit(SEARCH_OUTPUT_JOBS)
+        .tuples()
+    ]
+    if not candidates:
+        return []
+    needle = f.search.lower().encode()
+    texts: dict[str, dict[int, bytearray]] = {}
+    chunks: Any = (
+        OutputChunk.select(OutputChunk.job, OutputChunk.stream, OutputChunk.data, OutputChunk.encoding)
+        .where(OutputChunk.job.in_(candidates), OutputChunk.offset < SEARCH_OUTPUT_BYTES)
+        .order_by(OutputChunk.job, OutputChunk.stream, OutputChunk.offset)
+    )
+    for chunk in chunks:
+        buf = texts.setdefault(str(chunk.job_id), {}).setdefault(int(chunk.stream), bytearray())
+        if len(buf) < SEARCH_OUTPUT_BYTES:
+            buf += decode_chunk(chunk)[: SEARCH_OUTPUT_BYTES - len(buf)]
+    return [job_id for job_id, streams in texts.items() if any(needle in bytes(b).lower() for b in streams.values())]
 
 
 def list_jobs(f: JobFilters) -> tuple[list[dict[str, Any]], int]:
@@ -128,12 +217,13 @@ def list_jobs(f: JobFilters) -> tuple[list[dict[str, Any]], int]:
         order.append(Job.created_at.desc())
     order.append(Job.id.desc() if f.sort_order == "desc" else Job.id.asc())
     page_query = Job.select(Job, Server.id, Server.name, Server.hostname).join(Server)
-    page_query = _where(page_query, f, joined=True).order_by(*order).limit(f.limit).offset((f.page - 1) * f.limit)
+    output_ids = _jobs_with_output_text(f) if f.search and f.search_output else None
+    page_query = _where(page_query, f, joined=True, output_ids=output_ids).order_by(*order).limit(f.limit).offset((f.page - 1) * f.limit)
     jobs = [job_dict(job, job.server) for job in page_query]
     count_query = Job.select(models.fn.COUNT(models.SQL("*")))
     if f.search:
         count_query = count_query.join(Server)
-    total = int(_where(count_query, f, joined=bool(f.search)).scalar() or 0)
+    total = int(_where(count_query, f, joined=bool(f.search), output_ids=output_ids).scalar() or 0)
     return jobs, total
 
 
@@ -170,6 +260,17 @@ def _utf8_cut(data: bytes) -> bytes:
     return data
 
 
+def _pieces(job_id: str, ranges: dict[Stream, tuple[int, int]]) -> list[dict[str, str]]:
+    """The returned slices of both streams as ordered {stream, text} pieces (the combined view's order)."""
+    decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in ranges}
+    out = []
+    for stream, data in read_interleaved(job_id, ranges):
+        piece = decoders[stream].decode(data)  # a character split across chunks is completed by the next piece
+        if piece:
+            out.append({"stream": "stdout" if stream == Stream.STDOUT else "stderr", "text": piece})
+    return out
+
+
 def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max_bytes: int = LOG_SLICE) -> dict[str, Any]:
     """Logs of a job: everything (up to ``max_bytes`` per stream) or what follows the given byte offsets."""
     incremental = stdout_offset is not None or stderr_offset is not None
@@ -188,8 +289,9 @@ def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max
     nexts = {s: starts[s] + len(slices[s]) for s in slices}
     complete = finished and all(nexts[s] >= lengths[s] for s in nexts)
     stdout, stderr = text(slices[Stream.STDOUT]), text(slices[Stream.STDERR])
+    pieces = _pieces(job.id, {s: (starts[s], nexts[s]) for s in slices})
     if incremental:
-        output = stdout + stderr
+        output = "".join(p["text"] for p in pieces)
     else:
         output = text(_utf8_cut(read_combined(job.id, limit=2 * max_bytes)))
     return {
@@ -198,6 +300,7 @@ def job_logs(job: Job, stdout_offset: int | None, stderr_offset: int | None, max
         "stdout": stdout,
         "stderr": stderr,
         "output": output,
+        "pieces": pieces,
         "exit_code": job.exit_code,
         "error": job.error or "",
         "started_at": models.to_rfc3339(job.started_at),

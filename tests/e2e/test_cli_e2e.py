@@ -207,3 +207,22 @@ def test_jobs_logs_follow_streams_one_stream_and_exits_with_the_job_code(remora:
     res = remora.run("jobs", "logs", job_id.decode().strip()[:8], "--follow", "--stderr")
     assert res.returncode == 6
     assert res.stdout == b"" and res.stderr == b"e1\ne2\n"
+
+
+def test_submit_wait_prints_the_jobs_output_and_quiet_does_not(remora: Remora):
+    res = ok(remora.run("submit", "-s", "ssh-1", "--wait", "--", "sh", "-c", "echo from-remote; echo to-err >&2"))
+    assert res.stdout == b"from-remote\n", res.stdout
+    assert b"to-err\n" in res.stderr
+    quiet = ok(remora.run("submit", "-s", "ssh-1", "--wait", "--quiet", "--", "echo", "from-remote"))
+    assert quiet.stdout == b"" and b"from-remote" not in quiet.stderr
+    failed = remora.run("submit", "-s", "ssh-1", "--wait", "--", "sh", "-c", "echo before-fail; exit 3")
+    assert failed.returncode == 3 and failed.stdout == b"before-fail\n"
+
+
+def test_follow_on_several_servers_ends_with_a_per_host_summary(remora: Remora):
+    res = remora.run("submit", "-s", "ssh-1", "-s", "ssh-2", "--follow", "--", "echo", "out")
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.decode().splitlines()
+    head = next(i for i, line in enumerate(lines) if re.match(r"^HOST\s+STATUS\s+EXIT", line))
+    rows = sorted(re.split(r"\s+", line.strip()) for line in lines[head + 1 : head + 3])
+    assert rows == [["ssh-1", "completed", "0"], ["ssh-2", "completed", "0"]], lines

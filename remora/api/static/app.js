@@ -8,6 +8,8 @@ const views = {
   jobs: () => import('./jobs.js'),
   servers: () => import('./servers.js'),
   queue: () => import('./queue.js'),
+  console: () => import('./console.js'),
+  debug: () => import('./debug.js'),
 };
 
 let current = { name: null, view: null };
@@ -74,6 +76,7 @@ function takeTokenFromUrl() {
 
 function showSignIn(message) {
   $('#topbar').hidden = true;
+  $('#nav-debug').hidden = true;
   current.view?.unmount?.();
   current = { name: null, view: null };
   closeTop(true);
@@ -112,6 +115,7 @@ async function start() {
   setTimeout(() => detectRole().then(() => {
     document.body.classList.toggle('read-only', session.readOnly);
     $('#ro-badge').hidden = !session.readOnly;
+    $('#nav-debug').hidden = session.role !== 'admin'; // the debug panel is for admin tokens only
     if (session.name) $('#signout-btn').title = `Signed in as ${session.name} (${session.role}). Sign out`;
   }), 150);
 }

@@ -174,10 +174,16 @@ export function openJobView(id) {
     if (!stopped && !FINISHED.has(job?.status)) metaTimer = setTimeout(refreshMeta, document.hidden ? 5000 : META_POLL_MS);
   }
 
-  function addOutput(stream, text) {
+  function addOutput(stream, text, combined = true) {
     if (!text) return;
     views[stream].append(text);
-    views.combined.append(text, stream === 'stderr' ? 'err' : '');
+    if (combined) views.combined.append(text, stream === 'stderr' ? 'err' : '');
+    placeholder.hidden = !views[active].isEmpty;
+  }
+
+  // The combined view follows the order the job wrote (the API's pieces), not stdout then stderr.
+  function addCombined(pieces) {
+    for (const p of pieces) if (p.text) views.combined.append(p.text, p.stream === 'stderr' ? 'err' : '');
     placeholder.hidden = !views[active].isEmpty;
   }
 
@@ -187,9 +193,11 @@ export function openJobView(id) {
     let behind = false;
     try {
       const data = await get(`jobs/${id}/logs`, { stdout_offset: offsets.stdout, stderr_offset: offsets.stderr });
+      const ordered = Array.isArray(data.pieces);
+      if (ordered) addCombined(data.pieces);
       for (const stream of ['stdout', 'stderr']) {
         const text = data[stream] || '';
-        addOutput(stream, text);
+        addOutput(stream, text, !ordered);
         const next = data[`next_${stream}_offset`];
         offsets[stream] = typeof next === 'number' ? next : offsets[stream] + utf8Length(text);
       }
@@ -257,9 +265,11 @@ export function openBatchView(batchId) {
 
   async function pollOutput(job, it) {
     const data = await get(`jobs/${job.id}/logs`, { stdout_offset: it.offsets.stdout, stderr_offset: it.offsets.stderr });
+    const ordered = Array.isArray(data.pieces);
+    if (ordered) for (const p of data.pieces) it.view.append(p.text, p.stream === 'stderr' ? 'err' : '');
     for (const stream of ['stdout', 'stderr']) {
       const text = data[stream] || '';
-      it.view.append(text, stream === 'stderr' ? 'err' : '');
+      if (!ordered) it.view.append(text, stream === 'stderr' ? 'err' : '');
       const next = data[`next_${stream}_offset`];
       it.offsets[stream] = typeof next === 'number' ? next : it.offsets[stream] + utf8Length(text);
     }

@@ -33,10 +33,12 @@ export function mount(main) {
   const banner = h('div.banner.error', { role: 'alert', hidden: true });
   main.append(h('div.page-head', null, h('h1', null, 'Queue & workers')), banner, statsBox, h('div.grid-2.cards', null, barsBox, queuesBox), workersBox, dlqBox);
 
-  function renderStats(s) {
+  // running: jobs running now (the API's count); totals.* are lifetime event counters, never a current state
+  function renderStats(s, info) {
+    const running = info && typeof info.running_jobs === 'number' ? info.running_jobs : s.reserved;
     setChildren(statsBox,
       stat('waiting', num(s.queue_depth), 'Jobs ready or delayed in the queue'),
-      stat('running', num(s.totals?.reserved ?? s.reserved ?? s.running), 'Jobs leased to workers'),
+      stat('running', num(running), `Jobs running now (held by workers in the queue: ${num(s.reserved)})`),
       stat('workers', num(s.active_workers)),
       stat('jobs / min', num((s.processing_rate || 0) * 60, 1), 'Finished per minute, recent average'),
       stat('avg wait', formatDuration(s.average_wait_time), 'Average time from queued to started'),
@@ -89,11 +91,11 @@ export function mount(main) {
   }
 
   async function load() {
-    const [stats, workers, dlq] = await Promise.allSettled([get('queue/stats'), get('workers/stats'), get('queue/dlq')]);
-    const failed = [stats, workers, dlq].find((r) => r.status === 'rejected');
+    const [stats, workers, dlq, info] = await Promise.allSettled([get('queue/stats'), get('workers/stats'), get('queue/dlq'), get('system/info')]);
+    const failed = [stats, workers, dlq, info].find((r) => r.status === 'rejected');
     banner.hidden = !failed;
     if (failed) banner.textContent = `Some queue data is unavailable: ${failed.reason.message}`;
-    if (stats.status === 'fulfilled') renderStats(stats.value || {});
+    if (stats.status === 'fulfilled') renderStats(stats.value || {}, info.status === 'fulfilled' ? info.value : null);
     if (workers.status === 'fulfilled') renderWorkers(Array.isArray(workers.value) ? workers.value : workers.value.workers || []);
     if (dlq.status === 'fulfilled') renderDlq(Array.isArray(dlq.value) ? dlq.value : dlq.value.jobs || dlq.value.items || []);
   }
