@@ -8,6 +8,7 @@ are removed again and the caller gets QueueFull (503 + Retry-After).
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import logging
@@ -15,7 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from remora import models
+from remora import jobstate, models
 from remora.auth import ROLE_RANK
 from remora.config import Settings, job_env_name_problem
 from remora.crypto import SecretBox
@@ -146,30 +147,21 @@ def check_local_role(ctx: Context, spec: JobSpec, servers: list[Server], role: s
     )
 
 
-def queue_body(server: Server) -> bytes:
-    """The job's message body; the PUT also carries the server as the job's concurrency group (docs/dispatch.md)."""
-    return json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
+def put_items(ctx: Context, jobs: list[tuple[Job, Server]]) -> list[Any]:
+    """The queue client's ``PutItem`` of each job, from the one message builder (``jobstate.queue_message``)."""
+    from remora.netqueue.client import PutItem
+
+    ttr = ctx.settings.queue.worker_timeout
+    return [
+        PutItem(**dataclasses.asdict(jobstate.queue_message(job, server, ttr=ttr, default_queue=ctx.queue_name))) for job, server in jobs
+    ]
 
 
 def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:
     """Put jobs on the queue. False when the queue is unreachable (the reconciler will); QueueFull propagates."""
     if ctx.queue is None or not jobs:
         return False
-    from remora.netqueue.client import PutItem
-
-    items = [
-        PutItem(
-            job_id=job.id,
-            queue=job.queue or ctx.queue_name,
-            priority=job.priority,
-            ttr=ctx.settings.queue.worker_timeout,
-            max_attempts=job.retries + 2,
-            body=queue_body(server),
-            group=server.id,
-            limit=server.max_concurrent_jobs or 0,
-        )
-        for job, server in jobs
-    ]
+    items = put_items(ctx, jobs)
     try:
         if len(items) == 1:
             item = items[0]
@@ -215,7 +207,7 @@ def create_jobs(
     batch_id = models.new_id() if (batch if batch is not None else len(servers) > 1) else None
     now = models.utcnow()
     jobs = [
-        Job(
+        jobstate.new_job(
             id=models.new_id(),
             name=spec.name,
             command=spec.command,
@@ -230,18 +222,18 @@ def create_jobs(
             batch_id=batch_id,
             parent_id=parent_id,
             queue=spec.queue or ctx.queue_name,
-            status=JobStatus.QUEUED.value,
             priority=spec.priority,
             timeout=spec.timeout,
             retries=spec.retries,
             created_by=actor,
             created_at=now,
-            updated_at=now,
         )
         for server in servers
     ]
     try:
-        ctx.group.submit([job.__data__ for job in jobs], list(zip(jobs, servers, strict=True)), _record, lambda pairs: put_jobs(ctx, pairs))
+        ctx.group.submit(
+            [job.__data__ for job in jobs], list(zip(jobs, servers, strict=True)), jobstate.record, lambda pairs: put_jobs(ctx, pairs)
+        )
     except models.IntegrityError as exc:  # a target server was deleted meanwhile (another API instance)
         forget_servers()
         log.warning("cannot record job(s): %s", exc)
@@ -253,11 +245,6 @@ def create_jobs(
         _unrecord(ctx, jobs)
         raise QueueFull("the queue is full: try again later", details={"retry_after": 5}) from None
     return jobs
-
-
-def _record(rows: list[dict[str, Any]]) -> None:
-    with models.write_transaction():
-        models.insert_rows(Job, rows)
 
 
 def _unrecord(ctx: Context, jobs: list[Job]) -> None:
@@ -289,30 +276,18 @@ def get_job(job_id: str) -> Job:
 
 def cancel_job(ctx: Context, job_id: str, actor: str) -> tuple[Job, str]:
     """Cancel a queued job (removed from the queue) or a running one (the worker kills it)."""
+    outcome = jobstate.cancel(job_id, actor)
+    if outcome is jobstate.Cancel.MISSING:
+        raise NotFound(f"job not found: {job_id}")
     job = get_job(job_id)
-    if JobStatus(job.status).finished:
+    if outcome is jobstate.Cancel.FINISHED:
         raise Conflict(f"job is already {job.status}", details={"status": job.status})
-    now = models.utcnow()
-    if job.status == JobStatus.QUEUED.value:
-        changed = (
-            Job.update(
-                status=JobStatus.CANCELED.value, finished_at=now, updated_at=now, error=f"canceled by {actor}", cancel_requested=True
-            )
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-            .execute()
-        )
-        if changed:
-            _queue_cancel(ctx, job_id)
-            return get_job(job_id), "job canceled"
-        job = get_job(job_id)  # it started meanwhile
-        if JobStatus(job.status).finished:
-            raise Conflict(f"job is already {job.status}", details={"status": job.status})
-    Job.update(cancel_requested=True, updated_at=now).where(Job.id == job_id).execute()
-    outcome = _queue_cancel(ctx, job_id)
-    message = (
-        "cancel requested: the worker stops the job" if outcome != "unavailable" else "cancel recorded: delivered when the queue is back"
-    )
-    return get_job(job_id), message
+    if outcome is jobstate.Cancel.CANCELED:
+        _queue_cancel(ctx, job_id)
+        return job, "job canceled"
+    sent = _queue_cancel(ctx, job_id)
+    message = "cancel requested: the worker stops the job" if sent != "unavailable" else "cancel recorded: delivered when the queue is back"
+    return job, message
 
 
 def _queue_cancel(ctx: Context, job_id: str) -> str:
