@@ -101,7 +101,7 @@ def test_the_scan_finds_each_kind_of_write(tmp_path: Path) -> None:
         "models.insert_rows(Job, [])\n"
         "models.claim_job('x', 'w', None, ())\n"
         "job.status = 'failed'\n"
-        "SQL = 'UPDATE \"job\" SET \"status\" = 1'\n"
+        'SQL = \'UPDATE "job" SET "status" = 1\'\n'
         "values = {Job.status: 'canceled'}\n"
         "Job.update(priority=3).execute()\n"  # not a status write: allowed
     )
