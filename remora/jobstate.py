@@ -97,8 +97,9 @@ RUN_FIELDS = (
     "attempt_errors",
     "stdout_bytes",
     "stderr_bytes",
-    "updated_at",
 )
+# A message whose job was not claimed (rare): also what ``worker_lost`` guards on.
+LOOK_FIELDS = (*RUN_FIELDS, "updated_at")
 
 
 def attempt_error(attempt: int, error: str) -> dict[str, Any]:
@@ -191,7 +192,7 @@ def claim(job_id: str, worker_id: str) -> Claim:
         updated, job = models.claim_job(job_id, worker_id, now, RUN_FIELDS)
     if updated:
         return Claim(Action.RUN, "claimed", job)
-    job = models.select_job(job_id, RUN_FIELDS)
+    job = models.select_job(job_id, LOOK_FIELDS)
     if job is None:
         return Claim(Action.ACK, "job no longer exists")
     status = JobStatus(job.status)
@@ -231,7 +232,9 @@ def take_over(job: Job, worker_id: str) -> Claim:
 
 
 def worker_lost(job: Job, *, detected_by: str) -> JobStatus | None:
-    """The worker running ``job`` (as loaded) is gone: ``canceled``, ``queued`` or ``failed``; None when the row moved on.
+    """The worker running ``job`` (loaded with at least ``LOOK_FIELDS``) is gone: ``canceled``, ``queued`` or ``failed``.
+
+    None when the row moved on (another attempt, worker or update since it was read): nothing changed.
 
     ``detected_by`` (a worker id or ``reconciler``) is logged by the caller; the row does not keep it.
     """
