@@ -62,10 +62,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import logging
 from typing import Any
 
 from remora import models
 from remora.models import Job, JobStatus, Server
+
+log = logging.getLogger(__name__)
 
 WORKER_LOST = "worker lost"
 WORKER_LOST_RETRYING = "worker lost; retrying"
@@ -236,9 +239,8 @@ def worker_lost(job: Job, *, detected_by: str) -> JobStatus | None:
 
     None when the row moved on (another attempt, worker or update since it was read): nothing changed.
 
-    ``detected_by`` (a worker id or ``reconciler``) is logged by the caller; the row does not keep it.
+    ``detected_by`` (a worker id or ``reconciler``) is only logged; the row does not keep it.
     """
-    del detected_by
     now = models.utcnow()
     guard = [Job.id == job.id, Job.status == JobStatus.RUNNING.value, Job.attempts == job.attempts, Job.updated_at == job.updated_at]
     guard.append(Job.worker.is_null() if job.worker is None else Job.worker == job.worker)
@@ -256,6 +258,8 @@ def worker_lost(job: Job, *, detected_by: str) -> JobStatus | None:
     values.update({Job.status: status.value, Job.updated_at: now})
     with models.write_transaction():
         changed = Job.update(values).where(*guard).execute()
+    if changed:
+        log.warning("job %s: worker %s lost at attempt %d (noticed by %s): %s", job.id, job.worker, job.attempts, detected_by, status.value)
     return status if changed else None
 
 

@@ -185,7 +185,6 @@ class Reconciler(PeriodicTask):
         status = jobstate.worker_lost(job, detected_by=LOCK_NAME)
         if status is None:
             return 0
-        log.warning("reconciler: job %s: its worker %s was lost (attempt %d): %s", job.id, job.worker, job.attempts, status.value)
         if status is JobStatus.QUEUED:
             self._put([job])
         return 1
