@@ -33,20 +33,28 @@ DEFAULT_SERVERS = ["local"]
 
 @dataclass
 class JobSpec:
-    """One job to submit, as the API's POST /jobs or /jobs/script wants it."""
+    """One job to submit: what to run and where -- from a job file, an API body or a copied job.
+
+    Fields left ``None`` are unset: the API fills in its defaults (``remora.services.jobs.job_spec``:
+    priority 5, the configured timeout, no retries, no pty).  A job file's jobs run on ``local``
+    unless they name ``servers``.
+    """
 
     command: str = ""
     args: str = ""
     script: str | None = None
     shell: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    pty: bool | None = None
     name: str | None = None
-    servers: list[str] = field(default_factory=lambda: list(DEFAULT_SERVERS))
     priority: int | None = None
     timeout: int | None = None
     retries: int | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    pty: bool | None = None
     queue: str | None = None
+    server_id: str | None = None
+    server_ids: list[str] = field(default_factory=list)
+    servers: list[str] = field(default_factory=list)
     source: str = ""  # file:line:column of the job, for messages
 
     def payload(self) -> dict[str, Any]:
@@ -60,10 +68,12 @@ class JobSpec:
             body["command"] = self.command
         if self.args:
             body["args"] = self.args
-        for key in ("name", "priority", "timeout", "retries", "pty", "queue"):
+        for key in ("name", "priority", "timeout", "retries", "pty", "queue", "workdir", "server_id"):
             value = getattr(self, key)
             if value is not None:
                 body[key] = value
+        if self.server_ids:
+            body["server_ids"] = list(self.server_ids)
         if self.env:
             body["env"] = dict(self.env)
         return body
@@ -194,7 +204,7 @@ def _job(
 ) -> JobSpec:
     _check_keys(b, own)
     merged = {**defaults, **own}
-    spec = JobSpec(source=b.where(node))
+    spec = JobSpec(source=b.where(node), servers=list(DEFAULT_SERVERS))
     values: dict[str, Any] = {}
     for key, (_, value_node) in merged.items():
         values[key] = _field(b, key, value_node, base)

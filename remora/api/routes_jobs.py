@@ -173,7 +173,7 @@ def _for_reader(req: Request, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _submit(app: App, req: Request, body: dict[str, Any]) -> Response | dict[str, Any]:
-    spec = services.JobSpec.from_dict(body, app.ctx)
+    spec = services.job_spec(body, app.ctx)
     servers = services.resolve_servers(spec.server_id, spec.server_ids, spec.servers)
     batch = bool(spec.server_ids or spec.servers)
     jobs = services.create_jobs(app.ctx, spec, servers, _actor(req), role=_role(req), batch=batch)

@@ -9,8 +9,8 @@ the dashboard's queue page):
 - ``worker died too often``: the queue dead-lettered the message because
   its lease expired ``max_attempts`` times (the workers holding it died).
 
-Kicking one (``kick``) writes a fresh attempt to its row (``fresh_attempt``:
-the one place that does) and puts it back on the queue.
+Kicking one (``kick``) writes a fresh attempt to its row
+(``remora.jobstate.fresh_attempt``) and puts it back on the queue.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from remora import models
+from remora import jobstate, models
 from remora.errors import Conflict, QueueError, QueueUnavailable
 from remora.models import Job, JobStatus, Server
 from remora.services.context import Context
@@ -28,29 +28,6 @@ log = logging.getLogger(__name__)
 QUEUE_ERRORS = (QueueError, QueueUnavailable, OSError)
 RETRIES_EXHAUSTED = "retries exhausted"
 WORKER_DIED = "worker died too often"
-
-
-def fresh_attempt(job_id: str, from_statuses: tuple[str, ...]) -> bool:
-    """The job's row back to ``queued`` for a fresh attempt: attempts, worker, exit code, error, times reset.
-
-    Only from one of ``from_statuses`` (a conditional update); earlier attempts' errors stay in ``attempt_errors``.
-    """
-    now = models.utcnow()
-    values = {
-        Job.status: JobStatus.QUEUED.value,
-        Job.attempts: 0,
-        Job.worker: None,
-        Job.exit_code: None,
-        Job.signal: None,
-        Job.error: "",
-        Job.remote_pid: None,
-        Job.started_at: None,
-        Job.finished_at: None,
-        Job.cancel_requested: False,
-        Job.updated_at: now,
-    }
-    with models.write_transaction():
-        return bool(Job.update(values).where(Job.id == job_id, Job.status.in_(from_statuses)).execute())
 
 
 def _entry(job: Job | None, job_id: str, kind: str, reason: str, **queue_fields: Any) -> dict[str, Any]:
@@ -128,12 +105,10 @@ def kick(ctx: Context, job_id: str) -> Job:
         except QUEUE_ERRORS as exc:
             raise QueueUnavailable(f"the queue is unavailable: {exc}", retry_after=5) from None
         in_queue_dlq = held is not None and held.state == "dead"
-    allowed: tuple[str, ...] = (JobStatus.FAILED.value,)
-    if in_queue_dlq:  # its row may still say running (its last worker died) or queued (none claimed it)
-        allowed = (JobStatus.FAILED.value, JobStatus.RUNNING.value, JobStatus.QUEUED.value)
+    # a queue dead letter's row may still say running (its last worker died) or queued (none claimed it)
     if not in_queue_dlq and not (job.status == JobStatus.FAILED.value and job.attempts > job.retries):
         raise Conflict(f"job is {job.status}: not a dead letter", details={"status": job.status})
-    if not fresh_attempt(job_id, allowed):
+    if not jobstate.fresh_attempt(job_id, queue_dead=in_queue_dlq):
         raise Conflict("the job changed meanwhile: not a dead letter any more", details={"status": get_job(job_id).status})
     if in_queue_dlq:
         try:

@@ -8,18 +8,19 @@ are removed again and the caller gets QueueFull (503 + Retry-After).
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import logging
 import shlex
-from dataclasses import dataclass, field
 from typing import Any
 
-from remora import models
+from remora import jobstate, models
 from remora.auth import ROLE_RANK
 from remora.config import Settings, job_env_name_problem
 from remora.crypto import SecretBox
 from remora.errors import Conflict, Forbidden, NotFound, QueueError, QueueFull, QueueUnavailable, Unavailable, ValidationError
+from remora.jobfile import JobSpec
 from remora.models import AuthType, Job, JobStatus, Server
 from remora.services.context import Context
 from remora.services.servers import forget_servers, resolve_servers
@@ -36,58 +37,57 @@ def default_timeout(settings: Settings) -> int:
     return int(min(settings.ssh.execution_timeout, settings.api.max_timeout)) or 300
 
 
-@dataclass
-class JobSpec:
-    """What to run and where; validated by ``JobSpec.from_dict`` (API body or CLI)."""
+SPEC_FIELDS = tuple(name for name in JobSpec.__dataclass_fields__ if name != "source")
 
-    command: str = ""
-    args: str = ""
-    script: str | None = None
-    shell: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    workdir: str | None = None
-    pty: bool = False
-    name: str | None = None
-    priority: int = 5
-    timeout: int = 300
-    retries: int = 0
-    queue: str | None = None
-    server_id: str | None = None
-    server_ids: list[str] = field(default_factory=list)
-    servers: list[str] = field(default_factory=list)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], ctx: Context) -> JobSpec:
-        spec = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__ and v is not None})
-        if isinstance(data.get("args"), list):
-            spec.args = shlex.join(str(a) for a in data["args"])
-        if "timeout" not in data or data.get("timeout") is None:
-            spec.timeout = default_timeout(ctx.settings)
-        spec.validate(ctx)
-        return spec
+def job_spec(data: dict[str, Any], ctx: Context) -> JobSpec:
+    """A validated ``JobSpec`` from an API body (or CLI values): unset fields get the defaults."""
+    spec = JobSpec(**{k: v for k, v in data.items() if k in SPEC_FIELDS and v is not None})
+    if isinstance(data.get("args"), list):
+        spec.args = shlex.join(str(a) for a in data["args"])
+    fill_defaults(spec, ctx.settings)
+    validate_spec(spec, ctx)
+    return spec
 
-    def validate(self, ctx: Context) -> None:
-        errors: dict[str, str] = {}
-        if self.script is None and not self.command.strip():
-            errors["command"] = "is required"
-        if self.script is not None and not self.script.strip():
-            errors["script"] = "must not be empty"
-        if not 1 <= self.priority <= 10:
-            errors["priority"] = "must be between 1 and 10"
-        if not 1 <= self.timeout <= ctx.settings.api.max_timeout:
-            errors["timeout"] = f"must be between 1 and {ctx.settings.api.max_timeout}"
-        if not 0 <= self.retries <= 10:
-            errors["retries"] = "must be between 0 and 10"
-        if self.shell is not None and self.shell not in ctx.settings.security.allowed_shells:
-            errors["shell"] = "must be one of " + ", ".join(ctx.settings.security.allowed_shells)
-        if not (self.server_id or self.server_ids or self.servers):
-            errors["server_id"] = "is required (or server_ids / servers)"
-        env_error = check_env(self.env)
-        if env_error:
-            errors["env"] = env_error
-        if errors:
-            field_name, message = next(iter(errors.items()))
-            raise ValidationError(f"invalid job: {field_name} {message}", details=errors)
+
+def fill_defaults(spec: JobSpec, settings: Settings) -> JobSpec:
+    """Unset fields of ``spec`` -> the defaults: priority 5, ``default_timeout``, no retries, no pty."""
+    if spec.priority is None:
+        spec.priority = 5
+    if spec.timeout is None:
+        spec.timeout = default_timeout(settings)
+    if spec.retries is None:
+        spec.retries = 0
+    if spec.pty is None:
+        spec.pty = False
+    return spec
+
+
+def validate_spec(spec: JobSpec, ctx: Context) -> None:
+    """Raise ValidationError (the first problem as the message, all of them in ``details``)."""
+    fill_defaults(spec, ctx.settings)
+    assert spec.priority is not None and spec.timeout is not None and spec.retries is not None
+    errors: dict[str, str] = {}
+    if spec.script is None and not spec.command.strip():
+        errors["command"] = "is required"
+    if spec.script is not None and not spec.script.strip():
+        errors["script"] = "must not be empty"
+    if not 1 <= spec.priority <= 10:
+        errors["priority"] = "must be between 1 and 10"
+    if not 1 <= spec.timeout <= ctx.settings.api.max_timeout:
+        errors["timeout"] = f"must be between 1 and {ctx.settings.api.max_timeout}"
+    if not 0 <= spec.retries <= 10:
+        errors["retries"] = "must be between 0 and 10"
+    if spec.shell is not None and spec.shell not in ctx.settings.security.allowed_shells:
+        errors["shell"] = "must be one of " + ", ".join(ctx.settings.security.allowed_shells)
+    if not (spec.server_id or spec.server_ids or spec.servers):
+        errors["server_id"] = "is required (or server_ids / servers)"
+    env_error = check_env(spec.env)
+    if env_error:
+        errors["env"] = env_error
+    if errors:
+        field_name, message = next(iter(errors.items()))
+        raise ValidationError(f"invalid job: {field_name} {message}", details=errors)
 
 
 def check_env(env: dict[str, Any]) -> str | None:
@@ -146,30 +146,21 @@ def check_local_role(ctx: Context, spec: JobSpec, servers: list[Server], role: s
     )
 
 
-def queue_body(server: Server) -> bytes:
-    """The job's message body; the PUT also carries the server as the job's concurrency group (docs/dispatch.md)."""
-    return json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
+def put_items(ctx: Context, jobs: list[tuple[Job, Server]]) -> list[Any]:
+    """The queue client's ``PutItem`` of each job, from the one message builder (``jobstate.queue_message``)."""
+    from remora.netqueue.client import PutItem
+
+    ttr = ctx.settings.queue.worker_timeout
+    return [
+        PutItem(**dataclasses.asdict(jobstate.queue_message(job, server, ttr=ttr, default_queue=ctx.queue_name))) for job, server in jobs
+    ]
 
 
 def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:
     """Put jobs on the queue. False when the queue is unreachable (the reconciler will); QueueFull propagates."""
     if ctx.queue is None or not jobs:
         return False
-    from remora.netqueue.client import PutItem
-
-    items = [
-        PutItem(
-            job_id=job.id,
-            queue=job.queue or ctx.queue_name,
-            priority=job.priority,
-            ttr=ctx.settings.queue.worker_timeout,
-            max_attempts=job.retries + 2,
-            body=queue_body(server),
-            group=server.id,
-            limit=server.max_concurrent_jobs or 0,
-        )
-        for job, server in jobs
-    ]
+    items = put_items(ctx, jobs)
     try:
         if len(items) == 1:
             item = items[0]
@@ -210,12 +201,13 @@ def create_jobs(
     Secret-looking ``env`` values are stored encrypted (``Job.secret_env``), ``***`` in ``env``.
     Concurrent calls share the transaction and the queue batch (``ctx.group``, see group_commit).
     """
+    fill_defaults(spec, ctx.settings)
     check_local_role(ctx, spec, servers, role)
     env, secret_env = split_env(ctx, spec.env)
     batch_id = models.new_id() if (batch if batch is not None else len(servers) > 1) else None
     now = models.utcnow()
     jobs = [
-        Job(
+        jobstate.new_job(
             id=models.new_id(),
             name=spec.name,
             command=spec.command,
@@ -230,18 +222,18 @@ def create_jobs(
             batch_id=batch_id,
             parent_id=parent_id,
             queue=spec.queue or ctx.queue_name,
-            status=JobStatus.QUEUED.value,
             priority=spec.priority,
             timeout=spec.timeout,
             retries=spec.retries,
             created_by=actor,
             created_at=now,
-            updated_at=now,
         )
         for server in servers
     ]
     try:
-        ctx.group.submit([job.__data__ for job in jobs], list(zip(jobs, servers, strict=True)), _record, lambda pairs: put_jobs(ctx, pairs))
+        ctx.group.submit(
+            [job.__data__ for job in jobs], list(zip(jobs, servers, strict=True)), jobstate.record, lambda pairs: put_jobs(ctx, pairs)
+        )
     except models.IntegrityError as exc:  # a target server was deleted meanwhile (another API instance)
         forget_servers()
         log.warning("cannot record job(s): %s", exc)
@@ -253,11 +245,6 @@ def create_jobs(
         _unrecord(ctx, jobs)
         raise QueueFull("the queue is full: try again later", details={"retry_after": 5}) from None
     return jobs
-
-
-def _record(rows: list[dict[str, Any]]) -> None:
-    with models.write_transaction():
-        models.insert_rows(Job, rows)
 
 
 def _unrecord(ctx: Context, jobs: list[Job]) -> None:
@@ -275,7 +262,7 @@ def _unrecord(ctx: Context, jobs: list[Job]) -> None:
 def submit_jobs(ctx: Context, spec: JobSpec | dict[str, Any], actor: str, *, role: str) -> list[Job]:
     """Record and queue one job per target server (``server_id``, ``server_ids``, ``servers``)."""
     if isinstance(spec, dict):
-        spec = JobSpec.from_dict(spec, ctx)
+        spec = job_spec(spec, ctx)
     servers = resolve_servers(spec.server_id, spec.server_ids, spec.servers)
     return create_jobs(ctx, spec, servers, actor, role=role)
 
@@ -289,30 +276,18 @@ def get_job(job_id: str) -> Job:
 
 def cancel_job(ctx: Context, job_id: str, actor: str) -> tuple[Job, str]:
     """Cancel a queued job (removed from the queue) or a running one (the worker kills it)."""
+    outcome = jobstate.cancel(job_id, actor)
+    if outcome is jobstate.Cancel.MISSING:
+        raise NotFound(f"job not found: {job_id}")
     job = get_job(job_id)
-    if JobStatus(job.status).finished:
+    if outcome is jobstate.Cancel.FINISHED:
         raise Conflict(f"job is already {job.status}", details={"status": job.status})
-    now = models.utcnow()
-    if job.status == JobStatus.QUEUED.value:
-        changed = (
-            Job.update(
-                status=JobStatus.CANCELED.value, finished_at=now, updated_at=now, error=f"canceled by {actor}", cancel_requested=True
-            )
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-            .execute()
-        )
-        if changed:
-            _queue_cancel(ctx, job_id)
-            return get_job(job_id), "job canceled"
-        job = get_job(job_id)  # it started meanwhile
-        if JobStatus(job.status).finished:
-            raise Conflict(f"job is already {job.status}", details={"status": job.status})
-    Job.update(cancel_requested=True, updated_at=now).where(Job.id == job_id).execute()
-    outcome = _queue_cancel(ctx, job_id)
-    message = (
-        "cancel requested: the worker stops the job" if outcome != "unavailable" else "cancel recorded: delivered when the queue is back"
-    )
-    return get_job(job_id), message
+    if outcome is jobstate.Cancel.CANCELED:
+        _queue_cancel(ctx, job_id)
+        return job, "job canceled"
+    sent = _queue_cancel(ctx, job_id)
+    message = "cancel requested: the worker stops the job" if sent != "unavailable" else "cancel recorded: delivered when the queue is back"
+    return job, message
 
 
 def _queue_cancel(ctx: Context, job_id: str) -> str:
@@ -350,7 +325,7 @@ def duplicate_job(ctx: Context, job_id: str, actor: str, changes: dict[str, Any]
     changes = changes or {}
     spec = _copy_spec(ctx, job, timeout=changes.get("timeout"), priority=changes.get("priority"))
     spec.server_id = changes.get("server_id") or job.server_id
-    spec.validate(ctx)
+    validate_spec(spec, ctx)
     servers = resolve_servers(spec.server_id, [], [])
     new = create_jobs(ctx, spec, servers, actor, role=role, parent_id=job.id)[0]
     return new, job

@@ -12,9 +12,11 @@ database lock, see remora.upkeep.dblock):
   backlog costs nothing in steady state;
 - re-sends CANCEL for running jobs whose cancel was requested while the
   queue was unreachable;
-- turns ``running`` jobs whose lease the queue no longer knows and that have
-  not been updated for ``2 x queue.worker_timeout`` into ``failed`` ("worker
-  lost"), or back into ``queued`` when retries remain.
+- hands ``running`` jobs whose lease the queue no longer knows and that have
+  not been updated for ``2 x queue.worker_timeout`` to ``jobstate.worker_lost``
+  (the same transition as a worker's take-over: ``queued`` again when retries
+  remain, else ``failed`` / "worker lost"; ``canceled`` when a cancel was
+  requested) and puts the requeued ones back on the queue.
 
 It tolerates the queue being down (logged once per outage) and never dies
 on one bad row.
@@ -25,12 +27,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Any
 
-from remora import models
+from remora import jobstate, models
 from remora.errors import QueueError, QueueUnavailable, RemoraError
 from remora.models import Job, JobStatus, Server
 from remora.services.context import Context
+from remora.services.jobs import put_items
 from remora.upkeep.periodic import PeriodicTask
 
 log = logging.getLogger(__name__)
@@ -155,23 +157,8 @@ class Reconciler(PeriodicTask):
         return self._put(jobs)
 
     def _put(self, jobs: list[Job]) -> int:
-        from remora.netqueue.client import PutItem
-
-        queue: Any = self.ctx.queue
-        items = [
-            PutItem(
-                job_id=job.id,
-                queue=job.queue or self.ctx.queue_name,
-                priority=job.priority,
-                ttr=self.ctx.settings.queue.worker_timeout,
-                max_attempts=job.retries + 2,
-                body=_body(job),
-                group=job.server_id,
-                limit=job.server.max_concurrent_jobs or 0,
-            )
-            for job in jobs
-        ]
-        inserted = queue.put_many(items)
+        items = put_items(self.ctx, [(job, job.server) for job in jobs])
+        inserted = self.ctx.queue.put_many(items)  # type: ignore[union-attr]
         return sum(1 for ok in inserted if ok)
 
     def _resend_cancels(self) -> int:
@@ -194,29 +181,13 @@ class Reconciler(PeriodicTask):
         return lost
 
     def _give_up_or_retry(self, job: Job) -> int:
-        now = models.utcnow()
-        if job.attempts <= job.retries and not job.cancel_requested:
-            changed = (
-                Job.update(status=JobStatus.QUEUED.value, worker=None, updated_at=now, error="worker lost; retrying")
-                .where(Job.id == job.id, Job.status == JobStatus.RUNNING.value, Job.updated_at == job.updated_at)
-                .execute()
-            )
-            if changed:
-                job.status = JobStatus.QUEUED.value
-                self._put([job])
-            return int(changed)
-        status = JobStatus.CANCELED.value if job.cancel_requested else JobStatus.FAILED.value
-        return int(
-            Job.update(status=status, finished_at=now, updated_at=now, error="worker lost")
-            .where(Job.id == job.id, Job.status == JobStatus.RUNNING.value, Job.updated_at == job.updated_at)
-            .execute()
-        )
-
-
-def _body(job: Job) -> bytes:
-    import json
-
-    return json.dumps({"server_id": job.server_id, "max_concurrent": job.server.max_concurrent_jobs}, separators=(",", ":")).encode()
+        """The job's worker is gone: ``jobstate.worker_lost``; a job back in ``queued`` is put again at once."""
+        status = jobstate.worker_lost(job, detected_by=LOCK_NAME)
+        if status is None:
+            return 0
+        if status is JobStatus.QUEUED:
+            self._put([job])
+        return 1
 
 
 __all__ = ["Reconciler"]

@@ -1,7 +1,7 @@
 """The worker: reserve -> claim -> run -> stream output -> finish -> ack, on N threads.
 
 Each of ``worker.concurrency`` slot threads reserves one job at a time from
-NetQueue, claims it in the database (``remora.claims``: a conditional
+NetQueue, claims it in the database (``remora.jobstate``: a conditional
 ``queued`` -> ``running`` update, so a duplicate delivery never runs twice at
 once), runs it with the server's executor (SSH, pooled; or local), streams
 its output into ``OutputChunk`` rows through ``remora.output.JobOutput`` and
@@ -51,14 +51,14 @@ import threading
 import time
 from typing import Any
 
-from remora import claims, models
-from remora.claims import Action
+from remora import jobstate, models
 from remora.config import Settings
 from remora.crypto import SecretBox
 from remora.errors import RemoraError
 from remora.executor import executor_for
 from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, Stream
 from remora.executor.sshpool import SSHPool
+from remora.jobstate import Action
 from remora.models import Job, JobStatus, Server
 from remora.netqueue.client import QueueClient, Reservation
 from remora.services.targets import target_for
@@ -213,7 +213,7 @@ class Worker:
             return
         if outcome.action is Action.RUN and outcome.job is not None:
             if not self.held.started(active):  # the queue handed it back meanwhile: not ours to run
-                self._db_retry(lambda: claims.release(outcome.job.id, self.id, outcome.job.attempts))  # type: ignore[union-attr]
+                self._db_retry(lambda: jobstate.release(outcome.job.id, self.id, outcome.job.attempts))  # type: ignore[union-attr]
                 self.held.done(reservation.id, "")
                 return
             self._run(outcome.job, active)
@@ -222,10 +222,10 @@ class Worker:
             self.stats["skipped"] += 1
             self.held.done(reservation.id, "ack")
 
-    def _claim(self, reservation: Reservation, active: HeldJob) -> claims.Claim | None:
+    def _claim(self, reservation: Reservation, active: HeldJob) -> jobstate.Claim | None:
         try:
             # the queue enforces Server.max_concurrent_jobs (the job's concurrency group): no count here
-            outcome = claims.claim(reservation.id, self.id)
+            outcome = jobstate.claim(reservation.id, self.id)
             if outcome.action is Action.TAKE_OVER and outcome.job is not None:
                 outcome = self._take_over(outcome.job, reservation)
             self._db_outage.ok()
@@ -240,14 +240,14 @@ class Worker:
             return None
         return outcome
 
-    def _take_over(self, job: Job, reservation: Reservation) -> claims.Claim:
+    def _take_over(self, job: Job, reservation: Reservation) -> jobstate.Claim:
         """A redelivered job still ``running``: its worker is gone (or, on a first delivery, maybe alive)."""
         if reservation.attempt <= 1 and job.worker and self._worker_alive(job.worker):
-            return claims.Claim(Action.ACK, f"held by live worker {job.worker}")
+            return jobstate.Claim(Action.ACK, f"held by live worker {job.worker}")
         log.warning("job %s: its worker %s was lost (attempt %d)", job.id, job.worker, job.attempts)
         if job.remote_pid:
             self._kill_leftovers(job)
-        return claims.take_over(job, self.id)
+        return jobstate.take_over(job, self.id)
 
     def _worker_alive(self, worker_id: str) -> bool:
         if worker_id == self.id:
@@ -342,7 +342,7 @@ class Worker:
         if active.reason == "shutdown":
             if sink is not None:
                 sink.close()
-            self._db_retry(lambda: claims.release(job.id, self.id, job.attempts))
+            self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
             self.stats["requeued"] += 1
             self.held.done(job.id, "nack")
             return
@@ -353,25 +353,25 @@ class Worker:
             "remote_pid": result.remote_pid,
         }
         if result.attempt_errors:
-            ssh_errors = [claims.attempt_error(job.attempts, e) for e in result.attempt_errors]
+            ssh_errors = [jobstate.attempt_error(job.attempts, e) for e in result.attempt_errors]
             extra["attempt_errors"] = [*(job.attempt_errors or []), *ssh_errors]
         retry = status is JobStatus.FAILED and job.attempts <= job.retries and not self._stopping.is_set()
         if retry:
             if sink is not None:
                 sink.close()
-            self._db_retry(lambda: claims.requeue(job.id, self.id, job.attempts, error, **extra))
+            self._db_retry(lambda: jobstate.requeue(job.id, self.id, job.attempts, error, **extra))
             self.stats["requeued"] += 1
             delay = min(1.0 * job.attempts, 10.0)
             log.info("job %s: attempt %d failed (%s); retrying in %.0fs", job.id, job.attempts, error, delay)
             self.held.done(job.id, "nack", delay)
             return
         if output is not None:
-            finish = functools.partial(claims.finish, job.id, self.id, job.attempts, status, in_transaction=True, error=error, **extra)
+            finish = functools.partial(jobstate.finish, job.id, self.id, job.attempts, status, in_transaction=True, error=error, **extra)
             self._db_retry(lambda: output.flush(also=finish))
         if sink is not None:
             sink.close()  # stores nothing more after the write above (unless the worker gave it up at shutdown)
         if output is None:
-            self._db_retry(lambda: claims.finish(job.id, self.id, job.attempts, status, error=error, **extra))
+            self._db_retry(lambda: jobstate.finish(job.id, self.id, job.attempts, status, error=error, **extra))
         self.stats[status.value] = self.stats.get(status.value, 0) + 1
         log.debug("job %s: %s %s", job.id, status.value, error)
         self.held.done(job.id, "ack")
@@ -396,11 +396,11 @@ class Worker:
         if not running:
             return
         try:
-            for job_id in claims.cancel_requested(list(running)):
+            for job_id in jobstate.cancel_requested(list(running)):
                 running[job_id].stop("canceled")
             for active in running.values():
                 if active.pid and not active.pid_recorded:
-                    claims.record_pid(active.job_id, self.id, active.attempt, active.pid)
+                    jobstate.record_pid(active.job_id, self.id, active.attempt, active.pid)
                     active.pid_recorded = True
             self._db_outage.ok()
         except models.DatabaseError as exc:

@@ -116,8 +116,12 @@ def test_reconciler_fails_or_requeues_jobs_of_a_lost_worker(tmp_path):
         wait_for(lambda: _status(lost)[0] != "running" and _status(retry)[0] != "running" and _status(canceled)[0] != "running", timeout=10)
         assert _status(lost) == ("failed", "worker lost")
         assert Job.get_by_id(lost).finished_at is not None
-        assert _status(canceled) == ("canceled", "worker lost")
+        assert _status(canceled) == ("canceled", "canceled (its worker was lost)")
         assert _status(retry) == ("queued", "worker lost; retrying")
+        # the same transition as a worker's take-over: the lost attempt is recorded either way
+        for job_id in (lost, retry):
+            assert [(e["attempt"], e["error"]) for e in Job.get_by_id(job_id).attempt_errors] == [(1, "worker lost")]
+        assert Job.get_by_id(canceled).attempt_errors == []
         assert api.queue.peek(retry) is not None  # back on the queue for another attempt
         assert api.get(f"/api/v1/jobs/{lost}").json()["status"] == "failed"
 

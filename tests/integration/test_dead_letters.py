@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from remora.errors import Conflict
+from remora.jobstate import message_body
 from remora.models import Job, Server
-from remora.services.jobs import queue_body
 from tests.support.cluster import Cluster
 from tests.support.waits import wait_for
 from tests.support.workerkit import wait_status
@@ -65,7 +65,7 @@ def test_a_job_whose_workers_died_too_often_is_a_dead_letter_and_a_kick_queues_i
     server = Server.get_by_id(local)
     job = Job.create(server=server, command="true", queue="limbo")  # a queue no worker watches
     with c.queue_client() as q:
-        q.put(job.id, queue="limbo", ttr=0.5, max_attempts=1, body=queue_body(server), group=server.id)
+        q.put(job.id, queue="limbo", ttr=0.5, max_attempts=1, body=message_body(server), group=server.id)
         with c.queue_client() as ghost:  # a "worker" that starts the job and dies without a heartbeat
             (res,) = ghost.reserve(["limbo"], timeout=1, worker_id="ghost")
             assert ghost.start([res.id], worker_id="ghost") == [True]

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from remora.jobstate import message_body
 from remora.models import Job, Server
 from remora.netqueue.client import PutItem
-from remora.services.jobs import queue_body
 from tests.support.cluster import Cluster
 from tests.support.waits import wait_for
 from tests.support.workerkit import wait_status
@@ -118,7 +118,7 @@ def test_unstarted_jobs_of_a_killed_worker_run_elsewhere_within_seconds(cluster)
     try:
         lock.execute("BEGIN IMMEDIATE")  # no job can start now: `doomed` reserves them and waits to claim them
         with c.queue_client() as q:
-            q.put_many([PutItem(job_id=r.id, ttr=30.0, max_attempts=2, body=queue_body(server)) for r in rows])
+            q.put_many([PutItem(job_id=r.id, ttr=30.0, max_attempts=2, body=message_body(server)) for r in rows])
 
             def held_by_doomed() -> bool:
                 views = [q.peek(r.id) for r in rows]

@@ -26,9 +26,7 @@ def db(db_url):
 def test_job_server_and_output_round_trip(db):
     server = m.Server.create(name="web-1", hostname="10.0.0.1", user="deploy", tags=["web", "prod"])
     job = m.Job.create(command="echo", args="hi", server=server, env={"A": "1"})
-    for seq, (stream, data) in enumerate(
-        [(Stream.STDOUT, b"hello\r\n"), (Stream.STDERR, b"\xff\xfe oops\n"), (Stream.STDOUT, b"\n\nbye")]
-    ):
+    for seq, (stream, data) in enumerate([(Stream.STDOUT, b"hello\r\n"), (Stream.STDERR, b"\xff\xfe oops\n"), (Stream.STDOUT, b"\n\nbye")]):
         offset = sum(c.length for c in m.OutputChunk.select().where(m.OutputChunk.job == job, m.OutputChunk.stream == stream))
         m.OutputChunk.create(job=job, seq=seq, stream=stream, offset=offset, length=len(data), data=data)
     got = m.Job.get_by_id(job.id)

@@ -104,21 +104,16 @@ def _kill(victims: list[int]) -> int:
 
 
 def submit(queue: Any, server: Server, settings: Settings, **fields: Any) -> models.Job:
-    """Create a queued job row and put its id on the queue the way the API does."""
-    import json
+    """Create a queued job row and put its id on the queue the way the API does (``jobstate.queue_message``)."""
+    import dataclasses
 
-    job = models.Job.create(server=server, **fields)
-    body = json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
-    queue.put(
-        job.id,
-        queue=job.queue,
-        priority=job.priority,
-        ttr=settings.queue.worker_timeout,
-        max_attempts=job.retries + 2,
-        body=body,
-        group=server.id,
-        limit=server.max_concurrent_jobs or 0,
-    )
+    from remora import jobstate
+
+    job = jobstate.new_job(server=server, **fields)
+    jobstate.record([job.__data__])
+    message = jobstate.queue_message(job, server, ttr=settings.queue.worker_timeout, default_queue=settings.queue.name)
+    fields_ = dataclasses.asdict(message)
+    queue.put(fields_.pop("job_id"), **fields_)
     return job
 
 

@@ -1,0 +1,393 @@
+"""The job state machine: the only code that writes ``Job.status``.
+
+Every transition below is one conditional UPDATE (or the INSERT of a new
+row): when its guard no longer holds -- another worker, the reconciler or a
+user got there first -- nothing changes and the function says so (False /
+None / ``Action.ACK``).  Statuses: ``queued``, ``running``, ``completed``,
+``failed``, ``canceled`` (the last three are final).  ``n`` is the row's
+``attempts`` when the transition is made; an ``attempt_errors`` entry is
+``{"attempt": n, "error": "...", "at": rfc3339}``, appended, never removed.
+
+=================  ===========  ==========================================  ==========  ==============================  ==========================
+transition         from         guard                                       to          ``error``                       ``attempt_errors``
+=================  ===========  ==========================================  ==========  ==============================  ==========================
+new_job/record     (none)       --                                          queued      ""                              []
+claim              queued       not cancel_requested                        running     kept                            kept (attempts + 1)
+cancel_unstarted   queued       (claim found cancel_requested)              canceled    "canceled before it started"    kept
+cancel             queued       --                                          canceled    "canceled by <actor>"           kept (cancel_requested)
+cancel             running      -- (sets cancel_requested only)             running     kept                            kept
+finish             running      worker = us, attempts = n                   completed,  "" / "exit code N" /            + the attempt's SSH errors
+                                                                            failed,     "timeout after Ns" / ... /
+                                                                            canceled    "canceled"
+requeue            running      worker = us, attempts = n, retries left     queued      the attempt's error             + {n, the attempt's error}
+release            running      worker = us, attempts = n (shutdown)        queued      kept                            kept (attempts - 1)
+worker_lost        running      same attempts, worker, updated_at;          canceled    "canceled (its worker was       kept
+                                cancel_requested                                        lost)"
+worker_lost        running      same as above; attempts <= retries          queued      "worker lost; retrying"         + {n, "worker lost"}
+worker_lost        running      same as above; attempts > retries           failed      "worker lost"                   + {n, "worker lost"}
+fresh_attempt      failed       attempts > retries (a row dead letter)      queued      ""                              kept (attempts = 0)
+fresh_attempt      failed,      the queue holds the message as dead         queued      ""                              kept (attempts = 0)
+                   running,
+                   queued
+=================  ===========  ==========================================  ==========  ==============================  ==========================
+
+Decisions behind the table:
+
+- A lost worker is one transition, ``worker_lost``, whoever notices it: the
+  worker that receives the redelivered message (``take_over``: then it claims
+  the job like any other, queued -> running, so a retry after a lost worker
+  is always two steps) or the reconciler (then it puts the job's message
+  back, built by ``queue_message``).  It always records the lost attempt in
+  ``attempt_errors`` and its ``error`` says what happened; a job whose cancel
+  was requested ends ``canceled`` whoever noticed.  ``worker`` is cleared
+  when the job goes back to ``queued`` and kept on a final status (it names
+  the worker that was lost).
+- ``fresh_attempt`` (a dead letter kicked) starts the job over: ``attempts``
+  back to 0 so it has all its retries again, ``worker``, ``exit_code``,
+  ``signal``, ``error``, ``remote_pid``, ``started_at``, ``finished_at`` and
+  ``cancel_requested`` reset; earlier attempts' errors stay in
+  ``attempt_errors``.
+- Rerun and duplicate are not transitions of the old row: they record a new
+  ``queued`` row through ``new_job`` / ``record``.
+- ``claim``, ``finish``, ``requeue`` and ``record_pid`` run for every job, so
+  they use the compiled statements of ``remora.models.hot``; only this
+  module calls them.
+
+This module imports only the models; what it builds for the queue is a plain
+``QueueMessage`` that the caller turns into a PUT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+from typing import Any
+
+from remora import models
+from remora.models import Job, JobStatus, Server
+
+log = logging.getLogger(__name__)
+
+WORKER_LOST = "worker lost"
+WORKER_LOST_RETRYING = "worker lost; retrying"
+CANCELED_WORKER_LOST = "canceled (its worker was lost)"
+CANCELED_UNSTARTED = "canceled before it started"
+# The queue dead-letters a message after this many expired leases beyond the job's own retries: a job
+# runs at most ``retries + 1`` times, and one more delivery lets the worker that receives it after the
+# last lost attempt record ``failed`` / ``worker lost`` (docs/dispatch.md).
+EXTRA_DELIVERIES = 1
+# What running a job and deciding about it need: selecting fewer columns makes the per-job query cheaper.
+RUN_FIELDS = (
+    "id",
+    "server",
+    "command",
+    "args",
+    "script",
+    "shell",
+    "env",
+    "secret_env",
+    "workdir",
+    "pty",
+    "timeout",
+    "retries",
+    "attempts",
+    "status",
+    "worker",
+    "remote_pid",
+    "cancel_requested",
+    "attempt_errors",
+    "stdout_bytes",
+    "stderr_bytes",
+)
+# A message whose job was not claimed (rare): also what ``worker_lost`` guards on.
+LOOK_FIELDS = (*RUN_FIELDS, "updated_at")
+
+
+def attempt_error(attempt: int, error: str) -> dict[str, Any]:
+    return {"attempt": attempt, "error": error, "at": models.to_rfc3339(models.utcnow())}
+
+
+# -- the queue message ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueMessage:
+    """The fields of a job's PUT (the same names as the queue client's ``PutItem``)."""
+
+    job_id: str
+    queue: str
+    priority: int
+    ttr: float
+    max_attempts: int
+    body: bytes
+    group: str  # the server: at most ``limit`` of its jobs are reserved at once (docs/dispatch.md)
+    limit: int
+
+
+def max_attempts(retries: int) -> int:
+    """Expired leases of a job's message before the queue dead-letters it."""
+    return retries + 1 + EXTRA_DELIVERIES
+
+
+def message_body(server: Server) -> bytes:
+    """The message body: the job's server and its limit (the PUT also carries them as the concurrency group)."""
+    return json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
+
+
+def queue_message(job: Job, server: Server, *, ttr: float, default_queue: str) -> QueueMessage:
+    """The one place a job's queue message is built (submit, reconciler, dead-letter kick, tests)."""
+    return QueueMessage(
+        job_id=job.id,
+        queue=job.queue or default_queue,
+        priority=job.priority,
+        ttr=ttr,
+        max_attempts=max_attempts(job.retries),
+        body=message_body(server),
+        group=server.id,
+        limit=server.max_concurrent_jobs or 0,
+    )
+
+
+# -- a new job ---------------------------------------------------------------------------------
+
+
+def new_job(**fields: Any) -> Job:
+    """A new, not yet recorded job row: ``queued``, no attempt made (``record`` stores it)."""
+    now = fields.pop("created_at", None) or models.utcnow()
+    return Job(**fields, status=JobStatus.QUEUED.value, attempts=0, created_at=now, updated_at=now)
+
+
+def record(rows: list[dict[str, Any]]) -> None:
+    """Insert new job rows (``new_job(...).__data__``) in one transaction; each one ``queued``."""
+    for row in rows:
+        row["status"] = JobStatus.QUEUED.value
+    with models.write_transaction():
+        models.insert_rows(Job, rows)
+
+
+# -- the worker's claim --------------------------------------------------------------------------
+
+
+class Action(str, enum.Enum):
+    RUN = "run"  # claimed: run it
+    ACK = "ack"  # nothing to run (finished, canceled, deleted, held by a live worker): drop the message
+    TAKE_OVER = "take_over"  # running row of a lost worker: caller kills leftovers, then calls take_over()
+
+
+@dataclasses.dataclass
+class Claim:
+    action: Action
+    reason: str = ""
+    job: Job | None = None
+    delay: float = 0.0
+
+
+def claim(job_id: str, worker_id: str) -> Claim:
+    """Try ``queued`` -> ``running`` for this worker; say what to do with the message otherwise.
+
+    The per-server limit (``Server.max_concurrent_jobs``) is not counted here: the queue never hands
+    out more of a server's jobs at once than its limit (the job's concurrency group).
+    """
+    now = models.utcnow()
+    with models.write_transaction():
+        updated, job = models.claim_job(job_id, worker_id, now, RUN_FIELDS)
+    if updated:
+        return Claim(Action.RUN, "claimed", job)
+    job = models.select_job(job_id, LOOK_FIELDS)
+    if job is None:
+        return Claim(Action.ACK, "job no longer exists")
+    status = JobStatus(job.status)
+    if status.finished:
+        return Claim(Action.ACK, f"already {status.value}", job)
+    if status is JobStatus.QUEUED:  # cancel requested while it waited
+        cancel_unstarted(job_id)
+        return Claim(Action.ACK, CANCELED_UNSTARTED, job)
+    return Claim(Action.TAKE_OVER, f"running on {job.worker or 'an unknown worker'}", job)
+
+
+def cancel_unstarted(job_id: str) -> bool:
+    """``queued`` with its cancel requested -> ``canceled`` (the worker that received it will not run it)."""
+    now = models.utcnow()
+    values = {Job.status: JobStatus.CANCELED.value, Job.error: CANCELED_UNSTARTED, Job.finished_at: now, Job.updated_at: now}
+    with models.write_transaction():
+        return bool(
+            Job.update(values).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.cancel_requested == True).execute()  # noqa: E712
+        )
+
+
+def take_over(job: Job, worker_id: str) -> Claim:
+    """A redelivered job still ``running`` whose worker is gone: ``worker_lost``, then claim it if it was requeued."""
+    status = worker_lost(job, detected_by=worker_id)
+    if status is None:
+        return Claim(Action.ACK, "taken over by another worker", job)
+    if status is JobStatus.QUEUED:
+        outcome = claim(job.id, worker_id)
+        if outcome.action is Action.RUN:
+            return Claim(Action.RUN, "retrying after a lost worker", outcome.job)
+        return Claim(Action.ACK, outcome.reason, outcome.job or job)
+    reason = CANCELED_WORKER_LOST if status is JobStatus.CANCELED else WORKER_LOST
+    return Claim(Action.ACK, reason, job)
+
+
+# -- a lost worker ---------------------------------------------------------------------------------
+
+
+def worker_lost(job: Job, *, detected_by: str) -> JobStatus | None:
+    """The worker running ``job`` (loaded with at least ``LOOK_FIELDS``) is gone: ``canceled``, ``queued`` or ``failed``.
+
+    None when the row moved on (another attempt, worker or update since it was read): nothing changed.
+
+    ``detected_by`` (a worker id or ``reconciler``) is only logged; the row does not keep it.
+    """
+    now = models.utcnow()
+    guard = [Job.id == job.id, Job.status == JobStatus.RUNNING.value, Job.attempts == job.attempts, Job.updated_at == job.updated_at]
+    guard.append(Job.worker.is_null() if job.worker is None else Job.worker == job.worker)
+    errors = [*(job.attempt_errors or []), attempt_error(job.attempts, WORKER_LOST)]
+    values: dict[Any, Any]
+    if job.cancel_requested:
+        status = JobStatus.CANCELED
+        values = {Job.error: CANCELED_WORKER_LOST, Job.finished_at: now}
+    elif job.attempts <= job.retries:
+        status = JobStatus.QUEUED
+        values = {Job.worker: None, Job.error: WORKER_LOST_RETRYING, Job.attempt_errors: errors}
+    else:
+        status = JobStatus.FAILED
+        values = {Job.error: WORKER_LOST, Job.finished_at: now, Job.attempt_errors: errors}
+    values.update({Job.status: status.value, Job.updated_at: now})
+    with models.write_transaction():
+        changed = Job.update(values).where(*guard).execute()
+    if changed:
+        log.warning("job %s: worker %s lost at attempt %d (noticed by %s): %s", job.id, job.worker, job.attempts, detected_by, status.value)
+    return status if changed else None
+
+
+# -- the running attempt's end --------------------------------------------------------------------
+
+
+def record_pid(job_id: str, worker_id: str, attempt: int, pid: int) -> None:
+    with models.write_transaction():
+        models.update_held_job(job_id, worker_id, attempt, {"remote_pid": pid})
+
+
+def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, *, in_transaction: bool = False, **values: Any) -> bool:
+    """``running`` -> ``completed`` / ``failed`` / ``canceled`` for our attempt (False when the row is no longer ours).
+
+    ``in_transaction``: the caller holds a write transaction (e.g. the job's last output write).
+    """
+    if not status.finished:
+        raise ValueError(f"finish() needs a final status, not {status.value}")
+    now = models.utcnow()
+    values = {"status": status.value, "finished_at": now, "updated_at": now, **values}
+    if in_transaction:
+        return models.update_held_job(job_id, worker_id, attempt, values)
+    with models.write_transaction():
+        return models.update_held_job(job_id, worker_id, attempt, values)
+
+
+def requeue(job_id: str, worker_id: str, attempt: int, error: str, **values: Any) -> bool:
+    """A failed attempt with retries left: back to ``queued`` (attempt count and its error kept)."""
+    with models.write_transaction():
+        job = Job.select(Job.attempt_errors).where(Job.id == job_id).first()
+        errors = [*((job.attempt_errors if job else None) or []), attempt_error(attempt, error)]
+        now = models.utcnow()
+        values = {"status": JobStatus.QUEUED.value, "worker": None, "error": error, "attempt_errors": errors, "updated_at": now, **values}
+        return models.update_held_job(job_id, worker_id, attempt, values)
+
+
+def release(job_id: str, worker_id: str, attempt: int) -> bool:
+    """Worker shutdown: the attempt did not count; back to ``queued`` for another worker."""
+    now = models.utcnow()
+    values = {
+        Job.status: JobStatus.QUEUED.value,
+        Job.attempts: Job.attempts - 1,
+        Job.worker: None,
+        Job.started_at: None,
+        Job.remote_pid: None,
+        Job.updated_at: now,
+    }
+    mine = (Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.worker == worker_id, Job.attempts == attempt)
+    with models.write_transaction():
+        return bool(Job.update(values).where(*mine).execute())
+
+
+def cancel_requested(job_ids: list[str]) -> list[str]:
+    """Which of these jobs have a cancel request (the worker's second source besides the queue)."""
+    if not job_ids:
+        return []
+    return [row.id for row in Job.select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested == True)]  # noqa: E712
+
+
+# -- a user's cancel --------------------------------------------------------------------------------
+
+
+class Cancel(str, enum.Enum):
+    CANCELED = "canceled"  # it was queued: canceled at once
+    REQUESTED = "requested"  # it is running: cancel_requested set, the worker ends it ``canceled``
+    FINISHED = "finished"  # already final: nothing changed
+    MISSING = "missing"  # no such job
+
+
+def cancel(job_id: str, actor: str) -> Cancel:
+    """A user's cancel: a ``queued`` job -> ``canceled`` (error ``canceled by <actor>``); a running one gets the flag."""
+    for _ in range(5):  # each miss means the row moved on (claimed, requeued): look again
+        now = models.utcnow()
+        with models.write_transaction():
+            if (
+                Job.update(
+                    {
+                        Job.status: JobStatus.CANCELED.value,
+                        Job.error: f"canceled by {actor}",
+                        Job.finished_at: now,
+                        Job.updated_at: now,
+                        Job.cancel_requested: True,
+                    }
+                )
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+                .execute()
+            ):
+                return Cancel.CANCELED
+            if (
+                Job.update({Job.cancel_requested: True, Job.updated_at: now})
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                .execute()
+            ):
+                return Cancel.REQUESTED
+        row = Job.select(Job.status).where(Job.id == job_id).first()
+        if row is None:
+            return Cancel.MISSING
+        if JobStatus(row.status).finished:
+            return Cancel.FINISHED
+    return Cancel.FINISHED  # pragma: no cover - a row changing state five times during one cancel
+
+
+# -- a dead letter's fresh attempt ----------------------------------------------------------------
+
+
+def fresh_attempt(job_id: str, *, queue_dead: bool) -> bool:
+    """A dead letter back to ``queued`` for a fresh attempt (False: not a dead letter, or it moved on).
+
+    A row dead letter is ``failed`` with ``attempts > retries``; when the queue holds the message as
+    dead (``queue_dead``) the row may also still say ``running`` (its last worker died) or ``queued``.
+    """
+    now = models.utcnow()
+    values = {
+        Job.status: JobStatus.QUEUED.value,
+        Job.attempts: 0,
+        Job.worker: None,
+        Job.exit_code: None,
+        Job.signal: None,
+        Job.error: "",
+        Job.remote_pid: None,
+        Job.started_at: None,
+        Job.finished_at: None,
+        Job.cancel_requested: False,
+        Job.updated_at: now,
+    }
+    if queue_dead:
+        guard = Job.status.in_((JobStatus.FAILED.value, JobStatus.RUNNING.value, JobStatus.QUEUED.value))
+    else:
+        guard = (Job.status == JobStatus.FAILED.value) & (Job.attempts > Job.retries)
+    with models.write_transaction():
+        return bool(Job.update(values).where(Job.id == job_id, guard).execute())
