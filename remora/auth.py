@@ -27,6 +27,7 @@ from remora.models import ApiToken, Role
 
 TOKEN_PREFIX = "rmr_"
 ROLE_RANK = {Role.VIEWER.value: 1, Role.OPERATOR.value: 2, Role.ADMIN.value: 3}
+MAX_LIFETIME = 100 * 365 * 86400.0  # seconds: the longest expiry a token may be given (none: never expires)
 CACHE_SECONDS = 5.0
 LAST_USED_EVERY = 60.0  # seconds between writes of ApiToken.last_used_at
 
@@ -71,12 +72,17 @@ def create_token(name: str, role: str, expires: float | dt.timedelta | None = No
     name = name.strip()
     if not name or len(name) > 128:
         raise ValidationError("token name must be 1..128 characters", details={"name": "must be 1..128 characters"})
+    if "/" in name or not name.isprintable():
+        # a name is also how a token is revoked: DELETE /api/v1/tokens/<name>
+        raise ValidationError("token name must not contain '/' or control characters", details={"name": "no '/' or control characters"})
     role = parse_role(role)
     expires_at = None
     if expires is not None:
         seconds = expires.total_seconds() if isinstance(expires, dt.timedelta) else float(expires)
-        if seconds <= 0:
-            raise ValidationError("expiry must be in the future", details={"expires": "must be positive"})
+        if not 0 < seconds <= MAX_LIFETIME:  # also refuses NaN and infinity
+            raise ValidationError(
+                "expiry must be in the future and at most 100 years away", details={"expires": "must be positive, at most 100 years"}
+            )
         expires_at = models.utcnow() + dt.timedelta(seconds=seconds)
     plaintext = generate_token()
     try:

@@ -380,6 +380,20 @@ class Client:
     def delete_pem(self, filename: str) -> dict[str, Any]:
         return self.request("DELETE", f"{API}/files/pem/{quote(filename, safe='')}") or {}
 
+    # -- tokens (admin) --------------------------------------------------
+    def tokens(self) -> list[dict[str, Any]]:
+        return self.get(f"{API}/tokens").get("tokens") or []
+
+    def create_token(self, name: str, role: str, expires_in: float | str | None = None) -> dict[str, Any]:
+        """The new token's fields plus ``token``, the token itself (the only time the API shows it)."""
+        body: dict[str, Any] = {"name": name, "role": role}
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        return self.post(f"{API}/tokens", body)
+
+    def revoke_token(self, name_or_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"{API}/tokens/{quote(name_or_id, safe='')}")
+
 
 def jobs_of(data: Any) -> list[dict[str, Any]]:
     """The jobs in a submit/rerun/duplicate answer: a job, ``{"jobs"}`` or ``{"new_job"}``."""

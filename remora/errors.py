@@ -54,6 +54,16 @@ class ConfigError(RemoraError):
     exit_code = ExitCode.CONFIG
 
 
+class DatabaseMissing(ConfigError):
+    """A command that needs an existing database found none (nothing was created); ``location`` says where it looked."""
+
+    code = "DATABASE_MISSING"
+
+    def __init__(self, message: str, *, location: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.location = location
+
+
 class ValidationError(RemoraError):
     """Input does not match what is expected; ``details`` maps field -> message."""
 

@@ -101,5 +101,5 @@ def build(routes: list[Route], settings: Settings) -> dict[str, Any]:
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token (remora token create)."}},
         },
         "security": [{"bearerAuth": []}],
-        "tags": [{"name": t} for t in ("jobs", "servers", "files", "queue", "system", "dashboard")],
+        "tags": [{"name": t} for t in ("jobs", "servers", "files", "queue", "tokens", "system", "dashboard")],
     }

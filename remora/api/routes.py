@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from remora.api import routes_admin, routes_files, routes_jobs, routes_servers, routes_system
+from remora.api import routes_admin, routes_files, routes_jobs, routes_servers, routes_system, routes_tokens
 from remora.api.router import Route
 from remora.config import Settings
 
@@ -14,4 +14,5 @@ def all_routes(settings: Settings) -> list[Route]:
         *routes_servers.routes(settings),
         *routes_files.routes(settings),
         *routes_admin.routes(settings),
+        *routes_tokens.routes(settings),
     ]

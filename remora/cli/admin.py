@@ -68,7 +68,7 @@ def config_show(
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Create missing tables and apply schema migrations (never drops data).
+    """Create the database when there is none (the SQLite file, or the tables in PostgreSQL) and apply schema migrations (never drops data).
 
     Example: remora db upgrade
     """

@@ -2,25 +2,79 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from remora.cli.common import STATE, console, info, print_json
+from remora.cli.common import STATE, console, info, open_database, print_json
+from remora.cli.connect import ApiUrlOpt, TokenOpt, make_client
 
-token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from remora.client import Client
+
+token_app = typer.Typer(
+    help="Create, list and revoke API tokens: through the API when one is configured, else in this machine's database.",
+    no_args_is_help=True,
+)
+LocalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help="Open this machine's database directly, even when an API is configured (e.g. the first admin token).",
+        rich_help_panel="Connection",
+    ),
+]
+ApiOpt = Annotated[
+    bool,
+    typer.Option("--api", help="Go through the API (api.url) even when none is configured.", rich_help_panel="Connection"),
+]
 
 
-def _init_db() -> None:
-    from remora import models
+def _token_client(local: bool, api: bool, api_url: str | None, token: str | None) -> Client | None:
+    """The API client for a token command, or None for the local database.
 
-    settings = STATE.settings()
-    models.init_db(
-        settings.database_url,
-        busy_timeout=settings.database.busy_timeout,
-        pool_size=settings.database.pool_size,
-        data_dir=settings.data_dir,
+    The API when --api is given or an API is configured: api.url or api.token set
+    anywhere but the defaults (flag, environment, config file); else the local
+    database, which must exist.
+    """
+    from remora.errors import ValidationError
+
+    if local and (api or api_url or token):
+        raise ValidationError("--local excludes --api, --api-url and --token: it opens this machine's database, not an API")
+    if local:
+        return None
+    settings = STATE.settings({"api.url": api_url, "api.token": token})
+    configured = any(settings.sources.get(key, "default") != "default" for key in ("api.url", "api.token"))
+    if not (api or configured):
+        return None
+    return make_client(api_url, token)
+
+
+def _open_local() -> None:
+    open_database(
+        STATE.settings(),
+        hint="To manage the tokens of a running API instead, give its URL and an admin token "
+        "(REMORA_API_URL and REMORA_TOKEN, or --api-url and --token).",
     )
+
+
+@contextmanager
+def _through_api(client: Client) -> Iterator[Client]:
+    """Errors of token management over the API, with what to do about them."""
+    from remora.errors import Forbidden, Unauthorized
+
+    try:
+        with client:
+            yield client
+    except Unauthorized as exc:
+        raise Unauthorized(
+            f"the API at {client.base_url} refused: {exc.message}. Token management needs an admin token "
+            "(--token, REMORA_TOKEN or api.token); on the API's own machine, --local uses its database directly."
+        ) from None
+    except Forbidden as exc:
+        raise Forbidden(f"the API at {client.base_url} refused: {exc.message}. Token management needs an admin token.") from None
 
 
 def api(
@@ -51,7 +105,7 @@ def api(
         raise ConfigError(refusal)
     if not auth:
         info("[yellow]warning:[/] authentication is OFF: anyone on this machine can use the API")
-    _init_db()
+    open_database(settings, new=True, data_dir=True)  # the API makes the database when there is none
     from remora.api.server import APIServer
 
     server = APIServer(settings, host=bind_host, port=bind_port, auth=auth)
@@ -74,23 +128,34 @@ def token_create(
     role: Annotated[str, typer.Option("--role", "-r", help="admin, operator or viewer.")] = "viewer",
     expires: Annotated[str | None, typer.Option("--expires", help="Lifetime such as 30d, 12h (default: never).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    local: LocalOpt = False,
+    api: ApiOpt = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Create an API token and print it once (only its SHA-256 is stored).
 
+    Where: through the API when one is configured (--api-url or --token,
+    REMORA_API_URL or REMORA_TOKEN, api.url or api.token in a config file),
+    with an admin token; else directly in this machine's database, which must
+    exist (how the first admin token is made where the API runs). --api or
+    --local forces either; token list and token revoke choose the same way.
+
     Example: remora token create ci --role operator --expires 30d
+
+    Example: remora token create ops --role admin --local
     """
-    from remora.config import parse_duration
-    from remora.errors import ValidationError
     from remora.services import tokens
 
-    seconds = None
-    if expires:
-        try:
-            seconds = parse_duration(expires)
-        except ValueError as exc:
-            raise ValidationError(f"--expires {expires!r}: expected {exc}") from None
-    _init_db()
-    row, plaintext = tokens.issue_token(name, role, seconds)
+    seconds = tokens.parse_lifetime(expires, "--expires") if expires else None
+    client = _token_client(local, api, api_url, token)
+    if client is not None:
+        with _through_api(client):
+            created = client.create_token(name, role, seconds)
+        row, plaintext = {k: v for k, v in created.items() if k != "token"}, str(created["token"])
+    else:
+        _open_local()
+        row, plaintext = tokens.issue_token(name, role, seconds)
     if as_json:
         print_json({**row, "token": plaintext})
         return
@@ -99,43 +164,67 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def token_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    local: LocalOpt = False,
+    api: ApiOpt = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
     """List API tokens (names, roles, prefixes, expiry; never the tokens).
 
-    Example: remora token list
+    Through the API when one is configured, else this machine's database
+    (as token create; --api or --local forces either).
+
+    Example: remora token list --local
     """
     from remora.services import tokens
 
-    _init_db()
-    rows = tokens.list_tokens()
+    client = _token_client(local, api, api_url, token)
+    if client is not None:
+        with _through_api(client):
+            rows = client.tokens()
+    else:
+        _open_local()
+        rows = tokens.list_tokens()
     if as_json:
         print_json({"tokens": rows})
         return
     from rich.table import Table
 
+    columns = ("name", "role", "prefix", "created_at", "expires_at", "last_used_at", "revoked")
     table = Table()
-    for column in ("name", "role", "prefix", "created_at", "expires_at", "last_used_at", "revoked"):
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(
-            *[
-                str(row[c] if row[c] is not None else "-")
-                for c in ("name", "role", "prefix", "created_at", "expires_at", "last_used_at", "revoked")
-            ]
-        )
+        table.add_row(*[str(row.get(c) if row.get(c) is not None else "-") for c in columns])
     console().print(table)
 
 
 @token_app.command("revoke")
-def token_revoke(name: Annotated[str, typer.Argument(help="Name (or id) of the token.")]) -> None:
-    """Revoke an API token (it stops working at once on this host, within seconds elsewhere).
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="Name (or id) of the token.")],
+    local: LocalOpt = False,
+    api: ApiOpt = False,
+    api_url: ApiUrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Revoke an API token (it stops working at once on the API that revoked it, within seconds on others).
 
-    Example: remora token revoke ci
+    Through the API when one is configured, else this machine's database
+    (as token create; --api or --local forces either).
+
+    Example: remora token revoke ci --api-url https://remora.example.com
     """
     from remora.services import tokens
 
-    _init_db()
-    row = tokens.revoke_token(name)
+    client = _token_client(local, api, api_url, token)
+    if client is not None:
+        with _through_api(client):
+            row = client.revoke_token(name)
+    else:
+        _open_local()
+        row = tokens.revoke_token(name)
     info(f"token {row['name']} revoked")
 
 

@@ -81,3 +81,36 @@ def parse_kv(pairs: list[str] | None, what: str = "-e") -> dict[str, str]:
             raise ValidationError(f"{what} {pair!r}: expected KEY=VALUE")
         out[key] = value
     return out
+
+
+CREATE_DATABASE_HINT = (
+    "Create it with `remora db upgrade` (or by starting `remora up` or `remora api` once), "
+    "or point database.url (REMORA_DATABASE_URL) at the existing one."
+)
+
+
+def open_database(
+    settings: config_mod.Settings, *, new: bool = False, upgrade: bool = True, data_dir: bool = False, hint: str = ""
+) -> None:
+    """Bind the models to the configured database (its schema upgraded when older, unless ``upgrade`` is False).
+
+    ``new``: only for the commands whose job is to make the database (``up``,
+    ``api``, ``db upgrade``).  Every other command needs an existing one: when
+    there is none it stops with a ConfigError naming where it looked and how to
+    create it, and creates nothing.  ``data_dir``: also make the data directory
+    (0700) -- for the processes that keep files there.
+    """
+    from remora import models
+    from remora.errors import ConfigError, DatabaseMissing
+
+    try:
+        models.init_db(
+            settings.database_url,
+            busy_timeout=settings.database.busy_timeout,
+            pool_size=settings.database.pool_size,
+            create=upgrade,
+            new=new,
+            data_dir=settings.data_dir if data_dir else None,
+        )
+    except DatabaseMissing as exc:
+        raise ConfigError(" ".join(part for part in (f"{exc.message}.", CREATE_DATABASE_HINT, hint) if part)) from None

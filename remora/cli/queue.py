@@ -200,11 +200,11 @@ def workers(addr: AddrOpt = None, as_json: JsonOpt = False) -> None:
 
 def _dead_letters(addr: str | None) -> Any:
     """The services' view of dead letters needs the database as well as the queue."""
-    from remora import models
+    from remora.cli.common import open_database
     from remora.services.context import Context
 
     settings = STATE.settings({"queue.addr": addr})
-    models.init_db(settings.database_url, busy_timeout=settings.database.busy_timeout, create=False)
+    open_database(settings, upgrade=False)
     return Context(settings=settings, queue=_client(addr))
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from remora.cli.common import STATE
+from remora.cli.common import STATE, open_database
 
 
 def worker(
@@ -25,6 +25,9 @@ def worker(
     (default nobody, who cannot read the data directory) when the worker runs as
     root, else as the worker's own account, with everything it can read.
 
+    The worker needs an existing database (made by `remora api`, `remora up` or
+    `remora db upgrade`): with none there it exits 78 and creates nothing.
+
     Example: remora worker --concurrency 8 --queue job_queue --id web-worker-1
     """
     import signal
@@ -37,12 +40,7 @@ def worker(
         {"worker.concurrency": concurrency, "worker.queues": list(queue) if queue else None, "worker.id": worker_id, "queue.addr": addr}
     )
     STATE.setup_logging(settings)
-    models.init_db(
-        settings.database_url,
-        busy_timeout=settings.database.busy_timeout,
-        pool_size=settings.database.pool_size,
-        data_dir=settings.data_dir,
-    )
+    open_database(settings, data_dir=True)  # the API's database: a worker never makes one of its own
     runner = Worker(settings)
     signals_seen = []
 

@@ -35,7 +35,7 @@ from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 from playhouse.pool import PooledPostgresqlDatabase
 from playhouse.shortcuts import ReconnectMixin
 
-from remora.errors import ConfigError, Unavailable
+from remora.errors import ConfigError, DatabaseMissing, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -364,24 +364,62 @@ def _private_sqlite_files(db: Path) -> None:
             os.chmod(candidate, stat.S_IMODE(info.st_mode) & 0o700)
 
 
-def init_db(url: str, *, busy_timeout: float = 10.0, pool_size: int = 20, create: bool = True, data_dir: Path | None = None) -> pw.Database:
+def init_db(
+    url: str, *, busy_timeout: float = 10.0, pool_size: int = 20, create: bool = True, new: bool = True, data_dir: Path | None = None
+) -> pw.Database:
     """Bind the models to ``url``; create the schema at the current version when new.
 
     An existing database older than ``SCHEMA_VERSION`` is upgraded in place
     (migrations only add; they never drop data).  ``data_dir``: Remora's data
     directory, made 0700 (``private_dir``) before the database is opened.
+
+    ``new=False`` is for commands that need a database someone else made: a
+    database that does not exist -- SQLite: its file is missing; PostgreSQL
+    (or an existing SQLite file): Remora's tables are missing -- raises
+    ``DatabaseMissing`` naming where it looked, and nothing is created (no
+    file, no directory, no table); ``data_dir`` is made only once the database
+    was found.
     """
-    if data_dir is not None:
+    if not new:
+        _require_sqlite_file(url)  # before anything below can create the file or its directory
+    elif data_dir is not None:
         private_dir(Path(data_dir))
     database = make_database(url, busy_timeout=busy_timeout, pool_size=pool_size)
     database_proxy.initialize(database)
-    if create:
+    if create or not new:
         try:
             with database.connection_context():
-                ensure_schema(database)
+                if not new:
+                    if not database.table_exists("schema_version"):
+                        where = describe_url(url)
+                        raise DatabaseMissing(
+                            f"no Remora database at {where} (its tables are missing); nothing was created", location=where
+                        )
+                    if data_dir is not None:
+                        private_dir(Path(data_dir))
+                if create:
+                    ensure_schema(database)
         except pw.OperationalError as exc:
             raise Unavailable(f"database unavailable: {exc}") from None
     return database
+
+
+def describe_url(url: str) -> str:
+    """Where ``url`` points, for a message: the SQLite file, or PostgreSQL's host:port/database (never a password)."""
+    if url.startswith(("postgres://", "postgresql://")):
+        parsed = urlparse(url)
+        return f"postgres://{parsed.hostname or 'localhost'}:{parsed.port or 5432}/{(parsed.path or '/postgres').lstrip('/') or 'postgres'}"
+    path = _sqlite_path(url)
+    return path if path == ":memory:" else str(Path(path).expanduser())
+
+
+def _require_sqlite_file(url: str) -> None:
+    if url.startswith(("postgres://", "postgresql://")) or ("://" in url and not url.startswith("sqlite:")):
+        return
+    path = _sqlite_path(url)
+    if path != ":memory:" and not Path(path).expanduser().is_file():
+        where = describe_url(url)
+        raise DatabaseMissing(f"no Remora database at {where} (the file does not exist); nothing was created", location=where)
 
 
 def ensure_schema(database: pw.Database) -> int:
