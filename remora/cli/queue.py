@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from remora.cli.common import STATE, console, info, print_json
 from remora.errors import ValidationError
@@ -198,14 +199,26 @@ def workers(addr: AddrOpt = None, as_json: JsonOpt = False) -> None:
     console().print(table if rows else "no workers")
 
 
-def _dead_letters(addr: str | None) -> Any:
-    """The services' view of dead letters needs the database as well as the queue."""
+def _dead_letters(addr: str | None, *, queue_only_without_database: bool = False) -> tuple[Any, str]:
+    """The services' view of dead letters: the database as well as the queue.
+
+    With ``queue_only_without_database``, a missing database is not an error
+    (the queue's own view still answers); the reason comes back instead.  No
+    database is ever created here.
+    """
     from remora.cli.common import open_database
+    from remora.errors import ConfigError
     from remora.services.context import Context
 
     settings = STATE.settings({"queue.addr": addr})
-    open_database(settings, upgrade=False)
-    return Context(settings=settings, queue=_client(addr))
+    missing = ""
+    try:
+        open_database(settings, upgrade=False)
+    except ConfigError as exc:
+        if not queue_only_without_database:
+            raise
+        missing = exc.message
+    return Context(settings=settings, queue=_client(addr)), missing
 
 
 @dlq_app.command("list")
@@ -222,9 +235,11 @@ def dlq_list(
 
     from remora.services import deadletters
 
-    ctx = _dead_letters(addr)
+    ctx, missing = _dead_letters(addr, queue_only_without_database=True)
+    if missing:
+        info(escape(f"{missing} Showing the queue's dead letters only."))
     try:
-        data = deadletters.list_dead(ctx, limit=limit)
+        data = deadletters.list_dead(ctx, limit=limit, database_missing=missing)
     finally:
         ctx.queue.close()  # type: ignore[union-attr]
     jobs = data["jobs"]
@@ -262,7 +277,7 @@ def dlq_kick(
     from remora.services import deadletters
 
     targets = _targets(ids, everything)
-    ctx = _dead_letters(addr)
+    ctx, _ = _dead_letters(addr)
     try:
         if targets is None:
             targets = [j["id"] for j in deadletters.list_dead(ctx, limit=10000)["jobs"]]

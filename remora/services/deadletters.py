@@ -50,8 +50,11 @@ def _entry(job: Job | None, job_id: str, kind: str, reason: str, **queue_fields:
     }
 
 
-def list_dead(ctx: Context, limit: int = 100) -> dict[str, Any]:
-    """Dead letters, the queue's first (workers died), then rows whose retries ran out, newest first."""
+def list_dead(ctx: Context, limit: int = 100, *, database_missing: str = "") -> dict[str, Any]:
+    """Dead letters, the queue's first (workers died), then rows whose retries ran out, newest first.
+
+    ``database_missing``: there is no database here (why, in words): the queue's view alone.
+    """
     out: list[dict[str, Any]] = []
     queue_error = None
     dead = []
@@ -60,11 +63,13 @@ def list_dead(ctx: Context, limit: int = 100) -> dict[str, Any]:
             dead = ctx.queue.dlq_list(limit=limit)
         except QUEUE_ERRORS as exc:
             queue_error = str(exc)
-    database_error = None
+    database_error = database_missing or None
+    rows: dict[str, Job] = {}
     try:
-        rows = {j.id: j for j in Job.select().where(Job.id.in_([d.id for d in dead]))} if dead else {}
+        if dead and database_error is None:
+            rows = {j.id: j for j in Job.select().where(Job.id.in_([d.id for d in dead]))}
     except models.DatabaseError as exc:  # the queue's view alone is still worth showing
-        rows, database_error = {}, str(exc)
+        database_error = str(exc)
     for d in dead:
         reason = f"{WORKER_DIED}: {d.reason or 'lease expired'} after {d.attempt} deliveries"
         out.append(_entry(rows.get(d.id), d.id, WORKER_DIED, reason, queue=d.queue, priority=d.priority, attempt=d.attempt, age=d.age))

@@ -113,7 +113,7 @@ def test_local_mode_writes_the_existing_database_and_the_api_accepts_the_token(u
         ("token", "revoke", "first"),
         ("token", "list", "--local"),
         ("worker", "--id", "nowhere"),
-        ("queue", "dlq", "list"),
+        ("queue", "dlq", "kick", "0123456789abcdef"),
     ],
     ids=["create", "list", "revoke", "list-local", "worker", "dlq"],
 )
