@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from remora.netqueue import protocol as p
-from remora.netqueue.engine import RESERVED, STATE_NAMES, Engine, Job, QueueFullError
+from remora.netqueue.engine import Engine
+from remora.netqueue.entries import RESERVED, STATE_NAMES, Entry, QueueFullError
 
 if TYPE_CHECKING:
     from remora.netqueue.server import Connection, QueueServer
@@ -31,7 +32,7 @@ LOGGED_OPS = {
 }  # fmt: skip
 
 
-def hand_out(conn: Connection, jobs: list[Job]) -> list[tuple[str, str, int, int, float, bytes]]:
+def hand_out(conn: Connection, jobs: list[Entry]) -> list[tuple[str, str, int, int, float, bytes]]:
     """The reservations of a reply, remembered as this connection's unstarted ones (until START, ACK or NACK)."""
     unstarted = conn.unstarted
     for job in jobs:
@@ -39,11 +40,11 @@ def hand_out(conn: Connection, jobs: list[Job]) -> list[tuple[str, str, int, int
     return reservation_tuples(jobs)
 
 
-def reservation_tuples(jobs: list[Job]) -> list[tuple[str, str, int, int, float, bytes]]:
+def reservation_tuples(jobs: list[Entry]) -> list[tuple[str, str, int, int, float, bytes]]:
     return [(j.id, j.queue, j.priority, j.attempt, j.ttr, j.body) for j in jobs]
 
 
-def view(job: Job, now: float) -> bytes:
+def view(job: Entry, now: float) -> bytes:
     return p.encode_view(
         job.id,
         job.queue,
