@@ -654,4 +654,3 @@ class Engine:
     def live_jobs(self) -> Iterator[Entry]:
         """Every job in an order that replays to the same FIFO order (for snapshots)."""
         yield from sorted(self.jobs.values(), key=lambda j: (j.state != READY, j.at))
-

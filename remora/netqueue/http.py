@@ -9,9 +9,9 @@ every path but ``/health`` needs ``Authorization: Bearer <token>``.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
-from _operator import _compare_digest as compare_digest  # hmac's, without loading OpenSSL
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -58,10 +58,11 @@ def handle_http(server: QueueServer, head: bytes) -> bytes:
         return _error(405, "METHOD_NOT_ALLOWED", "only GET and HEAD")
     if path not in PATHS:
         return _error(404, "NOT_FOUND", f"no such path; try {', '.join(PATHS)}")
-    if path != "/health" and server.token:
+    expected = server.settings.token
+    if path != "/health" and expected:
         auth = headers.get("authorization", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
-        if not compare_digest(token.encode(), server.token.encode()):
+        if not hmac.compare_digest(token.encode(), expected.encode()):
             return _error(401, "UNAUTHORIZED", "send Authorization: Bearer <queue token>")
     if path == "/metrics":
         from remora.netqueue import metrics
