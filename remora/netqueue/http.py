@@ -9,10 +9,11 @@ every path but ``/health`` needs ``Authorization: Bearer <token>``.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from typing import TYPE_CHECKING, Any
+
+from remora.netqueue.handlers import token_matches
 
 if TYPE_CHECKING:
     from remora.netqueue.server import QueueServer
@@ -62,7 +63,7 @@ def handle_http(server: QueueServer, head: bytes) -> bytes:
     if path != "/health" and expected:
         auth = headers.get("authorization", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), expected.encode()):
+        if not token_matches(token, expected):
             return _error(401, "UNAUTHORIZED", "send Authorization: Bearer <queue token>")
     if path == "/metrics":
         from remora.netqueue import metrics
