@@ -30,17 +30,19 @@ class State:
     def settings(self, overrides: dict[str, Any] | None = None) -> config_mod.Settings:
         """Effective settings: file < env < global flags < this command's flags."""
         if self._settings is None:
-            flags: dict[str, Any] = {"logging.format": self.log_format}
-            if self.debug:
-                flags["logging.level"] = "debug"
-            elif self.verbosity > 0:
-                flags["logging.level"] = "debug"
-            elif self.verbosity < 0:
-                flags["logging.level"] = "warning"
-            self._settings = config_mod.load(self.config_path, os.environ, flags)
+            self._settings = config_mod.load(self.config_path, os.environ, self.flags())
         if overrides:
             return config_mod.with_overrides(self._settings, overrides)
         return self._settings
+
+    def flags(self) -> dict[str, Any]:
+        """The global flags as settings (``section.key`` -> value; None: not given)."""
+        flags: dict[str, Any] = {"logging.format": self.log_format}
+        if self.debug or self.verbosity > 0:
+            flags["logging.level"] = "debug"
+        elif self.verbosity < 0:
+            flags["logging.level"] = "warning"
+        return flags
 
     def setup_logging(self, settings: config_mod.Settings) -> None:
         from remora.logs import setup_logging

@@ -66,13 +66,10 @@ def serve(
 
     Example: remora queue serve --port 9000 --data-dir /var/lib/remora/queue --fsync always
     """
-    import json
     import os
     import sys
 
     from remora.config import split_addr
-    from remora.netqueue.__main__ import ENV_VAR
-    from remora.netqueue.server import QueueServer
 
     base = STATE.settings()
     cur_host, cur_port = split_addr(base.queue.addr, 9000)
@@ -80,39 +77,27 @@ def serve(
     if host or port is not None:
         bind = host or cur_host
         addr = f"[{bind}]:{port if port is not None else cur_port}" if ":" in bind else f"{bind}:{port if port is not None else cur_port}"
-    settings = STATE.settings(
-        {
-            "queue.addr": addr,
-            "queue.data_dir": data_dir,
-            "queue.fsync": fsync,
-            "queue.max_size": max_size,
-            "queue.token_file": token_file,
-            "queue.persistence": persistence,
-            "queue.busy_poll": busy_poll,
-        }
-    )
-    # validates (token off loopback, fsync mode) before the exec; the token file is made on first start
-    server = QueueServer.from_settings(settings, token=settings.queue_token(create=True))
-    config = {
-        "host": server.host,
-        "port": server.port,
-        "data_dir": str(server.data_dir) if server.data_dir else None,
-        "persistence": server.persistence,
-        "fsync": server.fsync,
-        "fsync_interval": server.fsync_interval,
-        "max_size": server.engine.max_size,
-        "token": server.token,
-        "default_ttr": server.default_ttr,
-        "max_connections": server.max_connections,
-        "busy_poll": server.busy_poll,
-        "auth_timeout": server.auth_timeout,
-        "max_queues": server.max_queues,
-        "logging": {"level": settings.logging.level, "format": settings.logging.format},
+    flags = {
+        "queue.addr": addr,
+        "queue.data_dir": data_dir,
+        "queue.fsync": fsync,
+        "queue.max_size": max_size,
+        "queue.token_file": token_file,
+        "queue.persistence": persistence,
+        "queue.busy_poll": busy_poll,
     }
-    env = {**os.environ, ENV_VAR: json.dumps(config), "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    STATE.settings(flags)  # a bad value fails here, before the exec
+    # The lean process loads the same settings (file < env < these flags) and checks the rest (token, data dir).
+    argv = [sys.executable, "-m", "remora.netqueue"]
+    if STATE.config_path:
+        argv += ["--config", STATE.config_path]
+    for key, value in {**STATE.flags(), **flags}.items():
+        if value is not None:
+            argv += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "remora.netqueue"], env)
+    os.execve(sys.executable, argv, env)
 
 
 def _render_stats(data: dict[str, Any]) -> None:

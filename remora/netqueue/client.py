@@ -1,6 +1,6 @@
 """NetQueue client: thread-safe, pipelined, reconnecting.
 
-One ``QueueClient`` holds one TCP connection (a ``_Link``).  Any number of
+One ``QueueClient`` holds one TCP connection (a ``remora.netqueue.link.Link``).  Any number of
 threads may call it at once: each call sends its frame with a fresh request
 id and waits for the reply carrying that id.  There is no reader thread:
 the first waiting caller becomes the reader and hands replies to the other
@@ -22,7 +22,6 @@ import functools
 import itertools
 import random
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -31,11 +30,9 @@ from typing import Any, TypeVar
 
 from remora.errors import QueueError, QueueFull, QueueUnavailable
 from remora.netqueue import protocol as p
+from remora.netqueue.link import Call, Link, LinkLost
 
 CALL_TIMEOUT = 30.0  # most time a call waits for its reply (plus a RESERVE's own timeout)
-RECV_SIZE = 256 * 1024
-READ_SLICE = 0.5  # a blocked reader re-checks its deadline this often
-PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # an int: the enum's | costs a call per use
 NOT_RESENT = {p.OP_ACK, p.OP_NACK, p.OP_ACK_RESERVE}
 T = TypeVar("T")
 
@@ -87,7 +84,7 @@ class PendingReserve:
 
     __slots__ = ("_call", "_result")
 
-    def __init__(self, result: Callable[[], list[Reservation]], call: _Call) -> None:
+    def __init__(self, result: Callable[[], list[Reservation]], call: Call) -> None:
         self._result, self._call = result, call
 
     @property
@@ -111,170 +108,6 @@ def _api(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-class _LinkLost(Exception):
-    """The connection broke (or could not be made); ``sent`` says whether the request left."""
-
-
-class _Call:
-    __slots__ = ("body", "done", "error", "flags")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.flags = 0
-        self.body = b""
-        self.error: BaseException | None = None
-
-
-class _Link:
-    """One connected socket and the calls waiting on it.
-
-    The socket is blocking with a short ``SO_RCVTIMEO`` (``READ_SLICE``): the
-    reader calls ``recv_into`` straight away (no poll first) and checks its
-    deadline whenever a slice passes without data.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.send_lock = threading.Lock()
-        self.mutex = threading.Lock()  # ``with self.mutex``: the C lock, not Condition's Python-level __enter__
-        self.cond = threading.Condition(self.mutex)
-        self.reading = False
-        self.followers = 0  # callers waiting on ``cond`` for the reader
-        self.calls: dict[int, _Call] = {}
-        self.buf = bytearray()
-        self.error: BaseException | None = None
-        self.rbuf = bytearray(RECV_SIZE)  # used only by the current reader
-        self.rview = memoryview(self.rbuf)
-        sock.settimeout(None)
-        sec = int(READ_SLICE)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", sec, int((READ_SLICE - sec) * 1e6)))
-
-    def send(self, rid: int, data: bytes) -> _Call:
-        call = _Call()
-        with self.mutex:
-            if self.error is not None:
-                raise _LinkLost(str(self.error))
-            self.calls[rid] = call
-        try:
-            with self.send_lock:
-                self.sock.sendall(data)
-        except OSError as exc:
-            self.fail(exc)
-            raise _LinkLost(str(exc)) from None
-        return call
-
-    def wait(self, rid: int, call: _Call, deadline: float) -> None:
-        cond, mutex = self.cond, self.mutex
-        while True:
-            with mutex:
-                while not call.done and self.reading and self.error is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        self.calls.pop(rid, None)
-                        raise TimeoutError
-                    self.followers += 1
-                    try:
-                        cond.wait(remaining)
-                    finally:
-                        self.followers -= 1
-                if call.done:
-                    break
-                if self.error is not None:
-                    raise _LinkLost(str(self.error))
-                self.reading = True
-            try:
-                self._read_until(rid, call, deadline)
-            finally:
-                with mutex:
-                    self.reading = False
-                    if self.followers:
-                        cond.notify_all()  # one of them becomes the reader
-        if call.error is not None:
-            raise _LinkLost(str(call.error))
-
-    def _read_until(self, rid: int, call: _Call, deadline: float) -> None:
-        recv_into, rview = self.sock.recv_into, self.rview
-        while not call.done:
-            try:
-                n = recv_into(self.rbuf)
-            except (BlockingIOError, InterruptedError):  # a READ_SLICE passed without data
-                if time.monotonic() >= deadline:
-                    with self.mutex:
-                        self.calls.pop(rid, None)
-                    raise TimeoutError from None
-                continue
-            except OSError as exc:
-                self.fail(exc)
-                raise _LinkLost(str(exc)) from None
-            if not n:
-                self.fail(ConnectionError("the server closed the connection"))
-                raise _LinkLost("the server closed the connection")
-            self._dispatch(rview[:n], call)
-
-    def _dispatch(self, data: bytes | memoryview, mine: _Call) -> None:
-        buf = self.buf
-        buf += data
-        pos, n = 0, len(buf)
-        others = False
-        with self.mutex:
-            while n - pos >= 4:
-                (length,) = p.LENGTH.unpack_from(buf, pos)
-                if n - pos - 4 < length:
-                    break
-                _, _version, _opcode, flags, rid = p.HEADER.unpack_from(buf, pos)
-                call = self.calls.pop(rid, None)
-                if call is not None:
-                    call.flags = flags
-                    call.body = bytes(buf[pos + p.HEADER_SIZE : pos + 4 + length])
-                    call.done = True
-                    others = others or call is not mine
-                pos += 4 + length
-            del buf[:pos]
-            if others and self.followers:
-                self.cond.notify_all()
-
-    def stale(self) -> bool:
-        """True (and the link failed) when an idle connection was closed by the server (e.g. a restart).
-
-        Checked before sending so that a non-resendable request (ACK, NACK) is not lost on a dead socket.
-        Only an idle link is probed (no call outstanding, so no reader): a non-consuming peek under the lock.
-        A resendable request skips the probe: on a dead link it fails once and goes out on a new one.
-        """
-        if self.calls or self.reading:
-            return False
-        with self.mutex:
-            if self.calls or self.reading or self.error is not None:
-                return self.error is not None
-            try:
-                peeked = self.sock.recv(1, PEEK_NOW)
-            except (BlockingIOError, InterruptedError):
-                return False  # nothing to read: the usual, healthy case
-            except OSError:
-                peeked = b""
-        if peeked:
-            return False  # unsolicited bytes (an error frame): the next reader deals with them
-        self.fail(ConnectionError("the server closed the connection"))
-        return True
-
-    def fail(self, exc: BaseException) -> None:
-        with self.mutex:
-            if self.error is None:
-                self.error = exc
-            for call in self.calls.values():
-                call.error = exc
-                call.done = True
-            self.calls.clear()
-            self.cond.notify_all()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in recv
-        except OSError:
-            pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
 class QueueClient:
     """Thread-safe NetQueue client (one socket, pipelined); reconnects with backoff+jitter, re-authenticates.
 
@@ -296,7 +129,7 @@ class QueueClient:
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
         self.server_info: dict[str, Any] = {}
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._link_lock = threading.Lock()
         self._rids = itertools.count(1)
         self._closed = False
@@ -319,14 +152,14 @@ class QueueClient:
         rid = next(self._rids) & 0xFFFFFFFF
         return rid or next(self._rids) & 0xFFFFFFFF
 
-    def _connect(self) -> _Link:
+    def _connect(self) -> Link:
         try:
             sock = socket.create_connection(self._target, timeout=self.connect_timeout)
         except OSError as exc:
-            raise _LinkLost(f"cannot connect to {self.addr}: {exc.strerror or exc}") from None
+            raise LinkLost(f"cannot connect to {self.addr}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(None)
-        link = _Link(sock)
+        link = Link(sock)
         rid = self._next_rid()
         token = self.token if isinstance(self.token, str) else self.token()
         call = link.send(rid, p.frame(p.OP_HELLO, rid, p.encode_hello(self.name, token)))
@@ -334,7 +167,7 @@ class QueueClient:
             link.wait(rid, call, time.monotonic() + self.connect_timeout)
         except TimeoutError:
             link.fail(TimeoutError("no HELLO reply"))
-            raise _LinkLost(f"{self.addr} did not answer HELLO within {self.connect_timeout}s") from None
+            raise LinkLost(f"{self.addr} did not answer HELLO within {self.connect_timeout}s") from None
         if call.flags & p.FLAG_ERROR:
             link.fail(ConnectionError("HELLO refused"))
             self._raise(call.body)
@@ -351,7 +184,7 @@ class QueueClient:
         self.server_info = info
         return link
 
-    def _get_link(self, probe: bool = True) -> _Link:
+    def _get_link(self, probe: bool = True) -> Link:
         link = self._link
         if link is not None and link.error is None and not (probe and link.stale()):
             return link
@@ -388,7 +221,7 @@ class QueueClient:
                 link.wait(rid, call, time.monotonic() + CALL_TIMEOUT + wait)
             except TimeoutError:
                 raise QueueUnavailable(f"NetQueue at {self.addr} sent no reply within {CALL_TIMEOUT + wait:.0f}s") from None
-            except _LinkLost as exc:
+            except LinkLost as exc:
                 if self._closed or (sent and opcode in NOT_RESENT) or (attempt >= 2 and time.monotonic() >= give_up):
                     raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
                 if attempt >= 2:
@@ -462,7 +295,7 @@ class QueueClient:
                     link.wait(rid, call, deadline)
             except TimeoutError:
                 raise QueueUnavailable(f"NetQueue at {self.addr} sent no reply within {CALL_TIMEOUT:.0f}s") from None
-            except _LinkLost as exc:
+            except LinkLost as exc:
                 if self._closed or (attempt >= 2 and time.monotonic() >= give_up):
                     raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
                 if attempt >= 2:
@@ -498,7 +331,7 @@ class QueueClient:
             call = link.send(rid, p.frame(p.OP_RESERVE, rid, body))
         except p.ProtocolError as exc:
             raise QueueError(f"{exc.code}: {exc.message}", code=exc.code) from None
-        except _LinkLost as exc:
+        except LinkLost as exc:
             raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
         deadline = time.monotonic() + CALL_TIMEOUT + timeout
 
@@ -507,7 +340,7 @@ class QueueClient:
                 link.wait(rid, call, deadline)
             except TimeoutError:
                 raise QueueUnavailable(f"NetQueue at {self.addr} sent no reply in time") from None
-            except _LinkLost as exc:
+            except LinkLost as exc:
                 raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
             if call.flags & p.FLAG_ERROR:
                 self._raise(call.body)
@@ -562,7 +395,7 @@ class QueueClient:
             link = self._get_link()
             rid = self._next_rid()
             link.send(rid, p.frame(p.OP_START, rid, p.encode_start(job_ids, worker_id, acks)))
-        except _LinkLost as exc:
+        except LinkLost as exc:
             raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
         except p.ProtocolError as exc:
             raise QueueError(f"{exc.code}: {exc.message}", code=exc.code) from None

@@ -4,11 +4,11 @@ Pure logic: no sockets, no files, no threads.  Time comes from an
 injectable ``clock`` (wall-clock seconds, so delays survive a restart), and
 every state change is reported to an optional ``journal`` callback as
 ``journal(kind, job, arg)`` so the write-ahead log can persist it; recovery
-feeds the same facts back through the ``replay_*`` methods and ``rebuild()``.
+feeds the same facts back (``replay_job``, ``entries.replay``, ``rebuild()``).
 The engine is not thread-safe: the server calls it under one lock.
 
 Data layout (memory is the budget: 100,000 ready jobs must fit in tens of MiB):
-- ``Job`` has ``__slots__``; one ``at`` field means "ready since" for a
+- ``Entry`` has ``__slots__``; one ``at`` field means "ready since" for a
   ready job, "ready at" for a delayed one, "lease deadline" for a reserved
   one and "died at" for a dead one.
 - Each queue keeps ten deques, one per priority: PUT and RESERVE are O(1)
@@ -32,7 +32,7 @@ Dispatch (docs/dispatch.md):
 - A job may belong to a concurrency group (``group``, ``limit``: at most
   ``limit`` of the group's jobs reserved at once, 0 = no limit; the latest PUT
   sets the group's limit).  RESERVE sets a job of a full group aside
-  (``_Group.blocked``, O(1)) and goes on with the next one; when one of the
+  (``Group.block``, O(1)) and goes on with the next one; when one of the
   group's reservations ends, its oldest best-priority job returns to the
   front of its queue.  No reordering within a group, no NACK/delay loop.
 """
@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from remora.netqueue.jobs import (
+from remora.netqueue.entries import (
     DEAD,
     DELAYED,
     DELETED,
@@ -64,15 +64,14 @@ from remora.netqueue.jobs import (
     READY,
     RESERVED,
     STATE_NAMES,
-    WORKER_ACTIVE_WINDOW,
-    WORKER_FORGET_AFTER,
-    Job,
+    Entry,
+    Group,
     Journal,
     QueueFullError,
-    WorkerInfo,
-    _Group,
-    _Queue,
-    _Window,
+    QueueIndex,
+    RateWindow,
+    Workers,
+    insert_ordered,
 )
 
 
@@ -83,31 +82,30 @@ class Engine:
         self.clock = clock
         self.max_size = max_size
         self.journal = journal
-        self.jobs: dict[str, Job] = {}
-        self.queues: dict[str, _Queue] = {}
-        self.dead: dict[str, Job] = {}
-        self.workers: dict[str, WorkerInfo] = {}
-        self.groups: dict[str, _Group] = {}
-        self._delayed: list[tuple[float, str, int, Job]] = []  # (ready_at, id, seq, job): ties go by id
+        self.jobs: dict[str, Entry] = {}
+        self.queues: dict[str, QueueIndex] = {}
+        self.dead: dict[str, Entry] = {}
+        self.workers = Workers()
+        self.groups: dict[str, Group] = {}
+        self._delayed: list[tuple[float, str, int, Entry]] = []  # (ready_at, id, seq, job): ties go by id
         self._last_at = 0.0
-        self._leases: list[tuple[float, str, int, Job]] = []
+        self._leases: list[tuple[float, str, int, Entry]] = []
         self._seq = itertools.count()
         self.prio_count = [0] * (PRIORITIES + 1)
         self._shared: dict[Any, Any] = {}
         self.woken: set[str] = set()  # queues that gained ready jobs since the server last looked
-        self.worker_active_window = WORKER_ACTIVE_WINDOW  # the worker health check: silent longer = inactive
         self.totals = dict.fromkeys(
             ("put", "reserved", "acked", "nacked", "expired", "dead_lettered", "canceled", "kicked", "purged", "unreserved"), 0
         )
         self.started = clock()
-        self._acks = _Window()
-        self._waits = _Window()
+        self._acks = RateWindow()
+        self._waits = RateWindow()
 
     # -- index maintenance ------------------------------------------------
-    def _queue(self, name: str) -> _Queue:
+    def _queue(self, name: str) -> QueueIndex:
         q = self.queues.get(name)
         if q is None:
-            q = self.queues[name] = _Queue(name)
+            q = self.queues[name] = QueueIndex(name)
         return q
 
     def _stamp(self, now: float) -> float:
@@ -117,7 +115,7 @@ class Engine:
         self._last_at = at
         return at
 
-    def _make_ready(self, job: Job, now: float) -> None:
+    def _make_ready(self, job: Entry, now: float) -> None:
         last = self._last_at  # _stamp and _append_ready inlined: every PUT comes through here
         at = now if now > last else math.nextafter(last, math.inf)
         self._last_at = job.at = at
@@ -129,7 +127,7 @@ class Engine:
         self.prio_count[job.priority] += 1
         self.woken.add(queue)
 
-    def _append_ready(self, job: Job) -> None:
+    def _append_ready(self, job: Entry) -> None:
         job.state = READY
         q = self._queue(job.queue)
         q.ready[job.priority - 1].append(job)
@@ -137,14 +135,14 @@ class Engine:
         self.prio_count[job.priority] += 1
         self.woken.add(job.queue)
 
-    def _make_delayed(self, job: Job, ready_at: float) -> None:
+    def _make_delayed(self, job: Entry, ready_at: float) -> None:
         job.state = DELAYED
         job.at = ready_at
         heapq.heappush(self._delayed, (ready_at, job.id, next(self._seq), job))
         self._queue(job.queue).ndelayed += 1
         self.prio_count[job.priority] += 1
 
-    def _make_reserved(self, job: Job, now: float, worker: str) -> None:
+    def _make_reserved(self, job: Entry, now: float, worker: str) -> None:
         job.state = RESERVED
         job.attempt += 1
         job.worker = worker or None
@@ -155,9 +153,9 @@ class Engine:
         heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
         self._queue(job.queue).nreserved += 1
         if worker:
-            self._worker(worker, now).jobs.add(job.id)
+            self.workers.seen(worker, now).jobs.add(job.id)
 
-    def _make_dead(self, job: Job, now: float, reason: str) -> None:
+    def _make_dead(self, job: Entry, now: float, reason: str) -> None:
         job.state = DEAD
         job.at = now
         job.reason = reason
@@ -166,7 +164,7 @@ class Engine:
         self._queue(job.queue).ndead += 1
         self.totals["dead_lettered"] += 1
 
-    def _leave(self, job: Job) -> None:
+    def _leave(self, job: Entry) -> None:
         """Undo the counters of the job's current state (its deque entry, if any, goes stale)."""
         q = self._queue(job.queue)
         state = job.state
@@ -197,60 +195,37 @@ class Engine:
             job.reason = None
         job.state = DELETED
 
-    def _delete(self, job: Job) -> None:
+    def _delete(self, job: Entry) -> None:
         self._leave(job)
         del self.jobs[job.id]
 
     # -- concurrency groups ---------------------------------------------------
-    def _group(self, name: str, limit: int) -> _Group:
+    def _group(self, name: str, limit: int) -> Group:
         group = self.groups.get(name)
         if group is None:
-            group = self.groups[name] = _Group(name, limit)
+            group = self.groups[name] = Group(name, limit)
         elif group.limit != limit:
             group.limit = limit
             if group.nblocked:
                 self._unblock(group)
         return group
 
-    def _block(self, job: Job, group: _Group) -> None:
-        """Set a ready job of a full group aside, in "ready since" order within its priority."""
-        job.blocked = True
-        group.nblocked += 1
-        _insert_ordered(group.blocked[job.priority - 1], job)
-
-    def _unblock(self, group: _Group) -> None:
+    def _unblock(self, group: Group) -> None:
         """Return the group's oldest best-priority blocked jobs to the front of their queues, one per free place."""
-        room = group.limit - group.held if group.limit else group.nblocked
-        for dq in group.blocked:
-            while room > 0 and dq:
-                job = dq.popleft()
-                if not job.blocked:
-                    continue  # stale: deleted or moved while set aside
-                job.blocked = False
-                group.nblocked -= 1
-                room -= 1
-                self._to_front(job)
-            if room <= 0 or not group.nblocked:
-                return
+        for job in group.unblock():
+            self._to_front(job)
 
-    def _to_front(self, job: Job) -> None:
+    def _to_front(self, job: Entry) -> None:
         """A ready job goes back to its place near the front of its priority (it is older than what waits there)."""
         dq = self._queue(job.queue).ready[job.priority - 1]
         while dq and dq[0].state != READY:
             dq.popleft()
-        _insert_ordered(dq, job, front=True)
+        insert_ordered(dq, job, front=True)
         self.woken.add(job.queue)
 
-    def _log(self, kind: int, job: Job, arg: Any = None) -> None:
+    def _log(self, kind: int, job: Entry, arg: Any = None) -> None:
         if self.journal is not None:
             self.journal(kind, job, arg)
-
-    def _worker(self, worker_id: str, now: float) -> WorkerInfo:
-        info = self.workers.get(worker_id)
-        if info is None:
-            info = self.workers[worker_id] = WorkerInfo(worker_id, now)
-        info.last_heartbeat = now
-        return info
 
     # -- producers --------------------------------------------------------
     def waiting(self, queue: str) -> int:
@@ -297,7 +272,7 @@ class Engine:
         limit: int = 0,
     ) -> None:
         shared = self._shared  # one object per distinct queue name and ttr, not one per job
-        job = Job(job_id, shared.setdefault(queue, queue), priority, shared.setdefault(ttr, ttr), max_attempts, body, now)
+        job = Entry(job_id, shared.setdefault(queue, queue), priority, shared.setdefault(ttr, ttr), max_attempts, body, now)
         if group:
             job.group = self._group(group, limit)
         self.jobs[job_id] = job
@@ -336,9 +311,9 @@ class Engine:
         return out
 
     # -- consumers --------------------------------------------------------
-    def reserve(self, queues: list[str], count: int = 1, worker: str = "") -> list[Job]:
+    def reserve(self, queues: list[str], count: int = 1, worker: str = "") -> list[Entry]:
         """Lease up to ``count`` ready jobs, best priority first, FIFO within it; never blocks."""
-        out: list[Job] = []
+        out: list[Entry] = []
         if len(queues) == 1:  # the usual case, without building a list of candidates
             q = self.queues.get(queues[0])
             if q is None or not q.nready:
@@ -360,7 +335,7 @@ class Engine:
                     break
                 group = job.group
                 if group is not None and 0 < group.limit <= group.held:
-                    self._block(job, group)  # its place is kept; the next job may belong to a group with room
+                    group.block(job)  # its place is kept; the next job may belong to a group with room
                     continue
                 self._waits.add(now, max(0.0, now - job.at))  # time spent ready
                 self._leave(job)
@@ -373,7 +348,7 @@ class Engine:
         self.totals["reserved"] += len(out)
         return out
 
-    def _pop_ready(self, qs: list[_Queue], p: int) -> Job | None:
+    def _pop_ready(self, qs: list[QueueIndex], p: int) -> Entry | None:
         if len(qs) == 1:
             dq = qs[0].ready[p]
             while dq:
@@ -381,7 +356,7 @@ class Engine:
                 if job.state == READY:
                     return job
             return None
-        best: deque[Job] | None = None
+        best: deque[Entry] | None = None
         for q in qs:
             dq = q.ready[p]
             while dq and dq[0].state != READY:
@@ -461,7 +436,7 @@ class Engine:
         """Renew leases; also the worker heartbeat. {id: ok | canceled | lost}."""
         now = self.clock()
         if worker:
-            self._worker(worker, now)
+            self.workers.seen(worker, now)
         out = {}
         for job_id in job_ids:
             job = self.jobs.get(job_id)
@@ -534,7 +509,7 @@ class Engine:
             if job.state == RESERVED and job.at == at:
                 self._expire(job, now)
 
-    def _expire(self, job: Job, now: float) -> None:
+    def _expire(self, job: Entry, now: float) -> None:
         canceled = job.cancel
         if job.worker and job.worker in self.workers:
             self.workers[job.worker].failed += 1
@@ -559,12 +534,12 @@ class Engine:
         return leases[0][0] if leases else None
 
     # -- inspection -------------------------------------------------------
-    def peek(self, job_id: str) -> Job | None:
+    def peek(self, job_id: str) -> Entry | None:
         return self.jobs.get(job_id)
 
-    def list_jobs(self, queue: str | None = None, state: str | None = None, limit: int = 100) -> list[Job]:
+    def list_jobs(self, queue: str | None = None, state: str | None = None, limit: int = 100) -> list[Entry]:
         want = STATE_NAMES.index(state) if state else None
-        source: Iterable[Job] = self.dead.values() if want == DEAD else self.jobs.values()
+        source: Iterable[Entry] = self.dead.values() if want == DEAD else self.jobs.values()
         out = []
         for job in source:
             if (queue is None or job.queue == queue) and (want is None or job.state == want):
@@ -573,10 +548,10 @@ class Engine:
                     break
         return out
 
-    def dlq_list(self, queue: str | None = None, limit: int = 100) -> list[Job]:
+    def dlq_list(self, queue: str | None = None, limit: int = 100) -> list[Entry]:
         return self.list_jobs(queue, "dead", limit)
 
-    def _dead_targets(self, job_ids: list[str] | None) -> list[Job]:
+    def _dead_targets(self, job_ids: list[str] | None) -> list[Entry]:
         if job_ids is None:
             return list(self.dead.values())
         return [self.dead[j] for j in dict.fromkeys(job_ids) if j in self.dead]
@@ -603,39 +578,21 @@ class Engine:
 
     # -- workers ----------------------------------------------------------
     def register_worker(self, worker_id: str, host: str, concurrency: int) -> None:
-        info = self._worker(worker_id, self.clock())
+        info = self.workers.seen(worker_id, self.clock())
         info.host = host
         info.concurrency = concurrency
 
     def worker_list(self) -> list[dict[str, Any]]:
-        now = self.clock()
-        for wid, info in list(self.workers.items()):
-            if not info.jobs and now - info.last_heartbeat > WORKER_FORGET_AFTER:
-                del self.workers[wid]
-        return [
-            {
-                "id": w.id,
-                "host": w.host,
-                "concurrency": w.concurrency,
-                "last_heartbeat": w.last_heartbeat,
-                "heartbeat_age": round(max(0.0, now - w.last_heartbeat), 3),
-                "active": now - w.last_heartbeat <= self.worker_active_window,
-                "jobs": sorted(w.jobs),
-                "done": w.done,
-                "failed": w.failed,
-            }
-            for w in self.workers.values()
-        ]
+        return self.workers.listing(self.clock())
 
     def stats(self) -> dict[str, Any]:
         now = self.clock()
         queues = {name: q.counts() for name, q in sorted(self.queues.items())}
         ready = sum(q["ready"] for q in queues.values())
         delayed = sum(q["delayed"] for q in queues.values())
-        active = sum(1 for w in self.workers.values() if now - w.last_heartbeat <= self.worker_active_window)
         return {
             "queue_depth": ready + delayed,
-            "active_workers": active,
+            "active_workers": self.workers.active(now),
             "processing_rate": round(self._acks.rate(now, self.started), 3),
             "average_wait_time": round(self._waits.mean(now), 6),
             "priority_distribution": {str(p): self.prio_count[p] for p in range(1, PRIORITIES + 1)},
@@ -650,9 +607,9 @@ class Engine:
             "max_size": self.max_size,
         }
 
-    # -- recovery (the WAL replays these, then calls rebuild) --------------
-    def replay_job(self, job: Job) -> None:
-        group = job.group  # as decoded: a fresh _Group carrying the name and the limit of that PUT
+    # -- recovery (the WAL replays jobs and records, then calls rebuild) --
+    def replay_job(self, job: Entry) -> None:
+        group = job.group  # as decoded: a fresh Group carrying the name and the limit of that PUT
         if group is not None:
             job.group = self._group(group.name, group.limit)
         job.queue = self._shared.setdefault(job.queue, job.queue)
@@ -661,38 +618,6 @@ class Engine:
         if old is not None:
             old.state = DELETED
         self.jobs[job.id] = job
-
-    def replay(self, kind: int, job_id: str, arg: Any = None) -> bool:
-        """Apply one logged change to the job's fields only; False when the record names no live job."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            return False
-        if kind == J_RESERVE:
-            job.state, job.attempt, job.worker, job.since = RESERVED, job.attempt + 1, arg or None, job.at
-        elif kind == J_DELETE:
-            job.state = DELETED
-            del self.jobs[job_id]
-        elif kind == J_RELEASE:
-            job.state, job.at, job.worker, job.cancel = (DELAYED if arg[0] else READY), arg[1], None, False
-        elif kind == J_EXPIRE:
-            job.expired += 1
-            job.worker = None
-            if job.cancel:
-                job.state = DELETED
-                del self.jobs[job_id]
-            elif job.expired >= job.max_attempts:
-                job.state, job.at, job.reason = DEAD, arg, "lease expired"
-            else:
-                job.state, job.at = READY, arg
-        elif kind == J_KICK:
-            job.state, job.at, job.expired, job.reason = READY, arg, 0, None
-        elif kind == J_PRIORITY:
-            job.priority, job.at = arg
-        elif kind == J_PROMOTE:
-            job.state, job.at = READY, arg
-        elif kind == J_CANCEL:
-            job.cancel = True
-        return True
 
     def rebuild(self) -> None:
         """Recompute every index from the jobs' fields (after replay); leases restart at now + ttr."""
@@ -726,29 +651,6 @@ class Engine:
         self._last_at = max([self._last_at, *(j.at for j in ready[-1:])])
         self.woken = set(self.queues)
 
-    def live_jobs(self) -> Iterator[Job]:
+    def live_jobs(self) -> Iterator[Entry]:
         """Every job in an order that replays to the same FIFO order (for snapshots)."""
         yield from sorted(self.jobs.values(), key=lambda j: (j.state != READY, j.at))
-
-
-def _insert_ordered(dq: deque[Job], job: Job, *, front: bool = False) -> None:
-    """Insert ``job`` into a deque ordered by ``at`` (O(1) at either end, a scan from the chosen end otherwise)."""
-    at = job.at
-    if not dq or (front and at <= dq[0].at) or (not front and dq[-1].at <= at):
-        (dq.appendleft if front else dq.append)(job)
-        return
-    if not front and at < dq[0].at:
-        dq.appendleft(job)
-        return
-    if front and dq[-1].at <= at:
-        dq.append(job)
-        return
-    if front:
-        i = 0
-        while dq[i].at <= at:
-            i += 1
-    else:
-        i = len(dq)
-        while dq[i - 1].at > at:
-            i -= 1
-    dq.insert(i, job)

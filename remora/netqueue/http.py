@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-from _operator import _compare_digest as compare_digest  # hmac's, without loading OpenSSL
 from typing import TYPE_CHECKING, Any
+
+from remora.netqueue.handlers import token_matches
 
 if TYPE_CHECKING:
     from remora.netqueue.server import QueueServer
@@ -58,10 +59,11 @@ def handle_http(server: QueueServer, head: bytes) -> bytes:
         return _error(405, "METHOD_NOT_ALLOWED", "only GET and HEAD")
     if path not in PATHS:
         return _error(404, "NOT_FOUND", f"no such path; try {', '.join(PATHS)}")
-    if path != "/health" and server.token:
+    expected = server.settings.token
+    if path != "/health" and expected:
         auth = headers.get("authorization", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
-        if not compare_digest(token.encode(), server.token.encode()):
+        if not token_matches(token, expected):
             return _error(401, "UNAUTHORIZED", "send Authorization: Bearer <queue token>")
     if path == "/metrics":
         from remora.netqueue import metrics

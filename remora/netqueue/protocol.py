@@ -23,7 +23,6 @@ A body that cannot be decoded raises ``ProtocolError`` carrying the error
 name the reply must use.
 """
 
-# ruff: noqa: F405
 from __future__ import annotations
 
 import json
@@ -31,10 +30,63 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-# The vocabulary (limits, opcodes, error codes, primitive codecs) is re-exported from here:
-# server and client import only this module.
-from remora.netqueue.wire import *  # noqa: F403
-from remora.netqueue.wire import _F64, _U8, _U16, _U32  # noqa: F401
+from remora.netqueue.wire import (  # noqa: F401  (the vocabulary is re-exported: server and client import only this module)
+    _U8,
+    _U16,
+    _U32,
+    CANCEL_RESULT,
+    ERRORS,
+    FLAG_ERROR,
+    FLAG_REPLY,
+    HEADER,
+    HEADER_SIZE,
+    LENGTH,
+    MAX_BATCH,
+    MAX_BODY,
+    MAX_FRAME,
+    MAX_LIST,
+    MAX_NAME,
+    MAX_PREAUTH_FRAME,
+    MAX_PRIORITY,
+    MAX_QUEUES,
+    MAX_RESERVE,
+    MAX_TIMEOUT_MS,
+    MAX_TOUCH,
+    MIN_PRIORITY,
+    OP_ACK,
+    OP_ACK_RESERVE,
+    OP_AUTH,
+    OP_CANCEL,
+    OP_DLQ_KICK,
+    OP_DLQ_LIST,
+    OP_DLQ_PURGE,
+    OP_HELLO,
+    OP_LIST,
+    OP_NACK,
+    OP_NAMES,
+    OP_PEEK,
+    OP_PING,
+    OP_PRIORITY,
+    OP_PUT,
+    OP_PUT_BATCH,
+    OP_REGISTER,
+    OP_RESERVE,
+    OP_SNAPSHOT,
+    OP_START,
+    OP_STATS,
+    OP_TOUCH,
+    OP_WORKERS,
+    PROTOCOL_VERSION,
+    STATE_NAMES,
+    TOUCH_STATUS,
+    ProtocolError,
+    Reader,
+    blob32,
+    ms,
+    name,
+    str8,
+    str16,
+)
 
 # -- frames --------------------------------------------------------------
 

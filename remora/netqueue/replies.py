@@ -1,7 +1,8 @@
-"""Connections and the replies owed to them: group commit, held replies, buffered sends.
+"""Client connections and the replies owed to them: group commit, held replies, buffered sends.
 
-Part of the NetQueue server (``QueueServer`` mixes ``Replies`` in).  Each
-I/O-loop iteration collects its replies in ``_batch``; ``_commit_batch``
+The NetQueue server owns one ``Replies`` (its I/O thread is the only caller,
+under the server's lock).  Each I/O-loop iteration collects its replies in
+``batch``; ``commit``
 writes the log records those requests appended with one ``write()`` and then
 either lets the replies go (``fsync = interval`` or ``never``, or the log is
 already durable past them) or holds them, in LSN order, until the commit
@@ -20,6 +21,7 @@ import select
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from remora.netqueue import protocol as p
@@ -33,7 +35,9 @@ MAX_OUTBUF = 64 * 1024 * 1024  # a client that stops reading its replies is disc
 EV_IN, EV_OUT = select.EPOLLIN, select.EPOLLOUT
 
 
-class Connection:
+class ClientConn:
+    """One client's socket on the server: buffers, authentication, unstarted reservations."""
+
     __slots__ = (
         "addr", "authed", "closing", "http", "inbuf", "name", "out", "parked", "peer", "pending", "preauth", "sock", "unstarted",
         "writing",
@@ -57,34 +61,36 @@ class Connection:
 
 
 class Replies:
-    """The reply half of ``QueueServer`` (see the module docstring)."""
+    """The replies owed to connections (see the module docstring); ``close`` is the server's way to drop a connection."""
 
-    wal: WriteAheadLog | None
-    log_error: str | None
-    _log_retry_at: float
-    _log_failed_bytes: int
-    _batch: list[tuple[Connection, bytes]]
-    _held: deque[tuple[int, Connection, bytes]]
-    _dirty: set[Connection]
-    _ep: select.epoll | None
+    def __init__(self, close: Callable[[ClientConn], None]) -> None:
+        self.close = close
+        self.wal: WriteAheadLog | None = None  # set by the server once the log is open
+        self.ep: select.epoll | None = None  # set by the server once it listens
+        self.log_error: str | None = None  # set while the log cannot be written (disk full); see flush_log
+        self._log_retry_at = 0.0
+        self._log_failed_bytes = 0
+        self.batch: list[tuple[ClientConn, bytes]] = []  # this iteration's replies
+        self.held: deque[tuple[int, ClientConn, bytes]] = deque()  # (lsn, conn, reply) waiting for the fsync
+        self._dirty: set[ClientConn] = set()
 
-    def _close(self, conn: Connection) -> None:
-        raise NotImplementedError
+    def add(self, conn: ClientConn, data: bytes) -> None:
+        self.batch.append((conn, data))
 
-    def _commit_batch(self) -> None:
+    def commit(self) -> None:
         """Write this iteration's log records, then release or hold its replies."""
-        batch = self._batch
+        batch = self.batch
         if not batch:
             wal = self.wal
-            if wal is not None and self._flush_log() > wal.synced and wal.fsync == "always":
+            if wal is not None and self.flush_log() > wal.synced and wal.fsync == "always":
                 wal.request_sync()  # records without replies (expired leases) become durable soon too
             return
-        self._batch = []
+        self.batch = []
         wal = self.wal
         if wal is None:
             self._queue_replies(batch)
         else:
-            lsn = self._flush_log()
+            lsn = self.flush_log()
             if lsn < 0:
                 self._fail_batch(batch)
             elif wal.durable >= lsn:
@@ -92,11 +98,11 @@ class Replies:
             else:
                 for conn, data in batch:
                     conn.pending += 1
-                    self._held.append((lsn, conn, data))
+                    self.held.append((lsn, conn, data))
                 wal.request_sync()
         self._flush_dirty()
 
-    def _queue_replies(self, batch: list[tuple[Connection, bytes]]) -> None:
+    def _queue_replies(self, batch: list[tuple[ClientConn, bytes]]) -> None:
         """Replies that may go now: a lone reply to an idle connection is sent at once, the rest buffered."""
         if len(batch) == 1:
             conn, data = batch[0]
@@ -106,17 +112,17 @@ class Replies:
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 except OSError:
-                    self._close(conn)
+                    self.close(conn)
                     return
                 if sent < len(data):
                     conn.out += data[sent:]
-                    self._send(conn)  # asks for EVENT_WRITE
+                    self.send(conn)  # asks for EVENT_WRITE
                 return
         for conn, data in batch:
             conn.out += data
             self._dirty.add(conn)
 
-    def _flush_log(self) -> int:
+    def flush_log(self) -> int:
         """``wal.flush()``, or -1 when the log cannot be written (the records stay buffered).
 
         While the log is failing (disk full, file-size limit) a write is retried at most every
@@ -145,10 +151,10 @@ class Replies:
     def log_writable(self) -> bool:
         """False while the log cannot be written; past the retry time this tries the write again."""
         if self.log_error is not None and self.wal is not None and time.monotonic() >= self._log_retry_at:
-            self._flush_log()
+            self.flush_log()
         return self.log_error is None
 
-    def _fail_batch(self, batch: list[tuple[Connection, bytes]]) -> None:
+    def _fail_batch(self, batch: list[tuple[ClientConn, bytes]]) -> None:
         """Replies whose log records could not be written become STORAGE errors (HTTP answers pass).
 
         Their changes stay in memory and in the log buffer, written once space returns, so the
@@ -162,11 +168,11 @@ class Replies:
             conn.out += data
             self._dirty.add(conn)
 
-    def _release_durable(self) -> None:
+    def release_durable(self) -> None:
         if self.wal is None:
             return
         durable = self.wal.durable
-        held = self._held
+        held = self.held
         while held and held[0][0] <= durable:
             _, conn, data = held.popleft()
             conn.pending -= 1
@@ -177,9 +183,9 @@ class Replies:
     def _flush_dirty(self) -> None:
         dirty, self._dirty = self._dirty, set()
         for conn in dirty:
-            self._send(conn)
+            self.send(conn)
 
-    def _send(self, conn: Connection) -> None:
+    def send(self, conn: ClientConn) -> None:
         if conn.sock.fileno() < 0:
             return
         if conn.out:
@@ -189,21 +195,21 @@ class Replies:
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:
-                self._close(conn)
+                self.close(conn)
                 return
         if conn.out:
             if len(conn.out) > MAX_OUTBUF:
                 log.warning("queue: %s does not read its replies; closing", conn.peer)
-                self._close(conn)
+                self.close(conn)
                 return
             if not conn.writing:
                 conn.writing = True
-                assert self._ep is not None
-                self._ep.modify(conn.sock.fileno(), EV_IN | EV_OUT)
+                assert self.ep is not None
+                self.ep.modify(conn.sock.fileno(), EV_IN | EV_OUT)
         else:
             if conn.writing:
                 conn.writing = False
-                assert self._ep is not None
-                self._ep.modify(conn.sock.fileno(), EV_IN)
+                assert self.ep is not None
+                self.ep.modify(conn.sock.fileno(), EV_IN)
             if conn.closing and not conn.pending:
-                self._close(conn)
+                self.close(conn)

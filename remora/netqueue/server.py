@@ -20,7 +20,7 @@ held until the commit thread's next ``fdatasync`` covers that write — one
 fsync covers every request that came in while the previous one ran (group
 commit), and the I/O thread keeps reading meanwhile.  A reply is never sent
 before everything logged before it is durable, so no client can observe a
-state that a crash would undo (``remora.netqueue.replies``).
+state that a crash would undo (``remora.netqueue.replies``, which the server owns).
 
 HTTP on the same port: a binary frame starts with 0x00 (MAX_FRAME < 16 MiB),
 so a connection whose first byte is anything else is read as an HTTP/1.x
@@ -43,7 +43,7 @@ import select
 import socket
 import threading
 import time
-from collections import deque
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,9 +51,10 @@ from remora.errors import ConfigError
 from remora.netaddr import is_loopback
 from remora.netqueue import protocol as p
 from remora.netqueue.engine import Engine
+from remora.netqueue.entries import WORKER_ACTIVE_WINDOW
 from remora.netqueue.handlers import Dispatcher, hand_out
 from remora.netqueue.idle import AdaptivePoll
-from remora.netqueue.replies import EV_IN, EV_OUT, Connection, Replies
+from remora.netqueue.replies import EV_IN, EV_OUT, ClientConn, Replies
 from remora.netqueue.waiters import ParkedReserves, Waiter
 
 if TYPE_CHECKING:
@@ -69,53 +70,82 @@ PREAUTH_REQUESTS = 8  # requests a connection may send before it authenticates
 MAX_UNAUTHENTICATED = 256  # unauthenticated connections held at once (a new one closes the oldest)
 
 
-class QueueServer(Replies):
-    """NetQueue over TCP (binary frames) and HTTP (JSON) on one port."""
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything a queue server is told, each option once; ``from_config`` maps Remora's settings onto it."""
 
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 9000,
-        data_dir: Path | None = None,
-        persistence: bool = True,
-        fsync: str = "always",
-        fsync_interval: float = 0.01,
-        max_size: int = 100000,
-        token: str = "",
-        default_ttr: float = 30.0,
-        max_connections: int = 4096,
-        busy_poll: float = 0.0001,
-        auth_timeout: float = 5.0,
-        max_queues: int = 1000,
-        max_unauthenticated: int = MAX_UNAUTHENTICATED,
-        health_check_interval: float | None = None,
-    ) -> None:
-        if fsync not in ("always", "interval", "never"):
-            raise ConfigError(f"queue fsync = {fsync!r}: expected always, interval or never")
-        if not token and not is_loopback(host):
+    host: str = "127.0.0.1"
+    port: int = 9000
+    data_dir: Path | None = None
+    persistence: bool = True
+    fsync: str = "always"  # always (group commit) | interval | never
+    fsync_interval: float = 0.01
+    max_size: int = 100000  # most waiting jobs per queue
+    token: str = ""  # "" serves without a token (loopback only)
+    max_connections: int = 4096
+    busy_poll: float = 0.0001
+    auth_timeout: float = 5.0
+    max_queues: int = 1000
+    max_unauthenticated: int = MAX_UNAUTHENTICATED
+    health_check_interval: float = WORKER_ACTIVE_WINDOW  # a worker silent longer than this counts as inactive
+
+    def __post_init__(self) -> None:
+        if self.fsync not in ("always", "interval", "never"):
+            raise ConfigError(f"queue fsync = {self.fsync!r}: expected always, interval or never")
+        if not self.token and not is_loopback(self.host):
             raise ConfigError(
-                f"queue bound to {host or '0.0.0.0'} (not loopback) needs a token: leave queue.token unset "
+                f"queue bound to {self.host or '0.0.0.0'} (not loopback) needs a token: leave queue.token unset "
                 "(a token file is made), or set REMORA_QUEUE_TOKEN / queue.token / queue.token_file"
             )
-        if persistence and data_dir is None:
+        if self.persistence and self.data_dir is None:
             raise ConfigError("queue persistence needs a data directory (queue.data_dir)")
-        self.host, self.port = host, port
-        self.data_dir = Path(data_dir) if data_dir else None
-        self.persistence = persistence
-        self.fsync, self.fsync_interval = fsync, fsync_interval
-        self.token = token
-        self.default_ttr = default_ttr
-        self.max_connections = max_connections
-        self.busy_poll = busy_poll
-        self.auth_timeout = auth_timeout
-        self.max_queues = max_queues
-        self.max_unauthenticated = max(1, max_unauthenticated)
+
+    @classmethod
+    def from_config(cls, settings: Settings, **overrides: Any) -> ServeSettings:
+        """The server's settings from Remora's (``queue.*``); ``overrides`` that are not None win.
+
+        Without a ``token`` override the token is ``settings.queue_token()`` (the caller decides
+        whether a missing token file is made: pass ``token=settings.queue_token(create=True)``)."""
+        from remora.config import split_addr
+
+        host, port = split_addr(settings.queue.addr, 9000)
+        q = settings.queue
+        values: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "data_dir": settings.queue_data_dir,
+            "persistence": q.persistence,
+            "fsync": q.fsync,
+            "fsync_interval": q.fsync_interval,
+            "max_size": q.max_size,
+            "max_connections": q.max_connections,
+            "busy_poll": q.busy_poll,
+            "auth_timeout": q.auth_timeout,
+            "max_queues": q.max_queues,
+            "health_check_interval": q.health_check_interval,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "token" not in values:
+            values["token"] = settings.queue_token()
+        return cls(**values)
+
+
+class QueueServer:
+    """NetQueue over TCP (binary frames) and HTTP (JSON) on one port.
+
+    ``QueueServer(settings)`` or ``QueueServer(**fields)`` with ``ServeSettings``'s fields."""
+
+    def __init__(self, settings: ServeSettings | None = None, /, **fields: Any) -> None:
+        if settings is None:
+            settings = ServeSettings(**fields)
+        elif fields:
+            settings = replace(settings, **fields)
+        self.settings = settings
         self.lock = threading.RLock()
-        self.engine = Engine(max_size=max_size)
-        if health_check_interval:  # a worker silent longer than this counts as inactive (queue.health_check_interval)
-            self.engine.worker_active_window = float(health_check_interval)
+        self.engine = Engine(max_size=settings.max_size)
+        self.engine.workers.active_window = settings.health_check_interval
         self.dispatcher = Dispatcher(self)
+        self.replies = Replies(self._close)
         self.wal: WriteAheadLog | None = None
         self.recovery: dict[str, Any] = {}
         self.stopping = False
@@ -127,84 +157,65 @@ class QueueServer(Replies):
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._conns: dict[int, Connection] = {}
-        self._preauth: dict[Connection, float] = {}  # unauthenticated connections -> deadline, oldest first
+        self._conns: dict[int, ClientConn] = {}
+        self._preauth: dict[ClientConn, float] = {}  # unauthenticated connections -> deadline, oldest first
         self.parked = ParkedReserves()
-        self._batch: list[tuple[Connection, bytes]] = []
-        self._held: deque[tuple[int, Connection, bytes]] = deque()
-        self._dirty: set[Connection] = set()
         self._rbuf = bytearray(RECV_SIZE)  # the I/O thread's receive buffer
         self._rview = memoryview(self._rbuf)
         self._stopped = threading.Event()
-        self.log_error: str | None = None  # set while the log cannot be written (disk full); see _flush_log
-        self._log_retry_at = 0.0
-        self._log_failed_bytes = 0
         self.counters = {"connections_total": 0, "requests": 0, "errors": 0, "http_requests": 0, "unauthenticated_closed": 0}
         self._evict_logged = -1e9
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> QueueServer:
-        from remora.config import split_addr
+        """A server from Remora's settings (see ``ServeSettings.from_config``)."""
+        return cls(ServeSettings.from_config(settings, **overrides))
 
-        host, port = split_addr(settings.queue.addr, 9000)
-        kwargs: dict[str, Any] = {
-            "host": host,
-            "port": port,
-            "data_dir": settings.queue_data_dir,
-            "persistence": settings.queue.persistence,
-            "fsync": settings.queue.fsync,
-            "fsync_interval": settings.queue.fsync_interval,
-            "max_size": settings.queue.max_size,
-            "default_ttr": settings.queue.worker_timeout,
-            "max_connections": settings.queue.max_connections,
-            "busy_poll": settings.queue.busy_poll,
-            "auth_timeout": settings.queue.auth_timeout,
-            "max_queues": settings.queue.max_queues,
-            "health_check_interval": settings.queue.health_check_interval,
-        }
-        kwargs.update({k: v for k, v in overrides.items() if v is not None})
-        if "token" not in kwargs:
-            kwargs["token"] = settings.queue_token()
-        return cls(**kwargs)
+    @property
+    def log_error(self) -> str | None:
+        """Why the log cannot be written now (disk full), or None."""
+        return self.replies.log_error
 
     # -- lifecycle --------------------------------------------------------
     @property
     def address(self) -> tuple[str, int]:
         if self._listener is None:
-            return (self.host, self.port)
+            return (self.settings.host, self.settings.port)
         host, port = self._listener.getsockname()[:2]
         return (host, port)
 
     def start(self) -> None:
         """Recover the log, bind, and serve in background threads; returns once listening."""
-        if self.persistence:
+        s = self.settings
+        if s.persistence:
             from remora.netqueue.wal import WriteAheadLog
 
-            assert self.data_dir is not None
-            self.wal = WriteAheadLog(self.data_dir, fsync=self.fsync, fsync_interval=self.fsync_interval, on_durable=self._wake)
+            assert s.data_dir is not None
+            self.wal = WriteAheadLog(Path(s.data_dir), fsync=s.fsync, fsync_interval=s.fsync_interval, on_durable=self._wake)
             self.recovery = self.wal.recover(self.engine)
             self.engine.journal = self.wal.record
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            self.replies.wal = self.wal
+        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            listener.bind((self.host, self.port))
+            listener.bind((s.host, s.port))
         except OSError as exc:
             listener.close()
             if self.wal:
                 self.wal.close()
-            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from None
         listener.listen(1024)
         listener.setblocking(False)
         self._listener = listener
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._ep = select.epoll()
+        self._ep = self.replies.ep = select.epoll()
         self._listen_fd, self._wake_fd = listener.fileno(), self._wake_r.fileno()
         self._ep.register(self._listen_fd, EV_IN)
         self._ep.register(self._wake_fd, EV_IN)
-        self._idle = AdaptivePoll(self._ep.poll, self.busy_poll)
+        self._idle = AdaptivePoll(self._ep.poll, s.busy_poll)
         if self.wal:
             self.wal.start()
         self._thread = threading.Thread(target=self._run, name="netqueue-io", daemon=True)
@@ -214,9 +225,9 @@ class QueueServer(Replies):
             "queue: listening on %s:%d (persistence=%s fsync=%s auth=%s jobs=%d)",
             host,
             port,
-            self.persistence,
-            self.fsync,
-            "token" if self.token else "off",
+            s.persistence,
+            s.fsync,
+            "token" if s.token else "off",
             len(self.engine.jobs),
         )
 
@@ -248,10 +259,10 @@ class QueueServer(Replies):
     # -- the I/O loop -----------------------------------------------------
     def _run(self) -> None:
         assert self._idle is not None
-        wait, lock = self._idle.wait, self.lock
+        wait, lock, held = self._idle.wait, self.lock, self.replies.held
         while not self.stopping:
             try:
-                events = wait(self._select_timeout(), not self._held)  # held replies: the fsync comes next
+                events = wait(self._select_timeout(), not held)  # held replies: the fsync comes next
                 with lock:
                     self._iteration(events)
             except Exception:
@@ -259,7 +270,7 @@ class QueueServer(Replies):
         self._shutdown()
 
     def _select_timeout(self) -> float:
-        longest = 1.0 if self.log_error is None else 0.5
+        longest = 1.0 if self.replies.log_error is None else 0.5
         if self._preauth:
             longest = min(longest, max(0.0, next(iter(self._preauth.values())) - time.monotonic()))
         nxt = self.engine.next_deadline()
@@ -285,7 +296,7 @@ class QueueServer(Replies):
                     self._drain_wake()
                 continue
             if mask & EV_OUT:
-                self._send(conn)
+                self.replies.send(conn)
             if mask & EV_READ:
                 if conn.closing:
                     self._discard_input(conn)
@@ -302,11 +313,12 @@ class QueueServer(Replies):
                 self._serve_waiters()
             else:
                 engine.woken.clear()  # nobody waits: nothing to serve
-        self._commit_batch()
+        replies = self.replies
+        replies.commit()
         wal = self.wal
-        if wal is not None and self.log_error is None and wal.should_compact(len(self.engine.jobs)):
+        if wal is not None and replies.log_error is None and wal.should_compact(len(self.engine.jobs)):
             wal.compact(self.engine)
-            self._release_durable()
+            replies.release_durable()
 
     def _accept(self) -> None:
         assert self._listener is not None and self._ep is not None
@@ -318,30 +330,30 @@ class QueueServer(Replies):
             except OSError as exc:
                 log.warning("queue: accept failed: %s", exc)
                 return
-            if len(self._conns) >= self.max_connections:
+            if len(self._conns) >= self.settings.max_connections:
                 log.warning("queue: refusing %s: %d connections (max_connections)", addr, len(self._conns))
                 sock.close()
                 continue
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(sock, addr, authed=not self.token)
+            conn = ClientConn(sock, addr, authed=not self.settings.token)
             conn.preauth = PREAUTH_REQUESTS
             preauth = self._preauth
             now = time.monotonic()
-            if len(preauth) >= self.max_unauthenticated:
+            if len(preauth) >= max(1, self.settings.max_unauthenticated):
                 oldest = next(iter(preauth))
                 self.counters["unauthenticated_closed"] += 1
                 if now >= self._evict_logged + 10:  # at most one line per 10 s under a flood
                     self._evict_logged = now
                     log.warning("queue: %d unauthenticated connections: closing the oldest (%s)", len(preauth), oldest.peer)
                 self._close(oldest)
-            preauth[conn] = now + self.auth_timeout
+            preauth[conn] = now + self.settings.auth_timeout
             self._conns[sock.fileno()] = conn
             self._ep.register(sock.fileno(), EV_IN)
             self.counters["connections_total"] += 1
 
-    def _admit(self, conn: Connection) -> None:
+    def _admit(self, conn: ClientConn) -> None:
         """The connection authenticated (or, without a token, sent its first request): no pre-auth limits."""
         conn.preauth = 0
         self._preauth.pop(conn, None)
@@ -354,7 +366,7 @@ class QueueServer(Replies):
             conn, deadline = next(iter(preauth.items()))
             if deadline > now:
                 return
-            log.debug("queue: closing %s: not authenticated within %gs", conn.peer, self.auth_timeout)
+            log.debug("queue: closing %s: not authenticated within %gs", conn.peer, self.settings.auth_timeout)
             self.counters["unauthenticated_closed"] += 1
             self._close(conn)
             preauth.pop(conn, None)  # _close removes it; this ends the loop even if it did not
@@ -366,9 +378,9 @@ class QueueServer(Replies):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-        self._release_durable()
+        self.replies.release_durable()
 
-    def _discard_input(self, conn: Connection) -> None:
+    def _discard_input(self, conn: ClientConn) -> None:
         """A closing connection's further input is read and dropped (level-triggered epoll would spin)."""
         try:
             if not conn.sock.recv(RECV_SIZE):
@@ -378,7 +390,7 @@ class QueueServer(Replies):
         except OSError:
             self._close(conn)
 
-    def _read(self, conn: Connection) -> None:
+    def _read(self, conn: ClientConn) -> None:
         """Read what arrived into the shared buffer; whole frames are handled straight from it."""
         try:
             n = conn.sock.recv_into(self._rbuf)
@@ -407,7 +419,7 @@ class QueueServer(Replies):
             if used < n and not conn.closing:
                 conn.inbuf += data[used:]
 
-    def _read_frames(self, conn: Connection, buf: bytearray | memoryview) -> int:
+    def _read_frames(self, conn: ClientConn, buf: bytearray | memoryview) -> int:
         """Handle every whole frame in ``buf``; return how many bytes they took."""
         n = len(buf)
         pos = 0
@@ -441,7 +453,7 @@ class QueueServer(Replies):
                     preauth = conn.preauth = preauth - 1
         return pos
 
-    def _request(self, conn: Connection, opcode: int, rid: int, body: bytes) -> None:
+    def _request(self, conn: ClientConn, opcode: int, rid: int, body: bytes) -> None:
         self.counters["requests"] += 1
         try:
             result = self.dispatcher.handle(conn, opcode, rid, body)
@@ -453,17 +465,17 @@ class QueueServer(Replies):
             self._fail(conn, opcode, rid, p.ProtocolError("INTERNAL", "internal error; see the server log"))
             return
         if result is not None:
-            self._batch.append((conn, p.reply(opcode, rid, result)))
+            self.replies.batch.append((conn, p.reply(opcode, rid, result)))
 
-    def _fail(self, conn: Connection, opcode: int, rid: int, exc: p.ProtocolError) -> None:
+    def _fail(self, conn: ClientConn, opcode: int, rid: int, exc: p.ProtocolError) -> None:
         self.counters["errors"] += 1
         if exc.code not in ("QUEUE_FULL", "UNAUTHORIZED", "STORAGE"):
             log.info("queue: %s from %s: %s", exc.code, conn.peer, exc.message)
-        self._batch.append((conn, p.error_reply(opcode, rid, exc.code, exc.message)))
+        self.replies.add(conn, p.error_reply(opcode, rid, exc.code, exc.message))
         if exc.fatal:
             conn.closing = True
 
-    def _read_http(self, conn: Connection) -> None:
+    def _read_http(self, conn: ClientConn) -> None:
         from remora.netqueue.http import handle_http
 
         buf = conn.inbuf
@@ -474,16 +486,16 @@ class QueueServer(Replies):
         response = handle_http(self, bytes(buf[: end if end >= 0 else MAX_HTTP_REQUEST]))
         buf.clear()
         conn.closing = True
-        self._batch.append((conn, response))
+        self.replies.add(conn, response)
 
     # -- blocking reserves (see remora.netqueue.waiters) --------------------
-    def park(self, conn: Connection, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> None:
+    def park(self, conn: ClientConn, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> None:
         """Hold a RESERVE that found nothing until a job arrives or its timeout passes."""
         self.parked.park(conn, opcode, rid, req, prefix, time.time())
 
     def _answer(self, waiter: Waiter, jobs: list[Any]) -> None:
         body = waiter.prefix + p.encode_reservations(hand_out(waiter.conn, jobs))
-        self._batch.append((waiter.conn, p.reply(waiter.opcode, waiter.rid, body)))
+        self.replies.add(waiter.conn, p.reply(waiter.opcode, waiter.rid, body))
 
     def _expire_waiters(self) -> None:
         for waiter in self.parked.expired(time.time()):
@@ -493,7 +505,7 @@ class QueueServer(Replies):
         for waiter, jobs in self.parked.serve(self.engine):
             self._answer(waiter, jobs)
 
-    def _close(self, conn: Connection) -> None:
+    def _close(self, conn: ClientConn) -> None:
         if conn.preauth:
             self._preauth.pop(conn, None)
         fd = conn.sock.fileno()
@@ -516,7 +528,7 @@ class QueueServer(Replies):
         for conn in self._conns.values():
             conn.unstarted.pop(job_id, None)
 
-    def _hand_back(self, conn: Connection) -> None:
+    def _hand_back(self, conn: ClientConn) -> None:
         """A closed connection's unstarted reservations go back to the queue at once, each to its old place.
 
         A worker that dies (kill -9 closes its socket) so costs no lease time for the jobs it had not
@@ -536,14 +548,15 @@ class QueueServer(Replies):
             for waiter in self.parked.drain():
                 if waiter.conn.sock.fileno() >= 0:
                     self._answer(waiter, [])
-            self._commit_batch()
+            replies = self.replies
+            replies.commit()
             if self.wal is not None:
                 self.wal.sync_now()
-                self._release_durable()
+                replies.release_durable()
             deadline = time.time() + 2.0
             while time.time() < deadline and any(c.out for c in self._conns.values()):
                 for conn in list(self._conns.values()):
-                    self._send(conn)
+                    replies.send(conn)
                 time.sleep(0.005)
             for conn in list(self._conns.values()):
                 self._close(conn)
@@ -560,7 +573,7 @@ class QueueServer(Replies):
         if wal is None:
             return {"persistence": False, "jobs": len(self.engine.jobs)}
         wal.compact(self.engine)  # flushes and syncs the log first
-        self._release_durable()
+        self.replies.release_durable()
         return {"persistence": True, "generation": wal.gen, "jobs": len(self.engine.jobs), "records": wal.records}
 
     # -- introspection ------------------------------------------------------
@@ -574,10 +587,10 @@ class QueueServer(Replies):
         data["uptime"] = round(time.time() - self.started_at, 3)
         data["server"] = {
             **self.counters,
-            "persistence": self.persistence,
-            "fsync": self.fsync,
+            "persistence": self.settings.persistence,
+            "fsync": self.settings.fsync,
             "parked_reserves": self.parked.count,
-            "log_error": self.log_error,
+            "log_error": self.replies.log_error,
             **(self._idle.info() if self._idle is not None else {}),
         }
         if self.wal is not None:

@@ -16,7 +16,8 @@ import itertools
 from collections import deque
 from typing import Any
 
-from remora.netqueue.engine import Engine, Job
+from remora.netqueue.engine import Engine
+from remora.netqueue.entries import Entry
 from remora.netqueue.protocol import ReserveRequest
 
 
@@ -66,7 +67,7 @@ class ParkedReserves:
                 out.append(waiter)
         return out
 
-    def serve(self, engine: Engine) -> list[tuple[Waiter, list[Job]]]:
+    def serve(self, engine: Engine) -> list[tuple[Waiter, list[Entry]]]:
         """Lease the jobs of every queue that gained ready jobs to its waiters, first come first served."""
         out = []
         while engine.woken:

@@ -11,7 +11,7 @@ Record layout (both files)::
 
     u32 length   bytes of kind + payload
     u32 crc32    of kind + payload
-    u8  kind     engine.J_* (J_PUT carries a whole job; the others an id and a field or two)
+    u8  kind     entries.J_* (J_PUT carries a whole job; the others an id and a field or two)
     ... payload
 
 Contracts:
@@ -42,9 +42,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from remora.netqueue import engine as e
-from remora.netqueue.engine import Engine, Job
-from remora.netqueue.jobs import _Group
+from remora.netqueue import entries as e
+from remora.netqueue.engine import Engine
+from remora.netqueue.entries import Entry, Group
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ _JOB_HEAD = struct.Struct(">BBHHHBdddB")
 _U32 = struct.Struct(">I")
 
 
-def encode_job(job: Job) -> bytes:
+def encode_job(job: Entry) -> bytes:
     jid = job.id.encode()
     parts = [
         _JOB_HEAD.pack(
@@ -92,7 +92,7 @@ def encode_job(job: Job) -> bytes:
     return b"".join(parts)
 
 
-def encode(kind: int, job: Job, arg: Any) -> bytes:
+def encode(kind: int, job: Entry, arg: Any) -> bytes:
     """One framed record for an engine journal entry."""
     if kind == e.J_DELETE or kind == e.J_CANCEL:
         payload = _s8(job.id)
@@ -134,20 +134,20 @@ class _Cursor:
 
 
 def decode(data: bytes) -> tuple[int, Any, Any]:
-    """(kind, Job or id, arg) of one record's kind + payload."""
+    """(kind, Entry or id, arg) of one record's kind + payload."""
     kind = data[0]
     c = _Cursor(data, 1)
     if kind == e.J_PUT:
         priority, state, attempt, expired, max_attempts, cancel, ttr, created, at = struct.unpack(">BBHHHBddd", c.take(_JOB.size))
         job_id, queue, worker, reason = c.s8(), c.s8(), c.s8(), c.s16()
         body = c.take(struct.unpack(">I", c.take(4))[0])
-        job = Job(job_id, queue, priority, ttr, max_attempts, body, created)
+        job = Entry(job_id, queue, priority, ttr, max_attempts, body, created)
         job.state, job.attempt, job.expired, job.cancel, job.at = state, attempt, expired, bool(cancel), at
         job.worker, job.reason = worker or None, reason or None
         if c.pos < len(data):
             group = c.s8()
             (limit,) = struct.unpack(">H", c.take(2))
-            job.group = _Group(group, limit)  # interned by Engine.replay_job
+            job.group = Group(group, limit)  # interned by Engine.replay_job
         return kind, job, None
     if kind == e.J_RESERVE:
         return kind, c.s8(), c.s8()
@@ -263,7 +263,7 @@ class WriteAheadLog:
                 if kind == e.J_PUT:
                     engine.replay_job(target)
                 else:
-                    engine.replay(kind, target, arg)
+                    e.replay(engine.jobs, kind, target, arg)
             if good != size:
                 with open(wal_path, "r+b") as fh:
                     fh.truncate(good)
@@ -295,7 +295,7 @@ class WriteAheadLog:
         return report
 
     # -- appending ----------------------------------------------------------
-    def record(self, kind: int, job: Job, arg: Any) -> None:
+    def record(self, kind: int, job: Entry, arg: Any) -> None:
         """The engine's journal callback: buffer one record."""
         self._buf += encode(kind, job, arg)
         self._pending_records += 1

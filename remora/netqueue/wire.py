@@ -1,8 +1,8 @@
 """NetQueue's wire vocabulary: named limits, header layout, opcodes, error codes and primitive codecs.
 
-Part of the protocol (``remora.netqueue.protocol`` re-exports every name here;
-server and client import only ``protocol``).  ``docs/protocol.md`` is the
-specification.
+The layer under ``remora.netqueue.protocol``, which imports these names one by
+one and re-exports them: server and client import only ``protocol``, nothing
+else imports this module.  ``docs/protocol.md`` is the specification.
 """
 
 from __future__ import annotations

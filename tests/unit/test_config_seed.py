@@ -51,7 +51,7 @@ def test_queue_health_check_interval_sets_the_worker_health_window():
     from remora.netqueue.server import QueueServer
 
     server = QueueServer.from_settings(settings, host="127.0.0.1", port=0, persistence=False, token="")
-    assert server.engine.worker_active_window == 45.0
+    assert server.engine.workers.active_window == 45.0
 
 
 def test_worker_counts_inactive_after_the_health_check_interval():
@@ -59,7 +59,7 @@ def test_worker_counts_inactive_after_the_health_check_interval():
 
     now = [1000.0]
     engine = Engine(clock=lambda: now[0])
-    engine.worker_active_window = 5.0
+    engine.workers.active_window = 5.0
     engine.register_worker("w1", "host-1", 2)
     now[0] += 4.0
     assert [w["active"] for w in engine.worker_list()] == [True] and engine.stats()["active_workers"] == 1
