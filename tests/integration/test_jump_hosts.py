@@ -316,3 +316,31 @@ def test_servers_test_reports_each_hops_latency(api, hosts):
     assert all(0 < h["ms"] <= (time.monotonic() - started) * 1000 for h in hops)
     assert body["host_key_fingerprint"] == target.host_key_fingerprint()
     assert forwarded(jump, target) == 1
+
+
+def cli(api, *args: str, input: str | None = None):
+    from typer.testing import CliRunner
+
+    from remora.cli import app
+
+    env = {"REMORA_API_URL": f"http://{api.host}:{api.port}", "REMORA_TOKEN": api.tokens["admin"], "NO_COLOR": "1", "COLUMNS": "300"}
+    return CliRunner().invoke(app, list(args), input=input, env=env)
+
+
+def test_cli_add_with_jump_test_shows_each_hop_and_no_jump_clears_it(api, hosts):
+    jump, target = hosts
+    bastion, inner = f"bastion-{uuid.uuid4().hex[:6]}", f"inner-{uuid.uuid4().hex[:6]}"
+    for name, srv, extra in ((bastion, jump, []), (inner, target, ["--jump", bastion])):
+        result = cli(api, "servers", "add", name, "--host", srv.host, "--port", str(srv.port), "--user", srv.user,
+                     "--key-file", str(srv.key_path), *extra)  # fmt: skip
+        assert result.exit_code == 0, result.output
+    listed = cli(api, "servers", "list")
+    assert f"{target.user}@{target.host}:{target.port} via {bastion}" in listed.output
+    tested = cli(api, "servers", "test", inner)
+    assert tested.exit_code == 0, tested.output
+    assert re.search(rf"^\s+{bastion} \({jump.host}:{jump.port}\): \d+ ms$", tested.output, re.M), tested.output
+    assert re.search(rf"^\s+{inner} \({target.host}:{target.port}\): \d+ ms$", tested.output, re.M), tested.output
+    refused = cli(api, "servers", "update", bastion, "--jump", inner)
+    assert refused.exit_code != 0 and f"loop {bastion} -> {inner} -> {bastion}" in str(refused.exception or refused.output)
+    assert cli(api, "servers", "update", inner, "--no-jump").exit_code == 0
+    assert Server.get(Server.name == inner).jump_server_id is None
