@@ -344,3 +344,31 @@ def test_cli_add_with_jump_test_shows_each_hop_and_no_jump_clears_it(api, hosts)
     assert refused.exit_code != 0 and f"loop {bastion} -> {inner} -> {bastion}" in str(refused.exception or refused.output)
     assert cli(api, "servers", "update", inner, "--no-jump").exit_code == 0
     assert Server.get(Server.name == inner).jump_server_id is None
+
+
+def test_a_version_2_database_gains_the_jump_server_column(tmp_path):
+    """A database made before ``Server.jump_server`` (schema 2) is upgraded in place, keeping its servers."""
+    from remora import models as m
+
+    database = m.init_db(f"sqlite:///{tmp_path / 'old.db'}")
+    sql = database.execute_sql("SELECT sql FROM sqlite_master WHERE name = 'server'").fetchone()[0]
+    old = sql.replace(', "jump_server_id" VARCHAR(36)', "").replace(
+        ', FOREIGN KEY ("jump_server_id") REFERENCES "server" ("id") ON DELETE RESTRICT', ""
+    )
+    assert "jump_server_id" not in old
+    database.execute_sql("PRAGMA foreign_keys = OFF")
+    database.execute_sql('DROP TABLE "server"')
+    database.execute_sql(old)
+    database.execute_sql("PRAGMA foreign_keys = ON")
+    database.execute_sql("INSERT INTO server (id, name, hostname, port, user, auth_type, tags, max_concurrent_jobs, is_active, description, "
+                         "created_at, updated_at, last_test_message, host_key_fingerprint, last_status) VALUES "
+                         "('00000000-0000-0000-0000-000000000001', 'kept', 'h', 22, 'u', 'key', '[]', 0, 1, '', '2026-01-01', '2026-01-01', '', '', '')")  # fmt: skip
+    m.SchemaVersion.update(version=2).execute()
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION >= 3
+    assert "jump_server_id" in [c.name for c in database.get_columns("server")]
+    kept = Server.get(Server.name == "kept")
+    assert kept.jump_server_id is None
+    behind = Server.create(name="behind", hostname="h2", jump_server=kept)
+    with pytest.raises(m.IntegrityError):  # RESTRICT: a jump server in use cannot be deleted, even around the API
+        kept.delete_instance()
+    assert Server.get_by_id(behind.id).jump_server_id == kept.id
