@@ -372,3 +372,20 @@ def test_a_version_2_database_gains_the_jump_server_column(tmp_path):
     with pytest.raises(m.IntegrityError):  # RESTRICT: a jump server in use cannot be deleted, even around the API
         kept.delete_instance()
     assert Server.get_by_id(behind.id).jump_server_id == kept.id
+
+
+def test_postgres_schema_and_upgrade_keep_jump_servers_restricted(postgres):
+    from remora import models as m
+
+    database = m.init_db(postgres.new_database(f"jump_{uuid.uuid4().hex[:8]}"))
+    try:
+        database.execute_sql('ALTER TABLE "server" DROP COLUMN "jump_server_id"')
+        m.SchemaVersion.update(version=2).execute()
+        assert m.ensure_schema(database) == m.SCHEMA_VERSION
+        bastion = Server.create(name="bastion", hostname="h")
+        Server.create(name="inner", hostname="h2", jump_server=bastion)
+        with pytest.raises(m.IntegrityError), database.atomic():
+            bastion.delete_instance()
+        assert Server.get(Server.name == "inner").jump_server_id == bastion.id
+    finally:
+        m.close_db()
