@@ -28,7 +28,7 @@ from remora.worker import Worker
 from tests.support.api import running_api
 from tests.support.sshd import SSHServer, wait_no_process
 from tests.support.waits import wait_for
-from tests.support.workerkit import add_server, init_db, make_settings, ssh_target, submit, wait_status
+from tests.support.workerkit import add_server, init_db, kill_sessions, make_settings, ssh_target, submit, wait_status
 
 pytestmark = pytest.mark.ssh
 
@@ -111,6 +111,22 @@ def test_an_idle_target_closes_before_its_jump_host(hosts, settings):
         assert pool.sweep() == 1  # the target only: its jump host still carries its tunnel
         assert not conns[target.host].alive() and conns[jump.host].alive() and conns[jump.host].tunnels == 0
         assert pool.sweep() == 1 and not conns[jump.host].alive()
+    finally:
+        pool.close()
+
+
+def test_a_dropped_jump_connection_is_replaced_for_the_next_job(hosts, settings):
+    jump, target = hosts
+    pool = SSHPool()
+    try:
+        ex = SSHExecutor(ssh_target(target, jump=[ssh_target(jump)]), settings, pool=pool)
+        assert run(ex, "echo one")[1] == b"one\n"
+        assert kill_sessions(jump) > 0  # the jump host's end of the pooled connection is gone
+        wait_for(lambda: all(not c.alive() for cs in pool._conns.values() for c in cs), 5, what="both transports noticed")
+        result, out = run(ex, "echo two")
+        assert result.exit_code == 0 and out == b"two\n" and not result.attempt_errors, result
+        assert jump.accepted_connections() == 2 and forwarded(jump, target) == 2
+        assert pool.connection_count() == 2  # the dead pair was dropped, not kept beside the new one
     finally:
         pool.close()
 
