@@ -135,7 +135,7 @@ class SSHExecutor:
         sock = None
         if route:
             jump = route[-1]
-            via, _ = self.pool.acquire(jump.connection_key, lambda: self._connect(jump, jump.hop_route, probe_stdbuf=False), tunnel=True)
+            via, _ = self.pool.acquire(jump.connection_key, lambda: self._open_jump(jump), tunnel=True)
             try:
                 sock = forward(via, jump, target, ssh.connection_timeout)
             except BaseException:
@@ -161,6 +161,15 @@ class SSHExecutor:
             raise
         conn.via = via
         return conn
+
+    def _open_jump(self, jump: Target) -> SSHConnection:
+        """A pooled connection to a jump host; its errors name it as the jump host."""
+        try:
+            return self._connect(jump, jump.hop_route, probe_stdbuf=False)
+        except RemoraError as exc:
+            if exc.message.startswith("jump host "):
+                raise
+            raise type(exc)(f"jump host {jump.name}: {exc.message}", details=exc.details) from None
 
     def _start(
         self, request: ExecRequest, cancel: threading.Event, result: ExecResult
@@ -464,17 +473,22 @@ def test_connection(target: Target, settings: Settings) -> dict:
         for hop in [*target.jump, target]:
             hop_started = time.perf_counter()
             sock = forward(opened[-1], target.jump[len(opened) - 1], hop, timeout) if opened else None
-            conn = open_connection(
-                hop.host,
-                int(hop.port),
-                credential_for(hop),
-                known_hosts=known_hosts_for(hop.known_hosts or settings.known_hosts_path),
-                policy=hop.host_key_policy,
-                timeout=timeout,
-                keepalive=0,
-                probe_stdbuf=False,
-                sock=sock,
-            )
+            try:
+                conn = open_connection(
+                    hop.host,
+                    int(hop.port),
+                    credential_for(hop),
+                    known_hosts=known_hosts_for(hop.known_hosts or settings.known_hosts_path),
+                    policy=hop.host_key_policy,
+                    timeout=timeout,
+                    keepalive=0,
+                    probe_stdbuf=False,
+                    sock=sock,
+                )
+            except RemoraError as exc:
+                if hop is target:
+                    raise
+                raise type(exc)(f"jump host {hop.name}: {exc.message}", details=exc.details) from None
             opened.append(conn)
             if hop is target:
                 try:

@@ -176,6 +176,22 @@ def test_the_target_host_key_is_checked_behind_the_jump(hosts, settings):
         pool.close()
 
 
+def test_the_jump_hosts_own_key_is_checked_and_its_errors_name_it(hosts, settings):
+    jump, target = hosts
+    pool = SSHPool()
+    try:
+        hop = ssh_target(jump, name="bastion", host_key_policy="strict")
+        result, _ = run(SSHExecutor(ssh_target(target, jump=[hop]), settings, pool=pool), "true")
+        assert result.error_kind == ErrorKind.HOST_KEY.value
+        assert result.error.startswith("jump host bastion: host key for ") and f"[{jump.host}]:{jump.port}" in result.error
+        assert target.accepted_connections() == 0 and forwarded(jump, target) == 0
+        jump.stop()
+        result, _ = run(SSHExecutor(ssh_target(target, jump=[ssh_target(jump, name="bastion")]), settings, pool=pool), "true")
+        assert result.error_kind == ErrorKind.CONNECTION.value and "jump host bastion: cannot connect to" in result.error
+    finally:
+        pool.close()
+
+
 def test_a_jump_host_that_refuses_forwarding_is_a_clear_connection_error(make_sshd, settings):
     jump, target = make_sshd("127.0.0.1", ["AllowTcpForwarding no"]), make_sshd("127.0.0.2")
     pool = SSHPool()
@@ -332,6 +348,9 @@ def test_servers_test_reports_each_hops_latency(api, hosts):
     assert all(0 < h["ms"] <= (time.monotonic() - started) * 1000 for h in hops)
     assert body["host_key_fingerprint"] == target.host_key_fingerprint()
     assert forwarded(jump, target) == 1
+    jump.stop()
+    failed = api.post(f"/api/v1/servers/{inner.json()['id']}/test")
+    assert failed.status == 503 and f"jump host {bastion.json()['name']}: cannot connect to" in failed.json()["error"]
 
 
 def cli(api, *args: str, input: str | None = None):
