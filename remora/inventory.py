@@ -32,8 +32,7 @@ FORMATS = ("ssh_config", "ansible", "csv")
 FORMAT_ALIASES = {"ssh_config": "ssh_config", "ssh-config": "ssh_config", "ansible": "ansible", "csv": "csv"}
 MAX_HOSTS = 10000  # hosts in one inventory (after range expansion)
 MAX_GROUP_DEPTH = 50
-CSV_COLUMNS = ("name", "hostname", "port", "user", "tags", "auth_type", "key_file", "password", "pem_file")
-JUMP_HOSTS_SKIPPED = "jump hosts not supported yet"
+CSV_COLUMNS = ("name", "hostname", "port", "user", "tags", "auth_type", "key_file", "password", "pem_file", "jump_server")
 
 
 class InventoryError(ValidationError):
@@ -56,6 +55,7 @@ class Host:
     auth_type: str | None = None
     password: str | None = field(default=None, repr=False)
     pem_file: str | None = None
+    jump: str | None = None  # the server (an inventory host or an existing server's name) to connect through
     skip: str | None = None  # why this entry does not become a server
 
     def server_body(self, extra_tags: list[str], private_key: str | None = None) -> dict[str, Any]:
@@ -77,6 +77,8 @@ class Host:
             body["pem_file"] = self.pem_file
         if self.auth_type:
             body["auth_type"] = self.auth_type
+        if self.jump:
+            body["jump_server"] = self.jump
         return body
 
 
@@ -201,9 +203,25 @@ def parse_ssh_config(text: str) -> list[Host]:
         if "identityfile" in options and options["identityfile"][0].lower() != "none":
             host.identity_file = options["identityfile"][0]
         if "proxyjump" in options and options["proxyjump"][0].lower() != "none":
-            host.skip = f"{JUMP_HOSTS_SKIPPED} (ProxyJump {options['proxyjump'][0]})"
+            _set_jump(host, options["proxyjump"][0], "ProxyJump")
         hosts.append(host)
     return hosts
+
+
+def _set_jump(host: Host, value: str, what: str) -> None:
+    """A ProxyJump that names one host alias becomes the host's jump server; other forms skip the host."""
+    value = value.strip()
+    if "," in value:
+        host.skip = (
+            f"{what} {value}: several hops in one line are not imported "
+            "(give each hop its own Host with a one-hop ProxyJump to the hop before)"
+        )
+    elif "@" in value or ":" in value or "/" in value or " " in value:
+        host.skip = f"{what} {value}: name a Host of this inventory or an existing server (not user@host:port)"
+    elif value == host.name:
+        host.skip = f"{what} {value}: the host cannot jump through itself"
+    else:
+        host.jump = value
 
 
 def _excerpt(line: str) -> str:
@@ -331,12 +349,33 @@ def _ansible_host(name: str, line: int, variables: dict[str, Any], tags: list[st
     host.user = var("ansible_user", "ansible_ssh_user")
     host.identity_file = var("ansible_ssh_private_key_file", "ansible_private_key_file")
     host.password = var("ansible_password", "ansible_ssh_pass")
+    jump = _ansible_jump(" ".join(v for v in (var("ansible_ssh_common_args"), var("ansible_ssh_extra_args")) if v))
+    if jump:
+        _set_jump(host, jump, "ProxyJump")
     connection = var("ansible_connection")
     if connection == "local":
         host.skip = "ansible_connection=local (use the built-in local server)"
     elif connection not in (None, "ssh", "smart", "paramiko"):
         host.skip = f"ansible_connection={connection} is not SSH"
     return host
+
+
+def _ansible_jump(args: str) -> str | None:
+    """The ProxyJump of ssh arguments (``-J HOST``, ``-JHOST`` or ``-o ProxyJump=HOST``), if any."""
+    try:
+        words = shlex.split(args)
+    except ValueError:
+        return None
+    for i, word in enumerate(words):
+        if word == "-J" and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith("-J") and len(word) > 2:
+            return word[2:]
+        option = word[2:] if word.startswith("-o") and len(word) > 2 else words[i + 1] if word == "-o" and i + 1 < len(words) else ""
+        key, _, value = option.replace(" ", "=", 1).partition("=")
+        if key.lower() == "proxyjump" and value.strip().lower() != "none":
+            return value.strip()
+    return None
 
 
 _INI_SECTION = re.compile(r"^\[([^\[\]:\s]+)(?::(vars|children))?\]$")
@@ -486,6 +525,8 @@ def parse_csv(text: str) -> list[Host]:
             host.identity_file = cells.get("key_file") or None
             host.password = cells.get("password") or None
             host.pem_file = cells.get("pem_file") or None
+            if cells.get("jump_server"):
+                _set_jump(host, cells["jump_server"], "jump_server")
             hosts.append(host)
     except csv.Error as exc:
         raise _error(reader.line_num, str(exc)) from None

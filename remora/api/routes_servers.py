@@ -31,6 +31,7 @@ SERVER_FIELDS: dict[str, Any] = {
     "passphrase": SECRET,
     "pem_file": {"type": ["string", "null"], "maxLength": 255},
     "host_key_policy": {"type": ["string", "null"], "enum": ["accept-new", "strict", "off", None]},
+    "jump_server": {"type": ["string", "null"], "maxLength": 255},
     "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}, "maxItems": 100},
     "max_concurrent_jobs": {"type": "integer", "minimum": 0, "maximum": 10000},
     "is_active": {"type": "boolean"},
@@ -89,7 +90,11 @@ IMPORTED = obj(
         "dry_run": {"type": "boolean"},
     }
 )
-TEST = obj({"status": {"type": "string"}, "latency_ms": {"type": "number"}, "host_key_fingerprint": {"type": "string"}}, closed=False)
+HOP = obj({"name": {"type": "string"}, "host": {"type": "string"}, "port": {"type": "integer"}, "ms": {"type": "number"}}, closed=False)
+TEST = obj(
+    {"status": {"type": "string"}, "latency_ms": {"type": "number"}, "host_key_fingerprint": {"type": "string"}, "hops": array(HOP)},
+    closed=False,
+)
 
 
 def _check_key(body: dict[str, Any]) -> None:

@@ -27,6 +27,9 @@ PassphraseStdin = Annotated[bool, typer.Option("--passphrase-stdin", help="Read 
 PemOpt = Annotated[str | None, typer.Option("--pem", help="Name of an uploaded PEM key (see `remora keys list`).")]
 TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="Tag (repeatable); submit --tag T targets every server with it.")]
 MaxJobsOpt = Annotated[int | None, typer.Option("--max-jobs", min=0, help="Most jobs at once on this server (0: no limit).")]
+JumpOpt = Annotated[
+    str | None, typer.Option("--jump", help="Connect through this server (name or id; ProxyJump). It may have a jump server too.")
+]
 PolicyOpt = Annotated[
     str | None, typer.Option("--host-key-policy", help="accept-new, strict or off (default: config ssh.host_key_policy).")
 ]
@@ -81,6 +84,7 @@ def add(
     tag: TagOpt = None,
     max_jobs: MaxJobsOpt = None,
     host_key_policy: PolicyOpt = None,
+    jump: JumpOpt = None,
     as_json: JsonOpt = False,
     api_url: ApiUrlOpt = None,
     token: TokenOpt = None,
@@ -88,6 +92,8 @@ def add(
     """Register a server to run jobs on.
 
     Example: remora servers add web-1 --host 10.0.0.5 --user deploy --key-file ~/.ssh/id_ed25519 --tag web
+
+    Behind a bastion: remora servers add db-1 --host 10.1.0.7 --user deploy --key-file KEY --jump bastion
     """
     body: dict[str, Any] = {"name": name, "hostname": host, "port": port, "user": user, "tags": list(tag or [])}
     body.update(credentials(password_stdin, key_file, passphrase_stdin, pem, required=True))
@@ -95,6 +101,8 @@ def add(
         body["max_concurrent_jobs"] = max_jobs
     if host_key_policy:
         body["host_key_policy"] = host_key_policy
+    if jump:
+        body["jump_server"] = jump
     server = make_client(api_url, token).create_server(body)
     if as_json:
         print_json(server)
@@ -174,8 +182,9 @@ def import_(
     ansible: INI or YAML; groups become tags; ansible_host/_user/_port/_ssh_private_key_file.
     csv: a header of name, hostname, port, user, tags (;-separated), auth_type, key_file, password, pem_file.
     Key files are read here (relative paths from the inventory's directory) and sent to be stored
-    encrypted, like --key-file of `servers add`; the API never reads a path. Hosts behind a
-    ProxyJump are skipped (jump hosts are not supported yet).
+    encrypted, like --key-file of `servers add`; the API never reads a path. ssh-config ProxyJump
+    (one hop: a Host of the same file or an existing server) becomes the server's jump server;
+    other hosts behind a ProxyJump are skipped with the reason.
 
     Example: remora servers import ~/.ssh/config --format ssh-config --tag imported --dry-run
     """
@@ -245,6 +254,8 @@ def list_servers(
         address = (
             s.get("hostname", "") if s.get("auth_type") == "local" else f"{s.get('user', '')}@{s.get('hostname', '')}:{s.get('port', 22)}"
         )
+        if s.get("jump_server"):
+            address += f" via {s['jump_server']}"
         table.add_row(
             s.get("name", ""), address, s.get("auth_type", ""), ",".join(s.get("tags") or []), str(s.get("max_concurrent_jobs") or ""),
             "yes" if s.get("is_active", True) else "[dim]no[/]", test, str(s.get("id", ""))[:8],
@@ -297,6 +308,8 @@ def update(
     max_jobs: MaxJobsOpt = None,
     host_key_policy: PolicyOpt = None,
     active: Annotated[bool | None, typer.Option("--active/--inactive", help="Enable or disable the server.")] = None,
+    jump: JumpOpt = None,
+    no_jump: Annotated[bool, typer.Option("--no-jump", help="Connect directly (remove the jump server).")] = False,
     as_json: JsonOpt = False,
     api_url: ApiUrlOpt = None,
     token: TokenOpt = None,
@@ -313,6 +326,10 @@ def update(
     }  # fmt: skip
     if tag or clear_tags:
         body["tags"] = [] if clear_tags else list(tag or [])
+    if jump and no_jump:
+        raise ValidationError("choose one of --jump and --no-jump")
+    if jump or no_jump:
+        body["jump_server"] = jump or None
     body.update(credentials(password_stdin, key_file, passphrase_stdin, pem, required=False))
     if not body:
         raise ValidationError("nothing to change: give at least one option (see --help)")
@@ -345,7 +362,7 @@ def remove(
 @servers_app.command("test")
 def test(names: Annotated[list[str], typer.Argument(help="Server names (or ids).")], as_json: JsonOpt = False,
          api_url: ApiUrlOpt = None, token: TokenOpt = None) -> None:  # fmt: skip
-    """Log in over SSH and run `true`; report latency and host key. Exits 1 when any failed.
+    """Log in over SSH and run `true`; report latency and host key (and each jump host's latency). Exits 1 when any failed.
 
     Example: remora servers test web-1 web-2
     """
@@ -359,6 +376,10 @@ def test(names: Annotated[list[str], typer.Argument(help="Server names (or ids).
         if not as_json:
             if ok:
                 out(f"[green]✓[/] {name}: {result.get('latency_ms', 0):.0f} ms, host key {result.get('host_key_fingerprint', '')}")
+                hops = result.get("hops") or []
+                if len(hops) > 1:  # through jump hosts: each hop's share
+                    for hop in hops:
+                        out(f"    {hop.get('name', '')} ({hop.get('host', '')}:{hop.get('port', '')}): {hop.get('ms', 0):.0f} ms")
             else:
                 out(f"[red]✗[/] {name}: {result.get('error') or result.get('message') or 'connection failed'}")
     if as_json:

@@ -23,6 +23,12 @@ How one job runs:
 5. A connection lost while the command runs ends the job with an error
    (never retried here: the command may have had effects); the executor
    then tries once, in the background, to kill the orphaned process group.
+
+A target with jump hosts (``Target.jump``) is connected over a
+``direct-tcpip`` channel of its last jump host's pooled connection, that one
+over the hop before it, and so on; every hop's host key is checked against
+Remora's known_hosts under its own policy.  Everything above then runs over
+the target's own transport, unchanged: the jump only carries bytes.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from remora.executor.sshpool import (
     default_pool,
     load_private_key,
     open_connection,
+    probe,
     quick_command,
     send_eof,
 )
@@ -119,16 +126,50 @@ class SSHExecutor:
     # -- connections ----------------------------------------------------------
 
     def _open(self) -> SSHConnection:
+        return self._connect(self.target, self.target.hop_route, probe_stdbuf=True)
+
+    def _connect(self, target: Target, route: list[Target], *, probe_stdbuf: bool) -> SSHConnection:
+        """A new connection to ``target``; through the pooled connection of ``route[-1]`` (reached over the rest) if any."""
         ssh = self.settings.ssh
-        return open_connection(
-            self.target.host,
-            int(self.target.port),
-            credential_for(self.target, self.pool.credentials),
-            known_hosts=self.known_hosts,
-            policy=self.target.host_key_policy,
-            timeout=ssh.connection_timeout,
-            keepalive=ssh.keepalive_interval,
-        )
+        via: SSHConnection | None = None
+        sock = None
+        if route:
+            jump = route[-1]
+            via, _ = self.pool.acquire(jump.connection_key, lambda: self._open_jump(jump), tunnel=True)
+            try:
+                sock = forward(via, jump, target, ssh.connection_timeout)
+            except BaseException:
+                self.pool.untunnel(via)
+                if not via.alive():
+                    self.pool.discard(via)
+                raise
+        try:
+            conn = open_connection(
+                target.host,
+                int(target.port),
+                credential_for(target, self.pool.credentials),
+                known_hosts=known_hosts_for(target.known_hosts or self.settings.known_hosts_path),
+                policy=target.host_key_policy,
+                timeout=ssh.connection_timeout,
+                keepalive=ssh.keepalive_interval,
+                probe_stdbuf=probe_stdbuf,
+                sock=sock,
+            )
+        except BaseException:
+            if via is not None:
+                self.pool.untunnel(via)
+            raise
+        conn.via = via
+        return conn
+
+    def _open_jump(self, jump: Target) -> SSHConnection:
+        """A pooled connection to a jump host; its errors name it as the jump host."""
+        try:
+            return self._connect(jump, jump.hop_route, probe_stdbuf=False)
+        except RemoraError as exc:
+            if exc.message.startswith("jump host "):
+                raise
+            raise type(exc)(f"jump host {jump.name}: {exc.message}", details=exc.details) from None
 
     def _start(
         self, request: ExecRequest, cancel: threading.Event, result: ExecResult
@@ -181,7 +222,8 @@ class SSHExecutor:
                 time.sleep(0.05 * (attempt + 1))
                 continue
             try:
-                wrapper = build_wrapper(request, stdbuf=conn.stdbuf and not request.pty, print_pid=True)
+                stdbuf = probe(conn, self.settings.ssh.connection_timeout)  # known already unless opened as a jump host
+                wrapper = build_wrapper(request, stdbuf=stdbuf and not request.pty, print_pid=True)
                 if request.pty:
                     chan.get_pty(term="dumb", width=200, height=50)
                 chan.exec_command(wrapper.text)
@@ -403,28 +445,69 @@ def _send_stdin(chan: paramiko.Channel, data: bytes) -> None:
         log.debug("sending the script failed: %s", exc)
 
 
-def test_connection(target: Target, settings: Settings) -> dict:
-    """Connect (host-key policy applies), log in and run ``true``: {latency_ms, host_key_fingerprint}."""
-    started = time.perf_counter()
-    conn = open_connection(
-        target.host,
-        int(target.port),
-        credential_for(target),
-        known_hosts=known_hosts_for(target.known_hosts or settings.known_hosts_path),
-        policy=target.host_key_policy,
-        timeout=settings.ssh.connection_timeout,
-        keepalive=0,
-        probe_stdbuf=False,
-    )
+def forward(via: SSHConnection, jump: Target, target: Target, timeout: float) -> paramiko.Channel:
+    """A ``direct-tcpip`` channel from the jump host ``jump`` (connected as ``via``) to ``target``'s SSH port."""
     try:
-        status = quick_command(conn, "true", settings.ssh.connection_timeout)
-        if status != 0:
-            raise SSHError(f"{target.host}: test command did not succeed (exit status {status})")
+        return via.transport.open_channel("direct-tcpip", (target.host, int(target.port)), ("127.0.0.1", 0), timeout=timeout)
+    except paramiko.ChannelException as exc:
+        raise SSHError(
+            f"jump host {jump.name}: cannot forward to {target.host}:{target.port} ({exc.text or 'refused'}; "
+            "the jump host's sshd needs AllowTcpForwarding and must reach the target)"
+        ) from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise SSHError(f"{target.host}: test command failed: {exc}") from None
+        raise SSHError(f"jump host {jump.name}: cannot forward to {target.host}:{target.port}: {exc or type(exc).__name__}") from None
+
+
+def test_connection(target: Target, settings: Settings) -> dict:
+    """Connect through every jump host to the target (host-key policy applies to each), log in and run ``true``.
+
+    {latency_ms, host_key_fingerprint, hops: [{name, host, port, ms}]}: ``hops`` are the jump hosts then the
+    target, each with the time to reach it from the hop before (channel or TCP connect, handshake, host key,
+    login; for the target also running ``true``).  Nothing is pooled: every connection is closed after.
+    """
+    started = time.perf_counter()
+    opened: list[SSHConnection] = []
+    hops: list[dict] = []
+    timeout = settings.ssh.connection_timeout
+    try:
+        for hop in [*target.jump, target]:
+            hop_started = time.perf_counter()
+            sock = forward(opened[-1], target.jump[len(opened) - 1], hop, timeout) if opened else None
+            try:
+                conn = open_connection(
+                    hop.host,
+                    int(hop.port),
+                    credential_for(hop),
+                    known_hosts=known_hosts_for(hop.known_hosts or settings.known_hosts_path),
+                    policy=hop.host_key_policy,
+                    timeout=timeout,
+                    keepalive=0,
+                    probe_stdbuf=False,
+                    sock=sock,
+                )
+            except RemoraError as exc:
+                if hop is target:
+                    raise
+                raise type(exc)(f"jump host {hop.name}: {exc.message}", details=exc.details) from None
+            opened.append(conn)
+            if hop is target:
+                try:
+                    status = quick_command(conn, "true", timeout)
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    raise SSHError(f"{target.host}: test command failed: {exc}") from None
+                if status != 0:
+                    raise SSHError(f"{target.host}: test command did not succeed (exit status {status})")
+            hops.append(
+                {"name": hop.name, "host": hop.host, "port": int(hop.port), "ms": round((time.perf_counter() - hop_started) * 1000, 2)}
+            )
     finally:
-        conn.close()
-    return {"latency_ms": round((time.perf_counter() - started) * 1000, 2), "host_key_fingerprint": conn.host_key_fingerprint}
+        for conn in reversed(opened):  # the target's transport before its jump hosts'
+            conn.close()
+    return {
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        "host_key_fingerprint": opened[-1].host_key_fingerprint,
+        "hops": hops,
+    }
 
 
 test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

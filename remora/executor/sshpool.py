@@ -11,6 +11,14 @@ one at a time per key, so a burst of jobs to a new host shares one or two
 connections instead of opening one each.  A transport that died is detected
 (``is_active`` or a failing channel open) and replaced; idle connections are
 closed after ``ssh.idle_timeout`` by a janitor thread.
+
+Jump hosts: a target behind a jump host is reached over a ``direct-tcpip``
+channel of the jump host's own pooled connection (``acquire(...,
+tunnel=True)``: a tunnel takes no session slot, since sshd's MaxSessions does
+not count forwarded channels), and its connection records the jump's in
+``via``.  A connection that carries tunnels is never closed as idle, and
+connections are closed deepest first, so a target's transport always goes
+before its jump host's.
 """
 
 from __future__ import annotations
@@ -83,14 +91,21 @@ class SSHConnection:
     port: int
     transport: paramiko.Transport
     host_key_fingerprint: str
-    stdbuf: bool = False
+    stdbuf: bool | None = False  # None: not probed yet (a connection opened as a jump host)
     channels: int = 0
     limit: int = 8
+    tunnels: int = 0  # direct-tcpip channels to hosts behind this one (their connections' ``via``)
+    via: SSHConnection | None = None  # the jump host's connection this one runs over
     last_used: float = field(default_factory=time.monotonic)
     opened_at: float = field(default_factory=time.monotonic)
 
     def alive(self) -> bool:
         return self.transport.is_active()
+
+    @property
+    def depth(self) -> int:
+        """How many jump hosts this connection runs through."""
+        return 0 if self.via is None else self.via.depth + 1
 
     def close(self) -> None:
         try:
@@ -133,10 +148,15 @@ def open_connection(
     timeout: float,
     keepalive: float,
     probe_stdbuf: bool = True,
+    sock: Any = None,
 ) -> SSHConnection:
-    """Connect, check the host key, authenticate. Raises SSHError / HostKeyError / SSHAuthError."""
+    """Connect, check the host key, authenticate. Raises SSHError / HostKeyError / SSHAuthError.
+
+    ``sock``: an open channel to ``host:port`` (a jump host's ``direct-tcpip`` channel) instead of a TCP connection.
+    """
     where = f"{cred.username}@{host}:{port}"
-    sock = _tcp_connect(host, port, timeout)
+    if sock is None:
+        sock = _tcp_connect(host, port, timeout)
     started = time.monotonic()
     transport = _Transport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET)
     transport.banner_timeout = timeout
@@ -158,11 +178,21 @@ def open_connection(
         raise SSHError(f"{where}: SSH handshake failed: {exc or type(exc).__name__}") from None
     if keepalive > 0:
         transport.set_keepalive(int(max(1, keepalive)))
-    conn = SSHConnection(host, port, transport, fp)
+    conn = SSHConnection(host, port, transport, fp, stdbuf=None)
     if probe_stdbuf:
-        conn.stdbuf = quick_command(conn, "command -v stdbuf >/dev/null 2>&1", timeout) == 0
+        probe(conn, timeout)
     log.debug("opened SSH connection to %s (stdbuf %s)", where, "yes" if conn.stdbuf else "no")
     return conn
+
+
+def probe(conn: SSHConnection, timeout: float) -> bool:
+    """Whether the host has ``stdbuf`` (remembered on the connection; a host that refuses sessions has not)."""
+    if conn.stdbuf is None:
+        try:
+            conn.stdbuf = quick_command(conn, "command -v stdbuf >/dev/null 2>&1", timeout) == 0
+        except (paramiko.SSHException, EOFError, OSError):
+            conn.stdbuf = False
+    return conn.stdbuf
 
 
 def send_eof(chan: paramiko.Channel) -> None:
@@ -213,27 +243,31 @@ class SSHPool:
         self.opened = 0
         self.credentials: dict[str, Credential] = {}  # parsed keys by Target.fingerprint (a passphrase KDF is slow)
 
-    def acquire(self, key: PoolKey, opener: Callable[[], SSHConnection]) -> tuple[SSHConnection, bool]:
-        """A connection with a channel slot reserved for the caller; (conn, freshly_opened)."""
-        conn = self._take(key)
+    def acquire(self, key: PoolKey, opener: Callable[[], SSHConnection], *, tunnel: bool = False) -> tuple[SSHConnection, bool]:
+        """A connection with a channel slot reserved for the caller; (conn, freshly_opened).
+
+        ``tunnel``: for a forwarded channel to a host behind this one: any live connection will do, and
+        the caller gives it back with ``untunnel`` (closing the connection it carries does that).
+        """
+        conn = self._take(key, tunnel)
         if conn:
             return conn, False
         with self._lock:
             connect_lock = self._connecting.setdefault(key, threading.Lock())
         with connect_lock:  # one connect at a time per key: followers reuse what the leader opened
-            conn = self._take(key)
+            conn = self._take(key, tunnel)
             if conn:
                 return conn, False
             conn = opener()
             conn.limit = self.max_sessions
-            conn.channels = 1
+            conn.channels, conn.tunnels = (0, 1) if tunnel else (1, 0)
             with self._lock:
                 self._conns.setdefault(key, []).append(conn)
                 self.opened += 1
             self._start_janitor()
             return conn, True
 
-    def _take(self, key: PoolKey) -> SSHConnection | None:
+    def _take(self, key: PoolKey, tunnel: bool = False) -> SSHConnection | None:
         dead = []
         chosen = None
         with self._lock:
@@ -242,14 +276,17 @@ class SSHPool:
                 if not conn.alive():
                     conns.remove(conn)
                     dead.append(conn)
-                elif chosen is None and conn.channels < conn.limit:
+                elif chosen is None and (tunnel or conn.channels < conn.limit):
                     chosen = conn
             if chosen:
-                chosen.channels += 1
+                if tunnel:
+                    chosen.tunnels += 1
+                else:
+                    chosen.channels += 1
                 chosen.last_used = time.monotonic()
         for conn in dead:
             log.info("SSH connection to %s:%d died; replacing it", conn.host, conn.port)
-            conn.close()
+            self._close(conn)
         return chosen
 
     def release(self, conn: SSHConnection) -> None:
@@ -257,12 +294,29 @@ class SSHPool:
             conn.channels = max(0, conn.channels - 1)
             conn.last_used = time.monotonic()
 
+    def untunnel(self, conn: SSHConnection) -> None:
+        """A tunnel taken with ``acquire(..., tunnel=True)`` is closed."""
+        with self._lock:
+            conn.tunnels = max(0, conn.tunnels - 1)
+            conn.last_used = time.monotonic()
+
+    def _close(self, conn: SSHConnection) -> None:
+        """Close a connection that left the pool; the jump host's connection it ran over loses a tunnel."""
+        conn.close()
+        if conn.via is not None:
+            self.untunnel(conn.via)
+
     def discard(self, conn: SSHConnection) -> None:
         with self._lock:
             for conns in self._conns.values():
                 if conn in conns:
                     conns.remove(conn)
-        conn.close()
+        self._close(conn)
+
+    def stats(self) -> dict[PoolKey, list[tuple[int, int]]]:
+        """(channels, tunnels) of each pooled connection by key."""
+        with self._lock:
+            return {key: [(c.channels, c.tunnels) for c in conns] for key, conns in self._conns.items() if conns}
 
     def connection_count(self) -> int:
         with self._lock:
@@ -275,12 +329,12 @@ class SSHPool:
         with self._lock:
             for conns in self._conns.values():
                 for conn in list(conns):
-                    if not conn.alive() or (conn.channels == 0 and now - conn.last_used >= self.idle_timeout):
+                    if not conn.alive() or (conn.channels == 0 and conn.tunnels == 0 and now - conn.last_used >= self.idle_timeout):
                         conns.remove(conn)
                         idle.append(conn)
-        for conn in idle:
+        for conn in sorted(idle, key=lambda c: -c.depth):  # a target's transport before its jump host's
             log.debug("closing idle SSH connection to %s:%d", conn.host, conn.port)
-            conn.close()
+            self._close(conn)
         return len(idle)
 
     def _start_janitor(self) -> None:
@@ -303,8 +357,8 @@ class SSHPool:
         with self._lock:
             conns = [c for cs in self._conns.values() for c in cs]
             self._conns.clear()
-        for conn in conns:
-            conn.close()
+        for conn in sorted(conns, key=lambda c: -c.depth):  # a target's transport before its jump host's
+            self._close(conn)
 
 
 _default_pool: SSHPool | None = None

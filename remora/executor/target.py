@@ -8,6 +8,7 @@ is never logged or stored.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import hmac
@@ -27,7 +28,12 @@ class AuthKind(str, enum.Enum):
 
 @dataclass
 class Target:
-    """A host to run on and how to log in (treat as immutable). ``jump``: hosts to go through, first hop first."""
+    """A host to run on and how to log in (treat as immutable).
+
+    ``jump``: the hosts to go through, first hop first (ProxyJump): the first is reached directly, each
+    next one over a ``direct-tcpip`` channel of the one before, this target over the last.  The list is
+    the whole route: a hop's own ``jump`` is ignored (``hop_route`` gives each hop its predecessors).
+    """
 
     host: str
     port: int = 22
@@ -55,6 +61,11 @@ class Target:
         for hop in self.jump:
             h.update(repr(hop.connection_key).encode())
         return h.hexdigest()[:24]
+
+    @cached_property
+    def hop_route(self) -> list[Target]:
+        """The jump hosts, each with the hops before it as its own ``jump`` (so its pool key covers its route)."""
+        return [dataclasses.replace(hop, jump=self.jump[:i]) for i, hop in enumerate(self.jump)]
 
     @property
     def connection_key(self) -> tuple[str, int, str, str]:

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 database_proxy = pw.DatabaseProxy()
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class JobStatus(str, enum.Enum):
@@ -143,6 +143,12 @@ class Server(BaseModel):
     host_key_fingerprint = pw.CharField(max_length=128, default="")
     last_status = pw.CharField(max_length=16, default="")
     last_status_at = pw.DateTimeField(null=True)
+    # Connect through this server (ProxyJump; it may have a jump server of its own). RESTRICT: a jump server
+    # in use cannot be deleted (the API answers 409 naming the servers behind it).
+    jump_server = pw.ForeignKeyField(
+        "self", null=True, on_delete="RESTRICT", backref="jumped_from", column_name="jump_server_id", index=False
+    )  # no index: create_tables(safe=True) runs before the migrations and must not index a column an old table lacks
+    jump_server_id: str | None  # the foreign key's raw value, added by peewee
 
 
 class Job(BaseModel):
@@ -264,8 +270,16 @@ def _add_job_secret_env(migrator: Any, database: pw.Database) -> None:
     run_migration(migrator, ("add_column", "job", "secret_env", pw.BlobField(null=True)))
 
 
+def _add_server_jump_server(migrator: Any, database: pw.Database) -> None:
+    """``Server.jump_server_id``: the server to connect through (NULL: connect directly)."""
+    if "jump_server_id" in [c.name for c in database.get_columns("server")]:
+        return
+    field = pw.ForeignKeyField(Server, field=Server.id, null=True, on_delete="RESTRICT", index=False)
+    run_migration(migrator, ("add_column", "server", "jump_server_id", field))
+
+
 # version -> function(migrator, database) applied by upgrade() to reach that version.
-MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {2: _add_job_secret_env}
+MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {2: _add_job_secret_env, 3: _add_server_jump_server}
 
 
 class _ReconnectingPostgres(ReconnectMixin, PooledPostgresqlDatabase):

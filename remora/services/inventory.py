@@ -11,6 +11,12 @@ Key files are paths on the client: this module never opens one.  A host
 that names one gets its key only from ``keys`` (host name -> private key
 text, which the CLI fills by reading the files); without it the host is
 skipped.
+
+A host's ``jump_server`` (ssh_config ``ProxyJump``, Ansible ``-J`` in
+``ansible_ssh_common_args``, the CSV column) names another host of the same
+inventory or an existing server; hosts are written jump hosts first.  A host
+whose jump host is unknown, skipped, or part of a loop is skipped with the
+reason.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from remora import inventory, models
 from remora.errors import Conflict, ValidationError
 from remora.models import Server
 from remora.services.context import Context
-from remora.services.servers import LOCAL_SERVER, _apply, _check_auth, forget_servers
+from remora.services.servers import LOCAL_SERVER, _apply, _check_auth, _check_jump, find_server, forget_servers
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +91,17 @@ def import_servers(
             result.skipped.append({"name": host.name, "reason": exc.message})
             continue
         bodies.append(body)
+    bodies = _jumps_first(bodies, result)
     try:
         with models.write_transaction():
             existing = _existing([b["name"] for b in bodies])
+            written: set[str] = set()
+            importing = {b["name"] for b in bodies}
             for body in bodies:
+                jump = body.get("jump_server")
+                if jump in importing and jump not in written:
+                    result.skipped.append({"name": body["name"], "reason": f"jump server {jump} was skipped"})
+                    continue
                 server = existing.get(body["name"])
                 if server is not None:
                     body["tags"] = list(dict.fromkeys([*(server.tags or []), *body["tags"]]))
@@ -97,18 +110,26 @@ def import_servers(
                 except ValidationError as exc:
                     result.skipped.append({"name": body["name"], "reason": exc.message})
                     continue
+                fresh = server is None
                 if server is None:
                     server = Server(id=models.new_id())
-                    _apply(ctx, server, body)
+                _apply(ctx, server, body)
+                if jump and not (dry_run and jump in importing):  # in a dry run the jump host is not in the table
+                    try:
+                        _check_jump(body, server)
+                    except ValidationError as exc:
+                        result.skipped.append({"name": body["name"], "reason": exc.message})
+                        continue
+                if fresh:
                     if not dry_run:
                         server.save(force_insert=True)
                     result.created.append(body["name"])
                 else:
-                    _apply(ctx, server, body)
                     server.updated_at = models.utcnow()
                     if not dry_run:
                         server.save()
                     result.updated.append(body["name"])
+                written.add(body["name"])
     except models.IntegrityError:
         raise Conflict("a server was created with one of these names meanwhile; import again", details={"name": "conflict"}) from None
     finally:
@@ -118,6 +139,45 @@ def import_servers(
         inventory.normalize_format(fmt), ", dry run" if dry_run else "", len(result.created), len(result.updated), len(result.skipped),
     )  # fmt: skip
     return result
+
+
+def _jumps_first(bodies: list[dict[str, Any]], result: ImportResult) -> list[dict[str, Any]]:
+    """The bodies ordered so a jump host comes before the hosts behind it; hosts whose jump is unknown or loops are skipped."""
+    by_name = {b["name"]: b for b in bodies}
+    ordered: list[dict[str, Any]] = []
+    state: dict[str, str] = {}  # name -> "done" | "skipped"
+    reasons: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> bool:
+        if state.get(name) in ("done", "skipped"):
+            return state[name] == "done"
+        body = by_name[name]
+        jump: str | None = body.get("jump_server")
+        reason = None
+        if jump is None:
+            pass
+        elif jump in path:
+            reason = f"jump server loop: {' -> '.join([*path[path.index(jump) :], name, jump])}"
+        elif jump in by_name:
+            if not visit(jump, [*path, name]):
+                loop = reasons.get(jump, "")
+                reason = loop if loop.startswith("jump server loop") else f"jump server {jump} was skipped"
+        elif find_server(jump) is None:
+            reason = f"ProxyJump {jump}: no host {jump} in this inventory and no server named {jump}"
+        if state.get(name) == "skipped":  # skipped as part of a loop found deeper
+            return False
+        if reason:
+            state[name] = "skipped"
+            reasons[name] = reason
+            result.skipped.append({"name": name, "reason": reason})
+            return False
+        state[name] = "done"
+        ordered.append(body)
+        return True
+
+    for body in bodies:
+        visit(body["name"], [])
+    return ordered
 
 
 def _existing(names: list[str]) -> dict[str, Server]:

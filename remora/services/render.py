@@ -59,7 +59,9 @@ def job_dict(job: Job, server: Server | None = None) -> dict[str, Any]:
 
 
 def server_dict(server: Server) -> dict[str, Any]:
-    """A server; secrets appear only as ``has_*`` flags."""
+    """A server; secrets appear only as ``has_*`` flags; ``jump_server`` is the name of the server it connects through."""
+    jump_id = server.jump_server_id
+    jump_name = Server.select(Server.name).where(Server.id == jump_id).scalar() if jump_id else None
     return {
         "id": server.id,
         "name": server.name,
@@ -72,6 +74,8 @@ def server_dict(server: Server) -> dict[str, Any]:
         "has_passphrase": server.passphrase is not None,
         "pem_file": server.pem_file,
         "host_key_policy": server.host_key_policy,
+        "jump_server": jump_name,
+        "jump_server_id": jump_id,
         "tags": list(server.tags or []),
         "max_concurrent_jobs": server.max_concurrent_jobs,
         "is_active": bool(server.is_active),

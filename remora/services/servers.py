@@ -160,6 +160,79 @@ def _check_auth(data: dict[str, Any], server: Server | None) -> None:
         raise ValidationError(f"invalid server: {name} {message}", details=errors)
 
 
+MAX_JUMP_HOPS = 16  # jump servers in one chain
+
+
+def find_server(ref: str) -> Server | None:
+    """A server by id or name (full row)."""
+    server = Server.get_or_none(Server.id == ref) if UUID_RE.match(ref) else None
+    return server or Server.get_or_none(Server.name == ref)
+
+
+def jump_chain(server: Server) -> list[Server]:
+    """The servers ``server`` connects through, first hop first (ValidationError on a loop or a missing hop)."""
+    chain: list[Server] = []
+    seen = [server.id]
+    current = server
+    while current.jump_server_id:
+        names = [server.name, *(s.name for s in reversed(chain))]
+        if current.jump_server_id in seen:
+            loop = Server.get_or_none(Server.id == current.jump_server_id)
+            path = " -> ".join([*names, loop.name if loop else current.jump_server_id])
+            raise ValidationError(f"jump_server: loop {path}", details={"jump_server": f"loop {path}"})
+        if len(chain) >= MAX_JUMP_HOPS:
+            raise ValidationError(
+                f"jump_server: more than {MAX_JUMP_HOPS} jump servers in the chain of {server.name}",
+                details={"jump_server": f"at most {MAX_JUMP_HOPS} hops"},
+            )
+        hop = Server.get_or_none(Server.id == current.jump_server_id)
+        if hop is None:
+            raise ValidationError(f"jump_server of {current.name} does not exist", details={"jump_server": "not found"})
+        seen.append(hop.id)
+        chain.insert(0, hop)
+        current = hop
+    return chain
+
+
+def _check_jump(data: dict[str, Any], server: Server) -> None:
+    """Resolve ``data["jump_server"]`` (name or id) into ``server.jump_server_id`` and refuse loops and local hops (400)."""
+    local = AuthType.LOCAL.value
+    if "jump_server" in data:
+        ref = data["jump_server"]
+        if ref in (None, ""):
+            server.jump_server = None
+        else:
+            jump = find_server(str(ref))
+            if jump is None:
+                raise ValidationError(f"jump_server: no server {ref!r}", details={"jump_server": f"no server with id or name {ref!r}"})
+            if jump.id == server.id:
+                raise ValidationError(
+                    f"jump_server: server {server.name} cannot jump through itself", details={"jump_server": "cannot be the server itself"}
+                )
+            if jump.auth_type == local:
+                raise ValidationError(
+                    f"jump_server: {jump.name} is a local server and cannot be a jump host",
+                    details={"jump_server": "a local server cannot be a jump host"},
+                )
+            server.jump_server = jump
+    if server.jump_server_id is None:
+        if server.auth_type == local and Server.select().where(Server.jump_server == server.id).exists():
+            raise ValidationError(
+                f"server {server.name} is a jump host and cannot be local", details={"auth_type": "a jump host cannot be local"}
+            )
+        return
+    if server.auth_type == local:
+        raise ValidationError(
+            f"server {server.name} is local and cannot have a jump_server", details={"jump_server": "a local server connects directly"}
+        )
+    jump_chain(server)
+
+
+def jump_users(server: Server) -> list[str]:
+    """Names of the servers that connect through ``server``."""
+    return [s.name for s in Server.select(Server.name).where(Server.jump_server == server.id).order_by(Server.name)]
+
+
 def _apply(ctx: Context, server: Server, data: dict[str, Any]) -> None:
     for name in PLAIN_FIELDS:
         if name in data:
@@ -182,6 +255,7 @@ def create_server(ctx: Context, data: dict[str, Any]) -> Server:
         with models.write_transaction():
             if Server.select().where(Server.name == data["name"]).exists():
                 raise Conflict(f"a server named {data['name']!r} exists", details={"name": "already exists"})
+            _check_jump(data, server)
             server.save(force_insert=True)
     except models.IntegrityError:
         raise Conflict(f"a server named {data['name']!r} exists", details={"name": "already exists"}) from None
@@ -200,6 +274,7 @@ def update_server(ctx: Context, server_id: str, data: dict[str, Any]) -> Server:
         with models.write_transaction():
             if "name" in data and Server.select().where(Server.name == data["name"], Server.id != server.id).exists():
                 raise Conflict(f"a server named {data['name']!r} exists", details={"name": "already exists"})
+            _check_jump(data, server)
             server.save()
     except models.IntegrityError:
         raise Conflict("a server with that name exists", details={"name": "already exists"}) from None
@@ -214,6 +289,12 @@ def delete_server(server_id: str, *, force: bool = False) -> int:
     active = Job.select().where(Job.server == server.id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value])).count()
     if active:
         raise Conflict(f"server has {active} queued or running job(s); cancel them first", details={"active_jobs": active})
+    behind = jump_users(server)
+    if behind:
+        raise Conflict(
+            f"server {server.name} is the jump server of {', '.join(behind)}; change their jump_server first",
+            details={"jump_server_of": behind},
+        )
     history = Job.select().where(Job.server == server.id).count()
     if history and not force:
         raise Conflict(f"server has {history} finished job(s); pass force=true to delete them too", details={"jobs": history})
@@ -297,13 +378,20 @@ def test_server(ctx: Context, server_id: str) -> tuple[bool, dict[str, Any]]:
         from remora.services.targets import target_for
 
         if server.auth_type == AuthType.LOCAL.value:
-            result = {"status": "connection_successful", "latency_ms": 0.0, "host_key_fingerprint": "", "message": "local server"}
+            result = {
+                "status": "connection_successful",
+                "latency_ms": 0.0,
+                "host_key_fingerprint": "",
+                "message": "local server",
+                "hops": [{"name": server.name, "host": server.hostname, "port": 0, "ms": 0.0}],
+            }
         else:
             outcome = ssh_executor.test_connection(target_for(server, ctx.settings, ctx.secrets), ctx.settings)
             result = {
                 "status": "connection_successful",
                 "latency_ms": round(float(outcome.get("latency_ms", 0.0)), 3),
                 "host_key_fingerprint": outcome.get("host_key_fingerprint", ""),
+                "hops": outcome.get("hops", []),
             }
         ok = True
     except ImportError:

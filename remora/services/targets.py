@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from remora.errors import SSHAuthError
+from remora.errors import SSHAuthError, SSHError, ValidationError
 from remora.executor.target import AuthKind, Target
 from remora.models import AuthType, PemKey, Server
 
@@ -16,9 +16,27 @@ if TYPE_CHECKING:
 def target_for(server: Server, settings: Settings, secrets: SecretBox) -> Target:
     """The server's connection facts with its credential decrypted (an uploaded PEM file read from its row).
 
+    A server with a ``jump_server`` gets its chain of jump hosts (``Target.jump``, first hop first;
+    a loop or a local hop, which the API refuses, raises ``SSHError`` here too).
     Raises ``SSHAuthError`` when the server names a PEM file that is not stored, ``SecretError`` when a
     secret cannot be decrypted.  A missing password or key is left to the executor to report.
     """
+    target = _single(server, settings, secrets)
+    if server.jump_server_id:
+        from remora.services.servers import jump_chain
+
+        try:
+            chain = jump_chain(server)
+        except ValidationError as exc:
+            raise SSHError(f"server {server.name}: {exc.message}") from None
+        for hop in chain:
+            if hop.auth_type == AuthType.LOCAL.value:
+                raise SSHError(f"server {server.name}: jump server {hop.name} is local")
+        target.jump = [_single(hop, settings, secrets) for hop in chain]
+    return target
+
+
+def _single(server: Server, settings: Settings, secrets: SecretBox) -> Target:
     auth = server.auth_type
     key: bytes | memoryview | None = server.private_key
     if auth == AuthType.PEM.value:

@@ -176,9 +176,44 @@ def test_bad_hosts_are_skipped_with_the_reason_others_are_imported(api):
     reasons = {s["name"]: s["reason"] for s in result["skipped"]}
     assert result["created"] == [good]
     assert "user is required" in reasons[bad_port] and "name" in reasons[bad_name] and "local" in reasons["local"]
-    result = imported(api, {"format": "ssh_config", "content": f"Host {jumped}\n  User u\n  ProxyJump bastion\n"})
-    assert result["skipped"] == [{"name": jumped, "reason": "jump hosts not supported yet (ProxyJump bastion)"}]
+    result = imported(api, {"format": "ssh_config", "content": f"Host {jumped}\n  User u\n  ProxyJump nowhere-{jumped}\n"})
+    reason = f"ProxyJump nowhere-{jumped}: no host nowhere-{jumped} in this inventory and no server named nowhere-{jumped}"
+    assert result["skipped"] == [{"name": jumped, "reason": reason}]
     assert not Server.select().where(Server.name == jumped).exists()
+
+
+def test_proxyjump_to_a_host_of_the_same_import_or_an_existing_server_sets_jump_server(api, sshd):
+    bastion, inner, later = unique("bastion"), unique("inner"), unique("later")
+    # the host behind comes first in the file: jump hosts are written first anyway
+    content = f"Host {inner}\n  User u\n  ProxyJump {bastion}\nHost {bastion}\n  User u\n  HostName 192.0.2.40\n"
+    keys = {inner: sshd.private_key, bastion: sshd.private_key}
+    preview = imported(api, {"format": "ssh_config", "content": content, "keys": keys, "dry_run": True})
+    assert preview["created"] == [bastion, inner] and preview["skipped"] == []
+    assert not Server.select().where(Server.name == bastion).exists()
+    result = imported(api, {"format": "ssh_config", "content": content, "keys": keys})
+    assert result["created"] == [bastion, inner]
+    assert server(api, inner)["jump_server"] == bastion and server(api, bastion)["jump_server"] is None
+    # a jump server that exists already
+    result = imported(
+        api, {"format": "ssh_config", "content": f"Host {later}\n  User u\n  ProxyJump {inner}\n", "keys": {later: sshd.private_key}}
+    )
+    assert result["created"] == [later] and server(api, later)["jump_server"] == inner
+
+
+def test_jump_loops_and_skipped_jump_hosts_skip_the_hosts_behind(api):
+    a, b, c = unique("a"), unique("b"), unique("c")
+    header = "name,hostname,user,password,jump_server\n"
+    loop = f"{header}{a},192.0.2.44,u,{PASSWORD},{b}\n{b},192.0.2.45,u,{PASSWORD},{a}\n"
+    result = imported(api, {"format": "csv", "content": loop})
+    assert result["created"] == []
+    assert {s["name"]: s["reason"] for s in result["skipped"]} == {
+        a: f"jump server loop: {a} -> {b} -> {a}",
+        b: f"jump server loop: {a} -> {b} -> {a}",
+    }
+    behind_bad = f"{header}{c},192.0.2.46,u,{PASSWORD},{a}\n{a},192.0.2.47,,{PASSWORD},\n"  # a: no user
+    result = imported(api, {"format": "csv", "content": behind_bad})
+    reasons = {s["name"]: s["reason"] for s in result["skipped"]}
+    assert result["created"] == [] and "user is required" in reasons[a] and reasons[c] == f"jump server {a} was skipped"
 
 
 def test_the_api_never_reads_a_key_path_from_the_request(api, sshd):

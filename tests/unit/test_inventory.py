@@ -52,10 +52,25 @@ Match host db
     assert [h.name for h in inventory.parse("ssh_config", "Host a\nHost a\n")] == ["a"]
 
 
-def test_ssh_config_proxyjump_is_skipped_and_none_is_not_a_jump():
-    hosts = by_name(inventory.parse("ssh_config", "Host inner\n ProxyJump bastion\nHost direct\n ProxyJump none\n"))
-    assert hosts["inner"].skip == "jump hosts not supported yet (ProxyJump bastion)"
-    assert hosts["direct"].skip is None
+def test_ssh_config_proxyjump_becomes_the_jump_server_and_none_is_not_a_jump():
+    text = (
+        "Host inner\n ProxyJump bastion\nHost direct\n ProxyJump none\nHost two\n ProxyJump a,b\n"
+        "Host spelled\n ProxyJump me@bastion:2222\nHost self\n ProxyJump self\n"
+    )
+    hosts = by_name(inventory.parse("ssh_config", text))
+    assert hosts["inner"].skip is None and hosts["inner"].jump == "bastion"
+    assert hosts["inner"].server_body([])["jump_server"] == "bastion"
+    assert hosts["direct"].skip is None and hosts["direct"].jump is None and "jump_server" not in hosts["direct"].server_body([])
+    assert "several hops" in (hosts["two"].skip or "")
+    assert "not user@host:port" in (hosts["spelled"].skip or "")
+    assert "cannot jump through itself" in (hosts["self"].skip or "")
+
+
+def test_ansible_ssh_args_and_csv_name_the_jump_server():
+    text = '[web]\nw1 ansible_ssh_common_args="-J bastion"\nw2 ansible_ssh_extra_args="-o ProxyJump=b2"\nw3\n'
+    hosts = by_name(inventory.parse("ansible", text))
+    assert (hosts["w1"].jump, hosts["w2"].jump, hosts["w3"].jump) == ("bastion", "b2", None)
+    assert by_name(inventory.parse("csv", "name,jump_server\na,b\nc,\n"))["a"].jump == "b"
 
 
 @pytest.mark.parametrize(
