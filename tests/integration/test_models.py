@@ -69,6 +69,19 @@ def test_schema_version_recorded_and_upgrade_is_idempotent(db):
     assert m.ensure_schema(m.get_database()) == m.SCHEMA_VERSION
 
 
+def test_a_version_2_database_gains_the_batch_table_and_job_held(db):
+    """A database made before batches (schema 2): opening it adds ``batch`` and ``job.held``, keeping its jobs."""
+    server = m.Server.create(name="old", hostname="h")
+    job = m.Job.create(command="true", server=server)
+    database = m.get_database()
+    database.execute_sql('ALTER TABLE "job" DROP COLUMN "held"')
+    database.drop_tables([m.Batch])
+    m.SchemaVersion.update(version=2).execute()
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 3
+    assert "held" in [c.name for c in database.get_columns("job")] and database.table_exists("batch")
+    assert m.Job.get_by_id(job.id).held is False
+
+
 def test_a_version_1_database_is_upgraded_with_the_job_secret_env_column(db):
     """A database made before ``Job.secret_env`` (schema 1): opening it adds the column, keeping its jobs."""
     server = m.Server.create(name="old", hostname="h")
@@ -77,7 +90,7 @@ def test_a_version_1_database_is_upgraded_with_the_job_secret_env_column(db):
     database.execute_sql('ALTER TABLE "job" DROP COLUMN "secret_env"')
     m.SchemaVersion.update(version=1).execute()
     assert "secret_env" not in [c.name for c in database.get_columns("job")]
-    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 2
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION
     assert "secret_env" in [c.name for c in database.get_columns("job")]
     row = m.Job.get_by_id(job.id)
     assert row.env == {"A": "1"} and row.secret_env is None
