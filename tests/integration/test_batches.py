@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from remora import jobstate
 from remora.errors import ValidationError
+from remora.models import JobStatus
 from remora.services.batches import resolve
+from remora.upkeep.reconciler import Reconciler
+from tests.support.api import running_api
 from tests.support.cluster import Cluster
 from tests.support.waits import wait_for
 
@@ -173,3 +177,33 @@ def test_rollout_survives_a_kill_9_of_the_worker_mid_batch(cluster, sshd, ledger
     assert batch["total"] == 5 and batch["counts"]["queued"] == batch["counts"]["running"] == 0, batch
     assert batch["counts"]["completed"] + batch["counts"]["failed"] == 5, batch
     assert most_at_once(ledger) <= 2 + 2, ledger.read_text()  # the killed worker's remote commands may outlive it
+
+
+def test_reconciler_never_puts_held_jobs_and_releases_what_a_crash_left_held(tmp_path):
+    """A job ended by someone who died before stepping its batch: the reconciler releases and puts the next host."""
+    with running_api(tmp_path) as api:
+        api.server.reconciler.stop()
+        ids = [
+            api.post("/api/v1/servers", {"name": f"h{n}", "hostname": "10.0.0.1", "user": "u", "auth_type": "password", "password": "p", "tags": ["r"]}).json()["id"]
+            for n in range(3)
+        ]  # fmt: skip
+        assert len(ids) == 3
+        reply = api.post("/api/v1/jobs", {"command": "true", "servers": ["tag:r"], "rollout": {"concurrency": 1}})
+        assert reply.status == 201, reply.body
+        jobs = [j["id"] for j in reply.json()["jobs"]]
+        batch_id = reply.json()["batch_id"]
+        reconciler = Reconciler(api.server.app.ctx, settle=0.0)
+        reconciler._start_sweep()
+        reconciler.run_once()
+        assert [api.queue.peek(j) is not None for j in jobs] == [True, False, False]
+        assert jobstate.claim(jobs[0], "gone").action is jobstate.Action.RUN
+        assert jobstate.finish(jobs[0], "gone", 1, JobStatus.COMPLETED)  # ... and the worker dies before batch_step
+        api.queue.cancel(jobs[0])
+        reconciler.run_once()
+        assert api.queue.peek(jobs[1]) is not None and api.queue.peek(jobs[2]) is None
+        detail = api.get(f"/api/v1/batches/{batch_id}").json()
+        assert detail["counts"] == {"queued": 2, "running": 0, "completed": 1, "failed": 0, "canceled": 0}
+        assert detail["hosts"][0]["job_id"] == jobs[0] and detail["rollout"] == {"concurrency": 1}
+        assert api.get("/api/v1/batches/" + batch_id, token="viewer").status == 200
+        assert api.post(f"/api/v1/batches/{batch_id}/cancel", token="viewer").status == 403
+        assert api.post(f"/api/v1/batches/{batch_id}/rerun", token="operator").status == 409  # still running
