@@ -94,6 +94,8 @@ class JobSpec:
             body["server_ids"] = list(self.server_ids)
         if self.env:
             body["env"] = dict(self.env)
+        if self.rollout:
+            body["rollout"] = dict(self.rollout)
         return body
 
 
