@@ -60,7 +60,7 @@ def fleet(cluster: Cluster, sshd, count: int) -> str:
 
 
 def ledger_command(path: Path, seconds: float, code: int = 0) -> str:
-    return f'echo "start $(date +%s.%N)" >> {path}; sleep {seconds}; echo "end $(date +%s.%N)" >> {path}; exit {code}'
+    return f'set -e; echo "start $(date +%s.%N)" >> {path}; sleep {seconds}; echo "end $(date +%s.%N)" >> {path}; exit {code}'
 
 
 def most_at_once(path: Path) -> int:
@@ -82,7 +82,7 @@ def finished(cluster: Cluster, batch_id: str, timeout: float = 60) -> dict:
 
 
 def submit(cluster: Cluster, tag: str, command: str, rollout: dict | None = None) -> str:
-    body = {"command": "exit 0", "servers": [f"tag:{tag}"]}
+    body = {"command": command, "servers": [f"tag:{tag}"]}
     if rollout is not None:
         body["rollout"] = rollout
     return cluster.client().post("/api/v1/jobs", body)["batch_id"]
@@ -92,8 +92,11 @@ def test_rollout_runs_at_most_and_exactly_concurrency_hosts_at_once(cluster, ssh
     tag = fleet(cluster, sshd, 6)
     batch_id = submit(cluster, tag, ledger_command(ledger, 0.8), {"concurrency": 2})
     batch = finished(cluster, batch_id)
-    assert batch["status"] == "completed" and batch["counts"]["completed"] == 6, batch
+    assert batch["status"] == "completed" and batch["counts"]["completed"] == 6, cluster.client().get(
+        f"/api/v1/batches/{batch_id}", output="true"
+    )
     assert batch["concurrency"] == 2
+    assert ledger.exists(), cluster.client().get(f"/api/v1/batches/{batch_id}", output="true")
     assert most_at_once(ledger) == 2, ledger.read_text()
 
 
@@ -139,8 +142,11 @@ def test_rerun_failed_takes_failed_and_canceled_hosts_and_all_takes_every_host(c
     batch_id = client.post("/api/v1/jobs", {"command": "exit 1", "server_ids": bad})["batch_id"]
     first = finished(cluster, batch_id)
     assert first["status"] == "failed" and first["counts"]["failed"] == 2
-    good = client.post("/api/v1/jobs", {"command": "exit 0", "servers": [f"tag:{tag}"]})["batch_id"]
+    good = client.post("/api/v1/jobs", {"command": "echo ok; echo err >&2", "servers": [f"tag:{tag}"]})["batch_id"]
     assert finished(cluster, good)["status"] == "completed"
+    hosts = client.get(f"/api/v1/batches/{good}", output="true")["hosts"]
+    assert [(h["stdout"], h["stderr"], h["output_truncated"]) for h in hosts] == [("ok\n", "err\n", False)] * 4
+    assert "stdout" not in client.get(f"/api/v1/batches/{good}")["hosts"][0]
     rerun = client.post(f"/api/v1/batches/{batch_id}/rerun", {"only": "failed"})
     assert rerun["parent_id"] == batch_id and rerun["total"] == 2
     assert sorted(h["server_name"] for h in rerun["hosts"]) == bad
@@ -165,14 +171,17 @@ def test_batch_cancel_cancels_running_and_held_hosts(cluster, sshd):
     assert batch_id in [b["id"] for b in listed]
 
 
-def test_rollout_survives_a_kill_9_of_the_worker_mid_batch(cluster, sshd, ledger):
+def test_rollout_survives_a_kill_9_of_the_worker_and_the_api_mid_batch(cluster, sshd, ledger):
     tag = fleet(cluster, sshd, 5)
     client = cluster.client()
     batch_id = submit(cluster, tag, ledger_command(ledger, 1.5), {"concurrency": 2})
     wait_for(lambda: client.get(f"/api/v1/batches/{batch_id}")["counts"]["running"] == 2, 30, 0.1, "two hosts running")
     worker = next(s for s in cluster.services if s.name == "w1")
+    api = next(s for s in cluster.services if s.name.startswith("api"))
     worker.kill9()
+    api.kill9()
     worker.start()
+    api.start()
     batch = finished(cluster, batch_id, timeout=90)
     assert batch["total"] == 5 and batch["counts"]["queued"] == batch["counts"]["running"] == 0, batch
     assert batch["counts"]["completed"] + batch["counts"]["failed"] == 5, batch
