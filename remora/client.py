@@ -260,6 +260,30 @@ class Client:
     def rerun(self, job_id: str) -> dict[str, Any]:
         return self.post(f"{API}/jobs/{quote(job_id)}/rerun")
 
+    # -- batches -----------------------------------------------------------
+    def batches(self, **filters: Any) -> dict[str, Any]:
+        return self.get(f"{API}/batches", **filters)
+
+    def batch(self, batch_id: str, *, output: bool = False) -> dict[str, Any]:
+        return self.get(f"{API}/batches/{quote(batch_id)}", output="true" if output else None)
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return self.post(f"{API}/batches/{quote(batch_id)}/cancel")
+
+    def rerun_batch(self, batch_id: str, only: str = "failed") -> dict[str, Any]:
+        return self.post(f"{API}/batches/{quote(batch_id)}/rerun", {"only": only})
+
+    def resolve_batch_id(self, prefix: str) -> str:
+        """A batch id from a unique prefix of it, among the newest 500 batches (a full id is taken as is)."""
+        if len(prefix) == 36:
+            return prefix
+        matches = [b["id"] for b in self.batches(limit=500).get("batches") or [] if str(b["id"]).startswith(prefix)]
+        if len(matches) == 1:
+            return str(matches[0])
+        if not matches:
+            raise NotFound(f"batch not found: {prefix}")
+        raise ValidationError(f"batch id prefix {prefix!r} is ambiguous: {', '.join(m[:12] for m in matches[:5])}")
+
     def duplicate(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.post(f"{API}/jobs/{quote(job_id)}/duplicate", body)
 

@@ -12,6 +12,7 @@ composed node tree (not ``yaml.safe_load``) so every value keeps its position.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,24 @@ try:  # libyaml when present: faster, same marks
 except AttributeError:  # pragma: no cover
     _Loader = yaml.SafeLoader
 
-FIELDS = ("name", "command", "args", "script", "script_file", "shell", "servers", "priority", "timeout", "retries", "env", "pty", "queue")
+FIELDS = (
+    "name",
+    "command",
+    "args",
+    "script",
+    "script_file",
+    "shell",
+    "servers",
+    "priority",
+    "timeout",
+    "retries",
+    "env",
+    "pty",
+    "queue",
+    "rollout",
+)
 DEFAULT_SERVERS = ["local"]
+ROLLOUT_LIMIT = re.compile(r"^\d{1,9}%?$")
 
 
 @dataclass
@@ -55,6 +72,7 @@ class JobSpec:
     server_id: str | None = None
     server_ids: list[str] = field(default_factory=list)
     servers: list[str] = field(default_factory=list)
+    rollout: dict[str, Any] | None = None  # a fan-out's {"concurrency": N | "P%", "max_failures": N | "P%"}
     source: str = ""  # file:line:column of the job, for messages
 
     def payload(self) -> dict[str, Any]:
@@ -76,6 +94,8 @@ class JobSpec:
             body["server_ids"] = list(self.server_ids)
         if self.env:
             body["env"] = dict(self.env)
+        if self.rollout:
+            body["rollout"] = dict(self.rollout)
         return body
 
 
@@ -307,6 +327,13 @@ def convert(key: str, value: Any, base: Path) -> Any:
                 raise ValueError(f"{name}: expected a string, got {item!r}")
             out[str(name)] = str(item).lower() if isinstance(item, bool) else str(item)
         return out
+    if key == "rollout":
+        if not isinstance(value, dict) or not set(value) <= {"concurrency", "max_failures"}:
+            raise ValueError(f"expected a mapping with concurrency and/or max_failures, got {value!r}")
+        for name, item in value.items():
+            if isinstance(item, bool) or not (isinstance(item, int) or (isinstance(item, str) and ROLLOUT_LIMIT.match(item))):
+                raise ValueError(f"{name}: expected a number or a percentage like 25%, got {item!r}")
+        return dict(value)
     if key == "pty":
         if not isinstance(value, bool):
             raise ValueError(f"expected true or false, got {value!r}")

@@ -29,6 +29,14 @@ fresh_attempt      failed       attempts > retries (a row dead letter)      queu
 fresh_attempt      failed,      the queue holds the message as dead         queued      ""                              kept (attempts = 0)
                    running,
                    queued
+record_batch       (none)       -- (hosts past the rollout's concurrency    queued      ""                              []
+                                are recorded ``held``: not on the queue)
+batch_step         queued       held; the batch is running, below its       queued      kept                            kept (``held`` cleared:
+(release)                       threshold, fewer than ``concurrency`` of                                                    the caller puts it)
+                                its jobs queued-and-released or running
+batch_step (stop)  queued       the batch has more failed hosts than its    canceled    "not started: batch stopped     kept
+                                ``max_failures``                                        after N failed hosts
+                                                                                        (max_failures M)"
 =================  ===========  ==========================================  ==========  ==============================  ==========================
 
 Decisions behind the table:
@@ -49,6 +57,16 @@ Decisions behind the table:
   ``attempt_errors``.
 - Rerun and duplicate are not transitions of the old row: they record a new
   ``queued`` row through ``new_job`` / ``record``.
+- A batch (``Batch``, a fan-out) changes status only in ``batch_step``, in the
+  same transaction as its jobs' rollout transitions: ``running`` until every
+  job is final, then ``aborted`` (its threshold canceled hosts), ``canceled``
+  (a user canceled the batch, or some host was canceled), ``failed`` (a host
+  failed) or ``completed``.  ``batch_step`` looks at the rows only (it is
+  idempotent): whoever ended one of its jobs calls it (the worker, the API's
+  cancel) and the reconciler calls it for every running batch, which makes a
+  rollout survive a crash between a job's end and the release of the next.
+  It first updates the batch row, so concurrent steps of one batch take turns
+  (PostgreSQL's row lock; SQLite's write lock).
 - ``claim``, ``finish``, ``requeue`` and ``record_pid`` run for every job, so
   they use the compiled statements of ``remora.models.hot``; only this
   module calls them.
@@ -59,6 +77,7 @@ This module imports only the models; what it builds for the queue is a plain
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import json
@@ -66,7 +85,7 @@ import logging
 from typing import Any
 
 from remora import models
-from remora.models import Job, JobStatus, Server
+from remora.models import Batch, BatchStatus, Job, JobStatus, Server
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +119,7 @@ RUN_FIELDS = (
     "attempt_errors",
     "stdout_bytes",
     "stderr_bytes",
+    "batch_id",
 )
 # A message whose job was not claimed (rare): also what ``worker_lost`` guards on.
 LOOK_FIELDS = (*RUN_FIELDS, "updated_at")
@@ -391,3 +411,83 @@ def fresh_attempt(job_id: str, *, queue_dead: bool) -> bool:
         guard = (Job.status == JobStatus.FAILED.value) & (Job.attempts > Job.retries)
     with models.write_transaction():
         return bool(Job.update(values).where(Job.id == job_id, guard).execute())
+
+
+# -- a batch and its rollout -------------------------------------------------------------------------
+
+
+def record_batch(batch: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Insert a batch and its jobs in one transaction: each job ``queued``; those past the rollout's concurrency ``held``."""
+    for row in rows:
+        row["status"] = JobStatus.QUEUED.value
+    with models.write_transaction():
+        models.insert_rows(Batch, [batch])
+        models.insert_rows(Job, rows)
+
+
+@dataclasses.dataclass
+class Step:
+    released: list[str] = dataclasses.field(default_factory=list)  # held -> released: the caller puts them on the queue
+    stopped: list[str] = dataclasses.field(default_factory=list)  # canceled by the threshold: the caller cancels their messages
+    status: str = ""  # the batch's status after the step ("" when there is no such batch)
+
+
+def stop_error(failed: int, rollout_value: Any) -> str:
+    return f"not started: batch stopped after {failed} failed hosts (max_failures {rollout_value})"
+
+
+def batch_step(batch_id: str) -> Step:
+    """Release the batch's next held jobs, or stop it past its threshold, and settle its status (see the table)."""
+    now = models.utcnow()
+    step = Step()
+    unfinished = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+    with models.write_transaction():
+        if not Batch.update({Batch.updated_at: now}).where(Batch.id == batch_id).execute():
+            return step
+        batch = Batch.get_by_id(batch_id)
+        step.status = batch.status
+        if batch.status != BatchStatus.RUNNING.value:
+            return step
+        mine = Job.batch_id == batch_id
+        failed = Job.select().where(mine, Job.status == JobStatus.FAILED.value).count()
+        if batch.max_failures is not None and failed > batch.max_failures:
+            queued = [row.id for row in Job.select(Job.id).where(mine, Job.status == JobStatus.QUEUED.value)]
+            if queued:
+                error = stop_error(failed, (batch.rollout or {}).get("max_failures", batch.max_failures))
+                values = {Job.status: JobStatus.CANCELED.value, Job.error: error, Job.finished_at: now, Job.updated_at: now}
+                Job.update(values).where(Job.id.in_(queued), Job.status == JobStatus.QUEUED.value).execute()
+                step.stopped = queued
+                Batch.update({Batch.error: error.removeprefix("not started: ")}).where(Batch.id == batch_id).execute()
+                batch.error = error
+        elif not batch.cancel_requested:
+            active = Job.select().where(mine, Job.status.in_(unfinished), Job.held == False).count()  # noqa: E712
+            room = (batch.concurrency or batch.total) - active
+            if room > 0:
+                held = Job.select(Job.id).where(mine, Job.status == JobStatus.QUEUED.value, Job.held == True)  # noqa: E712
+                ids = [row.id for row in held.order_by(Job.created_at, Job.id).limit(room)]
+                if ids:
+                    Job.update({Job.held: False, Job.updated_at: now}).where(Job.id.in_(ids), Job.held == True).execute()  # noqa: E712
+                    step.released = ids
+        counts = collections.Counter(str(row.status) for row in Job.select(Job.status).where(mine))
+        if not any(counts.get(status) for status in unfinished):
+            if batch.error:
+                final = BatchStatus.ABORTED
+            elif batch.cancel_requested or (counts.get(JobStatus.CANCELED.value) and not counts.get(JobStatus.FAILED.value)):
+                final = BatchStatus.CANCELED
+            elif counts.get(JobStatus.FAILED.value):
+                final = BatchStatus.FAILED
+            else:
+                final = BatchStatus.COMPLETED
+            Batch.update({Batch.status: final.value, Batch.finished_at: now}).where(Batch.id == batch_id).execute()
+            step.status = final.value
+    return step
+
+
+def released_messages(job_ids: list[str], *, ttr: float, default_queue: str) -> list[QueueMessage]:
+    """The queue messages of released jobs (still ``queued``), built by ``queue_message``."""
+    if not job_ids:
+        return []
+    query = (
+        Job.select(Job, Server).join(Server).where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value, Job.held == False)  # noqa: E712
+    )
+    return [queue_message(job, job.server, ttr=ttr, default_queue=default_queue) for job in query]

@@ -36,6 +36,12 @@ def _job_fields(settings: Settings) -> dict[str, Any]:
         "server_id": {"type": ["string", "null"], "maxLength": 255},
         "server_ids": NAME_LIST,
         "servers": NAME_LIST,
+        "rollout": {
+            "type": ["object", "null"],
+            "properties": {"concurrency": {"type": ["integer", "string", "null"]}, "max_failures": {"type": ["integer", "string", "null"]}},
+            "additionalProperties": False,
+            "description": "A fan-out's rollout: at most concurrency (N or P% of its hosts) run at once; past max_failures failed hosts the rest are canceled.",
+        },
     }
 
 

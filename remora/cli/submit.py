@@ -33,6 +33,18 @@ def parse_timeout(value: str | None) -> int | None:
         raise ValidationError(f"--timeout {value!r}: {exc}") from None
 
 
+def rollout_value(value: str | None, option: str) -> int | str | None:
+    """'3' -> 3, '25%' -> '25%' (the API checks the range); anything else is a usage error."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    if text.endswith("%") and text[:-1].isdigit():
+        return text
+    raise ValidationError(f"{option} {value!r}: expected a number or a percentage like 25%")
+
+
 def read_script(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
@@ -55,6 +67,13 @@ def submit(
     name: Annotated[str | None, typer.Option("--name", help="A name for the job.")] = None,
     script: Annotated[str | None, typer.Option("--script", help="Run this script file ('-' reads stdin) instead of a command.")] = None,
     shell: Annotated[str | None, typer.Option("--shell", help="Shell for --script (an allowed shell, e.g. /bin/bash).")] = None,
+    rollout: Annotated[
+        str | None, typer.Option("--rollout", help="Several servers: at most this many (N or P% of them) run at once.")
+    ] = None,
+    max_failures: Annotated[
+        str | None,
+        typer.Option("--max-failures", help="Several servers: once more than this many (N or P%) failed, the rest are canceled."),
+    ] = None,
     wait: WaitOpt = False,
     quiet: QuietOpt = False,
     follow: FollowOpt = False,
@@ -71,7 +90,11 @@ def submit(
     servers: non-zero when any failed. Remora's own outcomes: 124 timed out,
     125 canceled, 69 API unreachable, 75 gave up waiting.
 
-    Example: remora submit -s web-1 -s web-2 --follow -- uname -a
+    A rolling upgrade: --rollout 25% runs a quarter of the hosts at a time,
+    each next host starting as one finishes; --max-failures 2 stops the batch
+    once a third host failed (the hosts not yet started end canceled).
+
+    Example: remora submit --tag web --rollout 25% --max-failures 2 --follow -- ./upgrade.sh
     """
     argv = list(command or [])
     body: dict[str, Any] = {"servers": list(server or []) + [f"tag:{t}" for t in tag or []] or ["local"]}
@@ -93,6 +116,9 @@ def submit(
     body.update({k: v for k, v in optional.items() if v is not None})
     if env:
         body["env"] = parse_kv(env, "--env")
+    limits = {"concurrency": rollout_value(rollout, "--rollout"), "max_failures": rollout_value(max_failures, "--max-failures")}
+    if any(v is not None for v in limits.values()):
+        body["rollout"] = {k: v for k, v in limits.items() if v is not None}
     client = make_client(api_url, token)
     jobs = client.submit(body)
     finish(client, jobs, wait=wait, follow=follow, as_json=as_json, quiet=quiet)
@@ -229,6 +255,8 @@ def print_dry_run(specs: list[Any], *, as_json: bool) -> None:
                                            ("retries", spec.retries), ("pty", spec.pty), ("queue", spec.queue)) if v is not None]  # fmt: skip
         if spec.env:
             limits.append("env " + " ".join(f"{k}={v}" for k, v in spec.env.items()))
+        if spec.rollout:
+            limits.append("rollout " + " ".join(f"{k}={v}" for k, v in spec.rollout.items()))
         if limits:
             lines.append("  " + escape(", ".join(limits)))
     out("\n".join(lines))

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 database_proxy = pw.DatabaseProxy()
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class JobStatus(str, enum.Enum):
@@ -188,6 +188,7 @@ class Job(BaseModel):
     created_by = pw.CharField(max_length=128, default="")
     cancel_requested = pw.BooleanField(default=False)
     attempt_errors = JSONField(default=list)
+    held = pw.BooleanField(default=False)  # a rollout keeps it back: recorded ``queued``, not yet on the queue
 
     class Meta:
         indexes = (
@@ -202,6 +203,34 @@ class Job(BaseModel):
         if self.started_at and self.finished_at:
             return max(0.0, (self.finished_at - self.started_at).total_seconds())
         return None
+
+
+class BatchStatus(str, enum.Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"  # every host finished, at least one failed
+    ABORTED = "aborted"  # the rollout's max_failures stopped it
+    CANCELED = "canceled"
+
+
+class Batch(BaseModel):
+    """A fan-out: one job per host sharing ``Job.batch_id``; its rollout and its own status (``remora.jobstate``)."""
+
+    id = pw.CharField(max_length=36, primary_key=True, default=new_id)
+    name = pw.CharField(max_length=255, null=True)
+    command = pw.TextField(default="")  # the command, or the script's first line
+    status = pw.CharField(max_length=16, default=BatchStatus.RUNNING.value, index=True)
+    total = pw.IntegerField(default=0)
+    rollout = JSONField(default=dict)  # as given: {"concurrency": N | "P%", "max_failures": N | "P%"}
+    concurrency = pw.IntegerField(null=True)  # resolved against ``total``; None: every host at once
+    max_failures = pw.IntegerField(null=True)  # resolved; None: no threshold
+    error = pw.TextField(default="")
+    parent_id = pw.CharField(max_length=36, null=True)
+    cancel_requested = pw.BooleanField(default=False)
+    created_by = pw.CharField(max_length=128, default="")
+    created_at = pw.DateTimeField(default=utcnow, index=True)
+    updated_at = pw.DateTimeField(default=utcnow)
+    finished_at = pw.DateTimeField(null=True)
 
 
 class OutputChunk(BaseModel):
@@ -263,7 +292,7 @@ class Lock(BaseModel):
     expires_at = pw.DateTimeField()
 
 
-MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, OutputChunk, ApiToken, AuditEvent, Lock]
+MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, Batch, OutputChunk, ApiToken, AuditEvent, Lock]
 
 
 def _add_job_secret_env(migrator: Any, database: pw.Database) -> None:
@@ -278,8 +307,15 @@ def _add_server_jump_server(migrator: Any, database: pw.Database) -> None:
     run_migration(migrator, ("add_column", "server", "jump_server_id", field))
 
 
+def _add_batches(migrator: Any, database: pw.Database) -> None:
+    """The ``batch`` table (a fan-out as an object) and ``job.held`` (a rollout's jobs not yet released)."""
+    database.create_tables([Batch], safe=True)
+    if "held" not in [column.name for column in database.get_columns("job")]:
+        run_migration(migrator, ("add_column", "job", "held", pw.BooleanField(default=False)))
+
+
 # version -> function(migrator, database) applied by upgrade() to reach that version.
-MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {2: _add_job_secret_env, 3: _add_server_jump_server}
+MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {2: _add_job_secret_env, 3: _add_server_jump_server, 4: _add_batches}
 
 
 class _ReconnectingPostgres(ReconnectMixin, PooledPostgresqlDatabase):

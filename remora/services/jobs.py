@@ -9,6 +9,7 @@ are removed again and the caller gets QueueFull (503 + Retry-After).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import fnmatch
 import json
 import logging
@@ -22,6 +23,7 @@ from remora.crypto import SecretBox
 from remora.errors import Conflict, Forbidden, NotFound, QueueError, QueueFull, QueueUnavailable, Unavailable, ValidationError
 from remora.jobfile import JobSpec
 from remora.models import AuthType, Job, JobStatus, Server
+from remora.services.batches import check_rollout, resolve, summary
 from remora.services.context import Context
 from remora.services.servers import forget_servers, resolve_servers
 
@@ -82,6 +84,10 @@ def validate_spec(spec: JobSpec, ctx: Context) -> None:
         errors["shell"] = "must be one of " + ", ".join(ctx.settings.security.allowed_shells)
     if not (spec.server_id or spec.server_ids or spec.servers):
         errors["server_id"] = "is required (or server_ids / servers)"
+    try:
+        spec.rollout = check_rollout(spec.rollout) or None
+    except ValidationError as exc:
+        errors["rollout"] = str(exc).removeprefix("invalid rollout: ")
     env_error = check_env(spec.env)
     if env_error:
         errors["env"] = env_error
@@ -194,12 +200,15 @@ def create_jobs(
     role: str,
     parent_id: str | None = None,
     batch: bool | None = None,
+    batch_parent: str | None = None,
 ) -> list[Job]:
     """Record one job per server (one transaction), then queue them; a batch shares a ``batch_id``.
 
     ``role`` is the caller's: a ``local`` target needs ``security.local_server_role``.
     Secret-looking ``env`` values are stored encrypted (``Job.secret_env``), ``***`` in ``env``.
     Concurrent calls share the transaction and the queue batch (``ctx.group``, see group_commit).
+    A fan-out records its ``Batch`` row in the same transaction as its jobs; with a rollout only the
+    first ``concurrency`` jobs go on the queue now, the others are ``held`` (``jobstate.batch_step``).
     """
     fill_defaults(spec, ctx.settings)
     check_local_role(ctx, spec, servers, role)
@@ -230,6 +239,8 @@ def create_jobs(
         )
         for server in servers
     ]
+    if batch_id is not None:
+        return _create_batch(ctx, spec, servers, jobs, actor, batch_id, now, batch_parent)
     try:
         ctx.group.submit(
             [job.__data__ for job in jobs], list(zip(jobs, servers, strict=True)), jobstate.record, lambda pairs: put_jobs(ctx, pairs)
@@ -243,6 +254,50 @@ def create_jobs(
         raise Unavailable("cannot record the job: the database is unavailable", retry_after=5) from None
     except QueueFull:
         _unrecord(ctx, jobs)
+        raise QueueFull("the queue is full: try again later", details={"retry_after": 5}) from None
+    return jobs
+
+
+def _create_batch(
+    ctx: Context, spec: JobSpec, servers: list[Server], jobs: list[Job], actor: str, batch_id: str, now: Any, parent: str | None
+) -> list[Job]:
+    rollout = check_rollout(spec.rollout)
+    concurrency, max_failures = resolve(rollout, len(jobs))
+    for n, job in enumerate(jobs):  # submit order is release order
+        job.created_at = job.updated_at = now + dt.timedelta(microseconds=n)
+        job.held = concurrency is not None and n >= concurrency
+    row = {
+        "id": batch_id,
+        "name": spec.name,
+        "command": summary(spec.command, spec.script),
+        "status": models.BatchStatus.RUNNING.value,
+        "total": len(jobs),
+        "rollout": rollout,
+        "concurrency": concurrency,
+        "max_failures": max_failures,
+        "error": "",
+        "parent_id": parent,
+        "cancel_requested": False,
+        "created_by": actor,
+        "created_at": now,
+        "updated_at": now,
+        "finished_at": None,
+    }
+    try:
+        jobstate.record_batch(row, [job.__data__ for job in jobs])
+    except models.IntegrityError as exc:
+        forget_servers()
+        log.warning("cannot record job(s): %s", exc)
+        raise ValidationError("a target server no longer exists", details={"server_id": "the server was deleted"}) from None
+    except models.DatabaseError as exc:
+        log.error("cannot record job(s): %s", exc)
+        raise Unavailable("cannot record the job: the database is unavailable", retry_after=5) from None
+    try:
+        put_jobs(ctx, [(job, server) for job, server in zip(jobs, servers, strict=True) if not job.held])
+    except QueueFull:
+        _unrecord(ctx, jobs)
+        with models.write_transaction():
+            models.Batch.delete().where(models.Batch.id == batch_id).execute()
         raise QueueFull("the queue is full: try again later", details={"retry_after": 5}) from None
     return jobs
 
@@ -284,6 +339,10 @@ def cancel_job(ctx: Context, job_id: str, actor: str) -> tuple[Job, str]:
         raise Conflict(f"job is already {job.status}", details={"status": job.status})
     if outcome is jobstate.Cancel.CANCELED:
         _queue_cancel(ctx, job_id)
+        if job.batch_id:
+            from remora.services.batches import step
+
+            step(ctx, job.batch_id)
         return job, "job canceled"
     sent = _queue_cancel(ctx, job_id)
     message = "cancel requested: the worker stops the job" if sent != "unavailable" else "cancel recorded: delivered when the queue is back"
@@ -300,7 +359,7 @@ def _queue_cancel(ctx: Context, job_id: str) -> str:
         return "unavailable"
 
 
-def _copy_spec(ctx: Context, job: Job, **changes: Any) -> JobSpec:
+def copy_spec(ctx: Context, job: Job, **changes: Any) -> JobSpec:
     spec = JobSpec(**{name: getattr(job, name) for name in COPY_FIELDS})
     spec.env = job_env(job, ctx.secrets)  # decrypted in memory only: create_jobs encrypts it again
     for key, value in changes.items():
@@ -315,7 +374,7 @@ def rerun_job(ctx: Context, job_id: str, actor: str, *, role: str) -> tuple[Job,
     if not JobStatus(job.status).finished:
         raise Conflict(f"job is {job.status}: only finished jobs can be rerun", details={"status": job.status})
     server = Server.get_by_id(job.server_id)
-    new = create_jobs(ctx, _copy_spec(ctx, job), [server], actor, role=role, parent_id=job.id)[0]
+    new = create_jobs(ctx, copy_spec(ctx, job), [server], actor, role=role, parent_id=job.id)[0]
     return new, job
 
 
@@ -323,7 +382,7 @@ def duplicate_job(ctx: Context, job_id: str, actor: str, changes: dict[str, Any]
     """A copy of any job, optionally on another server or with another timeout/priority."""
     job = get_job(job_id)
     changes = changes or {}
-    spec = _copy_spec(ctx, job, timeout=changes.get("timeout"), priority=changes.get("priority"))
+    spec = copy_spec(ctx, job, timeout=changes.get("timeout"), priority=changes.get("priority"))
     spec.server_id = changes.get("server_id") or job.server_id
     validate_spec(spec, ctx)
     servers = resolve_servers(spec.server_id, [], [])

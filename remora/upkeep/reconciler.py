@@ -12,6 +12,10 @@ database lock, see remora.upkeep.dblock):
   backlog costs nothing in steady state;
 - re-sends CANCEL for running jobs whose cancel was requested while the
   queue was unreachable;
+- steps every running batch (``jobstate.batch_step``): releases the next
+  held jobs of a rollout (the reconciler's re-put above never puts a held
+  job) or stops it past its threshold, when whoever ended a job of it did
+  not (a crash, an outage);
 - hands ``running`` jobs whose lease the queue no longer knows and that have
   not been updated for ``2 x queue.worker_timeout`` to ``jobstate.worker_lost``
   (the same transition as a worker's take-over: ``queued`` again when retries
@@ -30,7 +34,8 @@ import time
 
 from remora import jobstate, models
 from remora.errors import QueueError, QueueUnavailable, RemoraError
-from remora.models import Job, JobStatus, Server
+from remora.models import Batch, BatchStatus, Job, JobStatus, Server
+from remora.services.batches import apply_step
 from remora.services.context import Context
 from remora.services.jobs import put_items
 from remora.upkeep.periodic import PeriodicTask
@@ -45,7 +50,7 @@ class Reconciler(PeriodicTask):
     """A background thread (remora.upkeep.periodic); ``run_once()`` does one pass (tests call it directly)."""
 
     name = LOCK_NAME
-    counts = ("requeued", "lost", "cancels")
+    counts = ("requeued", "lost", "cancels", "batches")
 
     def __init__(
         self,
@@ -86,6 +91,7 @@ class Reconciler(PeriodicTask):
                     return done
             done["cancels"] = self._resend_cancels()
             done["lost"] = self._lost_workers()
+            done["batches"] = self._step_batches()
         except QUEUE_ERRORS as exc:
             if not self._queue_down:
                 log.warning("reconciler: queue unavailable (%s); queued jobs wait until it is back", exc)
@@ -140,7 +146,7 @@ class Reconciler(PeriodicTask):
         query = (
             Job.select(Job, Server.id, Server.max_concurrent_jobs)
             .join(Server)
-            .where(Job.status == JobStatus.QUEUED.value, Job.created_at < cutoff)
+            .where(Job.status == JobStatus.QUEUED.value, Job.held == False, Job.created_at < cutoff)  # noqa: E712
             .order_by(Job.created_at, Job.id)
             .limit(self.batch)
         )
@@ -179,6 +185,16 @@ class Reconciler(PeriodicTask):
             except RemoraError as exc:
                 log.warning("reconciler: job %s: %s", job.id, exc)
         return lost
+
+    def _step_batches(self) -> int:
+        """Step every running batch (``jobstate.batch_step``): a release or stop its last job's ender missed."""
+        stepped = 0
+        for row in Batch.select(Batch.id).where(Batch.status == BatchStatus.RUNNING.value).limit(500):
+            step = jobstate.batch_step(row.id)
+            if step.released or step.stopped:
+                apply_step(self.ctx, step)
+                stepped += 1
+        return stepped
 
     def _give_up_or_retry(self, job: Job) -> int:
         """The job's worker is gone: ``jobstate.worker_lost``; a job back in ``queued`` is put again at once."""

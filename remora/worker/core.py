@@ -42,6 +42,7 @@ each and retried with backoff; the worker never exits on a transient error.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -60,7 +61,7 @@ from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, S
 from remora.executor.sshpool import SSHPool
 from remora.jobstate import Action
 from remora.models import Job, JobStatus, Server
-from remora.netqueue.client import QueueClient, Reservation
+from remora.netqueue.client import PutItem, QueueClient, Reservation
 from remora.services.targets import target_for
 from remora.worker.backoff import Outage
 from remora.worker.held import RESERVE_WAIT, HeldJob, HeldJobs
@@ -221,6 +222,8 @@ class Worker:
             log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
             self.stats["skipped"] += 1
             self.held.done(reservation.id, "ack")
+            if outcome.job is not None:
+                self._batch_step(getattr(outcome.job, "batch_id", None))
 
     def _claim(self, reservation: Reservation, active: HeldJob) -> jobstate.Claim | None:
         try:
@@ -375,6 +378,27 @@ class Worker:
         self.stats[status.value] = self.stats.get(status.value, 0) + 1
         log.debug("job %s: %s %s", job.id, status.value, error)
         self.held.done(job.id, "ack")
+        self._batch_step(job.batch_id)
+
+    def _batch_step(self, batch_id: str | None) -> None:
+        """A job of a batch ended: release its next held jobs (or stop it past its threshold) and queue them.
+
+        Best effort: the reconciler steps every running batch too, so a crash or an outage here delays
+        the rollout, never loses it.
+        """
+        if not batch_id:
+            return
+        try:
+            step = jobstate.batch_step(batch_id)
+            messages = jobstate.released_messages(
+                step.released, ttr=self.settings.queue.worker_timeout, default_queue=self.settings.queue.name
+            )
+            if messages:
+                self.queue.put_many([PutItem(**dataclasses.asdict(m)) for m in messages])
+            for job_id in step.stopped:
+                self.queue.cancel(job_id)
+        except Exception as exc:  # noqa: BLE001 - the reconciler repeats the step
+            log.warning("batch %s: cannot step its rollout now (%s); the reconciler will", batch_id, exc)
 
     # -- dependencies ---------------------------------------------------------------
 

@@ -264,3 +264,74 @@ def test_queue_message_is_built_once(server):
     unnamed = row(job.id)
     unnamed.queue = ""
     assert jobstate.queue_message(unnamed, server, ttr=1.0, default_queue="job_queue").queue == "job_queue"
+
+
+def batch_of(server: m.Server, hosts: int, *, concurrency: int | None, max_failures: int | None = None) -> tuple[str, list[str]]:
+    """A batch recorded like a fan-out: the first ``concurrency`` jobs released, the rest ``held``."""
+    batch_id = m.new_id()
+    now = m.utcnow()
+    jobs = [
+        jobstate.new_job(server=server.id, command="true", batch_id=batch_id, created_at=now + datetime.timedelta(microseconds=n))
+        for n in range(hosts)
+    ]
+    for n, job in enumerate(jobs):
+        job.held = concurrency is not None and n >= concurrency
+    rollout = {"concurrency": concurrency, "max_failures": max_failures}
+    batch = {"id": batch_id, "command": "true", "status": "running", "total": hosts, "rollout": rollout, "concurrency": concurrency,
+             "max_failures": max_failures, "error": "", "parent_id": None, "cancel_requested": False, "created_by": "t",
+             "created_at": now, "updated_at": now, "finished_at": None}  # fmt: skip
+    jobstate.record_batch(batch, [job.__data__ for job in jobs])
+    return batch_id, [job.id for job in jobs]
+
+
+def end(job_id: str, status: JobStatus) -> None:
+    claimed = jobstate.claim(job_id, "w1")
+    assert claimed.action is Action.RUN, claimed
+    assert jobstate.finish(job_id, "w1", 1, status, exit_code=0 if status is JobStatus.COMPLETED else 1)
+
+
+def test_record_batch_holds_the_jobs_past_concurrency(server):
+    batch_id, ids = batch_of(server, 4, concurrency=2)
+    assert [row(i).held for i in ids] == [False, False, True, True]
+    assert all(row(i).status == "queued" for i in ids)
+    assert m.Batch.get_by_id(batch_id).status == "running"
+
+
+def test_batch_step_releases_held_jobs_as_hosts_finish(server):
+    batch_id, ids = batch_of(server, 4, concurrency=2)
+    before = [snapshot(i) for i in ids]
+    assert jobstate.batch_step(batch_id).released == []  # guard: two released jobs still unfinished
+    assert [snapshot(i) for i in ids] == before
+    end(ids[0], JobStatus.COMPLETED)
+    step = jobstate.batch_step(batch_id)
+    assert step.released == [ids[2]] and not row(ids[2]).held and row(ids[3]).held
+    assert jobstate.batch_step(batch_id).released == []  # idempotent
+    for job_id in ids[1:3]:
+        end(job_id, JobStatus.COMPLETED)
+    assert jobstate.batch_step(batch_id).released == [ids[3]]
+    end(ids[3], JobStatus.COMPLETED)
+    assert jobstate.batch_step(batch_id).status == "completed"
+    assert m.Batch.get_by_id(batch_id).finished_at is not None
+
+
+def test_batch_step_stops_the_batch_past_max_failures(server):
+    batch_id, ids = batch_of(server, 5, concurrency=2, max_failures=1)
+    end(ids[0], JobStatus.FAILED)
+    assert jobstate.batch_step(batch_id).released == [ids[2]]  # one failure: not past the threshold
+    end(ids[1], JobStatus.FAILED)
+    step = jobstate.batch_step(batch_id)
+    assert sorted(step.stopped) == sorted(ids[2:]) and step.released == []
+    for job_id in ids[2:]:
+        got = row(job_id)
+        assert got.status == "canceled" and got.error == "not started: batch stopped after 2 failed hosts (max_failures 1)"
+        assert got.attempts == 0 and got.started_at is None
+    assert step.status == "aborted" and m.Batch.get_by_id(batch_id).status == "aborted"
+    assert jobstate.claim(ids[2], "w1").action is Action.ACK  # a message of a stopped job is dropped
+
+
+def test_batch_status_failed_when_a_host_failed_below_the_threshold(server):
+    batch_id, ids = batch_of(server, 2, concurrency=None, max_failures=1)
+    end(ids[0], JobStatus.FAILED)
+    end(ids[1], JobStatus.COMPLETED)
+    assert jobstate.batch_step(batch_id).status == "failed"
+    assert jobstate.batch_step("no-such-batch").status == ""

@@ -69,6 +69,19 @@ def test_schema_version_recorded_and_upgrade_is_idempotent(db):
     assert m.ensure_schema(m.get_database()) == m.SCHEMA_VERSION
 
 
+def test_a_version_3_database_gains_the_batch_table_and_job_held(db):
+    """A database made before batches (schema 3): opening it adds ``batch`` and ``job.held``, keeping its jobs."""
+    server = m.Server.create(name="old", hostname="h")
+    job = m.Job.create(command="true", server=server)
+    database = m.get_database()
+    database.execute_sql('ALTER TABLE "job" DROP COLUMN "held"')
+    database.drop_tables([m.Batch])
+    m.SchemaVersion.update(version=3).execute()
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 4
+    assert "held" in [c.name for c in database.get_columns("job")] and database.table_exists("batch")
+    assert m.Job.get_by_id(job.id).held is False
+
+
 def test_a_version_1_database_is_upgraded_with_the_job_secret_env_column(db):
     """A database made before ``Job.secret_env`` (schema 1): opening it adds the column, keeping its jobs."""
     server = m.Server.create(name="old", hostname="h")

@@ -123,3 +123,11 @@ def test_every_example_file_is_valid():
     assert files
     for path in files:
         assert jobfile.load_file(path), path
+
+
+def test_rollout_reaches_the_payload_and_bad_values_name_line_and_column():
+    (spec,) = load("command: apt-get upgrade\nservers: ['tag:web']\nrollout: {concurrency: 25%, max_failures: 2}\n")
+    assert spec.payload()["rollout"] == {"concurrency": "25%", "max_failures": 2}
+    assert "job.yaml:3:" in error_of("command: x\nservers: [a, b]\nrollout: {concurrency: fast}\n")
+    assert "concurrency" in error_of("command: x\nrollout: {concurrency: fast}\n")
+    assert "expected a mapping" in error_of("command: x\nrollout: {speed: 2}\n")
