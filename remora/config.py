@@ -23,7 +23,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from remora.dotenv import DOTENV_FILE, POSTGRES_ENV, postgres_url, read_dotenv
 from remora.errors import ConfigError
+from remora.units import format_duration, format_size, parse_bool, parse_duration, parse_list, parse_size
 
 SECTIONS = ("database", "queue", "worker", "ssh", "output", "api", "security", "logging")
 SECRET_KEYS = {"database.url", "queue.token", "api.token", "security.secret_key"}
@@ -321,79 +323,6 @@ def key_meta() -> dict[str, dict[str, Any]]:
     return out
 
 
-# -- value parsing -------------------------------------------------------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d)?\s*$")
-_DURATION_DIVISORS = {"us": 1e6, "ms": 1e3}  # divided, so 100us is exactly 0.0001
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_duration(value: Any) -> float:
-    """``30``, ``30s``, ``250ms``, ``100us``, ``2m``, ``1h``, ``7d`` -> seconds (float)."""
-    if isinstance(value, bool):
-        raise ValueError("a duration such as 30s, 2m or 1h")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("a duration that is not negative")
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError("a duration such as 30s, 2m or 1h")
-    unit = m.group(2)
-    if unit in _DURATION_DIVISORS:
-        return float(m.group(1)) / _DURATION_DIVISORS[unit]
-    return float(m.group(1)) * _DURATION_UNITS[unit]
-
-
-def parse_job_timeout(value: Any) -> int:
-    """A job's timeout: seconds (``90``) or a duration (``90s``, ``10m``) -> whole seconds, rounded up, at least 1."""
-    try:
-        seconds = parse_duration(value)
-    except ValueError:
-        raise ValueError("expected seconds or a duration such as 90s, 10m or 1h") from None
-    if seconds < 1:
-        raise ValueError("must be at least 1s")
-    return int(-(-seconds // 1))
-
-
-def parse_size(value: Any) -> int:
-    """``8192``, ``10MB``, ``64MiB``, ``512k`` -> bytes (binary multiples)."""
-    if isinstance(value, bool):
-        raise ValueError("a size such as 8192, 512KB or 10MB")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size that is not negative")
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ValueError("a size such as 8192, 512KB or 10MB")
-    unit = (m.group(2) or "").lower()[:1]
-    return int(float(m.group(1)) * _SIZE_UNITS[unit])
-
-
-def parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("true or false")
-
-
-def parse_list(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        if not all(isinstance(v, str) for v in value):
-            raise ValueError("a list of strings")
-        return list(value)
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    raise ValueError("a list of strings or a comma-separated string")
-
-
 _EXPECTED = {
     "duration": "a duration such as 30s, 2m or 1h",
     "size": "a size such as 8192, 512KB or 10MB",
@@ -497,72 +426,6 @@ def job_env_name_problem(name: str) -> str | None:
             f"at most {MAX_JOB_ENV_NAME} characters)"
         )
     return None
-
-
-DOTENV_FILE = ".env"
-# The seed's PostgreSQL settings: they make database.url when DATABASE_URL is not set.
-POSTGRES_ENV = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_SSLMODE")
-_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
-
-
-def postgres_url(values: Mapping[str, str]) -> str:
-    """``POSTGRES_HOST/PORT/DB/USER/PASSWORD/SSLMODE`` -> a postgres:// URL (user and password percent-encoded)."""
-    from urllib.parse import quote
-
-    user, password = values.get("POSTGRES_USER", ""), values.get("POSTGRES_PASSWORD", "")
-    auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "") + "@" if user else ""
-    host = values.get("POSTGRES_HOST", "") or "localhost"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    port = values.get("POSTGRES_PORT", "") or "5432"
-    url = f"postgres://{auth}{host}:{port}/{quote(values.get('POSTGRES_DB', '') or 'postgres', safe='')}"
-    if values.get("POSTGRES_SSLMODE"):
-        url += "?sslmode=" + quote(values["POSTGRES_SSLMODE"], safe="")
-    return url
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines of a .env file: ``#`` comments, optional ``export``, single or double quotes.
-
-    Double-quoted values understand ``\\n``, ``\\"`` and ``\\\\``; single-quoted ones are literal;
-    unquoted ones end at `` #``.  A line that is not an assignment is an error naming the line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    out: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        m = _DOTENV_LINE.match(line)
-        if not m:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE", details={"file": str(path), "line": number})
-        key, raw = m.groups()
-        if raw[:1] in ("'", '"'):
-            value, rest = _quoted(raw)
-            if value is None or (rest.strip() and not rest.strip().startswith("#")):
-                raise ConfigError(f"{path}:{number}: unterminated or malformed quoted value", details={"file": str(path), "line": number})
-        else:
-            value = re.split(r"\s+#", raw, maxsplit=1)[0].strip()
-        out[key] = value
-    return out
-
-
-def _quoted(raw: str) -> tuple[str | None, str]:
-    """A quoted .env value and what follows its closing quote; (None, "") when it is not closed."""
-    quote_char, i = raw[0], 1
-    out: list[str] = []
-    while i < len(raw):
-        ch = raw[i]
-        if ch == quote_char:
-            return "".join(out), raw[i + 1 :]
-        if quote_char == '"' and ch == "\\" and i + 1 < len(raw) and raw[i + 1] in '\\"n':
-            out.append("\n" if raw[i + 1] == "n" else raw[i + 1])
-            i += 2
-            continue
-        out.append(ch)
-        i += 1
-    return None, ""
 
 
 def _env_key(dotted: str) -> str:
@@ -710,20 +573,3 @@ def _toml_value(dotted: str, value: Any) -> Any:
     if kind == "size":
         return format_size(value)
     return value
-
-
-def format_duration(seconds: float) -> str:
-    if seconds and seconds < 1:
-        ms = seconds * 1000
-        return f"{round(ms)}ms" if ms >= 1 and abs(ms - round(ms)) < 1e-9 else f"{round(seconds * 1e6)}us"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-def format_size(size: int) -> str:
-    for unit, mult in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if size >= mult and size % mult == 0:
-            return f"{size // mult}{unit}"
-    return str(size)

@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from remora.config import job_env_name_problem, parse_job_timeout
+from remora.config import job_env_name_problem
 from remora.errors import JobFileError
+from remora.units import parse_job_timeout
 
 try:  # libyaml when present: faster, same marks
     _Loader: Any = yaml.CSafeLoader

@@ -8,8 +8,9 @@ from remora import models
 from remora.api.http import Request
 from remora.api.router import Route
 from remora.api.schema import obj
-from remora.config import Settings, parse_duration
+from remora.config import Settings
 from remora.errors import ValidationError
+from remora.units import parse_duration
 from remora.upkeep import retention
 
 if TYPE_CHECKING:

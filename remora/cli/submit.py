@@ -25,7 +25,7 @@ def parse_timeout(value: str | None) -> int | None:
     """'90', '90s', '10m' -> whole seconds (rounded up)."""
     if value is None:
         return None
-    from remora.config import parse_job_timeout
+    from remora.units import parse_job_timeout
 
     try:
         return parse_job_timeout(value)

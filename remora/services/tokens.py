@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from remora import auth, models
-from remora.config import parse_duration
 from remora.errors import ValidationError
 from remora.models import ApiToken
+from remora.units import parse_duration
 
 
 def create_token(name: str, role: str, expires: float | dt.timedelta | None = None) -> tuple[ApiToken, str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from remora import config
+from remora import config, units
 from remora.errors import ConfigError
 
 
@@ -100,15 +100,15 @@ def test_bad_file_values_and_unknown_keys_name_the_file(tmp_path):
     ("text", "seconds"), [("30s", 30), ("2m", 120), ("1h", 3600), ("250ms", 0.25), ("100us", 0.0001), ("15", 15), (1.5, 1.5)]
 )
 def test_durations(text, seconds):
-    assert config.parse_duration(text) == seconds
-    assert config.parse_duration(config.format_duration(seconds)) == seconds  # what config init writes reads back
+    assert units.parse_duration(text) == seconds
+    assert units.parse_duration(units.format_duration(seconds)) == seconds  # what config init writes reads back
 
 
 @pytest.mark.parametrize(
     ("text", "size"), [("8192", 8192), ("10MB", 10 * 1024**2), ("64MiB", 64 * 1024**2), ("512k", 512 * 1024), (42, 42)]
 )
 def test_sizes(text, size):
-    assert config.parse_size(text) == size
+    assert units.parse_size(text) == size
 
 
 def test_masked_hides_secrets_and_database_passwords(tmp_path):
