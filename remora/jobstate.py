@@ -436,8 +436,40 @@ def stop_error(failed: int, rollout_value: Any) -> str:
     return f"not started: batch stopped after {failed} failed hosts (max_failures {rollout_value})"
 
 
+def _batch_state(batch_id: str) -> tuple[str, bool]:
+    """The batch's status, and whether a step would change anything now -- reads only.
+
+    Every job's end asks this, so a batch that needs nothing (no held job
+    with room to start, no threshold crossed, jobs still unfinished) costs
+    no write transaction; the write below checks everything again.
+    """
+    batch = (
+        Batch.select(Batch.status, Batch.concurrency, Batch.max_failures, Batch.total, Batch.cancel_requested)
+        .where(Batch.id == batch_id)
+        .first()
+    )
+    if batch is None:
+        return "", False
+    if batch.status != BatchStatus.RUNNING.value:
+        return batch.status, False
+    mine = Job.batch_id == batch_id
+    if batch.max_failures is not None:
+        failed = Job.select().where(mine, Job.status == JobStatus.FAILED.value).count()
+        if failed > batch.max_failures and Job.select().where(mine, Job.status == JobStatus.QUEUED.value).exists():
+            return batch.status, True
+    unfinished = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+    if not batch.cancel_requested and Job.select().where(mine, Job.status == JobStatus.QUEUED.value, Job.held == True).exists():  # noqa: E712
+        active = Job.select().where(mine, Job.status.in_(unfinished), Job.held == False).count()  # noqa: E712
+        if (batch.concurrency or batch.total) - active > 0:
+            return batch.status, True
+    return batch.status, not Job.select().where(mine, Job.status.in_(unfinished)).exists()
+
+
 def batch_step(batch_id: str) -> Step:
     """Release the batch's next held jobs, or stop it past its threshold, and settle its status (see the table)."""
+    status, needed = _batch_state(batch_id)
+    if not needed:
+        return Step(status=status)
     now = models.utcnow()
     step = Step()
     unfinished = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
