@@ -189,8 +189,11 @@ class Reconciler(PeriodicTask):
     def _step_batches(self) -> int:
         """Step every running batch (``jobstate.batch_step``): a release or stop its last job's ender missed."""
         stepped = 0
-        for row in Batch.select(Batch.id).where(Batch.status == BatchStatus.RUNNING.value).limit(500):
-            step = jobstate.batch_step(row.id)
+        # Read the ids first: a SELECT still open on this connection would make each step's write
+        # transaction an upgrade of a stale read snapshot, which SQLite refuses at once ("database is locked").
+        running = [row.id for row in Batch.select(Batch.id).where(Batch.status == BatchStatus.RUNNING.value).limit(500)]
+        for batch_id in running:
+            step = jobstate.batch_step(batch_id)
             if step.released or step.stopped:
                 apply_step(self.ctx, step)
                 stepped += 1
