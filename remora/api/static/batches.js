@@ -10,6 +10,7 @@ const LIST_POLL_MS = 5000;
 const TILE_W = 132; // px: tile width plus gap (a fixed grid, so rows can be computed from scrollTop)
 const TILE_H = 40;
 const OVERSCAN = 2; // rows rendered above and below the visible ones
+const byName = new Intl.Collator(undefined, { numeric: true });
 
 function rolloutText(rollout) {
   const parts = [];
@@ -244,6 +245,7 @@ function mountBatch(root, id) {
       const data = await get(`batches/${id}`);
       const first = !batch;
       const changed = first || data !== batch; // a 304 returns the cached object
+      if (changed) data.hosts = [...(data.hosts || [])].sort((a, b) => byName.compare(a.server_name, b.server_name));
       batch = data;
       if (changed) {
         renderHead();
