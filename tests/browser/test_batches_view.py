@@ -95,6 +95,8 @@ def test_host_matrix_of_a_300_host_batch_renders_filters_and_reruns_failed(page,
     expect(page.locator("#bv-filters [data-filter=failed]")).to_have_attribute("aria-pressed", "true")
     expect(matrix).to_have_attribute("data-count", str(FAILING))
     expect(page.locator("#bv-shown")).to_have_text(f"{FAILING} of {HOSTS} hosts shown")
+    expect(tiles.first).to_be_visible()
+    assert matrix.evaluate("el => el.scrollTop") == 0  # a new filter starts at the top
     statuses = set(tiles.evaluate_all("els => els.map(e => e.dataset.status)"))
     assert statuses == {"failed"}, statuses
     filter_ms = float(matrix.get_attribute("data-filter-ms") or "nan")

@@ -42,7 +42,7 @@ export class HostMatrix {
     this.onOpen = onOpen;
     this.focusIdx = -1;
     this.spacer = h('div.hm-spacer');
-    this.el = h('div.hm', { id: 'host-matrix', role: 'grid', 'aria-label': label, tabindex: '-1' }, this.spacer);
+    this.el = h('div.hm', { id: 'host-matrix', role: 'group', 'aria-label': label, tabindex: '-1' }, this.spacer);
     this.el.addEventListener('scroll', () => this.render());
     this.el.addEventListener('click', (e) => {
       const tile = e.target.closest('.hm-tile');
@@ -54,8 +54,10 @@ export class HostMatrix {
     this.lastRenderMs = 0;
   }
 
-  setHosts(hosts) {
+  /** Show these hosts; top=true starts at the first row (a new filter), otherwise the scroll position stays (a refresh). */
+  setHosts(hosts, { top = false } = {}) {
     this.hosts = hosts;
+    if (top) this.el.scrollTop = 0;
     this.el.dataset.count = String(hosts.length);
     if (this.focusIdx >= hosts.length) this.focusIdx = hosts.length - 1;
     this.render(true);
@@ -70,8 +72,9 @@ export class HostMatrix {
     const cols = this.columns();
     const rows = Math.ceil(this.hosts.length / cols);
     this.spacer.style.height = `${rows * TILE_H}px`;
-    const first = Math.max(0, Math.floor(this.el.scrollTop / TILE_H) - OVERSCAN);
-    const last = Math.min(rows - 1, Math.ceil((this.el.scrollTop + this.el.clientHeight) / TILE_H) + OVERSCAN);
+    const top = Math.min(this.el.scrollTop, Math.max(0, rows * TILE_H - this.el.clientHeight)); // fewer hosts than a moment ago
+    const first = Math.max(0, Math.floor(top / TILE_H) - OVERSCAN);
+    const last = Math.min(rows - 1, Math.ceil((top + this.el.clientHeight) / TILE_H) + OVERSCAN);
     const key = `${first}:${last}:${cols}`;
     if (!force && key === this.key) return;
     this.key = key;
@@ -82,7 +85,7 @@ export class HostMatrix {
       const host = this.hosts[i];
       const label = tileLabel(host);
       const tile = h(`button.hm-tile.hm-${host.status}`, {
-        type: 'button', role: 'gridcell', title: label, 'aria-label': label, tabindex: i === this.focusIdx ? '0' : '-1',
+        type: 'button', title: label, 'aria-label': label, tabindex: i === this.focusIdx ? '0' : '-1',
         dataset: { idx: String(i), job: host.job_id, status: host.status },
       }, h('span.hm-name', null, host.server_name));
       tile.style.transform = `translate(${(i % cols) * TILE_W}px, ${Math.floor(i / cols) * TILE_H}px)`;
@@ -163,16 +166,16 @@ function mountBatch(root, id) {
       const n = s === 'all' ? batch.hosts.length : counts[s] || 0;
       return h(`button.chip.bv-filter${s === 'all' ? '' : `.hm-key.hm-${s}`}`, {
         type: 'button', 'aria-pressed': String(filter === s), dataset: { filter: s, count: String(n) },
-        onclick: () => { filter = s; renderFilters(); applyFilter(); },
+        onclick: () => { filter = s; renderFilters(); applyFilter(true); },
       }, `${s} `, h('span.bv-count', null, String(n)));
     }));
     if (focused) filterBar.querySelector(`[data-filter="${focused}"]`)?.focus();
   }
 
-  function applyFilter() {
+  function applyFilter(top = false) {
     const t0 = performance.now();
     const hosts = filtered();
-    matrix.setHosts(hosts);
+    matrix.setHosts(hosts, { top });
     const ms = performance.now() - t0;
     matrix.el.dataset.filterMs = ms.toFixed(1);
     setText(shown, `${hosts.length} of ${batch.hosts.length} hosts shown`);
@@ -262,7 +265,7 @@ function mountBatch(root, id) {
     }
   }
 
-  search.addEventListener('input', debounce(() => { if (batch) applyFilter(); }, 120));
+  search.addEventListener('input', debounce(() => { if (batch) applyFilter(true); }, 120));
   poller = poll(load, POLL_MS);
   return { unmount() { poller?.stop(); matrix.destroy(); } };
 }
