@@ -188,7 +188,7 @@ def test_execute_form_rollout_fields(page, remora_stack, sshd):
     page.fill("#f-max-failures", "1")
     page.click("#execute-submit")
     # the new batch's page, with its rollout
-    expect(page.locator("#bv-rollout")).to_have_text("concurrency 50%, max failures 1")
+    expect(page.locator("#bv-rollout")).to_have_text("concurrency 50% (2 hosts), max failures 1")
     expect(page.locator("#host-matrix")).to_have_attribute("data-count", "3")
     expect(page.locator("#host-matrix .hm-tile[data-status=completed]")).to_have_count(3, timeout=20_000)
     batch_id = page.url.split("id=")[1]
@@ -215,3 +215,29 @@ def test_execute_form_shows_the_apis_rollout_error(page, remora_stack, sshd):
     page.click("#execute-submit")
     expect(page.locator("#f-rollout-error")).to_contain_text("concurrency must be at least 1")
     expect(page.locator("#execute-dialog")).to_be_visible()
+
+
+def test_cancel_a_running_batch_then_rerun_all(page, remora_stack, sshd):
+    tag = f"cancel{uuid.uuid4().hex[:6]}"
+    servers = [key_server(remora_stack, sshd, f"{tag}-{suffix}", [tag]) for suffix in ("a", "b", "c")]
+    res = ok(remora_stack, "POST", "jobs", {"command": "sleep 30", "server_ids": [s["id"] for s in servers], "rollout": {"concurrency": 1}})
+    batch_id = res["batch_id"]
+    # an older link to the batch (the jobs page's batch panel) opens the batch page
+    signed_in(page, remora_stack, route=f"jobs?batch={batch_id}")
+    expect(page.locator("#host-matrix")).to_have_attribute("data-count", "3")
+    expect(page.locator("#bv-rollout")).to_have_text("concurrency 1")
+    # one host runs at a time: the view follows it live
+    expect(page.locator("#host-matrix .hm-tile[data-status=running]")).to_have_count(1, timeout=15_000)
+    expect(page.locator("#bv-filters [data-filter=queued]")).to_have_attribute("data-count", "2")
+    expect(page.locator("#bv-rerun-failed")).to_have_count(0)  # only finished batches rerun
+    page.click("#bv-cancel")
+    page.click("#confirm-dialog .btn.danger")
+    expect(page.locator("#bv-status .badge")).to_have_text("canceled", timeout=15_000)
+    expect(page.locator("#bv-filters [data-filter=canceled]")).to_have_attribute("data-count", "3")
+    expect(page.locator("#bv-cancel")).to_have_count(0)
+    page.click("#bv-rerun-all")
+    expect(page.locator("#bv-parent")).to_have_text(batch_id[:8])
+    expect(page.locator("#host-matrix")).to_have_attribute("data-count", "3")
+    new_id = page.url.split("id=")[1]
+    assert ok(remora_stack, "GET", f"batches/{new_id}")["parent_id"] == batch_id
+    ok(remora_stack, "POST", f"batches/{new_id}/cancel")

@@ -12,10 +12,17 @@ const TILE_H = 40;
 const OVERSCAN = 2; // rows rendered above and below the visible ones
 const byName = new Intl.Collator(undefined, { numeric: true });
 
-function rolloutText(rollout) {
+/** "concurrency 50% (2 hosts), max failures 1"; a percentage shows what it came to for this batch. */
+function rolloutText(batch) {
+  const rollout = batch.rollout || {};
   const parts = [];
-  if (rollout?.concurrency !== undefined && rollout?.concurrency !== null) parts.push(`concurrency ${rollout.concurrency}`);
-  if (rollout?.max_failures !== undefined && rollout?.max_failures !== null) parts.push(`max failures ${rollout.max_failures}`);
+  for (const [key, label] of [['concurrency', 'concurrency'], ['max_failures', 'max failures']]) {
+    const value = rollout[key];
+    if (value === undefined || value === null) continue;
+    const resolved = batch[key];
+    const hosts = typeof value === 'string' && value.includes('%') && typeof resolved === 'number' ? ` (${resolved} host${resolved === 1 ? '' : 's'})` : '';
+    parts.push(`${label} ${value}${hosts}`);
+  }
   return parts.join(', ') || 'all at once';
 }
 
@@ -189,7 +196,7 @@ function mountBatch(root, id) {
     setChildren(meta,
       metaRow('Hosts', String(batch.total ?? batch.hosts.length)),
       metaRow('Counts', countsText(batch), 'bv-counts'),
-      metaRow('Rollout', rolloutText(batch.rollout), 'bv-rollout'),
+      metaRow('Rollout', rolloutText(batch), 'bv-rollout'),
       metaRow('Created by', batch.created_by || '—'),
       metaRow('Created', timeEl(batch.created_at)),
       metaRow('Started', timeEl(batch.started_at)),
@@ -300,7 +307,7 @@ function mountList(root, params) {
       h('td.col-command', null, h('a.cmd-link', { href: `#/batches?id=${b.id}`, title: b.command }, h('code', null, b.name ? `${b.name}: ${b.command}` : b.command))),
       h('td.num', null, String(b.total)),
       h('td', null, countsText(b)),
-      h('td.muted', null, rolloutText(b.rollout)),
+      h('td.muted', null, rolloutText(b)),
       h('td', null, b.created_by || '—'),
       h('td.col-created', null, timeEl(b.created_at)))));
   }
