@@ -12,12 +12,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.apiclient import call, key_server, ok
 from tests.browser.pages import shoot, signed_in
+from tests.support.http import request
 from tests.support.waits import wait_for
 
 HOSTS = 300
@@ -241,3 +243,30 @@ def test_cancel_a_running_batch_then_rerun_all(page, remora_stack, sshd):
     new_id = page.url.split("id=")[1]
     assert ok(remora_stack, "GET", f"batches/{new_id}")["parent_id"] == batch_id
     ok(remora_stack, "POST", f"batches/{new_id}/cancel")
+
+
+def test_batch_detail_answers_304_until_a_job_changes(remora_stack, sshd):
+    """What the batch page polls: GET /batches/:id with If-None-Match costs a 304 while nothing changed."""
+    tag = f"etag{uuid.uuid4().hex[:6]}"
+    servers = [key_server(remora_stack, sshd, f"{tag}-{suffix}", [tag]) for suffix in ("a", "b")]
+    batch_id = ok(remora_stack, "POST", "jobs", {"command": "true", "server_ids": [s["id"] for s in servers]})["batch_id"]
+    wait_for(lambda: finished(remora_stack, batch_id), 30, interval=0.2, what="batch finished")
+    url = urlsplit(remora_stack.url)
+
+    def get(etag: str | None = None) -> Any:
+        headers = {"If-None-Match": etag} if etag else {}
+        return request(url.hostname or "", url.port or 80, "GET", f"/api/v1/batches/{batch_id}", token=remora_stack.token, headers=headers)
+
+    def unchanged() -> str:
+        etag = get().headers["etag"]
+        return etag if get(etag).status == 304 else ""
+
+    etag = str(wait_for(unchanged, 10, interval=0.1, what="a 304 for an unchanged batch"))
+    assert get(etag).body == b""
+    ok(remora_stack, "POST", f"batches/{batch_id}/rerun", {"only": "all"})  # new jobs: the marker moves
+    fresh = get(etag)
+    assert fresh.status == 200 and fresh.headers["etag"] != etag
+    assert fresh.json()["id"] == batch_id and len(fresh.json()["hosts"]) == 2
+    # with each host's output the answer is built every time (output grows without a job write)
+    outputs = request(url.hostname or "", url.port or 80, "GET", f"/api/v1/batches/{batch_id}?output=true", token=remora_stack.token)
+    assert outputs.status == 200 and "etag" not in outputs.headers and "stdout" in outputs.json()["hosts"][0]
