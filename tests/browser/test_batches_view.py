@@ -188,6 +188,7 @@ def test_execute_form_rollout_fields(page, remora_stack, sshd):
         expect(page.locator("#execute-dialog")).to_be_visible()
     page.fill("#f-concurrency", "50%")
     page.fill("#f-max-failures", "1")
+    shoot(page, "execute_rollout")
     page.click("#execute-submit")
     # the new batch's page, with its rollout
     expect(page.locator("#bv-rollout")).to_have_text("concurrency 50% (2 hosts), max failures 1")
