@@ -1,7 +1,7 @@
 // Batches: the list of recent fan-outs and one batch's view (counts, progress, a virtualised host matrix, actions).
 import { get, post } from './api.js';
 import { setParams } from './app.js';
-import { confirmDialog } from './overlay.js';
+import { closeTop, confirmDialog } from './overlay.js';
 import { h, setChildren, setText, timeEl, formatDuration, statusBadge, emptyState, poll, toast, debounce } from './util.js';
 
 const HOST_STATES = ['queued', 'running', 'completed', 'failed', 'canceled'];
@@ -274,7 +274,8 @@ function mountBatch(root, id) {
 
   search.addEventListener('input', debounce(() => { if (batch) applyFilter(true); }, 120));
   poller = poll(load, POLL_MS);
-  return { unmount() { poller?.stop(); matrix.destroy(); } };
+  // leaving the batch closes a host's log panel opened from it
+  return { unmount() { poller?.stop(); matrix.destroy(); closeTop(true); } };
 }
 
 function metaRow(label, value, id) {
