@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
-from remora.api.http import Request
+from remora.api.http import Request, Response, dumps
 from remora.api.router import Param, Route
 from remora.api.schema import NULLABLE_STR, TIMESTAMP, UUID, array, obj
 from remora.config import Settings
 from remora.errors import ValidationError
 from remora.models import BatchStatus
-from remora.services import batches
+from remora.services import batches, queries
 
 if TYPE_CHECKING:
     from remora.api.app import App
@@ -81,11 +82,21 @@ def list_batches(app: App, req: Request) -> dict[str, Any]:
     return batches.list_batches(_int(req, "page", 1, 10**6), _int(req, "limit", 50, 500), req.arg("status") or None)
 
 
-def get_batch(app: App, req: Request) -> dict[str, Any]:
+def get_batch(app: App, req: Request) -> Response | dict[str, Any]:
     raw = (req.arg("output") or "false").strip().lower()
     if raw not in ("true", "false", "1", "0"):
         raise ValidationError("output must be true or false", details={"output": "must be true or false"})
-    return batches.batch_detail(batches.get_batch(req.path_params["id"]), output=raw in ("true", "1"))
+    batch = batches.get_batch(req.path_params["id"])
+    if raw in ("true", "1"):
+        return batches.batch_detail(batch, output=True)
+    # Without output the answer changes only with the batch row or a job (every job write sets its
+    # updated_at, which the jobs marker covers): a dashboard polling a finished batch gets 304s.
+    state = (queries.change_marker(), batch.status, batch.updated_at, batch.finished_at, batch.error)
+    etag = 'W/"' + hashlib.sha1(repr(state).encode()).hexdigest()[:24] + '"'
+    if req.header("If-None-Match") == etag:
+        return Response(status=304).header("ETag", etag)
+    body = dumps(batches.batch_detail(batch))
+    return Response(status=200, body=body).header("ETag", etag).header("Cache-Control", "no-cache")
 
 
 def cancel_batch(app: App, req: Request) -> dict[str, Any]:

@@ -186,13 +186,13 @@ def test_fan_out_to_two_servers_shows_each_result(page, remora_stack, sshd):
     page.click(f"button.chip:has-text('#{tag}')")
     expect(page.locator("#execute-submit")).to_have_text("Run on 2 servers")
     page.click("#execute-submit")
-    items = page.locator("#batch-list .batch-item")
-    expect(items).to_have_count(2, timeout=10_000)
-    for i in range(2):
-        expect(items.nth(i).locator(".badge")).to_have_text("completed", timeout=20_000)
-        expect(items.nth(i)).to_contain_text("fanned-out-ok")
-    expect(page.locator("#batch-summary")).to_contain_text("2 completed")
+    tiles = page.locator("#host-matrix .hm-tile")
+    expect(tiles).to_have_count(2, timeout=10_000)
+    expect(page.locator("#host-matrix .hm-tile[data-status=completed]")).to_have_count(2, timeout=20_000)
+    expect(page.locator("#bv-counts")).to_contain_text("2 completed")
     shoot(page, "batch_view")
+    tiles.nth(1).click()
+    expect(page.locator("#log-box pre[data-stream=stdout]")).to_contain_text("fanned-out-ok")
 
 
 def test_filter_search_sort_and_pagination_live_in_the_url(page, remora_stack):

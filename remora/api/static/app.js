@@ -6,6 +6,7 @@ import { openModal, closeTop, hasOverlay } from './overlay.js';
 const views = {
   overview: () => import('./overview.js'),
   jobs: () => import('./jobs.js'),
+  batches: () => import('./batches.js'),
   servers: () => import('./servers.js'),
   queue: () => import('./queue.js'),
   console: () => import('./console.js'),
@@ -160,7 +161,7 @@ const SHORTCUTS = [
   ['Enter', 'Open the selected job'],
   ['n', 'New job'],
   ['c', 'Cancel the selected (or open) job'],
-  ['g o / g j / g s / g q', 'Go to Overview / Jobs / Servers / Queue'],
+  ['g o / g j / g b / g s / g q', 'Go to Overview / Jobs / Batches / Servers / Queue'],
   ['?', 'This help'],
   ['Esc', 'Close the panel or dialog'],
 ];
@@ -187,7 +188,7 @@ function onKey(e) {
   if (typing || e.ctrlKey || e.metaKey || e.altKey || $('#topbar').hidden) return;
   if (pendingG) {
     pendingG = false;
-    const to = { o: 'overview', j: 'jobs', s: 'servers', q: 'queue' }[e.key];
+    const to = { o: 'overview', j: 'jobs', b: 'batches', s: 'servers', q: 'queue' }[e.key];
     if (to) { location.hash = `#/${to}`; e.preventDefault(); }
     return;
   }
@@ -215,7 +216,10 @@ export function showJob(id, key = 'job') {
   } else location.hash = `#/jobs?${key}=${encodeURIComponent(id)}`;
 }
 
-export const showBatch = (id) => showJob(id, 'batch');
+/** Open a batch's page (counts, host matrix, actions). */
+export function showBatch(id) {
+  location.hash = `#/batches?id=${encodeURIComponent(id)}`;
+}
 
 /** Forget the open job/batch panel in the URL (the panel closed). */
 export function clearPanelParam() {

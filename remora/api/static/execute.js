@@ -5,6 +5,26 @@ import { openModal } from './overlay.js';
 import { h, setChildren, setText, toast } from './util.js';
 
 const DEFAULT_SHELLS = ['/bin/bash', '/bin/sh', '/usr/bin/zsh'];
+const LIMIT = /^\s*(\d{1,9})\s*(%?)\s*$/;
+
+/**
+ * A rollout limit as the API takes it (N, or "P%" of the hosts), or an error message; the same rules
+ * as the API's: concurrency at least 1 (1% to 100%), max failures at least 0 (0% to 100%).
+ */
+export function parseRolloutLimit(raw, minimum) {
+  const text = String(raw ?? '').trim();
+  if (!text) return { value: null };
+  const m = LIMIT.exec(text);
+  if (!m) return { error: 'Enter a number or a percentage like 25%.' };
+  const n = Number(m[1]);
+  if (m[2]) {
+    const low = minimum === 0 ? 0 : 1;
+    if (n < low || n > 100) return { error: `Enter a percentage between ${low}% and 100%.` };
+    return { value: `${n}%` };
+  }
+  if (n < minimum) return { error: `Enter at least ${minimum}.` };
+  return { value: n };
+}
 const INDENT = '  ';
 
 function field(id, label, control, hint) {
@@ -62,6 +82,15 @@ export async function openExecute(prefill = null) {
   const retries = h('input', { type: 'number', name: 'retries', min: 0, max: 10, step: 1, value: 0, inputmode: 'numeric' });
   const name = h('input', { type: 'text', name: 'name', autocomplete: 'off', placeholder: 'optional label' });
   const env = h('textarea', { name: 'env', rows: 2, spellcheck: 'false', placeholder: 'KEY=value, one per line' });
+  const concurrency = h('input', { type: 'text', name: 'concurrency', autocomplete: 'off', inputmode: 'numeric', placeholder: 'all at once' });
+  const maxFailures = h('input', { type: 'text', name: 'max_failures', autocomplete: 'off', inputmode: 'numeric', placeholder: 'no limit' });
+  const rolloutErr = h('p.field-error', { id: 'f-rollout-error', role: 'alert' });
+  const rolloutBox = h('fieldset.rollout', { id: 'f-rollout', hidden: true, 'aria-describedby': 'f-rollout-error' },
+    h('legend', null, 'Rollout ', h('span.muted.small', null, 'for several servers')),
+    h('div.grid-2', null,
+      field('f-concurrency', 'Concurrency', concurrency, 'Hosts running at once: a number or a percentage (25%). Empty: all at once.'),
+      field('f-max-failures', 'Max failures', maxFailures, 'Failed hosts before the rest are canceled: a number or a percentage. Empty: no limit.')),
+    rolloutErr);
   const serverFilter = h('input', { type: 'search', placeholder: 'Filter servers…', 'aria-label': 'Filter servers' });
   const serverList = h('div.server-pick', { id: 'f-servers', role: 'group', 'aria-label': 'Servers', 'aria-describedby': 'f-servers-error' });
   const tagBar = h('div.tag-bar', { 'aria-label': 'Select servers by tag' });
@@ -81,6 +110,7 @@ export async function openExecute(prefill = null) {
     commandFields, scriptFields,
     field('f-args', 'Arguments', args),
     h('fieldset.servers', null, h('legend', null, 'Servers ', h('span.muted.small', { id: 'server-count' })), tagBar, serverFilter, serverList, serversErr),
+    rolloutBox,
     h('div.grid-2', null,
       field('f-priority', 'Priority (1 = highest)', priority),
       field('f-timeout', 'Timeout (seconds)', timeout, 'Seconds before the job is stopped.')),
@@ -108,6 +138,7 @@ export async function openExecute(prefill = null) {
     const n = selected().length;
     setText(form.querySelector('#server-count'), n ? `${n} selected` : '');
     setText(submit, n > 1 ? `Run on ${n} servers` : 'Run');
+    rolloutBox.hidden = n < 2;
   }
   function renderServers() {
     if (!servers.length) {
@@ -168,6 +199,7 @@ export async function openExecute(prefill = null) {
   const fieldFor = {
     command: 'f-command', args: 'f-args', script: 'f-script', shell: 'f-shell', priority: 'f-priority', timeout: 'f-timeout',
     retries: 'f-retries', name: 'f-name', env: 'f-env', server_id: 'f-servers', server_ids: 'f-servers', servers: 'f-servers',
+    rollout: 'f-rollout', 'rollout.concurrency': 'f-concurrency', 'rollout.max_failures': 'f-max-failures',
   };
   function clearErrors() {
     formError.hidden = true;
@@ -175,8 +207,7 @@ export async function openExecute(prefill = null) {
     for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
   }
   function showError(key, message) {
-    const base = key.split(/[.[]/)[0];
-    const id = fieldFor[base];
+    const id = fieldFor[key] || fieldFor[key.split(/[.[]/)[0]];
     const errEl = id && form.querySelector(`#${id}-error`);
     if (!errEl) return false;
     errEl.textContent = errEl.textContent ? `${errEl.textContent} ${message}` : message;
@@ -204,12 +235,21 @@ export async function openExecute(prefill = null) {
     if (mode() === 'script' && !script.value.trim()) local = showError('script', 'Write the script to run.') || local;
     let envObj = {};
     try { envObj = parseEnv(); } catch (err) { local = showError('env', err.message) || local; }
+    const rollout = {};
+    if (picked.length > 1) {
+      for (const [key, input, minimum] of [['concurrency', concurrency, 1], ['max_failures', maxFailures, 0]]) {
+        const got = parseRolloutLimit(input.value, minimum);
+        if (got.error) local = showError(`rollout.${key}`, got.error) || local;
+        else if (got.value !== null) rollout[key] = got.value;
+      }
+    }
     if (local) { form.querySelector('[aria-invalid]')?.focus(); return; }
     const body = { priority: Number(priority.value), timeout: Number(timeout.value), args: args.value };
     if (retries.value && Number(retries.value)) body.retries = Number(retries.value);
     if (name.value.trim()) body.name = name.value.trim();
     if (Object.keys(envObj).length) body.env = envObj;
     if (picked.length === 1) body.server_id = picked[0].id; else body.server_ids = picked.map((s) => s.id);
+    if (Object.keys(rollout).length) body.rollout = rollout;
     if (timeout.value === '') delete body.timeout;
     let path = 'jobs';
     if (mode() === 'script') { path = 'jobs/script'; body.script = script.value; body.shell = shell.value; } else body.command = command.value.trim();

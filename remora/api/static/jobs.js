@@ -1,6 +1,6 @@
 // Jobs page: filterable, sortable, paginated table kept in the URL; keyed row updates.
 import { get, post, session } from './api.js';
-import { setParams, newJob, showJob } from './app.js';
+import { setParams, newJob, showJob, showBatch } from './app.js';
 import { confirmDialog } from './overlay.js';
 import {
   h, setText, setChildren, timeEl, jobDuration, formatDuration, jobCommandText, statusBadge, poll, debounce, toast,
@@ -299,7 +299,7 @@ export function mount(main, params) {
     if (key === panelFor) return;
     panelFor = key;
     if (id) openJob(id);
-    else if (batch) import('./jobview.js').then((m) => m.openBatchView(batch));
+    else if (batch) showBatch(batch); // older links: a batch has its own page now
     else import('./overlay.js').then((m) => { if (document.querySelector('aside.panel')) m.closeTop(); });
   }
   syncPanel();

@@ -1,4 +1,4 @@
-// Live job view (side panel): status, timings, incremental logs in three tabs; batch view.
+// Live job view (side panel): status, timings, incremental logs in three tabs.
 import { get, getBlob, post } from './api.js';
 import { clearPanelParam, showJob } from './app.js';
 import { jobAction, rowActions } from './jobs.js';
@@ -131,7 +131,7 @@ export function openJobView(id) {
       metaRow('Duration', formatDuration(jobDuration(job)), 'jv-duration'),
       metaRow('Timeout', `${job.timeout} s`),
       metaRow('Worker', job.worker || '—'),
-      job.batch_id ? metaRow('Batch', h('a', { href: `#/jobs?batch=${job.batch_id}` }, job.batch_id.slice(0, 8))) : null,
+      job.batch_id ? metaRow('Batch', h('a', { href: `#/batches?id=${job.batch_id}` }, job.batch_id.slice(0, 8))) : null,
       metaRow('Job id', h('code.small', null, job.id)),
       job.script ? h('div.meta-item.full', null, h('dt', null, 'Script'), h('dd', null, h('pre.script', null, job.script))) : null,
       job.script_hidden ? metaRow('Script', 'hidden: operators and admins see script bodies', 'jv-script') : null,
@@ -233,79 +233,3 @@ export function openJobView(id) {
   })();
   return panel;
 }
-
-// ---------- batch view ----------
-
-export function openBatchView(batchId) {
-  const list = h('div.batch-list', { id: 'batch-list' });
-  const summary = h('p.batch-summary', { id: 'batch-summary' }, 'Loading…');
-  const closeBtn = h('button.icon-btn', { type: 'button', 'aria-label': 'Close batch view (Esc)' }, '✕');
-  const content = h('div.panel-inner', null,
-    h('div.panel-head', null, h('h2.panel-title', null, `Batch ${batchId.slice(0, 8)}`), closeBtn),
-    summary,
-    h('p', null, h('a', { href: `#/jobs?batch_id=${batchId}` }, 'Show these jobs in the table')),
-    list);
-  const items = new Map(); // job id -> {el, view, offsets, sig, done}
-  let stopped = false;
-  let timer = null;
-  const panel = openPanel({ id: 'batch-view', label: 'Batch results', content, onClose: () => { stopped = true; clearTimeout(timer); clearPanelParam(); } });
-  closeBtn.addEventListener('click', panel.close);
-
-  function item(job) {
-    let it = items.get(job.id);
-    if (it) return it;
-    const pre = h('pre.log.small-log');
-    const head = h('div.batch-head');
-    const el = h('section.batch-item', { dataset: { id: job.id }, 'aria-label': `Result on ${job.server?.name}` }, head, pre);
-    it = { el, head, view: new LogView(pre, { maxLines: 200 }), offsets: { stdout: 0, stderr: 0 }, sig: '', done: false };
-    list.append(el);
-    items.set(job.id, it);
-    return it;
-  }
-
-  async function pollOutput(job, it) {
-    const data = await get(`jobs/${job.id}/logs`, { stdout_offset: it.offsets.stdout, stderr_offset: it.offsets.stderr });
-    const ordered = Array.isArray(data.pieces);
-    if (ordered) for (const p of data.pieces) it.view.append(p.text, p.stream === 'stderr' ? 'err' : '');
-    for (const stream of ['stdout', 'stderr']) {
-      const text = data[stream] || '';
-      if (!ordered) it.view.append(text, stream === 'stderr' ? 'err' : '');
-      const next = data[`next_${stream}_offset`];
-      it.offsets[stream] = typeof next === 'number' ? next : it.offsets[stream] + utf8Length(text);
-    }
-    if (data.complete === true || (FINISHED.has(job.status) && !data.stdout && !data.stderr)) it.done = true;
-  }
-
-  async function load() {
-    if (stopped) return;
-    try {
-      const data = await get('jobs', { batch_id: batchId, limit: 100, sort_by: 'created_at', sort_order: 'asc' });
-      const jobs = data.jobs || [];
-      const counts = {};
-      for (const job of jobs) {
-        counts[job.status] = (counts[job.status] || 0) + 1;
-        const it = item(job);
-        const sig = `${job.status}|${job.exit_code}|${job.finished_at}`;
-        if (sig !== it.sig) {
-          it.sig = sig;
-          setChildren(it.head, statusBadge(job.status), h('strong', null, job.server?.name || job.server_id),
-            h('span.muted', null, job.exit_code === null || job.exit_code === undefined ? '' : `exit ${job.exit_code}`),
-            h('span.muted', null, formatDuration(jobDuration(job))),
-            h('span.spacer'),
-            h('button.btn.small', { type: 'button', onclick: () => showJob(job.id) }, 'Open'));
-          if (job.error) it.head.append(h('div.err.small', null, job.error));
-        }
-        if (!it.done && (job.status !== 'queued' || job.stdout_bytes || job.stderr_bytes)) await pollOutput(job, it).catch(() => {});
-      }
-      setText(summary, `${jobs.length} server${jobs.length === 1 ? '' : 's'}: ${Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(', ') || 'nothing yet'}`);
-      if (jobs.length && jobs.every((j) => FINISHED.has(j.status)) && [...items.values()].every((i) => i.done)) return;
-    } catch (err) {
-      if (err.status === 401) return;
-      setText(summary, `Cannot load the batch: ${err.message}`);
-    }
-    if (!stopped) timer = setTimeout(load, document.hidden ? 5000 : 1000);
-  }
-  load();
-  return panel;
-}
-
