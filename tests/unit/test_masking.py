@@ -81,7 +81,12 @@ def test_tail_is_flushed_at_the_end() -> None:
 def test_streams_are_masked_independently() -> None:
     masker = SecretMasker([SECRET])
     got = {"out": b"", "err": b""}
-    for stream, data in [("out", b"1 " + SECRET[:6]), ("err", b"2 " + SECRET[:6]), ("out", SECRET[6:] + b"\n"), ("err", SECRET[6:] + b"\n")]:
+    for stream, data in [
+        ("out", b"1 " + SECRET[:6]),
+        ("err", b"2 " + SECRET[:6]),
+        ("out", SECRET[6:] + b"\n"),
+        ("err", SECRET[6:] + b"\n"),
+    ]:
         got[stream] += masker.feed(stream, data)
     assert {stream: data + masker.finish(stream) for stream, data in got.items()} == {"out": b"1 ***\n", "err": b"2 ***\n"}
 
