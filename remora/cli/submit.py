@@ -54,9 +54,11 @@ def read_secret_env(names: list[str]) -> dict[str, str]:
 
     values: dict[str, str] = {}
     for name in names:
+        if "=" in name:  # not echoed: it may hold the value
+            raise ValidationError("--secret-env takes a NAME only: give the NAME only, the value comes from the environment or a prompt")
         problem = job_env_name_problem(name)
         if problem:
-            raise ValidationError(f"--secret-env {name!r}: {problem} (give the NAME only: the value comes from the environment)")
+            raise ValidationError(f"--secret-env {name!r}: {problem}")
         value = os.environ.get(name)
         if value is None:
             if not sys.stdin.isatty():

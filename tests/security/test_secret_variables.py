@@ -161,6 +161,10 @@ def test_the_data_directory_never_holds_a_secret_value(tmp_path, sshd):
             )
             assert res.returncode == 0, res.stderr.decode()
             ids.append(json.loads(res.stdout)["id"])
+        missing = remora.run("submit", "--secret-env", "NOT_SET_HERE", "--", "true")  # no terminal to ask: a clear error
+        assert missing.returncode != 0 and b"NOT_SET_HERE is not set" in missing.stderr, missing
+        by_value = remora.run("submit", "--secret-env", f"API_TOKEN={value}", "--", "true")  # a value on argv is refused
+        assert by_value.returncode != 0 and b"give the NAME only" in by_value.stderr and value.encode() not in by_value.stderr, by_value
         jobfile = tmp_path / "job.yaml"
         jobfile.write_text(f"command: sh -c 'echo \"file $API_TOKEN\"'\nservers: [box]\nsecret_env:\n  API_TOKEN: {value}\n")
         dry = remora.run("run", "-f", str(jobfile), "--dry-run", "--json")
