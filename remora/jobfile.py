@@ -41,6 +41,7 @@ FIELDS = (
     "timeout",
     "retries",
     "env",
+    "secret_env",
     "pty",
     "queue",
     "rollout",
@@ -63,6 +64,7 @@ class JobSpec:
     script: str | None = None
     shell: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)  # stored encrypted, never shown, masked in output
     workdir: str | None = None
     pty: bool | None = None
     name: str | None = None
@@ -95,6 +97,8 @@ class JobSpec:
             body["server_ids"] = list(self.server_ids)
         if self.env:
             body["env"] = dict(self.env)
+        if self.secret_env:
+            body["secret_env"] = dict(self.secret_env)
         if self.rollout:
             body["rollout"] = dict(self.rollout)
         return body
@@ -246,7 +250,7 @@ def _field(b: _Builder, key: str, node: yaml.Node, base: Path) -> Any:
     """
     raw_text = key in TEXT_FIELDS and isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:null"
     try:
-        return convert(key, node.value if raw_text else node_value(b, node, raw=key in ("env", "args")), base)
+        return convert(key, node.value if raw_text else node_value(b, node, raw=key in ("env", "secret_env", "args")), base)
     except ValueError as exc:
         raise b.error(node, f"{key}: {exc}") from None
 
@@ -316,7 +320,7 @@ def convert(key: str, value: Any, base: Path) -> Any:
             return parse_job_timeout(value)
         except ValueError as exc:
             raise ValueError(f"{exc}, got {value!r}") from None
-    if key == "env":
+    if key in ("env", "secret_env"):
         if not isinstance(value, dict):
             raise ValueError(f"expected a mapping of NAME: value, got {value!r}")
         out = {}
@@ -351,6 +355,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise JobFileError(f"--set {pair!r}: expected key=value")
         base_key = key.split(".", 1)[0]
+        if base_key == "secret_env":
+            raise JobFileError(f"--set {key}: secret values do not go on the command line (others can read it): use --secret-env NAME")
         if base_key not in FIELDS or (base_key == "env") != ("." in key):
             raise JobFileError(f"--set {pair!r}: unknown key {key!r} (known: {', '.join(FIELDS)}, env.NAME)")
         try:
@@ -373,7 +379,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def _override(key: str, value: Any, current: Any) -> Any:
-    if key == "env":
+    if key in ("env", "secret_env"):
         return {**(current or {}), **value}
     return value
 

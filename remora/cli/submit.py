@@ -45,6 +45,29 @@ def rollout_value(value: str | None, option: str) -> int | str | None:
     raise ValidationError(f"{option} {value!r}: expected a number or a percentage like 25%")
 
 
+def read_secret_env(names: list[str]) -> dict[str, str]:
+    """``--secret-env NAME``: the value of NAME in this environment, else typed at a prompt (never from argv)."""
+    import getpass
+    import os
+
+    from remora.config import job_env_name_problem
+
+    values: dict[str, str] = {}
+    for name in names:
+        if "=" in name:  # not echoed: it may hold the value
+            raise ValidationError("--secret-env takes a NAME only: give the NAME only, the value comes from the environment or a prompt")
+        problem = job_env_name_problem(name)
+        if problem:
+            raise ValidationError(f"--secret-env {name!r}: {problem}")
+        value = os.environ.get(name)
+        if value is None:
+            if not sys.stdin.isatty():
+                raise ValidationError(f"--secret-env {name}: {name} is not set in the environment (and there is no terminal to ask)")
+            value = getpass.getpass(f"{name}: ")
+        values[name] = value
+    return values
+
+
 def read_script(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
@@ -64,6 +87,14 @@ def submit(
     timeout: Annotated[str | None, typer.Option("--timeout", "-t", help="Job timeout: seconds or 90s, 10m, 1h.")] = None,
     retries: Annotated[int | None, typer.Option("--retries", min=0, max=10, help="Re-runs after a failure (0-10).")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment variable KEY=VALUE (repeatable).")] = None,
+    secret_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret-env",
+            help="Secret variable NAME (repeatable): its value is read from this environment, else prompted for; "
+            "stored encrypted, never shown, masked as *** in the output.",
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="A name for the job.")] = None,
     script: Annotated[str | None, typer.Option("--script", help="Run this script file ('-' reads stdin) instead of a command.")] = None,
     shell: Annotated[str | None, typer.Option("--shell", help="Shell for --script (an allowed shell, e.g. /bin/bash).")] = None,
@@ -116,6 +147,8 @@ def submit(
     body.update({k: v for k, v in optional.items() if v is not None})
     if env:
         body["env"] = parse_kv(env, "--env")
+    if secret_env:
+        body["secret_env"] = read_secret_env(secret_env)
     limits = {"concurrency": rollout_value(rollout, "--rollout"), "max_failures": rollout_value(max_failures, "--max-failures")}
     if any(v is not None for v in limits.values()):
         body["rollout"] = {k: v for k, v in limits.items() if v is not None}
@@ -239,7 +272,9 @@ def run(
 
 def print_dry_run(specs: list[Any], *, as_json: bool) -> None:
     if as_json:
-        print_json([spec.payload() for spec in specs])
+        print_json(
+            [{**spec.payload(), **({"secret_env": dict.fromkeys(spec.secret_env, "***")} if spec.secret_env else {})} for spec in specs]
+        )
         return
     from rich.markup import escape
 
@@ -255,6 +290,8 @@ def print_dry_run(specs: list[Any], *, as_json: bool) -> None:
                                            ("retries", spec.retries), ("pty", spec.pty), ("queue", spec.queue)) if v is not None]  # fmt: skip
         if spec.env:
             limits.append("env " + " ".join(f"{k}={v}" for k, v in spec.env.items()))
+        if spec.secret_env:
+            limits.append("secret_env " + " ".join(f"{k}=***" for k in spec.secret_env))
         if spec.rollout:
             limits.append("rollout " + " ".join(f"{k}={v}" for k, v in spec.rollout.items()))
         if limits:

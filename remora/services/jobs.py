@@ -22,6 +22,7 @@ from remora.config import Settings, job_env_name_problem
 from remora.crypto import SecretBox
 from remora.errors import Conflict, Forbidden, NotFound, QueueError, QueueFull, QueueUnavailable, Unavailable, ValidationError
 from remora.jobfile import JobSpec
+from remora.masking import MIN_SECRET_BYTES
 from remora.models import AuthType, Job, JobStatus, Server
 from remora.services.batches import check_rollout, resolve, summary
 from remora.services.context import Context
@@ -91,6 +92,14 @@ def validate_spec(spec: JobSpec, ctx: Context) -> None:
     env_error = check_env(spec.env)
     if env_error:
         errors["env"] = env_error
+    if not env_error:
+        patterns = ctx.settings.security.secret_env_patterns
+        shown = next((n for n, v in spec.env.items() if v == MASK and not is_secret_name(n, patterns)), None)
+        if shown:
+            errors["env"] = f'variable {shown!r} reads "***", which stands for a hidden value: give the real value (or use secret_env)'
+    secret_error = check_secret_env(spec.secret_env, spec.env)
+    if secret_error:
+        errors["secret_env"] = secret_error
     if errors:
         field_name, message = next(iter(errors.items()))
         raise ValidationError(f"invalid job: {field_name} {message}", details=errors)
@@ -107,28 +116,54 @@ def check_env(env: dict[str, Any]) -> str | None:
     return None
 
 
+def check_secret_env(secret_env: dict[str, Any], env: dict[str, Any]) -> str | None:
+    """What is wrong with a job's ``secret_env`` (None when nothing).
+
+    Besides ``check_env``'s rules: a value must be at least ``MIN_SECRET_BYTES`` long (it is masked
+    in the output, and masking a one-letter value would destroy the output), and a name may not be
+    in ``env`` too.
+    """
+    problem = check_env(secret_env)
+    if problem:
+        return problem
+    for name, value in secret_env.items():
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            return f"variable {name!r} is too short to mask in output: a secret value needs at least {MIN_SECRET_BYTES} bytes"
+        if name in env:
+            return f"variable {name!r} is in env too: give it once"
+    return None
+
+
 def is_secret_name(name: str, patterns: list[str]) -> bool:
     """Whether an env name looks secret: it matches one of ``security.secret_env_patterns`` (globs, any case)."""
     upper = name.upper()
     return any(fnmatch.fnmatchcase(upper, pattern.upper()) for pattern in patterns)
 
 
-def split_env(ctx: Context, env: dict[str, str]) -> tuple[dict[str, str], bytes | None]:
-    """``env`` as stored: secret-looking values replaced by ``***``, and those values encrypted (JSON) apart."""
+def split_env(ctx: Context, env: dict[str, str], secret_env: dict[str, str] | None = None) -> tuple[dict[str, str], bytes | None]:
+    """``env`` as stored: secret values replaced by ``***``, and those values encrypted (JSON) apart.
+
+    Secret values are those of ``secret_env`` and of the secret-looking names of ``env``; every
+    name is listed in the stored ``env`` (the secret ones read ``***``), the values only in the
+    encrypted JSON {name: value} (``Job.secret_env``).
+    """
     patterns = ctx.settings.security.secret_env_patterns
     secret = {name: value for name, value in env.items() if is_secret_name(name, patterns)}
+    secret.update(secret_env or {})
     if not secret:
         return dict(env), None
     shown = {name: (MASK if name in secret else value) for name, value in env.items()}
+    shown.update((name, MASK) for name in secret_env or {})
     return shown, ctx.secrets.encrypt(json.dumps(secret, separators=(",", ":")))
 
 
-def job_env(job: Job, box: SecretBox) -> dict[str, str]:
-    """A job's real environment: its ``env`` with the encrypted values put back (to run or copy it; never to show)."""
+def job_env(job: Job, box: SecretBox) -> tuple[dict[str, str], dict[str, str]]:
+    """A job's real environment as (plain env, secret env): decrypted to run or copy it, never to show."""
     env = {str(k): str(v) for k, v in (job.env or {}).items()}
-    if job.secret_env:
-        env.update(json.loads(box.decrypt_str(job.secret_env)))
-    return env
+    if not job.secret_env:
+        return env, {}
+    secret = {str(k): str(v) for k, v in json.loads(box.decrypt_str(job.secret_env)).items()}
+    return {name: value for name, value in env.items() if name not in secret}, secret
 
 
 def may_see_script(role: str) -> bool:
@@ -205,14 +240,14 @@ def create_jobs(
     """Record one job per server (one transaction), then queue them; a batch shares a ``batch_id``.
 
     ``role`` is the caller's: a ``local`` target needs ``security.local_server_role``.
-    Secret-looking ``env`` values are stored encrypted (``Job.secret_env``), ``***`` in ``env``.
+    ``secret_env`` and secret-looking ``env`` values are stored encrypted (``Job.secret_env``), ``***`` in ``env``.
     Concurrent calls share the transaction and the queue batch (``ctx.group``, see group_commit).
     A fan-out records its ``Batch`` row in the same transaction as its jobs; with a rollout only the
     first ``concurrency`` jobs go on the queue now, the others are ``held`` (``jobstate.batch_step``).
     """
     fill_defaults(spec, ctx.settings)
     check_local_role(ctx, spec, servers, role)
-    env, secret_env = split_env(ctx, spec.env)
+    env, secret_env = split_env(ctx, spec.env, spec.secret_env)
     batch_id = models.new_id() if (batch if batch is not None else len(servers) > 1) else None
     now = models.utcnow()
     jobs = [
@@ -361,7 +396,12 @@ def _queue_cancel(ctx: Context, job_id: str) -> str:
 
 def copy_spec(ctx: Context, job: Job, **changes: Any) -> JobSpec:
     spec = JobSpec(**{name: getattr(job, name) for name in COPY_FIELDS})
-    spec.env = job_env(job, ctx.secrets)  # decrypted in memory only: create_jobs encrypts it again
+    # Decrypted in memory only: create_jobs encrypts them again.  Secret-looking names go back to
+    # ``env`` (they are found secret again), the explicit secret variables to ``secret_env``.
+    env, secret = job_env(job, ctx.secrets)
+    patterns = ctx.settings.security.secret_env_patterns
+    spec.env = {**env, **{name: value for name, value in secret.items() if is_secret_name(name, patterns)}}
+    spec.secret_env = {name: value for name, value in secret.items() if not is_secret_name(name, patterns)}
     for key, value in changes.items():
         if value is not None:
             setattr(spec, key, value)

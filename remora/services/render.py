@@ -29,6 +29,7 @@ def job_dict(job: Job, server: Server | None = None) -> dict[str, Any]:
         "script": job.script,
         "shell": job.shell,
         "env": job.env or {},
+        "secret_env": {name: "***" for name, value in (job.env or {}).items() if value == "***"} if job.secret_env else {},
         "workdir": job.workdir,
         "pty": bool(job.pty),
         "server_id": job.server_id,

@@ -304,22 +304,30 @@ class Worker:
         result = self._execute(job, active, sink)
         self._finish_attempt(job, active, result, sink)
 
-    def _job_env(self, job: Job) -> dict[str, str]:
-        """The job's ``env`` with its encrypted values (``Job.secret_env``) decrypted: only here, at run time."""
+    def _job_env(self, job: Job) -> tuple[dict[str, str], list[str]]:
+        """The job's ``env`` with its encrypted values (``Job.secret_env``) decrypted: only here, at run time.
+
+        Also the secret values themselves: the output is masked with them before it is stored.
+        """
         env = {str(k): str(v) for k, v in (job.env or {}).items()}
-        if job.secret_env:
-            env.update(json.loads(self.secrets.decrypt_str(job.secret_env)))
-        return env
+        if not job.secret_env:
+            return env, []
+        secret = json.loads(self.secrets.decrypt_str(job.secret_env))
+        env.update(secret)
+        return env, [str(value) for value in secret.values()]
 
     def _execute(self, job: Job, active: HeldJob, sink: JobSink) -> ExecResult:
         try:
             server = self._server(job.server_id)
+            env, secrets = self._job_env(job)
+            if secrets:
+                sink.mask(secrets)
             request = ExecRequest(
                 command=job.command or "",
                 args=job.args or "",
                 script=job.script,
                 shell=job.shell,
-                env={JOB_ID_ENV: job.id, **self._job_env(job)},
+                env={JOB_ID_ENV: job.id, **env},
                 workdir=job.workdir,
                 timeout=float(job.timeout if job.timeout is not None else self.settings.ssh.execution_timeout),
                 pty=bool(job.pty),

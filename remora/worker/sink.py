@@ -10,6 +10,7 @@ import time
 from remora import models
 from remora.config import Settings
 from remora.executor.base import Stream
+from remora.masking import SecretMasker
 from remora.output import JobOutput
 from remora.worker.held import HeldJob
 
@@ -24,6 +25,11 @@ class JobSink:
     a writer thread stores it, so reading the next bytes from the network
     overlaps writing the previous ones to the database (a bounded queue keeps
     memory flat: the reader waits when the database lags).
+
+    A job with secret values (``mask``) has them replaced by ``***`` before
+    its output goes anywhere (``remora.masking``): the stored bytes, and so the
+    byte counts and offsets, are the masked ones.  A job without has no masker
+    and no per-read cost.
     """
 
     ASYNC_AFTER = 1024 * 1024
@@ -41,6 +47,20 @@ class JobSink:
         self._written = 0
         self._queue: queue_mod.Queue[tuple[Stream, bytes] | None] | None = None
         self._writer: threading.Thread | None = None
+        self._masker: SecretMasker | None = None
+
+    def mask(self, secrets: list[str]) -> None:
+        """Mask these values in everything written from now on (values too short to mask are left: see remora.masking)."""
+        masker = SecretMasker(secrets)
+        self._masker = masker if masker else None
+
+    def _end_masking(self) -> None:
+        """Write the tails the masker held back (the output has ended)."""
+        masker = self._masker
+        if masker is None:
+            return
+        for stream in masker.streams():
+            self._store(stream, masker.finish(stream))  # type: ignore[arg-type]
 
     def _open(self, *, block: bool) -> JobOutput | None:
         while self.output is None:
@@ -65,6 +85,13 @@ class JobSink:
         return self.output
 
     def write(self, stream: Stream, data: bytes) -> None:
+        if self._masker is not None:
+            data = self._masker.feed(stream, data)
+            if not data:
+                return
+        self._store(stream, data)
+
+    def _store(self, stream: Stream, data: bytes) -> None:
         if self._queue is not None:
             self._queue.put((stream, data))
             return
@@ -90,12 +117,14 @@ class JobSink:
 
     def last_write(self) -> JobOutput | None:
         """The output, when its last bytes can be written together with the job's status (inline output only)."""
+        self._end_masking()
         if self._queue is None and not self._early and self.output is not None:
             return self.output
         return None
 
     def close(self) -> None:
         """Store every accepted byte (the JobOutput retries while the database is down)."""
+        self._end_masking()
         if self._queue is not None and self._writer is not None:
             self._queue.put(None)
             self._writer.join()

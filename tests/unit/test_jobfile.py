@@ -131,3 +131,12 @@ def test_rollout_reaches_the_payload_and_bad_values_name_line_and_column():
     assert "job.yaml:3:" in error_of("command: x\nservers: [a, b]\nrollout: {concurrency: fast}\n")
     assert "concurrency" in error_of("command: x\nrollout: {concurrency: fast}\n")
     assert "expected a mapping" in error_of("command: x\nrollout: {speed: 2}\n")
+
+
+def test_secret_env_reaches_the_payload_and_is_not_settable_on_the_command_line():
+    specs = load("defaults:\n  secret_env: {API_TOKEN: t0ken-1}\njobs:\n  - command: a\n  - command: b\n    secret_env: {DB_PASS: 0123}\n")
+    assert specs[0].payload()["secret_env"] == {"API_TOKEN": "t0ken-1"}
+    assert specs[1].secret_env == {"DB_PASS": "0123"}  # like env: a job's own mapping replaces the default one; kept as written
+    assert "job.yaml:1:" in error_of("secret_env: {1X: value}\ncommand: a\n")
+    for pair in ("secret_env.API_TOKEN=value", "secret_env={A: value}"):
+        assert "--secret-env NAME" in error_of("command: a\n", overrides=[pair])
