@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from remora import procstats
 from remora.errors import ConfigError
 from remora.netaddr import is_loopback
 from remora.netqueue import protocol as p
@@ -585,6 +586,7 @@ class QueueServer:
         data = self.engine.stats()
         data["connections"] = len(self._conns)
         data["uptime"] = round(time.time() - self.started_at, 3)
+        data["process"] = procstats.sample()
         data["server"] = {
             **self.counters,
             "persistence": self.settings.persistence,
