@@ -160,8 +160,11 @@ def _monitor_events(app: App, interval: float, lifetime: float) -> Iterator[byte
         time.sleep(interval)
 
 
-def queue_monitor(app: App, req: Request) -> Response:
-    """A live stream (Server-Sent Events) of the queue's stats and workers, one event a second, for a few minutes."""
+def queue_monitor(app: App, req: Request) -> Response | dict[str, Any]:
+    """With ``Accept: text/event-stream`` a live stream (Server-Sent Events) of the queue's stats and workers, one event
+    a second, for a few minutes; otherwise one snapshot as JSON."""
+    if "text/event-stream" not in (req.header("Accept") or ""):
+        return monitor_snapshot(app)
     app.monitors.acquire(req.client)
     # waitress sends each chunk as it is yielded (send_bytes = 1 since waitress 3): an event is never held back
     response = Response(status=200, body=_monitor_events(app, MONITOR_INTERVAL, MONITOR_LIFETIME), content_type="text/event-stream")
@@ -319,7 +322,8 @@ def routes(settings: Settings) -> list[Route]:
             "/api/v1/queue/monitor",
             queue_monitor,
             "viewer",
-            "Live queue stats and workers (Server-Sent Events: an event `monitor` every second, `end` after a few minutes)",
+            "Live queue stats and workers: with Accept: text/event-stream, Server-Sent Events (an event `monitor` every second,"
+            " `end` after a few minutes); otherwise one snapshot as JSON",
             content_type="text/event-stream",
             errors=(429, 503),
             **q,

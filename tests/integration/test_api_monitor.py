@@ -75,6 +75,24 @@ def test_the_monitor_streams_queue_stats_and_workers_every_second(api):
         worker.close()
 
 
+def test_without_accept_event_stream_the_monitor_is_one_json_snapshot(api):
+    reply = api.get("/api/v1/queue/monitor", token="viewer")
+    assert reply.status == 200 and reply.headers["content-type"].startswith("application/json")
+    data = reply.json()
+    assert data["stats"]["jobs"] == 0 and data["workers"] == [] and data["api"]["process"]["rss_bytes"] > 0
+    assert api.server.app.monitors.busy == 0
+
+
+def test_the_monitor_says_when_the_queue_is_down(tmp_path):
+    with running_api(tmp_path, with_queue=False) as api:
+        resp = open_monitor(api)
+        try:
+            kind, data = next_event(resp)
+        finally:
+            resp.close()
+    assert resp.status == 200 and kind == "monitor" and data["queue_error"] and "stats" not in data
+
+
 def test_the_monitor_needs_a_token_and_is_capped_per_client(api):
     unauth = open_monitor(api, token=None)
     assert unauth.status == 401
