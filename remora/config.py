@@ -106,7 +106,9 @@ class QueueSettings:
         0.0001, "duration", "After a reply, `queue serve` polls this long for the next request before sleeping (adaptive; 0: off)."
     )
     health_check_interval: float = _key(
-        30.0, "duration", "Worker health check: a worker not heard from for this long counts as inactive in the queue's stats."
+        30.0,
+        "duration",
+        "Worker health check: a worker not heard from for this long counts as inactive in the queue's stats; after ten times this (holding no lease) it is forgotten.",
     )
 
 

@@ -104,6 +104,8 @@ class App:
         # Downloads of raw output hold a request thread while the client reads: half the threads at most,
         # a quarter per client address, so /health and the rest of the API always have threads left.
         self.streams = StreamSlots(threads // 2, threads // 4)
+        # Live queue monitors (Server-Sent Events) hold a thread for their whole life: a quarter of the threads, 2 per client.
+        self.monitors = StreamSlots(max(1, threads // 4), 2, "live queue monitors")
         self.auth_limiter = FailureLimiter(settings.api.auth_failures_per_second)
         self.request_log = RequestLog()  # the debug report's recent requests and errors
 

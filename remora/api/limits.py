@@ -31,7 +31,8 @@ class StreamSlots:
     threads free for every other request however many downloads are asked for.
     """
 
-    def __init__(self, total: int, per_client: int) -> None:
+    def __init__(self, total: int, per_client: int, what: str = "output downloads") -> None:
+        self.what = what
         self.total = max(1, total)
         self.per_client = max(1, per_client)
         self._lock = threading.Lock()
@@ -41,9 +42,9 @@ class StreamSlots:
     def acquire(self, client: str) -> None:
         with self._lock:
             if self._by_client.get(client, 0) >= self.per_client:
-                raise TooManyRequests(f"at most {self.per_client} output downloads at once per client address", retry_after=2)
+                raise TooManyRequests(f"at most {self.per_client} {self.what} at once per client address", retry_after=2)
             if self._busy >= self.total:
-                raise Unavailable(f"at most {self.total} output downloads at once: try again shortly", retry_after=2)
+                raise Unavailable(f"at most {self.total} {self.what} at once: try again shortly", retry_after=2)
             self._busy += 1
             self._by_client[client] = self._by_client.get(client, 0) + 1
 

@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from remora import procstats
 from remora.services import queries
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -122,6 +123,40 @@ def _worker_families(workers: list[dict[str, Any]] | None) -> Iterator[Metric]:
         running.add_metric([str(w.get("id", ""))], len(w.get("jobs") or []))
     yield age
     yield running
+    yield from _resource_families(
+        "remora_worker", "each worker process (its last heartbeat)", [(w, [str(w.get("id", "")), str(w.get("host", ""))]) for w in workers]
+    )
+
+
+RESOURCES = (  # (key, metric suffix, help)
+    ("cpu_seconds", "cpu_seconds", "CPU seconds (user + system) used by"),
+    ("rss_bytes", "resident_memory_bytes", "Resident memory of"),
+    ("threads", "threads", "Threads of"),
+    ("open_files", "open_files", "Open file descriptors of"),
+    ("ssh_connections", "ssh_connections", "Pooled SSH connections of"),
+)
+
+
+def _resource_families(prefix: str, what: str, rows: list[tuple[dict[str, Any], list[str]]]) -> Iterator[Metric]:
+    """Per-process resource gauges (``<prefix>_cpu_seconds`` ...) labelled worker/host; rows without figures are left out."""
+    labels = ["worker", "host"] if prefix == "remora_worker" else []
+    for key, suffix, text in RESOURCES:
+        family = GaugeMetricFamily(f"{prefix}_{suffix}", f"{text} {what}.", labels=labels)
+        seen = False
+        for row, values in rows:
+            figures = row.get("resources") if prefix == "remora_worker" else row
+            if figures and key in figures:
+                family.add_metric(values, _num(figures[key]))
+                seen = True
+        if seen:
+            yield family
+
+
+def _process_families(stats: dict[str, Any] | None) -> Iterator[Metric]:
+    """The API process's own figures, and the queue server's (from its STATS) when it answered."""
+    yield from _resource_families("remora_api_process", "this API process", [(procstats.sample(), [])])
+    if stats is not None and isinstance(stats.get("process"), dict):
+        yield from _resource_families("remora_queue_process", "the queue server process", [(stats["process"], [])])
 
 
 class _Scrape:
@@ -134,6 +169,7 @@ class _Scrape:
         yield from self.registry.collect()
         yield from _queue_families(self.stats)
         yield from _worker_families(self.workers)
+        yield from _process_families(self.stats)
 
 
 class Metrics:

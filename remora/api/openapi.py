@@ -49,8 +49,8 @@ def _operation(route: Route) -> dict[str, Any]:
         op["requestBody"] = {"required": route.body_required, "content": {"application/json": {"schema": route.body}}}
     elif route.multipart is not None:
         op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": route.multipart}}}
-    if route.content_type == "text/plain":
-        success: dict[str, Any] = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    if route.content_type in ("text/plain", "text/event-stream"):
+        success: dict[str, Any] = {"description": "OK", "content": {route.content_type: {"schema": {"type": "string"}}}}
     else:
         success = {"description": "OK", "content": {"application/json": {"schema": route.response or {"type": "object"}}}}
     responses: dict[str, Any] = {str(route.status): success}

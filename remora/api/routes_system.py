@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from remora import models
+from remora import models, procstats
 from remora.api.http import Request, Response, dumps
 from remora.api.router import Param, Route
 from remora.api.schema import array, obj
@@ -117,7 +119,7 @@ def system_enhanced(app: App, req: Request) -> dict[str, Any]:
         "queue": stats if stats is not None else {"error": "queue unavailable"},
         "queue_available": stats is not None,
         "workers": workers or [],
-        "api": {"uptime_seconds": round(__import__("time").time() - app.started_at, 3)},
+        "api": {"uptime_seconds": round(time.time() - app.started_at, 3), "process": procstats.sample()},
     }
 
 
@@ -128,8 +130,46 @@ def workers_stats(app: App, req: Request) -> dict[str, Any]:
     return {
         "workers": workers,
         "total_workers": len(workers),
-        "active_workers": sum(1 for w in workers if (w.get("heartbeat_age") or 0) < 30),
+        "active_workers": sum(1 for w in workers if w.get("active", (w.get("heartbeat_age") or 0) < 30)),
     }
+
+
+MONITOR_INTERVAL = 1.0  # seconds between two events of a live monitor
+MONITOR_LIFETIME = 300.0  # a live monitor ends after this (the dashboard opens a new one): its thread is not held for ever
+
+
+def monitor_snapshot(app: App) -> dict[str, Any]:
+    """What a live monitor event carries: the queue's stats and workers (``queue_error`` when it did not answer) and this API's process."""
+    data: dict[str, Any] = {"time": round(time.time(), 3), "api": {"process": procstats.sample()}}
+    try:
+        queue = _queue(app)
+        data["stats"] = dict(queue.stats())
+        data["workers"] = [dict(w) for w in queue.workers()]
+    except QUEUE_ERRORS as exc:
+        data["queue_error"] = str(exc) or type(exc).__name__
+    return data
+
+
+def _monitor_events(app: App, interval: float, lifetime: float) -> Iterator[bytes]:
+    ends = time.monotonic() + lifetime
+    while True:
+        yield b"event: monitor\ndata: " + dumps(monitor_snapshot(app)) + b"\n\n"
+        if time.monotonic() + interval >= ends:
+            yield b'event: end\ndata: {"reason":"reconnect"}\n\n'
+            return
+        time.sleep(interval)
+
+
+def queue_monitor(app: App, req: Request) -> Response | dict[str, Any]:
+    """With ``Accept: text/event-stream`` a live stream (Server-Sent Events) of the queue's stats and workers, one event
+    a second, for a few minutes; otherwise one snapshot as JSON."""
+    if "text/event-stream" not in (req.header("Accept") or ""):
+        return monitor_snapshot(app)
+    app.monitors.acquire(req.client)
+    # waitress sends each chunk as it is yielded (send_bytes = 1 since waitress 3): an event is never held back
+    response = Response(status=200, body=_monitor_events(app, MONITOR_INTERVAL, MONITOR_LIFETIME), content_type="text/event-stream")
+    response.on_close.append(lambda: app.monitors.release(req.client))
+    return response.header("Cache-Control", "no-store").header("X-Accel-Buffering", "no")
 
 
 def queue_stats(app: App, req: Request) -> dict[str, Any]:
@@ -276,6 +316,17 @@ def routes(settings: Settings) -> list[Route]:
         ),
         Route(
             "GET", "/api/v1/queue/stats", queue_stats, "viewer", "Queue depth, rates, priorities", response=ANY_OBJECT, errors=(503,), **q
+        ),
+        Route(
+            "GET",
+            "/api/v1/queue/monitor",
+            queue_monitor,
+            "viewer",
+            "Live queue stats and workers: with Accept: text/event-stream, Server-Sent Events (an event `monitor` every second,"
+            " `end` after a few minutes); otherwise one snapshot as JSON",
+            content_type="text/event-stream",
+            errors=(429, 503),
+            **q,
         ),
         Route(
             "GET",

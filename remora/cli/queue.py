@@ -170,8 +170,9 @@ def workers(addr: AddrOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "host", "concurrency", "heartbeat", "held", "done", "failed")
+    table = Table("id", "host", "concurrency", "heartbeat", "held", "done", "failed", "cpu", "rss", "ssh")
     for w in rows:
+        res = w.get("resources") or {}
         table.add_row(
             w["id"],
             w["host"],
@@ -180,6 +181,9 @@ def workers(addr: AddrOpt = None, as_json: JsonOpt = False) -> None:
             str(len(w["jobs"])),
             str(w["done"]),
             str(w["failed"]),
+            f"{res['cpu_seconds']:.1f}s" if res else "-",
+            f"{res['rss_bytes'] / 2**20:.0f} MiB" if res else "-",
+            str(int(res["ssh_connections"])) if res else "-",
         )
     console().print(table if rows else "no workers")
 

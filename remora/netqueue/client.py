@@ -428,8 +428,14 @@ class QueueClient:
         return list(p.decode_json(self._call(p.OP_WORKERS)))
 
     @_api
-    def register_worker(self, worker_id: str, *, host: str, concurrency: int) -> None:
-        self._call(p.OP_REGISTER, p.encode_register(worker_id, host, concurrency))
+    def register_worker(self, worker_id: str, *, host: str, concurrency: int, resources: dict[str, float] | None = None) -> None:
+        """Announce (or refresh) a worker; ``resources``: its process figures (``p.RESOURCE_FIELDS``)."""
+        self._call(p.OP_REGISTER, p.encode_register(worker_id, host, concurrency, resources))
+
+    @_api
+    def deregister_worker(self, worker_id: str) -> None:
+        """The worker is stopping cleanly: the queue drops it from its list at once."""
+        self._call(p.OP_DEREGISTER, p.encode_deregister(worker_id))
 
     @_api
     def dlq_list(self, *, queue: str | None = None, limit: int = 100) -> list[QueuedJob]:

@@ -577,10 +577,16 @@ class Engine:
         return len(jobs)
 
     # -- workers ----------------------------------------------------------
-    def register_worker(self, worker_id: str, host: str, concurrency: int) -> None:
+    def register_worker(self, worker_id: str, host: str, concurrency: int, resources: dict[str, float] | None = None) -> None:
         info = self.workers.seen(worker_id, self.clock())
         info.host = host
         info.concurrency = concurrency
+        if resources is not None:
+            info.resources = resources
+
+    def deregister_worker(self, worker_id: str) -> None:
+        """The worker stopped cleanly: it leaves the list at once (leases it still holds run on)."""
+        self.workers.pop(worker_id, None)
 
     def worker_list(self) -> list[dict[str, Any]]:
         return self.workers.listing(self.clock())
@@ -592,7 +598,7 @@ class Engine:
         delayed = sum(q["delayed"] for q in queues.values())
         return {
             "queue_depth": ready + delayed,
-            "active_workers": self.workers.active(now),
+            "active_workers": self.workers.prune(now).active(now),
             "processing_rate": round(self._acks.rate(now, self.started), 3),
             "average_wait_time": round(self._waits.mean(now), 6),
             "priority_distribution": {str(p): self.prio_count[p] for p in range(1, PRIORITIES + 1)},

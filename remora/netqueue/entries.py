@@ -30,7 +30,7 @@ J_PROMOTE = 9  # a delayed job became ready
 
 Journal = Callable[[int, "Entry", Any], None]
 WORKER_ACTIVE_WINDOW = 30.0  # a worker heard from within this many seconds is active
-WORKER_FORGET_AFTER = 3600.0  # a silent worker without leases is dropped after this
+WORKER_FORGET_FACTOR = 10  # a worker silent for this many active windows, holding no lease, is forgotten
 
 
 class QueueFullError(Exception):
@@ -144,7 +144,7 @@ class Group:
 
 
 class WorkerInfo:
-    __slots__ = ("concurrency", "done", "failed", "host", "id", "jobs", "last_heartbeat", "registered")
+    __slots__ = ("concurrency", "done", "failed", "host", "id", "jobs", "last_heartbeat", "registered", "resources")
 
     def __init__(self, worker_id: str, now: float) -> None:
         self.id = worker_id
@@ -155,13 +155,16 @@ class WorkerInfo:
         self.jobs: set[str] = set()
         self.done = 0
         self.failed = 0
+        self.resources: dict[str, float] | None = None  # the worker's process figures, from its last REGISTER
 
 
 class Workers(dict[str, WorkerInfo]):
     """The workers the queue has heard from (RESERVE with a worker id, TOUCH, REGISTER), by id.
 
     ``active_window``: a worker heard from within this many seconds is active
-    (``queue.health_check_interval``).
+    (``queue.health_check_interval``); one silent for ``WORKER_FORGET_FACTOR`` windows and
+    holding no lease is forgotten (``prune``: before every listing and STATS).  A worker that
+    stops cleanly deregisters and leaves at once.
     """
 
     active_window = WORKER_ACTIVE_WINDOW
@@ -177,11 +180,21 @@ class Workers(dict[str, WorkerInfo]):
     def active(self, now: float) -> int:
         return sum(1 for w in self.values() if now - w.last_heartbeat <= self.active_window)
 
+    @property
+    def forget_after(self) -> float:
+        return WORKER_FORGET_FACTOR * self.active_window
+
+    def prune(self, now: float) -> Workers:
+        """Forget the workers silent longer than ``forget_after`` that hold no lease; returns self."""
+        bound = self.forget_after
+        for wid, info in list(self.items()):
+            if not info.jobs and now - info.last_heartbeat > bound:
+                del self[wid]
+        return self
+
     def listing(self, now: float) -> list[dict[str, Any]]:
         """Every worker as the WORKERS reply shows it; a silent worker without leases is forgotten first."""
-        for wid, info in list(self.items()):
-            if not info.jobs and now - info.last_heartbeat > WORKER_FORGET_AFTER:
-                del self[wid]
+        self.prune(now)
         return [
             {
                 "id": w.id,
@@ -193,6 +206,7 @@ class Workers(dict[str, WorkerInfo]):
                 "jobs": sorted(w.jobs),
                 "done": w.done,
                 "failed": w.failed,
+                "resources": w.resources,
             }
             for w in self.values()
         ]

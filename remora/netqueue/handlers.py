@@ -93,6 +93,7 @@ class Dispatcher:
             p.OP_STATS: Dispatcher.stats,
             p.OP_WORKERS: Dispatcher.workers,
             p.OP_REGISTER: Dispatcher.register,
+            p.OP_DEREGISTER: Dispatcher.deregister,
             p.OP_DLQ_LIST: Dispatcher.dlq_list,
             p.OP_DLQ_KICK: Dispatcher.dlq_kick,
             p.OP_DLQ_PURGE: Dispatcher.dlq_purge,
@@ -241,8 +242,12 @@ class Dispatcher:
         return p.encode_json(self.engine.worker_list())
 
     def register(self, conn: ClientConn, rid: int, body: bytes) -> bytes:
-        worker, host, concurrency = p.decode_register(body)
-        self.engine.register_worker(worker, host or conn.peer, concurrency)
+        worker, host, concurrency, resources = p.decode_register(body)
+        self.engine.register_worker(worker, host or conn.peer, concurrency, resources)
+        return b""
+
+    def deregister(self, conn: ClientConn, rid: int, body: bytes) -> bytes:
+        self.engine.deregister_worker(p.decode_deregister(body))
         return b""
 
     def dlq_list(self, conn: ClientConn, rid: int, body: bytes) -> bytes:

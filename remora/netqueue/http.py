@@ -5,6 +5,11 @@ The server hands over the raw request head of a connection whose first byte
 was not 0x00 (binary frames always start with 0x00); the answer is a full
 HTTP/1.1 response with ``Connection: close``.  When the server has a token,
 every path but ``/health`` needs ``Authorization: Bearer <token>``.
+
+``GET /monitor`` with ``Accept: text/event-stream`` is a live stream instead
+(Server-Sent Events): ``handle_http`` answers with the stream's head only and
+the server keeps the connection, pushing ``monitor_event`` every second from
+its I/O loop (at most ``max_monitor_streams`` at once: more get 503).
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from remora.netqueue.handlers import token_matches
 if TYPE_CHECKING:
     from remora.netqueue.server import QueueServer
 
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
+)
 PATHS = ("/health", "/stats", "/workers", "/workers/stats", "/monitor", "/metrics")
 
 
@@ -41,8 +49,21 @@ def _error(status: int, code: str, message: str) -> bytes:
     return response(status, {"error": message, "code": code})
 
 
-def handle_http(server: QueueServer, head: bytes) -> bytes:
-    """Answer one HTTP request (request line + headers, already read in full)."""
+def handle_http(server: QueueServer, head: bytes) -> tuple[bytes, bool]:
+    """Answer one HTTP request (request line + headers, already read in full): ``(response, stream)``.
+
+    ``stream`` True: the response is the head of a Server-Sent Events stream the server keeps open."""
+    data = _handle(server, head)
+    return (data, True) if data is STREAM_HEAD else (data, False)
+
+
+def monitor_event(server: QueueServer) -> bytes:
+    """One Server-Sent Event of the ``/monitor`` snapshot (call with the server's lock held)."""
+    body = json.dumps(_body(server, "/monitor"), separators=(",", ":"), default=str)
+    return b"event: monitor\ndata: " + body.encode() + b"\n\n"
+
+
+def _handle(server: QueueServer, head: bytes) -> bytes:
     try:
         text = head.decode("latin-1")
         request_line, *header_lines = text.split("\r\n")
@@ -70,6 +91,10 @@ def handle_http(server: QueueServer, head: bytes) -> bytes:
 
         text = metrics.render(server.stats(), server.engine.worker_list())
         return response(200, None, head=method == "HEAD", text=text, content_type=metrics.CONTENT_TYPE)
+    if path == "/monitor" and method == "GET" and "text/event-stream" in headers.get("accept", ""):
+        if server.monitor_streams >= server.settings.max_monitor_streams:
+            return response(503, {"error": f"{server.monitor_streams} monitor streams already (the most)", "code": "BUSY"})
+        return STREAM_HEAD
     return response(200, _body(server, path), head=method == "HEAD")
 
 

@@ -108,6 +108,13 @@ def _workers(out: Exposition, stats: dict[str, Any], workers: list[dict[str, Any
         "Threads each worker announced.",
         [({"worker": w["id"]}, w.get("concurrency", 0)) for w in workers],
     )
+    for key, suffix, doc in WORKER_RESOURCES:
+        out.family(
+            f"netqueue_worker_{suffix}",
+            "gauge",
+            doc,
+            [({"worker": w["id"], "host": w.get("host", "")}, w["resources"][key]) for w in workers if w.get("resources")],
+        )
     for key, doc in (("done", "acknowledged"), ("failed", "given up (lease expired)")):
         out.family(
             f"netqueue_worker_jobs_{key}_total",
@@ -117,8 +124,23 @@ def _workers(out: Exposition, stats: dict[str, Any], workers: list[dict[str, Any
         )
 
 
+WORKER_RESOURCES = (  # (REGISTER figure, metric suffix, help)
+    ("cpu_seconds", "cpu_seconds", "CPU seconds (user + system) each worker process used, as of its last heartbeat."),
+    ("rss_bytes", "resident_memory_bytes", "Resident memory of each worker process, as of its last heartbeat."),
+    ("threads", "threads", "Threads of each worker process, as of its last heartbeat."),
+    ("open_files", "open_files", "Open file descriptors of each worker process, as of its last heartbeat."),
+    ("ssh_connections", "ssh_connections", "Pooled SSH connections of each worker, as of its last heartbeat."),
+)
+
+
 def _server(out: Exposition, stats: dict[str, Any]) -> None:
     server = stats.get("server") or {}
+    process = stats.get("process") or {}
+    for key, suffix, _ in WORKER_RESOURCES[:4]:
+        if key in process:
+            out.one(f"netqueue_process_{suffix}", "gauge", f"The queue server process's {key.replace('_', ' ')}.", process[key])
+    if "monitor_streams" in server:
+        out.one("netqueue_monitor_streams", "gauge", "Live /monitor streams (Server-Sent Events).", server["monitor_streams"])
     out.one("netqueue_connections", "gauge", "Open client connections.", stats.get("connections", 0))
     for key, doc in (
         ("connections_total", "Client connections accepted."),

@@ -57,6 +57,7 @@ from remora.netqueue.wire import (  # noqa: F401  (the vocabulary is re-exported
     OP_ACK_RESERVE,
     OP_AUTH,
     OP_CANCEL,
+    OP_DEREGISTER,
     OP_DLQ_KICK,
     OP_DLQ_LIST,
     OP_DLQ_PURGE,
@@ -491,18 +492,47 @@ def decode_ids(body: bytes) -> list[str] | None:
     return None if everything else ids
 
 
-# REGISTER: str8 worker, str8 host, u16 concurrency
-def encode_register(worker: str, host: str, concurrency: int) -> bytes:
-    return str8(worker) + str8(host) + _U16.pack(max(0, min(concurrency, 65535)))
+# REGISTER: str8 worker, str8 host, u16 concurrency [, resources]
+# resources (optional tail, the worker's process): f64 cpu_seconds, f64 rss_bytes, u32 threads, u32 open_files,
+# u32 ssh_connections.  A body without the tail is a registration without figures (older workers).
+RESOURCES = struct.Struct(">ddIII")
+RESOURCE_FIELDS = ("cpu_seconds", "rss_bytes", "threads", "open_files", "ssh_connections")
 
 
-def decode_register(body: bytes) -> tuple[str, str, int]:
+def encode_register(worker: str, host: str, concurrency: int, resources: dict[str, float] | None = None) -> bytes:
+    body = str8(worker) + str8(host) + _U16.pack(max(0, min(concurrency, 65535)))
+    if resources is None:
+        return body
+    floats = [max(0.0, float(resources.get(k) or 0)) for k in RESOURCE_FIELDS[:2]]
+    ints = [max(0, min(int(resources.get(k) or 0), 0xFFFFFFFF)) for k in RESOURCE_FIELDS[2:]]
+    return body + RESOURCES.pack(*floats, *ints)
+
+
+def decode_register(body: bytes) -> tuple[str, str, int, dict[str, float] | None]:
     r = Reader(body)
     worker = name(r.str8(), "worker id")
     host = name(r.str8(), "host", allow_empty=True)
     concurrency = r.u16()
+    resources = None
+    if r.pos < len(r.buf):
+        values = r.unpack(RESOURCES)
+        if not all(v == v and 0 <= v < float("inf") for v in values[:2]):  # NaN, negative or infinite
+            raise ProtocolError("BAD_ARGUMENT", "resource figures must be finite and not negative")
+        resources = dict(zip(RESOURCE_FIELDS, values, strict=True))
     r.end()
-    return worker, host, concurrency
+    return worker, host, concurrency, resources
+
+
+# DEREGISTER: str8 worker -> reply empty.  A worker stopping cleanly leaves the workers list at once.
+def encode_deregister(worker: str) -> bytes:
+    return str8(worker)
+
+
+def decode_deregister(body: bytes) -> str:
+    r = Reader(body)
+    worker = name(r.str8(), "worker id")
+    r.end()
+    return worker
 
 
 # LIST / DLQ_LIST: str8 queue ("" = all), str8 state ("" = all), u32 limit

@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from remora import procstats
 from remora.errors import ConfigError
 from remora.netaddr import is_loopback
 from remora.netqueue import protocol as p
@@ -68,6 +69,9 @@ MAX_HTTP_REQUEST = 16 * 1024
 EV_READ = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP  # an error or hang-up shows when reading
 PREAUTH_REQUESTS = 8  # requests a connection may send before it authenticates
 MAX_UNAUTHENTICATED = 256  # unauthenticated connections held at once (a new one closes the oldest)
+MAX_MONITOR_STREAMS = 16  # live /monitor streams (Server-Sent Events) at once
+MONITOR_INTERVAL = 1.0  # seconds between two events of a /monitor stream
+MAX_STREAM_BACKLOG = 256 * 1024  # a stream whose reader lags this many bytes behind is closed
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class ServeSettings:
     max_queues: int = 1000
     max_unauthenticated: int = MAX_UNAUTHENTICATED
     health_check_interval: float = WORKER_ACTIVE_WINDOW  # a worker silent longer than this counts as inactive
+    max_monitor_streams: int = MAX_MONITOR_STREAMS  # live /monitor streams at once (more are refused with 503)
+    monitor_interval: float = MONITOR_INTERVAL  # seconds between two events of a /monitor stream
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):
@@ -159,6 +165,7 @@ class QueueServer:
         self._thread: threading.Thread | None = None
         self._conns: dict[int, ClientConn] = {}
         self._preauth: dict[ClientConn, float] = {}  # unauthenticated connections -> deadline, oldest first
+        self._streams: dict[ClientConn, float] = {}  # live /monitor streams -> when their next event is due (monotonic)
         self.parked = ParkedReserves()
         self._rbuf = bytearray(RECV_SIZE)  # the I/O thread's receive buffer
         self._rview = memoryview(self._rbuf)
@@ -273,6 +280,8 @@ class QueueServer:
         longest = 1.0 if self.replies.log_error is None else 0.5
         if self._preauth:
             longest = min(longest, max(0.0, next(iter(self._preauth.values())) - time.monotonic()))
+        if self._streams:
+            longest = min(longest, max(0.0, min(self._streams.values()) - time.monotonic()))
         nxt = self.engine.next_deadline()
         parked = self.parked.next_deadline()
         if nxt is None and parked is None:
@@ -304,6 +313,8 @@ class QueueServer:
                     self._read(conn)
         if self._preauth:
             self._expire_preauth()
+        if self._streams:
+            self._push_monitor()
         engine = self.engine
         engine.tick()
         if self.parked.next_deadline() is not None:
@@ -406,6 +417,8 @@ class QueueServer:
         if conn.http is None:
             conn.http = data[0] != 0
         if conn.http:
+            if conn in self._streams:
+                return  # a stream's reader has nothing to say: its input is dropped (EOF closes it above)
             conn.inbuf += data
             self._read_http(conn)
         elif conn.inbuf:
@@ -483,10 +496,36 @@ class QueueServer:
         if end < 0 and len(buf) < MAX_HTTP_REQUEST:
             return
         self.counters["http_requests"] += 1
-        response = handle_http(self, bytes(buf[: end if end >= 0 else MAX_HTTP_REQUEST]))
+        response, stream = handle_http(self, bytes(buf[: end if end >= 0 else MAX_HTTP_REQUEST]))
         buf.clear()
-        conn.closing = True
+        if stream:
+            self._admit(conn)  # authenticated (or no token): no auth_timeout for a stream
+            self._streams[conn] = time.monotonic()  # the first event goes out in this iteration
+        else:
+            conn.closing = True
         self.replies.add(conn, response)
+
+    # -- live /monitor streams (Server-Sent Events) ---------------------------
+    @property
+    def monitor_streams(self) -> int:
+        return len(self._streams)
+
+    def _push_monitor(self) -> None:
+        """Send the /monitor snapshot to every stream whose next event is due (one snapshot for all of them)."""
+        from remora.netqueue.http import monitor_event
+
+        now = time.monotonic()
+        event = b""
+        for conn, due in list(self._streams.items()):
+            if due > now:
+                continue
+            if len(conn.out) > MAX_STREAM_BACKLOG:
+                log.info("queue: closing the /monitor stream of %s: it does not read", conn.peer)
+                self._close(conn)
+                continue
+            event = event or monitor_event(self)
+            self._streams[conn] = max(due + self.settings.monitor_interval, now + self.settings.monitor_interval / 2)
+            self.replies.add(conn, event)
 
     # -- blocking reserves (see remora.netqueue.waiters) --------------------
     def park(self, conn: ClientConn, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> None:
@@ -508,6 +547,8 @@ class QueueServer:
     def _close(self, conn: ClientConn) -> None:
         if conn.preauth:
             self._preauth.pop(conn, None)
+        if self._streams:
+            self._streams.pop(conn, None)
         fd = conn.sock.fileno()
         if fd < 0:
             return
@@ -548,6 +589,10 @@ class QueueServer:
             for waiter in self.parked.drain():
                 if waiter.conn.sock.fileno() >= 0:
                     self._answer(waiter, [])
+            for conn in list(self._streams):  # a last event says the stream ends; then the connection closes
+                conn.closing = True
+                self.replies.add(conn, b'event: end\ndata: {"reason":"the queue server is stopping"}\n\n')
+            self._streams.clear()
             replies = self.replies
             replies.commit()
             if self.wal is not None:
@@ -585,11 +630,13 @@ class QueueServer:
         data = self.engine.stats()
         data["connections"] = len(self._conns)
         data["uptime"] = round(time.time() - self.started_at, 3)
+        data["process"] = procstats.sample()
         data["server"] = {
             **self.counters,
             "persistence": self.settings.persistence,
             "fsync": self.settings.fsync,
             "parked_reserves": self.parked.count,
+            "monitor_streams": len(self._streams),
             "log_error": self.replies.log_error,
             **(self._idle.info() if self._idle is not None else {}),
         }

@@ -52,7 +52,7 @@ import threading
 import time
 from typing import Any
 
-from remora import jobstate, models
+from remora import jobstate, models, procstats
 from remora.config import Settings
 from remora.crypto import SecretBox
 from remora.errors import RemoraError
@@ -100,6 +100,7 @@ class Worker:
             concurrency=self.concurrency,
             heartbeat_interval=settings.worker.heartbeat_interval,
             on_beat=self._db_side,
+            resources=self.resources,
         )
         self.pool = SSHPool(max_sessions=settings.ssh.max_sessions_per_connection, idle_timeout=settings.ssh.idle_timeout)
         self.secrets = SecretBox.from_settings(settings)
@@ -111,6 +112,12 @@ class Worker:
         self._servers: dict[str, tuple[float, Server]] = {}
         self._executors: dict[str, tuple[Server, Executor]] = {}
         self.stats = {"completed": 0, "failed": 0, "canceled": 0, "requeued": 0, "skipped": 0}
+
+    def resources(self) -> dict[str, float]:
+        """This process's resource figures and its pooled SSH connections (sent with every heartbeat)."""
+        figures = procstats.sample()
+        figures["ssh_connections"] = self.pool.connection_count()
+        return figures
 
     # -- lifecycle ------------------------------------------------------------
 

@@ -16,7 +16,7 @@
   connection closes (the process died) the queue hands it back at once;
 - NACKs, and ACKs that cannot ride on a START, go to acker threads;
 - a heartbeat thread TOUCHes every held lease each ``heartbeat_interval``
-  (registering the worker first, and again after an outage); a reply of
+  (registering the worker with its resource figures first); a reply of
   ``canceled`` or ``lost`` stops the job, and ``on_beat`` lets the worker do
   its own periodic work (database cancel flags, remote pids).
 
@@ -76,8 +76,10 @@ class HeldJobs:
         concurrency: int,
         heartbeat_interval: float,
         on_beat: Callable[[dict[str, HeldJob]], None] | None = None,
+        resources: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         self.client = client
+        self.resources = resources  # the worker's process figures, sent with every beat
         self.worker_id, self.host, self.queues = worker_id, host, queues
         self.concurrency = concurrency
         self.heartbeat_interval = max(0.05, heartbeat_interval)
@@ -121,6 +123,17 @@ class HeldJobs:
         self._beating.clear()
         for thread in self._threads.get("heartbeat", []):
             thread.join(5.0)
+        self.deregister()
+
+    def deregister(self) -> None:
+        """Tell the queue this worker is leaving (best effort: a worker it never hears from again ages out)."""
+        if not self._registered:
+            return
+        try:
+            self.client.deregister_worker(self.worker_id)
+            self._registered = False
+        except (QueueUnavailable, QueueError, OSError) as exc:
+            log.info("could not deregister from the queue (it forgets this worker later): %s", exc)
 
     # -- slots' side ----------------------------------------------------------------
 
@@ -277,9 +290,10 @@ class HeldJobs:
         with self.lock:
             held = dict(self.held)
         try:
-            if not self._registered:
-                self.client.register_worker(self.worker_id, host=self.host, concurrency=self.concurrency)
-                self._registered = True
+            # every beat registers again: the queue shows the worker's current resource figures
+            resources = self.resources() if self.resources is not None else None
+            self.client.register_worker(self.worker_id, host=self.host, concurrency=self.concurrency, resources=resources)
+            self._registered = True
             replies = self.client.touch(list(held), worker_id=self.worker_id)
             self.outage.ok()
         except (QueueUnavailable, QueueError, OSError) as exc:

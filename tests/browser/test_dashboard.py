@@ -382,3 +382,29 @@ def test_job_panel_changes_the_priority_of_a_queued_job(page, remora_stack):
         expect(page.locator("#jv-priority-box")).to_be_hidden(timeout=10_000)
     finally:
         call(remora_stack, "POST", f"jobs/{busy['id']}/cancel")
+
+
+def test_queue_page_is_live_and_shows_resource_usage(page, remora_stack):
+    """The queue page follows GET queue/monitor (fetch + Bearer, no EventSource): it says "live" and updates every second."""
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.headers.get("authorization", "")) if r.url.endswith("/api/v1/queue/monitor") else None)
+    signed_in(page, remora_stack, route="queue")
+    expect(page.locator("#queue-live")).to_have_text("live")
+    assert streams and streams[0] == f"Bearer {remora_stack.token}"  # the token travels in the header, never in the URL
+    row = page.locator("#workers tbody tr").first
+    expect(row).to_contain_text(re.compile(r"\d+(\.\d+)? ?[KMG]i?B"))  # the worker's memory, from its heartbeat
+    expect(page.locator("#workers thead")).to_contain_text("CPU time")
+    expect(page.locator("#processes")).to_contain_text("queue server")
+    expect(page.locator("#processes")).to_contain_text("API (this one)")
+    from remora.netqueue.client import QueueClient
+
+    settings = remora_stack.settings
+    with QueueClient(settings.queue.addr, token=settings.queue_token, name="browser-test") as q:
+        q.register_worker("live-w9", host="far-host", concurrency=1, resources={"rss_bytes": 3 * 2**20, "threads": 3})
+        expect(page.locator("#workers")).to_contain_text("far-host", timeout=2500)  # pushed within a second, not polled every 3 s
+        expect(page.locator("#workers")).to_contain_text("3.0 MB")
+        q.deregister_worker("live-w9")
+        expect(page.locator("#workers")).not_to_contain_text("far-host", timeout=2500)
+    shoot(page, "queue_live")
+    page.evaluate("location.hash = '#/overview'")  # leaving the page ends the stream
+    wait_for(lambda: remora_stack.api.app.monitors.busy == 0, 10, 0.1, "the dashboard's monitor stream to close")

@@ -146,6 +146,38 @@ def test_queue_metrics_on_its_own_port(queue):
     assert get(host, port, "/metrics", TOKEN, method="HEAD")[:2] == (200, kind)
 
 
+FIGURES = {"cpu_seconds": 3.5, "rss_bytes": 50e6, "threads": 11, "open_files": 17, "ssh_connections": 4}
+
+
+def test_resource_usage_of_workers_queue_and_api_on_both_metrics_endpoints(api, queue):
+    host, port = queue.address
+    for addr, token in ((api.settings.queue.addr, ""), (f"{host}:{port}", TOKEN)):
+        with QueueClient(addr, token=token, name="w") as worker:
+            worker.register_worker("res-w1", host="box-3", concurrency=2, resources=FIGURES)
+            worker.register_worker("old-w2", host="box-4", concurrency=1)  # an older worker: no figures, no samples
+
+    status, _, text = get(api.host, api.port, "/metrics", api.tokens["viewer"])
+    fams = parse(text)
+    assert status == 200
+    labels = {"worker": "res-w1", "host": "box-3"}
+    assert value(fams, "remora_worker_cpu_seconds", **labels) == 3.5
+    assert value(fams, "remora_worker_resident_memory_bytes", **labels) == 50e6
+    assert value(fams, "remora_worker_threads", **labels) == 11
+    assert value(fams, "remora_worker_open_files", **labels) == 17
+    assert value(fams, "remora_worker_ssh_connections", **labels) == 4
+    assert all(s[1]["worker"] != "old-w2" for s in fams["remora_worker_threads"]["samples"])
+    assert value(fams, "remora_api_process_resident_memory_bytes") > 1e6
+    assert value(fams, "remora_api_process_threads") >= 8  # waitress's request threads at least
+    assert value(fams, "remora_api_process_open_files") > 3 and value(fams, "remora_api_process_cpu_seconds") > 0
+    assert value(fams, "remora_queue_process_resident_memory_bytes") > 1e6  # the queue's own figures, from its STATS
+
+    fams = parse(get(host, port, "/metrics", TOKEN)[2])
+    assert value(fams, "netqueue_worker_resident_memory_bytes", worker="res-w1", host="box-3") == 50e6
+    assert value(fams, "netqueue_worker_ssh_connections", worker="res-w1", host="box-3") == 4
+    assert value(fams, "netqueue_process_resident_memory_bytes") > 1e6 and value(fams, "netqueue_process_threads") >= 2
+    assert value(fams, "netqueue_monitor_streams") == 0
+
+
 def test_alert_rules_use_metric_names_that_exist(api, queue):
     import re
 

@@ -198,3 +198,21 @@ def test_workers_registry_and_seed_stats(engine, clock):
     assert stats["processing_rate"] > 0
     clock.advance(31)
     assert engine.stats()["active_workers"] == 0
+
+
+def test_workers_go_inactive_then_are_forgotten_unless_they_hold_a_lease_and_deregister_drops_at_once(engine, clock):
+    engine.workers.active_window = 2.0
+    engine.register_worker("idle", "h1", 1, {"cpu_seconds": 1.0, "rss_bytes": 1e6, "threads": 2, "open_files": 5, "ssh_connections": 0})
+    engine.register_worker("busy", "h2", 1)
+    engine.put("j1", "q", 5, 0, 30, 3, b"")
+    assert [j.id for j in engine.reserve(["q"], 1, "busy")] == ["j1"]
+    engine.register_worker("leaving", "h3", 1)
+    engine.deregister_worker("leaving")
+    engine.deregister_worker("never-seen")  # not an error
+    assert {w["id"] for w in engine.worker_list()} == {"idle", "busy"}
+    assert next(w for w in engine.worker_list() if w["id"] == "idle")["resources"]["rss_bytes"] == 1e6
+    clock.advance(2.5)
+    assert engine.stats()["active_workers"] == 0 and engine.stats()["workers"] == 2
+    clock.advance(20 - 2.5 + 0.1)  # past ten windows: the idle one is forgotten, the one holding a lease stays
+    assert engine.stats()["workers"] == 1
+    assert [w["id"] for w in engine.worker_list()] == ["busy"]

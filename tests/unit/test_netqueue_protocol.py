@@ -51,7 +51,8 @@ def test_batch_reserve_touch_and_views_round_trip():
     assert p.decode_ids(p.encode_ids(None)) is None and p.decode_ids(p.encode_ids(["z"])) == ["z"]
     assert p.decode_nack(p.encode_nack("j", 1.5)) == ("j", 1.5)
     assert p.decode_priority(p.encode_priority("j", 4)) == ("j", 4)
-    assert p.decode_register(p.encode_register("w", "h", 8)) == ("w", "h", 8)
+    assert p.decode_register(p.encode_register("w", "h", 8)) == ("w", "h", 8, None)
+    assert p.decode_deregister(p.encode_deregister("w")) == "w"
     assert p.decode_list(p.encode_list("q", "dead", 5)) == ("q", "dead", 5)
     view = p.encode_view("j", "q", 2, "dead", 3, 1.5, b"body", "", "lease expired")
     (v,) = p.decode_views(p.encode_views([view]))
@@ -96,6 +97,23 @@ def test_oversized_job_body_is_refused_before_it_is_copied():
     assert err.value.code == "BODY_TOO_LARGE"
 
 
+def test_register_carries_resource_figures_in_an_optional_tail():
+    figures = {"cpu_seconds": 1.25, "rss_bytes": 52428800.0, "threads": 7, "open_files": 12, "ssh_connections": 3}
+    old = p.encode_register("w", "h", 4)
+    body = p.encode_register("w", "h", 4, figures)
+    assert body.startswith(old) and len(body) == len(old) + p.RESOURCES.size  # an old body is a prefix: older workers still decode
+    assert p.decode_register(body) == ("w", "h", 4, figures)
+    with pytest.raises(p.ProtocolError) as err:
+        p.decode_register(body[:-1])
+    assert err.value.code == "BAD_FRAME"
+    nan = old + p.RESOURCES.pack(float("nan"), 0.0, 0, 0, 0)
+    with pytest.raises(p.ProtocolError) as err:
+        p.decode_register(nan)
+    assert err.value.code == "BAD_ARGUMENT"
+    with pytest.raises(p.ProtocolError):
+        p.decode_deregister(b"")
+
+
 DECODERS = [
     p.decode_put,
     p.decode_put_batch,
@@ -107,6 +125,7 @@ DECODERS = [
     p.decode_touch,
     p.decode_ids,
     p.decode_register,
+    p.decode_deregister,
     p.decode_list,
     p.decode_hello,
     p.decode_auth,

@@ -119,6 +119,46 @@ export async function getBlob(path) {
   return res.blob();
 }
 
+/**
+ * Follow a Server-Sent Events stream with fetch() (not EventSource: that cannot send the Bearer token).
+ * onEvent(kind, data) gets each event's name and parsed JSON data; resolves when the stream ends,
+ * throws ApiError when it cannot be opened (or AbortError once `signal` aborts).
+ */
+export async function streamEvents(path, onEvent, { signal } = {}) {
+  let res;
+  try {
+    res = await fetch(buildUrl(path), { headers: headers({ Accept: 'text/event-stream' }), signal, cache: 'no-store' });
+  } catch (err) {
+    if (err.name === 'AbortError') throw err;
+    throw new ApiError(0, { error: 'Cannot reach the Remora API — is it running?', code: 'NETWORK' });
+  }
+  if (res.status === 401) onUnauthorized();
+  if (!res.ok || !res.body) throw new ApiError(res.status, await parseBody(res));
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let kind = 'message';
+      const data = [];
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) kind = line.slice(6).trim();
+        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+      }
+      if (!data.length) continue;
+      let parsed = null;
+      try { parsed = JSON.parse(data.join('\n')); } catch { continue; }
+      onEvent(kind, parsed);
+    }
+  }
+}
+
 /** Checks the token: null when it works; 'unauthorized' or an error message otherwise. */
 export async function checkToken() {
   try {

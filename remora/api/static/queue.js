@@ -1,7 +1,9 @@
-// Queue & workers: depth per priority, rates, wait, workers' heartbeats, dead letters.
-import { get, post } from './api.js';
+// Queue & workers: depth per priority, rates, wait, workers' heartbeats and resource usage, dead letters.
+// Stats and workers arrive live (GET queue/monitor, Server-Sent Events read with fetch so the Bearer token
+// goes along); when the stream cannot be had they are polled like the rest.
+import { get, post, streamEvents } from './api.js';
 import { confirmDialog } from './overlay.js';
-import { h, setChildren, poll, toast, emptyState, formatDuration } from './util.js';
+import { h, setChildren, poll, toast, emptyState, formatDuration, formatBytes } from './util.js';
 import { showJob } from './app.js';
 
 function num(v, digits = 0) {
@@ -30,8 +32,31 @@ export function mount(main) {
   const queuesBox = h('section.card', { 'aria-labelledby': 'queues-title' });
   const workersBox = h('section.card', { id: 'workers', 'aria-labelledby': 'workers-title' });
   const dlqBox = h('section.card', { id: 'dlq', 'aria-labelledby': 'dlq-title' });
+  const procBox = h('section.card', { id: 'processes', 'aria-labelledby': 'processes-title' });
   const banner = h('div.banner.error', { role: 'alert', hidden: true });
-  main.append(h('div.page-head', null, h('h1', null, 'Queue & workers')), banner, statsBox, h('div.grid-2.cards', null, barsBox, queuesBox), workersBox, dlqBox);
+  const liveBadge = h('span.badge', { id: 'queue-live', title: '' }, 'polling');
+  main.append(h('div.page-head', null, h('h1', null, 'Queue & workers'), h('span.spacer'), liveBadge), banner, statsBox, h('div.grid-2.cards', null, barsBox, queuesBox), workersBox, procBox, dlqBox);
+  let lastInfo = null;
+  let live = false;
+
+  function setLive(on, why) {
+    live = on;
+    liveBadge.textContent = on ? 'live' : 'polling';
+    liveBadge.title = on ? 'Updated every second' : `Refreshed every few seconds${why ? ` (live view unavailable: ${why})` : ''}`;
+  }
+
+  const cpu = (r) => (r ? formatDuration(Number(r.cpu_seconds || 0)) : '—');
+  const mem = (r) => (r ? formatBytes(Number(r.rss_bytes || 0)) : '—');
+  const count = (r, k) => (r && r[k] !== undefined ? num(r[k]) : '—');
+
+  function renderProcesses(queueProc, apiProc) {
+    const rows = [['queue server', queueProc], ['API (this one)', apiProc]].filter(([, r]) => r);
+    setChildren(procBox, h('h2', { id: 'processes-title' }, 'Processes'),
+      rows.length ? h('table.mini', { 'aria-label': 'Resource usage of the queue and the API' },
+        h('thead', null, h('tr', null, ['process', 'CPU time', 'memory', 'threads', 'open files'].map((c, i) => h(`th${i ? '.num' : ''}`, { scope: 'col' }, c)))),
+        h('tbody', null, rows.map(([name, r]) => h('tr', null, h('td', null, name), h('td.num', null, cpu(r)), h('td.num', null, mem(r)), h('td.num', null, count(r, 'threads')), h('td.num', null, count(r, 'open_files'))))))
+        : h('p.muted', null, 'Not reported.'));
+  }
 
   // running: jobs running now (the API's count); totals.* are lifetime event counters, never a current state
   function renderStats(s, info) {
@@ -53,14 +78,17 @@ export function mount(main) {
 
   function renderWorkers(workers) {
     setChildren(workersBox, h('h2', { id: 'workers-title' }, `Workers (${workers.length})`),
-      workers.length ? h('div.table-wrap', null, h('table.mini', { 'aria-label': 'Workers' }, h('thead', null, h('tr', null, ['worker', 'host', 'heartbeat', 'running', 'done', 'failed'].map((c, i) => h(`th${i > 3 ? '.num' : ''}`, { scope: 'col' }, c)))),
+      workers.length ? h('div.table-wrap', null, h('table.mini', { 'aria-label': 'Workers' }, h('thead', null, h('tr', null, ['worker', 'host', 'heartbeat', 'running', 'CPU time', 'memory', 'threads', 'SSH', 'done', 'failed'].map((c, i) => h(`th${i > 3 ? '.num' : ''}`, { scope: 'col' }, c)))),
         h('tbody', null, workers.map((w) => {
           const age = Number(w.heartbeat_age ?? (w.last_heartbeat ? Date.now() / 1000 - w.last_heartbeat : NaN));
           const jobs = w.jobs || w.running_jobs || [];
           const running = Array.isArray(jobs) ? jobs : [];
+          const res = w.resources || null;
+          const active = typeof w.active === 'boolean' ? w.active : age <= 30;
           return h('tr', null, h('td', null, h('code', null, w.id)), h('td', null, w.host || '—'),
-            h('td', null, h(`span.${age > 30 ? 'err' : 'ok'}`, { title: w.last_heartbeat ? new Date(w.last_heartbeat * 1000).toLocaleString() : '' }, Number.isNaN(age) ? '—' : `${formatDuration(age)} ago`)),
+            h('td', null, h(`span.${active ? 'ok' : 'err'}`, { title: w.last_heartbeat ? new Date(w.last_heartbeat * 1000).toLocaleString() : '' }, Number.isNaN(age) ? '—' : `${formatDuration(age)} ago`)),
             h('td', null, `${running.length || w.running || 0} / ${w.concurrency ?? '?'}`, running.length ? h('div.small', null, running.slice(0, 5).map((id) => h('a', { href: `#/jobs?job=${id}`, onclick: (e) => { e.preventDefault(); showJob(id); } }, id.slice(0, 8))).flatMap((a, i) => (i ? [' ', a] : [a]))) : null),
+            h('td.num', null, cpu(res)), h('td.num', null, mem(res)), h('td.num', null, count(res, 'threads')), h('td.num', null, count(res, 'ssh_connections')),
             h('td.num', null, num(w.done ?? w.jobs_done ?? 0)), h('td.num', null, num(w.failed ?? w.jobs_failed ?? 0)));
         }))))
         : emptyState('No workers connected', 'Jobs wait in the queue until a worker takes them. Start one with `remora worker` (or run everything with `remora up`).'));
@@ -90,15 +118,56 @@ export function mount(main) {
     refresher.now();
   }
 
+  // the live stream: queue stats, workers and process figures every second
+  function onMonitor(data) {
+    if (data.queue_error) {
+      banner.hidden = false;
+      banner.textContent = `The queue is unavailable: ${data.queue_error}`;
+      return;
+    }
+    banner.hidden = true;
+    renderStats(data.stats || {}, lastInfo);
+    renderWorkers(Array.isArray(data.workers) ? data.workers : []);
+    renderProcesses(data.stats?.process, data.api?.process);
+  }
+
+  const stop = new AbortController();
+  async function follow() {
+    while (!stop.signal.aborted) {
+      try {
+        await streamEvents('queue/monitor', (kind, data) => {
+          if (kind !== 'monitor') return;
+          if (!live) setLive(true);
+          onMonitor(data);
+        }, { signal: stop.signal });
+        setLive(false); // ended (the API closes a stream after a few minutes): open a new one at once
+      } catch (err) {
+        if (stop.signal.aborted || err.name === 'AbortError') return;
+        setLive(false, err.message);
+        await new Promise((resolve) => { setTimeout(resolve, 5000); });
+        continue;
+      }
+      await new Promise((resolve) => { setTimeout(resolve, 200); });
+    }
+  }
+
   async function load() {
-    const [stats, workers, dlq, info] = await Promise.allSettled([get('queue/stats'), get('workers/stats'), get('queue/dlq'), get('system/info')]);
-    const failed = [stats, workers, dlq, info].find((r) => r.status === 'rejected');
-    banner.hidden = !failed;
-    if (failed) banner.textContent = `Some queue data is unavailable: ${failed.reason.message}`;
-    if (stats.status === 'fulfilled') renderStats(stats.value || {}, info.status === 'fulfilled' ? info.value : null);
-    if (workers.status === 'fulfilled') renderWorkers(Array.isArray(workers.value) ? workers.value : workers.value.workers || []);
+    const wanted = live ? [get('queue/dlq'), get('system/info')] : [get('queue/dlq'), get('system/info'), get('queue/stats'), get('workers/stats')];
+    const [dlq, info, stats, workers] = await Promise.allSettled(wanted);
+    const failed = [dlq, info, stats, workers].find((r) => r && r.status === 'rejected');
+    if (info.status === 'fulfilled') lastInfo = info.value;
+    if (!live) {
+      banner.hidden = !failed;
+      if (failed) banner.textContent = `Some queue data is unavailable: ${failed.reason.message}`;
+      if (stats.status === 'fulfilled') {
+        renderStats(stats.value || {}, lastInfo);
+        renderProcesses(stats.value?.process, null);
+      }
+      if (workers.status === 'fulfilled') renderWorkers(Array.isArray(workers.value) ? workers.value : workers.value.workers || []);
+    }
     if (dlq.status === 'fulfilled') renderDlq(Array.isArray(dlq.value) ? dlq.value : dlq.value.jobs || dlq.value.items || []);
   }
   const refresher = poll(load, 3000);
-  return { unmount() { refresher.stop(); } };
+  follow();
+  return { unmount() { stop.abort(); refresher.stop(); } };
 }
