@@ -110,6 +110,7 @@ JOB = obj(
     closed=False,
 )
 BATCH = obj({"batch_id": NULLABLE_STR, "jobs": array(JOB)}, ["batch_id", "jobs"], closed=False)
+SUBMITTED = {"oneOf": [JOB, BATCH], "description": "One server: the job.  Several (a fan-out): the batch id and its jobs."}
 JOB_LIST = obj(
     {
         "jobs": array(JOB),
@@ -377,7 +378,7 @@ def routes(settings: Settings) -> list[Route]:
             "operator",
             "Submit a job (one server, or a fan-out with server_ids / servers)",
             body=job_schema(settings),
-            response=JOB,
+            response=SUBMITTED,
             status=201,
             errors=(400, 409, 413, 415, 503),
             **common,
@@ -389,7 +390,7 @@ def routes(settings: Settings) -> list[Route]:
             "operator",
             "Submit a shell script job",
             body=script_schema(settings),
-            response=JOB,
+            response=SUBMITTED,
             status=201,
             errors=(400, 413, 415, 503),
             **common,

@@ -111,6 +111,15 @@ def test_metrics_in_prometheus_text(api):
     assert "remora_job_duration_seconds_bucket" in text and "remora_queue_depth" in text
 
 
+def test_openapi_shows_both_answers_of_a_submission(api):
+    """One server gets the job back, a fan-out gets its batch: the document says both."""
+    doc = api.get("/api/v1/openapi.json").json()
+    for path in ("/api/v1/jobs", "/api/v1/jobs/script"):
+        answer = doc["paths"][path]["post"]["responses"]["201"]["content"]["application/json"]["schema"]
+        shapes = [set(option.get("properties", {})) for option in answer["oneOf"]]
+        assert {"batch_id", "jobs"} in shapes and any({"id", "status", "command"} <= shape for shape in shapes), answer
+
+
 def test_openapi_document_covers_every_route(api):
     from openapi_spec_validator import validate
 
