@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from remora import services
+from remora import params, services
 from remora.api.http import Request
 from remora.api.router import Route
 from remora.api.routes_jobs import SUBMITTED, _job_fields
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 PARAMETER = obj(
     {
         "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
-        "type": {"type": "string", "enum": list(templates.TYPES)},
+        "type": {"type": "string", "enum": list(params.TYPES)},
         "default": {"type": ["string", "integer", "boolean", "null"]},
         "required": {"type": "boolean"},
         "secret": {"type": "boolean", "description": "Exported only as a secret REMORA_PARAM_<NAME> (masked); no {{ }} placeholder."},
@@ -38,7 +38,7 @@ def template_body(settings: Settings) -> dict[str, Any]:
         "command": {"type": ["string", "null"], "maxLength": 65536},
         "script": {"type": ["string", "null"], "maxLength": 1024 * 1024},
         "shell": shells,
-        "parameters": {"type": ["array", "null"], "items": PARAMETER, "maxItems": templates.MAX_PARAMETERS},
+        "parameters": {"type": ["array", "null"], "items": PARAMETER, "maxItems": params.MAX_PARAMETERS},
         **{k: fields[k] for k in ("args", "env", "secret_env", "priority", "timeout", "retries", "servers", "rollout")},
     }
     return obj(props, ["name"])
@@ -78,7 +78,7 @@ RUN_BODY = obj(
         "params": {
             "type": ["object", "null"],
             "additionalProperties": {"type": ["string", "integer", "boolean"]},
-            "maxProperties": templates.MAX_PARAMETERS,
+            "maxProperties": params.MAX_PARAMETERS,
         },
         "servers": {
             "type": ["array", "null"],
