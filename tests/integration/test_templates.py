@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -219,3 +221,65 @@ def test_runner_may_read_and_run_templates_but_not_submit_or_edit(cluster):
     operator = token_client(cluster, "operator")
     assert operator.update_template(name, {**body, "description": "by operator"})["description"] == "by operator"
     operator.delete_template(name)
+
+
+def cli(cluster: Cluster, *args: str, token: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**cluster.env, "REMORA_API_URL": cluster.api_url, "REMORA_TOKEN": token or cluster.token, "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "remora", *args], env=env, cwd=cluster.base, input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+JOBS_YAML = """
+jobs:
+  - name: {name}
+    description: greets someone
+    servers: [tpl-ssh]
+    command: echo hello {{{{ who }}}} $REMORA_PARAM_TIMES
+    parameters:
+      - name: who
+        required: true
+        description: whom to greet
+      - name: times
+        type: int
+        default: 1
+"""
+
+
+def test_cli_push_then_run_with_set_and_wait(cluster, shared_dir, tmp_path):
+    name = unique("cli")
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(JOBS_YAML.format(name=name))
+    pushed = cli(cluster, "templates", "push", "-f", str(jobs))
+    assert pushed.returncode == 0 and "created" in pushed.stdout, pushed.stderr
+    again = cli(cluster, "templates", "push", "-f", str(jobs))
+    assert again.returncode == 0 and "updated" in again.stdout, again.stderr
+    assert cluster.client().get_template(name)["parameters"][1] == {
+        "name": "times", "type": "int", "default": 1, "required": False, "secret": False, "description": ""
+    }  # fmt: skip
+    assert cli(cluster, "templates", "create", "-f", str(jobs)).returncode != 0  # a duplicate name
+    listed = cli(cluster, "templates", "list")
+    assert listed.returncode == 0 and name in listed.stdout
+    shown = cli(cluster, "templates", "show", name)
+    assert shown.returncode == 0 and "whom to greet" in shown.stdout
+    marker = shared_dir / "made"
+    ran = cli(cluster, "templates", "run", name, "--set", f"who=$(touch {marker})", "--set", "times=3", "--wait")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == f"hello $(touch {marker}) 3\n" and not marker.exists()
+    bad = cli(cluster, "templates", "run", name, "--set", "who=x", "--set", "times=many")
+    assert bad.returncode != 0 and "times" in bad.stderr and "integer" in bad.stderr
+    runner = services.create_token(unique("runner"), "runner")[1]
+    assert cli(cluster, "templates", "run", name, "--set", "who=r", "--wait", token=runner).stdout == "hello r 1\n"
+    assert cli(cluster, "templates", "delete", name, token=runner).returncode != 0
+    assert cli(cluster, "templates", "delete", name).returncode == 0
+
+
+def test_run_dash_f_binds_declared_parameters_with_param(cluster, shared_dir, tmp_path):
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(JOBS_YAML.format(name=unique("direct")))
+    marker = shared_dir / "made"
+    ran = cli(cluster, "run", "-f", str(jobs), "--param", f"who=`touch {marker}`;", "--follow")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == f"hello `touch {marker}`; 1\n" and not marker.exists()
+    missing = cli(cluster, "run", "-f", str(jobs))
+    assert missing.returncode != 0 and "who" in missing.stderr and "required" in missing.stderr

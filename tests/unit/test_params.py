@@ -83,3 +83,24 @@ def test_placeholders_must_name_a_declared_non_secret_parameter():
         params.check_placeholders({"args": "{{ nope }}"}, DECLARED)
     with pytest.raises(ValidationError, match=r"\$REMORA_PARAM_TOKEN"):
         params.check_placeholders({"script": "curl -H {{ token }}"}, DECLARED)
+
+
+def test_a_job_file_declares_parameters_and_binds_them():
+    from remora import jobfile
+    from remora.errors import JobFileError
+
+    text = (
+        "name: greet\ndescription: says hi\ncommand: echo {{ who }}\nparameters:\n"
+        "  - {name: who, required: true}\n  - {name: level, type: choice, choices: [low, high], default: low}\n"
+    )
+    spec = jobfile.load_text(text)[0]
+    assert spec.parameters == [
+        {"name": "who", "required": True},
+        {"name": "level", "type": "choice", "choices": ["low", "high"], "default": "low"},
+    ]
+    assert spec.template_body()["description"] == "says hi" and spec.template_body()["parameters"] == spec.parameters
+    bound = spec.with_parameters({"who": HOSTILE})
+    assert bound.command == "echo " + params.shlex.quote(HOSTILE) and bound.env["REMORA_PARAM_LEVEL"] == "low" and bound.parameters is None
+    with pytest.raises(JobFileError, match="unknown key 'kind'"):
+        jobfile.load_text("command: x\nparameters:\n  - {name: a, kind: int}\n")
+    assert jobfile.load_text(jobfile.dump_template({**spec.template_body(), "secret_env": {}}))[0].parameters == spec.parameters
