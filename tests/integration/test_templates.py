@@ -283,3 +283,11 @@ def test_run_dash_f_binds_declared_parameters_with_param(cluster, shared_dir, tm
     assert ran.stdout == f"hello `touch {marker}`; 1\n" and not marker.exists()
     missing = cli(cluster, "run", "-f", str(jobs))
     assert missing.returncode != 0 and "who" in missing.stderr and "required" in missing.stderr
+
+
+def test_the_readme_example_template_is_accepted(cluster):
+    from remora import jobfile
+
+    body = jobfile.load_file(Path(__file__).resolve().parents[2] / "examples" / "restart.yaml")[0].template_body()
+    made = cluster.client().create_template({**body, "name": unique("restart")})
+    assert made["parameters"][0]["choices"] == ["nginx", "php-fpm"] and made["rollout"] == {"concurrency": 1, "max_failures": 0}
