@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 from remora import models
@@ -34,6 +35,7 @@ from remora.params import (
     check_parameters,
     check_placeholders,
     export,
+    placeholders,
     recorded,
     substitute,
 )
@@ -41,6 +43,7 @@ from remora.services.context import Context
 from remora.services.jobs import MASK, create_jobs, job_spec, split_env, validate_spec
 from remora.services.servers import resolve_servers
 
+POSIX_SHELLS = ("sh", "bash", "dash", "ksh", "zsh", "ash", "mksh")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -61,6 +64,9 @@ def normalise(data: dict[str, Any], ctx: Context) -> dict[str, Any]:
         args = shlex.join(str(a) for a in args)
     data = {**data, "args": args}
     check_placeholders(data, params)
+    shell = data.get("shell")
+    if shell and data.get("script") is not None and placeholders(data["script"]) and Path(shell).name not in POSIX_SHELLS:
+        raise _fail("script", f"uses {{{{ }}}} placeholders, which are quoted for POSIX shells, not for {shell}: use $REMORA_PARAM_<NAME>")
     servers = list(data.get("servers") or [])
     # The job part is checked as a job would be (placeholders left in: they become one quoted word).
     probe = JobSpec(
