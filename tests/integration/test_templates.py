@@ -266,6 +266,10 @@ def test_cli_push_then_run_with_set_and_wait(cluster, shared_dir, tmp_path):
     ran = cli(cluster, "templates", "run", name, "--set", f"who=$(touch {marker})", "--set", "times=3", "--wait")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == f"hello $(touch {marker}) 3\n" and not marker.exists()
+    job_id = cluster.client().get("/api/v1/jobs", search=name)["jobs"][0]["id"]
+    shown_job = cli(cluster, "jobs", "show", job_id)
+    rows = {line.split()[0]: line.split(None, 1)[1].strip() for line in shown_job.stdout.splitlines() if len(line.split()) > 1}
+    assert rows["template"] == name and rows["params"] == f"times=3 who=$(touch {marker})", shown_job.stdout
     bad = cli(cluster, "templates", "run", name, "--set", "who=x", "--set", "times=many")
     assert bad.returncode != 0 and "times" in bad.stderr and "integer" in bad.stderr
     runner = services.create_token(unique("runner"), "runner")[1]
