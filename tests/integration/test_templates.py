@@ -223,8 +223,8 @@ def test_runner_may_read_and_run_templates_but_not_submit_or_edit(cluster):
     operator.delete_template(name)
 
 
-def cli(cluster: Cluster, *args: str, token: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**cluster.env, "REMORA_API_URL": cluster.api_url, "REMORA_TOKEN": token or cluster.token, "NO_COLOR": "1"}
+def cli(cluster: Cluster, *args: str, token: str | None = None, stdin: str | None = None, **extra: str) -> subprocess.CompletedProcess:
+    env = {**cluster.env, "REMORA_API_URL": cluster.api_url, "REMORA_TOKEN": token or cluster.token, "NO_COLOR": "1", **extra}
     return subprocess.run(
         [sys.executable, "-m", "remora", *args], env=env, cwd=cluster.base, input=stdin, capture_output=True, text=True, timeout=120
     )
@@ -262,6 +262,10 @@ def test_cli_push_then_run_with_set_and_wait(cluster, shared_dir, tmp_path):
     assert listed.returncode == 0 and name in listed.stdout
     shown = cli(cluster, "templates", "show", name)
     assert shown.returncode == 0 and "whom to greet" in shown.stdout
+    edited = cli(cluster, "templates", "edit", name, EDITOR="sed -i s/greets/welcomes/", VISUAL="")
+    assert edited.returncode == 0, edited.stderr
+    after = cluster.client().get_template(name)
+    assert after["description"] == "welcomes someone" and after["parameters"][0]["required"] is True
     marker = shared_dir / "made"
     ran = cli(cluster, "templates", "run", name, "--set", f"who=$(touch {marker})", "--set", "times=3", "--wait")
     assert ran.returncode == 0, ran.stderr
