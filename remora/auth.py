@@ -3,8 +3,10 @@
 A token is 32 random bytes (``rmr_`` + URL-safe base64), shown once when it
 is created; only its SHA-256 is stored (``ApiToken.token_hash``), with a short
 prefix so a person can tell tokens apart in ``remora token list``.  Roles are
-ordered: ``viewer`` (read only) < ``operator`` (submit, cancel, rerun, test
-servers) < ``admin`` (everything, including servers, keys, tokens, audit).
+ordered: ``viewer`` (read only) < ``runner`` (read, and run saved templates:
+no free-form commands or scripts) < ``operator`` (submit, cancel, rerun, test
+servers, create and edit templates) < ``admin`` (everything, including
+servers, keys, tokens, audit).  A route names the weakest role it allows.
 
 ``Authenticator`` checks ``Authorization: Bearer`` headers; it caches a
 token's identity for a few seconds (so a busy API does not query the token
@@ -26,7 +28,7 @@ from remora.errors import Conflict, Forbidden, NotFound, Unauthorized, Validatio
 from remora.models import ApiToken, Role
 
 TOKEN_PREFIX = "rmr_"
-ROLE_RANK = {Role.VIEWER.value: 1, Role.OPERATOR.value: 2, Role.ADMIN.value: 3}
+ROLE_RANK = {Role.VIEWER.value: 1, Role.RUNNER.value: 2, Role.OPERATOR.value: 3, Role.ADMIN.value: 4}
 MAX_LIFETIME = 100 * 365 * 86400.0  # seconds: the longest expiry a token may be given (none: never expires)
 CACHE_SECONDS = 5.0
 LAST_USED_EVERY = 60.0  # seconds between writes of ApiToken.last_used_at
@@ -59,7 +61,7 @@ def parse_role(role: str) -> str:
     value = str(role).strip().lower()
     if value not in ROLE_RANK:
         raise ValidationError(
-            f"unknown role {role!r} (use admin, operator or viewer)", details={"role": "must be admin, operator or viewer"}
+            f"unknown role {role!r} (use admin, operator, runner or viewer)", details={"role": "must be admin, operator, runner or viewer"}
         )
     return value
 

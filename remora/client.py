@@ -226,6 +226,29 @@ class Client:
     def system_info(self) -> dict[str, Any]:
         return self.get(f"{API}/system/info")
 
+    # -- templates -------------------------------------------------------
+    def list_templates(self) -> list[dict[str, Any]]:
+        return list(self.get(f"{API}/templates")["templates"])
+
+    def get_template(self, name: str) -> dict[str, Any]:
+        return self.get(f"{API}/templates/{quote(name, safe='')}")
+
+    def create_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"{API}/templates", body)
+
+    def update_template(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PUT", f"{API}/templates/{quote(name, safe='')}", json_body=body)
+
+    def delete_template(self, name: str) -> dict[str, Any]:
+        return self.request("DELETE", f"{API}/templates/{quote(name, safe='')}")
+
+    def run_template(self, name: str, params: dict[str, Any] | None = None, servers: list[str] | None = None) -> list[dict[str, Any]]:
+        """Run a template; always a list of the created jobs."""
+        body: dict[str, Any] = {"params": params or {}}
+        if servers:
+            body["servers"] = servers
+        return jobs_of(self.post(f"{API}/templates/{quote(name, safe='')}/run", body))
+
     # -- jobs ------------------------------------------------------------
     def submit(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """POST a job (command or script); always a list of the created jobs."""

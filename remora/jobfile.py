@@ -12,6 +12,7 @@ composed node tree (not ``yaml.safe_load``) so every value keeps its position.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ FIELDS = (
     "pty",
     "queue",
     "rollout",
+    "description",
+    "parameters",
 )
 DEFAULT_SERVERS = ["local"]
 ROLLOUT_LIMIT = re.compile(r"^\d{1,9}%?$")
@@ -76,6 +79,8 @@ class JobSpec:
     server_ids: list[str] = field(default_factory=list)
     servers: list[str] = field(default_factory=list)
     rollout: dict[str, Any] | None = None  # a fan-out's {"concurrency": N | "P%", "max_failures": N | "P%"}
+    description: str | None = None  # a template's (``remora templates push``)
+    parameters: list[dict[str, Any]] | None = None  # typed parameters (remora.params): {{ name }}, REMORA_PARAM_<NAME>
     source: str = ""  # file:line:column of the job, for messages
 
     def payload(self) -> dict[str, Any]:
@@ -102,6 +107,34 @@ class JobSpec:
         if self.rollout:
             body["rollout"] = dict(self.rollout)
         return body
+
+    def template_body(self) -> dict[str, Any]:
+        """The JSON body that saves this job as a template (``POST /api/v1/templates``): it needs a name."""
+        body = self.payload()
+        for key in ("pty", "queue", "workdir", "server_id", "server_ids"):
+            body.pop(key, None)
+        body["name"] = self.name
+        body["description"] = self.description or ""
+        body["parameters"] = list(self.parameters or [])
+        return body
+
+    def with_parameters(self, given: dict[str, Any]) -> JobSpec:
+        """This job with its parameters bound: each ``{{ name }}`` quoted, ``REMORA_PARAM_<NAME>`` exported (remora.params)."""
+        from remora import params
+
+        declared = params.check_parameters(self.parameters or [])
+        params.check_placeholders({"command": self.command, "args": self.args, "script": self.script}, declared)
+        values = params.bind(declared, given)
+        env, secret = params.export(declared, values)
+        return dataclasses.replace(
+            self,
+            command=params.substitute(self.command, values),
+            args=params.substitute(self.args, values),
+            script=params.substitute(self.script, values) if self.script is not None else None,
+            env={**self.env, **env},
+            secret_env={**self.secret_env, **secret},
+            parameters=None,
+        )
 
 
 @dataclass
@@ -239,7 +272,8 @@ def _job(
     return spec
 
 
-TEXT_FIELDS = ("name", "command", "args", "script", "script_file", "shell", "queue")
+TEXT_FIELDS = ("name", "command", "args", "script", "script_file", "shell", "queue", "description")
+PARAMETER_KEYS = ("name", "type", "default", "required", "secret", "description", "choices")
 
 
 def _field(b: _Builder, key: str, node: yaml.Node, base: Path) -> Any:
@@ -249,10 +283,36 @@ def _field(b: _Builder, key: str, node: yaml.Node, base: Path) -> Any:
     is the command ``true``, ``VERSION: 010`` stays ``010``).
     """
     raw_text = key in TEXT_FIELDS and isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:null"
+    if key == "parameters":
+        return _parameters(b, node)
     try:
         return convert(key, node.value if raw_text else node_value(b, node, raw=key in ("env", "secret_env", "args")), base)
     except ValueError as exc:
         raise b.error(node, f"{key}: {exc}") from None
+
+
+def _parameters(b: _Builder, node: yaml.Node) -> list[dict[str, Any]]:
+    """``parameters:``: a list of mappings (name, type, default, required, secret, description, choices)."""
+    if not isinstance(node, yaml.SequenceNode):
+        raise b.error(node, f"parameters: expected a list of parameters, got {_kind(node)}")
+    out = []
+    for item in node.value:
+        fields = b.mapping(item, "parameter")
+        for key, (key_node, _) in fields.items():
+            if key not in PARAMETER_KEYS:
+                raise b.error(key_node, f"parameters: unknown key {key!r} (known: {', '.join(PARAMETER_KEYS)})")
+        if "name" not in fields:
+            raise b.error(item, "parameters: each parameter needs a name")
+        param = {}
+        for key, (_, value_node) in fields.items():
+            if key == "choices":
+                param[key] = node_value(b, value_node, raw=True)
+            elif isinstance(value_node, yaml.ScalarNode):
+                param[key] = b.scalar(value_node)
+            else:
+                raise b.error(value_node, f"parameters: {key}: expected a plain value, got {_kind(value_node)}")
+        out.append(param)
+    return out
 
 
 def node_value(b: _Builder, node: yaml.Node, *, raw: bool = False) -> Any:
@@ -282,6 +342,10 @@ def node_value(b: _Builder, node: yaml.Node, *, raw: bool = False) -> Any:
 
 def convert(key: str, value: Any, base: Path) -> Any:
     """Check and normalise one field value; ``ValueError`` says what was expected."""
+    if key == "description":
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
     if key in ("name", "command", "script", "shell", "queue"):
         if not isinstance(value, str) or (key != "script" and not value.strip()):
             raise ValueError(f"expected a non-empty string, got {value!r}")
@@ -400,6 +464,20 @@ def _assemble(b: _Builder, node: yaml.Node, spec: JobSpec, values: dict[str, Any
         spec.script = script if script is not None else script_file
     for key, value in values.items():
         setattr(spec, key, value)
+
+
+def dump_template(template: dict[str, Any]) -> str:
+    """A template (as the API shows it) as a one-job YAML job file, to edit and load again."""
+    keys = ("name", "description", "command", "args", "script", "shell", "servers", "priority", "timeout", "retries", "env", "rollout")
+    data = {k: template[k] for k in keys if template.get(k) not in (None, "", [], {})}
+    if "script" in data:
+        data.pop("command", None)
+    if template.get("secret_env"):
+        data["secret_env"] = {name: "" for name in template["secret_env"]}  # values are never shown: give them again
+    params = [{k: v for k, v in p.items() if v not in (None, "", False) or k == "name"} for p in template.get("parameters") or []]
+    if params:
+        data["parameters"] = params
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def load_data(text: str) -> Any:

@@ -64,7 +64,7 @@ class Route:
     method: str
     pattern: str
     handler: Callable[..., Any]
-    role: str | None  # None: open; else the weakest role allowed (viewer < operator < admin)
+    role: str | None  # None: open; else the weakest role allowed (viewer < runner < operator < admin)
     summary: str
     tag: str
     resource: str = "resource"  # what a 404 for a bad path parameter names

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from remora.api import routes_admin, routes_batches, routes_files, routes_jobs, routes_servers, routes_system, routes_tokens
+from remora.api import (
+    routes_admin,
+    routes_batches,
+    routes_files,
+    routes_jobs,
+    routes_servers,
+    routes_system,
+    routes_templates,
+    routes_tokens,
+)
 from remora.api.router import Route
 from remora.config import Settings
 
@@ -12,6 +21,7 @@ def all_routes(settings: Settings) -> list[Route]:
         *routes_system.routes(settings),
         *routes_jobs.routes(settings),
         *routes_batches.routes(settings),
+        *routes_templates.routes(settings),
         *routes_servers.routes(settings),
         *routes_files.routes(settings),
         *routes_admin.routes(settings),

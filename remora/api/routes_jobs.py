@@ -106,6 +106,8 @@ JOB = obj(
         "finished_at": TIMESTAMP,
         "duration": {"type": ["number", "null"]},
         "worker": NULLABLE_STR,
+        "template": {"type": ["string", "null"], "description": "The template it was run from."},
+        "params": {"type": ["object", "null"], "description": "The template run's parameters (secret ones ***)."},
     },
     closed=False,
 )

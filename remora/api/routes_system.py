@@ -254,7 +254,7 @@ INFO = obj(
     closed=False,
 )
 ANY_OBJECT = {"type": "object"}
-WHOAMI = obj({"name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "operator", "viewer"]}}, ["name", "role"])
+WHOAMI = obj({"name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "operator", "runner", "viewer"]}}, ["name", "role"])
 COUNT = {"type": "integer", "minimum": 0}
 TIMELINE = obj(
     {

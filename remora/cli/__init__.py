@@ -62,7 +62,7 @@ def _root(
 
 
 def _register() -> None:
-    from remora.cli import admin, api, batches, debug, jobs, queue, servers, submit, up, worker
+    from remora.cli import admin, api, batches, debug, jobs, queue, servers, submit, templates, up, worker
 
     up.register(app)
     queue.register(app)
@@ -71,6 +71,7 @@ def _register() -> None:
     submit.register(app)
     jobs.register(app)
     batches.register(app)
+    templates.register(app)
     servers.register(app)
     admin.register(app)
     debug.register(app)

@@ -125,7 +125,7 @@ def api(
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Argument(help="A name for the token (who or what uses it).")],
-    role: Annotated[str, typer.Option("--role", "-r", help="admin, operator or viewer.")] = "viewer",
+    role: Annotated[str, typer.Option("--role", "-r", help="admin, operator, runner or viewer.")] = "viewer",
     expires: Annotated[str | None, typer.Option("--expires", help="Lifetime such as 30d, 12h (default: never).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     local: LocalOpt = False,

@@ -95,6 +95,7 @@ def show(job_id: IdArg, as_json: JsonOpt = False, api_url: ApiUrlOpt = None, tok
     if as_json:
         print_json(job)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     from remora.cli.common import console
@@ -108,6 +109,7 @@ def show(job_id: IdArg, as_json: JsonOpt = False, api_url: ApiUrlOpt = None, tok
         ("command", job_command(job)), ("shell", job.get("shell")), ("priority", job.get("priority")),
         ("timeout", f"{job.get('timeout')}s" if job.get("timeout") else None), ("retries", job.get("retries")),
         ("attempts", job.get("attempts")), ("batch", job.get("batch_id")), ("parent", job.get("parent_id")),
+        ("template", job.get("template")), ("params", escape(" ".join(f"{k}={v}" for k, v in (job.get("params") or {}).items()))),
         ("created", fmt_time(job.get("created_at"))), ("started", fmt_time(job.get("started_at"))),
         ("finished", fmt_time(job.get("finished_at"))), ("took", fmt_duration(job.get("duration"))), ("worker", job.get("worker")),
         ("output", f"{job.get('stdout_bytes', 0)} bytes stdout, {job.get('stderr_bytes', 0)} bytes stderr"),

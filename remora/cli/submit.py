@@ -241,6 +241,12 @@ def report_submitted(jobs: list[dict[str, Any]], *, as_json: bool, batch_id: str
 def run(
     file: Annotated[list[Path], typer.Option("--file", "-f", help="YAML job file ('-' reads stdin); repeatable.")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field in every job: key=value, env.NAME=value.")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", help="A value for the jobs' parameters: NAME=VALUE (repeatable; quoted into {{ NAME }}, REMORA_PARAM_NAME)."
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print what would be submitted; submit nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Block until every job finished; exit with their code.")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Stream output live, lines prefixed by server (implies --wait).")] = False,
@@ -258,6 +264,15 @@ def run(
     from remora import jobfile
 
     specs = [spec for path in file for spec in jobfile.load_file(path, list(set_ or []))]
+    given = parse_kv(param, "--param")
+    declared = {p.get("name") for spec in specs for p in spec.parameters or []}
+    unknown = sorted(set(given) - declared)
+    if unknown:
+        raise ValidationError(f"--param {unknown[0]}: no job in the file declares a parameter of that name")
+    specs = [
+        spec.with_parameters({k: v for k, v in given.items() if k in {p.get("name") for p in spec.parameters}}) if spec.parameters else spec
+        for spec in specs
+    ]
     if dry_run:
         print_dry_run(specs, as_json=as_json)
         return

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 database_proxy = pw.DatabaseProxy()
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class JobStatus(str, enum.Enum):
@@ -69,6 +69,7 @@ class AuthType(str, enum.Enum):
 class Role(str, enum.Enum):
     ADMIN = "admin"
     OPERATOR = "operator"
+    RUNNER = "runner"
     VIEWER = "viewer"
 
 
@@ -189,6 +190,8 @@ class Job(BaseModel):
     cancel_requested = pw.BooleanField(default=False)
     attempt_errors = JSONField(default=list)
     held = pw.BooleanField(default=False)  # a rollout keeps it back: recorded ``queued``, not yet on the queue
+    template = pw.CharField(max_length=128, null=True)  # the template it was run from
+    params = JSONField(null=True)  # that run's parameters (secret ones "***")
 
     class Meta:
         indexes = (
@@ -231,6 +234,29 @@ class Batch(BaseModel):
     created_at = pw.DateTimeField(default=utcnow, index=True)
     updated_at = pw.DateTimeField(default=utcnow)
     finished_at = pw.DateTimeField(null=True)
+
+
+class Template(BaseModel):
+    """A saved, parameterised job: run by name with typed parameters (``remora.services.templates``)."""
+
+    id = pw.CharField(max_length=36, primary_key=True, default=new_id)
+    name = pw.CharField(max_length=128, unique=True)
+    description = pw.TextField(default="")
+    command = pw.TextField(default="")
+    args = pw.TextField(default="")
+    script = pw.TextField(null=True)
+    shell = pw.CharField(max_length=255, null=True)
+    servers = JSONField(default=list)  # server names and ``tag:T``
+    priority = pw.SmallIntegerField(null=True)
+    timeout = pw.IntegerField(null=True)
+    retries = pw.IntegerField(null=True)
+    env = JSONField(default=dict)  # values of secret variables are "***" here ...
+    secret_env = pw.BlobField(null=True)  # ... and here, encrypted: JSON {name: value}
+    rollout = JSONField(null=True)
+    parameters = JSONField(default=list)  # [{"name", "type", "default", "required", "secret", "description", "choices"}]
+    created_by = pw.CharField(max_length=128, default="")
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
 
 
 class OutputChunk(BaseModel):
@@ -292,7 +318,7 @@ class Lock(BaseModel):
     expires_at = pw.DateTimeField()
 
 
-MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, Batch, OutputChunk, ApiToken, AuditEvent, Lock]
+MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, Batch, Template, OutputChunk, ApiToken, AuditEvent, Lock]
 
 
 def _add_job_secret_env(migrator: Any, database: pw.Database) -> None:
@@ -314,8 +340,23 @@ def _add_batches(migrator: Any, database: pw.Database) -> None:
         run_migration(migrator, ("add_column", "job", "held", pw.BooleanField(default=False)))
 
 
+def _add_templates(migrator: Any, database: pw.Database) -> None:
+    """The ``template`` table, and ``job.template`` / ``job.params`` (what a job was run from, with which parameters)."""
+    database.create_tables([Template], safe=True)
+    columns = [column.name for column in database.get_columns("job")]
+    if "template" not in columns:
+        run_migration(migrator, ("add_column", "job", "template", pw.CharField(max_length=128, null=True)))
+    if "params" not in columns:
+        run_migration(migrator, ("add_column", "job", "params", JSONField(null=True)))
+
+
 # version -> function(migrator, database) applied by upgrade() to reach that version.
-MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {2: _add_job_secret_env, 3: _add_server_jump_server, 4: _add_batches}
+MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {
+    2: _add_job_secret_env,
+    3: _add_server_jump_server,
+    4: _add_batches,
+    5: _add_templates,
+}
 
 
 class _ReconnectingPostgres(ReconnectMixin, PooledPostgresqlDatabase):

@@ -236,10 +236,13 @@ def create_jobs(
     parent_id: str | None = None,
     batch: bool | None = None,
     batch_parent: str | None = None,
+    template: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> list[Job]:
     """Record one job per server (one transaction), then queue them; a batch shares a ``batch_id``.
 
     ``role`` is the caller's: a ``local`` target needs ``security.local_server_role``.
+    ``template`` / ``params``: the template a run came from and its parameters (secret ones ``***``).
     ``secret_env`` and secret-looking ``env`` values are stored encrypted (``Job.secret_env``), ``***`` in ``env``.
     Concurrent calls share the transaction and the queue batch (``ctx.group``, see group_commit).
     A fan-out records its ``Batch`` row in the same transaction as its jobs; with a rollout only the
@@ -271,6 +274,8 @@ def create_jobs(
             retries=spec.retries,
             created_by=actor,
             created_at=now,
+            template=template,
+            params=params,
         )
         for server in servers
     ]

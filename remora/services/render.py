@@ -56,6 +56,8 @@ def job_dict(job: Job, server: Server | None = None) -> dict[str, Any]:
         "duration": round(duration, 6) if duration is not None else None,
         "worker": job.worker,
         "created_by": job.created_by or "",
+        "template": job.template,
+        "params": job.params,
     }
 
 

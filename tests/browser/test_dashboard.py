@@ -56,6 +56,18 @@ def test_viewer_token_gets_read_only_controls(page, remora_stack):
     assert page.locator("button[data-action=cancel]:visible").count() == 0
 
 
+def test_runner_token_gets_read_only_controls(page, remora_stack):
+    """A runner runs saved templates only: the dashboard offers it no free-form job and no cancel."""
+    from remora import services
+
+    _, runner = services.create_token(f"browser-runner-{uuid.uuid4().hex[:6]}", "runner")
+    with page.expect_response(re.compile(r"/api/v1/auth/whoami$")) as whoami:
+        page.goto(f"{remora_stack.url}/#token={runner}")
+    assert whoami.value.json()["role"] == "runner"
+    expect(page.locator("#ro-badge")).to_be_visible()
+    expect(page.locator("#new-job-btn")).to_be_hidden()
+
+
 def test_viewer_sees_masked_env_and_no_script_body(page, remora_stack):
     server_id = next(s["id"] for s in ok(remora_stack, "GET", "servers")["servers"] if s["name"] == "local")
     script = f"echo body-{uuid.uuid4().hex[:8]}"

@@ -60,3 +60,13 @@ def test_only_one_reconciler_holds_the_lease(api):
 
 def test_timeline_on_postgres(api):
     check_timeline(api)
+
+
+def test_templates_crud_and_run_on_postgres(api):
+    body = {"name": "pg-tpl", "command": "echo {{ who }}", "servers": ["local"], "parameters": [{"name": "who", "required": True}]}
+    assert api.post("/api/v1/templates", body).status == 201
+    assert_envelope(api.post("/api/v1/templates", body), 409, "CONFLICT")
+    job = api.post("/api/v1/templates/pg-tpl/run", {"params": {"who": "a b"}}).json()
+    assert job["template"] == "pg-tpl" and job["params"] == {"who": "a b"} and job["command"] == "echo 'a b'"
+    assert models.Job.get_by_id(job["id"]).params == {"who": "a b"}
+    assert api.request("DELETE", "/api/v1/templates/pg-tpl").status == 200

@@ -82,12 +82,18 @@ def test_revoke_by_name_or_id_refuses_the_token_at_once_and_is_audited(api):
     assert by_name["token"] not in text and by_id["token"] not in text
 
 
+def test_a_runner_token_is_created_through_the_api(api):
+    reply = api.post(TOKENS, {"name": "a-runner", "role": "runner"})
+    assert reply.status == 201 and reply.json()["role"] == "runner", reply
+    assert api.get("/api/v1/auth/whoami", token=reply.json()["token"]).json()["role"] == "runner"
+
+
 def test_bad_input_is_400_duplicates_409_unknown_404(api):
     api.post(TOKENS, {"name": "taken", "role": "viewer"})
     assert_envelope(api.post(TOKENS, {"name": "taken", "role": "admin"}), 409, "CONFLICT")
     for body in (
         {"name": "r", "role": "root"},
-        {"name": "r", "role": "runner"},
+        {"name": "r", "role": "owner"},
         {"name": "r"},
         {"role": "viewer"},
         {"name": "", "role": "viewer"},

@@ -59,6 +59,9 @@ def test_token_create_list_revoke_go_through_the_configured_api(up, tmp_path):
     data = json.loads(created.stdout)
     assert whoami(up, data["token"]) == (200, {"name": "ci-through-api", "role": "operator"})
     assert data["expires_at"] is not None
+    runner = cli(up, home, "token", "create", "ci-runner", "--role", "runner", "--json", **api)
+    assert runner.returncode == 0, runner.stderr
+    assert whoami(up, json.loads(runner.stdout)["token"]) == (200, {"name": "ci-runner", "role": "runner"})
 
     listed = cli(up, home, "token", "list", "--json", **api)
     assert listed.returncode == 0, listed.stderr

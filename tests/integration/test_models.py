@@ -77,9 +77,27 @@ def test_a_version_3_database_gains_the_batch_table_and_job_held(db):
     database.execute_sql('ALTER TABLE "job" DROP COLUMN "held"')
     database.drop_tables([m.Batch])
     m.SchemaVersion.update(version=3).execute()
-    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 4
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 5
     assert "held" in [c.name for c in database.get_columns("job")] and database.table_exists("batch")
     assert m.Job.get_by_id(job.id).held is False
+
+
+def test_a_version_4_database_gains_the_template_table_and_job_template_params(db):
+    """A database made before templates (schema 4): opening it adds ``template``, ``job.template`` and ``job.params``, keeping its jobs."""
+    server = m.Server.create(name="old", hostname="h")
+    job = m.Job.create(command="true", server=server)
+    database = m.get_database()
+    database.execute_sql('ALTER TABLE "job" DROP COLUMN "template"')
+    database.execute_sql('ALTER TABLE "job" DROP COLUMN "params"')
+    database.drop_tables([m.Template])
+    m.SchemaVersion.update(version=4).execute()
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 5
+    columns = [c.name for c in database.get_columns("job")]
+    assert "template" in columns and "params" in columns and database.table_exists("template")
+    row = m.Job.get_by_id(job.id)
+    assert row.template is None and row.params is None and row.command == "true"
+    m.Template.create(name="t", command="echo")
+    assert m.Template.get(m.Template.name == "t").parameters == []
 
 
 def test_a_version_1_database_is_upgraded_with_the_job_secret_env_column(db):

@@ -16,7 +16,7 @@ from remora.netqueue.server import QueueServer
 from tests.support.http import Reply, request
 from tests.support.waits import free_port
 
-ROLES = ("admin", "operator", "viewer")
+ROLES = ("admin", "operator", "runner", "viewer")
 
 
 @dataclass

@@ -178,7 +178,7 @@ export async function detectRole() {
     const me = await get('auth/whoami');
     session.role = me?.role || null;
     session.name = me?.name || null;
-    session.readOnly = session.readOnly || session.role === 'viewer'; // a 403 seen meanwhile still counts
+    session.readOnly = session.readOnly || session.role === 'viewer' || session.role === 'runner'; // a 403 seen meanwhile still counts
   } catch (err) {
     if (err.status === 403) session.readOnly = true;
   }

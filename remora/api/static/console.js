@@ -3,7 +3,7 @@
 import { get, session, detectRole } from './api.js';
 import { h, setChildren, setText, formatBytes } from './util.js';
 
-const RANK = { public: 0, viewer: 1, operator: 2, admin: 3 };
+const RANK = { public: 0, viewer: 1, runner: 2, operator: 3, admin: 4 };
 const METHODS = ['get', 'post', 'put', 'patch', 'delete'];
 
 /** A single-quoted shell word. */
@@ -73,7 +73,7 @@ export function mount(main) {
   let stopped = false;
 
   function mayCall(o) {
-    return (RANK[role] ?? 0) >= (RANK[o.role] ?? 3);
+    return (RANK[role] ?? 0) >= (RANK[o.role] ?? 4);
   }
 
   function renderList() {
