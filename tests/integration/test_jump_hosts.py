@@ -21,14 +21,11 @@ from remora.executor.base import BufferSink, ErrorKind, ExecRequest, Stream
 from remora.executor.ssh import SSHExecutor
 from remora.executor.sshpool import SSHPool
 from remora.models import Job, Server
-from remora.netqueue.client import QueueClient
-from remora.netqueue.server import QueueServer
 from remora.services.targets import target_for
-from remora.worker import Worker
 from tests.support.api import running_api
 from tests.support.sshd import SSHServer, wait_no_process
 from tests.support.waits import wait_for
-from tests.support.workerkit import add_server, init_db, kill_sessions, make_settings, ssh_target, submit, wait_status
+from tests.support.workerkit import add_server, init_db, kill_sessions, make_settings, ssh_target, submit, wait_status, worker_stack
 
 pytestmark = pytest.mark.ssh
 
@@ -223,18 +220,8 @@ def test_a_chain_of_two_jump_hosts(make_sshd, settings):
 
 @pytest.fixture
 def worker_env(tmp_path):
-    init_db(tmp_path)
-    qs = QueueServer(host="127.0.0.1", port=0, persistence=False)
-    qs.start()
-    host, port = qs.address
-    settings = make_settings(tmp_path, {"queue.addr": f"{host}:{port}", "queue.worker_timeout": 5.0, "worker.heartbeat_interval": 0.2})
-    client = QueueClient(settings.queue.addr)
-    worker = Worker(settings, concurrency=4)
-    worker.start()
-    yield settings, client, SecretBox.from_settings(settings)
-    worker.stop(graceful=False)
-    client.close()
-    qs.stop()
+    with worker_stack(tmp_path, concurrency=4) as (settings, client, _, box):
+        yield settings, client, box
 
 
 def test_worker_job_and_cancel_through_a_jump_server(worker_env, hosts):

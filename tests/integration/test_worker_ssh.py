@@ -7,33 +7,19 @@ import time
 import pytest
 
 from remora import output
-from remora.crypto import SecretBox
 from remora.executor.base import Stream
 from remora.models import AuthType, Job
-from remora.netqueue.client import QueueClient
-from remora.netqueue.server import QueueServer
-from remora.worker import Worker
 from tests.support.sshd import wait_no_process
 from tests.support.waits import wait_for
-from tests.support.workerkit import add_server, init_db, make_settings, stop_and_drop, submit, wait_status
+from tests.support.workerkit import add_server, stop_and_drop, submit, wait_status, worker_stack
 
 pytestmark = pytest.mark.ssh
 
 
 @pytest.fixture
 def env(tmp_path):
-    init_db(tmp_path)
-    qs = QueueServer(host="127.0.0.1", port=0, persistence=False)
-    qs.start()
-    host, port = qs.address
-    settings = make_settings(tmp_path, {"queue.addr": f"{host}:{port}", "queue.worker_timeout": 5.0, "worker.heartbeat_interval": 0.2})
-    client = QueueClient(settings.queue.addr)
-    worker = Worker(settings, concurrency=8)
-    worker.start()
-    yield settings, client, worker, SecretBox.from_settings(settings)
-    worker.stop(graceful=False)
-    client.close()
-    qs.stop()
+    with worker_stack(tmp_path, concurrency=8) as stack:
+        yield stack
 
 
 def test_stdout_grows_in_the_database_while_the_job_runs(env, sshd):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,32 @@ def make_settings(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Se
 
 def init_db(tmp_path: Path) -> None:
     models.init_db(f"sqlite:///{tmp_path / 'remora.db'}")
+
+
+@contextmanager
+def worker_stack(tmp_path: Path, concurrency: int) -> Iterator[tuple[Settings, Any, Any, SecretBox]]:
+    """An in-memory queue, a client of it and a started worker on a fresh SQLite database.
+
+    Yields (settings, queue client, worker, secret box); stops all three after.
+    """
+    from remora.netqueue.client import QueueClient
+    from remora.netqueue.server import QueueServer
+    from remora.worker import Worker
+
+    init_db(tmp_path)
+    qs = QueueServer(host="127.0.0.1", port=0, persistence=False)
+    qs.start()
+    host, port = qs.address
+    settings = make_settings(tmp_path, {"queue.addr": f"{host}:{port}", "queue.worker_timeout": 5.0, "worker.heartbeat_interval": 0.2})
+    client = QueueClient(settings.queue.addr)
+    worker = Worker(settings, concurrency=concurrency)
+    worker.start()
+    try:
+        yield settings, client, worker, SecretBox.from_settings(settings)
+    finally:
+        worker.stop(graceful=False)
+        client.close()
+        qs.stop()
 
 
 def add_server(box: SecretBox, srv: SSHServer, name: str | None = None, **fields: Any) -> Server:
