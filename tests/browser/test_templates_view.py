@@ -2,7 +2,8 @@
 
 A runner opens a template, picks a non-default choice, flips a bool switch, types a hostile value and
 runs it: the live job view shows the chosen values, the hostile one echoed literally (the API quotes
-it). A parameter the server finds missing gets the server's message next to its field. An operator
+it); servers given in the form (a tag) open the batch view instead. A parameter the server finds
+missing gets the server's message next to its field. An operator
 creates a template through the form (a server-side error lands next to its field first) and finds it
 in the list; editing keeps the write-only secret variables. Viewers and runners get no editor.
 """
@@ -112,6 +113,21 @@ def test_a_parameter_the_server_finds_missing_gets_its_message_next_to_the_field
     page.click("#tpl-run-submit")
     expect(page.locator("#tp-note-error")).to_have_text("Required.")
     assert requests == [], requests
+
+
+def test_a_run_on_servers_given_in_the_form_opens_the_batch_view(page, remora_stack, sshd, ssh_server):
+    tag = f"tplfan{uuid.uuid4().hex[:6]}"
+    for suffix in ("a", "b"):
+        key_server(remora_stack, sshd, f"{tag}-{suffix}", [tag])
+    name = make_template(remora_stack, ssh_server)
+    open_as(page, remora_stack, token(remora_stack, "runner"), f"templates?name={name}")
+    page.select_option("#tp-region", "us")
+    page.fill("#tp-servers", f"tag:{tag}")
+    page.click("#tpl-run-submit")
+    expect(page).to_have_url(re.compile(r"#/batches\?id=[0-9a-f-]{36}$"))
+    expect(page.locator("#host-matrix .hm-tile[data-status=completed]")).to_have_count(2, timeout=20_000)
+    page.locator("#host-matrix .hm-tile").first.click()
+    expect(page.locator("#log-box pre[data-stream=combined]")).to_contain_text("region=us dry=false note=", timeout=10_000)
 
 
 def stored_secrets(stack: Any, name: str) -> dict:
