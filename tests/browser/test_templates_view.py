@@ -3,9 +3,9 @@
 A runner opens a template, picks a non-default choice, flips a bool switch, types a hostile value and
 runs it: the live job view shows the chosen values, the hostile one echoed literally (the API quotes
 it); servers given in the form (a tag) open the batch view instead. A parameter the server finds
-missing gets the server's message next to its field. An operator
-creates a template through the form (a server-side error lands next to its field first) and finds it
-in the list; editing keeps the write-only secret variables. Viewers and runners get no editor.
+missing gets the server's message next to its field. An operator creates a template through the form
+(a server-side error lands next to its field first) and finds it in the list; editing keeps the
+write-only secret variables. Viewers and runners get no editor.
 """
 
 from __future__ import annotations
