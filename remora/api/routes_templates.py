@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from remora import params, services
 from remora.api.http import Request
 from remora.api.router import Route
-from remora.api.routes_jobs import SUBMITTED, _job_fields
+from remora.api.routes_jobs import SUBMITTED, _for_reader, _job_fields
 from remora.api.schema import NULLABLE_STR, TIMESTAMP, UUID, array, obj
 from remora.config import Settings
 from remora.services import templates
@@ -56,7 +56,11 @@ TEMPLATE = obj(
         "description": {"type": "string"},
         "command": {"type": "string"},
         "args": {"type": "string"},
-        "script": NULLABLE_STR,
+        "script": {**NULLABLE_STR, "description": "The script body: null for viewers and runners (then script_hidden is true)."},
+        "script_hidden": {
+            "type": "boolean",
+            "description": "Present (true) when the caller's role may not see the script (viewers, runners).",
+        },
         "shell": NULLABLE_STR,
         "servers": {"type": "array", "items": {"type": "string"}},
         "priority": {"type": ["integer", "null"]},
@@ -99,12 +103,17 @@ def _role(req: Request) -> str:
     return req.identity.role if req.identity else "admin"
 
 
+def _shown(req: Request, row: Any) -> dict[str, Any]:
+    """A template as the caller may see it: like a job's, its script body is for operators and admins."""
+    return _for_reader(req, templates.template_dict(row))
+
+
 def list_templates(app: App, req: Request) -> dict[str, Any]:
-    return {"templates": [templates.template_dict(row) for row in templates.list_templates()]}
+    return {"templates": [_shown(req, row) for row in templates.list_templates()]}
 
 
 def get_template(app: App, req: Request) -> dict[str, Any]:
-    return templates.template_dict(templates.get_template(req.path_params["name"]))
+    return _shown(req, templates.get_template(req.path_params["name"]))
 
 
 def create_template(app: App, req: Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +141,7 @@ def run_template(app: App, req: Request, body: dict[str, Any] | None) -> dict[st
     name = req.path_params["name"]
     jobs, servers, batch = templates.run_template(app.ctx, name, body.get("params"), body.get("servers"), _actor(req), role=_role(req))
     by_id = {s.id: s for s in servers}
-    rendered = [services.job_dict(job, by_id[job.server_id]) for job in jobs]
+    rendered = [_for_reader(req, services.job_dict(job, by_id[job.server_id])) for job in jobs]
     req.audit_details = {"template": name, "params": jobs[0].params or {}, "jobs": len(jobs)}
     if batch:
         req.audit_target = ("batch", jobs[0].batch_id or jobs[0].id)
@@ -166,7 +175,7 @@ def routes(settings: Settings) -> list[Route]:
             one,
             update_template,
             "operator",
-            "Replace a job template's definition (secret values must be given again)",
+            "Replace a job template's definition (a secret variable given as *** keeps its stored value)",
             body=update_body(settings),
             response=TEMPLATE,
             errors=(400, 404, 409, 413, 415),

@@ -67,6 +67,12 @@ def normalise(data: dict[str, Any], ctx: Context) -> dict[str, Any]:
     shell = data.get("shell")
     if shell and data.get("script") is not None and placeholders(data["script"]) and Path(shell).name not in POSIX_SHELLS:
         raise _fail("script", f"uses {{{{ }}}} placeholders, which are quoted for POSIX shells, not for {shell}: use $REMORA_PARAM_<NAME>")
+    for field in ("secret_env", "env"):
+        masked = next((n for n, v in (data.get(field) or {}).items() if v == MASK), None)
+        if masked:
+            raise _fail(
+                field, f'variable {masked!r} reads "***", which stands for a hidden value this template does not hold: give the value'
+            )
     servers = list(data.get("servers") or [])
     # The job part is checked as a job would be (placeholders left in: they become one quoted word).
     probe = JobSpec(
@@ -152,10 +158,29 @@ def create_template(ctx: Context, data: dict[str, Any], actor: str) -> Template:
         raise Conflict(f"a template named {fields['name']!r} exists", details={"name": fields["name"]}) from None
 
 
+def keep_masked(ctx: Context, row: Template, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each secret variable given as ``***`` (as a GET shows it) set to the value ``row`` holds.
+
+    A name left out of both ``env`` and ``secret_env`` is dropped; a ``***`` the template holds no
+    value for is left for ``normalise`` to refuse.
+    """
+    stored = {str(k): str(v) for k, v in json.loads(ctx.secrets.decrypt_str(row.secret_env)).items()} if row.secret_env else {}
+    env = dict(data.get("env") or {})
+    secret = dict(data.get("secret_env") or {})
+    for name, value in secret.items():
+        if value == MASK and name in stored:
+            secret[name] = stored[name]
+    for name, value in list(env.items()):
+        if value == MASK and name in stored:
+            del env[name]
+            secret.setdefault(name, stored[name])
+    return {**data, "env": env, "secret_env": secret}
+
+
 def update_template(ctx: Context, name: str, data: dict[str, Any]) -> Template:
-    """Replace a template's definition (every field; a rename to a taken name is a 409)."""
+    """Replace a template's definition (every field; a rename to a taken name is a 409); ``***`` keeps a stored secret."""
     row = get_template(name)
-    fields = normalise({**data, "name": data.get("name") or name}, ctx)
+    fields = normalise(keep_masked(ctx, row, {**data, "name": data.get("name") or name}), ctx)
     try:
         with models.write_transaction():
             if fields["name"] != name and Template.select().where(Template.name == fields["name"]).exists():

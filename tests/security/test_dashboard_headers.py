@@ -156,7 +156,7 @@ def test_dashboard_runs_without_csp_violations(api, context):
     )
     page.goto(f"http://{api.host}:{api.port}/#token={api.tokens['admin']}")
     page.wait_for_selector("#topbar:not([hidden])")
-    for route in ("overview", "jobs", "servers", "queue"):
+    for route in ("overview", "jobs", "servers", "queue", "templates"):
         page.evaluate(f"location.hash = '#/{route}'")
         page.wait_for_selector(f".nav a[data-route={route}][aria-current]", timeout=10_000)
     page.click("#theme-btn")
