@@ -473,7 +473,7 @@ def dump_template(template: dict[str, Any]) -> str:
     if "script" in data:
         data.pop("command", None)
     if template.get("secret_env"):
-        data["secret_env"] = {name: "" for name in template["secret_env"]}  # values are never shown: give them again
+        data["secret_env"] = {name: "***" for name in template["secret_env"]}  # never shown; "***" keeps the stored value
     params = [{k: v for k, v in p.items() if v not in (None, "", False) or k == "name"} for p in template.get("parameters") or []]
     if params:
         data["parameters"] = params

@@ -132,7 +132,8 @@ def edit(
 ) -> None:
     """Replace a template's definition: from a job file, or edited in $EDITOR.
 
-    Secret values are not shown, so they must be given again (secret_env).
+    Secret values are never shown: the editor has "***" in their place, which keeps
+    the stored value; write a new value to replace it, remove the line to drop it.
 
     Example: remora templates edit restart-service -f restart.yaml
     """

@@ -299,3 +299,16 @@ def test_the_readme_example_template_is_accepted(cluster):
     body = jobfile.load_file(Path(__file__).resolve().parents[2] / "examples" / "restart.yaml")[0].template_body()
     made = cluster.client().create_template({**body, "name": unique("restart")})
     assert made["parameters"][0]["choices"] == ["nginx", "php-fpm"] and made["rollout"] == {"concurrency": 1, "max_failures": 0}
+
+
+def test_cli_edit_in_the_editor_keeps_the_stored_secret_values(cluster):
+    name = unique("keep")
+    cluster.client().create_template(
+        {"name": name, "description": "checks", "command": 'test "$API_PASSWORD" = hunter22 && echo same || echo changed',
+         "servers": ["tpl-ssh"], "secret_env": {"API_PASSWORD": "hunter22"}}
+    )  # fmt: skip
+    edited = cli(cluster, "templates", "edit", name, EDITOR="sed -i s/checks/verifies/", VISUAL="")
+    assert edited.returncode == 0, edited.stderr
+    assert cluster.client().get_template(name)["description"] == "verifies"
+    ran = cli(cluster, "templates", "run", name, "--wait")
+    assert ran.returncode == 0 and ran.stdout == "same\n", (ran.stdout, ran.stderr)
