@@ -1,7 +1,7 @@
 """Webhook receivers for tests: a real HTTP server on 127.0.0.1 that records every POST, and an SMTP sink.
 
 ``Receiver`` answers each request with the next status of ``answers`` (then
-``default``); with ``hang`` set it holds requests unanswered until
+``default``), or what ``answer`` says; with ``hang`` set it holds requests unanswered until
 ``release()`` (or its stop).  It can be started on a port chosen before
 (``port``), so a test can point a webhook at a receiver that is down and start
 it later.  ``SmtpSink`` is aiosmtpd's controller on a free port, keeping every
@@ -15,6 +15,7 @@ import email.policy
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,8 +35,17 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, *, port: int = 0, answers: list[int] | None = None, default: int = 200, hang: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        answers: list[int] | None = None,
+        default: int = 200,
+        hang: bool = False,
+        answer: Callable[[Received, list[Received]], int] | None = None,
+    ) -> None:
         self.port = port or free_port()
+        self.answer = answer  # (this request, the earlier ones) -> status, instead of ``answers``
         self.answers: deque[int] = deque(answers or [])
         self.default = default
         self.hang = hang
@@ -55,9 +65,14 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 with receiver._lock:
-                    receiver.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                    status = receiver.answers.popleft() if receiver.answers else receiver.default
+                    earlier = list(receiver.requests)
+                    receiver.requests.append(got)
+                    if receiver.answer is not None:
+                        status = receiver.answer(got, earlier)
+                    else:
+                        status = receiver.answers.popleft() if receiver.answers else receiver.default
                 if receiver.hang:
                     receiver._released.wait(60)
                     return
