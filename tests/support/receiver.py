@@ -123,8 +123,10 @@ class Receiver:
 class SmtpSink:
     """An SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it is sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, login: tuple[str, str] | None = None) -> None:
+        """``login``: (user, password) the sink requires (AUTH over plain TCP: loopback only)."""
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
 
         self.port = free_port()
         self.messages: list[EmailMessage] = []
@@ -137,7 +139,14 @@ class SmtpSink:
                 sink.messages.append(message)  # type: ignore[arg-type]
                 return "250 OK"
 
-        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+            given = (data.login.decode(), data.password.decode()) if hasattr(data, "login") else None
+            return AuthResult(success=given == login)
+
+        extra: dict[str, Any] = {}
+        if login is not None:
+            extra = {"authenticator": authenticate, "auth_required": True, "auth_require_tls": False}
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **extra)
 
     def __enter__(self) -> SmtpSink:
         self._controller.start()
