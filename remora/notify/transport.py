@@ -24,8 +24,10 @@ import logging
 import os
 import random
 import smtplib
+import socket
 import ssl
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -83,22 +85,37 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Resu
     if parts.scheme == "https":
         kwargs["context"] = ssl.create_default_context()
     started = time.monotonic()
+    conn = conn_class(parts.hostname or "", parts.port, **kwargs)
+    # The socket timeout bounds each read; the watchdog bounds the whole attempt (a receiver trickling bytes).
+    watchdog = threading.Timer(timeout, _abort, args=(conn,))
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        conn = conn_class(parts.hostname or "", parts.port, **kwargs)
-        try:
-            conn.request("POST", path, body=body, headers={**headers, "Content-Length": str(len(body))})
-            answer = conn.getresponse()
-            answer.read(MAX_ANSWER)
-            code = answer.status
-        finally:
-            conn.close()
-    except TimeoutError:
-        return Result(False, None, f"timed out after {time.monotonic() - started:.1f}s (webhooks.timeout {timeout:g}s)")
+        conn.request("POST", path, body=body, headers={**headers, "Content-Length": str(len(body))})
+        answer = conn.getresponse()
+        answer.read(MAX_ANSWER)
+        code = answer.status
     except (OSError, http.client.HTTPException, ValueError) as exc:
+        elapsed = time.monotonic() - started
+        if isinstance(exc, TimeoutError) or elapsed >= timeout:
+            return Result(False, None, f"timed out after {elapsed:.1f}s (webhooks.timeout {timeout:g}s)")
         return Result(False, None, f"{type(exc).__name__}: {exc}"[:500])
+    finally:
+        watchdog.cancel()
+        conn.close()
     if 200 <= code < 300:
         return Result(True, code)
     return Result(False, code, f"HTTP {code}")
+
+
+def _abort(conn: http.client.HTTPConnection) -> None:
+    """End an attempt that outlived its timeout: shutting the socket down wakes the blocked read."""
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def smtp_password(settings: Settings) -> str:
