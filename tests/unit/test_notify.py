@@ -72,3 +72,16 @@ def test_mailto_urls_are_split_into_addresses_and_checked():
     assert transport.mail_recipients("mailto:a@x.org,%20b@y.org?subject=x") == ["a@x.org", "b@y.org"]
     assert check_url("mailto:a@x.org, b@y.org") == "mailto:a@x.org,b@y.org"
     assert check_url("https://example.com:8443/h?x=1") == "https://example.com:8443/h?x=1"
+
+
+def test_smtp_settings_spell_from_as_in_toml_and_mask_the_password(tmp_path):
+    from remora import config
+
+    path = tmp_path / "remora.toml"
+    path.write_text('[smtp]\nhost = "mail.example.com"\nfrom = "remora@example.com"\npassword = "hunter2"\n')
+    settings = config.load(str(path), {"REMORA_SMTP_PORT": "587"})
+    assert (settings.smtp.host, settings.smtp.from_, settings.smtp.port) == ("mail.example.com", "remora@example.com", 587)
+    assert settings.get("smtp.from") == "remora@example.com" and settings.sources["smtp.from"].startswith("file:")
+    assert settings.masked()["smtp"]["password"] == "********" and settings.masked()["smtp"]["from"] == "remora@example.com"
+    assert config.load(None, {"REMORA_SMTP_PASSWORD": "x"}).smtp.password == "x"
+    assert "REMORA_SMTP_PASSWORD" in config.secret_env_names()  # never inherited by local jobs
