@@ -135,7 +135,7 @@ def test_a_hanging_receiver_delays_neither_jobs_nor_other_webhooks(cluster):
         got = healthy.wait(6, "job.completed", timeout=20)
         assert sorted(r.json()["job"]["id"] for r in got) == sorted(job_ids)
         assert time.monotonic() - started < 20  # not 6 x the stuck receiver's timeout
-        assert 1 <= len(stuck.requests) <= 6  # it is being tried, one at a time in its lane
+        assert stuck.requests  # it is being tried, one attempt at a time in its own lane
         stuck.release()
 
 
