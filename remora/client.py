@@ -441,6 +441,23 @@ class Client:
     def revoke_token(self, name_or_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"{API}/tokens/{quote(name_or_id, safe='')}")
 
+    # -- webhooks (admin) ------------------------------------------------
+    def webhooks(self) -> list[dict[str, Any]]:
+        return list(self.get(f"{API}/webhooks")["webhooks"])
+
+    def create_webhook(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"{API}/webhooks", body)
+
+    def delete_webhook(self, name: str) -> dict[str, Any]:
+        return self.request("DELETE", f"{API}/webhooks/{quote(name, safe='')}")
+
+    def test_webhook(self, name: str) -> dict[str, Any]:
+        """Send a ping now; the delivery after its first attempt."""
+        return self.post(f"{API}/webhooks/{quote(name, safe='')}/test")
+
+    def webhook_deliveries(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        return list(self.get(f"{API}/webhooks/{quote(name, safe='')}/deliveries", limit=limit)["deliveries"])
+
 
 def jobs_of(data: Any) -> list[dict[str, Any]]:
     """The jobs in a submit/rerun/duplicate answer: a job, ``{"jobs"}`` or ``{"new_job"}``."""

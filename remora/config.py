@@ -15,6 +15,7 @@ modules receive a ``Settings`` and never look at ``os.environ`` themselves.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import os
 import re
 import tomllib
@@ -27,8 +28,8 @@ from remora.dotenv import DOTENV_FILE, POSTGRES_ENV, postgres_url, read_dotenv
 from remora.errors import ConfigError
 from remora.units import format_duration, format_size, parse_bool, parse_duration, parse_list, parse_size
 
-SECTIONS = ("database", "queue", "worker", "ssh", "output", "api", "security", "logging")
-SECRET_KEYS = {"database.url", "queue.token", "api.token", "security.secret_key"}
+SECTIONS = ("database", "queue", "worker", "ssh", "output", "api", "security", "logging", "webhooks", "smtp")
+SECRET_KEYS = {"database.url", "queue.token", "api.token", "security.secret_key", "smtp.password"}
 # Keys whose "not set anywhere" differs from their default value: the example config leaves them commented out.
 UNSET_BY_DEFAULT = {"queue.token"}
 
@@ -63,6 +64,16 @@ ENV_ALIASES: dict[str, str] = {
     "REMORA_SECRET_KEY": "security.secret_key",
     "REMORA_DATA_DIR": "database.data_dir",
 }
+
+
+def key_name(field_name: str) -> str:
+    """A setting's name from its field's: a Python keyword is spelled with a trailing ``_`` (``smtp.from`` is ``from_``)."""
+    return field_name[:-1] if field_name.endswith("_") and keyword.iskeyword(field_name[:-1]) else field_name
+
+
+def attr(key: str) -> str:
+    """The field of a setting's name (the inverse of ``key_name``)."""
+    return key + "_" if keyword.iskeyword(key) else key
 
 
 def _key(default: Any, kind: str, doc: str, choices: tuple[str, ...] = ()) -> Any:
@@ -167,6 +178,11 @@ class APISettings:
         20.0, "float", "Refused tokens allowed per client address per second (burst: twice that); beyond it 429. 0: no limit."
     )
     retention: float = _key(0.0, "duration", "Finished jobs older than this are pruned automatically (0: keep all).")
+    public_url: str = _key(
+        "",
+        "str",
+        "The dashboard's address in notifications' links (e.g. https://remora.example.com). Empty: as the webhook's creator reached the API.",
+    )
 
 
 @dataclass
@@ -196,6 +212,30 @@ class LoggingSettings:
 
 
 @dataclass
+class WebhookSettings:
+    timeout: float = _key(10.0, "duration", "Time allowed for one delivery attempt (connect, send, answer).")
+    senders: int = _key(8, "int", "Webhooks sent to at once by the API (one lane each: a slow receiver holds only its own).")
+    interval: float = _key(1.0, "duration", "How often the API looks for deliveries to send.")
+    backoff: float = _key(5.0, "duration", "Wait before the first retry of a failed delivery; doubled for each later one (plus jitter).")
+    max_backoff: float = _key(3600.0, "duration", "Longest wait between two attempts of a delivery.")
+    retry_for: float = _key(86400.0, "duration", "A delivery not answered with a 2xx this long after its event is given up (failed).")
+    retention: float = _key(604800.0, "duration", "Finished deliveries older than this are deleted from the delivery log.")
+
+
+@dataclass
+class SMTPSettings:
+    host: str = _key("", "str", "SMTP server that sends email notifications (mailto: webhooks). Empty: email is not sent.")
+    port: int = _key(25, "int", "SMTP port (587 with starttls, 465 with ssl).")
+    starttls: bool = _key(False, "bool", "Upgrade the connection with STARTTLS before logging in.")
+    ssl: bool = _key(False, "bool", "Connect with TLS from the start (SMTPS).")
+    user: str = _key("", "str", "SMTP login user. Empty: no login.")
+    password: str = _key("", "str", "SMTP login password (or REMORA_SMTP_PASSWORD, or password_file).")
+    password_file: str = _key("", "str", "File holding the SMTP password (must not be readable by group or others, e.g. 0600).")
+    from_: str = _key("remora@localhost", "str", "The From address of notification emails.")
+    timeout: float = _key(30.0, "duration", "Time allowed for talking to the SMTP server.")
+
+
+@dataclass
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
@@ -205,6 +245,8 @@ class Settings:
     api: APISettings = field(default_factory=APISettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    smtp: SMTPSettings = field(default_factory=SMTPSettings)
     sources: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None
     dotenv_file: str | None = None
@@ -257,7 +299,7 @@ class Settings:
 
     def get(self, dotted: str) -> Any:
         section, key = dotted.split(".", 1)
-        return getattr(getattr(self, section), key)
+        return getattr(getattr(self, section), attr(key))
 
     def items(self) -> list[tuple[str, Any]]:
         """Every ``section.key`` with its effective value, in declaration order."""
@@ -265,7 +307,7 @@ class Settings:
         for section in SECTIONS:
             obj = getattr(self, section)
             for f in fields(obj):
-                out.append((f"{section}.{f.name}", getattr(obj, f.name)))
+                out.append((f"{section}.{key_name(f.name)}", getattr(obj, f.name)))
         return out
 
     def masked(self) -> dict[str, dict[str, Any]]:
@@ -321,7 +363,7 @@ def key_meta() -> dict[str, dict[str, Any]]:
     for section in SECTIONS:
         obj = getattr(defaults, section)
         for f in fields(obj):
-            out[f"{section}.{f.name}"] = {**f.metadata, "default": getattr(obj, f.name)}
+            out[f"{section}.{key_name(f.name)}"] = {**f.metadata, "default": getattr(obj, f.name)}
     return out
 
 
@@ -454,7 +496,7 @@ def load(
 
     def assign(dotted: str, value: Any, source: str) -> None:
         section, key = dotted.split(".", 1)
-        setattr(getattr(settings, section), key, coerce(dotted, value, source))
+        setattr(getattr(settings, section), attr(key), coerce(dotted, value, source))
         sources[dotted] = source
 
     def apply_env(values: Mapping[str, str], source: str) -> None:
@@ -516,7 +558,7 @@ def with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings
         if value is None:
             continue
         section, key = dotted.split(".", 1)
-        setattr(getattr(new, section), key, coerce(dotted, value, "flag"))
+        setattr(getattr(new, section), attr(key), coerce(dotted, value, "flag"))
         new.sources[dotted] = "flag"
     return new
 
@@ -556,11 +598,11 @@ def render_toml(settings: Settings | None = None, *, commented: bool = True) -> 
     for section in SECTIONS:
         lines.append(f"[{section}]")
         for f in fields(getattr(settings, section)):
-            dotted = f"{section}.{f.name}"
+            dotted = f"{section}.{key_name(f.name)}"
             lines.append(f"# {meta[dotted]['doc']}")
             value = getattr(getattr(settings, section), f.name)
             value = _toml_value(dotted, value)
-            rendered = tomli_w.dumps({f.name: value}).strip()
+            rendered = tomli_w.dumps({key_name(f.name): value}).strip()
             if dotted in UNSET_BY_DEFAULT and value == meta[dotted]["default"]:
                 rendered = "# " + rendered  # set, even to the default, it means something else than unset
             lines.append(rendered)

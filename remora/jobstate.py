@@ -71,6 +71,9 @@ Decisions behind the table:
   they use the compiled statements of ``remora.models.hot``; only this
   module calls them.
 
+Every transition to a final status (and a batch's) writes the event's
+notifications to the outbox in its own transaction (``models.outbox``).
+
 This module imports only the models; what it builds for the queue is a plain
 ``QueueMessage`` that the caller turns into a PUT.
 """
@@ -232,9 +235,12 @@ def cancel_unstarted(job_id: str) -> bool:
     now = models.utcnow()
     values = {Job.status: JobStatus.CANCELED.value, Job.error: CANCELED_UNSTARTED, Job.finished_at: now, Job.updated_at: now}
     with models.write_transaction():
-        return bool(
+        changed = bool(
             Job.update(values).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.cancel_requested == True).execute()  # noqa: E712
         )
+        if changed:
+            models.outbox.emit_job(job_id, JobStatus.CANCELED.value)
+        return changed
 
 
 def take_over(job: Job, worker_id: str) -> Claim:
@@ -278,6 +284,8 @@ def worker_lost(job: Job, *, detected_by: str) -> JobStatus | None:
     values.update({Job.status: status.value, Job.updated_at: now})
     with models.write_transaction():
         changed = Job.update(values).where(*guard).execute()
+        if changed and status.finished:
+            models.outbox.emit_job(job.id, status.value)
     if changed:
         log.warning("job %s: worker %s lost at attempt %d (noticed by %s): %s", job.id, job.worker, job.attempts, detected_by, status.value)
     return status if changed else None
@@ -301,9 +309,16 @@ def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, *, in_t
     now = models.utcnow()
     values = {"status": status.value, "finished_at": now, "updated_at": now, **values}
     if in_transaction:
-        return models.update_held_job(job_id, worker_id, attempt, values)
+        return _finished(models.update_held_job(job_id, worker_id, attempt, values), job_id, status)
     with models.write_transaction():
-        return models.update_held_job(job_id, worker_id, attempt, values)
+        return _finished(models.update_held_job(job_id, worker_id, attempt, values), job_id, status)
+
+
+def _finished(changed: bool, job_id: str, status: JobStatus) -> bool:
+    """In the transaction of a final transition: the job's notifications go to the outbox (``remora.models.outbox``)."""
+    if changed:
+        models.outbox.emit_job(job_id, status.value)
+    return changed
 
 
 def requeue(job_id: str, worker_id: str, attempt: int, error: str, **values: Any) -> bool:
@@ -367,6 +382,7 @@ def cancel(job_id: str, actor: str) -> Cancel:
                 .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
                 .execute()
             ):
+                models.outbox.emit_job(job_id, JobStatus.CANCELED.value)
                 return Cancel.CANCELED
             if (
                 Job.update({Job.cancel_requested: True, Job.updated_at: now})
@@ -488,6 +504,7 @@ def batch_step(batch_id: str) -> Step:
                 error = stop_error(failed, (batch.rollout or {}).get("max_failures", batch.max_failures))
                 values = {Job.status: JobStatus.CANCELED.value, Job.error: error, Job.finished_at: now, Job.updated_at: now}
                 Job.update(values).where(Job.id.in_(queued), Job.status == JobStatus.QUEUED.value).execute()
+                models.outbox.emit_jobs(queued, JobStatus.CANCELED.value)
                 step.stopped = queued
                 Batch.update({Batch.error: error.removeprefix("not started: ")}).where(Batch.id == batch_id).execute()
                 batch.error = error
@@ -511,6 +528,7 @@ def batch_step(batch_id: str) -> Step:
             else:
                 final = BatchStatus.COMPLETED
             Batch.update({Batch.status: final.value, Batch.finished_at: now}).where(Batch.id == batch_id).execute()
+            models.outbox.emit_batch(batch_id)
             step.status = final.value
     return step
 

@@ -11,6 +11,7 @@ from remora.api import (
     routes_system,
     routes_templates,
     routes_tokens,
+    routes_webhooks,
 )
 from remora.api.router import Route
 from remora.config import Settings
@@ -26,4 +27,5 @@ def all_routes(settings: Settings) -> list[Route]:
         *routes_files.routes(settings),
         *routes_admin.routes(settings),
         *routes_tokens.routes(settings),
+        *routes_webhooks.routes(settings),
     ]

@@ -1,4 +1,4 @@
-"""Serving the API: ``make_app`` (the WSGI callable) and ``APIServer`` (waitress in a thread + reconciler + maintenance)."""
+"""Serving the API: ``make_app`` (the WSGI callable) and ``APIServer`` (waitress in a thread + reconciler, maintenance, webhook deliveries)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from remora.api.app import App
 from remora.api.routes_files import UPLOAD_OVERHEAD
 from remora.config import Settings
 from remora.services.context import LazyQueue
+from remora.upkeep.deliveries import Deliveries
 from remora.upkeep.maintenance import Maintenance
 from remora.upkeep.reconciler import Reconciler
 
@@ -117,6 +118,7 @@ class APIServer:
         self.app = make_app(settings, queue=queue, auth=auth, static_dir=static_dir)
         self.reconciler = Reconciler(self.app.ctx, interval=reconcile_interval, settle=reconcile_settle)
         self.maintenance = Maintenance(settings, interval=maintenance_interval)
+        self.deliveries = Deliveries(settings, self.app.ctx.secrets)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -147,6 +149,7 @@ class APIServer:
         self._thread.start()
         self.reconciler.start()
         self.maintenance.start()
+        self.deliveries.start()
         host, port = self.address
         log.info("API listening on http://%s:%d", host, port)
 
@@ -181,6 +184,7 @@ class APIServer:
         """Stop the reconciler and maintenance, close every connection, join the threads."""
         self.reconciler.stop()
         self.maintenance.stop()
+        self.deliveries.stop()
         server, self._server = self._server, None
         if server is not None:
             waitress_log = logging.getLogger("waitress")

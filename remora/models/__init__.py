@@ -28,7 +28,7 @@ import peewee as pw
 
 database_proxy = pw.DatabaseProxy()
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 8
 
 
 class JobStatus(str, enum.Enum):
@@ -305,7 +305,70 @@ class Lock(BaseModel):
     expires_at = pw.DateTimeField()
 
 
-MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, Batch, Template, OutputChunk, ApiToken, AuditEvent, Lock]
+class Webhook(BaseModel):
+    """Where notifications of events go: an http(s) URL (format json or slack) or ``mailto:`` (format email)."""
+
+    id = pw.CharField(max_length=36, primary_key=True, default=new_id)
+    name = pw.CharField(max_length=128, unique=True)
+    url = pw.TextField()
+    events = JSONField(default=list)  # a subset of remora.models.outbox.EVENTS
+    format = pw.CharField(max_length=16, default="json")  # json | slack | email
+    secret = pw.BlobField(null=True)  # the HMAC key, encrypted (see remora.crypto); never returned
+    filter = JSONField(default=dict)  # {"template"?: name, "tag"?: server tag}
+    enabled = pw.BooleanField(default=True)
+    base_url = pw.TextField(default="")  # the dashboard's address as the creating request saw it (links when api.public_url is unset)
+    created_by = pw.CharField(max_length=128, default="")
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+
+class Delivery(BaseModel):
+    """One notification of one event to one webhook: the outbox row, written in the transaction of the event.
+
+    ``uid`` is the ``X-Remora-Delivery`` id (stable across retries); ``seq`` orders the deliveries of one
+    ``subject`` (``job:<id>``, ``batch:<id>`` ...) to one webhook: the next waits until the previous is done.
+    ``locked_until`` / ``locked_by``: a sender's claim while it sends (expired claims are taken again).
+    """
+
+    seq = pw.BigAutoField()
+    uid = pw.CharField(max_length=36, unique=True, default=new_id)
+    webhook = pw.ForeignKeyField(Webhook, backref="deliveries", on_delete="CASCADE")
+    webhook_id: str  # the foreign key's raw value, added by peewee
+    event = pw.CharField(max_length=64)
+    subject = pw.CharField(max_length=128)
+    payload = JSONField(default=dict)  # the event's data as it was when the event happened
+    status = pw.CharField(max_length=16, default="pending")  # pending | delivered | failed
+    attempts = pw.IntegerField(default=0)
+    status_code = pw.IntegerField(null=True)
+    error = pw.TextField(default="")
+    created_at = pw.DateTimeField(default=utcnow, index=True)
+    next_attempt_at = pw.DateTimeField(null=True)
+    delivered_at = pw.DateTimeField(null=True)
+    locked_until = pw.DateTimeField(null=True)
+    locked_by = pw.CharField(max_length=128, default="")
+
+    class Meta:
+        table_name = "outbox"
+        indexes = (
+            (("status", "next_attempt_at"), False),
+            (("webhook", "subject", "seq"), False),
+        )
+
+
+MODELS: list[type[BaseModel]] = [
+    SchemaVersion,
+    PemKey,
+    Server,
+    Job,
+    Batch,
+    Template,
+    OutputChunk,
+    ApiToken,
+    AuditEvent,
+    Lock,
+    Webhook,
+    Delivery,
+]
 
 
 def to_rfc3339(value: dt.datetime | None) -> str | None:
@@ -331,6 +394,7 @@ SqliteError = sqlite3.Error
 from remora.models import db as _db  # noqa: E402
 from remora.models import hot as _hot  # noqa: E402
 from remora.models import migrations as _migrations  # noqa: E402
+from remora.models import outbox as outbox  # noqa: E402
 from remora.models.db import write_transaction as write_transaction  # noqa: E402
 
 INSERT_CHUNK = _db.INSERT_CHUNK

@@ -15,7 +15,7 @@ from typing import Any
 import peewee as pw
 from playhouse.migrate import migrate
 
-from remora.models import Batch, JSONField, Server, Template
+from remora.models import Batch, Delivery, JSONField, Server, Template, Webhook
 
 
 def run_migration(migrator: Any, *operations: Any) -> None:
@@ -52,10 +52,16 @@ def _add_templates(migrator: Any, database: pw.Database) -> None:
         run_migration(migrator, ("add_column", "job", "params", JSONField(null=True)))
 
 
+def _add_webhooks(migrator: Any, database: pw.Database) -> None:
+    """The ``webhook`` table and the ``outbox`` of their deliveries."""
+    database.create_tables([Webhook, Delivery], safe=True)
+
+
 # version -> function(migrator, database) applied by upgrade() to reach that version.
 MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {
     2: _add_job_secret_env,
     3: _add_server_jump_server,
     4: _add_batches,
     5: _add_templates,
+    8: _add_webhooks,
 }

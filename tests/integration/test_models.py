@@ -77,7 +77,7 @@ def test_a_version_3_database_gains_the_batch_table_and_job_held(db):
     database.execute_sql('ALTER TABLE "job" DROP COLUMN "held"')
     database.drop_tables([m.Batch])
     m.SchemaVersion.update(version=3).execute()
-    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 5
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION
     assert "held" in [c.name for c in database.get_columns("job")] and database.table_exists("batch")
     assert m.Job.get_by_id(job.id).held is False
 
@@ -91,13 +91,28 @@ def test_a_version_4_database_gains_the_template_table_and_job_template_params(d
     database.execute_sql('ALTER TABLE "job" DROP COLUMN "params"')
     database.drop_tables([m.Template])
     m.SchemaVersion.update(version=4).execute()
-    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 5
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION
     columns = [c.name for c in database.get_columns("job")]
     assert "template" in columns and "params" in columns and database.table_exists("template")
     row = m.Job.get_by_id(job.id)
     assert row.template is None and row.params is None and row.command == "true"
     m.Template.create(name="t", command="echo")
     assert m.Template.get(m.Template.name == "t").parameters == []
+
+
+def test_a_version_7_database_gains_the_webhook_and_outbox_tables(db):
+    """A database made before webhooks (schema 7): opening it adds ``webhook`` and ``outbox``, keeping its jobs."""
+    server = m.Server.create(name="old", hostname="h")
+    job = m.Job.create(command="true", server=server)
+    database = m.get_database()
+    database.drop_tables([m.Delivery, m.Webhook])
+    m.SchemaVersion.update(version=7).execute()
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION
+    assert database.table_exists("webhook") and database.table_exists("outbox")
+    hook = m.Webhook.create(name="ops", url="https://example.com/h", events=["job.failed"])
+    with m.write_transaction():
+        assert m.outbox.emit("job.failed", f"job:{job.id}", {"job": {"id": job.id}}) == 1
+    assert m.Delivery.get().webhook_id == hook.id and m.Job.get_by_id(job.id).command == "true"
 
 
 def test_a_version_1_database_is_upgraded_with_the_job_secret_env_column(db):

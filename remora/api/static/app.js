@@ -11,6 +11,7 @@ const views = {
   servers: () => import('./servers.js'),
   queue: () => import('./queue.js'),
   console: () => import('./console.js'),
+  webhooks: () => import('./webhooks.js'),
   debug: () => import('./debug.js'),
 };
 
@@ -79,6 +80,7 @@ function takeTokenFromUrl() {
 function showSignIn(message) {
   $('#topbar').hidden = true;
   $('#nav-debug').hidden = true;
+  $('#nav-webhooks').hidden = true;
   current.view?.unmount?.();
   current = { name: null, view: null };
   closeTop(true);
@@ -118,6 +120,7 @@ async function start() {
     document.body.classList.toggle('read-only', session.readOnly);
     $('#ro-badge').hidden = !session.readOnly;
     $('#nav-debug').hidden = session.role !== 'admin'; // the debug panel is for admin tokens only
+    $('#nav-webhooks').hidden = session.role !== 'admin';
     if (session.name) $('#signout-btn').title = `Signed in as ${session.name} (${session.role}). Sign out`;
   }), 150);
 }
