@@ -15,7 +15,7 @@ from typing import Any
 import peewee as pw
 from playhouse.migrate import migrate
 
-from remora.models import Batch, JSONField, Server, Template
+from remora.models import Batch, JSONField, Schedule, ScheduleRun, Server, Template
 
 
 def run_migration(migrator: Any, *operations: Any) -> None:
@@ -52,10 +52,18 @@ def _add_templates(migrator: Any, database: pw.Database) -> None:
         run_migration(migrator, ("add_column", "job", "params", JSONField(null=True)))
 
 
+def _add_schedules(migrator: Any, database: pw.Database) -> None:
+    """``job.run_at`` (a delayed job), the ``schedule`` table and ``schedule_run`` (each slot's outcome)."""
+    if "run_at" not in [column.name for column in database.get_columns("job")]:
+        run_migration(migrator, ("add_column", "job", "run_at", pw.DateTimeField(null=True)))
+    database.create_tables([Schedule, ScheduleRun], safe=True)
+
+
 # version -> function(migrator, database) applied by upgrade() to reach that version.
 MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {
     2: _add_job_secret_env,
     3: _add_server_jump_server,
     4: _add_batches,
     5: _add_templates,
+    7: _add_schedules,
 }
