@@ -167,6 +167,9 @@ class APISettings:
         20.0, "float", "Refused tokens allowed per client address per second (burst: twice that); beyond it 429. 0: no limit."
     )
     retention: float = _key(0.0, "duration", "Finished jobs older than this are pruned automatically (0: keep all).")
+    schedule_grace: float = _key(
+        30.0, "duration", "A schedule's slot found later than this (the scheduler was down) is recorded missed, not run (see catch_up)."
+    )
 
 
 @dataclass

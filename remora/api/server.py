@@ -1,4 +1,4 @@
-"""Serving the API: ``make_app`` (the WSGI callable) and ``APIServer`` (waitress in a thread + reconciler + maintenance)."""
+"""Serving the API: ``make_app`` (the WSGI callable) and ``APIServer`` (waitress in a thread + reconciler + maintenance + scheduler)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from remora.config import Settings
 from remora.services.context import LazyQueue
 from remora.upkeep.maintenance import Maintenance
 from remora.upkeep.reconciler import Reconciler
+from remora.upkeep.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def make_app(settings: Settings, *, queue: Any = None, auth: bool = True, static
 
 
 class APIServer:
-    """The API on waitress in a background thread, with the reconciler and the maintenance loop.
+    """The API on waitress in a background thread, with the reconciler, the maintenance loop and the scheduler.
 
     The database must already be initialised (``models.init_db``).
     """
@@ -109,6 +110,7 @@ class APIServer:
         reconcile_interval: float = 2.0,
         reconcile_settle: float = 5.0,
         maintenance_interval: float = 5.0,
+        schedule_interval: float = 1.0,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -117,6 +119,7 @@ class APIServer:
         self.app = make_app(settings, queue=queue, auth=auth, static_dir=static_dir)
         self.reconciler = Reconciler(self.app.ctx, interval=reconcile_interval, settle=reconcile_settle)
         self.maintenance = Maintenance(settings, interval=maintenance_interval)
+        self.scheduler = Scheduler(self.app.ctx, interval=schedule_interval, grace=settings.api.schedule_grace)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -147,6 +150,7 @@ class APIServer:
         self._thread.start()
         self.reconciler.start()
         self.maintenance.start()
+        self.scheduler.start()
         host, port = self.address
         log.info("API listening on http://%s:%d", host, port)
 
@@ -181,6 +185,7 @@ class APIServer:
         """Stop the reconciler and maintenance, close every connection, join the threads."""
         self.reconciler.stop()
         self.maintenance.stop()
+        self.scheduler.stop()
         server, self._server = self._server, None
         if server is not None:
             waitress_log = logging.getLogger("waitress")

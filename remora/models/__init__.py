@@ -261,6 +261,7 @@ class Schedule(BaseModel):
     overlap = pw.CharField(max_length=8, default="skip")  # skip | queue | allow
     catch_up = pw.CharField(max_length=8, default="none")  # none | last
     next_slot = pw.DateTimeField(null=True)  # the first slot not yet handled (naive UTC); None: from now
+    role = pw.CharField(max_length=16, default="operator")  # the role its runs have: its creator's (or last editor's)
     created_by = pw.CharField(max_length=128, default="")
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
