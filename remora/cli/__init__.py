@@ -62,7 +62,7 @@ def _root(
 
 
 def _register() -> None:
-    from remora.cli import admin, api, batches, debug, jobs, queue, servers, submit, templates, up, worker
+    from remora.cli import admin, api, batches, debug, jobs, queue, schedules, servers, submit, templates, up, worker
 
     up.register(app)
     queue.register(app)
@@ -72,6 +72,7 @@ def _register() -> None:
     jobs.register(app)
     batches.register(app)
     templates.register(app)
+    schedules.register(app)
     servers.register(app)
     admin.register(app)
     debug.register(app)
