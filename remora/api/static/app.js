@@ -7,6 +7,7 @@ const views = {
   overview: () => import('./overview.js'),
   jobs: () => import('./jobs.js'),
   batches: () => import('./batches.js'),
+  schedules: () => import('./schedules.js'),
   servers: () => import('./servers.js'),
   queue: () => import('./queue.js'),
   console: () => import('./console.js'),
