@@ -22,8 +22,9 @@ Every slot is returned as naive UTC (what the database stores).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -61,10 +62,15 @@ def expand(expr: str) -> str:
     return text
 
 
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return (frozenset(available_timezones()) | {"UTC"}) - {"localtime", "posixrules"}  # files of the zone directory, not zones
+
+
 def zone(name: str | None) -> ZoneInfo:
-    """The IANA timezone ``name`` (default UTC); CronError when unknown."""
+    """The IANA timezone ``name`` (default UTC); CronError when unknown (file names such as ``localtime`` are not zones)."""
     name = name or "UTC"
-    if not isinstance(name, str) or name.startswith(("/", ".")) or ".." in name:
+    if not isinstance(name, str) or name not in _known_zones():
         raise CronError(f"unknown timezone {name!r}: give an IANA name such as Europe/Berlin")
     try:
         return ZoneInfo(name)

@@ -80,7 +80,7 @@ def test_bad_expressions_are_refused(expr):
         cron.expand(expr)
 
 
-@pytest.mark.parametrize("name", ["Mars/Base", "../../etc/passwd", "/etc/localtime", "Europe/"])
+@pytest.mark.parametrize("name", ["Mars/Base", "../../etc/passwd", "/etc/localtime", "Europe/", "localtime", "Europe/Berlin ", "\x00"])
 def test_unknown_timezones_are_refused(name):
     with pytest.raises(cron.CronError):
         cron.zone(name)
