@@ -112,3 +112,22 @@ def test_a_re_put_keeps_the_remaining_delay(cluster):
     row.run_at = models.utcnow() - dt.timedelta(seconds=10)
     assert jobstate.queue_message(row, models.Server.get_by_id(row.server_id), ttr=5, default_queue="job_queue").delay == 0
     client.cancel(job["id"])
+
+
+def test_the_reconciler_puts_a_lost_delayed_job_back_still_delayed(tmp_path):
+    """The queue lost a delayed job's message: the reconciler's re-PUT carries the delay that remains (no early start)."""
+    from tests.support.api import running_api
+
+    with running_api(tmp_path) as api:
+        server_id = api.local_server_id()
+        run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=120)
+        reply = api.post("/api/v1/jobs", {"command": "true", "server_id": server_id, "run_at": rfc3339(run_at)})
+        assert reply.status == 201, reply
+        job_id = reply.json()["id"]
+        assert api.queue.peek(job_id).state == "delayed"
+        assert api.queue.cancel(job_id)  # the message is lost; the database still says queued
+        assert api.queue.peek(job_id) is None
+        api.server.app.ctx.put_failed.set()  # what a failed PUT does: the reconciler sweeps queued jobs
+        back = wait_for(lambda: api.queue.peek(job_id), 10, 0.1, "the reconciler to put the job back")
+        assert back.state == "delayed", back
+        assert models.Job.get_by_id(job_id).status == "queued"
