@@ -209,7 +209,12 @@ def create_schedule(ctx: Context, data: dict[str, Any], actor: str, *, role: str
 
 
 def update_schedule(ctx: Context, name: str, data: dict[str, Any], *, role: str) -> Schedule:
-    """Change a schedule (PUT is partial).  A new calendar, or enabling it, starts from now: no slot before is missed."""
+    """Change a schedule (PUT is partial).  A new calendar, or enabling it, starts from now: no slot before is missed.
+
+    A body of ``enabled`` alone pauses or resumes (``set_enabled``): the definition is not checked again.
+    """
+    if set(data) == {"enabled"} and isinstance(data["enabled"], bool):
+        return set_enabled(ctx, name, data["enabled"])
     row = get_schedule(name)
     fields, values = normalise(ctx, data, role=role, current=row)
     params, secret = _split_params(ctx, fields["template"], values)

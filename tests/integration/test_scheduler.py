@@ -202,3 +202,16 @@ def test_secret_parameters_are_stored_encrypted_and_reach_the_job(ctx):
     assert job_env(job, ctx.secrets)[1]["REMORA_PARAM_PW"] == "hunter2-secret"
     kept = schedules.update_schedule(ctx, "s", {"params": {"who": "you", "pw": "***"}}, role="admin")  # "***" keeps the stored value
     assert schedules.stored_params(ctx, kept) == {"who": "you", "pw": "hunter2-secret"}
+
+
+def test_an_operator_may_pause_an_admins_local_schedule_but_not_change_what_it_runs(ctx):
+    """Runs have the role of whoever defined the schedule: a weaker role cannot redefine a ``local`` one, only pause/resume it."""
+    from remora.errors import Forbidden
+
+    make(ctx)  # created by an admin, runs on ``local`` (security.local_server_role = admin)
+    assert schedules.update_schedule(ctx, "s", {"enabled": False}, role="operator").enabled is False
+    assert schedules.update_schedule(ctx, "s", {"enabled": True}, role="operator").role == "admin"
+    with pytest.raises(Forbidden):
+        schedules.update_schedule(ctx, "s", {"cron": "@daily"}, role="operator")
+    with pytest.raises(Forbidden):
+        schedules.create_schedule(ctx, {"name": "op", "template": "t", "cron": "@daily"}, "op", role="operator")
