@@ -249,6 +249,29 @@ class Client:
             body["servers"] = servers
         return jobs_of(self.post(f"{API}/templates/{quote(name, safe='')}/run", body))
 
+    # -- schedules -------------------------------------------------------
+    def list_schedules(self) -> list[dict[str, Any]]:
+        return list(self.get(f"{API}/schedules")["schedules"])
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        return self.get(f"{API}/schedules/{quote(name, safe='')}")
+
+    def schedule_runs(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        return list(self.get(f"{API}/schedules/{quote(name, safe='')}/runs", limit=limit)["runs"])
+
+    def create_schedule(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"{API}/schedules", body)
+
+    def update_schedule(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PUT", f"{API}/schedules/{quote(name, safe='')}", json_body=body)
+
+    def delete_schedule(self, name: str) -> dict[str, Any]:
+        return self.request("DELETE", f"{API}/schedules/{quote(name, safe='')}")
+
+    def run_schedule(self, name: str) -> list[dict[str, Any]]:
+        """Run a schedule now; always a list of the created jobs."""
+        return jobs_of(self.post(f"{API}/schedules/{quote(name, safe='')}/run"))
+
     # -- jobs ------------------------------------------------------------
     def submit(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
         """POST a job (command or script); always a list of the created jobs."""

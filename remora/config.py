@@ -183,6 +183,9 @@ class APISettings:
         "str",
         "The dashboard's address in notifications' links (e.g. https://remora.example.com). Empty: as the webhook's creator reached the API.",
     )
+    schedule_grace: float = _key(
+        30.0, "duration", "A schedule's slot found later than this (the scheduler was down) is recorded missed, not run (see catch_up)."
+    )
 
 
 @dataclass

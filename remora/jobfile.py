@@ -48,6 +48,7 @@ FIELDS = (
     "rollout",
     "description",
     "parameters",
+    "run_at",
 )
 DEFAULT_SERVERS = ["local"]
 ROLLOUT_LIMIT = re.compile(r"^\d{1,9}%?$")
@@ -81,6 +82,7 @@ class JobSpec:
     rollout: dict[str, Any] | None = None  # a fan-out's {"concurrency": N | "P%", "max_failures": N | "P%"}
     description: str | None = None  # a template's (``remora templates push``)
     parameters: list[dict[str, Any]] | None = None  # typed parameters (remora.params): {{ name }}, REMORA_PARAM_<NAME>
+    run_at: Any = None  # start no earlier than this: RFC 3339 text, or naive UTC once validated (services.jobs.parse_run_at)
     source: str = ""  # file:line:column of the job, for messages
 
     def payload(self) -> dict[str, Any]:
@@ -106,12 +108,14 @@ class JobSpec:
             body["secret_env"] = dict(self.secret_env)
         if self.rollout:
             body["rollout"] = dict(self.rollout)
+        if self.run_at is not None:
+            body["run_at"] = self.run_at if isinstance(self.run_at, str) else self.run_at.isoformat() + "Z"
         return body
 
     def template_body(self) -> dict[str, Any]:
         """The JSON body that saves this job as a template (``POST /api/v1/templates``): it needs a name."""
         body = self.payload()
-        for key in ("pty", "queue", "workdir", "server_id", "server_ids"):
+        for key in ("pty", "queue", "workdir", "server_id", "server_ids", "run_at"):
             body.pop(key, None)
         body["name"] = self.name
         body["description"] = self.description or ""
@@ -272,7 +276,7 @@ def _job(
     return spec
 
 
-TEXT_FIELDS = ("name", "command", "args", "script", "script_file", "shell", "queue", "description")
+TEXT_FIELDS = ("name", "command", "args", "script", "script_file", "shell", "queue", "description", "run_at")
 PARAMETER_KEYS = ("name", "type", "default", "required", "secret", "description", "choices")
 
 
@@ -346,6 +350,10 @@ def convert(key: str, value: Any, base: Path) -> Any:
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {value!r}")
         return value
+    if key == "run_at":  # RFC 3339 text; the API checks it (a future time with an offset)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected an RFC 3339 time such as 2026-12-24T03:00:00Z, got {value!r}")
+        return value.strip()
     if key in ("name", "command", "script", "shell", "queue"):
         if not isinstance(value, str) or (key != "script" and not value.strip()):
             raise ValueError(f"expected a non-empty string, got {value!r}")

@@ -147,6 +147,7 @@ class QueueMessage:
     body: bytes
     group: str  # the server: at most ``limit`` of its jobs are reserved at once (docs/dispatch.md)
     limit: int
+    delay: float = 0.0  # seconds until the job's ``run_at``: the queue keeps it delayed until then
 
 
 def max_attempts(retries: int) -> int:
@@ -157,6 +158,14 @@ def max_attempts(retries: int) -> int:
 def message_body(server: Server) -> bytes:
     """The message body: the job's server and its limit (the PUT also carries them as the concurrency group)."""
     return json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
+
+
+def run_delay(job: Job) -> float:
+    """Seconds until a delayed job's ``run_at`` (0 when it has none or it has passed): every PUT keeps the remaining delay."""
+    run_at = getattr(job, "run_at", None)
+    if run_at is None:
+        return 0.0
+    return max(0.0, (run_at - models.utcnow()).total_seconds())
 
 
 def queue_message(job: Job, server: Server, *, ttr: float, default_queue: str) -> QueueMessage:
@@ -170,6 +179,7 @@ def queue_message(job: Job, server: Server, *, ttr: float, default_queue: str) -
         body=message_body(server),
         group=server.id,
         limit=server.max_concurrent_jobs or 0,
+        delay=run_delay(job),
     )
 
 

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from remora.api.app import App
 
 MAX_OFFSET = 2**62
+RUN_AT = {
+    "type": ["string", "null"],
+    "maxLength": 64,
+    "description": "Start no earlier than this RFC 3339 time (future; with a UTC offset): the job waits queued, delayed on the queue.",
+}
 NAME_LIST = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 255}, "maxItems": 1000}
 
 
@@ -40,6 +45,7 @@ def _job_fields(settings: Settings) -> dict[str, Any]:
         "retries": {"type": "integer", "minimum": 0, "maximum": 10},
         "queue": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{1,128}$"},
         "server_id": {"type": ["string", "null"], "maxLength": 255},
+        "run_at": RUN_AT,
         "server_ids": NAME_LIST,
         "servers": NAME_LIST,
         "rollout": {
@@ -107,6 +113,7 @@ JOB = obj(
         "duration": {"type": ["number", "null"]},
         "worker": NULLABLE_STR,
         "template": {"type": ["string", "null"], "description": "The template it was run from."},
+        "run_at": {"type": ["string", "null"], "description": "A delayed job's earliest start (RFC 3339 UTC)."},
         "params": {"type": ["object", "null"], "description": "The template run's parameters (secret ones ***)."},
     },
     closed=False,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from remora import params, services
 from remora.api.http import Request
 from remora.api.router import Route
-from remora.api.routes_jobs import SUBMITTED, _for_reader, _job_fields
+from remora.api.routes_jobs import RUN_AT, SUBMITTED, _for_reader, _job_fields
 from remora.api.schema import NULLABLE_STR, TIMESTAMP, UUID, array, obj
 from remora.config import Settings
 from remora.services import templates
@@ -90,6 +90,7 @@ RUN_BODY = obj(
             "maxItems": 1000,
             "description": "Run on these servers (names, ids, tag:T) instead of the template's.",
         },
+        "run_at": RUN_AT,
     }
 )
 DELETED = obj({"message": {"type": "string"}, "name": {"type": "string"}})
@@ -139,7 +140,9 @@ def delete_template(app: App, req: Request) -> dict[str, Any]:
 def run_template(app: App, req: Request, body: dict[str, Any] | None) -> dict[str, Any]:
     body = body or {}
     name = req.path_params["name"]
-    jobs, servers, batch = templates.run_template(app.ctx, name, body.get("params"), body.get("servers"), _actor(req), role=_role(req))
+    jobs, servers, batch = templates.run_template(
+        app.ctx, name, body.get("params"), body.get("servers"), _actor(req), role=_role(req), run_at=body.get("run_at")
+    )
     by_id = {s.id: s for s in servers}
     rendered = [_for_reader(req, services.job_dict(job, by_id[job.server_id])) for job in jobs]
     req.audit_details = {"template": name, "params": jobs[0].params or {}, "jobs": len(jobs)}

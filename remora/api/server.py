@@ -1,4 +1,4 @@
-"""Serving the API: ``make_app`` (the WSGI callable) and ``APIServer`` (waitress in a thread + reconciler, maintenance, webhook deliveries)."""
+"""Serving the API: ``make_app`` (the WSGI callable) and ``APIServer`` (waitress in a thread + reconciler, maintenance, scheduler, webhook deliveries)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from remora.services.context import LazyQueue
 from remora.upkeep.deliveries import Deliveries
 from remora.upkeep.maintenance import Maintenance
 from remora.upkeep.reconciler import Reconciler
+from remora.upkeep.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def make_app(settings: Settings, *, queue: Any = None, auth: bool = True, static
 
 
 class APIServer:
-    """The API on waitress in a background thread, with the reconciler and the maintenance loop.
+    """The API on waitress in a background thread, with the reconciler, the maintenance loop and the scheduler.
 
     The database must already be initialised (``models.init_db``).
     """
@@ -110,6 +111,7 @@ class APIServer:
         reconcile_interval: float = 2.0,
         reconcile_settle: float = 5.0,
         maintenance_interval: float = 5.0,
+        schedule_interval: float = 1.0,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -119,6 +121,7 @@ class APIServer:
         self.reconciler = Reconciler(self.app.ctx, interval=reconcile_interval, settle=reconcile_settle)
         self.maintenance = Maintenance(settings, interval=maintenance_interval)
         self.deliveries = Deliveries(settings, self.app.ctx.secrets)
+        self.scheduler = Scheduler(self.app.ctx, interval=schedule_interval, grace=settings.api.schedule_grace)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -150,6 +153,7 @@ class APIServer:
         self.reconciler.start()
         self.maintenance.start()
         self.deliveries.start()
+        self.scheduler.start()
         host, port = self.address
         log.info("API listening on http://%s:%d", host, port)
 
@@ -185,6 +189,7 @@ class APIServer:
         self.reconciler.stop()
         self.maintenance.stop()
         self.deliveries.stop()
+        self.scheduler.stop()
         server, self._server = self._server, None
         if server is not None:
             waitress_log = logging.getLogger("waitress")

@@ -62,7 +62,7 @@ def _root(
 
 
 def _register() -> None:
-    from remora.cli import admin, api, batches, debug, jobs, queue, servers, submit, templates, up, webhooks, worker
+    from remora.cli import admin, api, batches, debug, jobs, queue, schedules, servers, submit, templates, up, webhooks, worker
 
     up.register(app)
     queue.register(app)
@@ -73,6 +73,7 @@ def _register() -> None:
     batches.register(app)
     templates.register(app)
     webhooks.register(app)
+    schedules.register(app)
     servers.register(app)
     admin.register(app)
     debug.register(app)

@@ -116,3 +116,31 @@ def open_database(
         )
     except DatabaseMissing as exc:
         raise ConfigError(" ".join(part for part in (f"{exc.message}.", CREATE_DATABASE_HINT, hint) if part)) from None
+
+
+def start_time(at: str | None, in_: str | None) -> str | None:
+    """``--at`` (RFC 3339, e.g. 2026-12-24T03:00Z; a time without an offset is local) or ``--in`` (10m, 2h) -> RFC 3339 UTC for ``run_at``."""
+    import datetime as dt
+
+    from remora.units import parse_duration
+
+    if at and in_:
+        raise ValidationError("give --at or --in, not both")
+    if in_:
+        try:
+            seconds = parse_duration(in_)
+        except ValueError as exc:
+            raise ValidationError(f"--in {in_!r}: expected {exc}") from None
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+    elif at:
+        text = at.strip()
+        text = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValidationError(f"--at {at!r}: expected a time such as 2026-12-24T03:00Z or '2026-12-24 03:00'") from None
+        if when.tzinfo is None:
+            when = when.astimezone()  # the local time of this machine
+    else:
+        return None
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from remora.cli.common import parse_kv, print_json
+from remora.cli.common import parse_kv, print_json, start_time
 from remora.cli.connect import ApiUrlOpt, JsonOpt, TokenOpt, make_client
 from remora.cli.render import err, out, server_name, short, stderr_tty, stdout_tty
 from remora.errors import ValidationError
@@ -105,6 +105,10 @@ def submit(
         str | None,
         typer.Option("--max-failures", help="Several servers: once more than this many (N or P%) failed, the rest are canceled."),
     ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Start no earlier than this time: 2026-12-24T03:00Z (no offset: local time).")
+    ] = None,
+    in_: Annotated[str | None, typer.Option("--in", help="Start no earlier than this long from now: 90s, 10m, 2h.")] = None,
     wait: WaitOpt = False,
     quiet: QuietOpt = False,
     follow: FollowOpt = False,
@@ -124,6 +128,8 @@ def submit(
     A rolling upgrade: --rollout 25% runs a quarter of the hosts at a time,
     each next host starting as one finishes; --max-failures 2 stops the batch
     once a third host failed (the hosts not yet started end canceled).
+
+    A delayed job: --at 2026-12-24T03:00Z or --in 10m keeps it queued until then.
 
     Example: remora submit --tag web --rollout 25% --max-failures 2 --follow -- ./upgrade.sh
     """
@@ -152,6 +158,9 @@ def submit(
     limits = {"concurrency": rollout_value(rollout, "--rollout"), "max_failures": rollout_value(max_failures, "--max-failures")}
     if any(v is not None for v in limits.values()):
         body["rollout"] = {k: v for k, v in limits.items() if v is not None}
+    run_at = start_time(at, in_)
+    if run_at:
+        body["run_at"] = run_at
     client = make_client(api_url, token)
     jobs = client.submit(body)
     finish(client, jobs, wait=wait, follow=follow, as_json=as_json, quiet=quiet)

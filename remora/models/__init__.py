@@ -179,6 +179,7 @@ class Job(BaseModel):
     held = pw.BooleanField(default=False)  # a rollout keeps it back: recorded ``queued``, not yet on the queue
     template = pw.CharField(max_length=128, null=True)  # the template it was run from
     params = JSONField(null=True)  # that run's parameters (secret ones "***")
+    run_at = pw.DateTimeField(null=True)  # start no earlier than this (naive UTC): PUT with the queue's delay
 
     class Meta:
         indexes = (
@@ -244,6 +245,52 @@ class Template(BaseModel):
     created_by = pw.CharField(max_length=128, default="")
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
+
+
+class Schedule(BaseModel):
+    """A template run on a calendar (``remora.services.schedules``): cron in an IANA timezone."""
+
+    id = pw.CharField(max_length=36, primary_key=True, default=new_id)
+    name = pw.CharField(max_length=128, unique=True)
+    template = pw.CharField(max_length=128)
+    params = JSONField(default=dict)  # plain parameter values; secret ones are "***" here ...
+    secret_params = pw.BlobField(null=True)  # ... and here, encrypted: JSON {name: value}
+    cron = pw.CharField(max_length=255)
+    timezone = pw.CharField(max_length=64, default="UTC")
+    enabled = pw.BooleanField(default=True)
+    overlap = pw.CharField(max_length=8, default="skip")  # skip | queue | allow
+    catch_up = pw.CharField(max_length=8, default="none")  # none | last
+    next_slot = pw.DateTimeField(null=True)  # the first slot not yet handled (naive UTC); None: from now
+    role = pw.CharField(max_length=16, default="operator")  # the role its runs have: its creator's (or last editor's)
+    created_by = pw.CharField(max_length=128, default="")
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+
+class ScheduleRun(BaseModel):
+    """One slot of a schedule and its outcome; unique on (schedule, slot): a slot is claimed once.
+
+    ``status``: ``claimed`` (inserted before the job is created), ``fired`` (``job_id`` or
+    ``batch_id``), ``skipped`` (overlap), ``missed`` (the scheduler was down, or it crashed between
+    the claim and the job: ``reason`` says which), ``failed`` (the run was refused: ``reason``).
+    A manual run (``POST /schedules/:name/run``) is a row with ``manual`` set.
+    """
+
+    id = pw.BigAutoField()
+    schedule = pw.ForeignKeyField(Schedule, backref="runs", on_delete="CASCADE")
+    schedule_id: str
+    slot = pw.DateTimeField()  # naive UTC
+    status = pw.CharField(max_length=16)
+    job_id = pw.CharField(max_length=36, null=True)
+    batch_id = pw.CharField(max_length=36, null=True)
+    reason = pw.TextField(default="")
+    manual = pw.BooleanField(default=False)
+    claimed_by = pw.CharField(max_length=128, default="")
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("schedule", "slot"), True),)
 
 
 class OutputChunk(BaseModel):
@@ -362,6 +409,8 @@ MODELS: list[type[BaseModel]] = [
     Job,
     Batch,
     Template,
+    Schedule,
+    ScheduleRun,
     OutputChunk,
     ApiToken,
     AuditEvent,

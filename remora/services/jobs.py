@@ -85,6 +85,11 @@ def validate_spec(spec: JobSpec, ctx: Context) -> None:
         errors["shell"] = "must be one of " + ", ".join(ctx.settings.security.allowed_shells)
     if not (spec.server_id or spec.server_ids or spec.servers):
         errors["server_id"] = "is required (or server_ids / servers)"
+    if spec.run_at is not None:
+        try:
+            spec.run_at = parse_run_at(spec.run_at)
+        except ValidationError as exc:
+            errors["run_at"] = str(exc.details.get("run_at", exc))
     try:
         spec.rollout = check_rollout(spec.rollout) or None
     except ValidationError as exc:
@@ -103,6 +108,41 @@ def validate_spec(spec: JobSpec, ctx: Context) -> None:
     if errors:
         field_name, message = next(iter(errors.items()))
         raise ValidationError(f"invalid job: {field_name} {message}", details=errors)
+
+
+RUN_AT_SLACK = 5.0  # seconds a ``run_at`` may lie in the past (clock skew between client and API)
+
+
+def parse_run_at(value: Any, *, now: dt.datetime | None = None) -> dt.datetime:
+    """A job's ``run_at`` as naive UTC: RFC 3339 text (or a datetime), in the future give or take ``RUN_AT_SLACK``.
+
+    A time without an offset is refused (it would be read in an unknown zone); ValidationError names ``run_at``.
+    """
+
+    def fail(message: str) -> ValidationError:
+        return ValidationError(f"invalid job: run_at {message}", details={"run_at": message})
+
+    if isinstance(value, dt.datetime):
+        when = value
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        text = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise fail(f"must be an RFC 3339 time such as 2026-12-24T03:00:00Z, got {value!r}") from None
+    else:
+        raise fail(f"must be an RFC 3339 time such as 2026-12-24T03:00:00Z, got {value!r}")
+    if when.tzinfo is None:
+        if isinstance(value, dt.datetime):
+            when = when.replace(tzinfo=dt.UTC)  # internal callers pass naive UTC
+        else:
+            raise fail(f"needs a UTC offset (Z or +HH:MM), got {value!r}")
+    when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    now = now or models.utcnow()
+    if when < now - dt.timedelta(seconds=RUN_AT_SLACK):
+        raise fail(f"is in the past ({models.to_rfc3339(when)}; now is {models.to_rfc3339(now)})")
+    return when
 
 
 def check_env(env: dict[str, Any]) -> str | None:
@@ -214,6 +254,7 @@ def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:
                 body=item.body,
                 group=item.group,
                 limit=item.limit,
+                delay=item.delay,
             )
         else:
             ctx.queue.put_many(items)
@@ -276,6 +317,7 @@ def create_jobs(
             created_at=now,
             template=template,
             params=params,
+            run_at=spec.run_at if isinstance(spec.run_at, dt.datetime) else None,
         )
         for server in servers
     ]

@@ -58,6 +58,7 @@ def job_dict(job: Job, server: Server | None = None) -> dict[str, Any]:
         "created_by": job.created_by or "",
         "template": job.template,
         "params": job.params,
+        "run_at": to_rfc3339(job.run_at),
     }
 
 

@@ -198,7 +198,9 @@ def delete_template(name: str) -> Template:
     return row
 
 
-def render(ctx: Context, row: Template, given: dict[str, Any] | None, servers: list[str] | None) -> tuple[JobSpec, dict[str, Any]]:
+def render(
+    ctx: Context, row: Template, given: dict[str, Any] | None, servers: list[str] | None, run_at: Any = None
+) -> tuple[JobSpec, dict[str, Any]]:
     """The job spec of one run of ``row`` and the parameters to record (secret ones ``***``)."""
     params = row.parameters or []
     values = bind(params, given)
@@ -224,6 +226,7 @@ def render(ctx: Context, row: Template, given: dict[str, Any] | None, servers: l
         "retries": row.retries,
         "servers": list(servers) if servers else list(row.servers or []),
         "rollout": row.rollout,
+        "run_at": run_at,
     }
     if not data["servers"]:
         raise ValidationError(
@@ -234,11 +237,14 @@ def render(ctx: Context, row: Template, given: dict[str, Any] | None, servers: l
 
 
 def run_template(
-    ctx: Context, name: str, given: dict[str, Any] | None, servers: list[str] | None, actor: str, *, role: str
+    ctx: Context, name: str, given: dict[str, Any] | None, servers: list[str] | None, actor: str, *, role: str, run_at: Any = None
 ) -> tuple[list[Job], list[Server], bool]:
-    """Record and queue the jobs of one run; returns (jobs, their servers, whether it is a batch)."""
+    """Record and queue the jobs of one run; returns (jobs, their servers, whether it is a batch).
+
+    ``run_at``: start no earlier than this (RFC 3339 text or naive UTC; ``services.jobs.parse_run_at``).
+    """
     row = get_template(name)
-    spec, params = render(ctx, row, given, servers)
+    spec, params = render(ctx, row, given, servers, run_at)
     targets = resolve_servers(None, [], spec.servers)
     batch = len(targets) > 1 or any(ref.startswith("tag:") for ref in spec.servers)
     jobs = create_jobs(ctx, spec, targets, actor, role=role, batch=batch, template=row.name, params=params)

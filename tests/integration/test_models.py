@@ -136,3 +136,17 @@ def test_unsupported_database_scheme_is_a_config_error():
 
     with pytest.raises(ConfigError, match="unsupported scheme"):
         m.make_database("mysql://x/y")
+
+
+def test_a_version_5_database_gains_job_run_at_and_the_schedule_tables(db):
+    """A database made before delayed jobs and schedules (schema 5): opening it adds ``job.run_at``, ``schedule`` and ``schedule_run``."""
+    server = m.Server.create(name="old", hostname="h")
+    job = m.Job.create(command="true", server=server)
+    database = m.get_database()
+    database.execute_sql('ALTER TABLE "job" DROP COLUMN "run_at"')
+    database.drop_tables([m.ScheduleRun, m.Schedule])
+    m.SchemaVersion.update(version=5).execute()
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION >= 7
+    assert "run_at" in [c.name for c in database.get_columns("job")]
+    assert database.table_exists("schedule") and database.table_exists("schedule_run")
+    assert m.Job.get_by_id(job.id).run_at is None

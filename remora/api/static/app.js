@@ -8,6 +8,7 @@ const views = {
   jobs: () => import('./jobs.js'),
   batches: () => import('./batches.js'),
   templates: () => import('./templates.js'),
+  schedules: () => import('./schedules.js'),
   servers: () => import('./servers.js'),
   queue: () => import('./queue.js'),
   console: () => import('./console.js'),

@@ -155,7 +155,8 @@ export function mount(main, params) {
 
   function fillRow(row, job) {
     const { cells } = row;
-    setChildren(cells.status, statusBadge(job.status));
+    setChildren(cells.status, statusBadge(job.status),
+      job.run_at && job.status === 'queued' ? h('span.muted.small.run-at', { title: `Delayed: starts no earlier than ${job.run_at}` }, ' ⏱ ', timeEl(job.run_at)) : null);
     setText(cells.server, job.server?.name || job.server_id?.slice(0, 8) || '—');
     const cmd = jobCommandText(job);
     setChildren(cells.command, h('button.cmd-link', { type: 'button', title: job.script ? `${job.script}${job.args ? `\nargs: ${job.args}` : ''}` : cmd, dataset: { open: job.id } }, h('code', null, cmd || '(empty)')),

@@ -126,6 +126,7 @@ export function openJobView(id) {
       metaRow('Attempts', `${job.attempts ?? 0}${job.retries ? ` (retries allowed: ${job.retries})` : ''}`),
       metaRow('Priority', `${job.priority} ${job.priority === 1 ? '(highest)' : job.priority === 10 ? '(lowest)' : ''}`),
       metaRow('Created', timeEl(job.created_at)),
+      job.run_at ? metaRow('Run at', timeEl(job.run_at), 'jv-run-at') : null,
       metaRow('Started', timeEl(job.started_at)),
       metaRow('Finished', timeEl(job.finished_at)),
       metaRow('Duration', formatDuration(jobDuration(job)), 'jv-duration'),
