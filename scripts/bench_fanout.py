@@ -409,11 +409,12 @@ def cold_warm(tool: str, make: Callable[[], Any], run: Callable[[Any], int], clo
     return times
 
 
-def measure_cell(rut: RemoraUnderTest, fleet: Fleet, base: Path, n: int, command: str, peers: list[str], timeout: float) -> dict:
-    """Every tool, cold then warm, once: {tool: {"cold": s, "warm": s}}."""
+def measure_cell(
+    rut: RemoraUnderTest, fleet: Fleet, base: Path, n: int, command: str, peers: list[str], timeout: float
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Every tool, cold then warm, once: ({tool: {"cold": s, "warm": s}}, {tool: error of a run that failed})."""
     tag = f"fleet-{n}"
     sub = fleet.first(n)
-    out: dict[str, dict[str, float]] = {}
 
     def remora(run: Callable[..., float]) -> Callable[[Any], int]:
         def once(_: Any) -> int:
@@ -422,15 +423,30 @@ def measure_cell(rut: RemoraUnderTest, fleet: Fleet, base: Path, n: int, command
 
         return once
 
-    out["remora_api"] = cold_warm("remora_api", rut.restart, remora(remora_api_run), lambda _: None, n)
-    out["remora_cli"] = cold_warm("remora_cli", rut.restart, remora(remora_cli_run), lambda _: None, n)
+    tools: list[tuple[str, Callable[[], Any], Callable[[Any], int], Callable[[Any], None]]] = [
+        ("remora_api", rut.restart, remora(remora_api_run), lambda _: None),
+        ("remora_cli", rut.restart, remora(remora_cli_run), lambda _: None),
+    ]
     if "fabric" in peers:
-        out["fabric"] = cold_warm("fabric", lambda: FabricPeer(sub), lambda p: p.run(command), lambda p: p.close(), n)
+        tools.append(("fabric", lambda: FabricPeer(sub), lambda p: p.run(command), lambda p: p.close()))
     if "pssh" in peers:
-        out["pssh"] = cold_warm("pssh", lambda: PsshPeer(sub), lambda p: p.run(command), lambda p: p.close(), n)
+        tools.append(("pssh", lambda: PsshPeer(sub), lambda p: p.run(command), lambda p: p.close()))
     if "ansible" in peers:
-        out["ansible"] = cold_warm("ansible", lambda: AnsiblePeer(sub, base), lambda p: p.run(command, timeout), lambda p: p.close(), n)
-    return out
+        tools.append(("ansible", lambda: AnsiblePeer(sub, base), lambda p: p.run(command, timeout), lambda p: p.close()))
+    out: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
+    for tool, make, run, close in tools:
+        try:
+            out[tool] = cold_warm(tool, make, run, close, n)
+        except Exception as exc:  # one tool's failed run is data; the others still run
+            errors[tool] = f"{type(exc).__name__}: {exc}"[:500]
+            progress(f"  {tool} failed: {errors[tool]}")
+    return out, errors
+
+
+def progress(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 def ratios(cell: dict[str, dict[str, Any]]) -> dict[str, float | None]:
@@ -562,26 +578,37 @@ def main() -> None:
         rut.register(fleet, sorted({*sizes, concurrent_servers} if concurrent else set(sizes)), max(1, math.ceil(concurrent / 100)))
         results: dict[str, Any] = {}
         table: dict[str, Any] = {}
+        remora_complete = True
         for n in sizes:
             timeout = max(120.0, 2.0 * n)
             for command in commands:
                 samples: dict[str, dict[str, list[float]]] = {}
-                for _ in range(runs):
-                    cell = measure_cell(rut, fleet, base, n, command, peers, timeout)
+                failures: dict[str, list[str]] = {}
+                for run in range(runs):
+                    progress(f"N={n} {command!r} run {run + 1}/{runs}")
+                    cell, errors = measure_cell(rut, fleet, base, n, command, peers, timeout)
                     for tool, temps in cell.items():
                         for temperature, seconds in temps.items():
                             samples.setdefault(temperature, {}).setdefault(tool, []).append(round(seconds, 3))
-                for temperature, tools in samples.items():
+                    for tool, error in errors.items():
+                        failures.setdefault(tool, []).append(error)
+                        remora_complete = remora_complete and not tool.startswith("remora")
+                for temperature in ("cold", "warm"):
+                    tools = samples.get(temperature, {})
                     cell_out: dict[str, Any] = {
                         tool: {"median_s": round(statistics.median(values), 3), "runs_s": values} for tool, values in tools.items()
                     }
+                    for tool, errs in failures.items():
+                        cell_out.setdefault(tool, {})["errors"] = errs
                     cell_out.update({peer: {"skipped": why} for peer, why in skipped.items()})
                     results.setdefault(str(n), {}).setdefault(command, {})[temperature] = cell_out
                     table.setdefault(str(n), {}).setdefault(command, {})[temperature] = ratios(cell_out)
         result["results"] = results
         result["ratios"] = table
-        result["remora_results_complete"] = True  # every Remora run above checked each host's stored output
+        result["remora_results_complete"] = remora_complete  # each Remora run checked every host's stored output
         result["wait"] = "events" if rut.events else "poll"
+        if concurrent:
+            progress(f"{concurrent} long jobs at once over {concurrent_servers} servers")
         result["concurrent"] = concurrent_run(rut, concurrent, concurrent_servers, args.deadline) if concurrent else None
         result["loadavg_end"] = os.getloadavg()[0]
     finally:
@@ -589,10 +616,9 @@ def main() -> None:
             rut.stop()
         fleet.stop()
         shutil.rmtree(base, ignore_errors=True)
+    print_table(result, sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
 
 
 def _finished(rut: RemoraUnderTest) -> int:
@@ -600,21 +626,25 @@ def _finished(rut: RemoraUnderTest) -> int:
     return int(info["completed_jobs"] + info["failed_jobs"] + info["canceled_jobs"])
 
 
-def print_table(result: dict[str, Any]) -> None:
+def print_table(result: dict[str, Any], out: Any) -> None:
+    """Medians per tool and the ratios, one line per (N, command, temperature)."""
     tools = ["remora_api", "remora_cli", *PEERS]
-    print(f"{'N':>4} {'command':16} {'temp':5} " + " ".join(f"{t:>10}" for t in tools) + "   api/peer cli/peer ansible/api")
+    print(f"{'N':>4} {'command':16} {'temp':5} " + " ".join(f"{t:>10}" for t in tools) + "   api/peer cli/peer ansible/api", file=out)
     for n, by_command in result["results"].items():
         for command, by_temp in by_command.items():
             for temperature, cell in by_temp.items():
                 cols = []
                 for tool in tools:
                     entry = cell.get(tool)
-                    cols.append(f"{entry['median_s']:>9.2f}s" if entry and "median_s" in entry else f"{'skipped' if entry else '-':>10}")
+                    if entry and "median_s" in entry:
+                        cols.append(f"{entry['median_s']:>9.2f}s")
+                    else:
+                        cols.append(f"{'skipped' if entry and 'skipped' in entry else 'error' if entry else '-':>10}")
                 r = result["ratios"][n][command][temperature]
                 shown = " ".join(f"{r[k]:>8}" if r[k] is not None else f"{'-':>8}" for k in r)
-                print(f"{n:>4} {command:16} {temperature:5} " + " ".join(cols) + f"   {shown}")
+                print(f"{n:>4} {command:16} {temperature:5} " + " ".join(cols) + f"   {shown}", file=out)
     if result.get("concurrent"):
-        print("concurrent:", json.dumps(result["concurrent"]))
+        print("concurrent:", json.dumps(result["concurrent"]), file=out)
 
 
 if __name__ == "__main__":
