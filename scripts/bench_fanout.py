@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 from remora.client import Client  # noqa: E402
 from remora.config import Settings  # noqa: E402
-from remora.errors import NotFound  # noqa: E402
+from remora.errors import NotFound, ValidationError  # noqa: E402
 from tests.support.cluster import Remora, make_remora, rss_kib  # noqa: E402
 from tests.support.services import find_binary  # noqa: E402
 from tests.support.sshd import KEY_USER, _ensure_user, _keygen  # noqa: E402
@@ -258,7 +258,7 @@ class RemoraUnderTest:
                     if not reply.get("events"):
                         time.sleep(POLL_INTERVAL)  # a feed that answers at once when nothing changed
                     continue
-                except NotFound:
+                except (NotFound, ValidationError):  # no feed, or not one this script knows how to ask
                     self.events = False
             time.sleep(POLL_INTERVAL)
         raise BenchError(f"batch {batch_id} not finished within the deadline")
