@@ -557,7 +557,8 @@ def main() -> None:
     skipped = {p: why for p in peers if (why := peer_missing(p))}
     peers = [p for p in peers if p not in skipped]
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell starts background jobs with it ignored
+        signal.signal(signum, _interrupt)
     base = Path(tempfile.mkdtemp(prefix="remora-fanout-"))
     os.chmod(base, 0o755)  # sshd reads authorized_keys under fleet/ as the login user
     fleet = Fleet(max([*sizes, concurrent_servers if concurrent else 0]), base / "fleet")
