@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-deps lint zipapp man bench clean format
+.PHONY: help install run test test-deps lint zipapp man bench bench-deps bench-fanout clean format
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,17 @@ BENCHES := queue worker api cli dashboard
 
 bench: $(STAMP) ## Run every benchmark (one JSON object per line); `make bench-queue` runs one
 	@for b in $(BENCHES); do $(PY) scripts/bench_$$b.py --json | $(PY) -c 'import json,sys; print(json.dumps({"bench": sys.argv[1], **json.load(sys.stdin)}))' $$b || exit 1; done
+
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,postgres,bench]'
+	@touch $(BENCH_STAMP)
+
+bench-deps: $(BENCH_STAMP) ## Install the benchmarks' extra tools (fabric, parallel-ssh, ansible-core)
+
+bench-fanout: $(BENCH_STAMP) ## Remora's fan-out against fabric, parallel-ssh and Ansible (minutes; not in `make bench`)
+	$(PY) scripts/bench_fanout.py --json $(ARGS)
 
 bench-%: $(STAMP)
 	$(PY) scripts/bench_$*.py --json
