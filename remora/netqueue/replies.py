@@ -93,7 +93,7 @@ class Replies:
             lsn = self.flush_log()
             if lsn < 0:
                 self._fail_batch(batch)
-            elif wal.durable >= lsn:
+            elif wal.durable >= lsn or (len(batch) == 1 and not self.held and self._sync_here(wal)):
                 self._queue_replies(batch)
             else:
                 for conn, data in batch:
@@ -101,6 +101,21 @@ class Replies:
                     self.held.append((lsn, conn, data))
                 wal.request_sync()
         self._flush_dirty()
+
+    @staticmethod
+    def _sync_here(wal: WriteAheadLog) -> bool:
+        """A lone writer (one reply, nothing held, the sync thread idle): fsync on this thread, no hand-off.
+
+        Requests that arrive meanwhile wait in their sockets and are read as one batch after it, so
+        concurrent writers still share fsyncs (group commit) through the sync thread."""
+        if not wal.sync_idle():
+            return False
+        try:
+            wal.sync_inline()
+        except OSError:
+            log.exception("queue: fdatasync failed; the sync thread retries")
+            return False
+        return True
 
     def _queue_replies(self, batch: list[tuple[ClientConn, bytes]]) -> None:
         """Replies that may go now: a lone reply to an idle connection is sent at once, the rest buffered."""

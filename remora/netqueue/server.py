@@ -18,7 +18,10 @@ that arrived, applies them to the engine, appends their log records and
 writes them with one ``write()``.  With ``fsync = always`` their replies are
 held until the commit thread's next ``fdatasync`` covers that write — one
 fsync covers every request that came in while the previous one ran (group
-commit), and the I/O thread keeps reading meanwhile.  A reply is never sent
+commit), and the I/O thread keeps reading meanwhile.  A lone writer (one
+reply, nothing held, the commit thread idle) is synced on the I/O thread
+instead: no thread hand-off per fsync; what arrives meanwhile is read as one
+batch after it and goes the group-commit way.  A reply is never sent
 before everything logged before it is durable, so no client can observe a
 state that a crash would undo (``remora.netqueue.replies``, which the server owns).
 

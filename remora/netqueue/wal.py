@@ -20,7 +20,9 @@ Contracts:
   is the highest LSN known to be on disk.  With ``fsync = always`` the
   server holds replies until ``durable`` passes their LSN; the sync thread
   runs one ``fdatasync`` for everything written before it started (group
-  commit) and calls ``on_durable``.  ``interval`` syncs at most every
+  commit) and calls ``on_durable``; a lone writer (``sync_idle()``: nothing
+  asked of the thread) is synced by the I/O thread itself (``sync_now()``),
+  without the hand-off.  ``interval`` syncs at most every
   ``fsync_interval`` seconds and ``never`` leaves it to the OS; both count a
   write as durable at once (a process crash loses nothing, a power cut may).
 - ``recover()`` loads the newest snapshot and replays its log; the first
@@ -215,11 +217,13 @@ class WriteAheadLog:
         self.log_bytes = 0
         self.compactions = 0
         self.fsyncs = 0
+        self.inline_fsyncs = 0  # of ``fsyncs``: done by the I/O thread for a lone writer
         self._buf = bytearray()
         self._pending_records = 0
         self._cv = threading.Condition(threading.Lock())
         self._file_lock = threading.Lock()
         self._sync_wanted = False
+        self._syncing = False  # the sync thread is in fdatasync
         self._closing = False
         self._thread: threading.Thread | None = None
 
@@ -343,6 +347,10 @@ class WriteAheadLog:
             self._sync_wanted = True
             self._cv.notify()
 
+    def sync_idle(self) -> bool:
+        """True when the sync thread has nothing asked of it and is not syncing (``fsync = always``)."""
+        return self.fsync == "always" and not self._sync_wanted and not self._syncing
+
     def sync_now(self) -> None:
         self.flush()
         with self._file_lock:
@@ -350,7 +358,13 @@ class WriteAheadLog:
             if self.fd >= 0:
                 os.fdatasync(self.fd)
                 self.fsyncs += 1
-        self.synced = self.durable = max(self.durable, target)
+        self.synced = max(self.synced, target)
+        self.durable = max(self.durable, target)
+
+    def sync_inline(self) -> None:
+        """``sync_now()`` on the caller's thread for a lone writer (see ``sync_idle``); counted apart."""
+        self.sync_now()
+        self.inline_fsyncs += 1
 
     def start(self) -> None:
         if self.fsync in ("always", "interval"):
@@ -368,29 +382,37 @@ class WriteAheadLog:
                     self._cv.wait()
                 if self._closing:
                     return
+                self._syncing = True  # before _sync_wanted clears: sync_idle() never sees both off mid-way
                 self._sync_wanted = False
-            target = self.written
-            if target <= self.synced:
-                continue
             try:
-                # sync a duplicate so the I/O thread can keep writing (and compaction can swap files) meanwhile
-                with self._file_lock:
-                    fd = os.dup(self.fd)
-                try:
-                    os.fdatasync(fd)
-                finally:
-                    os.close(fd)
-                self.fsyncs += 1
-            except OSError:
-                log.exception("queue: fdatasync failed; replies stay held until a sync succeeds")
-                time.sleep(0.1)
-                with self._cv:
-                    self._sync_wanted = True
-                continue
-            self.synced = target
-            if not interval:
-                self.durable = target
-                self.on_durable()
+                self._sync_once(interval)
+            finally:
+                self._syncing = False
+
+    def _sync_once(self, interval: bool) -> None:
+        """One fdatasync covering everything written when it starts (the sync thread's turn)."""
+        target = self.written
+        if target <= self.synced:
+            return
+        try:
+            # sync a duplicate so the I/O thread can keep writing (and compaction can swap files) meanwhile
+            with self._file_lock:
+                fd = os.dup(self.fd)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            self.fsyncs += 1
+        except OSError:
+            log.exception("queue: fdatasync failed; replies stay held until a sync succeeds")
+            time.sleep(0.1)
+            with self._cv:
+                self._sync_wanted = True
+            return
+        self.synced = max(self.synced, target)  # the I/O thread may have synced further meanwhile (sync_now)
+        if not interval:
+            self.durable = max(self.durable, target)
+            self.on_durable()
 
     def close(self) -> None:
         with self._cv:
@@ -453,6 +475,7 @@ class WriteAheadLog:
             "log_bytes": self.log_bytes,
             "fsync": self.fsync,
             "fsyncs": self.fsyncs,
+            "fsyncs_inline": self.inline_fsyncs,
             "compactions": self.compactions,
             "directory": str(self.dir),
         }
