@@ -196,6 +196,8 @@ class Replies:
         self._flush_dirty()
 
     def _flush_dirty(self) -> None:
+        if not self._dirty:
+            return
         dirty, self._dirty = self._dirty, set()
         for conn in dirty:
             self.send(conn)

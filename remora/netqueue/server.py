@@ -102,6 +102,7 @@ class QueueServer:
         self._conns: dict[int, ClientConn] = {}
         self.preauth = PreauthGate(settings.auth_timeout, settings.max_unauthenticated, self._close)
         self.streams = MonitorStreams(self, self._close)
+        self._preauth_due, self._stream_due = self.preauth.deadlines, self.streams.due  # the loop's checks, one lookup each
         self.parked = ParkedReserves()
         self._rbuf = bytearray(RECV_SIZE)  # the I/O thread's receive buffer
         self._rview = memoryview(self._rbuf)
@@ -213,11 +214,14 @@ class QueueServer:
 
     def _select_timeout(self) -> float:
         longest = 1.0 if self.replies.log_error is None else 0.5
-        if self.preauth.deadlines:
+        if self._preauth_due:
             longest = min(longest, max(0.0, self.preauth.next_deadline() - time.monotonic()))
-        if self.streams.due:
+        if self._stream_due:
             longest = min(longest, max(0.0, self.streams.next_due() - time.monotonic()))
-        nxt = self.engine.next_deadline()
+        timers = self.engine.timers
+        if not timers.delayed and not timers.leases and not self.parked.deadlines:
+            return longest  # nothing timed: the usual case of a producer's stream of PUTs
+        nxt = timers.next_deadline()
         parked = self.parked.next_deadline()
         if nxt is None and parked is None:
             return longest
@@ -246,13 +250,13 @@ class QueueServer:
                     self._discard_input(conn)
                 else:
                     self._read(conn)
-        if self.preauth.deadlines:
+        if self._preauth_due:
             self.preauth.expire()
-        if self.streams.due:
+        if self._stream_due:
             self.streams.push()
         engine = self.engine
         engine.tick()
-        if self.parked.next_deadline() is not None:
+        if self.parked.deadlines:
             self._expire_waiters()
         if engine.woken:
             if self.parked.count:
@@ -262,7 +266,7 @@ class QueueServer:
         replies = self.replies
         replies.commit()
         wal = self.wal
-        if wal is not None and replies.log_error is None and wal.should_compact(len(self.engine.jobs)):
+        if wal is not None and replies.log_error is None and wal.should_compact(len(engine.jobs)):
             wal.compact(self.engine)
             replies.release_durable()
 
