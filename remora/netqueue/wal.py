@@ -5,7 +5,9 @@ Files in the data directory (``N`` is the generation; the directory is kept
 
     snapshot.N   every live job at the moment generation N began (written to
                  snapshot.N.tmp, fsynced, renamed: it exists only when whole)
-    wal.N        every change since snapshot.N, appended in order
+    wal.N        every change since snapshot.N, appended in order (the file is
+                 preallocated PREALLOCATE bytes at a time: zeros after the last
+                 record are unused space, cut at recovery and at a clean close)
 
 Record layout (both files)::
 
