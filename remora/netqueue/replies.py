@@ -73,6 +73,7 @@ class Replies:
         self.batch: list[tuple[ClientConn, bytes]] = []  # this iteration's replies
         self.held: deque[tuple[int, ClientConn, bytes]] = deque()  # (lsn, conn, reply) waiting for the fsync
         self._dirty: set[ClientConn] = set()
+        self.synced_here = False  # the last commit ran an fdatasync on this thread (a lone writer)
 
     def add(self, conn: ClientConn, data: bytes) -> None:
         self.batch.append((conn, data))
@@ -80,6 +81,7 @@ class Replies:
     def commit(self) -> None:
         """Write this iteration's log records, then release or hold its replies."""
         batch = self.batch
+        self.synced_here = False
         if not batch:
             wal = self.wal
             if wal is not None and self.flush_log() > wal.synced and wal.fsync == "always":
@@ -102,8 +104,7 @@ class Replies:
                 wal.request_sync()
         self._flush_dirty()
 
-    @staticmethod
-    def _sync_here(wal: WriteAheadLog) -> bool:
+    def _sync_here(self, wal: WriteAheadLog) -> bool:
         """A lone writer (one reply, nothing held, the sync thread idle): fsync on this thread, no hand-off.
 
         Requests that arrive meanwhile wait in their sockets and are read as one batch after it, so
@@ -115,6 +116,7 @@ class Replies:
         except OSError:
             log.exception("queue: fdatasync failed; the sync thread retries")
             return False
+        self.synced_here = True
         return True
 
     def _queue_replies(self, batch: list[tuple[ClientConn, bytes]]) -> None:

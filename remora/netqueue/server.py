@@ -202,10 +202,13 @@ class QueueServer:
     # -- the I/O loop -----------------------------------------------------
     def _run(self) -> None:
         assert self._idle is not None
-        wait, lock, held = self._idle.wait, self.lock, self.replies.held
+        wait, lock, replies = self._idle.wait, self.lock, self.replies
+        held = replies.held
         while not self.stopping:
             try:
-                events = wait(self._select_timeout(), not held)  # held replies: the fsync comes next
+                # no spin while replies wait for the fsync (it comes next), nor after one synced here: a
+                # request that waited for the disk costs a sync anyway, spinning would only add CPU
+                events = wait(self._select_timeout(), not held and not replies.synced_here)
                 with lock:
                     self._iteration(events)
             except Exception:

@@ -57,3 +57,19 @@ def test_concurrent_writers_still_share_fsyncs(tmp_path):
         assert stats["wal"]["fsyncs"] < 0.7 * clients * per_client, stats["wal"]
     finally:
         srv.stop()
+
+
+def test_no_busy_poll_after_an_inline_fsync(tmp_path):
+    """A request that waited for the disk costs a sync anyway: spinning for the writer's next request
+    would only add CPU (measured: 82 vs 65 us of server CPU per sequential PUT, the same rate)."""
+    srv = QueueServer(port=0, data_dir=tmp_path / "q", fsync="always", token="t", busy_poll=0.002)
+    srv.start()
+    try:
+        with QueueClient(f"127.0.0.1:{srv.address[1]}", token="t") as client:
+            for i in range(100):
+                assert client.put(f"j{i}") is True
+            server = client.stats()["server"]
+        assert server["window_us"] == 2000
+        assert server["spin_hits"] + server["spin_misses"] <= 5, server  # connection set-up only (HELLO after the accept)
+    finally:
+        srv.stop()
