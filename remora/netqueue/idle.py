@@ -16,8 +16,8 @@ sleeps.  It spins only while the traffic says an event is imminent:
   stream), and kept armed while spins find events;
 * never while replies wait for an fsync (``fsync = always``): the next
   event is then the commit thread's, hundreds of microseconds away; nor
-  right after the I/O thread synced a lone writer itself: that request cost
-  a disk sync anyway, and spinning for the next one only adds CPU;
+  right after the I/O thread synced the log itself: those requests cost a
+  disk sync anyway, and spinning for the next one only adds CPU;
 * a spin that finds nothing backs off: the next 1, 2, 4 … ``MAX_BACKOFF``
   waits sleep at once (a spin that finds an event halves the back-off), so
   traffic caught less than half the time settles near one window wasted

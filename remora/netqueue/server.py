@@ -15,13 +15,13 @@ without the sleep/wake cycle that costs more than the request itself.
 
 Durability without stalling I/O: each loop iteration decodes every request
 that arrived, applies them to the engine, appends their log records and
-writes them with one ``write()``.  With ``fsync = always`` their replies are
-held until the commit thread's next ``fdatasync`` covers that write — one
-fsync covers every request that came in while the previous one ran (group
-commit), and the I/O thread keeps reading meanwhile.  A lone writer (one
-reply, nothing held, the commit thread idle) is synced on the I/O thread
-instead: no thread hand-off per fsync; what arrives meanwhile is read as one
-batch after it and goes the group-commit way.  A reply is never sent
+writes them with one ``write()``.  With ``fsync = always`` the I/O thread
+then runs the ``fdatasync`` itself (nothing held, the commit thread idle):
+no thread hand-off per sync, and the requests that arrive meanwhile wait in
+their sockets and are read, written and synced as the next iteration's batch
+— one fsync covers every request that came in while the previous one ran
+(group commit).  Otherwise (a sync already in flight) the replies are held
+until the commit thread's next ``fdatasync`` covers them.  A reply is never sent
 before everything logged before it is durable, so no client can observe a
 state that a crash would undo (``remora.netqueue.replies``, which the server owns).
 

@@ -22,8 +22,8 @@ Contracts:
   is the highest LSN known to be on disk.  With ``fsync = always`` the
   server holds replies until ``durable`` passes their LSN; the sync thread
   runs one ``fdatasync`` for everything written before it started (group
-  commit) and calls ``on_durable``; a lone writer (``sync_idle()``: nothing
-  asked of the thread) is synced by the I/O thread itself (``sync_now()``),
+  commit) and calls ``on_durable``; while nothing is asked of the thread
+  (``sync_idle()``) the I/O thread syncs its batch itself (``sync_inline()``),
   without the hand-off.  ``interval`` syncs at most every
   ``fsync_interval`` seconds and ``never`` leaves it to the OS; both count a
   write as durable at once (a process crash loses nothing, a power cut may).
@@ -220,7 +220,7 @@ class WriteAheadLog:
         self.log_bytes = 0
         self.compactions = 0
         self.fsyncs = 0
-        self.inline_fsyncs = 0  # of ``fsyncs``: done by the I/O thread for a lone writer
+        self.inline_fsyncs = 0  # of ``fsyncs``: done by the I/O thread itself (the sync thread idle)
         self._buf = bytearray()
         self._allocated = 0  # the log file's size: records end at log_bytes, zeros (preallocated) after them
         self._preallocate = True  # off after a failed posix_fallocate (full disk, no support) until the next file
@@ -391,7 +391,7 @@ class WriteAheadLog:
         self.durable = max(self.durable, target)
 
     def sync_inline(self) -> None:
-        """``sync_now()`` on the caller's thread for a lone writer (see ``sync_idle``); counted apart."""
+        """``sync_now()`` on the caller's thread while the sync thread is idle (``sync_idle``); counted apart."""
         self.sync_now()
         self.inline_fsyncs += 1
 
