@@ -7,16 +7,8 @@ every state change is reported to an optional ``journal`` callback as
 feeds the same facts back (``replay_job``, ``entries.replay``, ``rebuild()``).
 The engine is not thread-safe: the server calls it under one lock.
 
-Data layout (memory is the budget: 100,000 ready jobs must fit in tens of MiB):
-- ``Entry`` has ``__slots__``; one ``at`` field means "ready since" for a
-  ready job, "ready at" for a delayed one, "lease deadline" for a reserved
-  one and "died at" for a dead one.
-- Each queue keeps ten deques, one per priority: PUT and RESERVE are O(1)
-  and FIFO within a priority comes free.  A job deleted while ready stays in
-  its deque as a stale entry (state DELETED) until a RESERVE skips it;
-  reprioritizing removes the entry (rare, O(n) in C).
-- Delayed jobs and leases live in heaps of ``(time, seq, job)``; an entry is
-  stale when the job's state or ``at`` no longer match, and is skipped.
+The indexes and their upkeep (data layout, recovery) are ``JobIndex``'s
+(``remora.netqueue.jobindex``); this module holds the operations.
 
 Semantics (DESIGN.md): priority 1 (highest)..10; FIFO within a priority;
 PUT is idempotent by id; ``attempt`` counts deliveries; ``max_attempts``
@@ -39,18 +31,14 @@ Dispatch (docs/dispatch.md):
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from remora.netqueue.entries import (
     DEAD,
     DELAYED,
-    DELETED,
     J_CANCEL,
     J_DELETE,
     J_EXPIRE,
@@ -65,167 +53,23 @@ from remora.netqueue.entries import (
     RESERVED,
     STATE_NAMES,
     Entry,
-    Group,
     Journal,
     QueueFullError,
     QueueIndex,
     RateWindow,
-    Workers,
-    insert_ordered,
 )
+from remora.netqueue.jobindex import JobIndex
 
 
-class Engine:
-    """The queue state machine (see the module docstring for the semantics)."""
+class Engine(JobIndex):
+    """The queue state machine (see the module docstring for the semantics) over its ``JobIndex``."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time, max_size: int = 100000, journal: Journal | None = None) -> None:
-        self.clock = clock
+        super().__init__(clock=clock, journal=journal)
         self.max_size = max_size
-        self.journal = journal
-        self.jobs: dict[str, Entry] = {}
-        self.queues: dict[str, QueueIndex] = {}
-        self.dead: dict[str, Entry] = {}
-        self.workers = Workers()
-        self.groups: dict[str, Group] = {}
-        self._delayed: list[tuple[float, str, int, Entry]] = []  # (ready_at, id, seq, job): ties go by id
-        self._last_at = 0.0
-        self._leases: list[tuple[float, str, int, Entry]] = []
-        self._seq = itertools.count()
-        self.prio_count = [0] * (PRIORITIES + 1)
-        self._shared: dict[Any, Any] = {}
-        self.woken: set[str] = set()  # queues that gained ready jobs since the server last looked
-        self.totals = dict.fromkeys(
-            ("put", "reserved", "acked", "nacked", "expired", "dead_lettered", "canceled", "kicked", "purged", "unreserved"), 0
-        )
         self.started = clock()
         self._acks = RateWindow()
         self._waits = RateWindow()
-
-    # -- index maintenance ------------------------------------------------
-    def _queue(self, name: str) -> QueueIndex:
-        q = self.queues.get(name)
-        if q is None:
-            q = self.queues[name] = QueueIndex(name)
-        return q
-
-    def _stamp(self, now: float) -> float:
-        """A strictly increasing "ready since" time: FIFO order is the order of ``at``, even on ties."""
-        last = self._last_at
-        at = now if now > last else math.nextafter(last, math.inf)
-        self._last_at = at
-        return at
-
-    def _make_ready(self, job: Entry, now: float) -> None:
-        last = self._last_at  # _stamp and _append_ready inlined: every PUT comes through here
-        at = now if now > last else math.nextafter(last, math.inf)
-        self._last_at = job.at = at
-        job.state = READY
-        queue = job.queue
-        q = self.queues.get(queue) or self._queue(queue)
-        q.ready[job.priority - 1].append(job)
-        q.nready += 1
-        self.prio_count[job.priority] += 1
-        self.woken.add(queue)
-
-    def _append_ready(self, job: Entry) -> None:
-        job.state = READY
-        q = self._queue(job.queue)
-        q.ready[job.priority - 1].append(job)
-        q.nready += 1
-        self.prio_count[job.priority] += 1
-        self.woken.add(job.queue)
-
-    def _make_delayed(self, job: Entry, ready_at: float) -> None:
-        job.state = DELAYED
-        job.at = ready_at
-        heapq.heappush(self._delayed, (ready_at, job.id, next(self._seq), job))
-        self._queue(job.queue).ndelayed += 1
-        self.prio_count[job.priority] += 1
-
-    def _make_reserved(self, job: Entry, now: float, worker: str) -> None:
-        job.state = RESERVED
-        job.attempt += 1
-        job.worker = worker or None
-        job.since = job.at
-        if job.group is not None:
-            job.group.held += 1
-        job.at = now + job.ttr
-        heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
-        self._queue(job.queue).nreserved += 1
-        if worker:
-            self.workers.seen(worker, now).jobs.add(job.id)
-
-    def _make_dead(self, job: Entry, now: float, reason: str) -> None:
-        job.state = DEAD
-        job.at = now
-        job.reason = reason
-        job.worker = None
-        self.dead[job.id] = job
-        self._queue(job.queue).ndead += 1
-        self.totals["dead_lettered"] += 1
-
-    def _leave(self, job: Entry) -> None:
-        """Undo the counters of the job's current state (its deque entry, if any, goes stale)."""
-        q = self._queue(job.queue)
-        state = job.state
-        if state == READY:
-            q.nready -= 1
-            self.prio_count[job.priority] -= 1
-            if job.blocked:  # its entry in the group's list goes stale
-                job.blocked = False
-                job.group.nblocked -= 1  # type: ignore[union-attr]
-        elif state == DELAYED:
-            q.ndelayed -= 1
-            self.prio_count[job.priority] -= 1
-        elif state == RESERVED:
-            q.nreserved -= 1
-            if job.worker:
-                info = self.workers.get(job.worker)
-                if info is not None:
-                    info.jobs.discard(job.id)
-            job.cancel = False
-            group = job.group
-            if group is not None:
-                group.held -= 1
-                if group.nblocked:
-                    self._unblock(group)
-        elif state == DEAD:
-            q.ndead -= 1
-            del self.dead[job.id]
-            job.reason = None
-        job.state = DELETED
-
-    def _delete(self, job: Entry) -> None:
-        self._leave(job)
-        del self.jobs[job.id]
-
-    # -- concurrency groups ---------------------------------------------------
-    def _group(self, name: str, limit: int) -> Group:
-        group = self.groups.get(name)
-        if group is None:
-            group = self.groups[name] = Group(name, limit)
-        elif group.limit != limit:
-            group.limit = limit
-            if group.nblocked:
-                self._unblock(group)
-        return group
-
-    def _unblock(self, group: Group) -> None:
-        """Return the group's oldest best-priority blocked jobs to the front of their queues, one per free place."""
-        for job in group.unblock():
-            self._to_front(job)
-
-    def _to_front(self, job: Entry) -> None:
-        """A ready job goes back to its place near the front of its priority (it is older than what waits there)."""
-        dq = self._queue(job.queue).ready[job.priority - 1]
-        while dq and dq[0].state != READY:
-            dq.popleft()
-        insert_ordered(dq, job, front=True)
-        self.woken.add(job.queue)
-
-    def _log(self, kind: int, job: Entry, arg: Any = None) -> None:
-        if self.journal is not None:
-            self.journal(kind, job, arg)
 
     # -- producers --------------------------------------------------------
     def waiting(self, queue: str) -> int:
@@ -444,7 +288,7 @@ class Engine:
                 out[job_id] = "lost"
                 continue
             job.at = now + job.ttr
-            heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
+            self.timers.lease(job)
             out[job_id] = "canceled" if job.cancel else "ok"
         return out
 
@@ -495,19 +339,16 @@ class Engine:
     # -- time -------------------------------------------------------------
     def tick(self) -> None:
         """Promote due delayed jobs and expire due leases (call whenever time may have passed)."""
+        timers = self.timers
+        if not timers.delayed and not timers.leases:
+            return
         now = self.clock()
-        delayed = self._delayed
-        while delayed and delayed[0][0] <= now:
-            at, _, _, job = heapq.heappop(delayed)
-            if job.state == DELAYED and job.at == at:
-                self._leave(job)
-                self._make_ready(job, now)
-                self._log(J_PROMOTE, job)
-        leases = self._leases
-        while leases and leases[0][0] <= now:
-            at, _, _, job = heapq.heappop(leases)
-            if job.state == RESERVED and job.at == at:
-                self._expire(job, now)
+        for job in timers.due_delayed(now):
+            self._leave(job)
+            self._make_ready(job, now)
+            self._log(J_PROMOTE, job)
+        for job in timers.due_leases(now):
+            self._expire(job, now)
 
     def _expire(self, job: Entry, now: float) -> None:
         canceled = job.cancel
@@ -528,10 +369,7 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """The earliest time ``tick()`` could change something (stale heap entries included)."""
-        delayed, leases = self._delayed, self._leases
-        if delayed:
-            return min(delayed[0][0], leases[0][0]) if leases else delayed[0][0]
-        return leases[0][0] if leases else None
+        return self.timers.next_deadline()
 
     # -- inspection -------------------------------------------------------
     def peek(self, job_id: str) -> Entry | None:
@@ -612,51 +450,3 @@ class Engine:
             "totals": dict(self.totals),
             "max_size": self.max_size,
         }
-
-    # -- recovery (the WAL replays jobs and records, then calls rebuild) --
-    def replay_job(self, job: Entry) -> None:
-        group = job.group  # as decoded: a fresh Group carrying the name and the limit of that PUT
-        if group is not None:
-            job.group = self._group(group.name, group.limit)
-        job.queue = self._shared.setdefault(job.queue, job.queue)
-        job.ttr = self._shared.setdefault(job.ttr, job.ttr)
-        old = self.jobs.get(job.id)
-        if old is not None:
-            old.state = DELETED
-        self.jobs[job.id] = job
-
-    def rebuild(self) -> None:
-        """Recompute every index from the jobs' fields (after replay); leases restart at now + ttr."""
-        now = self.clock()
-        self.queues.clear()
-        self.dead.clear()
-        self._delayed.clear()
-        self._leases.clear()
-        self.prio_count = [0] * (PRIORITIES + 1)
-        for group in self.groups.values():
-            group.held = group.nblocked = 0
-            for dq in group.blocked:
-                dq.clear()
-        ready = sorted((j for j in self.jobs.values() if j.state == READY), key=lambda j: j.at)
-        for job in self.jobs.values():
-            job.blocked = False
-            q = self._queue(job.queue)
-            if job.state == DELAYED:
-                self._make_delayed(job, job.at)
-            elif job.state == RESERVED:
-                job.at = now + job.ttr
-                heapq.heappush(self._leases, (job.at, job.id, next(self._seq), job))
-                q.nreserved += 1
-                if job.group is not None:
-                    job.group.held += 1
-            elif job.state == DEAD:
-                self.dead[job.id] = job
-                q.ndead += 1
-        for job in ready:
-            self._append_ready(job)
-        self._last_at = max([self._last_at, *(j.at for j in ready[-1:])])
-        self.woken = set(self.queues)
-
-    def live_jobs(self) -> Iterator[Entry]:
-        """Every job in an order that replays to the same FIFO order (for snapshots)."""
-        yield from sorted(self.jobs.values(), key=lambda j: (j.state != READY, j.at))

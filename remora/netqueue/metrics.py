@@ -149,6 +149,7 @@ def _server(out: Exposition, stats: dict[str, Any]) -> None:
         ("http_requests", "HTTP requests answered on the queue port."),
         ("spin_hits", "Waits whose busy-poll found the next request without sleeping (queue.busy_poll)."),
         ("spin_misses", "Busy-polls that ran out of window and slept (CPU spent for nothing)."),
+        ("spin_late", "Busy-polls that found the next request only late in the window (backed off like misses)."),
     ):
         if key in server:
             name = key if key.endswith("_total") else f"{key}_total"

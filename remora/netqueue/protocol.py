@@ -25,15 +25,31 @@ name the reply must use.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
-from typing import Any
 
+from remora.netqueue.control import (  # noqa: F401  (re-exported: server and client import only this module)
+    RESOURCE_FIELDS,
+    RESOURCES,
+    decode_auth,
+    decode_deregister,
+    decode_hello,
+    decode_hello_reply,
+    decode_json,
+    decode_list,
+    decode_register,
+    decode_views,
+    encode_deregister,
+    encode_hello,
+    encode_hello_reply,
+    encode_json,
+    encode_list,
+    encode_register,
+    encode_view,
+    encode_views,
+    read_view,
+)
 from remora.netqueue.wire import (  # noqa: F401  (the vocabulary is re-exported: server and client import only this module)
-    _U8,
-    _U16,
-    _U32,
     CANCEL_RESULT,
     ERRORS,
     FLAG_ERROR,
@@ -80,6 +96,9 @@ from remora.netqueue.wire import (  # noqa: F401  (the vocabulary is re-exported
     PROTOCOL_VERSION,
     STATE_NAMES,
     TOUCH_STATUS,
+    U8,
+    U16,
+    U32,
     ProtocolError,
     Reader,
     blob32,
@@ -144,7 +163,7 @@ def encode_put(
         raise ProtocolError("BAD_ARGUMENT", "priority, max_attempts or limit out of range")
     head = _PUT.pack(priority | (PUT_GROUPED if group else 0), max_attempts, ms(delay), ms(ttr), len(jid), len(q), len(body))
     item = head + jid + q + body
-    return item + str8(group) + _U16.pack(limit) if group else item
+    return item + str8(group) + U16.pack(limit) if group else item
 
 
 # id, queue, priority, delay, ttr, max_attempts, body, group, limit (``Engine.put``'s arguments)
@@ -178,7 +197,7 @@ def put_fields_at(buf: bytes, pos: int) -> tuple[PutFields, int]:
             group = str(buf[end + 1 : group_end], "utf-8")
         except UnicodeDecodeError:
             raise ProtocolError("BAD_FRAME", "a string is not valid UTF-8") from None
-        (limit,) = _U16.unpack_from(buf, group_end)
+        (limit,) = U16.unpack_from(buf, group_end)
         item_end = group_end + 2
         if not 0 < group_end - end - 1 <= MAX_NAME:
             raise ProtocolError("NAME_TOO_LONG", f"a group must be 1..{MAX_NAME} bytes")
@@ -212,13 +231,13 @@ def decode_put(body: bytes) -> PutRequest:
 
 def encode_put_batch(items: list[bytes]) -> bytes:
     """``items`` are ``encode_put`` results."""
-    return _U16.pack(len(items)) + b"".join(items)
+    return U16.pack(len(items)) + b"".join(items)
 
 
 def put_batch_fields(body: bytes) -> list[PutFields]:
     if len(body) < 2:
         raise ProtocolError("BAD_FRAME", "body is truncated")
-    (count,) = _U16.unpack_from(body, 0)
+    (count,) = U16.unpack_from(body, 0)
     if count > MAX_BATCH:
         raise ProtocolError("BAD_ARGUMENT", f"batch of {count} is over {MAX_BATCH}")
     items, pos = [], 2
@@ -235,7 +254,7 @@ def decode_put_batch(body: bytes) -> list[PutRequest]:
 
 
 def encode_flags(values: list[bool]) -> bytes:
-    return _U16.pack(len(values)) + bytes(1 if v else 0 for v in values)
+    return U16.pack(len(values)) + bytes(1 if v else 0 for v in values)
 
 
 def decode_flags(body: bytes) -> list[bool]:
@@ -259,7 +278,7 @@ class ReserveRequest:
 def encode_reserve(queues: list[str], timeout: float, count: int, worker: str) -> bytes:
     if not 0 < count <= 65535 or not 0 < len(queues) <= 255:
         raise ProtocolError("BAD_ARGUMENT", "count or number of queues out of range")
-    return struct.pack(">IH", ms(timeout), count) + str8(worker) + _U8.pack(len(queues)) + b"".join(str8(q) for q in queues)
+    return struct.pack(">IH", ms(timeout), count) + str8(worker) + U8.pack(len(queues)) + b"".join(str8(q) for q in queues)
 
 
 def _read_reserve(r: Reader) -> ReserveRequest:
@@ -325,7 +344,7 @@ _RES = struct.Struct(">BHIBBI")
 
 def encode_reservations(jobs: list[tuple[str, str, int, int, float, bytes]]) -> bytes:
     """``jobs``: (id, queue, priority, attempt, ttr, body) tuples."""
-    parts = [_U16.pack(len(jobs))]
+    parts = [U16.pack(len(jobs))]
     for job_id, queue, priority, attempt, ttr, body in jobs:
         jid, q = job_id.encode(), queue.encode()
         parts.append(_RES.pack(priority, min(attempt, 65535), int(ttr * 1000), len(jid), len(q), len(body)) + jid + q + body)
@@ -370,7 +389,7 @@ def decode_id(body: bytes) -> str:
 
 
 def encode_nack(job_id: str, delay: float) -> bytes:
-    return str8(job_id) + _U32.pack(ms(delay))
+    return str8(job_id) + U32.pack(ms(delay))
 
 
 def decode_nack(body: bytes) -> tuple[str, float]:
@@ -386,7 +405,7 @@ def decode_nack(body: bytes) -> tuple[str, float]:
 def encode_priority(job_id: str, priority: int) -> bytes:
     if not 0 <= priority <= 255:
         raise ProtocolError("BAD_ARGUMENT", "priority out of range")
-    return str8(job_id) + _U8.pack(priority)
+    return str8(job_id) + U8.pack(priority)
 
 
 def decode_priority(body: bytes) -> tuple[str, int]:
@@ -400,7 +419,7 @@ def decode_priority(body: bytes) -> tuple[str, int]:
 
 
 def encode_u8(value: int) -> bytes:
-    return _U8.pack(value)
+    return U8.pack(value)
 
 
 def decode_u8(body: bytes) -> int:
@@ -411,7 +430,7 @@ def decode_u8(body: bytes) -> int:
 
 
 def encode_u32(value: int) -> bytes:
-    return _U32.pack(value)
+    return U32.pack(value)
 
 
 def decode_u32(body: bytes) -> int:
@@ -423,7 +442,7 @@ def decode_u32(body: bytes) -> int:
 
 # TOUCH: str8 worker, u16 n, str8 id * n -> reply u16 n, (str8 id, u8 status) * n
 def encode_touch(job_ids: list[str], worker: str) -> bytes:
-    return str8(worker) + _U16.pack(len(job_ids)) + b"".join(str8(j) for j in job_ids)
+    return str8(worker) + U16.pack(len(job_ids)) + b"".join(str8(j) for j in job_ids)
 
 
 def decode_touch(body: bytes) -> tuple[list[str], str]:
@@ -438,7 +457,7 @@ def decode_touch(body: bytes) -> tuple[list[str], str]:
 
 
 def encode_touch_reply(result: dict[str, str]) -> bytes:
-    return _U16.pack(len(result)) + b"".join(str8(k) + _U8.pack(TOUCH_STATUS.index(v)) for k, v in result.items())
+    return U16.pack(len(result)) + b"".join(str8(k) + U8.pack(TOUCH_STATUS.index(v)) for k, v in result.items())
 
 
 def decode_touch_reply(body: bytes) -> dict[str, str]:
@@ -456,7 +475,7 @@ def decode_touch_reply(body: bytes) -> dict[str, str]:
 # m jobs in the same request (a worker slot's previous job).
 def encode_start(job_ids: list[str], worker: str, acks: list[str] | tuple[str, ...] = ()) -> bytes:
     body = encode_touch(job_ids, worker)
-    return body + _U16.pack(len(acks)) + b"".join(str8(j) for j in acks) if acks else body
+    return body + U16.pack(len(acks)) + b"".join(str8(j) for j in acks) if acks else body
 
 
 def decode_start(body: bytes) -> tuple[list[str], str, list[str]]:
@@ -478,7 +497,7 @@ def decode_start(body: bytes) -> tuple[list[str], str, list[str]]:
 # DLQ_KICK / DLQ_PURGE: u8 all, u16 n, str8 id * n -> reply u32 count
 def encode_ids(job_ids: list[str] | None) -> bytes:
     ids = job_ids or []
-    return _U8.pack(1 if job_ids is None else 0) + _U16.pack(len(ids)) + b"".join(str8(j) for j in ids)
+    return U8.pack(1 if job_ids is None else 0) + U16.pack(len(ids)) + b"".join(str8(j) for j in ids)
 
 
 def decode_ids(body: bytes) -> list[str] | None:
@@ -490,159 +509,3 @@ def decode_ids(body: bytes) -> list[str] | None:
     ids = [name(r.str8(), "job id") for _ in range(n)]
     r.end()
     return None if everything else ids
-
-
-# REGISTER: str8 worker, str8 host, u16 concurrency [, resources]
-# resources (optional tail, the worker's process): f64 cpu_seconds, f64 rss_bytes, u32 threads, u32 open_files,
-# u32 ssh_connections.  A body without the tail is a registration without figures (older workers).
-RESOURCES = struct.Struct(">ddIII")
-RESOURCE_FIELDS = ("cpu_seconds", "rss_bytes", "threads", "open_files", "ssh_connections")
-
-
-def encode_register(worker: str, host: str, concurrency: int, resources: dict[str, float] | None = None) -> bytes:
-    body = str8(worker) + str8(host) + _U16.pack(max(0, min(concurrency, 65535)))
-    if resources is None:
-        return body
-    floats = [max(0.0, float(resources.get(k) or 0)) for k in RESOURCE_FIELDS[:2]]
-    ints = [max(0, min(int(resources.get(k) or 0), 0xFFFFFFFF)) for k in RESOURCE_FIELDS[2:]]
-    return body + RESOURCES.pack(*floats, *ints)
-
-
-def decode_register(body: bytes) -> tuple[str, str, int, dict[str, float] | None]:
-    r = Reader(body)
-    worker = name(r.str8(), "worker id")
-    host = name(r.str8(), "host", allow_empty=True)
-    concurrency = r.u16()
-    resources = None
-    if r.pos < len(r.buf):
-        values = r.unpack(RESOURCES)
-        if not all(v == v and 0 <= v < float("inf") for v in values[:2]):  # NaN, negative or infinite
-            raise ProtocolError("BAD_ARGUMENT", "resource figures must be finite and not negative")
-        resources = dict(zip(RESOURCE_FIELDS, values, strict=True))
-    r.end()
-    return worker, host, concurrency, resources
-
-
-# DEREGISTER: str8 worker -> reply empty.  A worker stopping cleanly leaves the workers list at once.
-def encode_deregister(worker: str) -> bytes:
-    return str8(worker)
-
-
-def decode_deregister(body: bytes) -> str:
-    r = Reader(body)
-    worker = name(r.str8(), "worker id")
-    r.end()
-    return worker
-
-
-# LIST / DLQ_LIST: str8 queue ("" = all), str8 state ("" = all), u32 limit
-def encode_list(queue: str | None, state: str | None, limit: int) -> bytes:
-    return str8(queue or "") + str8(state or "") + _U32.pack(max(0, min(limit, 0xFFFFFFFF)))
-
-
-def decode_list(body: bytes) -> tuple[str | None, str | None, int]:
-    r = Reader(body)
-    queue = name(r.str8(), "queue", allow_empty=True)
-    state = r.str8()
-    limit = r.u32()
-    r.end()
-    if state and state not in STATE_NAMES:
-        raise ProtocolError("BAD_ARGUMENT", f"state must be one of {', '.join(STATE_NAMES)}")
-    return queue or None, state or None, min(limit, MAX_LIST)
-
-
-# job view: u8 priority, u8 state, u16 attempt, f64 age, str8 id, str8 queue, str8 worker, str16 reason, blob32 body
-_VIEW = struct.Struct(">BBHd")
-
-
-def encode_view(
-    job_id: str, queue: str, priority: int, state: str, attempt: int, age: float, body: bytes, worker: str, reason: str
-) -> bytes:
-    return (
-        _VIEW.pack(priority, STATE_NAMES.index(state), min(attempt, 65535), age)
-        + str8(job_id)
-        + str8(queue)
-        + str8(worker)
-        + str16(reason)
-        + blob32(body)
-    )
-
-
-def read_view(r: Reader) -> dict[str, Any]:
-    priority, state, attempt, age = r.unpack(_VIEW)
-    job_id, queue, worker, reason = r.str8(), r.str8(), r.str8(), r.str16()
-    body = r.blob32()
-    return {
-        "id": job_id,
-        "queue": queue,
-        "priority": priority,
-        "state": STATE_NAMES[state] if state < len(STATE_NAMES) else "unknown",
-        "attempt": attempt,
-        "age": age,
-        "body": body,
-        "worker": worker or None,
-        "reason": reason or None,
-    }
-
-
-def encode_views(views: list[bytes]) -> bytes:
-    return _U32.pack(len(views)) + b"".join(views)
-
-
-def decode_views(body: bytes) -> list[dict[str, Any]]:
-    r = Reader(body)
-    return [read_view(r) for _ in range(r.u32())]
-
-
-# HELLO: u8 version, str8 client name, str16 token
-#   reply: u8 version, str8 server name, u8 auth_required, u8 authenticated, u32 max_frame, u32 max_body, u8 max_name
-def encode_hello(client_name: str, token: str) -> bytes:
-    return _U8.pack(PROTOCOL_VERSION) + str8(client_name[:200]) + str16(token)
-
-
-def decode_hello(body: bytes) -> tuple[int, str, str]:
-    r = Reader(body)
-    version, client, token = r.u8(), r.str8(), r.str16()
-    r.end()
-    return version, client, token
-
-
-_HELLO_REPLY = struct.Struct(">BBIIB")
-
-
-def encode_hello_reply(server_name: str, auth_required: bool, authenticated: bool) -> bytes:
-    return (
-        _U8.pack(PROTOCOL_VERSION)
-        + str8(server_name)
-        + _HELLO_REPLY.pack(int(auth_required), int(authenticated), MAX_FRAME, MAX_BODY, MAX_NAME)
-    )
-
-
-def decode_hello_reply(body: bytes) -> dict[str, Any]:
-    r = Reader(body)
-    version, server = r.u8(), r.str8()
-    auth_required, authenticated, max_frame, max_body, max_name = r.unpack(_HELLO_REPLY)
-    return {
-        "version": version,
-        "server": server,
-        "auth_required": bool(auth_required),
-        "authenticated": bool(authenticated),
-        "max_frame": max_frame,
-        "max_body": max_body,
-        "max_name": max_name,
-    }
-
-
-def decode_auth(body: bytes) -> str:
-    r = Reader(body)
-    token = r.str16()
-    r.end()
-    return token
-
-
-def encode_json(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), default=str).encode()
-
-
-def decode_json(body: bytes) -> Any:
-    return json.loads(body.decode()) if body else None

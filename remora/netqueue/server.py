@@ -15,10 +15,13 @@ without the sleep/wake cycle that costs more than the request itself.
 
 Durability without stalling I/O: each loop iteration decodes every request
 that arrived, applies them to the engine, appends their log records and
-writes them with one ``write()``.  With ``fsync = always`` their replies are
-held until the commit thread's next ``fdatasync`` covers that write — one
-fsync covers every request that came in while the previous one ran (group
-commit), and the I/O thread keeps reading meanwhile.  A reply is never sent
+writes them with one ``write()``.  With ``fsync = always`` the I/O thread
+then runs the ``fdatasync`` itself (nothing held, the commit thread idle):
+no thread hand-off per sync, and the requests that arrive meanwhile wait in
+their sockets and are read, written and synced as the next iteration's batch
+— one fsync covers every request that came in while the previous one ran
+(group commit).  Otherwise (a sync already in flight) the replies are held
+until the commit thread's next ``fdatasync`` covers them.  A reply is never sent
 before everything logged before it is durable, so no client can observe a
 state that a crash would undo (``remora.netqueue.replies``, which the server owns).
 
@@ -26,14 +29,13 @@ HTTP on the same port: a binary frame starts with 0x00 (MAX_FRAME < 16 MiB),
 so a connection whose first byte is anything else is read as an HTTP/1.x
 request (see ``remora.netqueue.http``) and answered with JSON.
 
-Before authentication (until HELLO/AUTH presents the token; without a token,
-until the first request) a connection is cheap to hold and cannot grow: a
+Before authentication a connection is cheap to hold and cannot grow: a
 frame may be at most MAX_PREAUTH_FRAME bytes (the length field is checked
-before anything is buffered), it may send a few requests only, it is closed
-``auth_timeout`` seconds after connecting, and at most ``max_unauthenticated``
-such connections exist at once (a new one closes the oldest), so they never
-fill ``max_connections``.  Authenticated connections pay one attribute check
-per frame for this.
+before anything is buffered) and ``remora.netqueue.preauth`` limits how many
+requests it sends, how long it stays and how many such connections exist.
+Authenticated connections pay one attribute check per frame for this.  Live
+``/monitor`` streams are ``remora.netqueue.monitor``'s; the server's
+settings are ``remora.netqueue.settings.ServeSettings``.
 """
 
 from __future__ import annotations
@@ -43,19 +45,20 @@ import select
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from remora import procstats
 from remora.errors import ConfigError
-from remora.netaddr import is_loopback
 from remora.netqueue import protocol as p
 from remora.netqueue.engine import Engine
-from remora.netqueue.entries import WORKER_ACTIVE_WINDOW
 from remora.netqueue.handlers import Dispatcher, hand_out
 from remora.netqueue.idle import AdaptivePoll
+from remora.netqueue.monitor import MonitorStreams
+from remora.netqueue.preauth import PreauthGate
 from remora.netqueue.replies import EV_IN, EV_OUT, ClientConn, Replies
+from remora.netqueue.settings import ServeSettings
 from remora.netqueue.waiters import ParkedReserves, Waiter
 
 if TYPE_CHECKING:
@@ -67,73 +70,6 @@ log = logging.getLogger(__name__)
 RECV_SIZE = 256 * 1024
 MAX_HTTP_REQUEST = 16 * 1024
 EV_READ = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP  # an error or hang-up shows when reading
-PREAUTH_REQUESTS = 8  # requests a connection may send before it authenticates
-MAX_UNAUTHENTICATED = 256  # unauthenticated connections held at once (a new one closes the oldest)
-MAX_MONITOR_STREAMS = 16  # live /monitor streams (Server-Sent Events) at once
-MONITOR_INTERVAL = 1.0  # seconds between two events of a /monitor stream
-MAX_STREAM_BACKLOG = 256 * 1024  # a stream whose reader lags this many bytes behind is closed
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Everything a queue server is told, each option once; ``from_config`` maps Remora's settings onto it."""
-
-    host: str = "127.0.0.1"
-    port: int = 9000
-    data_dir: Path | None = None
-    persistence: bool = True
-    fsync: str = "always"  # always (group commit) | interval | never
-    fsync_interval: float = 0.01
-    max_size: int = 100000  # most waiting jobs per queue
-    token: str = ""  # "" serves without a token (loopback only)
-    max_connections: int = 4096
-    busy_poll: float = 0.0001
-    auth_timeout: float = 5.0
-    max_queues: int = 1000
-    max_unauthenticated: int = MAX_UNAUTHENTICATED
-    health_check_interval: float = WORKER_ACTIVE_WINDOW  # a worker silent longer than this counts as inactive
-    max_monitor_streams: int = MAX_MONITOR_STREAMS  # live /monitor streams at once (more are refused with 503)
-    monitor_interval: float = MONITOR_INTERVAL  # seconds between two events of a /monitor stream
-
-    def __post_init__(self) -> None:
-        if self.fsync not in ("always", "interval", "never"):
-            raise ConfigError(f"queue fsync = {self.fsync!r}: expected always, interval or never")
-        if not self.token and not is_loopback(self.host):
-            raise ConfigError(
-                f"queue bound to {self.host or '0.0.0.0'} (not loopback) needs a token: leave queue.token unset "
-                "(a token file is made), or set REMORA_QUEUE_TOKEN / queue.token / queue.token_file"
-            )
-        if self.persistence and self.data_dir is None:
-            raise ConfigError("queue persistence needs a data directory (queue.data_dir)")
-
-    @classmethod
-    def from_config(cls, settings: Settings, **overrides: Any) -> ServeSettings:
-        """The server's settings from Remora's (``queue.*``); ``overrides`` that are not None win.
-
-        Without a ``token`` override the token is ``settings.queue_token()`` (the caller decides
-        whether a missing token file is made: pass ``token=settings.queue_token(create=True)``)."""
-        from remora.config import split_addr
-
-        host, port = split_addr(settings.queue.addr, 9000)
-        q = settings.queue
-        values: dict[str, Any] = {
-            "host": host,
-            "port": port,
-            "data_dir": settings.queue_data_dir,
-            "persistence": q.persistence,
-            "fsync": q.fsync,
-            "fsync_interval": q.fsync_interval,
-            "max_size": q.max_size,
-            "max_connections": q.max_connections,
-            "busy_poll": q.busy_poll,
-            "auth_timeout": q.auth_timeout,
-            "max_queues": q.max_queues,
-            "health_check_interval": q.health_check_interval,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "token" not in values:
-            values["token"] = settings.queue_token()
-        return cls(**values)
 
 
 class QueueServer:
@@ -164,14 +100,14 @@ class QueueServer:
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._conns: dict[int, ClientConn] = {}
-        self._preauth: dict[ClientConn, float] = {}  # unauthenticated connections -> deadline, oldest first
-        self._streams: dict[ClientConn, float] = {}  # live /monitor streams -> when their next event is due (monotonic)
+        self.preauth = PreauthGate(settings.auth_timeout, settings.max_unauthenticated, self._close)
+        self.streams = MonitorStreams(self, self._close)
+        self._preauth_due, self._stream_due = self.preauth.deadlines, self.streams.due  # the loop's checks, one lookup each
         self.parked = ParkedReserves()
         self._rbuf = bytearray(RECV_SIZE)  # the I/O thread's receive buffer
         self._rview = memoryview(self._rbuf)
         self._stopped = threading.Event()
-        self.counters = {"connections_total": 0, "requests": 0, "errors": 0, "http_requests": 0, "unauthenticated_closed": 0}
-        self._evict_logged = -1e9
+        self.counters = {"connections_total": 0, "requests": 0, "errors": 0, "http_requests": 0}
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> QueueServer:
@@ -266,10 +202,13 @@ class QueueServer:
     # -- the I/O loop -----------------------------------------------------
     def _run(self) -> None:
         assert self._idle is not None
-        wait, lock, held = self._idle.wait, self.lock, self.replies.held
+        wait, lock, replies = self._idle.wait, self.lock, self.replies
+        held = replies.held
         while not self.stopping:
             try:
-                events = wait(self._select_timeout(), not held)  # held replies: the fsync comes next
+                # no spin while replies wait for the fsync (it comes next), nor after one synced here: a
+                # request that waited for the disk costs a sync anyway, spinning would only add CPU
+                events = wait(self._select_timeout(), not held and not replies.synced_here)
                 with lock:
                     self._iteration(events)
             except Exception:
@@ -278,11 +217,14 @@ class QueueServer:
 
     def _select_timeout(self) -> float:
         longest = 1.0 if self.replies.log_error is None else 0.5
-        if self._preauth:
-            longest = min(longest, max(0.0, next(iter(self._preauth.values())) - time.monotonic()))
-        if self._streams:
-            longest = min(longest, max(0.0, min(self._streams.values()) - time.monotonic()))
-        nxt = self.engine.next_deadline()
+        if self._preauth_due:
+            longest = min(longest, max(0.0, self.preauth.next_deadline() - time.monotonic()))
+        if self._stream_due:
+            longest = min(longest, max(0.0, self.streams.next_due() - time.monotonic()))
+        timers = self.engine.timers
+        if not timers.delayed and not timers.leases and not self.parked.deadlines:
+            return longest  # nothing timed: the usual case of a producer's stream of PUTs
+        nxt = timers.next_deadline()
         parked = self.parked.next_deadline()
         if nxt is None and parked is None:
             return longest
@@ -311,13 +253,13 @@ class QueueServer:
                     self._discard_input(conn)
                 else:
                     self._read(conn)
-        if self._preauth:
-            self._expire_preauth()
-        if self._streams:
-            self._push_monitor()
+        if self._preauth_due:
+            self.preauth.expire()
+        if self._stream_due:
+            self.streams.push()
         engine = self.engine
         engine.tick()
-        if self.parked.next_deadline() is not None:
+        if self.parked.deadlines:
             self._expire_waiters()
         if engine.woken:
             if self.parked.count:
@@ -327,7 +269,7 @@ class QueueServer:
         replies = self.replies
         replies.commit()
         wal = self.wal
-        if wal is not None and replies.log_error is None and wal.should_compact(len(self.engine.jobs)):
+        if wal is not None and replies.log_error is None and wal.should_compact(len(engine.jobs)):
             wal.compact(self.engine)
             replies.release_durable()
 
@@ -349,38 +291,10 @@ class QueueServer:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = ClientConn(sock, addr, authed=not self.settings.token)
-            conn.preauth = PREAUTH_REQUESTS
-            preauth = self._preauth
-            now = time.monotonic()
-            if len(preauth) >= max(1, self.settings.max_unauthenticated):
-                oldest = next(iter(preauth))
-                self.counters["unauthenticated_closed"] += 1
-                if now >= self._evict_logged + 10:  # at most one line per 10 s under a flood
-                    self._evict_logged = now
-                    log.warning("queue: %d unauthenticated connections: closing the oldest (%s)", len(preauth), oldest.peer)
-                self._close(oldest)
-            preauth[conn] = now + self.settings.auth_timeout
+            self.preauth.enter(conn)
             self._conns[sock.fileno()] = conn
             self._ep.register(sock.fileno(), EV_IN)
             self.counters["connections_total"] += 1
-
-    def _admit(self, conn: ClientConn) -> None:
-        """The connection authenticated (or, without a token, sent its first request): no pre-auth limits."""
-        conn.preauth = 0
-        self._preauth.pop(conn, None)
-
-    def _expire_preauth(self) -> None:
-        """Close connections that did not authenticate within ``auth_timeout``."""
-        now = time.monotonic()
-        preauth = self._preauth
-        while preauth:
-            conn, deadline = next(iter(preauth.items()))
-            if deadline > now:
-                return
-            log.debug("queue: closing %s: not authenticated within %gs", conn.peer, self.settings.auth_timeout)
-            self.counters["unauthenticated_closed"] += 1
-            self._close(conn)
-            preauth.pop(conn, None)  # _close removes it; this ends the loop even if it did not
 
     def _drain_wake(self) -> None:
         assert self._wake_r is not None
@@ -417,7 +331,7 @@ class QueueServer:
         if conn.http is None:
             conn.http = data[0] != 0
         if conn.http:
-            if conn in self._streams:
+            if conn in self.streams:
                 return  # a stream's reader has nothing to say: its input is dropped (EOF closes it above)
             conn.inbuf += data
             self._read_http(conn)
@@ -458,7 +372,7 @@ class QueueServer:
             self._request(conn, opcode, rid, body)
             if preauth:
                 if conn.authed:
-                    self._admit(conn)
+                    self.preauth.admit(conn)
                     preauth, max_frame = 0, p.MAX_FRAME
                 elif preauth == 1:
                     self._fail(conn, 0, 0, p.ProtocolError("UNAUTHORIZED", "too many requests before authentication", fatal=True))
@@ -499,33 +413,16 @@ class QueueServer:
         response, stream = handle_http(self, bytes(buf[: end if end >= 0 else MAX_HTTP_REQUEST]))
         buf.clear()
         if stream:
-            self._admit(conn)  # authenticated (or no token): no auth_timeout for a stream
-            self._streams[conn] = time.monotonic()  # the first event goes out in this iteration
+            self.preauth.admit(conn)  # authenticated (or no token): no auth_timeout for a stream
+            self.streams.add(conn)
         else:
             conn.closing = True
         self.replies.add(conn, response)
 
-    # -- live /monitor streams (Server-Sent Events) ---------------------------
     @property
     def monitor_streams(self) -> int:
-        return len(self._streams)
-
-    def _push_monitor(self) -> None:
-        """Send the /monitor snapshot to every stream whose next event is due (one snapshot for all of them)."""
-        from remora.netqueue.http import monitor_event
-
-        now = time.monotonic()
-        event = b""
-        for conn, due in list(self._streams.items()):
-            if due > now:
-                continue
-            if len(conn.out) > MAX_STREAM_BACKLOG:
-                log.info("queue: closing the /monitor stream of %s: it does not read", conn.peer)
-                self._close(conn)
-                continue
-            event = event or monitor_event(self)
-            self._streams[conn] = max(due + self.settings.monitor_interval, now + self.settings.monitor_interval / 2)
-            self.replies.add(conn, event)
+        """Live /monitor streams (``remora.netqueue.monitor``)."""
+        return len(self.streams)
 
     # -- blocking reserves (see remora.netqueue.waiters) --------------------
     def park(self, conn: ClientConn, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> None:
@@ -546,9 +443,9 @@ class QueueServer:
 
     def _close(self, conn: ClientConn) -> None:
         if conn.preauth:
-            self._preauth.pop(conn, None)
-        if self._streams:
-            self._streams.pop(conn, None)
+            self.preauth.drop(conn)
+        if self.streams.due:
+            self.streams.drop(conn)
         fd = conn.sock.fileno()
         if fd < 0:
             return
@@ -589,10 +486,7 @@ class QueueServer:
             for waiter in self.parked.drain():
                 if waiter.conn.sock.fileno() >= 0:
                     self._answer(waiter, [])
-            for conn in list(self._streams):  # a last event says the stream ends; then the connection closes
-                conn.closing = True
-                self.replies.add(conn, b'event: end\ndata: {"reason":"the queue server is stopping"}\n\n')
-            self._streams.clear()
+            self.streams.end_all()
             replies = self.replies
             replies.commit()
             if self.wal is not None:
@@ -633,10 +527,11 @@ class QueueServer:
         data["process"] = procstats.sample()
         data["server"] = {
             **self.counters,
+            "unauthenticated_closed": self.preauth.closed,
             "persistence": self.settings.persistence,
             "fsync": self.settings.fsync,
             "parked_reserves": self.parked.count,
-            "monitor_streams": len(self._streams),
+            "monitor_streams": len(self.streams),
             "log_error": self.replies.log_error,
             **(self._idle.info() if self._idle is not None else {}),
         }

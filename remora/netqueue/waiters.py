@@ -34,7 +34,7 @@ class ParkedReserves:
 
     def __init__(self) -> None:
         self._by_queue: dict[str, deque[Waiter]] = {}
-        self._deadlines: list[tuple[float, int, Waiter]] = []
+        self.deadlines: list[tuple[float, int, Waiter]] = []  # heap of (deadline, seq, waiter); answered ones go stale
         self._seq = itertools.count()
         self.count = 0  # waiters not yet answered
 
@@ -46,7 +46,7 @@ class ParkedReserves:
             if len(waiters) > 2 * self.count + 32:
                 waiters = self._by_queue[queue] = deque(w for w in waiters if not w.done)
             waiters.append(waiter)
-        heapq.heappush(self._deadlines, (waiter.deadline, next(self._seq), waiter))
+        heapq.heappush(self.deadlines, (waiter.deadline, next(self._seq), waiter))
         conn.parked += 1
 
     def _done(self, waiter: Waiter) -> None:
@@ -55,11 +55,11 @@ class ParkedReserves:
         waiter.conn.parked -= 1
 
     def next_deadline(self) -> float | None:
-        return self._deadlines[0][0] if self._deadlines else None
+        return self.deadlines[0][0] if self.deadlines else None
 
     def expired(self, now: float) -> list[Waiter]:
         """Waiters whose timeout passed (now answered: the caller replies with no jobs)."""
-        heap, out = self._deadlines, []
+        heap, out = self.deadlines, []
         while heap and (heap[0][0] <= now or heap[0][2].done):
             _, _, waiter = heapq.heappop(heap)
             if not waiter.done:
@@ -101,9 +101,9 @@ class ParkedReserves:
 
     def drain(self) -> list[Waiter]:
         """Every waiter still parked (now answered), for shutdown."""
-        out = [w for _, _, w in self._deadlines if not w.done]
+        out = [w for _, _, w in self.deadlines if not w.done]
         for waiter in out:
             self._done(waiter)
-        self._deadlines.clear()
+        self.deadlines.clear()
         self._by_queue.clear()
         return out

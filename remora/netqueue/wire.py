@@ -1,8 +1,8 @@
 """NetQueue's wire vocabulary: named limits, header layout, opcodes, error codes and primitive codecs.
 
 The layer under ``remora.netqueue.protocol``, which imports these names one by
-one and re-exports them: server and client import only ``protocol``, nothing
-else imports this module.  ``docs/protocol.md`` is the specification.
+one and re-exports them (``remora.netqueue.control`` uses them as ``wire.X``):
+server and client import only ``protocol``, nothing else imports this module.  ``docs/protocol.md`` is the specification.
 """
 
 from __future__ import annotations
@@ -92,26 +92,26 @@ class ProtocolError(Exception):
 
 # -- primitive codecs ----------------------------------------------------
 
-_U8 = struct.Struct(">B")
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_F64 = struct.Struct(">d")
+U8 = struct.Struct(">B")
+U16 = struct.Struct(">H")
+U32 = struct.Struct(">I")
+F64 = struct.Struct(">d")
 
 
 def str8(text: str) -> bytes:
     data = text.encode()
     if len(data) > 255:
         raise ProtocolError("NAME_TOO_LONG", f"{text[:40]!r}... is over 255 bytes")
-    return _U8.pack(len(data)) + data
+    return U8.pack(len(data)) + data
 
 
 def str16(text: str) -> bytes:
     data = text.encode()[:65535]
-    return _U16.pack(len(data)) + data
+    return U16.pack(len(data)) + data
 
 
 def blob32(data: bytes) -> bytes:
-    return _U32.pack(len(data)) + data
+    return U32.pack(len(data)) + data
 
 
 class Reader:
@@ -139,16 +139,16 @@ class Reader:
         return values
 
     def u8(self) -> int:
-        return int(self.unpack(_U8)[0])
+        return int(self.unpack(U8)[0])
 
     def u16(self) -> int:
-        return int(self.unpack(_U16)[0])
+        return int(self.unpack(U16)[0])
 
     def u32(self) -> int:
-        return int(self.unpack(_U32)[0])
+        return int(self.unpack(U32)[0])
 
     def f64(self) -> float:
-        return float(self.unpack(_F64)[0])
+        return float(self.unpack(F64)[0])
 
     def text(self, n: int) -> str:
         try:

@@ -77,12 +77,13 @@ def _put_ok(q, job_id: str) -> bool:
 
 
 def record_starts(data: bytes) -> list[int]:
-    """Offsets where each log record starts (u32 length, u32 crc, then length bytes)."""
+    """Offsets where each log record starts (u32 length, u32 crc, then length bytes), and where the
+    last one ends: the file is preallocated, so zeros (length 0) may follow the records."""
     starts, pos = [], 0
-    while pos + REC.size <= len(data):
+    while pos + REC.size <= len(data) and REC.unpack_from(data, pos)[0]:
         starts.append(pos)
         pos += REC.size + REC.unpack_from(data, pos)[0]
-    return starts
+    return [*starts, pos]
 
 
 def test_torn_tail_keeps_every_complete_record_and_says_what_it_dropped(tmp_path):
@@ -96,14 +97,14 @@ def test_torn_tail_keeps_every_complete_record_and_says_what_it_dropped(tmp_path
         queue.kill9()
         wal: Path = next((cluster.base / "queue").glob("wal.*"))
         data = wal.read_bytes()
-        last = record_starts(data)[-1]  # job-49's PUT
-        wal.write_bytes(data[:-3])  # torn: its last 3 bytes never reached the disk
+        *_, last, end = record_starts(data)  # job-49's PUT, and where it ends (preallocated zeros after it)
+        wal.write_bytes(data[: end - 3])  # torn: its last 3 bytes never reached the disk
         queue.start()
         with cluster.queue_client() as q:
             assert all(q.peek(f"job-{i}") is not None for i in range(49))
             assert q.peek("job-49") is None
             assert q.put("job-49") is True  # appended after the cut, cleanly
-        assert f"dropped {len(data) - 3 - last} bytes at offset {last}" in queue.logs()
+        assert f"dropped {end - 3 - last} bytes at offset {last}" in queue.logs()
         queue.kill9()
         queue.start()
         with cluster.queue_client() as q:

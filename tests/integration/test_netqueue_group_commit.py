@@ -1,5 +1,5 @@
-"""fsync = always: every acknowledged PUT is on disk when its reply arrives, and concurrent writers share
-fsyncs (group commit)."""
+"""fsync = always: the I/O thread syncs the log itself (no hand-off to the commit thread per fsync),
+concurrent writers still share fsyncs (group commit), and every acknowledged PUT is durable."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from remora.netqueue.server import QueueServer
 from remora.netqueue.wal import WriteAheadLog
 
 
-def test_each_acknowledged_put_of_a_lone_writer_is_on_disk(tmp_path):
+def test_a_lone_writer_is_synced_inline_and_each_acknowledged_put_is_on_disk(tmp_path):
     srv = QueueServer(port=0, data_dir=tmp_path / "q", fsync="always", token="t")
     srv.start()
     try:
@@ -20,7 +20,8 @@ def test_each_acknowledged_put_of_a_lone_writer_is_on_disk(tmp_path):
                 assert client.put(f"j{i}") is True
                 assert srv.wal is not None and srv.wal.durable >= srv.wal.written  # nothing acknowledged ahead of the disk
             wal = client.stats()["wal"]
-        assert wal["fsyncs"] >= 50  # sequential PUTs: nothing to share an fsync with
+        assert wal["fsyncs"] >= 50
+        assert wal["fsyncs_inline"] >= 45, wal  # sequential PUTs: the I/O thread syncs them itself
     finally:
         srv.stop()
     recovered = Engine()
@@ -54,5 +55,23 @@ def test_concurrent_writers_still_share_fsyncs(tmp_path):
         assert stats["jobs"] == clients * per_client
         # one fsync per PUT would be clients * per_client; group commit covers several PUTs per fsync
         assert stats["wal"]["fsyncs"] < 0.7 * clients * per_client, stats["wal"]
+        # and the I/O thread ran those syncs itself (no hand-off to the sync thread and back per batch)
+        assert stats["wal"]["fsyncs_inline"] >= 0.8 * stats["wal"]["fsyncs"], stats["wal"]
+    finally:
+        srv.stop()
+
+
+def test_no_busy_poll_after_an_inline_fsync(tmp_path):
+    """A request that waited for the disk costs a sync anyway: spinning for the writer's next request
+    would only add CPU (measured: 82 vs 65 us of server CPU per sequential PUT, the same rate)."""
+    srv = QueueServer(port=0, data_dir=tmp_path / "q", fsync="always", token="t", busy_poll=0.002)
+    srv.start()
+    try:
+        with QueueClient(f"127.0.0.1:{srv.address[1]}", token="t") as client:
+            for i in range(100):
+                assert client.put(f"j{i}") is True
+            server = client.stats()["server"]
+        assert server["window_us"] == 2000
+        assert server["spin_hits"] + server["spin_misses"] <= 5, server  # connection set-up only (HELLO after the accept)
     finally:
         srv.stop()

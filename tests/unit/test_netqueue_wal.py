@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -174,4 +175,45 @@ def test_sync_modes_make_writes_durable(tmp_path, mode):
 
     wait_for(lambda: wal.synced >= lsn, 5, what="fdatasync")
     assert wal.durable >= lsn and wal.fsyncs >= 1
+    wal.close()
+
+
+def test_the_log_is_preallocated_and_its_zero_tail_is_no_damage(tmp_path):
+    """Appending inside preallocated space keeps the file's size fixed, so an fdatasync has no size
+    change to commit; after a crash the unused (zero) tail is cut silently and a clean close leaves none."""
+    clock = Clock()
+    engine, wal, _ = open_engine(tmp_path, clock)
+    for i in range(20):
+        engine.put(f"j{i}", "q", 5, 0, 30, 3, b"x" * 50)
+        wal.flush()
+    log_file = tmp_path / "wal.0"
+    assert log_file.stat().st_size >= wal_mod.PREALLOCATE > wal.log_bytes  # preallocated ahead of the records
+    crashed = log_file.read_bytes()  # as a crash leaves it: the records, then zeros
+    wal.close()
+    assert log_file.stat().st_size == wal.log_bytes  # a clean close gives the unused space back
+    log_file.write_bytes(crashed)
+    engine, wal, report = open_engine(tmp_path, clock)
+    assert len(engine.jobs) == 20 and report["dropped_bytes"] == 0 and report["dropped_at"] is None
+    engine.put("after", "q", 5, 0, 30, 3, b"")  # appended right after the last record, not after the zeros
+    wal.flush()
+    wal.close()
+    engine, wal, report = open_engine(tmp_path, clock)
+    assert len(engine.jobs) == 21 and "after" in engine.jobs and report["dropped_bytes"] == 0
+    wal.close()
+
+
+def test_a_torn_record_in_preallocated_space_reports_only_its_own_bytes(tmp_path):
+    clock = Clock()
+    engine, wal, _ = open_engine(tmp_path, clock)
+    for i in range(10):
+        engine.put(f"j{i}", "q", 5, 0, 30, 3, b"x" * 50)
+    wal.flush()
+    end = wal.log_bytes
+    with open(tmp_path / "wal.0", "r+b") as fh:
+        fh.seek(end)
+        fh.write(b"\x00\x00\x00\x40half")  # a record cut short by a crash, zeros after it
+    os.close(wal.fd)  # the process "died": nothing more is written or cut
+    wal.fd = -1
+    engine, wal, report = open_engine(tmp_path, clock)
+    assert len(engine.jobs) == 10 and report["dropped_bytes"] == 8 and report["dropped_at"] == end
     wal.close()
