@@ -167,6 +167,9 @@ class APISettings:
         20.0, "float", "Refused tokens allowed per client address per second (burst: twice that); beyond it 429. 0: no limit."
     )
     retention: float = _key(0.0, "duration", "Finished jobs older than this are pruned automatically (0: keep all).")
+    events_retention: float = _key(
+        86400.0, "duration", "How long the change feed (/api/v1/events) keeps job and batch status changes; an older cursor gets 410."
+    )
 
 
 @dataclass

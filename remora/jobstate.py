@@ -85,7 +85,7 @@ import logging
 from typing import Any
 
 from remora import models
-from remora.models import Batch, BatchStatus, Job, JobStatus, Server
+from remora.models import Batch, BatchStatus, Job, JobStatus, Server, changes
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,13 @@ RUN_FIELDS = (
 )
 # A message whose job was not claimed (rare): also what ``worker_lost`` guards on.
 LOOK_FIELDS = (*RUN_FIELDS, "updated_at")
+
+
+def _changed(done: Any, job_ids: list[str], now: Any) -> Any:
+    """The change feed's hook: when a transition changed rows, record the jobs' new status in its transaction."""
+    if done:
+        changes.job_changes(job_ids, now)
+    return done
 
 
 def attempt_error(attempt: int, error: str) -> dict[str, Any]:
@@ -185,6 +192,7 @@ def record(rows: list[dict[str, Any]]) -> None:
         row["status"] = JobStatus.QUEUED.value
     with models.write_transaction():
         models.insert_rows(Job, rows)
+        _changed(rows, [row["id"] for row in rows], models.utcnow())
 
 
 # -- the worker's claim --------------------------------------------------------------------------
@@ -213,6 +221,7 @@ def claim(job_id: str, worker_id: str) -> Claim:
     now = models.utcnow()
     with models.write_transaction():
         updated, job = models.claim_job(job_id, worker_id, now, RUN_FIELDS)
+        _changed(updated, [job_id], now)
     if updated:
         return Claim(Action.RUN, "claimed", job)
     job = models.select_job(job_id, LOOK_FIELDS)
@@ -233,7 +242,11 @@ def cancel_unstarted(job_id: str) -> bool:
     values = {Job.status: JobStatus.CANCELED.value, Job.error: CANCELED_UNSTARTED, Job.finished_at: now, Job.updated_at: now}
     with models.write_transaction():
         return bool(
-            Job.update(values).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.cancel_requested == True).execute()  # noqa: E712
+            _changed(
+                Job.update(values).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.cancel_requested == True).execute(),  # noqa: E712
+                [job_id],
+                now,
+            )
         )
 
 
@@ -277,7 +290,7 @@ def worker_lost(job: Job, *, detected_by: str) -> JobStatus | None:
         values = {Job.error: WORKER_LOST, Job.finished_at: now, Job.attempt_errors: errors}
     values.update({Job.status: status.value, Job.updated_at: now})
     with models.write_transaction():
-        changed = Job.update(values).where(*guard).execute()
+        changed = _changed(Job.update(values).where(*guard).execute(), [job.id], now)
     if changed:
         log.warning("job %s: worker %s lost at attempt %d (noticed by %s): %s", job.id, job.worker, job.attempts, detected_by, status.value)
     return status if changed else None
@@ -301,9 +314,9 @@ def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, *, in_t
     now = models.utcnow()
     values = {"status": status.value, "finished_at": now, "updated_at": now, **values}
     if in_transaction:
-        return models.update_held_job(job_id, worker_id, attempt, values)
+        return bool(_changed(models.update_held_job(job_id, worker_id, attempt, values), [job_id], now))
     with models.write_transaction():
-        return models.update_held_job(job_id, worker_id, attempt, values)
+        return bool(_changed(models.update_held_job(job_id, worker_id, attempt, values), [job_id], now))
 
 
 def requeue(job_id: str, worker_id: str, attempt: int, error: str, **values: Any) -> bool:
@@ -313,7 +326,7 @@ def requeue(job_id: str, worker_id: str, attempt: int, error: str, **values: Any
         errors = [*((job.attempt_errors if job else None) or []), attempt_error(attempt, error)]
         now = models.utcnow()
         values = {"status": JobStatus.QUEUED.value, "worker": None, "error": error, "attempt_errors": errors, "updated_at": now, **values}
-        return models.update_held_job(job_id, worker_id, attempt, values)
+        return bool(_changed(models.update_held_job(job_id, worker_id, attempt, values), [job_id], now))
 
 
 def release(job_id: str, worker_id: str, attempt: int) -> bool:
@@ -329,7 +342,7 @@ def release(job_id: str, worker_id: str, attempt: int) -> bool:
     }
     mine = (Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.worker == worker_id, Job.attempts == attempt)
     with models.write_transaction():
-        return bool(Job.update(values).where(*mine).execute())
+        return bool(_changed(Job.update(values).where(*mine).execute(), [job_id], now))
 
 
 def cancel_requested(job_ids: list[str]) -> list[str]:
@@ -367,6 +380,7 @@ def cancel(job_id: str, actor: str) -> Cancel:
                 .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
                 .execute()
             ):
+                _changed(True, [job_id], now)
                 return Cancel.CANCELED
             if (
                 Job.update({Job.cancel_requested: True, Job.updated_at: now})
@@ -410,7 +424,7 @@ def fresh_attempt(job_id: str, *, queue_dead: bool) -> bool:
     else:
         guard = (Job.status == JobStatus.FAILED.value) & (Job.attempts > Job.retries)
     with models.write_transaction():
-        return bool(Job.update(values).where(Job.id == job_id, guard).execute())
+        return bool(_changed(Job.update(values).where(Job.id == job_id, guard).execute(), [job_id], now))
 
 
 # -- a batch and its rollout -------------------------------------------------------------------------
@@ -423,6 +437,9 @@ def record_batch(batch: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     with models.write_transaction():
         models.insert_rows(Batch, [batch])
         models.insert_rows(Job, rows)
+        now = models.utcnow()
+        changes.batch_change(batch["id"], batch.get("status") or BatchStatus.RUNNING.value, now)
+        _changed(rows, [row["id"] for row in rows], now)
 
 
 @dataclasses.dataclass
@@ -488,6 +505,7 @@ def batch_step(batch_id: str) -> Step:
                 error = stop_error(failed, (batch.rollout or {}).get("max_failures", batch.max_failures))
                 values = {Job.status: JobStatus.CANCELED.value, Job.error: error, Job.finished_at: now, Job.updated_at: now}
                 Job.update(values).where(Job.id.in_(queued), Job.status == JobStatus.QUEUED.value).execute()
+                _changed(True, queued, now)
                 step.stopped = queued
                 Batch.update({Batch.error: error.removeprefix("not started: ")}).where(Batch.id == batch_id).execute()
                 batch.error = error
@@ -511,6 +529,7 @@ def batch_step(batch_id: str) -> Step:
             else:
                 final = BatchStatus.COMPLETED
             Batch.update({Batch.status: final.value, Batch.finished_at: now}).where(Batch.id == batch_id).execute()
+            changes.batch_change(batch_id, final.value, now)
             step.status = final.value
     return step
 

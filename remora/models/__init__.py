@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 database_proxy = pw.DatabaseProxy()
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class JobStatus(str, enum.Enum):
@@ -318,7 +318,19 @@ class Lock(BaseModel):
     expires_at = pw.DateTimeField()
 
 
-MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, Batch, Template, OutputChunk, ApiToken, AuditEvent, Lock]
+class Change(BaseModel):
+    """One job or batch status change, appended in the transaction that made it (the change feed, ``/api/v1/events``)."""
+
+    id = pw.BigAutoField()
+    at = pw.DateTimeField(default=utcnow, index=True)
+    kind = pw.CharField(max_length=8)  # "job" | "batch"
+    job_id = pw.CharField(max_length=36, null=True, index=True)
+    batch_id = pw.CharField(max_length=36, null=True, index=True)
+    status = pw.CharField(max_length=16)
+    exit_code = pw.IntegerField(null=True)
+
+
+MODELS: list[type[BaseModel]] = [SchemaVersion, PemKey, Server, Job, Batch, Template, OutputChunk, ApiToken, AuditEvent, Lock, Change]
 
 
 def _add_job_secret_env(migrator: Any, database: pw.Database) -> None:
@@ -350,12 +362,18 @@ def _add_templates(migrator: Any, database: pw.Database) -> None:
         run_migration(migrator, ("add_column", "job", "params", JSONField(null=True)))
 
 
+def _add_changes(migrator: Any, database: pw.Database) -> None:
+    """The ``change`` table: the change feed of job and batch statuses."""
+    database.create_tables([Change], safe=True)
+
+
 # version -> function(migrator, database) applied by upgrade() to reach that version.
 MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {
     2: _add_job_secret_env,
     3: _add_server_jump_server,
     4: _add_batches,
     5: _add_templates,
+    6: _add_changes,
 }
 
 

@@ -77,7 +77,7 @@ def test_a_version_3_database_gains_the_batch_table_and_job_held(db):
     database.execute_sql('ALTER TABLE "job" DROP COLUMN "held"')
     database.drop_tables([m.Batch])
     m.SchemaVersion.update(version=3).execute()
-    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 5
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION >= 5
     assert "held" in [c.name for c in database.get_columns("job")] and database.table_exists("batch")
     assert m.Job.get_by_id(job.id).held is False
 
@@ -91,7 +91,7 @@ def test_a_version_4_database_gains_the_template_table_and_job_template_params(d
     database.execute_sql('ALTER TABLE "job" DROP COLUMN "params"')
     database.drop_tables([m.Template])
     m.SchemaVersion.update(version=4).execute()
-    assert m.ensure_schema(database) == m.SCHEMA_VERSION == 5
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION >= 5
     columns = [c.name for c in database.get_columns("job")]
     assert "template" in columns and "params" in columns and database.table_exists("template")
     row = m.Job.get_by_id(job.id)
@@ -121,3 +121,18 @@ def test_unsupported_database_scheme_is_a_config_error():
 
     with pytest.raises(ConfigError, match="unsupported scheme"):
         m.make_database("mysql://x/y")
+
+
+def test_a_version_5_database_gains_the_change_table(db):
+    """A database made before the change feed (schema 5): opening it adds ``change``; transitions then record changes."""
+    database = m.get_database()
+    database.drop_tables([m.Change])
+    m.SchemaVersion.update(version=5).execute()
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION >= 6
+    assert database.table_exists("change")
+    server = m.Server.create(name="old", hostname="h")
+    from remora import jobstate
+
+    row = jobstate.new_job(command="true", server=server.id).__data__
+    jobstate.record([row])
+    assert [(c.kind, c.job_id, c.status) for c in m.Change.select()] == [("job", row["id"], "queued")]
