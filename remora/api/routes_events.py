@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from remora.api.http import Request, Response, dumps
@@ -83,7 +83,13 @@ def _start(cursor: int | None) -> int:
     return cursor
 
 
-def _stream(app: App, cursor: int, filters: events.Filters, lifetime: float) -> Iterator[bytes]:
+def _gone(req: Request) -> Callable[[], bool]:
+    """True once the client closed its connection (waitress notices it while the request runs)."""
+    check = req.environ.get("waitress.client_disconnected")
+    return check if callable(check) else (lambda: False)
+
+
+def _stream(app: App, cursor: int, filters: events.Filters, lifetime: float, gone: Callable[[], bool]) -> Iterator[bytes]:
     ends = time.monotonic() + lifetime
     yield b"retry: 2000\nid: %d\nevent: ready\ndata: %s\n\n" % (cursor, dumps({"cursor": str(cursor)}))
     while True:
@@ -91,7 +97,9 @@ def _stream(app: App, cursor: int, filters: events.Filters, lifetime: float) -> 
         if left <= 0:
             yield b"id: %d\nevent: end\ndata: %s\n\n" % (cursor, dumps({"reason": "reconnect", "cursor": str(cursor)}))
             return
-        found, after = events.wait(cursor, filters, min(HEARTBEAT, left))
+        found, after = events.wait(cursor, filters, min(HEARTBEAT, left), stop=gone)
+        if gone():
+            return
         if found:
             parts = [b"id: %s\ndata: %s\n\n" % (e["id"].encode(), json.dumps(e, separators=(",", ":")).encode()) for e in found]
             if after != int(found[-1]["id"]):
@@ -116,11 +124,11 @@ def feed(app: App, req: Request) -> Response | dict[str, Any]:
     start = _start(cursor)
     app.watchers.acquire(req.client)
     if sse:
-        response = Response(status=200, body=_stream(app, start, filters, LIFETIME), content_type="text/event-stream")
+        response = Response(status=200, body=_stream(app, start, filters, LIFETIME, _gone(req)), content_type="text/event-stream")
         response.on_close.append(lambda: app.watchers.release(req.client))
         return response.header("Cache-Control", "no-store").header("X-Accel-Buffering", "no")
     try:
-        found, after = events.wait(start, filters, timeout)
+        found, after = events.wait(start, filters, timeout, stop=_gone(req))
     finally:
         app.watchers.release(req.client)
     return {"events": found, "cursor": str(after)}
