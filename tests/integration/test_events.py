@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from remora import jobstate, models
+from remora import jobstate, models, services
 from remora.services import events
 from tests.support.cluster import Cluster, local_fleet
 from tests.support.http import request
@@ -218,3 +220,29 @@ def test_garbage_cursors_and_filters_are_400_and_an_expired_cursor_is_410(cluste
     assert request("127.0.0.1", client_port, "GET", f"/api/v1/events?cursor={future}&timeout=0", token=token, timeout=10).status == 410
     kept = feed(cluster, cursor="0", timeout=0)["events"]  # cursor 0: from the oldest change kept, never 410
     assert kept and int(kept[0]["id"]) > old
+
+
+def cli_requests(cluster: Cluster, token_name: str) -> list[str]:
+    """The API's access-log lines of requests made with the token ``token_name``."""
+    log = (cluster.base / "api1.log").read_text(errors="replace")
+    return [line for line in log.splitlines() if "remora.api.access" in line and f" {token_name} [req" in line]
+
+
+def test_cli_wait_on_a_tag_makes_the_same_few_requests_for_5_or_20_hosts(cluster):
+    """``submit --tag T --wait`` follows the feed: a fixed number of requests, not one poll per host."""
+    name = "cli-" + uuid.uuid4().hex[:6]
+    token = services.create_token(name, "admin", None)[1]  # local servers need admin (security.local_server_role)
+    counts = {}
+    for hosts in (5, 20):
+        tag = f"c{hosts}" + uuid.uuid4().hex[:6]
+        local_fleet(cluster.client(), hosts, tag)
+        before = len(cli_requests(cluster, name))
+        argv = ["submit", "--tag", tag, "--wait", "--api-url", cluster.api_url, "--token", token, "--", "sh", "-c", "sleep 0.5; echo out"]
+        res = subprocess.run([sys.executable, "-m", "remora", *argv], env=cluster.env, capture_output=True, timeout=120)
+        assert res.returncode == 0, res.stderr.decode()[-2000:]
+        assert sorted(res.stdout.decode().splitlines()) == sorted(f"{tag}-{n} | out" for n in range(hosts))
+        wait_for(lambda: len(cli_requests(cluster, name)) - before >= 5, 10, 0.05, "the CLI's requests in the access log")
+        counts[hosts] = len(cli_requests(cluster, name)) - before
+    made = cli_requests(cluster, name)
+    assert counts[5] == counts[20] <= 6, (counts, made)  # submit, the feed, the batch, its jobs, its output
+    assert sum(1 for line in made if "/logs" in line) == 0, made
