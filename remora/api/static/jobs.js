@@ -1,6 +1,7 @@
 // Jobs page: filterable, sortable, paginated table kept in the URL; keyed row updates.
 import { get, post, session } from './api.js';
 import { setParams, newJob, showJob, showBatch } from './app.js';
+import { followChanges } from './feed.js';
 import { confirmDialog } from './overlay.js';
 import {
   h, setText, setChildren, timeEl, jobDuration, formatDuration, jobCommandText, statusBadge, poll, debounce, toast,
@@ -287,7 +288,17 @@ export function mount(main, params) {
 
   syncControls();
   let serversLoaded = false;
+  let loadedAt = 0;
+  let changed = true;
+  // Job and batch changes arrive on the change feed and refresh the list (at most once a second); the
+  // timed poll loads only while the stream is down, plus a slow safety refresh.
+  const feed = followChanges({}, () => { changed = true; refresher.now(); }, {
+    coalesceMs: 1000, onLive: (up) => { main.dataset.live = String(up); },
+  });
   const refresher = poll(async () => {
+    if (!changed && feed.live() && Date.now() - loadedAt < 30000) return;
+    changed = false;
+    loadedAt = Date.now();
     await load();
     if (!serversLoaded) { serversLoaded = true; loadServers(); } // after the first rows, not competing with them
   }, 2000);
@@ -314,6 +325,7 @@ export function mount(main, params) {
     },
     unmount() {
       refresher.stop();
+      feed.stop();
       clearInterval(tick);
       import('./overlay.js').then((m) => m.closeTop(true));
     },
