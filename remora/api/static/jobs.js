@@ -248,7 +248,7 @@ export function mount(main, params) {
       e.stopPropagation();
       const res = await jobAction(actionBtn.dataset.action, row.job);
       if (res?.new_job) open(res.new_job.id);
-      refresher.now();
+      reload();
       return;
     }
     if (window.getSelection()?.toString()) return; // let people select text
@@ -292,7 +292,8 @@ export function mount(main, params) {
   let changed = true;
   // Job and batch changes arrive on the change feed and refresh the list (at most once a second); the
   // timed poll loads only while the stream is down, plus a slow safety refresh.
-  const feed = followChanges({}, () => { changed = true; refresher.now(); }, {
+  function reload() { changed = true; refresher.now(); }
+  const feed = followChanges({}, reload, {
     coalesceMs: 1000, onLive: (up) => { main.dataset.live = String(up); },
   });
   const refresher = poll(async () => {
@@ -321,7 +322,7 @@ export function mount(main, params) {
       state.params = params;
       syncControls();
       syncPanel();
-      if (`${[...params].filter(([k]) => k !== 'job' && k !== 'batch')}` !== before) refresher.now();
+      if (`${[...params].filter(([k]) => k !== 'job' && k !== 'batch')}` !== before) reload();
     },
     unmount() {
       refresher.stop();
@@ -344,7 +345,7 @@ export function mount(main, params) {
         const openId = state.params.get('job');
         const row = state.rows.get(openId || state.selected);
         if (row && (row.job.status === 'queued' || row.job.status === 'running') && !session.readOnly) {
-          jobAction('cancel', row.job).then(() => refresher.now());
+          jobAction('cancel', row.job).then(() => reload());
           return true;
         }
       }
