@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
@@ -98,8 +99,11 @@ class Watcher:
         timeout: float | None = None,
         progress: bool = False,
         prefix: bool | None = None,
+        use_feed: bool = False,
     ) -> None:
+        """``use_feed``: with ``follow`` and several jobs, skip the logs of jobs the change feed says are still queued."""
         self.client = client
+        self.use_feed = use_feed and len(jobs) > 1
         labels = labels_for(jobs)
         self.tracked = [Tracked(job=j, label=label) for j, label in zip(jobs, labels, strict=True)]
         self.follow = follow
@@ -235,6 +239,14 @@ class Watcher:
                 t.job = self.client.job(t.id)
 
     def _loop(self, deadline: float | None, on_change: Any) -> None:
+        feed = _QueuedJobs(self.client, self.batch_id, [t.id for t in self.tracked]) if self.follow and self.use_feed else None
+        try:
+            self._polls(deadline, on_change, feed)
+        finally:
+            if feed is not None:
+                feed.stop()
+
+    def _polls(self, deadline: float | None, on_change: Any, feed: _QueuedJobs | None) -> None:
         delay = POLL_MIN
         while True:
             active = [t for t in self.tracked if not t.done]
@@ -242,7 +254,8 @@ class Watcher:
                 return
             changed = False
             for tracked in active:
-                changed |= self._poll(tracked)
+                if feed is None or not feed.queued(tracked.id):
+                    changed |= self._poll(tracked)
             if changed and on_change:
                 on_change()
             if all(t.done for t in self.tracked):
@@ -300,6 +313,51 @@ class Watcher:
                 self.sinks[stream].write(t.label.encode("utf-8", "replace") + b" | " + rest + b"\n")
                 self.sinks[stream].flush()
             t.partial[stream] = b""
+
+
+class _QueuedJobs:
+    """Which followed jobs are still queued, kept current from the change feed in a thread of its own.
+
+    ``--follow`` on a rollout reads the logs of the running jobs only: a queued job prints nothing.
+    Unknown (no feed, stream down) counts as not queued, so those jobs are polled as before.
+    """
+
+    def __init__(self, client: Client, batch_id: str | None, job_ids: list[str]) -> None:
+        from remora.client import Client as ClientType
+
+        self._client = ClientType(client.base_url, client.token, timeout=client.timeout)  # a Client is not thread-safe
+        self._batch_id = batch_id
+        self._ids = set(job_ids)
+        self._status: dict[str, str] = {}
+        self._live = False
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="remora-feed", daemon=True)
+        self._thread.start()
+
+    def queued(self, job_id: str) -> bool:
+        return self._live and self._status.get(job_id) == "queued"
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _run(self) -> None:
+        job_ids = None if self._batch_id else sorted(self._ids)[:MAX_JOB_FILTER]
+        try:
+            for message in self._client.event_stream(None, batch_id=self._batch_id, job_ids=job_ids, read_timeout=STREAM_READ_TIMEOUT):
+                if self._stopped or message["event"] == "end":
+                    break
+                if message["event"] == "ready":
+                    if self._batch_id:
+                        hosts = self._client.batch(self._batch_id).get("hosts") or []
+                        self._status.update({h["job_id"]: h["status"] for h in hosts if h["job_id"] in self._ids})
+                    self._live = True
+                elif isinstance(message.get("data"), dict) and message["data"].get("job_id") in self._ids:
+                    self._status[message["data"]["job_id"]] = message["data"]["status"]
+        except RemoraError:
+            pass
+        finally:
+            self._live = False
+            self._client.close()
 
 
 def print_outputs(client: Client, jobs: list[dict[str, Any]]) -> None:
