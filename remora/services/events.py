@@ -26,8 +26,9 @@ from remora.models import Change
 from remora.models.changes import NOTIFY
 
 POLL_INTERVAL = 0.25  # seconds between two queries for changes made by other processes
-SETTLE_POLL = 0.01  # after a local wake-up: the writer may not have committed yet, look again this soon
-SETTLE_TIME = 0.5  # ... for at most this long
+SETTLE_POLL = 0.02  # after a local wake-up the writer may not have committed yet: look again this soon ...
+SETTLE_TIME = 0.3  # ... for this long after the wake-up
+MIN_GAP = 0.02  # a waiter queries at most this often, however many changes this process writes
 MAX_EVENTS = 1000  # changes per answer (a client with more to read asks again at once)
 MAX_FILTER_IDS = 500
 
@@ -103,13 +104,14 @@ def wait(cursor: int, filters: Filters, timeout: float, *, stop: Any = None) -> 
         generation = NOTIFY.generation
         events, cursor = read(cursor, filters)
         models.release_connection()
-        now = time.monotonic()
+        queried = now = time.monotonic()
         if events or now >= deadline or (stop is not None and stop()):
             return events, cursor
         pause = SETTLE_POLL if now < settle_until else POLL_INTERVAL
         woken = NOTIFY.wait_past(generation, min(pause, deadline - now))
         if woken != generation:
             settle_until = time.monotonic() + SETTLE_TIME
+            time.sleep(max(0.0, min(queried + MIN_GAP, deadline) - time.monotonic()))
 
 
 def prune(older_than: float, batch: int = 5000) -> int:
