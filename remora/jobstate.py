@@ -67,6 +67,10 @@ Decisions behind the table:
   rollout survive a crash between a job's end and the release of the next.
   It first updates the batch row, so concurrent steps of one batch take turns
   (PostgreSQL's row lock; SQLite's write lock).
+- Every transition that changes a job's status, and every new status of a
+  batch, is recorded as a change row (``remora.models.changes``, the feed of
+  ``/api/v1/events``) in the transition's own transaction: ``_changed`` is
+  the one hook; a transition whose guard missed records nothing.
 - ``claim``, ``finish``, ``requeue`` and ``record_pid`` run for every job, so
   they use the compiled statements of ``remora.models.hot``; only this
   module calls them.
