@@ -115,13 +115,18 @@ def wait(cursor: int, filters: Filters, timeout: float, *, stop: Any = None) -> 
 
 
 def prune(older_than: float, batch: int = 5000) -> int:
-    """Delete changes older than ``older_than`` seconds, always keeping the newest one (the cursor of "from now")."""
+    """Delete changes older than ``older_than`` seconds (by id range), always keeping the newest one (the cursor of "from now")."""
     cutoff = models.utcnow() - dt.timedelta(seconds=older_than)
     newest = latest()
+    old = Change.select(models.fn.MAX(Change.id)).where(Change.at < cutoff).scalar()
+    if old is None:
+        return 0
+    bound = min(int(old), newest - 1)
+    start = int(Change.select(models.fn.MIN(Change.id)).scalar() or 0)
     total = 0
-    while True:
-        ids = [row.id for row in Change.select(Change.id).where(Change.at < cutoff, Change.id < newest).order_by(Change.id).limit(batch)]
-        if not ids:
-            return total
+    while start <= bound:
+        end = min(start + batch - 1, bound)
         with models.write_transaction():
-            total += Change.delete().where(Change.id.in_(ids)).execute()
+            total += Change.delete().where(Change.id >= start, Change.id <= end).execute()
+        start = end + 1
+    return total

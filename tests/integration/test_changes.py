@@ -5,6 +5,7 @@ On SQLite and on a real PostgreSQL (whose writers take an advisory lock so chang
 
 from __future__ import annotations
 
+import datetime
 import threading
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from remora import jobstate
 from remora import models as m
+from remora.errors import Gone
 from remora.jobstate import Cancel
 from remora.models import Change, JobStatus
 from remora.services import events
@@ -132,3 +134,17 @@ def test_concurrent_writers_never_make_a_reader_skip_a_change(server):
     done.set()
     reader.join(30)
     assert sorted(seen) == sorted(jobs * 2)
+
+
+def test_prune_keeps_recent_changes_and_always_the_newest(server):
+    jobs = [new(server) for _ in range(5)]
+    ids = [c.id for c in Change.select().order_by(Change.id)]
+    old = m.utcnow() - datetime.timedelta(hours=2)
+    Change.update(at=old).where(Change.id.in_(ids[:3])).execute()
+    assert events.prune(3600) == 3
+    assert [c.job_id for c in Change.select().order_by(Change.id)] == jobs[3:]
+    with pytest.raises(Gone):
+        events.check_cursor(ids[1])
+    events.check_cursor(ids[3])  # kept: no error
+    Change.update(at=old).execute()
+    assert events.prune(3600) == 1 and [c.id for c in Change.select()] == [ids[-1]]  # the newest stays: "from now" still works
