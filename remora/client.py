@@ -308,6 +308,7 @@ class Client:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         conn = self._connect()
+        resp: http.client.HTTPResponse | None = None
         try:
             try:
                 conn.request("GET", url, headers=headers)
@@ -320,6 +321,8 @@ class Client:
             except (ConnectionRefusedError, socket.gaierror, TimeoutError, OSError, http.client.HTTPException) as exc:
                 raise self._unreachable(exc) from None
         finally:
+            if resp is not None:
+                resp.close()  # the socket stays open while the response holds it: the API would keep our slot
             conn.close()
 
     # -- batches -----------------------------------------------------------

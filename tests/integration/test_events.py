@@ -191,6 +191,7 @@ def test_server_sent_events_frame_each_change_with_its_cursor_and_last_event_id_
     messages: list[dict[str, str]] = []
     while not any(json.loads(m["data"]) == {**json.loads(m["data"]), "job_id": job["id"], "status": "completed"} for m in messages):
         messages += [m for m in read_sse(resp, 1) if "data" in m]
+    resp.close()
     conn.close()
     mine = [m for m in messages if json.loads(m["data"]).get("job_id") == job["id"]]
     assert [json.loads(m["data"])["status"] for m in mine] == ["queued", "running", "completed"]
@@ -198,6 +199,7 @@ def test_server_sent_events_frame_each_change_with_its_cursor_and_last_event_id_
     # a new connection with Last-Event-ID = the first change's id starts right after it
     conn, resp = open_stream(cluster, f"?job_id={job['id']}", {"Last-Event-ID": mine[0]["id"]})
     resumed = [m for m in read_sse(resp, 3) if "data" in m and "event" not in m]
+    resp.close()
     conn.close()
     assert [json.loads(m["data"])["status"] for m in resumed] == ["running", "completed"], resumed
 
@@ -278,3 +280,38 @@ def test_cli_follow_of_a_rollout_reads_no_logs_of_hosts_still_queued(cluster):
     polls = sum(1 for line in cli_requests(cluster, name) if f"/jobs/{last['job_id']}/logs" in line)
     # it ran about 1 s (at most ~8 polls at 0.05-0.5 s apart); polled while the 3 before it ran, it would be ~4x that
     assert 1 <= polls <= 14, polls
+
+
+def test_watchers_are_capped_per_client_and_a_client_that_left_frees_its_slot_at_once(cluster):
+    """16 API threads: at most 4 feeds per client address (a 5th is 429); closing one lets the next in without a timeout.
+
+    The client here connects from 127.0.0.2: an address of its own, whatever other tests left open.
+    """
+
+    def get(stream: bool) -> tuple[http.client.HTTPConnection, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", cluster.api_port, timeout=20, source_address=("127.0.0.2", 0))
+        accept = "text/event-stream" if stream else "application/json"
+        path = "/api/v1/events" + ("" if stream else "?timeout=0")
+        conn.request("GET", path, headers={"Accept": accept, "Authorization": f"Bearer {cluster.token}"})
+        return conn, conn.getresponse()
+
+    def done(conn: http.client.HTTPConnection, resp: Any) -> int:
+        status = resp.status
+        resp.close()
+        conn.close()
+        return int(status)
+
+    streams = [get(stream=True) for _ in range(4)]
+    try:
+        for _, resp in streams:
+            assert resp.status == 200 and read_sse(resp, 1)[0]["event"] == "ready"
+        conn, resp = get(stream=False)
+        body = resp.read()
+        assert done(conn, resp) == 429 and b"change feed watchers" in body, body
+        done(*streams.pop())
+        began = time.monotonic()
+        wait_for(lambda: done(*get(stream=False)) == 200, 10, 0.05, "a free watcher slot")
+        assert time.monotonic() - began < 3  # noticed when the client left, not at the next 15 s heartbeat
+    finally:
+        for conn, resp in streams:
+            done(conn, resp)
