@@ -155,7 +155,7 @@ def test_ctrl_c_of_up_drains_a_running_job(tmp_path):
         assert time.monotonic() - start < 30
         out, err = waiter.communicate(timeout=30)
         assert waiter.returncode == 0, err
-        assert json.loads(out).get("stdout") == "drained\n", (out, err)
+        assert json.loads(out)["stdout"] == "drained\n"
     finally:
         up.stop(signal.SIGKILL)
     # The job's result survived the shutdown: a new `remora up` on the same data shows it completed.
