@@ -30,6 +30,7 @@ from remora import __version__
 from remora.errors import (
     Conflict,
     Forbidden,
+    Gone,
     NotFound,
     PayloadTooLarge,
     QueueFull,
@@ -46,6 +47,7 @@ _STATUS_ERRORS: dict[int, type[RemoraError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    410: Gone,
     413: PayloadTooLarge,
     422: ValidationError,
     503: Unavailable,
@@ -306,6 +308,46 @@ class Client:
     def rerun(self, job_id: str) -> dict[str, Any]:
         return self.post(f"{API}/jobs/{quote(job_id)}/rerun")
 
+    # -- the change feed -------------------------------------------------------
+    def events(
+        self, cursor: str | None = None, *, batch_id: str | None = None, job_ids: list[str] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """One long-poll of ``/events``: ``{"events", "cursor"}`` (``Gone`` when the cursor expired)."""
+        params = {"cursor": cursor, "batch_id": batch_id, "job_id": ",".join(job_ids or []) or None, "timeout": timeout}
+        return self.get(f"{API}/events", **params)
+
+    def event_stream(
+        self, cursor: str | None = None, *, batch_id: str | None = None, job_ids: list[str] | None = None, read_timeout: float = 60.0
+    ) -> Iterator[dict[str, Any]]:
+        """The change feed as Server-Sent Events on a connection of its own, one message at a time.
+
+        Yields ``{"event": name, "id": cursor or None, "data": decoded JSON or None}``: ``ready`` first
+        (its id is the starting cursor), ``message`` per change, ``heartbeat`` for a comment, ``end``
+        when the server closes the stream (reconnect from the last id).  Errors as for any request.
+        """
+        query = {k: v for k, v in {"cursor": cursor, "batch_id": batch_id, "job_id": ",".join(job_ids or [])}.items() if v}
+        url = self.prefix + f"{API}/events" + ("?" + urlencode(query) if query else "")
+        headers = {"User-Agent": f"remora-cli/{__version__}", "Accept": "text/event-stream"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        conn = self._connect()
+        resp: http.client.HTTPResponse | None = None
+        try:
+            try:
+                conn.request("GET", url, headers=headers)
+                resp = conn.getresponse()
+                if resp.status >= 400:
+                    raise error_from_response(resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()})
+                if conn.sock is not None:
+                    conn.sock.settimeout(read_timeout)
+                yield from _sse_messages(resp)
+            except (ConnectionRefusedError, socket.gaierror, TimeoutError, OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(exc) from None
+        finally:
+            if resp is not None:
+                resp.close()  # the socket stays open while the response holds it: the API would keep our slot
+            conn.close()
+
     # -- batches -----------------------------------------------------------
     def batches(self, **filters: Any) -> dict[str, Any]:
         return self.get(f"{API}/batches", **filters)
@@ -480,6 +522,36 @@ class Client:
 
     def webhook_deliveries(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
         return list(self.get(f"{API}/webhooks/{quote(name, safe='')}/deliveries", limit=limit)["deliveries"])
+
+
+def _sse_messages(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+    """Server-Sent Events read off a response, one dict per message (see ``Client.event_stream``)."""
+    event, ident, data, comment = "", None, [], False
+    while True:
+        line = resp.readline()
+        if not line:
+            yield {"event": "end", "id": ident, "data": None}
+            return
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if text:
+            if text.startswith(":"):
+                comment = True
+                continue
+            name, _, value = text.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                event = value
+            elif name == "id":
+                ident = value
+            elif name == "data":
+                data.append(value)
+            continue
+        if data or event or comment or ident is not None:
+            body = json.loads("\n".join(data)) if data else None
+            yield {"event": event or ("message" if data else "heartbeat"), "id": ident, "data": body}
+            if event == "end":
+                return
+        event, data, comment = "", [], False
 
 
 def jobs_of(data: Any) -> list[dict[str, Any]]:

@@ -186,6 +186,9 @@ class APISettings:
     schedule_grace: float = _key(
         30.0, "duration", "A schedule's slot found later than this (the scheduler was down) is recorded missed, not run (see catch_up)."
     )
+    events_retention: float = _key(
+        86400.0, "duration", "How long the change feed (/api/v1/events) keeps job and batch status changes; an older cursor gets 410."
+    )
 
 
 @dataclass

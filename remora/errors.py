@@ -83,6 +83,13 @@ class Conflict(RemoraError):
     exit_code = ExitCode.FAILURE
 
 
+class Gone(RemoraError):
+    """What was asked for existed once and is no longer kept (e.g. a change-feed cursor older than the retained changes)."""
+
+    code = "GONE"
+    status = 410
+
+
 class PayloadTooLarge(RemoraError):
     code = "PAYLOAD_TOO_LARGE"
     status = 413

@@ -67,6 +67,10 @@ Decisions behind the table:
   rollout survive a crash between a job's end and the release of the next.
   It first updates the batch row, so concurrent steps of one batch take turns
   (PostgreSQL's row lock; SQLite's write lock).
+- Every transition that changes a job's status, and every new status of a
+  batch, is recorded as a change row (``remora.models.changes``, the feed of
+  ``/api/v1/events``) in the transition's own transaction: ``_changed`` is
+  the one hook; a transition whose guard missed records nothing.
 - ``claim``, ``finish``, ``requeue`` and ``record_pid`` run for every job, so
   they use the compiled statements of ``remora.models.hot``; only this
   module calls them.
@@ -88,7 +92,7 @@ import logging
 from typing import Any
 
 from remora import models
-from remora.models import Batch, BatchStatus, Job, JobStatus, Server
+from remora.models import Batch, BatchStatus, Job, JobStatus, Server, changes
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,13 @@ RUN_FIELDS = (
 )
 # A message whose job was not claimed (rare): also what ``worker_lost`` guards on.
 LOOK_FIELDS = (*RUN_FIELDS, "updated_at")
+
+
+def _changed(done: Any, job_ids: list[str], now: Any) -> Any:
+    """The change feed's hook: when a transition changed rows, record the jobs' new status in its transaction."""
+    if done:
+        changes.job_changes(job_ids, now)
+    return done
 
 
 def attempt_error(attempt: int, error: str) -> dict[str, Any]:
@@ -198,6 +209,7 @@ def record(rows: list[dict[str, Any]]) -> None:
         row["status"] = JobStatus.QUEUED.value
     with models.write_transaction():
         models.insert_rows(Job, rows)
+        _changed(rows, [row["id"] for row in rows], models.utcnow())
 
 
 # -- the worker's claim --------------------------------------------------------------------------
@@ -226,6 +238,7 @@ def claim(job_id: str, worker_id: str) -> Claim:
     now = models.utcnow()
     with models.write_transaction():
         updated, job = models.claim_job(job_id, worker_id, now, RUN_FIELDS)
+        _changed(updated, [job_id], now)
     if updated:
         return Claim(Action.RUN, "claimed", job)
     job = models.select_job(job_id, LOOK_FIELDS)
@@ -246,7 +259,11 @@ def cancel_unstarted(job_id: str) -> bool:
     values = {Job.status: JobStatus.CANCELED.value, Job.error: CANCELED_UNSTARTED, Job.finished_at: now, Job.updated_at: now}
     with models.write_transaction():
         changed = bool(
-            Job.update(values).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.cancel_requested == True).execute()  # noqa: E712
+            _changed(
+                Job.update(values).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.cancel_requested == True).execute(),  # noqa: E712
+                [job_id],
+                now,
+            )
         )
         if changed:
             models.outbox.emit_job(job_id, JobStatus.CANCELED.value)
@@ -293,7 +310,7 @@ def worker_lost(job: Job, *, detected_by: str) -> JobStatus | None:
         values = {Job.error: WORKER_LOST, Job.finished_at: now, Job.attempt_errors: errors}
     values.update({Job.status: status.value, Job.updated_at: now})
     with models.write_transaction():
-        changed = Job.update(values).where(*guard).execute()
+        changed = _changed(Job.update(values).where(*guard).execute(), [job.id], now)
         if changed and status.finished:
             models.outbox.emit_job(job.id, status.value)
     if changed:
@@ -319,14 +336,15 @@ def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, *, in_t
     now = models.utcnow()
     values = {"status": status.value, "finished_at": now, "updated_at": now, **values}
     if in_transaction:
-        return _finished(models.update_held_job(job_id, worker_id, attempt, values), job_id, status)
+        return _finished(models.update_held_job(job_id, worker_id, attempt, values), job_id, status, now)
     with models.write_transaction():
-        return _finished(models.update_held_job(job_id, worker_id, attempt, values), job_id, status)
+        return _finished(models.update_held_job(job_id, worker_id, attempt, values), job_id, status, now)
 
 
-def _finished(changed: bool, job_id: str, status: JobStatus) -> bool:
-    """In the transaction of a final transition: the job's notifications go to the outbox (``remora.models.outbox``)."""
+def _finished(changed: bool, job_id: str, status: JobStatus, now: Any) -> bool:
+    """In the transaction of a final transition: the change feed's record and the job's notifications (outbox)."""
     if changed:
+        changes.job_changes([job_id], now)
         models.outbox.emit_job(job_id, status.value)
     return changed
 
@@ -338,7 +356,7 @@ def requeue(job_id: str, worker_id: str, attempt: int, error: str, **values: Any
         errors = [*((job.attempt_errors if job else None) or []), attempt_error(attempt, error)]
         now = models.utcnow()
         values = {"status": JobStatus.QUEUED.value, "worker": None, "error": error, "attempt_errors": errors, "updated_at": now, **values}
-        return models.update_held_job(job_id, worker_id, attempt, values)
+        return bool(_changed(models.update_held_job(job_id, worker_id, attempt, values), [job_id], now))
 
 
 def release(job_id: str, worker_id: str, attempt: int) -> bool:
@@ -354,7 +372,7 @@ def release(job_id: str, worker_id: str, attempt: int) -> bool:
     }
     mine = (Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.worker == worker_id, Job.attempts == attempt)
     with models.write_transaction():
-        return bool(Job.update(values).where(*mine).execute())
+        return bool(_changed(Job.update(values).where(*mine).execute(), [job_id], now))
 
 
 def cancel_requested(job_ids: list[str]) -> list[str]:
@@ -392,6 +410,7 @@ def cancel(job_id: str, actor: str) -> Cancel:
                 .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
                 .execute()
             ):
+                _changed(True, [job_id], now)
                 models.outbox.emit_job(job_id, JobStatus.CANCELED.value)
                 return Cancel.CANCELED
             if (
@@ -436,7 +455,7 @@ def fresh_attempt(job_id: str, *, queue_dead: bool) -> bool:
     else:
         guard = (Job.status == JobStatus.FAILED.value) & (Job.attempts > Job.retries)
     with models.write_transaction():
-        return bool(Job.update(values).where(Job.id == job_id, guard).execute())
+        return bool(_changed(Job.update(values).where(Job.id == job_id, guard).execute(), [job_id], now))
 
 
 # -- a batch and its rollout -------------------------------------------------------------------------
@@ -449,6 +468,9 @@ def record_batch(batch: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     with models.write_transaction():
         models.insert_rows(Batch, [batch])
         models.insert_rows(Job, rows)
+        now = models.utcnow()
+        changes.batch_change(batch["id"], batch.get("status") or BatchStatus.RUNNING.value, now)
+        _changed(rows, [row["id"] for row in rows], now)
 
 
 @dataclasses.dataclass
@@ -514,6 +536,7 @@ def batch_step(batch_id: str) -> Step:
                 error = stop_error(failed, (batch.rollout or {}).get("max_failures", batch.max_failures))
                 values = {Job.status: JobStatus.CANCELED.value, Job.error: error, Job.finished_at: now, Job.updated_at: now}
                 Job.update(values).where(Job.id.in_(queued), Job.status == JobStatus.QUEUED.value).execute()
+                _changed(True, queued, now)
                 models.outbox.emit_jobs(queued, JobStatus.CANCELED.value)
                 step.stopped = queued
                 Batch.update({Batch.error: error.removeprefix("not started: ")}).where(Batch.id == batch_id).execute()
@@ -538,6 +561,7 @@ def batch_step(batch_id: str) -> Step:
             else:
                 final = BatchStatus.COMPLETED
             Batch.update({Batch.status: final.value, Batch.finished_at: now}).where(Batch.id == batch_id).execute()
+            changes.batch_change(batch_id, final.value, now)
             models.outbox.emit_batch(batch_id)
             step.status = final.value
     return step

@@ -48,6 +48,7 @@ REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    410: "Gone",
     413: "Payload Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Entity",
@@ -106,6 +107,8 @@ class App:
         self.streams = StreamSlots(threads // 2, threads // 4)
         # Live queue monitors (Server-Sent Events) hold a thread for their whole life: a quarter of the threads, 2 per client.
         self.monitors = StreamSlots(max(1, threads // 4), 2, "live queue monitors")
+        # Change-feed watchers (long-polls and event streams) wait in a request thread: half the threads, a quarter per client.
+        self.watchers = StreamSlots(max(1, threads // 2), max(1, threads // 4), "change feed watchers")
         self.auth_limiter = FailureLimiter(settings.api.auth_failures_per_second)
         self.request_log = RequestLog()  # the debug report's recent requests and errors
 

@@ -21,6 +21,7 @@ DESCRIPTIONS = {
     404: "Unknown id or route",
     405: "Method not allowed",
     409: "Conflict with the current state",
+    410: "No longer kept (e.g. an expired change-feed cursor: reload and follow from now)",
     413: "Body or upload too large",
     415: "Unsupported Content-Type",
     429: "Too many refused tokens or downloads from this address (see Retry-After)",

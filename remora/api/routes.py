@@ -5,6 +5,7 @@ from __future__ import annotations
 from remora.api import (
     routes_admin,
     routes_batches,
+    routes_events,
     routes_files,
     routes_jobs,
     routes_schedules,
@@ -23,6 +24,7 @@ def all_routes(settings: Settings) -> list[Route]:
         *routes_system.routes(settings),
         *routes_jobs.routes(settings),
         *routes_batches.routes(settings),
+        *routes_events.routes(settings),
         *routes_templates.routes(settings),
         *routes_schedules.routes(settings),
         *routes_servers.routes(settings),

@@ -143,6 +143,7 @@ class APIServer:
             cleanup_interval=max(1, int(send_timeout // 2)),
             outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
             outbuf_overflow=OUTBUF_IN_MEMORY,
+            channel_request_lookahead=1,  # keep reading while a request runs: a change-feed waiter notices its client left
             connection_limit=1000,
             expose_tracebacks=False,
             clear_untrusted_proxy_headers=True,

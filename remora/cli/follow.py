@@ -1,5 +1,12 @@
 """Waiting for jobs and following their output live (``--wait``, ``--follow``, ``jobs wait``).
 
+Waiting (no output followed) reads the change feed (``GET /api/v1/events`` as
+Server-Sent Events): one stream for all the jobs -- filtered by their batch
+when they are one -- after one snapshot of their state, so a fan-out costs a
+few requests however many hosts it has.  An API without the feed (404) is
+polled job by job as before.  At the end a batch's jobs are read as one list
+and its output in one request (``GET /batches/:id?output=true``).
+
 Output is fetched incrementally by byte offsets (``GET /jobs/:id/logs?stdout_offset=N&stderr_offset=M``)
 and written to the matching local stream.  One job: byte for byte.  Several:
 each line prefixed with the job's label (its server name).  Exit codes follow
@@ -10,12 +17,13 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from remora.cli.render import FINISHED, server_name, short
-from remora.errors import ExitCode, RemoraError
+from remora.errors import ExitCode, Gone, NotFound, RemoraError, Unavailable
 
 if TYPE_CHECKING:
     from remora.client import Client
@@ -24,6 +32,8 @@ if TYPE_CHECKING:
 JOB_TIMEOUT_ERROR = re.compile(r"\b(timeout|timed out) after\b", re.IGNORECASE)
 POLL_MIN = 0.05
 POLL_MAX = 0.5
+STREAM_READ_TIMEOUT = 45.0  # seconds without a byte from the feed (it sends a heartbeat every 15 s) before giving up
+MAX_JOB_FILTER = 200  # jobs named in the feed's job_id filter; beyond, the client filters
 
 
 class WaitTimeout(RemoraError):
@@ -38,6 +48,7 @@ class Tracked:
     offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
     partial: dict[str, bytes] = field(default_factory=lambda: {"stdout": b"", "stderr": b""})
     done: bool = False
+    current: bool = False  # ``job`` is the API's full view of the job in its final state
 
     @property
     def id(self) -> str:
@@ -88,8 +99,11 @@ class Watcher:
         timeout: float | None = None,
         progress: bool = False,
         prefix: bool | None = None,
+        use_feed: bool = False,
     ) -> None:
+        """``use_feed``: with ``follow`` and several jobs, skip the logs of jobs the change feed says are still queued."""
         self.client = client
+        self.use_feed = use_feed and len(jobs) > 1
         labels = labels_for(jobs)
         self.tracked = [Tracked(job=j, label=label) for j, label in zip(jobs, labels, strict=True)]
         self.follow = follow
@@ -99,13 +113,34 @@ class Watcher:
         self.prefix = (len(jobs) > 1) if prefix is None else prefix
         self.sinks: dict[str, IO[bytes]] = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
 
+    @property
+    def batch_id(self) -> str | None:
+        """The batch all the tracked jobs (several) belong to; None for one job (its own view is read) or jobs of no one batch."""
+        ids = {t.job.get("batch_id") for t in self.tracked}
+        return str(next(iter(ids))) if len(self.tracked) > 1 and len(ids) == 1 and None not in ids else None
+
     def run(self) -> list[dict[str, Any]]:
         """Block until every job finished; returns the final job objects."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         if self.progress:
             return self._run_with_progress(deadline)
-        self._loop(deadline, None)
+        self._wait(deadline, None)
         return [t.job for t in self.tracked]
+
+    def _wait(self, deadline: float | None, on_change: Any) -> None:
+        if self.follow:
+            self._loop(deadline, on_change)
+            return
+        try:
+            self._wait_on_feed(deadline, on_change)
+        except RemoraError as exc:
+            # An API without the change feed (404), or none of its watcher slots free (429, 503): poll
+            # job by job.  Not reachable at all, or out of time: that is the answer.
+            slots_full = exc.status == 429 or (isinstance(exc, Unavailable) and not exc.details.get("url"))
+            if isinstance(exc, WaitTimeout) or not (isinstance(exc, NotFound) or slots_full):
+                raise
+            self._loop(deadline, on_change)
+        self._final_jobs()
 
     def _run_with_progress(self, deadline: float | None) -> list[dict[str, Any]]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -122,10 +157,96 @@ class Watcher:
                 failed = sum(1 for t in self.tracked if t.done and exit_code_of(t.job))
                 bar.update(task, completed=sum(t.done for t in self.tracked), description=f"[red]{failed} failed[/]" if failed else "")
 
-            self._loop(deadline, update)
+            self._wait(deadline, update)
         return [t.job for t in self.tracked]
 
+    # -- waiting on the change feed --------------------------------------------
+    def _wait_on_feed(self, deadline: float | None, on_change: Any) -> None:
+        """Follow the feed until every tracked job is final: open the stream, read the jobs' state once, apply changes."""
+        by_id = {t.id: t for t in self.tracked}
+        batch = self.batch_id
+        job_ids = None if batch or len(by_id) > MAX_JOB_FILTER else list(by_id)
+        cursor: str | None = None
+        fresh = True  # no state read yet since the stream's start: read it after ``ready``
+        while not all(t.done for t in self.tracked):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self._gave_up()
+            read_timeout = STREAM_READ_TIMEOUT if left is None else max(0.5, min(STREAM_READ_TIMEOUT, left + 0.5))
+            stream = self.client.event_stream(cursor, batch_id=batch, job_ids=job_ids, read_timeout=read_timeout)
+            try:
+                for message in stream:
+                    cursor = message.get("id") or cursor
+                    changed = False
+                    if message["event"] == "ready" and fresh:
+                        self._snapshot(batch)
+                        fresh, changed = False, True
+                    elif message["event"] == "message" and isinstance(message.get("data"), dict):
+                        changed = self._apply(by_id, message["data"])
+                    if changed and on_change:
+                        on_change()
+                    if all(t.done for t in self.tracked):
+                        return
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self._gave_up()
+                    if message["event"] == "end":
+                        break
+            except Gone:  # our cursor is older than what the API keeps: start over from now
+                cursor, fresh = None, True
+            except Unavailable:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._gave_up()
+                raise
+            finally:
+                stream.close()
+
+    def _gave_up(self) -> None:
+        pending = ", ".join(short(t.id) for t in self.tracked if not t.done)
+        raise WaitTimeout(f"gave up waiting after {self.timeout:g}s; still running: {pending}")
+
+    def _snapshot(self, batch: str | None) -> None:
+        """The tracked jobs' state now: their batch in one request, else one request per job."""
+        if batch:
+            hosts = {h["job_id"]: h for h in self.client.batch(batch).get("hosts") or []}
+            for t in self.tracked:
+                host = hosts.get(t.id)
+                if host is not None:
+                    self._apply({t.id: t}, {"job_id": t.id, "status": host.get("status"), "exit_code": host.get("exit_code")})
+            return
+        for t in self.tracked:
+            t.job = self.client.job(t.id)
+            t.done = t.current = t.job.get("status") in FINISHED
+
+    @staticmethod
+    def _apply(by_id: dict[str, Tracked], event: dict[str, Any]) -> bool:
+        t = by_id.get(str(event.get("job_id")))
+        if t is None or t.done:
+            return False
+        t.job = {**t.job, "status": event.get("status"), "exit_code": event.get("exit_code")}
+        t.done = event.get("status") in FINISHED
+        return True
+
+    def _final_jobs(self) -> None:
+        """The finished jobs as the API shows them: a batch's as one list (100 a page), others one by one."""
+        batch = self.batch_id
+        if batch:
+            listed = {j["id"]: j for j in self.client.iter_jobs(batch_id=batch)}
+            for t in self.tracked:
+                t.job = listed.get(t.id) or self.client.job(t.id)
+            return
+        for t in self.tracked:
+            if not t.current:
+                t.job = self.client.job(t.id)
+
     def _loop(self, deadline: float | None, on_change: Any) -> None:
+        feed = _QueuedJobs(self.client, self.batch_id, [t.id for t in self.tracked]) if self.follow and self.use_feed else None
+        try:
+            self._polls(deadline, on_change, feed)
+        finally:
+            if feed is not None:
+                feed.stop()
+
+    def _polls(self, deadline: float | None, on_change: Any, feed: _QueuedJobs | None) -> None:
         delay = POLL_MIN
         while True:
             active = [t for t in self.tracked if not t.done]
@@ -133,7 +254,8 @@ class Watcher:
                 return
             changed = False
             for tracked in active:
-                changed |= self._poll(tracked)
+                if feed is None or not feed.queued(tracked.id):
+                    changed |= self._poll(tracked)
             if changed and on_change:
                 on_change()
             if all(t.done for t in self.tracked):
@@ -191,6 +313,96 @@ class Watcher:
                 self.sinks[stream].write(t.label.encode("utf-8", "replace") + b" | " + rest + b"\n")
                 self.sinks[stream].flush()
             t.partial[stream] = b""
+
+
+class _QueuedJobs:
+    """Which followed jobs are still queued, kept current from the change feed in a thread of its own.
+
+    ``--follow`` on a rollout reads the logs of the running jobs only: a queued job prints nothing.
+    Unknown (no feed, stream down) counts as not queued, so those jobs are polled as before.
+    """
+
+    def __init__(self, client: Client, batch_id: str | None, job_ids: list[str]) -> None:
+        from remora.client import Client as ClientType
+
+        self._client = ClientType(client.base_url, client.token, timeout=client.timeout)  # a Client is not thread-safe
+        self._batch_id = batch_id
+        self._ids = set(job_ids)
+        self._status: dict[str, str] = {}
+        self._live = False
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="remora-feed", daemon=True)
+        self._thread.start()
+
+    def queued(self, job_id: str) -> bool:
+        return self._live and self._status.get(job_id) == "queued"
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def _run(self) -> None:
+        job_ids = None if self._batch_id else sorted(self._ids)[:MAX_JOB_FILTER]
+        try:
+            for message in self._client.event_stream(None, batch_id=self._batch_id, job_ids=job_ids, read_timeout=STREAM_READ_TIMEOUT):
+                if self._stopped or message["event"] == "end":
+                    break
+                if message["event"] == "ready":
+                    if self._batch_id:
+                        hosts = self._client.batch(self._batch_id).get("hosts") or []
+                        self._status.update({h["job_id"]: h["status"] for h in hosts if h["job_id"] in self._ids})
+                    self._live = True
+                elif isinstance(message.get("data"), dict) and message["data"].get("job_id") in self._ids:
+                    self._status[message["data"]["job_id"]] = message["data"]["status"]
+        except RemoraError:
+            pass
+        finally:
+            self._live = False
+            self._client.close()
+
+
+def print_outputs(client: Client, jobs: list[dict[str, Any]]) -> None:
+    """The finished jobs' stdout and stderr, as ``--wait`` prints them (lines prefixed by server when several).
+
+    A batch's output comes in one request (``?output=true``, bounded per host); a host whose output was
+    cut there, or jobs that are not one batch, are read through their logs.
+    """
+    batch_ids = {j.get("batch_id") for j in jobs}
+    batch = next(iter(batch_ids)) if len(batch_ids) == 1 and None not in batch_ids else None
+    if batch is None or len(jobs) == 1:
+        Watcher(client, jobs, follow=True).run()
+        return
+    hosts = {h["job_id"]: h for h in client.batch(str(batch), output=True).get("hosts") or []}
+    printer = Watcher(client, jobs, follow=True)
+    for t in printer.tracked:
+        host = hosts.get(t.id)
+        if host is None or host.get("output_truncated"):
+            one = Watcher(client, [t.job], follow=True, prefix=True)
+            one.tracked[0].label = t.label
+            one.run()
+            continue
+        for stream in ("stdout", "stderr"):
+            chunk = str(host.get(stream) or "").encode("utf-8", "surrogateescape")
+            if chunk:
+                printer._emit(t, stream, chunk)
+        printer._flush_partial(t)
+
+
+def with_bodies(client: Client, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A batch's finished jobs (list form) with ``stdout`` / ``stderr`` as the job view carries them, from one request."""
+    batch_ids = {j.get("batch_id") for j in jobs}
+    if len(jobs) == 1 or len(batch_ids) != 1 or None in batch_ids or all("stdout" in j for j in jobs):
+        return jobs
+    hosts = {h["job_id"]: h for h in client.batch(str(next(iter(batch_ids))), output=True).get("hosts") or []}
+    out = []
+    for job in jobs:
+        host = hosts.get(job["id"]) or {}
+        bodies = {
+            "stdout": host.get("stdout", ""),
+            "stderr": host.get("stderr", ""),
+            "bodies_truncated": bool(host.get("output_truncated")),
+        }
+        out.append({**job, **bodies})
+    return out
 
 
 def summary_line(job: dict[str, Any]) -> str:

@@ -180,12 +180,12 @@ def finish(
     if not (wait or follow):
         report_submitted(jobs, as_json=as_json, batch_id=batch_id)
         return
-    from remora.cli.follow import Watcher, combined_exit_code, summary_line
+    from remora.cli.follow import Watcher, combined_exit_code, print_outputs, summary_line, with_bodies
 
     if not follow and not as_json and stderr_tty():
         for job in jobs:
             err(f"[dim]submitted {short(job['id'])} on {server_name(job)}[/]")
-    watcher = Watcher(client, jobs, follow=follow, progress=not follow and len(jobs) > 1 and stderr_tty())
+    watcher = Watcher(client, jobs, follow=follow, progress=not follow and len(jobs) > 1 and stderr_tty(), use_feed=True)
     try:
         final = watcher.run()
     except KeyboardInterrupt:
@@ -194,8 +194,9 @@ def finish(
         raise
     if not (follow or quiet or as_json):
         # --wait: the finished jobs' output, read from the start (lines prefixed by server when several)
-        Watcher(client, final, follow=True).run()
+        print_outputs(client, final)
     if as_json:
+        final = with_bodies(client, final) if not follow else final
         print_json(final[0] if len(final) == 1 else {"batch_id": batch_id or final[0].get("batch_id"), "jobs": final})
     elif follow and len(final) > 1:
         host_summary(final)

@@ -402,6 +402,18 @@ class Delivery(BaseModel):
         )
 
 
+class Change(BaseModel):
+    """One job or batch status change, appended in the transaction that made it (the change feed, ``/api/v1/events``)."""
+
+    id = pw.BigAutoField()
+    at = pw.DateTimeField(default=utcnow, index=True)
+    kind = pw.CharField(max_length=8)  # "job" | "batch"
+    job_id = pw.CharField(max_length=36, null=True, index=True)
+    batch_id = pw.CharField(max_length=36, null=True, index=True)
+    status = pw.CharField(max_length=16)
+    exit_code = pw.IntegerField(null=True)
+
+
 MODELS: list[type[BaseModel]] = [
     SchemaVersion,
     PemKey,
@@ -415,6 +427,7 @@ MODELS: list[type[BaseModel]] = [
     ApiToken,
     AuditEvent,
     Lock,
+    Change,
     Webhook,
     Delivery,
 ]

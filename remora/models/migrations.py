@@ -15,7 +15,7 @@ from typing import Any
 import peewee as pw
 from playhouse.migrate import migrate
 
-from remora.models import Batch, Delivery, JSONField, Schedule, ScheduleRun, Server, Template, Webhook
+from remora.models import Batch, Change, Delivery, JSONField, Schedule, ScheduleRun, Server, Template, Webhook
 
 
 def run_migration(migrator: Any, *operations: Any) -> None:
@@ -52,6 +52,11 @@ def _add_templates(migrator: Any, database: pw.Database) -> None:
         run_migration(migrator, ("add_column", "job", "params", JSONField(null=True)))
 
 
+def _add_changes(migrator: Any, database: pw.Database) -> None:
+    """The ``change`` table: the change feed of job and batch statuses."""
+    database.create_tables([Change], safe=True)
+
+
 def _add_schedules(migrator: Any, database: pw.Database) -> None:
     """``job.run_at`` (a delayed job), the ``schedule`` table and ``schedule_run`` (each slot's outcome)."""
     if "run_at" not in [column.name for column in database.get_columns("job")]:
@@ -70,6 +75,7 @@ MIGRATIONS: dict[int, Callable[[Any, pw.Database], None]] = {
     3: _add_server_jump_server,
     4: _add_batches,
     5: _add_templates,
+    6: _add_changes,
     7: _add_schedules,
     8: _add_webhooks,
 }

@@ -16,8 +16,8 @@ from typing import Any
 from remora import jobstate, models
 from remora.errors import Conflict, NotFound, QueueError, QueueUnavailable, ValidationError
 from remora.executor.base import Stream
-from remora.models import Batch, BatchStatus, Job, JobStatus, Server
-from remora.output import read_stream
+from remora.models import Batch, BatchStatus, Job, JobStatus, OutputChunk, Server
+from remora.output import decode_chunk
 from remora.services.context import Context
 from remora.services.render import text
 
@@ -169,8 +169,25 @@ def list_batches(page: int = 1, limit: int = 50, status: str | None = None) -> d
     }
 
 
+def _outputs(batch_id: str) -> dict[tuple[str, int], bytearray]:
+    """The first ``HOST_OUTPUT`` bytes of each stream of every job of the batch, in one query (no query per host)."""
+    mine = Job.select(Job.id).where(Job.batch_id == batch_id)
+    query = (
+        OutputChunk.select(OutputChunk.job, OutputChunk.stream, OutputChunk.offset, OutputChunk.data, OutputChunk.encoding)
+        .where(OutputChunk.job.in_(mine), OutputChunk.offset < HOST_OUTPUT)
+        .order_by(OutputChunk.job, OutputChunk.stream, OutputChunk.offset)
+    )
+    out: dict[tuple[str, int], bytearray] = {}
+    for chunk in query:
+        buf = out.setdefault((str(chunk.__data__["job"]), int(chunk.stream)), bytearray())
+        if len(buf) < HOST_OUTPUT:
+            buf += decode_chunk(chunk)[: HOST_OUTPUT - len(buf)]
+    return out
+
+
 def batch_detail(batch: Batch, *, output: bool = False) -> dict[str, Any]:
     jobs = list(Job.select(Job, Server.id, Server.name).join(Server).where(Job.batch_id == batch.id).order_by(Job.created_at, Job.id))
+    outputs = _outputs(batch.id) if output else {}
     counts = dict.fromkeys(COUNTED, 0)
     hosts = []
     for job in jobs:
@@ -186,10 +203,12 @@ def batch_detail(batch: Batch, *, output: bool = False) -> dict[str, Any]:
             "duration": round(duration, 6) if duration is not None else None,
             "started_at": models.to_rfc3339(job.started_at),
             "finished_at": models.to_rfc3339(job.finished_at),
+            "stdout_bytes": job.stdout_bytes or 0,
+            "stderr_bytes": job.stderr_bytes or 0,
         }
         if output:
-            out = read_stream(job.id, Stream.STDOUT, 0, HOST_OUTPUT) if job.stdout_bytes else b""
-            err = read_stream(job.id, Stream.STDERR, 0, HOST_OUTPUT) if job.stderr_bytes else b""
+            out = bytes(outputs.get((job.id, int(Stream.STDOUT)), b""))
+            err = bytes(outputs.get((job.id, int(Stream.STDERR)), b""))
             host["stdout"], host["stderr"] = text(out), text(err)
             host["output_truncated"] = (
                 bool(job.output_truncated) or len(out) < (job.stdout_bytes or 0) or len(err) < (job.stderr_bytes or 0)

@@ -5,7 +5,7 @@ instance at a time, like the reconciler) compresses the output of jobs that
 finished at least ``compress_min_age`` seconds ago (zlib, transparently to
 readers: see remora.upkeep.retention) when ``output.compress`` is on, and every
 ``prune_every`` seconds deletes finished jobs older than ``api.retention``
-when it is > 0.  A failing pass is logged and retried on the next tick.
+when it is > 0, and change-feed rows older than ``api.events_retention``.  A failing pass is logged and retried on the next tick.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import time
 
 from remora.config import Settings
+from remora.services import events
 from remora.upkeep import retention
 from remora.upkeep.periodic import PeriodicTask
 
@@ -45,6 +46,7 @@ class Maintenance(PeriodicTask):
         self.prune_every = prune_every
         self._compress_mark: dt.datetime | None = None
         self._last_prune = 0.0
+        self._last_events_prune = 0.0
         self.compressed = 0
         self.pruned = 0
 
@@ -59,6 +61,9 @@ class Maintenance(PeriodicTask):
             done["pruned"] = retention.prune_jobs(retain)
             if done["pruned"]:
                 log.info("maintenance: pruned %d job(s) finished more than %.0fs ago (api.retention)", done["pruned"], retain)
+        if time.monotonic() - self._last_events_prune >= self.prune_every:
+            self._last_events_prune = time.monotonic()
+            events.prune(self.settings.api.events_retention)
         self.compressed += done["compressed"]
         self.pruned += done["pruned"]
         return done

@@ -150,3 +150,18 @@ def test_a_version_5_database_gains_job_run_at_and_the_schedule_tables(db):
     assert "run_at" in [c.name for c in database.get_columns("job")]
     assert database.table_exists("schedule") and database.table_exists("schedule_run")
     assert m.Job.get_by_id(job.id).run_at is None
+
+
+def test_a_version_5_database_gains_the_change_table(db):
+    """A database made before the change feed (schema 5): opening it adds ``change``; transitions then record changes."""
+    database = m.get_database()
+    database.drop_tables([m.Change])
+    m.SchemaVersion.update(version=5).execute()
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION >= 6
+    assert database.table_exists("change")
+    server = m.Server.create(name="old", hostname="h")
+    from remora import jobstate
+
+    row = jobstate.new_job(command="true", server=server.id).__data__
+    jobstate.record([row])
+    assert [(c.kind, c.job_id, c.status) for c in m.Change.select()] == [("job", row["id"], "queued")]

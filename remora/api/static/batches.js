@@ -1,12 +1,14 @@
 // Batches: the list of recent fan-outs and one batch's view (counts, progress, a virtualised host matrix, actions).
 import { get, post } from './api.js';
 import { setParams } from './app.js';
+import { followChanges } from './feed.js';
 import { closeTop, confirmDialog } from './overlay.js';
 import { h, setChildren, setText, timeEl, formatDuration, statusBadge, emptyState, poll, toast, debounce } from './util.js';
 
 const HOST_STATES = ['queued', 'running', 'completed', 'failed', 'canceled'];
-const POLL_MS = 2000;
+const POLL_MS = 2000; // without the change feed (stream down)
 const LIST_POLL_MS = 5000;
+const FALLBACK_MS = 30000; // with the feed up: a slow safety refresh
 const TILE_W = 132; // px: tile width plus gap (a fixed grid, so rows can be computed from scrollTop)
 const TILE_H = 40;
 const OVERSCAN = 2; // rows rendered above and below the visible ones
@@ -160,6 +162,8 @@ function mountBatch(root, id) {
   let batch = null;
   let filter = 'all';
   let poller = null;
+  let feed = null;
+  let loadedAt = 0;
 
   function filtered() {
     const q = search.value.trim().toLowerCase();
@@ -251,6 +255,7 @@ function mountBatch(root, id) {
   }
 
   async function load() {
+    loadedAt = Date.now();
     try {
       const data = await get(`batches/${id}`);
       const first = !batch;
@@ -263,19 +268,25 @@ function mountBatch(root, id) {
         applyFilter();
         if (first) matrix.el.dataset.firstRenderMs = matrix.el.dataset.renderMs || '0';
       }
-      if (batch.status !== 'running') poller?.stop();
+      content.dataset.loads = String(Number(content.dataset.loads || 0) + 1);
+      if (batch.status !== 'running') { poller?.stop(); feed?.stop(); }
     } catch (err) {
       if (err.status === 401) return;
-      if (err.status === 404) { poller?.stop(); setChildren(root, emptyState('Batch not found', h('a', { href: '#/batches' }, 'All batches'))); return; }
+      if (err.status === 404) { poller?.stop(); feed?.stop(); setChildren(root, emptyState('Batch not found', h('a', { href: '#/batches' }, 'All batches'))); return; }
       errorBox.hidden = false;
       setText(errorBox, `Cannot load the batch: ${err.message}`);
     }
   }
 
   search.addEventListener('input', debounce(() => { if (batch) applyFilter(true); }, 120));
-  poller = poll(load, POLL_MS);
+  // Changes of this batch's jobs (and of the batch) arrive on the change feed and refresh the view; the
+  // timed poll runs only while the stream is down, plus a slow safety refresh.
+  feed = followChanges({ batch_id: id }, () => { if (!batch || batch.status === 'running') load(); }, {
+    coalesceMs: 300, onLive: (up) => { content.dataset.live = String(up); },
+  });
+  poller = poll(async () => { if (!feed?.live() || Date.now() - loadedAt >= FALLBACK_MS) await load(); }, POLL_MS);
   // leaving the batch closes a host's log panel opened from it
-  return { unmount() { poller?.stop(); matrix.destroy(); closeTop(true); } };
+  return { unmount() { poller?.stop(); feed?.stop(); matrix.destroy(); closeTop(true); } };
 }
 
 function metaRow(label, value, id) {

@@ -1,6 +1,7 @@
 // Jobs page: filterable, sortable, paginated table kept in the URL; keyed row updates.
 import { get, post, session } from './api.js';
 import { setParams, newJob, showJob, showBatch } from './app.js';
+import { followChanges } from './feed.js';
 import { confirmDialog } from './overlay.js';
 import {
   h, setText, setChildren, timeEl, jobDuration, formatDuration, jobCommandText, statusBadge, poll, debounce, toast,
@@ -248,7 +249,7 @@ export function mount(main, params) {
       e.stopPropagation();
       const res = await jobAction(actionBtn.dataset.action, row.job);
       if (res?.new_job) open(res.new_job.id);
-      refresher.now();
+      reload();
       return;
     }
     if (window.getSelection()?.toString()) return; // let people select text
@@ -288,7 +289,18 @@ export function mount(main, params) {
 
   syncControls();
   let serversLoaded = false;
+  let loadedAt = 0;
+  let changed = true;
+  // Job and batch changes arrive on the change feed and refresh the list (at most once a second); the
+  // timed poll loads only while the stream is down, plus a slow safety refresh.
+  function reload() { changed = true; refresher.now(); }
+  const feed = followChanges({}, reload, {
+    coalesceMs: 1000, onLive: (up) => { main.dataset.live = String(up); },
+  });
   const refresher = poll(async () => {
+    if (!changed && feed.live() && Date.now() - loadedAt < 30000) return;
+    changed = false;
+    loadedAt = Date.now();
     await load();
     if (!serversLoaded) { serversLoaded = true; loadServers(); } // after the first rows, not competing with them
   }, 2000);
@@ -311,10 +323,11 @@ export function mount(main, params) {
       state.params = params;
       syncControls();
       syncPanel();
-      if (`${[...params].filter(([k]) => k !== 'job' && k !== 'batch')}` !== before) refresher.now();
+      if (`${[...params].filter(([k]) => k !== 'job' && k !== 'batch')}` !== before) reload();
     },
     unmount() {
       refresher.stop();
+      feed.stop();
       clearInterval(tick);
       import('./overlay.js').then((m) => m.closeTop(true));
     },
@@ -333,7 +346,7 @@ export function mount(main, params) {
         const openId = state.params.get('job');
         const row = state.rows.get(openId || state.selected);
         if (row && (row.job.status === 'queued' || row.job.status === 'running') && !session.readOnly) {
-          jobAction('cancel', row.job).then(() => refresher.now());
+          jobAction('cancel', row.job).then(() => reload());
           return true;
         }
       }

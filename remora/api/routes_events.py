@@ -1,0 +1,165 @@
+"""The change feed: ``GET /api/v1/events`` -- job and batch status changes, as a long-poll or Server-Sent Events.
+
+A long-poll answers ``{"events": [...], "cursor": C}`` as soon as there is a
+matching change after the cursor, or empty after ``timeout`` seconds.  With
+``Accept: text/event-stream`` the answer is a stream: first an event
+``ready`` (its ``id:`` is the starting cursor), then one message per change
+(``id:`` = the cursor after it; ``Last-Event-ID`` resumes), a comment line as
+heartbeat, and an event ``end`` after a few minutes (the client reconnects
+with its last id).  Either form holds a request thread while it waits, so both
+take a slot (``app.watchers``): a quarter of the threads per client address,
+half of them overall.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from remora.api.http import Request, Response, dumps
+from remora.api.router import UUID_RE, Param, Route
+from remora.api.schema import array, obj
+from remora.config import Settings
+from remora.errors import ValidationError
+from remora.services import events
+
+if TYPE_CHECKING:
+    from remora.api.app import App
+
+DEFAULT_TIMEOUT = 25.0  # seconds a long-poll waits for the first change
+MAX_TIMEOUT = 55.0
+HEARTBEAT = 15.0  # seconds between two heartbeat comments of a stream
+LIFETIME = 300.0  # a stream ends after this (the client reconnects with Last-Event-ID): its thread is not held for ever
+
+EVENT = obj(
+    {
+        "id": {"type": "string", "description": "The cursor after this change."},
+        "at": {"type": "string", "format": "date-time"},
+        "kind": {"type": "string", "enum": ["job", "batch"]},
+        "job_id": {"type": ["string", "null"]},
+        "batch_id": {"type": ["string", "null"]},
+        "status": {"type": "string"},
+        "exit_code": {"type": ["integer", "null"]},
+    },
+    ["id", "at", "kind", "batch_id", "status"],
+    closed=False,
+)
+FEED = obj({"events": array(EVENT), "cursor": {"type": "string"}}, ["events", "cursor"])
+
+
+def _filters(req: Request) -> events.Filters:
+    batch_id = (req.arg("batch_id") or "").strip() or None
+    if batch_id is not None and not UUID_RE.match(batch_id):
+        raise ValidationError("batch_id must be a batch id (UUID)", details={"batch_id": "not a UUID"})
+    raw = ",".join(req.query.get("job_id") or [])
+    job_ids = tuple(dict.fromkeys(part.strip().lower() for part in raw.split(",") if part.strip()))
+    if len(job_ids) > events.MAX_FILTER_IDS:
+        raise ValidationError(f"at most {events.MAX_FILTER_IDS} job_id values", details={"job_id": "too many"})
+    for job_id in job_ids:
+        if not UUID_RE.match(job_id):
+            raise ValidationError("job_id must be job ids (UUIDs), comma-separated", details={"job_id": "not a UUID"})
+    return events.Filters(batch_id=batch_id.lower() if batch_id else None, job_ids=job_ids)
+
+
+def _timeout(req: Request) -> float:
+    raw = req.arg("timeout")
+    if raw is None or raw.strip() == "":
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_TIMEOUT:
+        raise ValidationError(f"timeout must be a number of seconds between 0 and {MAX_TIMEOUT:g}", details={"timeout": "out of range"})
+    return value
+
+
+def _start(cursor: int | None) -> int:
+    if cursor is None:
+        return events.latest()
+    events.check_cursor(cursor)
+    return cursor
+
+
+def _gone(req: Request) -> Callable[[], bool]:
+    """True once the client closed its connection (waitress notices it while the request runs)."""
+    check = req.environ.get("waitress.client_disconnected")
+    return check if callable(check) else (lambda: False)
+
+
+def _stream(app: App, cursor: int, filters: events.Filters, lifetime: float, gone: Callable[[], bool]) -> Iterator[bytes]:
+    ends = time.monotonic() + lifetime
+    yield b"retry: 2000\nid: %d\nevent: ready\ndata: %s\n\n" % (cursor, dumps({"cursor": str(cursor)}))
+    while True:
+        left = ends - time.monotonic()
+        if left <= 0:
+            yield b"id: %d\nevent: end\ndata: %s\n\n" % (cursor, dumps({"reason": "reconnect", "cursor": str(cursor)}))
+            return
+        found, after = events.wait(cursor, filters, min(HEARTBEAT, left), stop=gone)
+        if gone():
+            return
+        if found:
+            parts = [b"id: %s\ndata: %s\n\n" % (e["id"].encode(), json.dumps(e, separators=(",", ":")).encode()) for e in found]
+            if after != int(found[-1]["id"]):
+                parts.append(b"id: %d\n\n" % after)  # changes of other jobs looked past: resume after them
+            yield b"".join(parts)
+        elif after != cursor:
+            yield b"id: %d\n: heartbeat\n\n" % after
+        else:
+            yield b": heartbeat\n\n"
+        cursor = after
+
+
+def feed(app: App, req: Request) -> Response | dict[str, Any]:
+    """Long-poll (JSON) or, with ``Accept: text/event-stream``, a stream of job and batch status changes."""
+    filters = _filters(req)
+    sse = "text/event-stream" in (req.header("Accept") or "")
+    raw = req.arg("cursor")
+    if sse and (raw is None or raw == "") and req.header("Last-Event-ID"):
+        raw = req.header("Last-Event-ID")
+    cursor = events.parse_cursor(raw)
+    timeout = 0.0 if sse else _timeout(req)
+    start = _start(cursor)
+    app.watchers.acquire(req.client)
+    if sse:
+        response = Response(status=200, body=_stream(app, start, filters, LIFETIME, _gone(req)), content_type="text/event-stream")
+        response.on_close.append(lambda: app.watchers.release(req.client))
+        return response.header("Cache-Control", "no-store").header("X-Accel-Buffering", "no")
+    try:
+        found, after = events.wait(start, filters, timeout, stop=_gone(req))
+    finally:
+        app.watchers.release(req.client)
+    return {"events": found, "cursor": str(after)}
+
+
+def routes(settings: Settings) -> list[Route]:
+    return [
+        Route(
+            "GET",
+            "/api/v1/events",
+            feed,
+            "viewer",
+            "Change feed of job and batch status: a long-poll answering {events, cursor} as soon as a change after the cursor"
+            " exists (or empty after `timeout`); with Accept: text/event-stream, Server-Sent Events (`ready`, one message per"
+            " change with `id:` = cursor, heartbeat comments, `end` after a few minutes; Last-Event-ID resumes)",
+            response=FEED,
+            query=[
+                Param(
+                    "cursor",
+                    {"type": "string"},
+                    "The cursor of a previous answer (opaque); absent: from now; 0: from the oldest change kept. 410 when expired.",
+                ),
+                Param("batch_id", {"type": "string", "format": "uuid"}, "Only changes of this batch (and its jobs)."),
+                Param("job_id", {"type": "string"}, "Only changes of these jobs (comma-separated ids, or repeated)."),
+                Param(
+                    "timeout",
+                    {"type": "number", "minimum": 0, "maximum": MAX_TIMEOUT, "default": DEFAULT_TIMEOUT},
+                    "Long-poll: seconds to wait for the first change.",
+                ),
+            ],
+            errors=(400, 410, 429, 503),
+            tag="jobs",
+        )
+    ]
