@@ -64,7 +64,6 @@ class EventLoop:
         self._calls: deque[Callback] = deque()
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
-        self._woken = False
         self._lock = threading.Lock()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -77,14 +76,10 @@ class EventLoop:
         """Run ``fn`` on the loop thread, soon (thread-safe)."""
         self._calls.append(fn)
         if threading.get_ident() != self._loop_ident:
-            with self._lock:
-                if self._woken:
-                    return
-                self._woken = True
             try:
                 os.write(self._wake_w, b"x")
             except BlockingIOError:
-                pass
+                pass  # the pipe is full: the loop has wake-ups pending already
 
     def blocking(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop's thread pool: for what blocks (connects, kills over SSH, stdin)."""
@@ -163,8 +158,6 @@ class EventLoop:
         for key, _ in self._sel.select(timeout if timeout is None else min(timeout, 3600.0)):
             fn = key.data
             if fn is None:
-                with self._lock:
-                    self._woken = False
                 try:
                     while os.read(self._wake_r, 4096):
                         pass
