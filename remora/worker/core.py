@@ -355,6 +355,7 @@ class Worker:
             self._running += 1
 
         def ended(result: ExecResult) -> None:  # on the event loop: the rest after the job's last bytes are stored
+            self._room.release()  # a dispatcher reserves the next job while this one's outcome is written
             sink.then(self._finishers.submit, self._complete, job, active, result, sink)
 
         result = self._execute(job, active, sink, ended)
@@ -363,14 +364,13 @@ class Worker:
         return True
 
     def _complete(self, job: Job, active: HeldJob, result: ExecResult, sink: JobSink) -> None:
-        """A job that ran on the event loop ended: write its outcome, ACK or NACK it, free its room."""
+        """A job that ran on the event loop ended (its room is free already): write its outcome, ACK or NACK it."""
         try:
             self._finish_attempt(job, active, result, sink, alone=True)
         except Exception:
             log.exception("job %s: unexpected error while finishing it; releasing it", job.id)
             self.held.done(job.id, "nack", 1.0, alone=True)
         finally:
-            self._room.release()
             with self._idle:
                 self._running -= 1
                 self._idle.notify_all()

@@ -92,6 +92,8 @@ class JobSink:
         self._queue: queue_mod.Queue[tuple[Stream, bytes] | None] | None = None
         self._writer: threading.Thread | None = None
         self._masker: SecretMasker | None = None
+        self._handed = 0  # writes handed to the writer (counted by the event loop's thread only)
+        self._done = 0  # of those, stored (counted by the writer's thread only)
 
     def mask(self, secrets: list[str]) -> None:
         """Mask these values in everything written from now on (values too short to mask are left: see remora.masking)."""
@@ -134,16 +136,23 @@ class JobSink:
             if not data:
                 return
         if self.writer is not None:
-            self.writer.put(self._store, stream, data)
+            self._handed += 1
+            self.writer.put(self._stored, stream, data)
         else:
             self._store(stream, data)
 
+    def _stored(self, stream: Stream, data: bytes) -> None:
+        try:
+            self._store(stream, data)
+        finally:
+            self._done += 1
+
     def then(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Call ``fn(*args)`` once everything written so far is handed to the output (on the writer's thread)."""
-        if self.writer is not None:
+        """Call ``fn(*args)`` once everything written so far is handed to the output (on the writer's thread if some is waiting)."""
+        if self.writer is not None and self._done != self._handed:
             self.writer.put(fn, *args)
         else:
-            fn(*args)
+            fn(*args)  # nothing waits for the writer (a quiet job): no trip through its queue
 
     def _store(self, stream: Stream, data: bytes) -> None:
         if self._queue is not None:
