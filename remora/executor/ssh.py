@@ -83,6 +83,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_AFTER_EXIT = 1.0  # pipes a background child keeps open are read this long after the exit status
 TICK = 0.2  # how often a running job looks at its cancel flag (a cancel takes effect within this)
+EOF_POLL = 0.002  # after an EOF that came before the exit status: how often to look for the status
 KILL_WAIT = 5.0  # after KILL, how long we still wait for the channel to report the end
 MAX_READ = 256 * 1024  # most bytes taken from a channel buffer at once (bigger reads cost RSS, not speed)
 _known_hosts: dict[str, KnownHosts] = {}
@@ -335,6 +336,7 @@ class _Run:
         self.kill_at: float | None = None
         self.exited_at: float | None = None
         self.pid_wait_until: float | None = None
+        self.eof_at: float | None = None  # EOF came before the exit status: watched on a short timer from then on
         self.ended = False
         self.timer: Timer | None = None
 
@@ -350,7 +352,7 @@ class _Run:
             self.loop.blocking(_send_stdin, self.chan, wrapper.stdin)
         self.deadline = time.monotonic() + request.timeout if request.timeout > 0 else None
         self.readable()
-        if not self.ended:
+        if not self.ended and self.timer is None:
             self.schedule(TICK)
 
     def schedule(self, delay: float) -> None:
@@ -372,7 +374,8 @@ class _Run:
             # EOF before the exit status: the fd stays readable from now on; look again on a short timer
             self.loop.remove_reader(self.fd)
             self.fd = -1
-            self.schedule(0.005)
+            self.eof_at = time.monotonic()
+            self.schedule(EOF_POLL)
 
     def tick(self) -> None:
         """The periodic check: cancel and timeout, the exit status, TERM -> KILL, the drain after the exit."""
@@ -408,8 +411,12 @@ class _Run:
             log.warning("%s: no remote pid known; closing the channel instead of signalling", self.ex.target.name)
             self.end()
             return
-        short = self.pid_wait_until is not None or (self.exited_at is not None) or self.fd < 0
-        self.schedule(0.05 if short else TICK)
+        if self.eof_at is not None and now_ - self.eof_at < 0.5:
+            self.schedule(EOF_POLL)  # the exit status follows the EOF within milliseconds
+        elif self.pid_wait_until is not None or self.exited_at is not None or self.fd < 0:
+            self.schedule(0.05)
+        else:
+            self.schedule(TICK)
 
     pending_signal = "TERM"
 
