@@ -14,8 +14,6 @@
   started (START, pipelined: no round trip), carrying the ACK of the slot's
   previous job.  Until then the reservation is "unstarted": if this worker's
   connection closes (the process died) the queue hands it back at once;
-- the ACK of a job that ran on the event loop rides on the next START too,
-  or goes to the ackers within ``RIDE_WAIT``;
 - NACKs, and ACKs that cannot ride on a START, go to acker threads; ACKs
   waiting together go in one request (a START carrying only ACKs);
 - a heartbeat thread TOUCHes every held lease each ``heartbeat_interval``
@@ -44,7 +42,6 @@ log = logging.getLogger(__name__)
 RESERVE_WAIT = 0.5  # a blocking reserve returns at least this often, so a stop is noticed
 ACKERS = 4  # ACKs and NACKs wait for the queue's fsync off the slots' path; several in flight share one
 ACK_BATCH = 256  # most ACKs one request carries (a START without jobs, carrying ACKs)
-RIDE_WAIT = 0.05  # an ACK of a job that ran on the event loop waits this long at most for a START to ride on
 
 
 @dataclass
@@ -93,7 +90,6 @@ class HeldJobs:
         self.held: dict[str, HeldJob] = {}
         self.lock = threading.Lock()
         self._acks: queue_mod.Queue[tuple[str, str, float] | None] = queue_mod.Queue()
-        self._riding: list[str] = []  # ACKs that go with the next START (or to the ackers within RIDE_WAIT)
         self._fetching = threading.Event()
         self._beating = threading.Event()
         self._abandon = threading.Event()
@@ -106,7 +102,6 @@ class HeldJobs:
         self._fetching.set()
         self._beating.set()
         self._spawn("heartbeat", self._heartbeat_loop)
-        self._spawn("rider", self._ride_loop)
         for _ in range(ACKERS):
             self._spawn("acker", self._ack_loop)
 
@@ -121,7 +116,6 @@ class HeldJobs:
 
     def close(self, timeout: float = 10.0) -> None:
         """Send the ACK/NACKs still pending (up to ``timeout``), then stop the heartbeat."""
-        self._unride()
         for _ in self._threads.get("acker", []):
             self._acks.put(None)
         deadline = time.monotonic() + timeout
@@ -231,13 +225,11 @@ class HeldJobs:
         """Tell the queue the job started (pipelined, with the slot's previous ACK); False: not ours any more, do not run it."""
         job_id = active.job_id
         ack, active.ack_with_start = active.ack_with_start, ""
-        with self.lock:
-            acks, self._riding = [*([ack] if ack else []), *self._riding], []
         try:
-            self.client.start_nowait([job_id], worker_id=self.worker_id, acks=acks)
+            self.client.start_nowait([job_id], worker_id=self.worker_id, acks=(ack,) if ack else ())
             return True
         except (QueueUnavailable, QueueError, OSError):
-            for ack in acks:
+            if ack:
                 self._acks.put(("ack", ack, 0.0))
         try:  # the connection that reserved it broke: ask on a new one whether it is still ours
             return self.client.start([job_id], worker_id=self.worker_id) == [True]
@@ -254,10 +246,7 @@ class HeldJobs:
             active = self.held.pop(job_id, None)
         if active is not None and alone:
             active.after = None
-            if op == "ack" and self.fetching:  # rides on the next START, like a slot's previous ACK
-                with self.lock:
-                    self._riding.append(job_id)
-            elif op:
+            if op:
                 self._acks.put((op, job_id, delay))
         elif active is not None:
             active.after = (op, delay)
@@ -308,17 +297,6 @@ class HeldJobs:
                 except QueueError as exc:
                     log.warning("queue refused %s of job %s: %s", op, job_id, exc)
                     break
-
-    def _ride_loop(self) -> None:
-        while not self._abandon.wait(RIDE_WAIT):
-            self._unride()
-
-    def _unride(self) -> None:
-        """ACKs that found no START to ride on go to the ackers (all in one request)."""
-        with self.lock:
-            riding, self._riding = self._riding, []
-        for job_id in riding:
-            self._acks.put(("ack", job_id, 0.0))
 
     def _heartbeat_loop(self) -> None:
         while self._beating.is_set():
