@@ -126,3 +126,35 @@ def test_cancel_and_timeout_of_one_job_among_many(tmp_path, fleet):
         for job in others:
             row = wait_status(job.id, timeout=30)
             assert row.status == "completed" and output.read_stream(job.id, Stream.STDOUT) == b"fine\n"
+
+
+@pytest.mark.ssh
+def test_a_server_with_fewer_sessions_per_connection_gets_more_connections(tmp_path):
+    """sshd refuses sessions past its MaxSessions: the pool opens another connection instead of failing jobs."""
+    import threading as _threading
+
+    from remora.executor.base import BufferSink, ExecRequest
+    from remora.executor.ssh import SSHExecutor
+    from remora.executor.sshpool import SSHPool
+    from tests.support.workerkit import make_settings, ssh_target
+
+    server = start_sshd("127.0.0.1", ["MaxSessions 2"])
+    try:
+        pool = SSHPool(max_sessions=8)
+        ex = SSHExecutor(ssh_target(server), make_settings(tmp_path), pool=pool)
+        results: list = []
+
+        def one() -> None:
+            sink = BufferSink()
+            results.append((ex.run(ExecRequest(command="sleep 1; echo ok"), sink, _threading.Event()), bytes(sink.stdout)))
+
+        runners = [_threading.Thread(target=one) for _ in range(6)]
+        for runner in runners:
+            runner.start()
+        for runner in runners:
+            runner.join(30)
+        assert [(r.exit_code, r.error, out) for r, out in results] == [(0, "", b"ok\n")] * 6
+        assert pool.opened >= 3  # two sessions each
+        pool.close()
+    finally:
+        server.stop()
