@@ -125,7 +125,16 @@ class QueueSettings:
 
 @dataclass
 class WorkerSettings:
-    concurrency: int = _key(5, "int", "Jobs one worker process runs at once (threads).")
+    concurrency: int = _key(
+        256,
+        "int",
+        "Jobs one worker process runs at once. A running job holds no thread (the worker's event loop reads every channel and pipe), only a few file descriptors and ~100 KiB; 256 keeps a fan-out to a few hundred hosts in one wave within the default 1024-fd limit. Per-server max_concurrent_jobs and rollouts still bound it.",
+    )
+    threads: int = _key(
+        16,
+        "int",
+        "Threads of a worker for what blocks: half reserve, claim and start jobs (SSH handshakes, forks), half write outcomes; plus one event loop.",
+    )
     pool_size: int = _key(16, "int", "Ignored (kept so older files load): a worker reserves only for free slots (docs/dispatch.md).")
     heartbeat_interval: float = _key(1.0, "duration", "How often a worker renews its leases and learns of cancels.")
     graceful_shutdown: float = _key(60.0, "duration", "On SIGTERM: how long running jobs may finish before they are stopped.")

@@ -31,7 +31,10 @@ def up(
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="API and dashboard port (0: any free port).")] = 8080,
     queue_port: Annotated[int, typer.Option("--queue-port", min=0, max=65535, help="NetQueue port (0: any free port).")] = 9000,
     workers: Annotated[
-        int | None, typer.Option("--workers", "-w", min=1, max=256, help="Worker threads (jobs at once). Default: worker.concurrency.")
+        int | None,
+        typer.Option(
+            "--workers", "-w", min=1, max=65535, help="Jobs run at once (a running job holds no thread). Default: worker.concurrency."
+        ),
     ] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve the API without tokens (accepted only on a loopback address).")] = False,
 ) -> None:
@@ -133,7 +136,7 @@ class Stack:
             f"  Dashboard: {dashboard}",
             f"  API:       {url}" + ("" if url == "http://127.0.0.1:8080" else f"   (clients: export REMORA_API_URL={url})"),
             f"  Queue:     {_connect_host(qhost)}:{qport}",
-            f"  Workers:   {self.settings.worker.concurrency} threads",
+            f"  Workers:   {self.settings.worker.concurrency} jobs at once",
             f"  Token:     {self.settings.token_file} " + self._token_hint(),
             "Press Ctrl-C to stop (running jobs finish first; press it twice to stop them at once).",
         ]

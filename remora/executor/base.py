@@ -1,6 +1,9 @@
 """The executor contract: one request shape, one result shape, every transport.
 
-An ``Executor`` runs one ``ExecRequest`` and returns an ``ExecResult``.  While
+An ``Executor`` runs one ``ExecRequest`` and returns an ``ExecResult``: ``start``
+sets the job up on the caller's thread and leaves it to an event loop
+(``executor.loop``: no thread per running job), ``run`` does the same on a
+private loop driven by the caller until the end.  While
 the command runs, its output goes to an ``OutputSink`` as ordered chunks per
 stream (stdout and stderr apart, byte-exact: nothing is decoded or
 re-joined).  ``run`` never raises for the command's own outcome or for a
@@ -24,7 +27,9 @@ Over SSH, commands and scripts are run by a POSIX shell wrapper built here
   must be shell identifiers; ``workdir`` is entered with ``cd`` (failure: exit 1);
 - ``stdbuf -oL -eL`` is prepended when the host has it, so programs that
   block-buffer a pipe (ping, sed, grep) still stream line by line; python,
-  which ignores stdbuf, gets ``PYTHONUNBUFFERED=1`` unless the job sets it;
+  which ignores stdbuf, gets ``PYTHONUNBUFFERED=1`` unless the job sets it.
+  Over SSH the first job of a connection finds out with the shell builtin
+  ``command -v`` and reports it on its pid line; later jobs skip the test;
 - the wrapper ``exec``s the command, so the job's exit code is the command's.
 """
 
@@ -35,10 +40,14 @@ import enum
 import re
 import shlex
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from remora.errors import ValidationError
+
+if TYPE_CHECKING:
+    from remora.executor.loop import EventLoop
 
 PID_MARKER = b"remora-pid:"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -112,10 +121,22 @@ def notify_started(sink: OutputSink, pid: int | None) -> None:
         hook(pid)
 
 
+Done = Callable[[ExecResult], None]
+
+
 class Executor(Protocol):
     """Runs commands on one server."""
 
-    def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult: ...
+    def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult:
+        """Run one job to its end on the calling thread."""
+        ...
+
+    def start(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event, loop: EventLoop, done: Done) -> None:
+        """Start the job (blocking only for its setup: a connect, a fork) and leave it to ``loop``.
+
+        Its output reaches ``sink`` on the loop thread; ``done(result)`` is called once there when it ended.
+        """
+        ...
 
     def kill_stale(self, pid: int, marker: str | None = None) -> bool:
         """Best effort: terminate the process group ``pid`` left behind by a dead worker.
@@ -195,11 +216,25 @@ class Wrapper:
     stdin: bytes | None
 
 
-def build_wrapper(request: ExecRequest, *, stdbuf: bool, print_pid: bool, default_shell: str = '"${SHELL:-/bin/sh}"') -> Wrapper:
-    """The POSIX shell text that prepares the environment and ``exec``s the job."""
+def build_wrapper(request: ExecRequest, *, stdbuf: bool | None, print_pid: bool, default_shell: str = '"${SHELL:-/bin/sh}"') -> Wrapper:
+    """The POSIX shell text that prepares the environment and ``exec``s the job.
+
+    ``stdbuf`` None: not known yet for this host; the wrapper looks for it with the shell builtin
+    ``command -v`` (no process, no channel of its own) and reports it on the pid line
+    (``remora-pid:<pid>:<1|0>``, see ``parse_pid_line``).
+    """
+    if stdbuf is None:
+        with_, without = (_wrapper_text(request, stdbuf=s, print_pid=print_pid, default_shell=default_shell, flag=s) for s in (True, False))
+        text = f"if command -v stdbuf >/dev/null 2>&1; then {with_.text}; else {without.text}; fi"
+        return Wrapper(text, with_.stdin)
+    return _wrapper_text(request, stdbuf=stdbuf, print_pid=print_pid, default_shell=default_shell)
+
+
+def _wrapper_text(request: ExecRequest, *, stdbuf: bool, print_pid: bool, default_shell: str, flag: bool | None = None) -> Wrapper:
     parts: list[str] = []
     if print_pid:
-        parts.append(f"printf '{PID_MARKER.decode()}%s\\n' \"$$\"")
+        tail = "" if flag is None else f":{int(flag)}"
+        parts.append(f"printf '{PID_MARKER.decode()}%s{tail}\\n' \"$$\"")
     for name, value in request.env.items():
         parts.append(f"export {name}={shlex.quote(str(value))}")
     if request.workdir:
@@ -226,6 +261,35 @@ def build_wrapper(request: ExecRequest, *, stdbuf: bool, print_pid: bool, defaul
     redirect = " </dev/null" if stdin is None and not request.pty else ""
     parts.append(f"exec {prefix}{run}".rstrip() + redirect)
     return Wrapper("; ".join(parts), stdin)
+
+
+def parse_pid_line(line: bytes) -> tuple[int | None, bool | None]:
+    """``remora-pid:<pid>[:<1|0>]`` -> (pid, whether the host has stdbuf if the line says); (None, None) if not one."""
+    if not line.startswith(PID_MARKER):
+        return None, None
+    pid, _, flag = line[len(PID_MARKER) :].partition(b":")
+    if not pid.isdigit() or flag not in (b"", b"0", b"1"):
+        return None, None
+    return int(pid), (flag == b"1") if flag else None
+
+
+def run_on_private_loop(
+    start: Callable[[ExecRequest, OutputSink, threading.Event, EventLoop, Done], None],
+    request: ExecRequest,
+    sink: OutputSink,
+    cancel: threading.Event,
+) -> ExecResult:
+    """``Executor.run`` for every executor: ``start`` on a loop of its own, driven on this thread until the end."""
+    from remora.executor.loop import EventLoop
+
+    loop = EventLoop(name="run", threads=2)
+    box: list[ExecResult] = []
+    try:
+        start(request, sink, cancel, loop, box.append)
+        loop.run_until(lambda: bool(box))
+    finally:
+        loop.stop()
+    return box[0]
 
 
 def signal_name(value: int | str) -> str:

@@ -3,8 +3,9 @@
 Same semantics as SSH (see ``executor.base``): the job runs in its own
 session and process group (``start_new_session``), so a cancel or timeout
 signals the whole tree -- TERM, then KILL after ``worker.kill_grace``.
-Output is read from both pipes (or the pty) with ``selectors`` as it
-arrives.  The job is exec'd directly -- ``[stdbuf -oL -eL] /bin/sh -c
+Output is read from both pipes (or the pty) as it arrives, by the
+worker's event loop (``executor.loop``), which learns of the exit from a
+pidfd: a running local job holds no thread.  The job is exec'd directly -- ``[stdbuf -oL -eL] /bin/sh -c
 command`` or ``<shell> -s -- args`` with the script on stdin -- with the
 worker's environment plus the job's ``env`` and ``workdir`` as its cwd, so a
 local job costs one exec fewer than the SSH wrapper; commands run under
@@ -25,10 +26,10 @@ worker's own account and can read everything it can.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pwd
-import selectors
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from remora.config import secret_env_names
 from remora.errors import ValidationError
 from remora.executor.base import (
+    Done,
     ErrorKind,
     ExecRequest,
     ExecResult,
@@ -50,9 +52,11 @@ from remora.executor.base import (
     finish,
     notify_started,
     now,
+    run_on_private_loop,
     script_args,
     signal_name,
 )
+from remora.executor.loop import EventLoop, Timer
 
 if TYPE_CHECKING:
     from remora.config import Settings
@@ -60,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_AFTER_EXIT = 1.0  # how long pipes held open by background children are still read after the job exits
+TICK = 0.2  # how often a running job looks at its cancel flag
 _STDBUF = shutil.which("stdbuf") is not None
 
 
@@ -148,7 +153,23 @@ class LocalExecutor:
         self._run_as: RunAs | None = None
 
     def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult:
+        """Run one job to its end on this thread (``start`` on a private event loop)."""
+        return run_on_private_loop(self.start, request, sink, cancel)
+
+    def start(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event, loop: EventLoop, done: Done) -> None:
+        """Fork the job here; ``loop`` reads its pipes and sees it exit (pidfd); ``done(result)`` on the loop thread."""
         result = ExecResult(started_at=now())
+        started = self._spawn(request, sink, result)
+        if started is None:
+            loop.call_soon(lambda: done(finish(result)))
+            return
+        proc, sources, master, stdin = started
+        run = _LocalRun(self, proc, sources, master, request, sink, cancel, result, loop, done)
+        loop.call_soon(lambda: run.begin(stdin))
+
+    def _spawn(
+        self, request: ExecRequest, sink: OutputSink, result: ExecResult
+    ) -> tuple[subprocess.Popen, dict[int, Stream], int, bytes | None] | None:
         try:
             check_request(request, self.allowed_shells)
             run_as = self.run_as()
@@ -157,15 +178,15 @@ class LocalExecutor:
                 argv = run_as.wrap(argv)
         except ValidationError as exc:
             result.error_kind, result.error = ErrorKind.INTERNAL.value, exc.message
-            return finish(result)
+            return None
         if request.workdir and not os.path.isdir(request.workdir):  # what `cd` in the SSH wrapper reports
             sink.write(Stream.STDERR, f"cd: {request.workdir}: No such directory\n".encode())
             result.exit_code = 1
-            return finish(result)
+            return None
         if request.workdir and run_as is not None and not run_as.can_enter(request.workdir):
             sink.write(Stream.STDERR, f"cd: {request.workdir}: Permission denied (local jobs run as {run_as.name})\n".encode())
             result.exit_code = 1
-            return finish(result)
+            return None
         cwd = request.workdir or (run_as.cwd if run_as is not None else None)
         master = slave = -1
         try:
@@ -188,7 +209,7 @@ class LocalExecutor:
                 if fd >= 0:
                     os.close(fd)
             result.error_kind, result.error = ErrorKind.INTERNAL.value, f"cannot start {argv[0]}: {exc}"
-            return finish(result)
+            return None
         if request.pty:
             os.close(slave)
             sources = {master: Stream.STDOUT}
@@ -197,75 +218,13 @@ class LocalExecutor:
             sources = {proc.stdout.fileno(): Stream.STDOUT, proc.stderr.fileno(): Stream.STDERR}
         result.remote_pid = proc.pid
         notify_started(sink, proc.pid)
-        if stdin is not None:
-            threading.Thread(target=_feed_stdin, args=(proc, stdin), daemon=True, name=f"stdin-{proc.pid}").start()
-        try:
-            self._pump(proc, sources, request, sink, cancel, result)
-        finally:
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe:
-                    pipe.close()
-            if master >= 0:
-                os.close(master)
-            if proc.poll() is None:  # only on an internal error: never leave the tree behind
-                _kill_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-        return finish(result)
+        return proc, sources, master, stdin
 
     def run_as(self) -> RunAs | None:
         """The account jobs run as (looked up once; a missing user fails each job, naming the setting)."""
         if self._run_as is None and self.local_user and os.geteuid() == 0:
             self._run_as = RunAs.lookup(self.local_user)
         return self._run_as
-
-    def _pump(
-        self,
-        proc: subprocess.Popen,
-        sources: dict[int, Stream],
-        request: ExecRequest,
-        sink: OutputSink,
-        cancel: threading.Event,
-        result: ExecResult,
-    ) -> None:
-        sel = selectors.DefaultSelector()
-        for fd, stream in sources.items():
-            sel.register(fd, selectors.EVENT_READ, stream)
-        deadline = time.monotonic() + request.timeout if request.timeout > 0 else None
-        term_at: float | None = None
-        killed = False
-        exited_at: float | None = None
-        while sel.get_map():
-            now = time.monotonic()
-            if term_at is None and (cancel.is_set() or (deadline is not None and now >= deadline)):
-                kind = ErrorKind.CANCELED if cancel.is_set() else ErrorKind.TIMEOUT
-                result.error_kind = kind.value
-                result.error = "canceled" if kind is ErrorKind.CANCELED else f"timeout after {request.timeout:g}s"
-                _kill_group(proc.pid, signal.SIGTERM)
-                term_at = now
-            elif term_at is not None and not killed and now - term_at >= self.kill_grace:
-                _kill_group(proc.pid, signal.SIGKILL)
-                killed = True
-            if exited_at is None and proc.poll() is not None:
-                exited_at = now
-            if exited_at is not None and now - exited_at >= DRAIN_AFTER_EXIT:
-                break  # a background child keeps the pipes open: the job itself is done
-            for key, _ in sel.select(timeout=0.05):
-                try:
-                    data = os.read(key.fd, self.buffer_size)
-                except OSError:  # EIO: the pty's other side is closed
-                    data = b""
-                if data:
-                    sink.write(key.data, data)
-                else:
-                    sel.unregister(key.fileobj)
-        sel.close()
-        returncode = proc.wait()
-        if term_at is not None:
-            _kill_group(proc.pid, signal.SIGKILL)  # stragglers that ignored TERM
-        if returncode < 0:
-            result.signal = signal_name(-returncode)
-        else:
-            result.exit_code = returncode
 
     def kill_stale(self, pid: int, marker: str | None = None) -> bool:
         """Kill process group ``pid`` if it is still a session leader here (and carries ``marker``)."""
@@ -288,6 +247,147 @@ class LocalExecutor:
             time.sleep(0.05)
         _kill_group(pid, signal.SIGKILL)
         return True
+
+
+class _LocalRun:
+    """One running local job on the event loop: its pipes (or pty), its pidfd, its deadlines."""
+
+    def __init__(
+        self,
+        ex: LocalExecutor,
+        proc: subprocess.Popen,
+        sources: dict[int, Stream],
+        master: int,
+        request: ExecRequest,
+        sink: OutputSink,
+        cancel: threading.Event,
+        result: ExecResult,
+        loop: EventLoop,
+        done: Done,
+    ) -> None:
+        self.ex, self.proc, self.sources, self.master = ex, proc, dict(sources), master
+        self.request, self.sink, self.cancel, self.result = request, sink, cancel, result
+        self.loop, self.done = loop, done
+        self.pidfd = -1
+        self.deadline: float | None = None
+        self.term_at: float | None = None
+        self.killed = False
+        self.exited_at: float | None = None
+        self.ended = False
+        self.timer: Timer | None = None
+
+    def begin(self, stdin: bytes | None) -> None:
+        if stdin is not None:
+            self.loop.blocking(_feed_stdin, self.proc, stdin)
+        for fd in self.sources:
+            os.set_blocking(fd, False)
+            self.loop.add_reader(fd, functools.partial(self.readable, fd))
+        try:
+            self.pidfd = os.pidfd_open(self.proc.pid)
+            self.loop.add_reader(self.pidfd, self.exited)
+        except (AttributeError, OSError):
+            self.pidfd = -1  # no pidfd: the tick polls the process
+        self.deadline = time.monotonic() + self.request.timeout if self.request.timeout > 0 else None
+        self.schedule()
+
+    def schedule(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        when = time.monotonic() + (TICK if self.pidfd >= 0 else 0.05)
+        if self.deadline is not None and self.term_at is None:
+            when = min(when, self.deadline)
+        if self.exited_at is not None:
+            when = min(when, self.exited_at + DRAIN_AFTER_EXIT)
+        self.timer = self.loop.call_at(when, self.tick)
+
+    def readable(self, fd: int) -> None:
+        stream = self.sources.get(fd)
+        if stream is None:
+            return
+        try:
+            data = os.read(fd, self.ex.buffer_size)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the pty's other side is closed
+            data = b""
+        if data:
+            self.sink.write(stream, data)
+            return
+        self.loop.remove_reader(fd)
+        del self.sources[fd]
+        if not self.sources:
+            self.exited()
+
+    def exited(self) -> None:
+        """The pidfd is readable (the job exited) or every pipe reached EOF."""
+        if self.ended or self.proc.poll() is None:
+            return
+        self.exited_at = self.exited_at or time.monotonic()
+        if self.pidfd >= 0:
+            self.loop.remove_reader(self.pidfd)
+        if not self.sources:
+            self.end()
+        else:
+            self.schedule()  # pipes a background child keeps open: read them DRAIN_AFTER_EXIT more
+
+    def tick(self) -> None:
+        if self.ended:
+            return
+        self.timer = None
+        now_ = time.monotonic()
+        proc = self.proc
+        if self.term_at is None and (self.cancel.is_set() or (self.deadline is not None and now_ >= self.deadline)):
+            kind = ErrorKind.CANCELED if self.cancel.is_set() else ErrorKind.TIMEOUT
+            self.result.error_kind = kind.value
+            self.result.error = "canceled" if kind is ErrorKind.CANCELED else f"timeout after {self.request.timeout:g}s"
+            _kill_group(proc.pid, signal.SIGTERM)
+            self.term_at = now_
+        elif self.term_at is not None and not self.killed and now_ - self.term_at >= self.ex.kill_grace:
+            _kill_group(proc.pid, signal.SIGKILL)
+            self.killed = True
+        if self.exited_at is None and self.pidfd < 0 and proc.poll() is not None:
+            self.exited_at = now_
+        if self.exited_at is not None and (not self.sources or now_ - self.exited_at >= DRAIN_AFTER_EXIT):
+            self.end()
+            return
+        self.schedule()
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.timer is not None:
+            self.timer.cancel()
+        for fd in list(self.sources):  # what is left in the pipes (a background child may hold them open)
+            try:
+                while data := os.read(fd, self.ex.buffer_size):
+                    self.sink.write(self.sources[fd], data)
+            except OSError:
+                pass
+            self.loop.remove_reader(fd)
+        self.sources.clear()
+        if self.pidfd >= 0:
+            self.loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = -1
+        proc, result = self.proc, self.result
+        try:
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
+            if self.master >= 0:
+                os.close(self.master)
+            if proc.poll() is None:  # only when something went wrong: never leave the tree behind
+                _kill_group(proc.pid, signal.SIGKILL)
+            returncode = proc.wait()
+            if self.term_at is not None:
+                _kill_group(proc.pid, signal.SIGKILL)  # stragglers that ignored TERM
+            if returncode < 0:
+                result.signal = signal_name(-returncode)
+            else:
+                result.exit_code = returncode
+        finally:
+            self.done(finish(result))
 
 
 def _environ(pid: int) -> list[bytes]:

@@ -44,6 +44,7 @@ import paramiko
 from remora.errors import HostKeyError, RemoraError, SSHAuthError, SSHError, ValidationError
 from remora.executor.base import (
     PID_MARKER,
+    Done,
     ErrorKind,
     ExecRequest,
     ExecResult,
@@ -55,9 +56,12 @@ from remora.executor.base import (
     finish,
     notify_started,
     now,
+    parse_pid_line,
+    run_on_private_loop,
     signal_name,
 )
 from remora.executor.hostkeys import KnownHosts
+from remora.executor.loop import EventLoop, Timer
 from remora.executor.sshpool import (
     Credential,
     SSHConnection,
@@ -65,7 +69,6 @@ from remora.executor.sshpool import (
     default_pool,
     load_private_key,
     open_connection,
-    probe,
     quick_command,
     send_eof,
 )
@@ -79,6 +82,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_AFTER_EXIT = 1.0  # pipes a background child keeps open are read this long after the exit status
+TICK = 0.2  # how often a running job looks at its cancel flag (a cancel takes effect within this)
+EOF_POLL = 0.002  # after an EOF that came before the exit status: how often to look for the status
 KILL_WAIT = 5.0  # after KILL, how long we still wait for the channel to report the end
 MAX_READ = 256 * 1024  # most bytes taken from a channel buffer at once (bigger reads cost RSS, not speed)
 _known_hosts: dict[str, KnownHosts] = {}
@@ -126,9 +131,9 @@ class SSHExecutor:
     # -- connections ----------------------------------------------------------
 
     def _open(self) -> SSHConnection:
-        return self._connect(self.target, self.target.hop_route, probe_stdbuf=True)
+        return self._connect(self.target, self.target.hop_route)
 
-    def _connect(self, target: Target, route: list[Target], *, probe_stdbuf: bool) -> SSHConnection:
+    def _connect(self, target: Target, route: list[Target]) -> SSHConnection:
         """A new connection to ``target``; through the pooled connection of ``route[-1]`` (reached over the rest) if any."""
         ssh = self.settings.ssh
         via: SSHConnection | None = None
@@ -152,7 +157,7 @@ class SSHExecutor:
                 policy=target.host_key_policy,
                 timeout=ssh.connection_timeout,
                 keepalive=ssh.keepalive_interval,
-                probe_stdbuf=probe_stdbuf,
+                probe_stdbuf=False,  # the first job's wrapper reports stdbuf on its pid line
                 sock=sock,
             )
         except BaseException:
@@ -165,7 +170,7 @@ class SSHExecutor:
     def _open_jump(self, jump: Target) -> SSHConnection:
         """A pooled connection to a jump host; its errors name it as the jump host."""
         try:
-            return self._connect(jump, jump.hop_route, probe_stdbuf=False)
+            return self._connect(jump, jump.hop_route)
         except RemoraError as exc:
             if exc.message.startswith("jump host "):
                 raise
@@ -216,14 +221,16 @@ class SSHExecutor:
                     if fresh:
                         raise SSHError(f"{self.target.host}: cannot open a session: {exc or type(exc).__name__}") from None
                     continue
-                # The transport is fine but the channel was refused: sshd has not yet freed the sessions we
-                # closed (MaxSessions), and paramiko may hand the refusal to another thread. Never close a
-                # transport other jobs are using for this; wait a moment and try again.
-                time.sleep(0.05 * (attempt + 1))
+                # The transport is fine but the channel was refused: it carries as many sessions as the
+                # server's MaxSessions allows (or sshd has not yet freed the ones we closed). Never close a
+                # transport other jobs are using for this: take it as full, so the next try opens another
+                # pooled connection, after a short pause.
+                self.pool.refused(conn)
+                time.sleep(0.02 * (attempt + 1))
                 continue
             try:
-                stdbuf = probe(conn, self.settings.ssh.connection_timeout)  # known already unless opened as a jump host
-                wrapper = build_wrapper(request, stdbuf=stdbuf and not request.pty, print_pid=True)
+                # None (not known yet on this connection): the wrapper looks for stdbuf itself and says so
+                wrapper = build_wrapper(request, stdbuf=False if request.pty else conn.stdbuf, print_pid=True)
                 if request.pty:
                     chan.get_pty(term="dumb", width=200, height=50)
                 chan.exec_command(wrapper.text)
@@ -239,21 +246,26 @@ class SSHExecutor:
     # -- running --------------------------------------------------------------
 
     def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult:
+        """Run one job to its end on this thread (``start`` on a private event loop)."""
+        return run_on_private_loop(self.start, request, sink, cancel)
+
+    def start(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event, loop: EventLoop, done: Done) -> None:
+        """Open a channel and exec the job on this thread (it blocks: connect, handshake); then ``loop`` runs it.
+
+        ``done(result)`` is called once, on the loop thread, when the job has ended.
+        """
         result = ExecResult(started_at=now())
         try:
             started = self._start(request, cancel, result)
         except RemoraError as exc:  # credentials that cannot be parsed
             result.error_kind, result.error = ErrorKind.AUTH.value, exc.message
-            return finish(result)
+            started = None
         if started is None:
-            return finish(result)
+            loop.call_soon(lambda: done(finish(result)))
+            return
         conn, chan, wrapper = started
-        try:
-            _Run(self, conn, chan, request, sink, cancel, result).pump(wrapper)
-        finally:
-            _close_quietly(chan)
-            self.pool.release(conn)
-        return finish(result)
+        run = _Run(self, conn, chan, request, sink, cancel, result, loop, done)
+        loop.call_soon(lambda: run.begin(wrapper))
 
     def kill_group(self, conn: SSHConnection | None, pid: int, sig: str) -> bool:
         """Signal process group and session ``pid`` over a separate channel (a fresh connection if needed)."""
@@ -300,7 +312,7 @@ class SSHExecutor:
 
 
 class _Run:
-    """The read loop of one running command."""
+    """One running command on the event loop: its channel's fd, its deadlines, its output."""
 
     def __init__(
         self,
@@ -311,60 +323,111 @@ class _Run:
         sink: OutputSink,
         cancel: threading.Event,
         result: ExecResult,
+        loop: EventLoop,
+        done: Done,
     ) -> None:
         self.ex, self.conn, self.chan, self.request = ex, conn, chan, request
         self.sink, self.cancel, self.result = sink, cancel, result
+        self.loop, self.done = loop, done
         self.head: bytearray | None = bytearray()  # stdout until the pid line has been parsed
-        self.wake = threading.Event()
+        self.fd = -1
+        self.deadline: float | None = None
+        self.term_at: float | None = None
+        self.kill_at: float | None = None
+        self.exited_at: float | None = None
+        self.pid_wait_until: float | None = None
+        self.eof_at: float | None = None  # EOF came before the exit status: watched on a short timer from then on
+        self.ended = False
+        self.timer: Timer | None = None
 
-    def pump(self, wrapper: Wrapper) -> None:
-        chan, request, result = self.chan, self.request, self.result
-        chan.in_buffer.set_event(self.wake)
-        chan.in_stderr_buffer.set_event(self.wake)
+    def begin(self, wrapper: Wrapper) -> None:
+        request = self.request
+        try:
+            self.fd = self.chan.fileno()
+        except (paramiko.SSHException, EOFError, OSError):
+            self.fd = -1
+        if self.fd >= 0:
+            self.loop.add_reader(self.fd, self.readable)
         if wrapper.stdin is not None:
-            threading.Thread(target=_send_stdin, args=(chan, wrapper.stdin), daemon=True, name="ssh-stdin").start()
-        deadline = time.monotonic() + request.timeout if request.timeout > 0 else None
-        term_at: float | None = None
-        kill_at: float | None = None
-        exited_at: float | None = None
-        while True:
-            self.wake.wait(0.05)
-            self.wake.clear()
-            self.drain()
-            now = time.monotonic()
-            if chan.exit_status_ready():
-                exited_at = exited_at or now
-                if chan.eof_received or chan.closed or now - exited_at >= DRAIN_AFTER_EXIT:
-                    break
-            if term_at is None and (self.cancel.is_set() or (deadline is not None and now >= deadline)):
-                timed_out = not self.cancel.is_set()
-                result.error_kind = (ErrorKind.TIMEOUT if timed_out else ErrorKind.CANCELED).value
-                result.error = f"timeout after {request.timeout:g}s" if timed_out else "canceled"
-                term_at = now
-                self.signal("TERM")
-            elif term_at is not None and kill_at is None and now - term_at >= self.ex.kill_grace:
-                kill_at = now
-                self.signal("KILL")
-            elif kill_at is not None and now - kill_at >= KILL_WAIT:
-                break
+            self.loop.blocking(_send_stdin, self.chan, wrapper.stdin)
+        self.deadline = time.monotonic() + request.timeout if request.timeout > 0 else None
+        self.readable()
+        if not self.ended and self.timer is None:
+            self.schedule(TICK)
+
+    def schedule(self, delay: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        when = time.monotonic() + delay
+        if self.deadline is not None and self.term_at is None:
+            when = min(when, self.deadline)
+        self.timer = self.loop.call_at(when, self.tick)
+
+    def readable(self) -> None:
+        if self.ended:
+            return
         self.drain()
-        self.flush_head()
-        self.outcome()
+        chan = self.chan
+        if chan.closed or (chan.eof_received and chan.exit_status_ready()):
+            self.end()
+        elif chan.eof_received and self.fd >= 0:
+            # EOF before the exit status: the fd stays readable from now on; look again on a short timer
+            self.loop.remove_reader(self.fd)
+            self.fd = -1
+            self.eof_at = time.monotonic()
+            self.schedule(EOF_POLL)
+
+    def tick(self) -> None:
+        """The periodic check: cancel and timeout, the exit status, TERM -> KILL, the drain after the exit."""
+        if self.ended:
+            return
+        self.timer = None
+        self.readable()
+        if self.ended:
+            return
+        chan, now_ = self.chan, time.monotonic()
+        if chan.exit_status_ready() or getattr(chan, "remora_exit_signal", None):
+            self.exited_at = self.exited_at or now_
+            if chan.eof_received or chan.closed or now_ - self.exited_at >= DRAIN_AFTER_EXIT:
+                self.end()
+                return
+        if self.term_at is None and (self.cancel.is_set() or (self.deadline is not None and now_ >= self.deadline)):
+            timed_out = not self.cancel.is_set()
+            self.result.error_kind = (ErrorKind.TIMEOUT if timed_out else ErrorKind.CANCELED).value
+            self.result.error = f"timeout after {self.request.timeout:g}s" if timed_out else "canceled"
+            self.term_at = now_
+            self.signal("TERM")
+        elif self.term_at is not None and self.kill_at is None and now_ - self.term_at >= self.ex.kill_grace:
+            self.kill_at = now_
+            self.signal("KILL")
+        elif self.kill_at is not None and now_ - self.kill_at >= KILL_WAIT:
+            self.end()
+            return
+        if self.pid_wait_until is not None and self.result.remote_pid is not None:
+            self.pid_wait_until = None
+            self.signal(self.pending_signal)
+        elif self.pid_wait_until is not None and now_ >= self.pid_wait_until:
+            self.pid_wait_until = None
+            log.warning("%s: no remote pid known; closing the channel instead of signalling", self.ex.target.name)
+            self.end()
+            return
+        if self.eof_at is not None and now_ - self.eof_at < 0.5:
+            self.schedule(EOF_POLL)  # the exit status follows the EOF within milliseconds
+        elif self.pid_wait_until is not None or self.exited_at is not None or self.fd < 0:
+            self.schedule(0.05)
+        else:
+            self.schedule(TICK)
+
+    pending_signal = "TERM"
 
     def signal(self, sig: str) -> None:
         pid = self.result.remote_pid
         if pid is None:  # the wrapper has not even printed its pid: wait a moment for it
-            end = time.monotonic() + 1.0
-            while pid is None and time.monotonic() < end and not self.chan.exit_status_ready():
-                self.wake.wait(0.05)
-                self.wake.clear()
-                self.drain()
-                pid = self.result.remote_pid
-        if pid is None:
-            log.warning("%s: no remote pid known; closing the channel instead of signalling", self.ex.target.name)
-            self.chan.close()
+            if not self.chan.exit_status_ready():
+                self.pending_signal = sig
+                self.pid_wait_until = self.pid_wait_until or time.monotonic() + 1.0
             return
-        self.ex.kill_group(self.conn, pid, sig)
+        self.loop.blocking(self.ex.kill_group, self.conn, pid, sig)
 
     def drain(self) -> None:
         # Take everything buffered at once: paramiko's buffer deletes from its front on each read,
@@ -394,9 +457,12 @@ class _Run:
             return
         line, rest = bytes(self.head[:newline]).rstrip(b"\r"), bytes(self.head[newline + 1 :])
         self.head = None
-        if line.startswith(PID_MARKER) and line[len(PID_MARKER) :].isdigit():
-            self.result.remote_pid = int(line[len(PID_MARKER) :])
-            notify_started(self.sink, self.result.remote_pid)
+        pid, stdbuf = parse_pid_line(line)
+        if pid is not None:
+            self.result.remote_pid = pid
+            if stdbuf is not None:
+                self.conn.stdbuf = stdbuf  # learnt on this connection's first job: no probe channel
+            notify_started(self.sink, pid)
             if rest:
                 self.sink.write(Stream.STDOUT, rest)
         else:
@@ -406,6 +472,24 @@ class _Run:
         if self.head:
             self.sink.write(Stream.STDOUT, bytes(self.head))
         self.head = None
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            self.fd = -1
+        try:
+            self.drain()
+            self.flush_head()
+            self.outcome()
+        finally:
+            _close_quietly(self.chan)
+            self.ex.pool.release(self.conn)
+            self.done(finish(self.result))
 
     def outcome(self) -> None:
         chan, result = self.chan, self.result
@@ -427,7 +511,7 @@ class _Run:
             if not alive:
                 self.ex.pool.discard(self.conn)
             if result.remote_pid:
-                threading.Thread(target=self.ex.kill_stale, args=(result.remote_pid,), daemon=True, name="ssh-orphan-kill").start()
+                self.loop.blocking(self.ex.kill_stale, result.remote_pid)
 
 
 def _close_quietly(chan: paramiko.Channel) -> None:

@@ -6,7 +6,9 @@ verified host key, an authenticated paramiko transport and keepalives.
 ``SSHPool.acquire`` hands out a connection with a free channel slot: at most
 ``ssh.max_sessions_per_connection`` channels run on one transport (below
 OpenSSH's MaxSessions 10, which leaves room for the kill channel of a
-cancel); beyond that another connection is opened.  Connections are created
+cancel); beyond that another connection is opened.  A server that refuses a
+session (a lower MaxSessions) marks its connection full at what it carries
+(``refused``), so the next channel goes to another connection.  Connections are created
 one at a time per key, so a burst of jobs to a new host shares one or two
 connections instead of opening one each.  A transport that died is detected
 (``is_active`` or a failing channel open) and replaced; idle connections are
@@ -91,7 +93,7 @@ class SSHConnection:
     port: int
     transport: paramiko.Transport
     host_key_fingerprint: str
-    stdbuf: bool | None = False  # None: not probed yet (a connection opened as a jump host)
+    stdbuf: bool | None = None  # None: not known yet (the first job's wrapper reports it)
     channels: int = 0
     limit: int = 8
     tunnels: int = 0  # direct-tcpip channels to hosts behind this one (their connections' ``via``)
@@ -293,6 +295,11 @@ class SSHPool:
         with self._lock:
             conn.channels = max(0, conn.channels - 1)
             conn.last_used = time.monotonic()
+
+    def refused(self, conn: SSHConnection) -> None:
+        """The server refused a session on ``conn`` (its MaxSessions): no more than it carries now go there."""
+        with self._lock:
+            conn.limit = max(1, min(conn.limit, conn.channels))
 
     def untunnel(self, conn: SSHConnection) -> None:
         """A tunnel taken with ``acquire(..., tunnel=True)`` is closed."""

@@ -385,6 +385,11 @@ class QueueClient:
         [True] per job still reserved by this connection or by ``worker_id``."""
         return p.decode_flags(self._call(p.OP_START, p.encode_start(job_ids, worker_id)))
 
+    @_api
+    def ack_many(self, job_ids: list[str]) -> None:
+        """ACK several reserved jobs in one request (a START that carries only ACKs); ids nobody holds are skipped."""
+        self._call(p.OP_START, p.encode_start([], "", job_ids))
+
     def start_nowait(self, job_ids: list[str], *, worker_id: str = "", acks: list[str] | tuple[str, ...] = ()) -> None:
         """``start`` without waiting for the reply: pipelined on the connection that reserved the jobs.
 

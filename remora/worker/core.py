@@ -1,11 +1,17 @@
-"""The worker: reserve -> claim -> run -> stream output -> finish -> ack, on N threads.
+"""The worker: reserve -> claim -> start -> (event loop) stream output -> finish -> ack.
 
-Each of ``worker.concurrency`` slot threads reserves one job at a time from
-NetQueue, claims it in the database (``remora.jobstate``: a conditional
-``queued`` -> ``running`` update, so a duplicate delivery never runs twice at
-once), runs it with the server's executor (SSH, pooled; or local), streams
-its output into ``OutputChunk`` rows through ``remora.output.JobOutput`` and
-records the outcome:
+Up to ``worker.concurrency`` jobs run at once, and a running job holds no
+thread: dispatcher threads (half of ``worker.threads``) reserve one job at a
+time from NetQueue while there is room, claim it in the database
+(``remora.jobstate``: a conditional ``queued`` -> ``running`` update, so a
+duplicate delivery never runs twice at once) and start it with the server's
+executor (SSH, pooled; or local) -- the only part that blocks: a connect,
+an SSH handshake, a fork.  From then on the worker's event loop
+(``remora.executor.loop``: one thread, one selector over every channel and
+pipe, timers for timeouts and cancels) reads its output and hands it to one
+output writer thread, which stores it in ``OutputChunk`` rows through
+``remora.output.JobOutput``.  When the job ends, a finisher thread (the other
+half of ``worker.threads``) records the outcome:
 
 - exit 0 -> ``completed``; exit N -> ``failed`` (error ``exit code N``);
   killed by a signal -> ``failed`` (``killed by signal X``); timeout ->
@@ -50,6 +56,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from remora import jobstate, models, procstats
@@ -58,6 +65,7 @@ from remora.crypto import SecretBox
 from remora.errors import RemoraError
 from remora.executor import executor_for
 from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, Stream
+from remora.executor.loop import EventLoop
 from remora.executor.sshpool import SSHPool
 from remora.jobstate import Action
 from remora.models import Job, JobStatus, Server
@@ -65,7 +73,7 @@ from remora.netqueue.client import PutItem, QueueClient, Reservation
 from remora.services.targets import target_for
 from remora.worker.backoff import Outage
 from remora.worker.held import RESERVE_WAIT, HeldJob, HeldJobs
-from remora.worker.sink import JobSink
+from remora.worker.sink import JobSink, OutputWriter
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,14 @@ class Worker:
         self.id = worker_id or settings.worker.id or f"{self.host}-{os.getpid()}"
         self.queues = list(queues or settings.worker.queues or [settings.queue.name])
         self.concurrency = max(1, concurrency or settings.worker.concurrency)
+        threads = max(2, settings.worker.threads)
+        self.dispatchers = max(1, min(self.concurrency, threads // 2))
+        self.loop = EventLoop(name=f"{self.id}-loop", threads=max(2, threads // 4))
+        self._finishers = ThreadPoolExecutor(max_workers=max(1, threads - self.dispatchers), thread_name_prefix=f"{self.id}-finish")
+        self._room = threading.BoundedSemaphore(self.concurrency)  # jobs at once
+        self._running = 0  # jobs handed to the event loop and not finished yet
+        self._idle = threading.Condition()
+        self.output_writer: OutputWriter | None = None
         self.queue = queue_client or QueueClient(settings.queue.addr, token=settings.queue_token, name=f"worker {self.id}")
         self._own_queue = queue_client is None
         self.held = HeldJobs(
@@ -124,10 +140,13 @@ class Worker:
     def start(self) -> None:
         self._check_data_dir()
         log.info(
-            "worker %s: %d threads, queues %s, NetQueue %s", self.id, self.concurrency, ",".join(self.queues), self.settings.queue.addr
+            "worker %s: %d jobs at once, queues %s, NetQueue %s", self.id, self.concurrency, ",".join(self.queues), self.settings.queue.addr
         )
+        _raise_fd_limit()
+        self.output_writer = OutputWriter(f"{self.id}-output")
+        self.loop.start()
         self.held.start()
-        for n in range(self.concurrency):
+        for n in range(self.dispatchers):
             thread = threading.Thread(target=self._slot_loop, name=f"{self.id}-slot-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -181,6 +200,10 @@ class Worker:
             self._join_slots(time.monotonic() + self.settings.worker.kill_grace + 15.0)
         self._abandon.set()
         self._join_slots(time.monotonic() + 5.0)
+        self._finishers.shutdown(wait=False)
+        if self.output_writer is not None:
+            self.output_writer.close(5.0)
+        self.loop.stop()
         self.held.close()
         if self._own_queue:
             self.queue.close()
@@ -189,48 +212,67 @@ class Worker:
         log.info("worker %s stopped", self.id)
 
     def _join_slots(self, deadline: float) -> None:
+        """Wait for the dispatchers to stop and every job on the event loop to be finished (or ``deadline``)."""
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        with self._idle:
+            while self._running and time.monotonic() < deadline:
+                self._idle.wait(max(0.0, min(0.5, deadline - time.monotonic())))
 
     # -- the slot loop ----------------------------------------------------------
 
     def _slot_loop(self) -> None:
-        """Reserve a job only when this slot is free; ACK it together with reserving the next."""
+        """Reserve a job while fewer than ``concurrency`` run; a job that did not start is ACKed with the next reserve."""
         previous: HeldJob | None = None
+        room = False  # this dispatcher holds a room; a job started on the event loop takes it along
         while True:
+            if not room:
+                if not self._room.acquire(timeout=RESERVE_WAIT):
+                    if self._stopping.is_set():
+                        return
+                    continue
+                room = True
             item = self.held.next(previous, timeout=RESERVE_WAIT)
             previous = None
             if item is None:
+                self._room.release()
+                room = False
                 if self._stopping.is_set():
                     return
                 continue
             reservation, active = item
+            running = False
             try:
-                self._handle(reservation, active)
+                running = self._handle(reservation, active)
             except Exception:
                 log.exception("job %s: unexpected error; releasing it", reservation.id)
                 self.held.done(reservation.id, "nack", 1.0)
-            previous = active
+            if running:
+                room = False
+            else:
+                previous = active
 
-    def _handle(self, reservation: Reservation, active: HeldJob) -> None:
+    def _handle(self, reservation: Reservation, active: HeldJob) -> bool:
+        """Claim and start the job; True when it runs on the event loop (its end frees its room)."""
         if self._stopping.is_set() or active.reason == "lost":
             self.held.done(reservation.id, "nack")
-            return
+            return False
         outcome = self._claim(reservation, active)
         if outcome is None:
-            return
+            return False
         if outcome.action is Action.RUN and outcome.job is not None:
             if not self.held.started(active):  # the queue handed it back meanwhile: not ours to run
                 self._db_retry(lambda: jobstate.release(outcome.job.id, self.id, outcome.job.attempts))  # type: ignore[union-attr]
                 self.held.done(reservation.id, "")
-                return
-            self._run(outcome.job, active)
+                return False
+            return self._run(outcome.job, active)
         else:
             log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
             self.stats["skipped"] += 1
             self.held.done(reservation.id, "ack")
             if outcome.job is not None:
                 self._batch_step(getattr(outcome.job, "batch_id", None))
+            return False
 
     def _claim(self, reservation: Reservation, active: HeldJob) -> jobstate.Claim | None:
         try:
@@ -303,13 +345,35 @@ class Worker:
 
     # -- running one job ---------------------------------------------------------
 
-    def _run(self, job: Job, active: HeldJob) -> None:
+    def _run(self, job: Job, active: HeldJob) -> bool:
+        """Start the job; True when it runs on the event loop, False when it ended at once (already finished)."""
         active.attempt = job.attempts
-        sink = JobSink(job.id, self.settings, active, (job.stdout_bytes or 0, job.stderr_bytes or 0))
+        sink = JobSink(job.id, self.settings, active, (job.stdout_bytes or 0, job.stderr_bytes or 0), writer=self.output_writer)
         if job.attempts > 1:
             sink.write(Stream.STDERR, f"[remora: attempt {job.attempts}]\n".encode())
-        result = self._execute(job, active, sink)
-        self._finish_attempt(job, active, result, sink)
+        with self._idle:
+            self._running += 1
+
+        def ended(result: ExecResult) -> None:  # on the event loop: the rest after the job's last bytes are stored
+            self._room.release()  # a dispatcher reserves the next job while this one's outcome is written
+            sink.then(self._finishers.submit, self._complete, job, active, result, sink)
+
+        result = self._execute(job, active, sink, ended)
+        if result is not None:
+            ended(result)
+        return True
+
+    def _complete(self, job: Job, active: HeldJob, result: ExecResult, sink: JobSink) -> None:
+        """A job that ran on the event loop ended (its room is free already): write its outcome, ACK or NACK it."""
+        try:
+            self._finish_attempt(job, active, result, sink, alone=True)
+        except Exception:
+            log.exception("job %s: unexpected error while finishing it; releasing it", job.id)
+            self.held.done(job.id, "nack", 1.0, alone=True)
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
 
     def _job_env(self, job: Job) -> tuple[dict[str, str], list[str]]:
         """The job's ``env`` with its encrypted values (``Job.secret_env``) decrypted: only here, at run time.
@@ -323,7 +387,8 @@ class Worker:
         env.update(secret)
         return env, [str(value) for value in secret.values()]
 
-    def _execute(self, job: Job, active: HeldJob, sink: JobSink) -> ExecResult:
+    def _execute(self, job: Job, active: HeldJob, sink: JobSink, done: Any) -> ExecResult | None:
+        """Start the job on the event loop (``done(result)`` when it ends); a result instead when it cannot start."""
         try:
             server = self._server(job.server_id)
             env, secrets = self._job_env(job)
@@ -343,18 +408,20 @@ class Worker:
                 executor = self._executor(server)
             except RemoraError as exc:  # a credential that cannot be decrypted, a PEM file not stored
                 return ExecResult(error_kind=ErrorKind.AUTH.value, error=exc.message)
-            return executor.run(request, sink, active.cancel)
+            executor.start(request, sink, active.cancel, self.loop, done)
+            return None
         except Exception as exc:
             log.exception("job %s: executor failed", job.id)
             return ExecResult(error_kind=ErrorKind.INTERNAL.value, error=f"internal error: {exc}")
 
-    def _finish_attempt(self, job: Job, active: HeldJob, result: ExecResult, sink: JobSink | None = None) -> None:
+    def _finish_attempt(self, job: Job, active: HeldJob, result: ExecResult, sink: JobSink | None = None, *, alone: bool = False) -> None:
         """Store the output, write the outcome (retrying while the database is down), then ACK or NACK.
 
         A job ending normally has its last output and its final status written in one transaction.
+        ``alone``: the job ran on the event loop; no slot reserves after it, its ACK goes on its own.
         """
         active.finishing = True
-        if active.reason != "shutdown" and not self._stopping.is_set():
+        if not alone and active.reason != "shutdown" and not self._stopping.is_set():
             self.held.reserve_early(active, RESERVE_WAIT)  # the slot's next job travels while the outcome is written
         output = sink.last_write() if sink is not None else None
         if active.reason == "shutdown":
@@ -362,7 +429,7 @@ class Worker:
                 sink.close()
             self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
             self.stats["requeued"] += 1
-            self.held.done(job.id, "nack")
+            self.held.done(job.id, "nack", alone=alone)
             return
         status, error = outcome_of(result, active.reason)
         extra: dict[str, Any] = {
@@ -381,7 +448,7 @@ class Worker:
             self.stats["requeued"] += 1
             delay = min(1.0 * job.attempts, 10.0)
             log.info("job %s: attempt %d failed (%s); retrying in %.0fs", job.id, job.attempts, error, delay)
-            self.held.done(job.id, "nack", delay)
+            self.held.done(job.id, "nack", delay, alone=alone)
             return
         if output is not None:
             finish = functools.partial(jobstate.finish, job.id, self.id, job.attempts, status, in_transaction=True, error=error, **extra)
@@ -392,7 +459,7 @@ class Worker:
             self._db_retry(lambda: jobstate.finish(job.id, self.id, job.attempts, status, error=error, **extra))
         self.stats[status.value] = self.stats.get(status.value, 0) + 1
         log.debug("job %s: %s %s", job.id, status.value, error)
-        self.held.done(job.id, "ack")
+        self.held.done(job.id, "ack", alone=alone)
         self._batch_step(job.batch_id)
 
     def _batch_step(self, batch_id: str | None) -> None:
@@ -444,6 +511,18 @@ class Worker:
             self._db_outage.ok()
         except models.DatabaseError as exc:
             self._db_outage.failed(exc)
+
+
+def _raise_fd_limit() -> None:
+    """Every running job holds a few file descriptors (a channel's pipe; a local job's pipes and pidfd): allow the hard limit."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 def outcome_of(result: ExecResult, reason: str = "") -> tuple[JobStatus, str]:

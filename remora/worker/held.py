@@ -14,7 +14,8 @@
   started (START, pipelined: no round trip), carrying the ACK of the slot's
   previous job.  Until then the reservation is "unstarted": if this worker's
   connection closes (the process died) the queue hands it back at once;
-- NACKs, and ACKs that cannot ride on a START, go to acker threads;
+- NACKs, and ACKs that cannot ride on a START, go to acker threads; ACKs
+  waiting together go in one request (a START carrying only ACKs);
 - a heartbeat thread TOUCHes every held lease each ``heartbeat_interval``
   (registering the worker with its resource figures first); a reply of
   ``canceled`` or ``lost`` stops the job, and ``on_beat`` lets the worker do
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RESERVE_WAIT = 0.5  # a blocking reserve returns at least this often, so a stop is noticed
 ACKERS = 4  # ACKs and NACKs wait for the queue's fsync off the slots' path; several in flight share one
+ACK_BATCH = 256  # most ACKs one request carries (a START without jobs, carrying ACKs)
 
 
 @dataclass
@@ -235,11 +237,18 @@ class HeldJobs:
             log.warning("job %s: cannot tell the queue it started (%s); handing it back", job_id, exc)
             return False
 
-    def done(self, job_id: str, op: str, delay: float = 0.0) -> None:
-        """The job leaves this worker: ``op`` ("ack", "nack", or "" for nothing) is sent with the slot's next reserve."""
+    def done(self, job_id: str, op: str, delay: float = 0.0, *, alone: bool = False) -> None:
+        """The job leaves this worker: ``op`` ("ack", "nack", or "" for nothing) is sent with the slot's next reserve.
+
+        ``alone``: no slot reserves after it (a job that ran on the event loop): it goes to the ackers now.
+        """
         with self.lock:
             active = self.held.pop(job_id, None)
-        if active is not None:
+        if active is not None and alone:
+            active.after = None
+            if op:
+                self._acks.put((op, job_id, delay))
+        elif active is not None:
             active.after = (op, delay)
             if active.ack_with_start:  # never started: the previous job's ACK goes on its own
                 self._acks.put(("ack", active.ack_with_start, 0.0))
@@ -262,13 +271,24 @@ class HeldJobs:
             if item is None:
                 return
             op, job_id, delay = item
-            fn = self.client.ack if op == "ack" else self.client.nack
+            acks = [job_id]
+            while op == "ack" and len(acks) < ACK_BATCH:  # ACKs waiting together go in one request
+                try:
+                    more = self._acks.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if more is None or more[0] != "ack":
+                    self._acks.put(more)  # type: ignore[arg-type]  # for another acker
+                    break
+                acks.append(more[1])
             for _ in range(5):
                 try:
-                    if op == "ack":
-                        fn(job_id)
+                    if op == "ack" and len(acks) > 1:
+                        self.client.ack_many(acks)
+                    elif op == "ack":
+                        self.client.ack(job_id)
                     else:
-                        fn(job_id, delay=delay)
+                        self.client.nack(job_id, delay=delay)
                     self.outage.ok()
                     break
                 except (QueueUnavailable, OSError) as exc:

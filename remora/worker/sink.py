@@ -6,6 +6,8 @@ import logging
 import queue as queue_mod
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from remora import models
 from remora.config import Settings
@@ -17,6 +19,36 @@ from remora.worker.held import HeldJob
 log = logging.getLogger(__name__)
 
 
+class OutputWriter:
+    """The one thread that stores the output of every job a worker runs (the event loop never waits for the database).
+
+    Work is done in the order it was handed in: a job's end (``JobSink.then``) comes after its last bytes.
+    A bounded queue keeps memory flat: when the database lags, the event loop waits here.
+    """
+
+    QUEUE_ITEMS = 1024
+
+    def __init__(self, name: str = "output-writer") -> None:
+        self._queue: queue_mod.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue_mod.Queue(self.QUEUE_ITEMS)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._queue.put((fn, args))
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("output writer: storing output failed")
+
+
 class JobSink:
     """The job's output (a ``JobOutput``, opened at the first byte) plus the pid hook the executors call.
 
@@ -25,6 +57,10 @@ class JobSink:
     a writer thread stores it, so reading the next bytes from the network
     overlaps writing the previous ones to the database (a bounded queue keeps
     memory flat: the reader waits when the database lags).
+
+    With a shared ``OutputWriter`` (the worker's event loop calls ``write``),
+    every byte is stored by that writer thread instead, in order, and ``then``
+    queues what must follow the job's last byte (its end).
 
     A job with secret values (``mask``) has them replaced by ``***`` before
     its output goes anywhere (``remora.masking``): the stored bytes, and so the
@@ -36,8 +72,16 @@ class JobSink:
     QUEUE_ITEMS = 16  # reads of <= 256 KiB: at most ~4 MiB waiting for the database
     EARLY_LIMIT = 8 * 1024 * 1024  # output held while the database cannot even open the job's output
 
-    def __init__(self, job_id: str, settings: Settings, active: HeldJob, offsets: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        settings: Settings,
+        active: HeldJob,
+        offsets: tuple[int, int] | None = None,
+        writer: OutputWriter | None = None,
+    ) -> None:
         self.job_id = job_id
+        self.writer = writer
         self.offsets = offsets
         self.settings = settings
         self.active = active
@@ -48,6 +92,8 @@ class JobSink:
         self._queue: queue_mod.Queue[tuple[Stream, bytes] | None] | None = None
         self._writer: threading.Thread | None = None
         self._masker: SecretMasker | None = None
+        self._handed = 0  # writes handed to the writer (counted by the event loop's thread only)
+        self._done = 0  # of those, stored (counted by the writer's thread only)
 
     def mask(self, secrets: list[str]) -> None:
         """Mask these values in everything written from now on (values too short to mask are left: see remora.masking)."""
@@ -89,7 +135,24 @@ class JobSink:
             data = self._masker.feed(stream, data)
             if not data:
                 return
-        self._store(stream, data)
+        if self.writer is not None:
+            self._handed += 1
+            self.writer.put(self._stored, stream, data)
+        else:
+            self._store(stream, data)
+
+    def _stored(self, stream: Stream, data: bytes) -> None:
+        try:
+            self._store(stream, data)
+        finally:
+            self._done += 1
+
+    def then(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` once everything written so far is handed to the output (on the writer's thread if some is waiting)."""
+        if self.writer is not None and self._done != self._handed:
+            self.writer.put(fn, *args)
+        else:
+            fn(*args)  # nothing waits for the writer (a quiet job): no trip through its queue
 
     def _store(self, stream: Stream, data: bytes) -> None:
         if self._queue is not None:
@@ -102,7 +165,7 @@ class JobSink:
             return
         output.write(stream, data)
         self._written += len(data)
-        if self._written >= self.ASYNC_AFTER:
+        if self._written >= self.ASYNC_AFTER and self.writer is None:
             self._queue = queue_mod.Queue(self.QUEUE_ITEMS)
             self._writer = threading.Thread(target=self._drain, name=f"output-{self.active.job_id[:8]}", daemon=True)
             self._writer.start()

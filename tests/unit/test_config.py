@@ -18,7 +18,7 @@ def test_defaults_come_from_the_dataclasses_and_are_labelled_default(tmp_path, m
     monkeypatch.chdir(tmp_path)
     settings = config.load(env={"HOME": str(tmp_path)})
     assert settings.queue.addr == "127.0.0.1:9000"
-    assert settings.worker.concurrency == 5
+    assert settings.worker.concurrency == 256
     assert settings.sources["worker.concurrency"] == "default"
     assert settings.config_file is None
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from remora.errors import ValidationError
-from remora.executor.base import ExecRequest, build_wrapper, check_request, command_text, script_args, signal_name
+from remora.executor.base import (
+    ExecRequest,
+    build_wrapper,
+    check_request,
+    command_text,
+    parse_pid_line,
+    script_args,
+    signal_name,
+)
 
 ALLOWED = ["/bin/bash", "/bin/sh"]
 
@@ -87,3 +97,27 @@ def test_stdbuf_prefix_and_python_unbuffered():
 
 def test_signal_names():
     assert signal_name(15) == "TERM" and signal_name("SIGKILL") == "KILL" and signal_name("INT") == "INT"
+
+
+def test_a_wrapper_that_does_not_know_yet_finds_stdbuf_itself_and_reports_it_on_the_pid_line(tmp_path):
+    request = ExecRequest(command='echo "$REMORA_JOB_ID $PYTHONUNBUFFERED"', env={"REMORA_JOB_ID": "j1"})
+    wrapper = build_wrapper(request, stdbuf=None, print_pid=True)
+    res = subprocess.run(["/bin/sh", "-c", wrapper.text], capture_output=True, timeout=10)
+    pid_line, out = res.stdout.split(b"\n", 1)
+    pid, stdbuf = parse_pid_line(pid_line)
+    assert pid and stdbuf is True and out == b"j1 1\n"  # coreutils' stdbuf is on this machine
+    # a PATH without stdbuf: the same text says so and runs the command without it
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(Path("/bin/sh").resolve(), bin_dir / "sh")
+    res = subprocess.run([str(bin_dir / "sh"), "-c", wrapper.text], capture_output=True, timeout=10, env={"PATH": str(bin_dir)})
+    pid_line, out = res.stdout.split(b"\n", 1)
+    assert parse_pid_line(pid_line)[1] is False and out == b"j1 \n"
+
+
+def test_pid_lines():
+    assert parse_pid_line(b"remora-pid:42") == (42, None)
+    assert parse_pid_line(b"remora-pid:42:1") == (42, True)
+    assert parse_pid_line(b"remora-pid:42:0") == (42, False)
+    for line in (b"remora-pid:", b"remora-pid:x", b"remora-pid:42:2", b"hello"):
+        assert parse_pid_line(line) == (None, None)

@@ -1,0 +1,160 @@
+"""Fan-out at fleet scale: a running job holds no worker thread (the worker's event loop runs them all).
+
+Real NetQueue (in memory), two real OpenSSH sshd listening on 10 loopback addresses each (127.0.1.x,
+127.0.2.x: 20 hosts as far as the worker can tell; sshd listens on at most 16), SQLite in tmp_path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from remora import output
+from remora.executor.base import Stream
+from remora.models import Job
+from tests.support.sshd import start_sshd
+from tests.support.waits import wait_for
+from tests.support.workerkit import add_server, local_server, submit, wait_status, worker_stack
+
+HOSTS = [f"127.0.{net}.{n}" for net in (1, 2) for n in range(1, 11)]
+WORKER_OWN_THREADS = 40  # dispatchers + finishers (worker.threads 16), loop, its pool, heartbeat, ackers, writers, the queue's
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    """Two sshd: the first serves HOSTS[:10], the second HOSTS[10:] (same user, a key each)."""
+    servers = [start_sshd("127.0.0.1", also_listen=HOSTS[:10])]
+    servers.append(start_sshd("127.0.0.1", also_listen=HOSTS[10:]))
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def _sessions(servers) -> int:
+    """Sessions the sshd started so far (one per channel that ran a command)."""
+    return sum(s.log_path.read_text(errors="replace").count("Starting session:") for s in servers)
+
+
+def _host_servers(box, fleet, names: str, hosts: list[str]) -> list:
+    return [add_server(box, fleet[HOSTS.index(h) // 10], name=f"{names}-{h}", hostname=h) for h in hosts]
+
+
+def _run_and_watch(job_ids: list[str], timeout: float) -> tuple[float, int]:
+    """Wait until every job ended; (seconds taken, most threads alive in this process meanwhile)."""
+    started = time.monotonic()
+    peak = threading.active_count()
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        peak = max(peak, threading.active_count())
+        if not Job.select().where(Job.id.in_(job_ids), Job.status.not_in(["completed", "failed", "canceled"])).exists():
+            break
+        time.sleep(0.1)
+    return time.monotonic() - started, peak
+
+
+@pytest.mark.ssh
+def test_200_remote_jobs_on_20_hosts_finish_in_one_wave_on_few_threads(tmp_path, fleet):
+    baseline = threading.active_count()
+    with worker_stack(tmp_path, concurrency=256) as (settings, q, worker, box):
+        servers = _host_servers(box, fleet, "fleet", HOSTS)
+        sessions_before = _sessions(fleet)
+        jobs = [submit(q, servers[n % len(servers)], settings, command="sleep 2; echo $REMORA_JOB_ID") for n in range(200)]
+        took, peak = _run_and_watch([j.id for j in jobs], 60)
+        rows = {row.id: row for row in Job.select().where(Job.id.in_([j.id for j in jobs]))}
+        assert [r.status for r in rows.values()].count("completed") == 200, {r.status for r in rows.values()}
+        # five threads ran five at a time: 40 waves of 2 s; one wave (plus connects and the database) now
+        assert took < 12, took
+        for job in jobs:
+            assert output.read_stream(job.id, Stream.STDOUT) == f"{job.id}\n".encode()
+            assert rows[job.id].remote_pid
+        # paramiko's one thread per pooled connection (10 channels per host: two connections each) aside,
+        # the worker's threads do not grow with the jobs it runs
+        connections = worker.pool.connection_count()
+        assert connections <= 2 * len(HOSTS)
+        print(f"fan-out: {took:.1f}s, {peak - baseline} threads of which {connections} SSH transports")
+        assert peak - baseline - connections <= WORKER_OWN_THREADS, (peak, baseline, connections)
+        # one session per job: no separate `command -v stdbuf` channel on any of the new connections
+        assert _sessions(fleet) - sessions_before == 200
+
+
+@pytest.mark.ssh
+def test_line_buffering_is_learnt_from_the_first_jobs_pid_line(tmp_path, fleet):
+    with worker_stack(tmp_path, concurrency=8) as (settings, q, worker, box):
+        server = _host_servers(box, fleet, "stdbuf", HOSTS[:1])[0]
+        first = submit(q, server, settings, command="echo one")
+        assert wait_status(first.id).status == "completed"
+        conns = [c for cs in worker.pool._conns.values() for c in cs]
+        assert [c.stdbuf for c in conns] == [True]  # the host has coreutils' stdbuf, reported by the wrapper
+        # grep block-buffers a pipe unless stdbuf makes it line-buffered: its first line arrives while it runs
+        job = submit(q, server, settings, command="(echo a; sleep 2; echo b) | grep .")
+        wait_for(lambda: output.read_stream(job.id, Stream.STDOUT) == b"a\n", 1.8, what="first line while running")
+        assert wait_status(job.id).status == "completed"
+        assert output.read_stream(job.id, Stream.STDOUT) == b"a\nb\n"
+
+
+def test_100_local_jobs_run_at_once_on_few_threads(tmp_path):
+    baseline = threading.active_count()
+    with worker_stack(tmp_path, concurrency=256) as (settings, q, _worker, _box):
+        server = local_server()
+        jobs = [submit(q, server, settings, command="sleep 2; echo $REMORA_JOB_ID; echo done >&2") for _ in range(100)]
+        took, peak = _run_and_watch([j.id for j in jobs], 60)
+        assert all(Job.get_by_id(j.id).status == "completed" for j in jobs)
+        assert took < 10, took
+        print(f"local fan-out: {took:.1f}s, {peak - baseline} threads")
+        assert peak - baseline <= WORKER_OWN_THREADS, (peak, baseline)
+        for job in jobs:
+            assert output.read_stream(job.id, Stream.STDOUT) == f"{job.id}\n".encode()
+            assert output.read_stream(job.id, Stream.STDERR) == b"done\n"
+
+
+@pytest.mark.ssh
+def test_cancel_and_timeout_of_one_job_among_many(tmp_path, fleet):
+    with worker_stack(tmp_path, concurrency=256) as (settings, q, _worker, box):
+        servers = _host_servers(box, fleet, "cancel", HOSTS[5:15])
+        others = [submit(q, servers[n % 10], settings, command="sleep 4; echo fine") for n in range(60)]
+        doomed = submit(q, servers[0], settings, command="sleep 60")
+        late = submit(q, servers[1], settings, command="sleep 60", timeout=1)
+        wait_for(lambda: Job.get_by_id(doomed.id).remote_pid, 10, what="the job to report its pid")
+        asked = time.monotonic()
+        q.cancel(doomed.id)
+        assert wait_status(doomed.id, "canceled", timeout=5).error == "canceled"
+        assert time.monotonic() - asked < 2.5  # heartbeat (0.2 s here) + the loop's check + TERM
+        row = wait_status(late.id, timeout=15)
+        assert (row.status, row.error) == ("failed", "timeout after 1s")
+        for job in others:
+            row = wait_status(job.id, timeout=30)
+            assert row.status == "completed" and output.read_stream(job.id, Stream.STDOUT) == b"fine\n"
+
+
+@pytest.mark.ssh
+def test_a_server_with_fewer_sessions_per_connection_gets_more_connections(tmp_path):
+    """sshd refuses sessions past its MaxSessions: the pool opens another connection instead of failing jobs."""
+    import threading as _threading
+
+    from remora.executor.base import BufferSink, ExecRequest
+    from remora.executor.ssh import SSHExecutor
+    from remora.executor.sshpool import SSHPool
+    from tests.support.workerkit import make_settings, ssh_target
+
+    server = start_sshd("127.0.0.1", ["MaxSessions 2"])
+    try:
+        pool = SSHPool(max_sessions=8)
+        ex = SSHExecutor(ssh_target(server), make_settings(tmp_path), pool=pool)
+        results: list = []
+
+        def one() -> None:
+            sink = BufferSink()
+            results.append((ex.run(ExecRequest(command="sleep 1; echo ok"), sink, _threading.Event()), bytes(sink.stdout)))
+
+        runners = [_threading.Thread(target=one) for _ in range(6)]
+        for runner in runners:
+            runner.start()
+        for runner in runners:
+            runner.join(30)
+        assert [(r.exit_code, r.error, out) for r, out in results] == [(0, "", b"ok\n")] * 6
+        assert pool.opened >= 3  # two sessions each
+        pool.close()
+    finally:
+        server.stop()
