@@ -150,7 +150,11 @@ class SSHSettings:
     execution_timeout: float = _key(300.0, "duration", "Default job timeout when a job does not set one.")
     keepalive_interval: float = _key(60.0, "duration", "SSH keepalive interval on pooled connections (0: off).")
     max_retries: int = _key(3, "int", "Retries of a connection that fails before the command started.")
-    max_sessions_per_connection: int = _key(8, "int", "Most channels on one pooled connection (OpenSSH allows 10).")
+    max_sessions_per_connection: int = _key(
+        10,
+        "int",
+        "Most channels on one pooled connection (OpenSSH's MaxSessions default); a server that refuses one gets another connection.",
+    )
     idle_timeout: float = _key(300.0, "duration", "A pooled connection unused this long is closed.")
     known_hosts: str = _key("", "str", "Remora's own known_hosts file. Empty: <data_dir>/known_hosts.")
     host_key_policy: str = _key(

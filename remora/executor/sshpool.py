@@ -4,9 +4,10 @@ One ``SSHConnection`` is a TCP socket with ``TCP_NODELAY`` (without it every
 command on a reused transport stalls ~40 ms on Nagle + delayed ACKs), a
 verified host key, an authenticated paramiko transport and keepalives.
 ``SSHPool.acquire`` hands out a connection with a free channel slot: at most
-``ssh.max_sessions_per_connection`` channels run on one transport (below
-OpenSSH's MaxSessions 10, which leaves room for the kill channel of a
-cancel); beyond that another connection is opened.  A server that refuses a
+``ssh.max_sessions_per_connection`` channels run on one transport (10:
+OpenSSH's default MaxSessions, so a fan-out of 10 jobs per host needs one
+connection; a cancel's kill channel that a full connection refuses goes over
+another pooled connection); beyond that another connection is opened.  A server that refuses a
 session (a lower MaxSessions) marks its connection full at what it carries
 (``refused``), so the next channel goes to another connection.  Connections are created
 one at a time per key, so a burst of jobs to a new host shares one or two

@@ -158,3 +158,27 @@ def test_a_server_with_fewer_sessions_per_connection_gets_more_connections(tmp_p
         pool.close()
     finally:
         server.stop()
+
+
+@pytest.mark.ssh
+def test_a_cancel_on_a_full_connection_kills_over_another_one(tmp_path):
+    """Every session of the job's connection is taken (sshd MaxSessions = the pool's limit): the kill channel goes elsewhere."""
+    import subprocess
+
+    server = start_sshd("127.0.0.1", ["MaxSessions 2"])
+    try:
+        with worker_stack(tmp_path, concurrency=8, overrides={"ssh.max_sessions_per_connection": 2}) as (settings, q, _worker, box):
+            row = add_server(box, server, name="full")
+            keep = submit(q, row, settings, command="sleep 30; echo kept")
+            doomed = submit(q, row, settings, command="sleep 61; echo never")
+            wait_for(lambda: Job.get_by_id(doomed.id).remote_pid and Job.get_by_id(keep.id).remote_pid, 10, what="both pids")
+            q.cancel(doomed.id)
+            assert wait_status(doomed.id, "canceled", timeout=5).error == "canceled"
+            wait_for(
+                lambda: subprocess.run(["pgrep", "-f", "sleep 61"], capture_output=True).returncode == 1, 5, what="the job's process gone"
+            )
+            assert Job.get_by_id(keep.id).status == "running"
+            q.cancel(keep.id)
+            wait_status(keep.id, "canceled", timeout=5)
+    finally:
+        server.stop()

@@ -35,8 +35,10 @@ def init_db(tmp_path: Path) -> None:
 
 
 @contextmanager
-def worker_stack(tmp_path: Path, concurrency: int) -> Iterator[tuple[Settings, Any, Any, SecretBox]]:
-    """An in-memory queue, a client of it and a started worker on a fresh SQLite database.
+def worker_stack(
+    tmp_path: Path, concurrency: int, overrides: dict[str, Any] | None = None
+) -> Iterator[tuple[Settings, Any, Any, SecretBox]]:
+    """An in-memory queue, a client of it and a started worker on a fresh SQLite database (``overrides``: settings).
 
     Yields (settings, queue client, worker, secret box); stops all three after.
     """
@@ -48,7 +50,9 @@ def worker_stack(tmp_path: Path, concurrency: int) -> Iterator[tuple[Settings, A
     qs = QueueServer(host="127.0.0.1", port=0, persistence=False)
     qs.start()
     host, port = qs.address
-    settings = make_settings(tmp_path, {"queue.addr": f"{host}:{port}", "queue.worker_timeout": 5.0, "worker.heartbeat_interval": 0.2})
+    settings = make_settings(
+        tmp_path, {"queue.addr": f"{host}:{port}", "queue.worker_timeout": 5.0, "worker.heartbeat_interval": 0.2, **(overrides or {})}
+    )
     client = QueueClient(settings.queue.addr)
     worker = Worker(settings, concurrency=concurrency)
     worker.start()
