@@ -334,12 +334,14 @@ class Client:
         resp: http.client.HTTPResponse | None = None
         try:
             try:
+                conn.connect()
+                # Before the request: a stream's response closes the connection, which hands its socket
+                # to the response (``conn.sock`` is None once the headers are read).
+                conn.sock.settimeout(read_timeout)
                 conn.request("GET", url, headers=headers)
                 resp = conn.getresponse()
                 if resp.status >= 400:
                     raise error_from_response(resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()})
-                if conn.sock is not None:
-                    conn.sock.settimeout(read_timeout)
                 yield from _sse_messages(resp)
             except (ConnectionRefusedError, socket.gaierror, TimeoutError, OSError, http.client.HTTPException) as exc:
                 raise self._unreachable(exc) from None

@@ -138,6 +138,7 @@ def stack(images: Images, tmp_path: Path) -> Iterator[tuple[ComposeProject, int]
         "REMORA_SECRET_KEY": secrets.token_hex(32),
         "REMORA_API_PORT": str(api_port),
         "REMORA_QUEUE_PORT": str(queue_port),
+        "REMORA_WORKER_CONCURRENCY": "5",  # ten slots in all: some jobs wait in the queue while it restarts
     }
     project = ComposeProject(env, unique("remoratest"), ROOT / "compose.yaml", tmp_path)
     try:

@@ -7,6 +7,7 @@ send and print.  Running jobs end to end is tests/e2e.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -158,8 +159,10 @@ def test_priority_moves_a_queued_job_and_refuses_a_finished_one(stack):
 
 def test_wait_gives_up_with_75(stack):
     job_id = ok(stack, "submit", "--", "sleep", "100").stdout.strip()
+    asked = time.monotonic()
     code, result = cli(stack, "jobs", "wait", job_id, "--timeout", "1")
     assert code == ExitCode.WAIT_TIMEOUT and "gave up waiting" in result.exception.message
+    assert time.monotonic() - asked < 5  # soon after its --timeout, not at the client's socket timeout
     ok(stack, "jobs", "cancel", job_id)
 
 
