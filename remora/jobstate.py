@@ -69,14 +69,14 @@ Decisions behind the table:
   (PostgreSQL's row lock; SQLite's write lock).
 - Every transition that changes a job's status, and every new status of a
   batch, is recorded as a change row (``remora.models.changes``, the feed of
-  ``/api/v1/events``) in the transition's own transaction: ``_changed`` is
-  the one hook; a transition whose guard missed records nothing.
+  ``/api/v1/events``) in the transition's own transaction, and a final one
+  also writes its notifications to the outbox (``remora.models.outbox``):
+  ``_changed`` is the one hook; a transition whose guard missed records nothing.
 - ``claim``, ``finish``, ``requeue`` and ``record_pid`` run for every job, so
   they use the compiled statements of ``remora.models.hot``; only this
   module calls them.
 
-Every transition to a final status (and a batch's) writes the event's
-notifications to the outbox in its own transaction (``models.outbox``).
+A batch's final status writes its ``batch.finished`` notifications the same way.
 
 This module imports only the models; what it builds for the queue is a plain
 ``QueueMessage`` that the caller turns into a PUT.
@@ -132,10 +132,13 @@ RUN_FIELDS = (
 LOOK_FIELDS = (*RUN_FIELDS, "updated_at")
 
 
-def _changed(done: Any, job_ids: list[str], now: Any) -> Any:
-    """The change feed's hook: when a transition changed rows, record the jobs' new status in its transaction."""
+def _changed(done: Any, job_ids: list[str], now: Any, final: JobStatus | None = None) -> Any:
+    """In a transition's transaction, when it changed rows: the jobs' new status to the change feed and,
+    for a ``final`` status, their notifications to the outbox (``remora.models.outbox``)."""
     if done:
         changes.job_changes(job_ids, now)
+        if final is not None:
+            models.outbox.emit_jobs(job_ids, final.value)
     return done
 
 
@@ -258,16 +261,8 @@ def cancel_unstarted(job_id: str) -> bool:
     now = models.utcnow()
     values = {Job.status: JobStatus.CANCELED.value, Job.error: CANCELED_UNSTARTED, Job.finished_at: now, Job.updated_at: now}
     with models.write_transaction():
-        changed = bool(
-            _changed(
-                Job.update(values).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.cancel_requested == True).execute(),  # noqa: E712
-                [job_id],
-                now,
-            )
-        )
-        if changed:
-            models.outbox.emit_job(job_id, JobStatus.CANCELED.value)
-        return changed
+        guard = (Job.id == job_id, Job.status == JobStatus.QUEUED.value, Job.cancel_requested == True)  # noqa: E712
+        return bool(_changed(Job.update(values).where(*guard).execute(), [job_id], now, JobStatus.CANCELED))
 
 
 def take_over(job: Job, worker_id: str) -> Claim:
@@ -310,9 +305,7 @@ def worker_lost(job: Job, *, detected_by: str) -> JobStatus | None:
         values = {Job.error: WORKER_LOST, Job.finished_at: now, Job.attempt_errors: errors}
     values.update({Job.status: status.value, Job.updated_at: now})
     with models.write_transaction():
-        changed = _changed(Job.update(values).where(*guard).execute(), [job.id], now)
-        if changed and status.finished:
-            models.outbox.emit_job(job.id, status.value)
+        changed = _changed(Job.update(values).where(*guard).execute(), [job.id], now, status if status.finished else None)
     if changed:
         log.warning("job %s: worker %s lost at attempt %d (noticed by %s): %s", job.id, job.worker, job.attempts, detected_by, status.value)
     return status if changed else None
@@ -336,17 +329,9 @@ def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, *, in_t
     now = models.utcnow()
     values = {"status": status.value, "finished_at": now, "updated_at": now, **values}
     if in_transaction:
-        return _finished(models.update_held_job(job_id, worker_id, attempt, values), job_id, status, now)
+        return bool(_changed(models.update_held_job(job_id, worker_id, attempt, values), [job_id], now, status))
     with models.write_transaction():
-        return _finished(models.update_held_job(job_id, worker_id, attempt, values), job_id, status, now)
-
-
-def _finished(changed: bool, job_id: str, status: JobStatus, now: Any) -> bool:
-    """In the transaction of a final transition: the change feed's record and the job's notifications (outbox)."""
-    if changed:
-        changes.job_changes([job_id], now)
-        models.outbox.emit_job(job_id, status.value)
-    return changed
+        return bool(_changed(models.update_held_job(job_id, worker_id, attempt, values), [job_id], now, status))
 
 
 def requeue(job_id: str, worker_id: str, attempt: int, error: str, **values: Any) -> bool:
@@ -410,8 +395,7 @@ def cancel(job_id: str, actor: str) -> Cancel:
                 .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
                 .execute()
             ):
-                _changed(True, [job_id], now)
-                models.outbox.emit_job(job_id, JobStatus.CANCELED.value)
+                _changed(True, [job_id], now, JobStatus.CANCELED)
                 return Cancel.CANCELED
             if (
                 Job.update({Job.cancel_requested: True, Job.updated_at: now})
@@ -536,8 +520,7 @@ def batch_step(batch_id: str) -> Step:
                 error = stop_error(failed, (batch.rollout or {}).get("max_failures", batch.max_failures))
                 values = {Job.status: JobStatus.CANCELED.value, Job.error: error, Job.finished_at: now, Job.updated_at: now}
                 Job.update(values).where(Job.id.in_(queued), Job.status == JobStatus.QUEUED.value).execute()
-                _changed(True, queued, now)
-                models.outbox.emit_jobs(queued, JobStatus.CANCELED.value)
+                _changed(True, queued, now, JobStatus.CANCELED)
                 step.stopped = queued
                 Batch.update({Batch.error: error.removeprefix("not started: ")}).where(Batch.id == batch_id).execute()
                 batch.error = error
