@@ -304,6 +304,14 @@ def signal_name(value: int | str) -> str:
     return value.removeprefix("SIG")
 
 
+def stopped(result: ExecResult, request: ExecRequest, *, canceled: bool) -> None:
+    """Record why a running job is being stopped: a cancel, or its timeout passed."""
+    if canceled:
+        result.error_kind, result.error = ErrorKind.CANCELED.value, "canceled"
+    else:
+        result.error_kind, result.error = ErrorKind.TIMEOUT.value, f"timeout after {request.timeout:g}s"
+
+
 def finish(result: ExecResult) -> ExecResult:
     if result.finished_at is None:
         result.finished_at = now()

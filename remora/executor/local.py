@@ -55,6 +55,7 @@ from remora.executor.base import (
     run_on_private_loop,
     script_args,
     signal_name,
+    stopped,
 )
 from remora.executor.loop import EventLoop, Timer
 
@@ -337,9 +338,7 @@ class _LocalRun:
         now_ = time.monotonic()
         proc = self.proc
         if self.term_at is None and (self.cancel.is_set() or (self.deadline is not None and now_ >= self.deadline)):
-            kind = ErrorKind.CANCELED if self.cancel.is_set() else ErrorKind.TIMEOUT
-            self.result.error_kind = kind.value
-            self.result.error = "canceled" if kind is ErrorKind.CANCELED else f"timeout after {self.request.timeout:g}s"
+            stopped(self.result, self.request, canceled=self.cancel.is_set())
             _kill_group(proc.pid, signal.SIGTERM)
             self.term_at = now_
         elif self.term_at is not None and not self.killed and now_ - self.term_at >= self.ex.kill_grace:

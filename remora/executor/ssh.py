@@ -59,6 +59,7 @@ from remora.executor.base import (
     parse_pid_line,
     run_on_private_loop,
     signal_name,
+    stopped,
 )
 from remora.executor.hostkeys import KnownHosts
 from remora.executor.loop import EventLoop, Timer
@@ -392,9 +393,7 @@ class _Run:
                 self.end()
                 return
         if self.term_at is None and (self.cancel.is_set() or (self.deadline is not None and now_ >= self.deadline)):
-            timed_out = not self.cancel.is_set()
-            self.result.error_kind = (ErrorKind.TIMEOUT if timed_out else ErrorKind.CANCELED).value
-            self.result.error = f"timeout after {self.request.timeout:g}s" if timed_out else "canceled"
+            stopped(self.result, self.request, canceled=self.cancel.is_set())
             self.term_at = now_
             self.signal("TERM")
         elif self.term_at is not None and self.kill_at is None and now_ - self.term_at >= self.ex.kill_grace:
