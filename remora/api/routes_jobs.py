@@ -203,11 +203,20 @@ def _submit(app: App, req: Request, body: dict[str, Any]) -> Response | dict[str
     servers = services.resolve_servers(spec.server_id, spec.server_ids, spec.servers)
     batch = bool(spec.server_ids or spec.servers)
     jobs = services.create_jobs(app.ctx, spec, servers, _actor(req), role=_role(req), batch=batch)
+    return submitted(req, jobs, servers, batch)
+
+
+def submitted(req: Request, jobs: list[Any], servers: list[Any], batch: bool, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The answer to a submission (a job, or a batch with its jobs, as the caller may see them) and its audit target.
+
+    ``details``: what the audit event records besides the number of jobs (a single job's plain submit records none).
+    """
     by_id = {s.id: s for s in servers}
-    rendered = [services.job_dict(job, by_id[job.server_id]) for job in jobs]
+    rendered = [_for_reader(req, services.job_dict(job, by_id.get(job.server_id))) for job in jobs]
+    if details is not None or batch:
+        req.audit_details = {**(details or {}), "jobs": len(jobs)}
     if batch:
         req.audit_target = ("batch", jobs[0].batch_id or jobs[0].id)
-        req.audit_details = {"jobs": len(jobs)}
         return {"batch_id": jobs[0].batch_id, "jobs": rendered}
     req.audit_target = ("job", jobs[0].id)
     return rendered[0]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from remora import services
 from remora.api.http import Request
 from remora.api.router import Param, Route
-from remora.api.routes_jobs import SUBMITTED
+from remora.api.routes_jobs import SUBMITTED, submitted
 from remora.api.schema import NULLABLE_STR, TIMESTAMP, UUID, array, obj
 from remora.config import Settings
 from remora.errors import ValidationError
@@ -138,14 +137,7 @@ def delete_schedule(app: App, req: Request) -> dict[str, Any]:
 def run_schedule(app: App, req: Request) -> dict[str, Any]:
     name = req.path_params["name"]
     _, jobs, servers, batch = schedules.run_now(app.ctx, name, _actor(req))
-    by_id = {s.id: s for s in servers}
-    rendered = [services.job_dict(job, by_id.get(job.server_id)) for job in jobs]
-    req.audit_details = {"schedule": name, "jobs": len(jobs)}
-    if batch:
-        req.audit_target = ("batch", jobs[0].batch_id or jobs[0].id)
-        return {"batch_id": jobs[0].batch_id, "jobs": rendered}
-    req.audit_target = ("job", jobs[0].id)
-    return rendered[0]
+    return submitted(req, jobs, servers, batch, {"schedule": name})
 
 
 def routes(settings: Settings) -> list[Route]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from remora import params, services
+from remora import params
 from remora.api.http import Request
 from remora.api.router import Route
-from remora.api.routes_jobs import RUN_AT, SUBMITTED, _for_reader, _job_fields
+from remora.api.routes_jobs import RUN_AT, SUBMITTED, _for_reader, _job_fields, submitted
 from remora.api.schema import NULLABLE_STR, TIMESTAMP, UUID, array, obj
 from remora.config import Settings
 from remora.services import templates
@@ -143,14 +143,7 @@ def run_template(app: App, req: Request, body: dict[str, Any] | None) -> dict[st
     jobs, servers, batch = templates.run_template(
         app.ctx, name, body.get("params"), body.get("servers"), _actor(req), role=_role(req), run_at=body.get("run_at")
     )
-    by_id = {s.id: s for s in servers}
-    rendered = [_for_reader(req, services.job_dict(job, by_id[job.server_id])) for job in jobs]
-    req.audit_details = {"template": name, "params": jobs[0].params or {}, "jobs": len(jobs)}
-    if batch:
-        req.audit_target = ("batch", jobs[0].batch_id or jobs[0].id)
-        return {"batch_id": jobs[0].batch_id, "jobs": rendered}
-    req.audit_target = ("job", jobs[0].id)
-    return rendered[0]
+    return submitted(req, jobs, servers, batch, {"template": name, "params": jobs[0].params or {}})
 
 
 def routes(settings: Settings) -> list[Route]:
