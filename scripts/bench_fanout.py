@@ -23,11 +23,14 @@ Ratios: Remora API / min(fabric, pssh), Remora CLI / min(fabric, pssh),
 ansible / Remora API.
 
 ``--concurrent 1000`` then submits that many ``sleep 30`` jobs over 100
-servers (``max_concurrent_jobs`` = 10 each) to a fresh ``remora up`` and
-samples its threads, RSS and CPU until all finished or ``--deadline``:
-max threads, max RSS, CPU seconds, most jobs ``running`` at once, wall time,
-and whether every job's output landed.  What the worker really does decides
-the figures, not its configuration.
+servers (``max_concurrent_jobs`` = 10 each) to a fresh ``remora up``, on a
+queue of their own that one separate ``remora worker`` process (``--concurrency``
+= the job count, everything else default) reserves from, and samples that
+worker's threads, RSS and CPU until all finished or ``--deadline``: max
+threads, max RSS, CPU seconds, most jobs ``running`` at once, wall time, and
+whether every job's output landed.  The ``remora up`` process (queue, API and
+its own idle worker) is sampled too, apart.  What the worker really does
+decides the figures, not its configuration.
 
 Everything started here (sshd, Remora, Ansible's SSH masters) is stopped by
 PID at the end, on an error and on Ctrl-C.  Needs the ``bench`` extra
@@ -73,6 +76,7 @@ COMMANDS = ["uptime", "sleep 1; uptime"]
 PEERS = ["fabric", "pssh", "ansible"]
 MARK = "load average"  # in every line uptime prints
 DONE_MARK = "remora-fanout-done"
+CONCURRENT_QUEUE = "fanout-1000"  # the --concurrent run's jobs: only its separate worker reserves them
 ADDRESSES_PER_SSHD = 16
 FINISHED = {"completed", "failed", "aborted", "canceled"}
 POLL_INTERVAL = 0.1
@@ -479,21 +483,28 @@ def concurrent_run(rut: RemoraUnderTest, total: int, servers: int, deadline_s: f
     """``total`` ``sleep 30`` jobs over ``servers`` hosts; sampled until all finished or the deadline."""
     rut.restart()
     finished_before = _finished(rut)
-    pid = rut.remora.proc.pid  # type: ignore[union-attr]
+    up_pid = rut.remora.proc.pid  # type: ignore[union-attr]
+    worker = rut.remora.worker("fanout-1000", concurrency=total, queue=CONCURRENT_QUEUE)
+    wait_for_worker(rut, "fanout-1000")
+    pid = worker.proc.pid  # type: ignore[union-attr]
     threads0, rss0, cpu0 = _proc_sample(pid)
+    up_threads0, up_rss0, up_cpu0 = _proc_sample(up_pid)
     per_batch = servers
     command = f"sleep 30; echo {DONE_MARK}"
     started = time.monotonic()
     batch_ids = []
     for _ in range(math.ceil(total / per_batch)):
-        reply = rut.api.post("/api/v1/jobs", {"command": command, "servers": [f"tag:fleet-{servers}"], "timeout": 300})
-        batch_ids.append(reply["batch_id"])
+        job = {"command": command, "servers": [f"tag:fleet-{servers}"], "timeout": 300, "queue": CONCURRENT_QUEUE}
+        batch_ids.append(rut.api.post("/api/v1/jobs", job)["batch_id"])
     submitted_s = time.monotonic() - started
     max_threads, max_rss, max_running, finished = threads0, rss0, 0, 0
+    up_threads, up_rss = up_threads0, up_rss0
     deadline = started + deadline_s
     while time.monotonic() < deadline:
         threads, rss, _ = _proc_sample(pid)
         max_threads, max_rss = max(max_threads, threads), max(max_rss, rss)
+        threads, rss, _ = _proc_sample(up_pid)
+        up_threads, up_rss = max(up_threads, threads), max(up_rss, rss)
         info = rut.api.system_info()
         max_running = max(max_running, info["running_jobs"])
         finished = info["completed_jobs"] + info["failed_jobs"] + info["canceled_jobs"] - finished_before
@@ -502,6 +513,7 @@ def concurrent_run(rut: RemoraUnderTest, total: int, servers: int, deadline_s: f
         time.sleep(0.5)
     wall = time.monotonic() - started
     cpu = _proc_sample(pid)[2] - cpu0
+    up_cpu = _proc_sample(up_pid)[2] - up_cpu0
     complete = 0
     for batch_id in batch_ids:
         batch = rut.api.batch(batch_id, output=True)
@@ -525,7 +537,22 @@ def concurrent_run(rut: RemoraUnderTest, total: int, servers: int, deadline_s: f
         "rss_mib_before": round(rss0 / 1024, 1),
         "max_rss_mib": round(max_rss / 1024, 1),
         "cpu_s": round(cpu, 2),
+        "up_process": {  # remora up: the queue, the API and its own (idle) worker
+            "threads_before": up_threads0,
+            "max_threads": up_threads,
+            "max_rss_mib": round(up_rss / 1024, 1),
+            "cpu_s": round(up_cpu, 2),
+        },
     }
+
+
+def wait_for_worker(rut: RemoraUnderTest, worker_id: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(w.get("id") == worker_id for w in rut.api.get("/api/v1/workers/stats")["workers"]):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"worker {worker_id} did not register with the queue within {timeout:.0f}s")
 
 
 # -- main ------------------------------------------------------------------------

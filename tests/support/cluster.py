@@ -396,10 +396,10 @@ class Remora:
     def _healthy(self) -> bool:
         return request("127.0.0.1", self.port, "GET", "/health", timeout=1).status == 200
 
-    def worker(self, worker_id: str, concurrency: int = 4) -> Service:
-        """A separate `remora worker` process on this `remora up`'s queue (started; stopped by ``stop``)."""
+    def worker(self, worker_id: str, concurrency: int = 4, queue: str | None = None) -> Service:
+        """A separate `remora worker` process on this `remora up`'s queue (started; stopped by ``stop``); ``queue``: reserve only from it."""
         env = {**self.env, "REMORA_QUEUE_ADDR": f"127.0.0.1:{self.queue_port}"}
-        args = ["worker", "--id", worker_id, "--concurrency", str(concurrency)]
+        args = ["worker", "--id", worker_id, "--concurrency", str(concurrency), *(["--queue", queue] if queue else [])]
         svc = Service(f"worker-{worker_id}", [*self.argv, *args], env, self.data_dir.parent / f"worker-{worker_id}.log", cwd=self.cwd)
         self.workers.append(svc.start())
         return svc
