@@ -185,7 +185,7 @@ def finish(
     if not follow and not as_json and stderr_tty():
         for job in jobs:
             err(f"[dim]submitted {short(job['id'])} on {server_name(job)}[/]")
-    watcher = Watcher(client, jobs, follow=follow, progress=not follow and len(jobs) > 1 and stderr_tty(), use_feed=True)
+    watcher = Watcher(client, jobs, follow=follow, progress=not follow and len(jobs) > 1 and stderr_tty(), use_feed=True, fresh=True)
     try:
         final = watcher.run()
     except KeyboardInterrupt:
