@@ -7,14 +7,18 @@ reaches the API's feed through the database); jobs run on ``auth_type: local`` s
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
@@ -233,3 +237,75 @@ def test_jobs_logs_follow_reads_the_feed_and_a_finished_job_its_log(cluster):
     assert not [line for line in cli_requests(cluster, name) if "/logs" in line]
     again = run_cli(cluster, token, "jobs", "logs", job_ids[0], "--follow")  # finished: read from its log
     assert again.returncode == 0 and again.stdout == res.stdout
+
+
+class OlderApi:
+    """A loopback proxy to the cluster's API that drops ``output`` from feed requests: an API from before output events."""
+
+    def __init__(self, port: int) -> None:
+        upstream = port
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                url = urlsplit(self.path)
+                query = [(k, v) for k, v in parse_qsl(url.query) if not (url.path == "/api/v1/events" and k == "output")]
+                conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
+                conn.request(self.command, url.path + ("?" + urlencode(query) if query else ""), body=body or None, headers=headers)
+                resp = conn.getresponse()
+                self.send_response(resp.status)
+                for name, value in resp.getheaders():
+                    if name.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):
+                        self.send_header(name, value)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                with contextlib.suppress(OSError, http.client.HTTPException):  # the client left mid-stream
+                    while chunk := resp.read1(65536):
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                conn.close()
+                self.close_connection = True
+
+            do_GET = do_POST = forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_cli_follow_against_an_api_without_output_events_polls_the_logs_as_before(cluster):
+    name = "old-" + uuid.uuid4().hex[:6]
+    token = services.create_token(name, "admin", None)[1]
+    tag = fleet(cluster, 3)
+    older = OlderApi(cluster.api_port)
+    try:
+        argv = ["submit", "--tag", tag, "--follow", "--api-url", older.url, "--token", token, "--", "sh", "-c", "echo a; sleep 0.3; echo b"]
+        res = subprocess.run([sys.executable, "-m", "remora", *argv], env=cluster.env, capture_output=True, timeout=120)
+    finally:
+        older.stop()
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+    assert sorted(res.stdout.decode().splitlines()) == sorted(f"{tag}-{n} | {x}" for n in range(3) for x in "ab")
+    assert [line for line in cli_requests(cluster, name) if "/logs" in line], "the logs were polled"
+
+
+def test_a_character_split_between_two_writes_waits_for_its_other_bytes(cluster):
+    """The euro sign's first two bytes are stored a second before its last: the events carry text, never a broken character."""
+    tag = fleet(cluster, 1)
+    batch_id, job_ids = submit(cluster, tag, r'printf "a\342\202"; sleep 2; printf "\254b\n"')
+    seen = Assembled()
+    follow(cluster, "0", lambda: len(seen.final) == 1, seen, batch_id=batch_id)
+    assert seen.text(job_ids[0]) == "a\u20acb\n"
+    pieces = [e for e in seen.events if e["kind"] == "output"]
+    assert all("encoding" not in e for e in pieces) and pieces[0]["data"] == "a", pieces
