@@ -32,7 +32,7 @@ from remora import models
 from remora.errors import ValidationError
 from remora.executor.base import Stream
 from remora.models import Job, JobStatus, OutputChunk
-from remora.output import MAX_CHUNK, decode_chunk
+from remora.output import decode_chunk
 from remora.services import events
 from remora.services.queries import _utf8_cut
 
@@ -40,9 +40,6 @@ REF_LEN = 12  # hex digits of a job id naming it in a cursor
 MAX_EVENT_BYTES = 64 * 1024  # output bytes per event
 MAX_RESPONSE_BYTES = 1024 * 1024  # output bytes per answer (a long-poll answer, one write of a stream)
 MAX_POSITIONS = 20000  # jobs a cursor may carry positions for
-# The longest a stored chunk is: MAX_CHUNK as written, 1 MiB once the maintenance loop compressed a finished
-# job's chunks into runs.  A longer one is still found (by its offset), one query more.
-CHUNK_SPAN = max(MAX_CHUNK, 1024 * 1024)
 _CONDITIONS = 100  # job streams per chunk query (bound parameters stay well under any database's limit)
 _ENTRY = re.compile(r"^([0-9a-f]{12}):(\d{1,18}):(\d{1,18})$")  # REF_LEN hex digits
 STREAMS = ((Stream.STDOUT, "stdout"), (Stream.STDERR, "stderr"))
@@ -95,59 +92,50 @@ class _Range:
 
 
 def _candidates(filters: events.Filters, changed: Iterable[str]) -> list[Any]:
-    """The filter's running jobs and the jobs these changes name, with their byte counts (one query)."""
-    wanted = Job.status == JobStatus.RUNNING.value
+    """The filter's running jobs and the jobs these changes name, with their byte counts (one query).
+
+    Written as ``(filter AND running) OR (filter AND id IN changed)`` so each side has its index
+    (``job (batch_id, status)``, the primary key): a batch's finished and queued jobs are not read.
+    """
+    selected = Job.batch_id == filters.batch_id if filters.batch_id is not None else Job.id.in_(list(filters.job_ids))
+    if filters.batch_id is not None and filters.job_ids:
+        selected = selected & Job.id.in_(list(filters.job_ids))
+    wanted = selected & (Job.status == JobStatus.RUNNING.value)
     ids = list(dict.fromkeys(changed))
     if ids:
-        wanted = wanted | Job.id.in_(ids)
+        wanted = wanted | (selected & Job.id.in_(ids))
     query = Job.select(Job.id, Job.batch_id, Job.status, Job.stdout_bytes, Job.stderr_bytes).where(wanted)
-    if filters.batch_id is not None:
-        query = query.where(Job.batch_id == filters.batch_id)
-    if filters.job_ids:
-        query = query.where(Job.id.in_(list(filters.job_ids)))
     return list(query.order_by(Job.id))
 
 
 def _load(ranges: list[_Range]) -> dict[tuple[str, int], list[Any]]:
-    """The chunks covering every range, by (job, stream), in offset order: one query per ``_CONDITIONS`` ranges."""
+    """The chunks covering every range, by (job, stream), in offset order: one query per ``_CONDITIONS`` ranges.
+
+    Each range starts at the chunk holding its first byte (the last chunk starting at or before it, an
+    index seek), so however much a job printed before, only the chunks of the new bytes are read.
+    """
     found: dict[tuple[str, int], list[Any]] = {}
     for first in range(0, len(ranges), _CONDITIONS):
-        part = ranges[first : first + _CONDITIONS]
         condition = None
-        for r in part:
+        for r in ranges[first : first + _CONDITIONS]:
+            holder = OutputChunk.alias()
+            start = (
+                holder.select(holder.offset)
+                .where(holder.job == r.job_id, holder.stream == int(r.stream), holder.offset <= r.start)
+                .order_by(holder.offset.desc())
+                .limit(1)
+            )
             one = (
                 (OutputChunk.job == r.job_id)
                 & (OutputChunk.stream == int(r.stream))
-                & (OutputChunk.offset > r.start - CHUNK_SPAN)
+                & (OutputChunk.offset >= models.fn.COALESCE(start, 0))
                 & (OutputChunk.offset < r.end)
             )
             condition = one if condition is None else condition | one
         query = OutputChunk.select().where(condition).order_by(OutputChunk.job, OutputChunk.stream, OutputChunk.offset)
         for chunk in query:
             found.setdefault((str(chunk.job_id), int(chunk.stream)), []).append(chunk)  # type: ignore[attr-defined]
-    for r in ranges:  # a chunk longer than CHUNK_SPAN starts before the window: find it by its offset
-        chunks = found.get((r.job_id, int(r.stream))) or []
-        if not chunks or chunks[0].offset > r.start:
-            found[(r.job_id, int(r.stream))] = list(
-                OutputChunk.select()
-                .where(
-                    OutputChunk.job == r.job_id,
-                    OutputChunk.stream == int(r.stream),
-                    OutputChunk.offset >= _first_offset(r),
-                    OutputChunk.offset < r.end,
-                )
-                .order_by(OutputChunk.offset)
-            )
     return found
-
-
-def _first_offset(r: _Range) -> int:
-    value = (
-        OutputChunk.select(models.fn.MAX(OutputChunk.offset))
-        .where(OutputChunk.job == r.job_id, OutputChunk.stream == int(r.stream), OutputChunk.offset <= r.start)
-        .scalar()
-    )
-    return int(value or 0)
 
 
 def _bytes(r: _Range, chunks: list[Any]) -> bytes:
