@@ -1,5 +1,5 @@
-"""Live output on the change feed where the API writes it itself: who may follow it (an in-process API), and
-how soon output written in the API's own process (``remora up``) reaches a waiting long-poll."""
+"""Live output on the change feed, each test on a stack of its own: who may follow it (an in-process API), how
+soon output written in the API's own process (``remora up``) reaches a waiting long-poll, and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import statistics
 import time
 import uuid
 
+from tests.integration.test_live_output import COUNT_200, EXPECTED_200, Assembled, fleet, follow, submit
 from tests.support.api import running_api
-from tests.support.cluster import make_remora
+from tests.support.cluster import Cluster, make_remora
 from tests.support.http import request
 
 
@@ -58,3 +59,22 @@ def test_output_written_in_the_apis_own_process_wakes_a_waiting_long_poll_at_onc
         assert statistics.median(delays) < 0.06, delays
     finally:
         remora.stop()
+
+
+def test_on_postgresql_output_events_are_complete_and_resume_exactly(postgres, tmp_path):
+    """The same feed on PostgreSQL (its own queue, API and worker): 3 hosts, answers chained by their cursors."""
+    stack = Cluster(tmp_path / "pg", db_url=postgres.new_database("live_output"))
+    stack.start_queue()
+    stack.start_api()
+    stack.start_worker("w1", concurrency=8)
+    try:
+        stack.wait_workers(1)
+        tag = fleet(stack, 3)
+        batch_id, job_ids = submit(stack, tag, COUNT_200 + "; echo warn >&2")
+        seen = Assembled()
+        follow(stack, "0", lambda: len(seen.final) == 3, seen, batch_id=batch_id)
+        for job_id in job_ids:
+            assert seen.text(job_id) == EXPECTED_200 and seen.text(job_id, "stderr") == "warn\n"
+    finally:
+        stack.stop()
+        stack.close()
