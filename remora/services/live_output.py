@@ -12,6 +12,9 @@ event always comes after all of its output, so a job leaves the cursor with
 it; a job not in the cursor is read from its first byte.  Resuming from a
 cursor therefore loses and repeats nothing, whatever process answers.
 
+A job's stdout and stderr pieces come in the order it wrote them (the chunks'
+sequence), so a combined view can be built from them.
+
 Each wake costs one query for the status changes, one for the filter's
 running jobs (and the jobs those changes name) with their byte counts, and,
 only when some have new bytes, one for the new chunks of all of them.  What
@@ -138,14 +141,20 @@ def _load(ranges: list[_Range]) -> dict[tuple[str, int], list[Any]]:
     return found
 
 
-def _bytes(r: _Range, chunks: list[Any]) -> bytes:
-    out = bytearray()
+def _slices(r: _Range, chunks: list[Any]) -> list[tuple[int, _Range, bytes]]:
+    """(chunk seq, range, bytes) covering ``[r.start, r.end)`` from its first byte on, as long as they follow each other."""
+    out = []
+    at = r.start
     for chunk in chunks:
         data = decode_chunk(chunk)
-        lo, hi = max(r.start - chunk.offset, 0), min(len(data), r.end - chunk.offset)
-        if hi > lo and chunk.offset + lo == r.start + len(out):
-            out += data[lo:hi]
-    return bytes(out)
+        lo, hi = max(at - chunk.offset, 0), min(len(data), r.end - chunk.offset)
+        if hi <= lo:
+            continue
+        if chunk.offset + lo != at:
+            break
+        out.append((int(chunk.seq), r, data[lo:hi]))
+        at += hi - lo
+    return out
 
 
 def _is_text(data: bytes) -> bool:
@@ -156,12 +165,9 @@ def _is_text(data: bytes) -> bool:
     return True
 
 
-def _pieces(r: _Range, data: bytes) -> list[tuple[bytes, bool]]:
-    """``data`` as (bytes, is_text) pieces of at most MAX_EVENT_BYTES, cut between characters.
-
-    A character split at the end of what has been written so far waits for its other bytes (they are
-    left out, and read again by the next answer); bytes that are no UTF-8 go as base64.
-    """
+def _split(data: bytes) -> tuple[list[tuple[bytes, bool]], bytes]:
+    """``data`` as (bytes, is_text) pieces of at most MAX_EVENT_BYTES cut between characters, and the bytes of a
+    character split at its end (left over: its other bytes are still to come)."""
     out: list[tuple[bytes, bool]] = []
     pos = 0
     while pos < len(data):
@@ -169,13 +175,12 @@ def _pieces(r: _Range, data: bytes) -> list[tuple[bytes, bool]]:
         if not _is_text(piece):
             cut = _utf8_cut(piece)
             if cut != piece and _is_text(cut):  # text but for a character split at the end
-                if cut:
-                    piece = cut
-                elif not (r.final and r.end == r.length):
-                    return out
+                if not cut:
+                    return out, data[pos:]
+                piece = cut
         out.append((piece, _is_text(piece)))
         pos += len(piece)
-    return out
+    return out, b""
 
 
 def _event(r: _Range, offset: int, data: bytes, text: bool) -> dict[str, Any]:
@@ -211,7 +216,8 @@ class _Reader:
         ]
 
     def read(self, ranges: list[_Range]) -> tuple[list[dict[str, Any]], bool]:
-        """Output events for these ranges (budget permitting) and whether all of them were read to their end."""
+        """Output events for one job's ranges (budget permitting), stdout and stderr in the order the job wrote
+        them (the chunks' sequence), and whether all of them were read to their end."""
         planned: list[_Range] = []
         for r in ranges:
             if self.budget <= 0:
@@ -220,18 +226,33 @@ class _Reader:
             self.budget -= r.end - r.start
             planned.append(r)
         chunks = _load(planned) if planned else {}
+        ordered = sorted((s for r in planned for s in _slices(r, chunks.get((r.job_id, int(r.stream))) or [])), key=lambda s: s[0])
+        slices: list[tuple[int, _Range, bytes]] = []
+        for seq, r, data in ordered:  # consecutive chunks of one stream make one piece
+            if slices and slices[-1][1] is r:
+                slices[-1] = (slices[-1][0], r, slices[-1][2] + data)
+            else:
+                slices.append((seq, r, data))
+        offsets = {int(r.stream): r.start for r in planned}
+        carry = {int(r.stream): b"" for r in planned}
         out: list[dict[str, Any]] = []
+        for _, r, data in slices:
+            key = int(r.stream)
+            pieces, carry[key] = _split(carry[key] + data)
+            for piece, text in pieces:
+                out.append(_event(r, offsets[key], piece, text))
+                offsets[key] += len(piece)
+        for r in planned:  # a stream that ends with a broken character: nothing more will come, send its bytes
+            key = int(r.stream)
+            if carry[key] and r.final and r.end == r.length:
+                out.append(_event(r, offsets[key], carry[key], False))
+                offsets[key] += len(carry[key])
         complete = len(planned) == len(ranges)
         for r in planned:
-            data = _bytes(r, chunks.get((r.job_id, int(r.stream))) or [])
-            offset = r.start
-            for piece, text in _pieces(r, data):
-                out.append(_event(r, offset, piece, text))
-                offset += len(piece)
-            key = ref(r.job_id)
-            old = self.positions.get(key, (0, 0))
-            self.positions[key] = (offset, old[1]) if r.stream == Stream.STDOUT else (old[0], offset)
-            complete = complete and offset >= r.length
+            old = self.positions.get(ref(r.job_id), (0, 0))
+            new = offsets[int(r.stream)]
+            self.positions[ref(r.job_id)] = (new, old[1]) if r.stream == Stream.STDOUT else (old[0], new)
+            complete = complete and new >= r.length
         return out, complete
 
 

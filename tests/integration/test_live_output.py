@@ -27,6 +27,7 @@ from remora.services import live_output
 from tests.integration.test_events import cli_requests, read_sse
 from tests.support.cluster import Cluster, local_fleet
 from tests.support.http import request
+from tests.support.waits import wait_for
 
 COUNT_200 = "for i in $(seq 1 200); do echo $i; sleep 0.01; done"
 EXPECTED_200 = "".join(f"{i}\n" for i in range(1, 201))
@@ -309,3 +310,15 @@ def test_a_character_split_between_two_writes_waits_for_its_other_bytes(cluster)
     assert seen.text(job_ids[0]) == "a\u20acb\n"
     pieces = [e for e in seen.events if e["kind"] == "output"]
     assert all("encoding" not in e for e in pieces) and pieces[0]["data"] == "a", pieces
+
+
+def test_a_jobs_stdout_and_stderr_come_in_the_order_it_wrote_them(cluster):
+    """Read after the job ended, in one answer: its stderr and stdout lines alternate as stored, stderr first."""
+    tag = fleet(cluster, 1)
+    batch_id, job_ids = submit(cluster, tag, "for i in 1 2 3 4 5; do echo err$i >&2; sleep 0.05; echo out$i; sleep 0.05; done")
+    wait_for(lambda: cluster.client().job(job_ids[0])["status"] == "completed", 30, 0.05, "the job to end")
+    answer = long_poll(cluster, "0", batch_id=batch_id)
+    got = [(e["stream"], line) for e in answer["events"] if e["kind"] == "output" for line in e["data"].splitlines()]
+    logs = cluster.client().job_logs(job_ids[0])  # the log endpoint's combined view: the order the chunks were stored
+    stored = [(p["stream"], line) for p in logs["pieces"] for line in p["text"].splitlines()]
+    assert got == stored and got[0] == ("stderr", "err1") and len(got) == 10, got
