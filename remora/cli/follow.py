@@ -221,9 +221,9 @@ class Watcher:
             return
         if not self.fresh:  # jobs that may have finished long ago (their changes pruned): those are read from their logs
             for t in self.tracked:
-                t.job = self.client.job(t.id)
-                t.current = t.job.get("status") in FINISHED
-            if any(t.current for t in self.tracked):
+                if t.job.get("status") not in FINISHED:
+                    t.job = self.client.job(t.id)
+            if any(t.job.get("status") in FINISHED for t in self.tracked):
                 self._loop(deadline, on_change)
                 return
         try:
