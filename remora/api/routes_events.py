@@ -221,7 +221,8 @@ def routes(settings: Settings) -> list[Route]:
             "viewer",
             "Change feed of job and batch status: a long-poll answering {events, cursor} as soon as a change after the cursor"
             " exists (or empty after `timeout`); with Accept: text/event-stream, Server-Sent Events (`ready`, one message per"
-            " change with `id:` = cursor, heartbeat comments, `end` after a few minutes; Last-Event-ID resumes)",
+            " change with `id:` = cursor, heartbeat comments, `end` after a few minutes; Last-Event-ID resumes); output=true adds"
+            " the selected jobs' live output",
             response=FEED,
             query=[
                 Param(
