@@ -317,15 +317,23 @@ class Client:
         return self.get(f"{API}/events", **params)
 
     def event_stream(
-        self, cursor: str | None = None, *, batch_id: str | None = None, job_ids: list[str] | None = None, read_timeout: float = 60.0
+        self,
+        cursor: str | None = None,
+        *,
+        batch_id: str | None = None,
+        job_ids: list[str] | None = None,
+        read_timeout: float = 60.0,
+        output: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """The change feed as Server-Sent Events on a connection of its own, one message at a time.
 
         Yields ``{"event": name, "id": cursor or None, "data": decoded JSON or None}``: ``ready`` first
-        (its id is the starting cursor), ``message`` per change, ``heartbeat`` for a comment, ``end``
-        when the server closes the stream (reconnect from the last id).  Errors as for any request.
+        (its id is the starting cursor), ``message`` per change, ``output`` per piece of output (with
+        ``output``), ``heartbeat`` for a comment or a bare cursor, ``end`` when the server closes the
+        stream (reconnect from the last id).  Errors as for any request.
         """
-        query = {k: v for k, v in {"cursor": cursor, "batch_id": batch_id, "job_id": ",".join(job_ids or [])}.items() if v}
+        wanted = {"cursor": cursor, "batch_id": batch_id, "job_id": ",".join(job_ids or []), "output": "true" if output else None}
+        query = {k: v for k, v in wanted.items() if v}
         url = self.prefix + f"{API}/events" + ("?" + urlencode(query) if query else "")
         headers = {"User-Agent": f"remora-cli/{__version__}", "Accept": "text/event-stream"}
         if self.token:

@@ -9,6 +9,14 @@ heartbeat, and an event ``end`` after a few minutes (the client reconnects
 with its last id).  Either form holds a request thread while it waits, so both
 take a slot (``app.watchers``): a quarter of the threads per client address,
 half of them overall.
+
+With ``output=true`` (and a ``batch_id`` or ``job_id`` filter) the feed also
+carries the selected jobs' output as ``output`` events
+(``remora.services.live_output``); the cursor then holds the client's place
+in each running job's output, and a stream sends one message ``events`` per
+write, shaped as a long-poll answer (``{events, cursor}``, ``id:`` = the
+cursor), instead of one message per change.  It needs the role that reads a
+job's log (the ``GET /jobs/:id/logs`` route's).
 """
 
 from __future__ import annotations
@@ -20,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from remora.api.http import Request, Response, dumps
 from remora.api.router import UUID_RE, Param, Route
-from remora.api.schema import array, obj
+from remora.api.schema import obj
 from remora.config import Settings
-from remora.errors import ValidationError
-from remora.services import events
+from remora.errors import Forbidden, ValidationError
+from remora.services import events, live_output
 
 if TYPE_CHECKING:
     from remora.api.app import App
@@ -46,7 +54,24 @@ EVENT = obj(
     ["id", "at", "kind", "batch_id", "status"],
     closed=False,
 )
-FEED = obj({"events": array(EVENT), "cursor": {"type": "string"}}, ["events", "cursor"])
+OUTPUT_EVENT = obj(
+    {
+        "kind": {"type": "string", "enum": ["output"]},
+        "job_id": {"type": "string"},
+        "batch_id": {"type": ["string", "null"]},
+        "stream": {"type": "string", "enum": ["stdout", "stderr"]},
+        "offset": {"type": "integer", "description": "The first byte's offset in its stream."},
+        "length": {"type": "integer", "description": "Bytes in this piece."},
+        "data": {"type": "string", "description": "The bytes as text (UTF-8), or base64 when `encoding` says so."},
+        "encoding": {"type": "string", "enum": ["base64"]},
+    },
+    ["kind", "job_id", "batch_id", "stream", "offset", "length", "data"],
+    closed=False,
+)
+FEED = obj(
+    {"events": {"type": "array", "items": {"anyOf": [EVENT, OUTPUT_EVENT]}}, "cursor": {"type": "string"}},
+    ["events", "cursor"],
+)
 
 
 def _filters(req: Request) -> events.Filters:
@@ -76,6 +101,24 @@ def _timeout(req: Request) -> float:
     return value
 
 
+def _wants_output(app: App, req: Request, filters: events.Filters) -> bool:
+    """``output=true``: the caller must be allowed to read job logs, and name a batch or jobs (400 / 403 otherwise)."""
+    raw = (req.arg("output") or "").strip().lower()
+    if raw not in ("", "true", "false", "1", "0"):
+        raise ValidationError("output must be true or false", details={"output": "must be true or false"})
+    if raw not in ("true", "1"):
+        return False
+    if filters.batch_id is None and not filters.job_ids:
+        raise ValidationError("output=true needs a batch_id or job_id filter", details={"output": "needs batch_id or job_id"})
+    logs, _ = app.router.match("GET", "/api/v1/jobs/00000000-0000-0000-0000-000000000000/logs")
+    if req.identity is not None and not req.identity.allows(logs.role):
+        raise Forbidden(
+            f"role {req.identity.role} may not read job logs (needs {logs.role}): follow without output=true",
+            details={"required_role": logs.role},
+        )
+    return True
+
+
 def _start(cursor: int | None) -> int:
     if cursor is None:
         return events.latest()
@@ -87,6 +130,33 @@ def _gone(req: Request) -> Callable[[], bool]:
     """True once the client closed its connection (waitress notices it while the request runs)."""
     check = req.environ.get("waitress.client_disconnected")
     return check if callable(check) else (lambda: False)
+
+
+def _output_stream(cursor: live_output.Cursor, filters: events.Filters, lifetime: float, gone: Callable[[], bool]) -> Iterator[bytes]:
+    """The stream with output: each message ``events`` is what a long-poll would answer, ``{events, cursor}``, with ``id:`` = cursor.
+
+    One message per write keeps a resume exact: a message cut off by a lost connection is never
+    dispatched (it lacks its closing blank line), so the last ``id:`` a client has matches what it applied.
+    """
+    ends = time.monotonic() + lifetime
+    yield b"retry: 2000\nid: %s\nevent: ready\ndata: %s\n\n" % (str(cursor).encode(), dumps({"cursor": str(cursor), "output": True}))
+    while True:
+        left = ends - time.monotonic()
+        if left <= 0:
+            yield b"id: %s\nevent: end\ndata: %s\n\n" % (str(cursor).encode(), dumps({"reason": "reconnect", "cursor": str(cursor)}))
+            return
+        found, after = live_output.wait(cursor, filters, min(HEARTBEAT, left), stop=gone)
+        if gone():
+            return
+        ident = str(after).encode()
+        if found:
+            body = json.dumps({"events": found, "cursor": str(after)}, separators=(",", ":")).encode()
+            yield b"id: %s\nevent: events\ndata: %s\n\n" % (ident, body)
+        elif str(after) != str(cursor):
+            yield b"id: %s\n: heartbeat\n\n" % ident
+        else:
+            yield b": heartbeat\n\n"
+        cursor = after
 
 
 def _stream(app: App, cursor: int, filters: events.Filters, lifetime: float, gone: Callable[[], bool]) -> Iterator[bytes]:
@@ -113,21 +183,29 @@ def _stream(app: App, cursor: int, filters: events.Filters, lifetime: float, gon
 
 
 def feed(app: App, req: Request) -> Response | dict[str, Any]:
-    """Long-poll (JSON) or, with ``Accept: text/event-stream``, a stream of job and batch status changes."""
+    """Long-poll (JSON) or, with ``Accept: text/event-stream``, a stream of job and batch status changes (and output)."""
     filters = _filters(req)
+    output = _wants_output(app, req, filters)
     sse = "text/event-stream" in (req.header("Accept") or "")
     raw = req.arg("cursor")
     if sse and (raw is None or raw == "") and req.header("Last-Event-ID"):
         raw = req.header("Last-Event-ID")
-    cursor = events.parse_cursor(raw)
     timeout = 0.0 if sse else _timeout(req)
-    start = _start(cursor)
+    if output:
+        given = live_output.parse_cursor(raw)
+        start_at = live_output.Cursor(_start(None if given is None else given.change), given.positions if given else {})
+    else:
+        start = _start(events.parse_cursor(raw.partition("~")[0] if raw else raw))
     app.watchers.acquire(req.client)
     if sse:
-        response = Response(status=200, body=_stream(app, start, filters, LIFETIME, _gone(req)), content_type="text/event-stream")
+        body = _output_stream(start_at, filters, LIFETIME, _gone(req)) if output else _stream(app, start, filters, LIFETIME, _gone(req))
+        response = Response(status=200, body=body, content_type="text/event-stream")
         response.on_close.append(lambda: app.watchers.release(req.client))
         return response.header("Cache-Control", "no-store").header("X-Accel-Buffering", "no")
     try:
+        if output:
+            found, moved = live_output.wait(start_at, filters, timeout, stop=_gone(req))
+            return {"events": found, "cursor": str(moved), "output": True}
         found, after = events.wait(start, filters, timeout, stop=_gone(req))
     finally:
         app.watchers.release(req.client)
@@ -143,7 +221,8 @@ def routes(settings: Settings) -> list[Route]:
             "viewer",
             "Change feed of job and batch status: a long-poll answering {events, cursor} as soon as a change after the cursor"
             " exists (or empty after `timeout`); with Accept: text/event-stream, Server-Sent Events (`ready`, one message per"
-            " change with `id:` = cursor, heartbeat comments, `end` after a few minutes; Last-Event-ID resumes)",
+            " change with `id:` = cursor, heartbeat comments, `end` after a few minutes; Last-Event-ID resumes); output=true adds"
+            " the selected jobs' live output",
             response=FEED,
             query=[
                 Param(
@@ -154,12 +233,21 @@ def routes(settings: Settings) -> list[Route]:
                 Param("batch_id", {"type": "string", "format": "uuid"}, "Only changes of this batch (and its jobs)."),
                 Param("job_id", {"type": "string"}, "Only changes of these jobs (comma-separated ids, or repeated)."),
                 Param(
+                    "output",
+                    {"type": "boolean", "default": False},
+                    "true: also the selected jobs' output, as `output` events {kind, job_id, batch_id, stream, offset, length, data,"
+                    " encoding?} in order per job and stream (needs batch_id or job_id, and the role that reads job logs); the cursor"
+                    f" then holds the place in each job's output. At most {live_output.MAX_EVENT_BYTES // 1024} KiB per event and"
+                    f" {live_output.MAX_RESPONSE_BYTES // 1024} KiB per answer or stream write; a job's output comes before its final"
+                    " status. Without a cursor, running jobs' output from their first byte; cursor 0 gives a batch's from its start.",
+                ),
+                Param(
                     "timeout",
                     {"type": "number", "minimum": 0, "maximum": MAX_TIMEOUT, "default": DEFAULT_TIMEOUT},
                     "Long-poll: seconds to wait for the first change.",
                 ),
             ],
-            errors=(400, 410, 429, 503),
+            errors=(400, 403, 410, 429, 503),
             tag="jobs",
         )
     ]

@@ -7,14 +7,19 @@ few requests however many hosts it has.  An API without the feed (404) is
 polled job by job as before.  At the end a batch's jobs are read as one list
 and its output in one request (``GET /batches/:id?output=true``).
 
-Output is fetched incrementally by byte offsets (``GET /jobs/:id/logs?stdout_offset=N&stderr_offset=M``)
-and written to the matching local stream.  One job: byte for byte.  Several:
+Following output (``--follow``) reads the same stream with ``output=true``: the jobs'
+output arrives as ``output`` events (each with its byte offset), so following
+20 hosts costs the same few requests as one.  An API without output on the
+feed is polled job by job by byte offsets (``GET /jobs/:id/logs?stdout_offset=N&stderr_offset=M``),
+and so is the rest of a job whose output the feed did not carry.
+Output is written to the matching local stream.  One job: byte for byte.  Several:
 each line prefixed with the job's label (its server name).  Exit codes follow
 ``remora.errors.ExitCode``: a job that ran exits with its own code.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import sys
 import threading
@@ -34,6 +39,10 @@ POLL_MIN = 0.05
 POLL_MAX = 0.5
 STREAM_READ_TIMEOUT = 45.0  # seconds without a byte from the feed (it sends a heartbeat every 15 s) before giving up
 MAX_JOB_FILTER = 200  # jobs named in the feed's job_id filter; beyond, the client filters
+
+
+class _NoOutput(RemoraError):
+    """The API's change feed has no output events (an older API): follow by polling logs."""
 
 
 class WaitTimeout(RemoraError):
@@ -100,9 +109,12 @@ class Watcher:
         progress: bool = False,
         prefix: bool | None = None,
         use_feed: bool = False,
+        fresh: bool = False,
     ) -> None:
-        """``use_feed``: with ``follow`` and several jobs, skip the logs of jobs the change feed says are still queued."""
+        """``use_feed``: with ``follow`` and several jobs, skip the logs of jobs the change feed says are still queued
+        (when they are polled).  ``fresh``: the jobs were just submitted (the feed has every change of theirs)."""
         self.client = client
+        self.fresh = fresh
         self.use_feed = use_feed and len(jobs) > 1
         labels = labels_for(jobs)
         self.tracked = [Tracked(job=j, label=label) for j, label in zip(jobs, labels, strict=True)]
@@ -129,7 +141,7 @@ class Watcher:
 
     def _wait(self, deadline: float | None, on_change: Any) -> None:
         if self.follow:
-            self._loop(deadline, on_change)
+            self._follow(deadline, on_change)
             return
         try:
             self._wait_on_feed(deadline, on_change)
@@ -199,6 +211,98 @@ class Watcher:
                 raise
             finally:
                 stream.close()
+
+    # -- following output on the change feed -------------------------------------
+    def _follow(self, deadline: float | None, on_change: Any) -> None:
+        """Output and states from one stream (``output=true``); polling logs where the API has no such stream."""
+        batch = self.batch_id
+        if batch is None and len(self.tracked) > MAX_JOB_FILTER:
+            self._loop(deadline, on_change)
+            return
+        if not self.fresh:  # jobs that may have finished long ago (their changes pruned): those are read from their logs
+            for t in self.tracked:
+                if t.job.get("status") not in FINISHED:
+                    t.job = self.client.job(t.id)
+            if any(t.job.get("status") in FINISHED for t in self.tracked):
+                self._loop(deadline, on_change)
+                return
+        try:
+            self._output_on_feed(deadline, on_change, batch)
+        except RemoraError as exc:
+            slots_full = exc.status == 429 or (isinstance(exc, Unavailable) and not exc.details.get("url"))
+            if isinstance(exc, WaitTimeout) or not (isinstance(exc, (NotFound, Gone, _NoOutput)) or slots_full):
+                raise
+            self._loop(deadline, on_change)  # goes on from the offsets the feed reached
+            return
+        self._final_jobs()
+        rest = [t for t in self.tracked if self._missing(t)]
+        for t in rest:  # output the feed did not carry (written after the job's end): read from the logs
+            t.done = False
+        if rest:
+            self._loop(deadline, on_change)
+        for t in self.tracked:
+            self._flush_partial(t)
+
+    def _missing(self, t: Tracked) -> bool:
+        return any(int(t.job.get(f"{stream}_bytes") or 0) > t.offsets[stream] for stream in ("stdout", "stderr"))
+
+    def _output_on_feed(self, deadline: float | None, on_change: Any, batch: str | None) -> None:
+        """Read the stream from the jobs' start (cursor 0 with their batch or ids) until each job's final status."""
+        by_id = {t.id: t for t in self.tracked}
+        job_ids = None if batch else list(by_id)
+        cursor = "0"
+        while not all(t.done for t in self.tracked):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self._gave_up()
+            read_timeout = STREAM_READ_TIMEOUT if left is None else max(0.5, min(STREAM_READ_TIMEOUT, left + 0.5))
+            stream = self.client.event_stream(cursor, batch_id=batch, job_ids=job_ids, read_timeout=read_timeout, output=True)
+            try:
+                for message in stream:
+                    data = message.get("data")
+                    if message["event"] == "ready" and not (isinstance(data, dict) and data.get("output")):
+                        raise _NoOutput("the API's change feed carries no output")
+                    cursor = message.get("id") or cursor
+                    if message["event"] == "events" and isinstance(data, dict):
+                        for event in data.get("events") or []:
+                            self._feed_event(by_id, event, on_change)
+                    if all(t.done for t in self.tracked):
+                        return
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self._gave_up()
+                    if message["event"] == "end":
+                        break
+            except Unavailable:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._gave_up()
+                raise
+            finally:
+                stream.close()
+
+    def _feed_event(self, by_id: dict[str, Tracked], event: dict[str, Any], on_change: Any) -> None:
+        if event.get("kind") == "output":
+            self._output(by_id.get(str(event.get("job_id"))), event)
+        elif self._apply(by_id, event):
+            t = by_id[str(event["job_id"])]
+            if t.done:  # a job's final status comes after all its output
+                self._flush_partial(t)
+            if on_change:
+                on_change()
+
+    def _output(self, t: Tracked | None, event: dict[str, Any]) -> None:
+        """Write one output event's bytes that follow what was written already (a repeat is skipped)."""
+        stream = str(event.get("stream"))
+        if t is None or stream not in t.offsets:
+            return
+        raw = str(event.get("data") or "")
+        chunk = base64.b64decode(raw) if event.get("encoding") == "base64" else raw.encode("utf-8", "surrogateescape")
+        skip = t.offsets[stream] - int(event.get("offset") or 0)
+        if skip < 0 or skip >= len(chunk):
+            return
+        chunk = chunk[skip:]
+        t.offsets[stream] += len(chunk)
+        if stream in self.streams:
+            self._emit(t, stream, chunk)
 
     def _gave_up(self) -> None:
         pending = ", ".join(short(t.id) for t in self.tracked if not t.done)

@@ -139,7 +139,9 @@ def logs(
 ) -> None:
     """Print a job's output: stdout to stdout, stderr to stderr, byte for byte.
 
-    With --follow it streams until the job finishes and exits with the job's exit code.
+    With --follow it streams until the job finishes (from the API's change feed,
+    or by polling its log on an API without live output) and exits with the
+    job's exit code.
 
     Example: remora jobs logs 3f2a1b --follow
     """

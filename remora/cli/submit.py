@@ -18,7 +18,7 @@ WaitOpt = Annotated[
     bool, typer.Option("--wait", "-w", help="Block until the job(s) finish, print their stdout/stderr; exit with the job's exit code.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="With --wait: do not print the jobs' output, only wait.")]
-FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Stream stdout/stderr live (implies --wait).")]
+FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Stream stdout/stderr live, every host over one stream (implies --wait).")]
 
 
 def parse_timeout(value: str | None) -> int | None:
@@ -120,7 +120,8 @@ def submit(
 
     Without --wait/--follow it prints the new job id(s) and exits 0. --wait
     prints the jobs' stdout and stderr when they finish (--quiet: only waits);
-    --follow streams them live and, on several servers, ends with a summary
+    --follow streams them live (every host's lines, prefixed by its name, over
+    one stream from the API) and, on several servers, ends with a summary
     per host. Both exit with the job's own exit code (0-255); several
     servers: non-zero when any failed. Remora's own outcomes: 124 timed out,
     125 canceled, 69 API unreachable, 75 gave up waiting.
@@ -185,7 +186,7 @@ def finish(
     if not follow and not as_json and stderr_tty():
         for job in jobs:
             err(f"[dim]submitted {short(job['id'])} on {server_name(job)}[/]")
-    watcher = Watcher(client, jobs, follow=follow, progress=not follow and len(jobs) > 1 and stderr_tty(), use_feed=True)
+    watcher = Watcher(client, jobs, follow=follow, progress=not follow and len(jobs) > 1 and stderr_tty(), use_feed=True, fresh=True)
     try:
         final = watcher.run()
     except KeyboardInterrupt:
@@ -259,7 +260,9 @@ def run(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print what would be submitted; submit nothing.")] = False,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Block until every job finished; exit with their code.")] = False,
-    follow: Annotated[bool, typer.Option("--follow", help="Stream output live, lines prefixed by server (implies --wait).")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Stream output live over one stream, lines prefixed by server (implies --wait).")
+    ] = False,
     as_json: JsonOpt = False,
     api_url: ApiUrlOpt = None,
     token: TokenOpt = None,

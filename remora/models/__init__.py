@@ -187,6 +187,7 @@ class Job(BaseModel):
             (("server", "created_at"), False),
             (("status", "updated_at"), False),
             (("updated_at",), False),  # MAX(updated_at): the cheap change marker behind list ETags
+            (("batch_id", "status"), False),  # a batch's running jobs, each wake of a feed that follows output
         )
 
     @property

@@ -9,7 +9,8 @@ transaction-level advisory lock first, so change rows commit one transaction
 at a time in id order.
 
 ``NOTIFY`` is a process-local condition: the feed's waiters in this process
-wake at once when a change is written here; changes made by other processes
+wake at once when a change (or, for those following output, an output chunk:
+``remora.models.hot.append_output``) is written here; changes made by other processes
 (workers elsewhere) are found by their periodic query.
 """
 
@@ -29,22 +30,32 @@ _SQL: dict[tuple[type, str], str] = {}
 
 
 class _Notify:
-    """A generation counter with a condition: ``bump`` after a write, ``wait_past`` until the generation moves."""
+    """Generation counters with a condition: ``bump`` after a write, ``wait_past`` until the generation moves.
+
+    ``generation`` counts change rows written in this process, ``output_generation`` output chunks
+    (``bump(output=True)``): a waiter that follows output too waits on both (``mark(output=True)``).
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.generation = 0
+        self.output_generation = 0
 
-    def bump(self) -> None:
+    def mark(self, output: bool = False) -> int:
+        return self.generation + (self.output_generation if output else 0)
+
+    def bump(self, *, output: bool = False) -> None:
         with self._cond:
-            self.generation += 1
+            if output:
+                self.output_generation += 1
+            else:
+                self.generation += 1
             self._cond.notify_all()
 
-    def wait_past(self, generation: int, timeout: float) -> int:
+    def wait_past(self, generation: int, timeout: float, *, output: bool = False) -> int:
         with self._cond:
-            if self.generation == generation:
-                self._cond.wait(timeout)
-            return self.generation
+            self._cond.wait_for(lambda: self.mark(output) != generation, timeout)
+            return self.mark(output)
 
 
 NOTIFY = _Notify()

@@ -96,19 +96,25 @@ def read(cursor: int, filters: Filters, limit: int = MAX_EVENTS) -> tuple[list[d
     return [event_dict(row) for row in rows], int(rows[-1].id)
 
 
-def wait(cursor: int, filters: Filters, timeout: float, *, stop: Any = None) -> tuple[list[dict[str, Any]], int]:
-    """Changes after ``cursor`` matching ``filters``, waiting up to ``timeout`` seconds for the first one."""
+def wait(
+    cursor: Any, filters: Filters, timeout: float, *, stop: Any = None, reader: Any = None, output: bool = False
+) -> tuple[list[dict[str, Any]], Any]:
+    """Changes after ``cursor`` matching ``filters``, waiting up to ``timeout`` seconds for the first one.
+
+    ``reader`` (default ``read``) reads them; ``output``: output written in this process wakes the wait too.
+    """
+    read_events = reader or read
     deadline = time.monotonic() + max(0.0, timeout)
     settle_until = 0.0
     while True:
-        generation = NOTIFY.generation
-        events, cursor = read(cursor, filters)
+        generation = NOTIFY.mark(output)
+        events, cursor = read_events(cursor, filters)
         models.release_connection()
         queried = now = time.monotonic()
         if events or now >= deadline or (stop is not None and stop()):
             return events, cursor
         pause = SETTLE_POLL if now < settle_until else POLL_INTERVAL
-        woken = NOTIFY.wait_past(generation, min(pause, deadline - now))
+        woken = NOTIFY.wait_past(generation, min(pause, deadline - now), output=output)
         if woken != generation:
             settle_until = time.monotonic() + SETTLE_TIME
             time.sleep(max(0.0, min(queried + MIN_GAP, deadline) - time.monotonic()))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.apiclient import ok
+from tests.browser.apiclient import ok, submit
 from tests.browser.pages import signed_in
 
 
@@ -67,3 +67,24 @@ def test_a_running_batch_and_the_job_list_update_from_the_feed(page, remora_stac
     row = page.locator(f"tr[data-id='{job['id']}']")
     expect(row).to_be_visible(timeout=10_000)
     expect(row).to_contain_text("completed", timeout=10_000)
+
+
+def test_the_job_view_shows_a_running_jobs_output_from_the_feed_without_polling_its_log(page, remora_stack, gate):
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/v1/" in r.url else None)
+    command = f"echo first; echo warn >&2; while [ ! -e {gate} ]; do sleep 0.05; done; echo second"
+    job = submit(remora_stack, command)
+    signed_in(page, remora_stack, route=f"jobs?job={job['id']}")
+    log = page.locator("#log-box pre[data-stream=combined]")
+    expect(log).to_contain_text("first", timeout=15_000)
+    expect(page.locator("#jv-status")).to_contain_text("running")
+    gate.write_text("")
+    expect(log).to_contain_text("second", timeout=15_000)
+    expect(page.locator("#jv-status")).to_contain_text("completed", timeout=10_000)
+    assert sorted(log.inner_text().splitlines()) == ["first", "second", "warn"], log.inner_text()
+    page.click("#tab-stdout")
+    expect(page.locator("#log-box pre[data-stream=stdout]")).to_have_text("first\nsecond\n")
+    page.click("#tab-stderr")
+    expect(page.locator("#log-box pre[data-stream=stderr]")).to_have_text("warn\n")
+    assert any("/events?" in url and "output=true" in url for url in requests), requests
+    assert not [url for url in requests if "/logs" in url], requests

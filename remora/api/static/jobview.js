@@ -1,5 +1,7 @@
-// Live job view (side panel): status, timings, incremental logs in three tabs.
-import { get, getBlob, post } from './api.js';
+// Live job view (side panel): status, timings, logs in three tabs. A running job's output comes from the
+// change feed (one stream, output events in the order the job wrote them); a finished job's, or an API's
+// without live output, from the incremental logs endpoint.
+import { get, getBlob, post, streamEvents } from './api.js';
 import { clearPanelParam, showJob } from './app.js';
 import { jobAction, rowActions } from './jobs.js';
 import { LogView, utf8Length } from './logview.js';
@@ -50,6 +52,7 @@ export function openJobView(id) {
   let job = null;
   let offsets = { stdout: 0, stderr: 0 };
   let logTimer = null;
+  let feed = null; // AbortController of the output stream while it runs
   let metaTimer = null;
   let tickTimer = null;
   const trimmedNote = () => setText(logNote, 'Older lines were dropped from this view to keep it fast; use Download for the full output.');
@@ -62,6 +65,7 @@ export function openJobView(id) {
     content,
     onClose: () => {
       stopped = true;
+      feed?.abort();
       clearTimeout(logTimer);
       clearTimeout(metaTimer);
       clearInterval(tickTimer);
@@ -217,6 +221,51 @@ export function openJobView(id) {
     if (!stopped) logTimer = setTimeout(pollLogs, behind ? 0 : document.hidden ? 3000 : LOG_POLL_MS);
   }
 
+  function outputText(event, decoders) {
+    if (event.encoding !== 'base64') return event.data;
+    const bytes = Uint8Array.from(atob(event.data), (c) => c.charCodeAt(0));
+    return decoders[event.stream].decode(bytes, { stream: true });
+  }
+
+  // Follow the job's output on the change feed from `offsets` (the cursor names the job's place in each
+  // stream: change 0, then the first 12 hex digits of its id and the two offsets). Its final status comes
+  // after all its output. An API without live output, or a stream that breaks, falls back to pollLogs.
+  async function followOutput() {
+    const stop = new AbortController();
+    feed = stop;
+    const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+    let cursor = `0~${id.replace(/-/g, '').slice(0, 12)}:${offsets.stdout}:${offsets.stderr}`;
+    let supported = false;
+    let ended = false;
+    while (!stopped && !ended) {
+      try {
+        await streamEvents(`events?${new URLSearchParams({ job_id: id, output: 'true', cursor })}`, (kind, data) => {
+          if (kind === 'ready') { supported = data?.output === true; if (!supported) stop.abort(); return; }
+          if (kind === 'end') { if (data?.cursor) cursor = data.cursor; return; }
+          if (kind !== 'events' || !data) return;
+          cursor = data.cursor;
+          for (const event of data.events || []) {
+            if (event.kind === 'output' && event.offset === offsets[event.stream]) {
+              addOutput(event.stream, outputText(event, decoders));
+              offsets[event.stream] += event.length;
+            } else if (event.kind === 'job' && FINISHED.has(event.status)) {
+              ended = true;
+            }
+          }
+          if (ended) stop.abort();
+        }, { signal: stop.signal });
+      } catch (err) {
+        if (!ended && !stopped) break;
+      }
+      if (!supported) break;
+    }
+    feed = null;
+    if (stopped) return;
+    if (!ended) { pollLogs(); return; }
+    refreshMeta();
+    if (views[active].isEmpty) setText(placeholder, 'This job printed nothing.');
+  }
+
   tickTimer = setInterval(() => { if (job?.status === 'running') setText(content.querySelector('#jv-duration'), formatDuration(jobDuration(job))); }, 1000);
 
   (async () => {
@@ -230,7 +279,8 @@ export function openJobView(id) {
         setText(logNote, `Showing the last ${formatBytes(INITIAL_TAIL_BYTES)} of each stream; use Download for the full output.`);
       }
     }
-    pollLogs();
+    if (FINISHED.has(job.status)) pollLogs();
+    else followOutput();
   })();
   return panel;
 }
