@@ -79,7 +79,26 @@ _JOB_HEAD = struct.Struct(">BBHHHBdddB")
 _U32 = struct.Struct(">I")
 
 
-def encode_job(job: Entry) -> bytes:
+# Where a job's body lies in the log (``Entry.body`` holds this int instead of the bytes once logged):
+# offset << LOC_SHIFT | length << 1 | file, file 0 = wal.N, 1 = snapshot.N (N: the current generation).
+INLINE_BODY = 64  # a body up to this many bytes stays in memory: the int and the read would cost more
+LOC_SHIFT = 26  # 25 bits of length (MAX_RECORD) and the file bit below the offset
+_LEN_MASK = (1 << (LOC_SHIFT - 1)) - 1
+IN_SNAPSHOT = 1
+
+
+def body_loc(offset: int, length: int, in_snapshot: int = 0) -> int:
+    return offset << LOC_SHIFT | length << 1 | in_snapshot
+
+
+def encode_job(job: Entry, body: bytes | None = None) -> bytes:
+    """A job's J_PUT payload; ``body``: its bytes when ``job.body`` is a location in the log.
+
+    The body comes last but for the optional group tail (``_body_end``): its place in the record is
+    known from the record's length, so the log can point at it."""
+    if body is None:
+        body = job.body  # type: ignore[assignment]
+    assert isinstance(body, bytes)
     jid = job.id.encode()
     parts = [
         _JOB_HEAD.pack(
@@ -89,20 +108,25 @@ def encode_job(job: Entry) -> bytes:
         _s8(job.queue),
         _s8(job.worker) if job.worker else b"\x00",
         _s16(job.reason) if job.reason else b"\x00\x00",
-        _U32.pack(len(job.body)),
-        job.body,
+        _U32.pack(len(body)),
+        body,
     ]
     if job.group is not None:  # optional tail: records without it (older logs) read as ungrouped
         parts += (_s8(job.group.name), struct.pack(">H", job.group.limit))
     return b"".join(parts)
 
 
-def encode(kind: int, job: Entry, arg: Any) -> bytes:
-    """One framed record for an engine journal entry."""
+def _body_end(job: Entry) -> int:
+    """Bytes after the body in a J_PUT record: the group tail."""
+    return 0 if job.group is None else 3 + len(job.group.name.encode())
+
+
+def encode(kind: int, job: Entry, arg: Any, body: bytes | None = None) -> bytes:
+    """One framed record for an engine journal entry (``body``: see ``encode_job``)."""
     if kind == e.J_DELETE or kind == e.J_CANCEL:
         payload = _s8(job.id)
     elif kind == e.J_PUT:
-        payload = encode_job(job)
+        payload = encode_job(job, body)
     elif kind == e.J_RESERVE:
         payload = _s8(job.id) + _s8(arg)
     elif kind == e.J_RELEASE:
@@ -138,14 +162,25 @@ class _Cursor:
         return self.take(struct.unpack(">H", self.take(2))[0]).decode()
 
 
-def decode(data: bytes) -> tuple[int, Any, Any]:
-    """(kind, Entry or id, arg) of one record's kind + payload."""
+def decode(data: bytes, base: int = -1, in_snapshot: int = 0) -> tuple[int, Any, Any]:
+    """(kind, Entry or id, arg) of one record's kind + payload.
+
+    ``base``: the file offset of ``data`` (-1: not from a file); a J_PUT body over ``INLINE_BODY``
+    read from a file then becomes its location in that file (``body_loc``), not a copy."""
     kind = data[0]
     c = _Cursor(data, 1)
     if kind == e.J_PUT:
         priority, state, attempt, expired, max_attempts, cancel, ttr, created, at = struct.unpack(">BBHHHBddd", c.take(_JOB.size))
         job_id, queue, worker, reason = c.s8(), c.s8(), c.s8(), c.s16()
-        body = c.take(struct.unpack(">I", c.take(4))[0])
+        (length,) = struct.unpack(">I", c.take(4))
+        body: bytes | int
+        if base >= 0 and length > INLINE_BODY:
+            if c.pos + length > len(data):
+                raise ValueError("short record")
+            body = body_loc(base + c.pos, length, in_snapshot)
+            c.pos += length
+        else:
+            body = c.take(length)
         job = Entry(job_id, queue, priority, ttr, max_attempts, body, created)
         job.state, job.attempt, job.expired, job.cancel, job.at = state, attempt, expired, bool(cancel), at
         job.worker, job.reason = worker or None, reason or None
@@ -170,8 +205,10 @@ def decode(data: bytes) -> tuple[int, Any, Any]:
     raise ValueError(f"unknown record kind {kind}")
 
 
-def read_records(path: Path) -> tuple[list[tuple[int, Any, Any]], int, int]:
-    """(records, good_bytes, file_size): records up to the first torn or corrupt one."""
+def read_records(path: Path, in_snapshot: int = 0) -> tuple[list[tuple[int, Any, Any]], int, int]:
+    """(records, good_bytes, file_size): records up to the first torn or corrupt one.
+
+    Job bodies over ``INLINE_BODY`` come back as their location in ``path`` (see ``decode``)."""
     data = path.read_bytes()
     out = []
     pos, n = 0, len(data)
@@ -186,7 +223,7 @@ def read_records(path: Path) -> tuple[list[tuple[int, Any, Any]], int, int]:
         if zlib.crc32(body) != crc:
             break
         try:
-            out.append(decode(body))
+            out.append(decode(body, pos + REC.size, in_snapshot))
         except (ValueError, IndexError, UnicodeDecodeError, struct.error):
             break
         pos = end
@@ -222,6 +259,7 @@ class WriteAheadLog:
         self.fsyncs = 0
         self.inline_fsyncs = 0  # of ``fsyncs``: done by the I/O thread itself (the sync thread idle)
         self._buf = bytearray()
+        self._rfds = [-1, -1]  # read-only fds of wal.N and snapshot.N: job bodies are read back from them
         self._allocated = 0  # the log file's size: records end at log_bytes, zeros (preallocated) after them
         self._preallocate = True  # off after a failed posix_fallocate (full disk, no support) until the next file
         self._pending_records = 0
@@ -255,9 +293,10 @@ class WriteAheadLog:
         self.gen = max(snaps[-1] if snaps else 0, 0)
         report: dict[str, Any] = {"generation": self.gen, "snapshot_jobs": 0, "log_records": 0, "dropped_bytes": 0, "dropped_at": None}
         journal, engine.journal = engine.journal, None
+        engine.read_body = self.body
         snap = self.dir / f"snapshot.{self.gen}"
         if snap.exists():
-            records, good, size = read_records(snap)
+            records, good, size = read_records(snap, IN_SNAPSHOT)
             if good != size:
                 log.error("queue: snapshot %s is damaged after %d jobs; the rest is lost", snap, len(records))
                 report["snapshot_damaged"] = True
@@ -289,6 +328,7 @@ class WriteAheadLog:
         engine.rebuild()
         engine.journal = journal
         self.fd = os.open(wal_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        self._open_readers(wal_path, snap)
         self._allocated = self.log_bytes
         _fsync_dir(self.dir)
         for old in [g for g in snaps + wals if g < self.gen]:
@@ -307,10 +347,42 @@ class WriteAheadLog:
         )
         return report
 
+    def _open_readers(self, wal_path: Path, snap: Path) -> None:
+        """Open (or reopen, after a compaction) the read-only fds job bodies are read back from."""
+        old = self._rfds
+        self._rfds = [os.open(wal_path, os.O_RDONLY), os.open(snap, os.O_RDONLY) if snap.exists() else -1]
+        for fd in old:
+            if fd >= 0:
+                os.close(fd)
+
+    # -- job bodies -----------------------------------------------------------
+    def body(self, loc: int) -> bytes:
+        """The body at ``loc`` (``body_loc``): read back from the log, or from the buffer when not yet written.
+
+        Bodies over ``INLINE_BODY`` are kept only here, not in memory: 100,000 ready jobs of 200 bytes
+        are 20+ MiB less, for one ``pread`` per reservation, PEEK or LIST (page cache in practice)."""
+        offset, length = loc >> LOC_SHIFT, (loc >> 1) & _LEN_MASK
+        if loc & IN_SNAPSHOT:
+            return os.pread(self._rfds[1], length, offset)
+        written = self.log_bytes
+        if offset >= written:  # still in the buffer (or held there while the disk is full)
+            start = offset - written
+            return bytes(self._buf[start : start + length])
+        return os.pread(self._rfds[0], length, offset)
+
     # -- appending ----------------------------------------------------------
     def record(self, kind: int, job: Entry, arg: Any) -> None:
-        """The engine's journal callback: buffer one record."""
-        self._buf += encode(kind, job, arg)
+        """The engine's journal callback: buffer one record.
+
+        A PUT's body over ``INLINE_BODY`` leaves memory: ``job.body`` becomes its place in the log."""
+        data = encode(kind, job, arg)
+        buf = self._buf
+        if kind == e.J_PUT:
+            body = job.body
+            if isinstance(body, bytes) and len(body) > INLINE_BODY:
+                end = self.log_bytes + len(buf) + len(data) - _body_end(job)
+                job.body = body_loc(end - len(body), len(body))
+        buf += data
         self._pending_records += 1
 
     def flush(self) -> int:
@@ -457,6 +529,10 @@ class WriteAheadLog:
                 log.exception("queue: cannot cut the preallocated tail off the log (recovery will)")
             os.close(self.fd)
             self.fd = -1
+        for fd in self._rfds:
+            if fd >= 0:
+                os.close(fd)
+        self._rfds = [-1, -1]
 
     # -- compaction ---------------------------------------------------------
     def should_compact(self, live_jobs: int) -> bool:
@@ -475,25 +551,39 @@ class WriteAheadLog:
         gen = self.gen + 1
         tmp = self.dir / f"snapshot.{gen}.tmp"
         count = 0
+        moved: list[tuple[Entry, int]] = []  # bodies kept in the log: their place in the new snapshot
+        body_of = self.body
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             os.fchmod(fh.fileno(), 0o600)
             chunk = bytearray()
+            written = 0
             for job in engine.live_jobs():
-                chunk += encode(e.J_PUT, job, None)
+                loc = job.body
+                if isinstance(loc, bytes):
+                    chunk += encode(e.J_PUT, job, None)
+                else:
+                    body = body_of(loc)
+                    chunk += encode(e.J_PUT, job, None, body)
+                    moved.append((job, body_loc(written + len(chunk) - _body_end(job) - len(body), len(body), IN_SNAPSHOT)))
                 count += 1
                 if len(chunk) > 1 << 20:
                     fh.write(chunk)
+                    written += len(chunk)
                     chunk.clear()
             fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.dir / f"snapshot.{gen}")
+        snap = self.dir / f"snapshot.{gen}"
+        os.replace(tmp, snap)
         new_fd = os.open(self.dir / f"wal.{gen}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         _fsync_dir(self.dir)
         with self._file_lock:
             old_fd, self.fd = self.fd, new_fd
             old_gen, self.gen = self.gen, gen
         os.close(old_fd)
+        self._open_readers(self.dir / f"wal.{gen}", snap)
+        for job, loc in moved:
+            job.body = loc
         for name in (f"snapshot.{old_gen}", f"wal.{old_gen}"):
             (self.dir / name).unlink(missing_ok=True)
         dropped = self.records - count
