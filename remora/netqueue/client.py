@@ -216,12 +216,12 @@ class QueueClient:
             try:
                 link = self._get_link(opcode in NOT_RESENT)
                 rid = self._next_rid()
-                call = link.send(rid, p.frame(opcode, rid, body))
-                sent = True
-                link.wait(rid, call, time.monotonic() + CALL_TIMEOUT + wait)
+                sent = True  # unless the LinkLost says it was not (the link was already broken, or sendall failed)
+                call = link.call(rid, p.frame(opcode, rid, body), time.monotonic() + CALL_TIMEOUT + wait)
             except TimeoutError:
                 raise QueueUnavailable(f"NetQueue at {self.addr} sent no reply within {CALL_TIMEOUT + wait:.0f}s") from None
             except LinkLost as exc:
+                sent = sent and exc.sent
                 if self._closed or (sent and opcode in NOT_RESENT) or (attempt >= 2 and time.monotonic() >= give_up):
                     raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
                 if attempt >= 2:

@@ -21,7 +21,11 @@ PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # an int: the enum's | co
 
 
 class LinkLost(Exception):
-    """The connection broke (or could not be made); ``sent`` says whether the request left."""
+    """The connection broke (or could not be made); ``sent`` says whether the request may have left."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class Call:
@@ -70,6 +74,41 @@ class Link:
         except OSError as exc:
             self.fail(exc)
             raise LinkLost(str(exc)) from None
+        return call
+
+    def call(self, rid: int, data: bytes, deadline: float) -> Call:
+        """Send a request and wait for its reply: ``send`` + ``wait`` in one go.
+
+        A lone caller (no other call outstanding, nobody reading) becomes the reader as it sends, so
+        a synchronous call takes the mutex once before its reply instead of three times."""
+        call = Call()
+        with self.mutex:
+            if self.error is not None:
+                raise LinkLost(str(self.error), sent=False)
+            lone = not self.calls and not self.reading
+            if lone:
+                self.reading = True
+            self.calls[rid] = call
+        try:
+            with self.send_lock:
+                self.sock.sendall(data)
+        except OSError as exc:
+            if lone:
+                self.reading = False
+            self.fail(exc)
+            raise LinkLost(str(exc), sent=False) from None
+        if not lone:
+            self.wait(rid, call, deadline)
+            return call
+        try:
+            self._read_until(rid, call, deadline)
+        finally:
+            with self.mutex:
+                self.reading = False
+                if self.followers:
+                    self.cond.notify_all()  # one of them becomes the reader
+        if call.error is not None:
+            raise LinkLost(str(call.error))
         return call
 
     def wait(self, rid: int, call: Call, deadline: float) -> None:
