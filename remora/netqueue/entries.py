@@ -56,11 +56,13 @@ def _spec(ttr: float, max_attempts: int) -> tuple[float, int]:
 
 
 class Entry:
-    """One job.  Memory is the budget (100,000 ready jobs in tens of MiB): 14 slots, 144 bytes a job.
+    """One job.  Memory is the budget (100,000 ready jobs in tens of MiB): 12 slots, 128 bytes a job.
 
     Fields read on every PUT and RESERVE are plain slots; the rest share slots behind properties:
     ``ttr`` and ``max_attempts`` (one interned pair, ``spec``), ``attempt`` and ``expired`` (one int,
-    ``counts``: both are u16 in the log), ``cancel`` and ``blocked`` (bits of ``flags``).
+    ``counts``: both are u16 in the log), ``cancel`` and ``blocked`` (bits of ``flags``), and
+    ``note``: ``(worker, since)`` of a reserved job, the ``reason`` of a dead one (a job has a
+    worker only while reserved and a reason only while dead; the getters say None otherwise).
     """
 
     __slots__ = (
@@ -71,13 +73,11 @@ class Entry:
         "flags",
         "group",
         "id",
+        "note",
         "priority",
         "queue",
-        "reason",
-        "since",
         "spec",
         "state",
-        "worker",
     )
 
     def __init__(self, job_id: str, queue: str, priority: int, ttr: float, max_attempts: int, body: bytes | int, created: float) -> None:
@@ -91,10 +91,8 @@ class Entry:
         self.counts = 0
         self.flags = 0
         self.at = created
-        self.worker: str | None = None
-        self.reason: str | None = None
+        self.note: tuple[str | None, float] | str | None = None
         self.group: Group | None = None  # its concurrency group (e.g. the server it runs on)
-        self.since = created  # "ready since" of a reserved job: where it goes back if handed back unstarted
 
     @property
     def ttr(self) -> float:
@@ -129,6 +127,39 @@ class Entry:
     @expired.setter
     def expired(self, value: int) -> None:
         self.counts = min(value, 0xFFFF) << 16 | (self.counts & 0xFFFF)
+
+    @property
+    def worker(self) -> str | None:
+        """The worker holding a reserved job (None: none named, or not reserved)."""
+        note = self.note
+        return note[0] if self.state == RESERVED and note.__class__ is tuple else None  # type: ignore[index]
+
+    @worker.setter
+    def worker(self, value: str | None) -> None:
+        if self.state == RESERVED:
+            self.note = (value, self.since)
+
+    @property
+    def since(self) -> float:
+        """ "Ready since" of a reserved job: where it goes back if handed back unstarted."""
+        note = self.note
+        return note[1] if note.__class__ is tuple else self.created  # type: ignore[index,return-value]
+
+    @since.setter
+    def since(self, value: float) -> None:
+        if self.state == RESERVED:
+            self.note = (self.worker, value)
+
+    @property
+    def reason(self) -> str | None:
+        """Why a dead job died."""
+        note = self.note
+        return note if self.state == DEAD and note.__class__ is str else None  # type: ignore[return-value]
+
+    @reason.setter
+    def reason(self, value: str | None) -> None:
+        if value is not None or self.state == DEAD:
+            self.note = value
 
     @property
     def cancel(self) -> bool:
@@ -345,7 +376,7 @@ def replay(jobs: dict[str, Entry], kind: int, job_id: str, arg: Any = None) -> b
     if job is None:
         return False
     if kind == J_RESERVE:
-        job.state, job.attempt, job.worker, job.since = RESERVED, job.attempt + 1, arg or None, job.at
+        job.state, job.attempt, job.note = RESERVED, job.attempt + 1, (arg or None, job.at)
     elif kind == J_DELETE:
         job.state = DELETED
         del jobs[job_id]

@@ -114,8 +114,7 @@ class JobIndex:
     def _make_reserved(self, job: Entry, now: float, worker: str) -> None:
         job.state = RESERVED
         job.attempt += 1
-        job.worker = worker or None
-        job.since = job.at
+        job.note = (worker or None, job.at)  # worker and "ready since" (see ``Entry``)
         if job.group is not None:
             job.group.held += 1
         job.at = now + job.ttr

@@ -30,8 +30,11 @@ Contracts:
 - ``recover()`` loads the newest snapshot and replays its log; the first
   record that is short or fails its CRC ends the log: the file is truncated
   there and the report says how many bytes and records were dropped.
-- ``maybe_compact()`` starts a new generation from the live jobs when most
-  logged records are dead, so the log cannot grow without bound.
+- ``compact()`` starts a new generation from the live jobs (the server calls it
+  when ``should_compact``: most logged records are dead), so the log cannot grow.
+- A job body over ``INLINE_BODY`` bytes is kept only in the log: ``record()``
+  turns ``Entry.body`` into its place there (``body_loc``), ``body()`` reads it
+  back, recovery and ``compact()`` point the jobs at their bodies' new places.
 """
 
 from __future__ import annotations
@@ -537,12 +540,6 @@ class WriteAheadLog:
     # -- compaction ---------------------------------------------------------
     def should_compact(self, live_jobs: int) -> bool:
         return self.records >= COMPACT_MIN_RECORDS and self.records >= COMPACT_DEAD_RATIO * max(live_jobs, 1)
-
-    def maybe_compact(self, engine: Engine) -> bool:
-        if not self.should_compact(len(engine.jobs)):
-            return False
-        self.compact(engine)
-        return True
 
     def compact(self, engine: Engine) -> None:
         """Start generation N+1 from the live jobs (call with the engine lock held)."""
