@@ -9,12 +9,7 @@ Files in the data directory (``N`` is the generation; the directory is kept
                  preallocated PREALLOCATE bytes at a time: zeros after the last
                  record are unused space, cut at recovery and at a clean close)
 
-Record layout (both files)::
-
-    u32 length   bytes of kind + payload
-    u32 crc32    of kind + payload
-    u8  kind     entries.J_* (J_PUT carries a whole job; the others an id and a field or two)
-    ... payload
+Both files hold CRC-checked records (layout and codec: ``remora.netqueue.records``).
 
 Contracts:
 - ``record()`` only buffers; ``flush()`` writes the buffer with one write()
@@ -23,8 +18,9 @@ Contracts:
   server holds replies until ``durable`` passes their LSN; the sync thread
   runs one ``fdatasync`` for everything written before it started (group
   commit) and calls ``on_durable``; while nothing is asked of the thread
-  (``sync_idle()``) the I/O thread syncs its batch itself (``sync_inline()``),
-  without the hand-off.  ``interval`` syncs at most every
+  (``sync_idle()``) the I/O thread syncs its batch itself, without the
+  hand-off: ``flush(dsync=True)`` writes it with ``RWF_DSYNC`` (write and sync
+  in one system call) when everything before is durable, else ``sync_inline()``.  ``interval`` syncs at most every
   ``fsync_interval`` seconds and ``never`` leaves it to the OS; both count a
   write as durable at once (a process crash loses nothing, a power cut may).
 - ``recover()`` loads the newest snapshot and replays its log; the first
@@ -41,196 +37,33 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from remora.netqueue import entries as e
 from remora.netqueue.engine import Engine
-from remora.netqueue.entries import Entry, Group
+from remora.netqueue.entries import Entry
+from remora.netqueue.records import (  # noqa: F401  (REC, INLINE_BODY: the log's layout, named here too)
+    IN_SNAPSHOT,
+    INLINE_BODY,
+    LEN_MASK,
+    LOC_SHIFT,
+    REC,
+    body_end,
+    body_loc,
+    encode,
+    read_records,
+)
 
 log = logging.getLogger(__name__)
 
-REC = struct.Struct(">II")
-_JOB = struct.Struct(">BBHHHBddd")
-_AT = struct.Struct(">d")
-_STATE_AT = struct.Struct(">Bd")
-_PRIO_AT = struct.Struct(">Bd")
-MAX_RECORD = 16 * 1024 * 1024
-_BYTE = [bytes((k,)) for k in range(256)]
-_KINDS = _BYTE
 COMPACT_MIN_RECORDS = 50000  # never compact a log smaller than this
 COMPACT_DEAD_RATIO = 4  # compact when records >= ratio * live jobs
 PREALLOCATE = 4 * 1024 * 1024  # the log file grows by this much at a time (posix_fallocate), ahead of its records
-
-
-def _s8(text: str | None) -> bytes:
-    data = (text or "").encode()
-    return _BYTE[len(data)] + data
-
-
-def _s16(text: str | None) -> bytes:
-    data = (text or "").encode()[:65535]
-    return struct.pack(">H", len(data)) + data
-
-
-_JOB_HEAD = struct.Struct(">BBHHHBdddB")
-_U32 = struct.Struct(">I")
-
-
-# Where a job's body lies in the log (``Entry.body`` holds this int instead of the bytes once logged):
-# offset << LOC_SHIFT | length << 1 | file, file 0 = wal.N, 1 = snapshot.N (N: the current generation).
-INLINE_BODY = 64  # a body up to this many bytes stays in memory: the int and the read would cost more
-LOC_SHIFT = 26  # 25 bits of length (MAX_RECORD) and the file bit below the offset
-_LEN_MASK = (1 << (LOC_SHIFT - 1)) - 1
-IN_SNAPSHOT = 1
-
-
-def body_loc(offset: int, length: int, in_snapshot: int = 0) -> int:
-    return offset << LOC_SHIFT | length << 1 | in_snapshot
-
-
-def encode_job(job: Entry, body: bytes | None = None) -> bytes:
-    """A job's J_PUT payload; ``body``: its bytes when ``job.body`` is a location in the log.
-
-    The body comes last but for the optional group tail (``_body_end``): its place in the record is
-    known from the record's length, so the log can point at it."""
-    if body is None:
-        body = job.body  # type: ignore[assignment]
-    assert isinstance(body, bytes)
-    jid = job.id.encode()
-    parts = [
-        _JOB_HEAD.pack(
-            job.priority, job.state, job.attempt, job.expired, job.max_attempts, job.cancel, job.ttr, job.created, job.at, len(jid)
-        ),
-        jid,
-        _s8(job.queue),
-        _s8(job.worker) if job.worker else b"\x00",
-        _s16(job.reason) if job.reason else b"\x00\x00",
-        _U32.pack(len(body)),
-        body,
-    ]
-    if job.group is not None:  # optional tail: records without it (older logs) read as ungrouped
-        parts += (_s8(job.group.name), struct.pack(">H", job.group.limit))
-    return b"".join(parts)
-
-
-def _body_end(job: Entry) -> int:
-    """Bytes after the body in a J_PUT record: the group tail."""
-    return 0 if job.group is None else 3 + len(job.group.name.encode())
-
-
-def encode(kind: int, job: Entry, arg: Any, body: bytes | None = None) -> bytes:
-    """One framed record for an engine journal entry (``body``: see ``encode_job``)."""
-    if kind == e.J_DELETE or kind == e.J_CANCEL:
-        payload = _s8(job.id)
-    elif kind == e.J_PUT:
-        payload = encode_job(job, body)
-    elif kind == e.J_RESERVE:
-        payload = _s8(job.id) + _s8(arg)
-    elif kind == e.J_RELEASE:
-        payload = _STATE_AT.pack(1 if job.state == e.DELAYED else 0, job.at) + _s8(job.id)
-    elif kind in (e.J_EXPIRE, e.J_KICK, e.J_PROMOTE):
-        payload = _AT.pack(job.at) + _s8(job.id)
-    elif kind == e.J_PRIORITY:
-        payload = _PRIO_AT.pack(job.priority, job.at) + _s8(job.id)
-    else:
-        raise ValueError(f"unknown journal kind {kind}")
-    data = _KINDS[kind] + payload
-    return REC.pack(len(data), zlib.crc32(data)) + data
-
-
-class _Cursor:
-    __slots__ = ("buf", "pos")
-
-    def __init__(self, buf: bytes, pos: int) -> None:
-        self.buf, self.pos = buf, pos
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.buf):
-            raise ValueError("short record")
-        out = self.buf[self.pos : end]
-        self.pos = end
-        return out
-
-    def s8(self) -> str:
-        return self.take(self.take(1)[0]).decode()
-
-    def s16(self) -> str:
-        return self.take(struct.unpack(">H", self.take(2))[0]).decode()
-
-
-def decode(data: bytes, base: int = -1, in_snapshot: int = 0) -> tuple[int, Any, Any]:
-    """(kind, Entry or id, arg) of one record's kind + payload.
-
-    ``base``: the file offset of ``data`` (-1: not from a file); a J_PUT body over ``INLINE_BODY``
-    read from a file then becomes its location in that file (``body_loc``), not a copy."""
-    kind = data[0]
-    c = _Cursor(data, 1)
-    if kind == e.J_PUT:
-        priority, state, attempt, expired, max_attempts, cancel, ttr, created, at = struct.unpack(">BBHHHBddd", c.take(_JOB.size))
-        job_id, queue, worker, reason = c.s8(), c.s8(), c.s8(), c.s16()
-        (length,) = struct.unpack(">I", c.take(4))
-        body: bytes | int
-        if base >= 0 and length > INLINE_BODY:
-            if c.pos + length > len(data):
-                raise ValueError("short record")
-            body = body_loc(base + c.pos, length, in_snapshot)
-            c.pos += length
-        else:
-            body = c.take(length)
-        job = Entry(job_id, queue, priority, ttr, max_attempts, body, created)
-        job.state, job.attempt, job.expired, job.cancel, job.at = state, attempt, expired, bool(cancel), at
-        job.worker, job.reason = worker or None, reason or None
-        if c.pos < len(data):
-            group = c.s8()
-            (limit,) = struct.unpack(">H", c.take(2))
-            job.group = Group(group, limit)  # interned by Engine.replay_job
-        return kind, job, None
-    if kind == e.J_RESERVE:
-        return kind, c.s8(), c.s8()
-    if kind == e.J_RELEASE:
-        delayed, at = _STATE_AT.unpack(c.take(_STATE_AT.size))
-        return kind, c.s8(), (delayed, at)
-    if kind in (e.J_EXPIRE, e.J_KICK, e.J_PROMOTE):
-        (at,) = _AT.unpack(c.take(8))
-        return kind, c.s8(), at
-    if kind == e.J_PRIORITY:
-        priority, at = _PRIO_AT.unpack(c.take(_PRIO_AT.size))
-        return kind, c.s8(), (priority, at)
-    if kind in (e.J_DELETE, e.J_CANCEL):
-        return kind, c.s8(), None
-    raise ValueError(f"unknown record kind {kind}")
-
-
-def read_records(path: Path, in_snapshot: int = 0) -> tuple[list[tuple[int, Any, Any]], int, int]:
-    """(records, good_bytes, file_size): records up to the first torn or corrupt one.
-
-    Job bodies over ``INLINE_BODY`` come back as their location in ``path`` (see ``decode``)."""
-    data = path.read_bytes()
-    out = []
-    pos, n = 0, len(data)
-    while pos < n:
-        if n - pos < REC.size:
-            break
-        length, crc = REC.unpack_from(data, pos)
-        end = pos + REC.size + length
-        if length == 0 or length > MAX_RECORD or end > n:
-            break
-        body = data[pos + REC.size : end]
-        if zlib.crc32(body) != crc:
-            break
-        try:
-            out.append(decode(body, pos + REC.size, in_snapshot))
-        except (ValueError, IndexError, UnicodeDecodeError, struct.error):
-            break
-        pos = end
-    return out, pos, n
+_DSYNC = getattr(os, "RWF_DSYNC", 0)  # Linux 4.7+: a write that is also its own fdatasync
 
 
 def _fsync_dir(path: Path) -> None:
@@ -364,7 +197,7 @@ class WriteAheadLog:
 
         Bodies over ``INLINE_BODY`` are kept only here, not in memory: 100,000 ready jobs of 200 bytes
         are 20+ MiB less, for one ``pread`` per reservation, PEEK or LIST (page cache in practice)."""
-        offset, length = loc >> LOC_SHIFT, (loc >> 1) & _LEN_MASK
+        offset, length = loc >> LOC_SHIFT, (loc >> 1) & LEN_MASK
         if loc & IN_SNAPSHOT:
             return os.pread(self._rfds[1], length, offset)
         written = self.log_bytes
@@ -383,17 +216,22 @@ class WriteAheadLog:
         if kind == e.J_PUT:
             body = job.body
             if isinstance(body, bytes) and len(body) > INLINE_BODY:
-                end = self.log_bytes + len(buf) + len(data) - _body_end(job)
+                end = self.log_bytes + len(buf) + len(data) - body_end(job)
                 job.body = body_loc(end - len(body), len(body))
         buf += data
         self._pending_records += 1
 
-    def flush(self) -> int:
-        """Write the buffered records (one write); return the LSN they end at."""
+    def flush(self, dsync: bool = False) -> int:
+        """Write the buffered records (one write); return the LSN they end at.
+
+        ``dsync`` (the I/O thread, the sync thread idle): when everything written before is already
+        durable, the write itself is synchronous (``RWF_DSYNC``: write and fdatasync in one system
+        call), so the records are durable on return; counted as an inline fsync."""
         buf = self._buf
         if buf:
+            dsync = dsync and self.synced >= self.written and self.fsync == "always"
             with self._file_lock:
-                self._write_all(buf)
+                self._write_all(buf, _DSYNC if dsync else 0)
             self.written += len(buf)
             self.log_bytes += len(buf)
             self.records += self._pending_records
@@ -401,6 +239,10 @@ class WriteAheadLog:
             buf.clear()
             if self.fsync != "always":
                 self.durable = self.written
+            elif dsync:
+                self.synced = self.durable = self.written
+                self.fsyncs += 1
+                self.inline_fsyncs += 1
         return self.written
 
     @property
@@ -408,7 +250,7 @@ class WriteAheadLog:
         """Bytes of records not yet written (they stay buffered while writes fail)."""
         return len(self._buf)
 
-    def _write_all(self, buf: bytearray) -> None:
+    def _write_all(self, buf: bytearray, flags: int = 0) -> None:
         """Append ``buf`` at ``log_bytes``, whole or not at all: on a failed write (disk full, file-size
         limit) the file is cut back to its last whole record and the records stay buffered for the next flush.
 
@@ -425,11 +267,11 @@ class WriteAheadLog:
             except OSError:
                 self._preallocate = False  # plain appends from now on: the write below says whether space is left
         try:
-            n = os.pwrite(fd, buf, offset)
+            n = os.pwritev(fd, (buf,), offset, flags) if flags else os.pwrite(fd, buf, offset)
             if n < len(buf):
                 with memoryview(buf) as view:
                     while n < len(buf):
-                        n += os.pwrite(fd, view[n:], offset + n)
+                        n += os.pwritev(fd, (view[n:],), offset + n, flags)
         except OSError:
             try:
                 os.ftruncate(fd, offset)
@@ -561,7 +403,7 @@ class WriteAheadLog:
                 else:
                     body = body_of(loc)
                     chunk += encode(e.J_PUT, job, None, body)
-                    moved.append((job, body_loc(written + len(chunk) - _body_end(job) - len(body), len(body), IN_SNAPSHOT)))
+                    moved.append((job, body_loc(written + len(chunk) - body_end(job) - len(body), len(body), IN_SNAPSHOT)))
                 count += 1
                 if len(chunk) > 1 << 20:
                     fh.write(chunk)
