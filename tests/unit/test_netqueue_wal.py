@@ -255,3 +255,25 @@ def test_bodies_over_the_inline_size_live_in_the_log_and_read_back_everywhere(tm
     assert again.jobs["grouped"].group is not None and again.jobs["grouped"].group.limit == 2
     assert {j.id for j in again.dlq_list()} == {"j0", "j1"}
     wal2.close()
+
+
+def test_a_synchronous_write_counts_as_durable_only_when_everything_before_it_was(tmp_path):
+    """``flush(dsync=True)`` (the I/O thread's lone-writer path) writes with RWF_DSYNC and so makes its records
+    durable; after records written without a sync it must not claim them durable (an fdatasync is still owed)."""
+    clock = Clock()
+    engine, wal, _ = open_engine(tmp_path, clock, fsync="always")
+    engine.put("a", "q", 5, 0, 30, 3, b"x" * 100)
+    lsn = wal.flush(dsync=True)
+    assert wal.durable == wal.synced == lsn and wal.inline_fsyncs == 1
+    engine.put("b", "q", 5, 0, 30, 3, b"y")
+    lsn = wal.flush()  # written, not synced
+    assert wal.durable < lsn
+    engine.put("c", "q", 5, 0, 30, 3, b"z")
+    lsn = wal.flush(dsync=True)
+    assert wal.durable < lsn and wal.inline_fsyncs == 1  # "b" was not synced: the write alone proves nothing for it
+    wal.sync_inline()
+    assert wal.durable == lsn
+    wal.close()
+    again, wal2, _ = open_engine(tmp_path, clock)
+    assert {j: again.body(again.jobs[j]) for j in "abc"} == {"a": b"x" * 100, "b": b"y", "c": b"z"}
+    wal2.close()
