@@ -257,7 +257,7 @@ class QueueClient:
 
         ``group``/``limit``: at most ``limit`` jobs of the group are reserved at once (0: no limit).
         """
-        return self._call(p.OP_PUT, _encode_put(job_id, queue, priority, delay, ttr, max_attempts, body, group, limit)) == b"\x01"
+        return self._call(p.OP_PUT, p.encode_put(job_id, queue, priority, delay, ttr, max_attempts, body, group, limit)) == b"\x01"
 
     @_api
     def put_many(self, items: list[PutItem], *, per_frame: int = p.MAX_BATCH) -> list[bool]:

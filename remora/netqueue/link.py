@@ -18,6 +18,7 @@ from remora.netqueue import protocol as p
 RECV_SIZE = 256 * 1024
 READ_SLICE = 0.5  # a blocked reader re-checks its deadline this often
 PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # an int: the enum's | costs a call per use
+HEADER, HEADER_SIZE, LENGTH = p.HEADER, p.HEADER_SIZE, p.LENGTH
 
 
 class LinkLost(Exception):
@@ -159,8 +160,21 @@ class Link:
                 raise LinkLost("the server closed the connection")
             self._dispatch(rview[:n], call)
 
-    def _dispatch(self, data: bytes | memoryview, mine: Call) -> None:
+    def _dispatch(self, data: memoryview, mine: Call) -> None:
         buf = self.buf
+        n = len(data)
+        if not buf and n >= HEADER_SIZE and LENGTH.unpack_from(data)[0] + 4 == n:
+            # exactly one whole frame, nothing buffered: the usual reply to a lone call, taken without the buffer
+            _, _version, _opcode, flags, rid = HEADER.unpack_from(data)
+            with self.mutex:
+                call = self.calls.pop(rid, None)
+                if call is not None:
+                    call.flags = flags
+                    call.body = bytes(data[HEADER_SIZE:])
+                    call.done = True
+                    if call is not mine and self.followers:
+                        self.cond.notify_all()
+            return
         buf += data
         pos, n = 0, len(buf)
         others = False
