@@ -36,6 +36,7 @@ Contracts:
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import threading
 import time
@@ -391,7 +392,12 @@ class WriteAheadLog:
         tmp = self.dir / f"snapshot.{gen}.tmp"
         count = 0
         moved: list[tuple[Entry, int]] = []  # bodies kept in the log: their place in the new snapshot
-        body_of = self.body
+        maps = [mmap.mmap(fd, 0, prot=mmap.PROT_READ) if fd >= 0 and os.fstat(fd).st_size else None for fd in self._rfds]
+
+        def body_of(loc: int) -> bytes:  # the log is flushed: every body is in a file, read from its mapping
+            start = loc >> LOC_SHIFT
+            return maps[loc & IN_SNAPSHOT][start : start + ((loc >> 1) & LEN_MASK)]  # type: ignore[index]
+
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             os.fchmod(fh.fileno(), 0o600)
             chunk = bytearray()
@@ -412,6 +418,9 @@ class WriteAheadLog:
             fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
+        for m in maps:
+            if m is not None:
+                m.close()
         snap = self.dir / f"snapshot.{gen}"
         os.replace(tmp, snap)
         new_fd = os.open(self.dir / f"wal.{gen}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
