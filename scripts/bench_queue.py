@@ -367,7 +367,8 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
         "8 clients always >= 3x single always": out["concurrent8_vs_single_always"] >= 3,
         "p99 put interval < 1 ms": ours["seq_put_interval"]["p99_ms"] < 1,
         "p99 put always < 3 ms": ours["seq_put_always"]["p99_ms"] < 3,
-        "rss 100k ready <= 80 MiB": ours["rss_100k_mib"] <= 80,
+        "rss 100k ready <= 50 MiB": ours["rss_100k_mib"] <= 50,
+        "server cpu per seq put, busy_poll 0 <= 45 us": ours["seq_put_interval_nospin"]["server_cpu_us"] <= 45,
         "rss idle <= 30 MiB": ours["rss_idle_mib"] <= 30,
     }
     theirs = result.get("beanstalkd")

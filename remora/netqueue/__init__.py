@@ -14,6 +14,7 @@ Modules (server and client share only the protocol layer):
 - state: ``engine`` (the operations), ``jobindex`` (the indexes under them and
   recovery's rebuild), ``timers`` (delayed jobs and leases), ``entries`` (the
   job record, queue and group indexes, worker registry), ``wal`` (the
-  write-ahead log, group-commit fsync, snapshots).
+  write-ahead log, group-commit fsync, snapshots; job bodies are read back
+  from it), ``records`` (the log's record layout and codec).
 - client: ``client`` (``QueueClient``), ``link`` (its connection).
 """

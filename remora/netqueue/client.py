@@ -216,12 +216,12 @@ class QueueClient:
             try:
                 link = self._get_link(opcode in NOT_RESENT)
                 rid = self._next_rid()
-                call = link.send(rid, p.frame(opcode, rid, body))
-                sent = True
-                link.wait(rid, call, time.monotonic() + CALL_TIMEOUT + wait)
+                sent = True  # unless the LinkLost says it was not (the link was already broken, or sendall failed)
+                call = link.call(rid, p.frame(opcode, rid, body), time.monotonic() + CALL_TIMEOUT + wait)
             except TimeoutError:
                 raise QueueUnavailable(f"NetQueue at {self.addr} sent no reply within {CALL_TIMEOUT + wait:.0f}s") from None
             except LinkLost as exc:
+                sent = sent and exc.sent
                 if self._closed or (sent and opcode in NOT_RESENT) or (attempt >= 2 and time.monotonic() >= give_up):
                     raise QueueUnavailable(f"NetQueue at {self.addr} is unavailable: {exc}") from None
                 if attempt >= 2:
@@ -257,7 +257,7 @@ class QueueClient:
 
         ``group``/``limit``: at most ``limit`` jobs of the group are reserved at once (0: no limit).
         """
-        return self._call(p.OP_PUT, _encode_put(job_id, queue, priority, delay, ttr, max_attempts, body, group, limit)) == b"\x01"
+        return self._call(p.OP_PUT, p.encode_put(job_id, queue, priority, delay, ttr, max_attempts, body, group, limit)) == b"\x01"
 
     @_api
     def put_many(self, items: list[PutItem], *, per_frame: int = p.MAX_BATCH) -> list[bool]:

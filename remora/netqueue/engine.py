@@ -115,8 +115,8 @@ class Engine(JobIndex):
         group: str = "",
         limit: int = 0,
     ) -> None:
-        shared = self._shared  # one object per distinct queue name and ttr, not one per job
-        job = Entry(job_id, shared.setdefault(queue, queue), priority, shared.setdefault(ttr, ttr), max_attempts, body, now)
+        shared = self._shared  # one object per distinct queue name, not one per job
+        job = Entry(job_id, shared.setdefault(queue, queue), priority, ttr, max_attempts, body, now)
         if group:
             job.group = self._group(group, limit)
         self.jobs[job_id] = job

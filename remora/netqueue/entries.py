@@ -4,7 +4,8 @@ An ``Entry`` is the queue's record of one job (id, queue, priority, body,
 lease): not the database's ``remora.models.Job``.  Kept apart from the
 engine's logic so the write-ahead log and the engine share one definition of
 an entry.  ``Entry`` and friends use ``__slots__``:
-100,000 ready jobs must fit in tens of MiB.
+100,000 ready jobs must fit in tens of MiB (a body logged by the write-ahead
+log is read back from it, not kept: ``Entry.body`` is then its place there).
 """
 
 from __future__ import annotations
@@ -41,45 +42,142 @@ class QueueFullError(Exception):
         self.queue = queue
 
 
+_SPECS: dict[tuple[float, int], tuple[float, int]] = {}  # (ttr, max_attempts): one tuple per distinct pair
+
+
+def _spec(ttr: float, max_attempts: int) -> tuple[float, int]:
+    key = (ttr, max_attempts)
+    spec = _SPECS.get(key)
+    if spec is None:
+        if len(_SPECS) >= 4096:
+            return key
+        spec = _SPECS[key] = key
+    return spec
+
+
 class Entry:
+    """One job.  Memory is the budget (100,000 ready jobs in tens of MiB): 12 slots, 128 bytes a job.
+
+    Fields read on every PUT and RESERVE are plain slots; the rest share slots behind properties:
+    ``ttr`` and ``max_attempts`` (one interned pair, ``spec``), ``attempt`` and ``expired`` (one int,
+    ``counts``: both are u16 in the log), ``cancel`` and ``blocked`` (bits of ``flags``), and
+    ``note``: ``(worker, since)`` of a reserved job, the ``reason`` of a dead one (a job has a
+    worker only while reserved and a reason only while dead; the getters say None otherwise).
+    """
+
     __slots__ = (
         "at",
-        "attempt",
-        "blocked",
         "body",
-        "cancel",
+        "counts",
         "created",
-        "expired",
+        "flags",
         "group",
         "id",
-        "max_attempts",
+        "note",
         "priority",
         "queue",
-        "reason",
-        "since",
+        "spec",
         "state",
-        "ttr",
-        "worker",
     )
 
-    def __init__(self, job_id: str, queue: str, priority: int, ttr: float, max_attempts: int, body: bytes, created: float) -> None:
+    def __init__(self, job_id: str, queue: str, priority: int, ttr: float, max_attempts: int, body: bytes | int, created: float) -> None:
         self.id = job_id
         self.queue = queue
         self.priority = priority
-        self.ttr = ttr
-        self.max_attempts = max_attempts
-        self.body = body
+        self.spec = _spec(ttr, max_attempts)
+        self.body = body  # or, once logged, where the log holds it (``WriteAheadLog.body``): read with ``Engine.body``
         self.created = created
         self.state = DELETED
-        self.attempt = 0
-        self.expired = 0
+        self.counts = 0
+        self.flags = 0
         self.at = created
-        self.worker: str | None = None
-        self.cancel = False
-        self.reason: str | None = None
+        self.note: tuple[str | None, float] | str | None = None
         self.group: Group | None = None  # its concurrency group (e.g. the server it runs on)
-        self.blocked = False  # ready, but set aside while its group is at its limit
-        self.since = created  # "ready since" of a reserved job: where it goes back if handed back unstarted
+
+    @property
+    def ttr(self) -> float:
+        return self.spec[0]
+
+    @ttr.setter
+    def ttr(self, value: float) -> None:
+        self.spec = _spec(value, self.spec[1])
+
+    @property
+    def max_attempts(self) -> int:
+        return self.spec[1]
+
+    @max_attempts.setter
+    def max_attempts(self, value: int) -> None:
+        self.spec = _spec(self.spec[0], value)
+
+    @property
+    def attempt(self) -> int:
+        """Deliveries so far."""
+        return self.counts & 0xFFFF
+
+    @attempt.setter
+    def attempt(self, value: int) -> None:
+        self.counts = (self.counts & ~0xFFFF) | min(value, 0xFFFF)
+
+    @property
+    def expired(self) -> int:
+        """Lease expiries so far (the ``max_attempts``-th dead-letters the job)."""
+        return self.counts >> 16
+
+    @expired.setter
+    def expired(self, value: int) -> None:
+        self.counts = min(value, 0xFFFF) << 16 | (self.counts & 0xFFFF)
+
+    @property
+    def worker(self) -> str | None:
+        """The worker holding a reserved job (None: none named, or not reserved)."""
+        note = self.note
+        return note[0] if self.state == RESERVED and note.__class__ is tuple else None  # type: ignore[index]
+
+    @worker.setter
+    def worker(self, value: str | None) -> None:
+        if self.state == RESERVED:
+            self.note = (value, self.since)
+
+    @property
+    def since(self) -> float:
+        """ "Ready since" of a reserved job: where it goes back if handed back unstarted."""
+        note = self.note
+        return note[1] if note.__class__ is tuple else self.created  # type: ignore[index,return-value]
+
+    @since.setter
+    def since(self, value: float) -> None:
+        if self.state == RESERVED:
+            self.note = (self.worker, value)
+
+    @property
+    def reason(self) -> str | None:
+        """Why a dead job died."""
+        note = self.note
+        return note if self.state == DEAD and note.__class__ is str else None  # type: ignore[return-value]
+
+    @reason.setter
+    def reason(self, value: str | None) -> None:
+        if value is not None or self.state == DEAD:
+            self.note = value
+
+    @property
+    def cancel(self) -> bool:
+        """A reserved job flagged by CANCEL: deleted, not requeued, when handed back."""
+        return bool(self.flags & 1)
+
+    @cancel.setter
+    def cancel(self, value: bool) -> None:
+        self.flags = self.flags | 1 if value else self.flags & ~1
+
+    @property
+    def blocked(self) -> bool:
+        """Ready, but set aside while its group is at its limit."""
+        return bool(self.flags & 2)
+
+    @blocked.setter
+    def blocked(self, value: bool) -> None:
+        self.flags = self.flags | 2 if value else self.flags & ~2
 
     def __repr__(self) -> str:
         return f"Entry({self.id!r}, {self.queue!r}, p{self.priority}, {STATE_NAMES[self.state]}, attempt={self.attempt})"
@@ -278,7 +376,7 @@ def replay(jobs: dict[str, Entry], kind: int, job_id: str, arg: Any = None) -> b
     if job is None:
         return False
     if kind == J_RESERVE:
-        job.state, job.attempt, job.worker, job.since = RESERVED, job.attempt + 1, arg or None, job.at
+        job.state, job.attempt, job.note = RESERVED, job.attempt + 1, (arg or None, job.at)
     elif kind == J_DELETE:
         job.state = DELETED
         del jobs[job_id]

@@ -42,19 +42,20 @@ def token_matches(given: str, expected: str) -> bool:
     return _compare_digest(given.encode(), expected.encode())
 
 
-def hand_out(conn: ClientConn, jobs: list[Entry]) -> list[tuple[str, str, int, int, float, bytes]]:
+def hand_out(conn: ClientConn, jobs: list[Entry], engine: Engine) -> list[tuple[str, str, int, int, float, bytes]]:
     """The reservations of a reply, remembered as this connection's unstarted ones (until START, ACK or NACK)."""
     unstarted = conn.unstarted
     for job in jobs:
         unstarted[job.id] = job.attempt
-    return reservation_tuples(jobs)
+    return reservation_tuples(jobs, engine)
 
 
-def reservation_tuples(jobs: list[Entry]) -> list[tuple[str, str, int, int, float, bytes]]:
-    return [(j.id, j.queue, j.priority, j.attempt, j.ttr, j.body) for j in jobs]
+def reservation_tuples(jobs: list[Entry], engine: Engine) -> list[tuple[str, str, int, int, float, bytes]]:
+    body = engine.body
+    return [(j.id, j.queue, j.priority, j.attempt, j.ttr, body(j)) for j in jobs]
 
 
-def view(job: Entry, now: float) -> bytes:
+def view(job: Entry, now: float, engine: Engine) -> bytes:
     return p.encode_view(
         job.id,
         job.queue,
@@ -62,7 +63,7 @@ def view(job: Entry, now: float) -> bytes:
         STATE_NAMES[job.state],
         job.attempt,
         max(0.0, now - job.created),
-        job.body,
+        engine.body(job),
         job.worker or "",
         job.reason or "",
     )
@@ -169,7 +170,7 @@ class Dispatcher:
     def _reserve(self, conn: ClientConn, opcode: int, rid: int, req: p.ReserveRequest, prefix: bytes) -> bytes | None:
         jobs = self.engine.reserve(req.queues, req.count, req.worker)
         if jobs or req.timeout <= 0:
-            return prefix + p.encode_reservations(hand_out(conn, jobs))
+            return prefix + p.encode_reservations(hand_out(conn, jobs, self.engine))
         self.server.park(conn, opcode, rid, req, prefix)
         return None
 
@@ -228,12 +229,12 @@ class Dispatcher:
     # -- inspection -------------------------------------------------------
     def peek(self, conn: ClientConn, rid: int, body: bytes) -> bytes:
         job = self.engine.peek(p.decode_id(body))
-        return p.encode_views([view(job, self.engine.clock())] if job else [])
+        return p.encode_views([view(job, self.engine.clock(), self.engine)] if job else [])
 
     def list_jobs(self, conn: ClientConn, rid: int, body: bytes) -> bytes:
         queue, state, limit = p.decode_list(body)
         now = self.engine.clock()
-        return p.encode_views([view(j, now) for j in self.engine.list_jobs(queue, state, limit)])
+        return p.encode_views([view(j, now, self.engine) for j in self.engine.list_jobs(queue, state, limit)])
 
     def stats(self, conn: ClientConn, rid: int, body: bytes) -> bytes:
         return p.encode_json(self.server.stats())
@@ -253,7 +254,7 @@ class Dispatcher:
     def dlq_list(self, conn: ClientConn, rid: int, body: bytes) -> bytes:
         queue, _state, limit = p.decode_list(body)
         now = self.engine.clock()
-        return p.encode_views([view(j, now) for j in self.engine.dlq_list(queue, limit)])
+        return p.encode_views([view(j, now, self.engine) for j in self.engine.dlq_list(queue, limit)])
 
     def dlq_kick(self, conn: ClientConn, rid: int, body: bytes) -> bytes:
         return p.encode_u32(self.engine.dlq_kick(p.decode_ids(body)))

@@ -47,6 +47,7 @@ class JobIndex:
     def __init__(self, *, clock: Callable[[], float] = time.time, journal: Journal | None = None) -> None:
         self.clock = clock
         self.journal = journal
+        self.read_body: Callable[[int], bytes] | None = None  # the log's, for bodies it holds (``body``)
         self.jobs: dict[str, Entry] = {}
         self.queues: dict[str, QueueIndex] = {}
         self.dead: dict[str, Entry] = {}
@@ -60,6 +61,14 @@ class JobIndex:
         self.totals = dict.fromkeys(
             ("put", "reserved", "acked", "nacked", "expired", "dead_lettered", "canceled", "kicked", "purged", "unreserved"), 0
         )
+
+    def body(self, job: Entry) -> bytes:
+        """A job's body: in memory, or read back from the write-ahead log that holds it."""
+        body = job.body
+        if body.__class__ is bytes:
+            return body  # type: ignore[return-value]
+        assert self.read_body is not None
+        return self.read_body(body)  # type: ignore[arg-type]
 
     # -- index maintenance ------------------------------------------------
     def _queue(self, name: str) -> QueueIndex:
@@ -105,8 +114,7 @@ class JobIndex:
     def _make_reserved(self, job: Entry, now: float, worker: str) -> None:
         job.state = RESERVED
         job.attempt += 1
-        job.worker = worker or None
-        job.since = job.at
+        job.note = (worker or None, job.at)  # worker and "ready since" (see ``Entry``)
         if job.group is not None:
             job.group.held += 1
         job.at = now + job.ttr
@@ -193,7 +201,6 @@ class JobIndex:
         if group is not None:
             job.group = self._group(group.name, group.limit)
         job.queue = self._shared.setdefault(job.queue, job.queue)
-        job.ttr = self._shared.setdefault(job.ttr, job.ttr)
         old = self.jobs.get(job.id)
         if old is not None:
             old.state = DELETED

@@ -18,10 +18,15 @@ from remora.netqueue import protocol as p
 RECV_SIZE = 256 * 1024
 READ_SLICE = 0.5  # a blocked reader re-checks its deadline this often
 PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # an int: the enum's | costs a call per use
+HEADER, HEADER_SIZE, LENGTH = p.HEADER, p.HEADER_SIZE, p.LENGTH
 
 
 class LinkLost(Exception):
-    """The connection broke (or could not be made); ``sent`` says whether the request left."""
+    """The connection broke (or could not be made); ``sent`` says whether the request may have left."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class Call:
@@ -72,6 +77,41 @@ class Link:
             raise LinkLost(str(exc)) from None
         return call
 
+    def call(self, rid: int, data: bytes, deadline: float) -> Call:
+        """Send a request and wait for its reply: ``send`` + ``wait`` in one go.
+
+        A lone caller (no other call outstanding, nobody reading) becomes the reader as it sends, so
+        a synchronous call takes the mutex once before its reply instead of three times."""
+        call = Call()
+        with self.mutex:
+            if self.error is not None:
+                raise LinkLost(str(self.error), sent=False)
+            lone = not self.calls and not self.reading
+            if lone:
+                self.reading = True
+            self.calls[rid] = call
+        try:
+            with self.send_lock:
+                self.sock.sendall(data)
+        except OSError as exc:
+            if lone:
+                self.reading = False
+            self.fail(exc)
+            raise LinkLost(str(exc), sent=False) from None
+        if not lone:
+            self.wait(rid, call, deadline)
+            return call
+        try:
+            self._read_until(rid, call, deadline)
+        finally:
+            with self.mutex:
+                self.reading = False
+                if self.followers:
+                    self.cond.notify_all()  # one of them becomes the reader
+        if call.error is not None:
+            raise LinkLost(str(call.error))
+        return call
+
     def wait(self, rid: int, call: Call, deadline: float) -> None:
         cond, mutex = self.cond, self.mutex
         while True:
@@ -120,8 +160,21 @@ class Link:
                 raise LinkLost("the server closed the connection")
             self._dispatch(rview[:n], call)
 
-    def _dispatch(self, data: bytes | memoryview, mine: Call) -> None:
+    def _dispatch(self, data: memoryview, mine: Call) -> None:
         buf = self.buf
+        n = len(data)
+        if not buf and n >= HEADER_SIZE and LENGTH.unpack_from(data)[0] + 4 == n:
+            # exactly one whole frame, nothing buffered: the usual reply to a lone call, taken without the buffer
+            _, _version, _opcode, flags, rid = HEADER.unpack_from(data)
+            with self.mutex:
+                call = self.calls.pop(rid, None)
+                if call is not None:
+                    call.flags = flags
+                    call.body = bytes(data[HEADER_SIZE:])
+                    call.done = True
+                    if call is not mine and self.followers:
+                        self.cond.notify_all()
+            return
         buf += data
         pos, n = 0, len(buf)
         others = False

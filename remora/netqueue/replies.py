@@ -93,7 +93,10 @@ class Replies:
         if wal is None:
             self._queue_replies(batch)
         else:
-            lsn = self.flush_log()
+            inline = wal.inline_fsyncs
+            lsn = self.flush_log(not self.held and wal.sync_idle())
+            if wal.inline_fsyncs != inline:
+                self.synced_here = True  # the write was synchronous: no fdatasync left to do
             if lsn < 0:
                 self._fail_batch(batch)
             elif wal.durable >= lsn or (not self.held and self._sync_here(wal)):
@@ -142,8 +145,8 @@ class Replies:
             conn.out += data
             self._dirty.add(conn)
 
-    def flush_log(self) -> int:
-        """``wal.flush()``, or -1 when the log cannot be written (the records stay buffered).
+    def flush_log(self, dsync: bool = False) -> int:
+        """``wal.flush(dsync)``, or -1 when the log cannot be written (the records stay buffered).
 
         While the log is failing (disk full, file-size limit) a write is retried at most every
         half second; the dispatcher refuses state-changing requests meanwhile (STORAGE)."""
@@ -153,7 +156,7 @@ class Replies:
             # replies that added nothing to the log (reads, TOUCH) still go out
             return -1 if wal.buffered > self._log_failed_bytes else wal.written
         try:
-            lsn = wal.flush()
+            lsn = wal.flush(dsync)
         except OSError as exc:
             if self.log_error is None:
                 log.error("queue: cannot write the log (%s): refusing changes until it can", exc.strerror or exc)

@@ -430,7 +430,7 @@ class QueueServer:
         self.parked.park(conn, opcode, rid, req, prefix, time.time())
 
     def _answer(self, waiter: Waiter, jobs: list[Any]) -> None:
-        body = waiter.prefix + p.encode_reservations(hand_out(waiter.conn, jobs))
+        body = waiter.prefix + p.encode_reservations(hand_out(waiter.conn, jobs, self.engine))
         self.replies.add(waiter.conn, p.reply(waiter.opcode, waiter.rid, body))
 
     def _expire_waiters(self) -> None:

@@ -23,7 +23,8 @@ def open_engine(path, clock, fsync="never"):
 
 def snapshot(engine: Engine) -> dict:
     return {
-        j.id: (j.queue, j.priority, j.state, j.attempt, j.expired, j.max_attempts, j.body, j.cancel, j.reason) for j in engine.jobs.values()
+        j.id: (j.queue, j.priority, j.state, j.attempt, j.expired, j.max_attempts, engine.body(j), j.cancel, j.reason)
+        for j in engine.jobs.values()
     }
 
 
@@ -42,7 +43,7 @@ def churn(engine: Engine, clock: Clock, rng: random.Random, steps: int) -> None:
                 rng.choice([0, 0, 0, 5]),
                 3.0,
                 2,
-                bytes(rng.randrange(256) for _ in range(8)),
+                rng.randbytes(rng.choice([8, 8, 64, 65, 300])),  # bodies over INLINE_BODY are read back from the log
             )
         elif op < 0.6:
             for job in engine.reserve([rng.choice("ab")], count=rng.randint(1, 3), worker="w"):
@@ -217,3 +218,62 @@ def test_a_torn_record_in_preallocated_space_reports_only_its_own_bytes(tmp_path
     engine, wal, report = open_engine(tmp_path, clock)
     assert len(engine.jobs) == 10 and report["dropped_bytes"] == 8 and report["dropped_at"] == end
     wal.close()
+
+
+def test_bodies_over_the_inline_size_live_in_the_log_and_read_back_everywhere(tmp_path, monkeypatch):
+    """A big body leaves memory once logged (the entry keeps its place): reserve, peek, dead letters, compaction
+    and recovery all read the same bytes back, from the buffer before the write, the log or the snapshot."""
+    monkeypatch.setattr(wal_mod, "COMPACT_MIN_RECORDS", 1)
+    clock = Clock()
+    engine, wal, _ = open_engine(tmp_path, clock)
+    bodies = {f"j{i}": bytes([i]) * (wal_mod.INLINE_BODY + 1 + 50 * i) for i in range(20)}
+    bodies["small"] = b"s" * wal_mod.INLINE_BODY
+    bodies["grouped"] = b"g" * 500
+    for job_id, body in bodies.items():
+        engine.put(job_id, "q", 5, 0, 10, 1, body, "srv" if job_id == "grouped" else "", 2)
+    assert isinstance(engine.jobs["small"].body, bytes)
+    assert all(isinstance(engine.jobs[j].body, int) for j in bodies if j != "small")
+    assert wal.buffered and {j: engine.body(engine.jobs[j]) for j in bodies} == bodies  # not yet written: from the buffer
+    wal.flush()
+    assert not wal.buffered and {j: engine.body(engine.jobs[j]) for j in bodies} == bodies  # from wal.0
+    got = engine.reserve(["q"], count=2)
+    assert [engine.body(j) for j in got] == [bodies["j0"], bodies["j1"]]
+    clock.advance(11)
+    engine.tick()  # max_attempts=1: both leases expire into the dead letters
+    assert {j.id: engine.body(j) for j in engine.dlq_list()} == {"j0": bodies["j0"], "j1": bodies["j1"]}
+    wal.flush()
+    wal.compact(engine)
+    assert {j: engine.body(engine.jobs[j]) for j in bodies} == bodies  # from snapshot.1
+    assert engine.jobs["j5"].body & wal_mod.IN_SNAPSHOT
+    engine.put("after", "q", 5, 0, 10, 1, b"a" * 1000)
+    bodies["after"] = b"a" * 1000
+    wal.flush()
+    wal.close()
+    again, wal2, report = open_engine(tmp_path, clock)
+    assert report["snapshot_jobs"] == len(bodies) - 1 and report["log_records"] == 1
+    assert {j: again.body(again.jobs[j]) for j in bodies} == bodies
+    assert again.jobs["grouped"].group is not None and again.jobs["grouped"].group.limit == 2
+    assert {j.id for j in again.dlq_list()} == {"j0", "j1"}
+    wal2.close()
+
+
+def test_a_synchronous_write_counts_as_durable_only_when_everything_before_it_was(tmp_path):
+    """``flush(dsync=True)`` (the I/O thread's lone-writer path) writes with RWF_DSYNC and so makes its records
+    durable; after records written without a sync it must not claim them durable (an fdatasync is still owed)."""
+    clock = Clock()
+    engine, wal, _ = open_engine(tmp_path, clock, fsync="always")
+    engine.put("a", "q", 5, 0, 30, 3, b"x" * 100)
+    lsn = wal.flush(dsync=True)
+    assert wal.durable == wal.synced == lsn and wal.inline_fsyncs == 1
+    engine.put("b", "q", 5, 0, 30, 3, b"y")
+    lsn = wal.flush()  # written, not synced
+    assert wal.durable < lsn
+    engine.put("c", "q", 5, 0, 30, 3, b"z")
+    lsn = wal.flush(dsync=True)
+    assert wal.durable < lsn and wal.inline_fsyncs == 1  # "b" was not synced: the write alone proves nothing for it
+    wal.sync_inline()
+    assert wal.durable == lsn
+    wal.close()
+    again, wal2, _ = open_engine(tmp_path, clock)
+    assert {j: again.body(again.jobs[j]) for j in "abc"} == {"a": b"x" * 100, "b": b"y", "c": b"z"}
+    wal2.close()
