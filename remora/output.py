@@ -143,34 +143,28 @@ class JobOutput:
         ``also`` runs in that same transaction (e.g. the job's final status,
         so a short job's output and its end cost one write); its value is returned.
         """
-        with self._flush_lock:
-            with self._lock:
-                pieces, self._pending = self._pending, []
-                pending_bytes, self._pending_bytes, self._pending_lines = self._pending_bytes, 0, 0
-                truncated = self._truncated
-            if not pieces and also is None:
-                self._last_flush = time.monotonic()
-                return None
-            rows, offsets, seq = self._rows(pieces)
-            value = None
-            try:
-                with models.write_transaction():
-                    if rows:
-                        stdout, stderr = offsets[Stream.STDOUT], offsets[Stream.STDERR]
-                        models.append_output(self.job_id, rows, stdout, stderr, truncated, models.utcnow())
-                    if also is not None:
-                        value = also()
-            except BaseException:
-                with self._lock:  # put them back in front, in order
-                    self._pending = pieces + self._pending
-                    self._pending_bytes += pending_bytes
-                raise
-            self._offsets, self._seq = offsets, seq
-            self._last_flush = time.monotonic()
-            if self._failing:
-                log.info("job %s: output writes resumed", self.job_id)
-                self._failing = False
-            return value
+        return flush_many([self], also)
+
+    def _take(self) -> _Taken:
+        """The pending pieces as rows (under the flush lock, which the caller holds)."""
+        with self._lock:
+            pieces, self._pending = self._pending, []
+            pending_bytes, self._pending_bytes, self._pending_lines = self._pending_bytes, 0, 0
+            truncated = self._truncated
+        rows, offsets, seq = self._rows(pieces)
+        return _Taken(self, pieces, pending_bytes, truncated, rows, offsets, seq)
+
+    def _restore(self, taken: _Taken) -> None:
+        with self._lock:  # put them back in front, in order
+            self._pending = taken.pieces + self._pending
+            self._pending_bytes += taken.pending_bytes
+
+    def _stored(self, taken: _Taken) -> None:
+        self._offsets, self._seq = taken.offsets, taken.seq
+        self._last_flush = time.monotonic()
+        if self._failing:
+            log.info("job %s: output writes resumed", self.job_id)
+            self._failing = False
 
     def _rows(self, pieces: list[_Piece]) -> tuple[list[tuple], dict[Stream, int], int]:
         """(seq, stream, offset, data, encoding) rows for ``models.append_output``, new offsets, next seq."""
@@ -209,6 +203,57 @@ class JobOutput:
         finally:
             self._closed = True
             _FLUSHER.unregister(self)
+
+
+@dataclass
+class _Taken:
+    """One output's pending pieces taken for a flush, and what its state becomes when the flush commits."""
+
+    output: JobOutput
+    pieces: list[_Piece]
+    pending_bytes: int
+    truncated: bool
+    rows: list[tuple]
+    offsets: dict[Stream, int]
+    seq: int
+
+
+def flush_many(outputs: list[JobOutput], also: Callable[[], T] | None = None) -> T | None:
+    """Write the pending bytes of several jobs' outputs in ONE transaction (with ``also`` in it; its value).
+
+    Each output keeps its guarantees (order, offsets, truncation): on failure every output gets its
+    pieces back, in front, and the error is raised.
+    """
+    outputs = sorted(set(outputs), key=id)  # once each; locks taken in one order by every caller
+    locks = [output._flush_lock for output in outputs]
+    for lock in locks:
+        lock.acquire()
+    try:
+        taken = [output._take() for output in outputs]
+        writing = [t for t in taken if t.rows]
+        if not writing and also is None:
+            for t in taken:
+                t.output._last_flush = time.monotonic()
+            return None
+        value = None
+        try:
+            with models.write_transaction():
+                now = models.utcnow()
+                for t in writing:
+                    stdout, stderr = t.offsets[Stream.STDOUT], t.offsets[Stream.STDERR]
+                    models.append_output(t.output.job_id, t.rows, stdout, stderr, t.truncated, now)
+                if also is not None:
+                    value = also()
+        except BaseException:
+            for t in taken:
+                t.output._restore(t)
+            raise
+        for t in taken:
+            t.output._stored(t)
+        return value
+    finally:
+        for lock in reversed(locks):
+            lock.release()
 
 
 class _Flusher:
