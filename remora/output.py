@@ -5,7 +5,8 @@ writes it to the database every ``flush_interval`` seconds or every
 ``flush_lines`` lines, whichever comes first, as chunks that carry a global
 sequence number (the combined view) and their byte offset in their own
 stream.  A shared background thread (``_Flusher``) makes sure quiet jobs are
-flushed on time.  Output beyond ``max_bytes`` is dropped with a marker; the
+flushed on time.  The worker's outputs are ``grouped``: its output writer
+flushes every output that is due in ONE transaction (``flush_many``).  Output beyond ``max_bytes`` is dropped with a marker; the
 job keeps running.  When the database is briefly unavailable, output is kept
 in memory and written on the next successful flush (writers block once too
 much is pending, so memory stays bounded).
@@ -65,8 +66,14 @@ class JobOutput:
         max_bytes: int = 64 * 1024 * 1024,
         close_timeout: float = 30.0,
         offsets: tuple[int, int] | None = None,
+        grouped: bool = False,
     ) -> None:
-        """``offsets``: the job's stored (stdout_bytes, stderr_bytes) when the caller just read them."""
+        """``offsets``: the job's stored (stdout_bytes, stderr_bytes) when the caller just read them.
+
+        ``grouped``: the caller flushes it together with other jobs' outputs (``due`` says when;
+        ``flush_many`` writes them in one transaction): ``write`` then flushes on its own only when
+        too much is pending, and the shared flusher thread leaves it alone.
+        """
         self.job_id = job_id
         self.flush_interval = flush_interval
         self.flush_lines = max(1, flush_lines)
@@ -90,7 +97,9 @@ class JobOutput:
         self._seq = (last + 1) if last is not None else 0
         self._accepted = self._offsets[Stream.STDOUT] + self._offsets[Stream.STDERR]
         self._closed = False
-        _FLUSHER.register(self)
+        self.grouped = grouped
+        if not grouped:
+            _FLUSHER.register(self)
 
     @property
     def truncated(self) -> bool:
@@ -114,10 +123,18 @@ class JobOutput:
             self._accepted += len(data)
             self._pending_bytes += len(data)
             self._pending_lines += data.count(b"\n")
-            due = self._pending_lines >= self.flush_lines or self._pending_bytes >= MAX_CHUNK
+            due = not self.grouped and (self._pending_lines >= self.flush_lines or self._pending_bytes >= MAX_CHUNK)
             too_much = self._pending_bytes >= MAX_PENDING
         if due or too_much:
             self._flush_quietly(block=too_much)
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until this output is due for a flush (0: now; None: nothing pending)."""
+        if not self._pending_bytes:
+            return None
+        if self._pending_lines >= self.flush_lines or self._pending_bytes >= MAX_CHUNK:
+            return 0.0
+        return max(0.0, self._last_flush + self.flush_interval - now)
 
     def maybe_flush(self) -> None:
         """Flush when output has waited ``flush_interval`` (called by the shared flusher)."""
@@ -186,7 +203,8 @@ class JobOutput:
             return
         if not self._pending:  # everything is stored (e.g. by a final flush(also=...))
             self._closed = True
-            _FLUSHER.unregister(self)
+            if not self.grouped:
+                _FLUSHER.unregister(self)
             return
         deadline = time.monotonic() + self.close_timeout
         delay = 0.1
@@ -202,7 +220,8 @@ class JobOutput:
                     delay = min(delay * 2, 2.0)
         finally:
             self._closed = True
-            _FLUSHER.unregister(self)
+            if not self.grouped:
+                _FLUSHER.unregister(self)
 
 
 @dataclass

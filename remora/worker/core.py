@@ -81,6 +81,8 @@ from remora.worker.sink import JobSink, OutputWriter
 log = logging.getLogger(__name__)
 
 SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
+DISPATCHERS = 1  # threads reserving and claiming (each RESERVE asks for every free slot)
+FINISHERS = 2  # threads recording job ends (each takes every end waiting)
 RESERVE_BATCH = 256  # most jobs one RESERVE asks for (never more than the free slots)
 FINISH_BATCH = 256  # most job ends a finisher records in one transaction
 JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
@@ -104,12 +106,14 @@ class Worker:
         self.queues = list(queues or settings.worker.queues or [settings.queue.name])
         self.concurrency = max(1, concurrency or settings.worker.concurrency)
         threads = max(2, settings.worker.threads)
-        self.dispatchers = max(1, min(self.concurrency, threads // 2))
+        # one dispatcher reserves for every free slot at once; SSH starts (they block) go to the starters
+        self.dispatchers = DISPATCHERS
+        self._starter_count = max(1, min(self.concurrency, threads // 2))
         self.loop = EventLoop(name=f"{self.id}-loop", threads=max(2, threads // 4))
-        self._finisher_count = max(1, threads - self.dispatchers)
+        self._finisher_count = max(1, min(FINISHERS, threads - self._starter_count))  # few: job ends wait together
         self._ends: queue_mod.SimpleQueue[tuple[Job, HeldJob, ExecResult, JobSink] | None] = queue_mod.SimpleQueue()
         # SSH starts block (a channel open, a handshake): those of one RESERVE go in parallel here
-        self._starters = ThreadPoolExecutor(max_workers=self.dispatchers, thread_name_prefix=f"{self.id}-start")
+        self._starters = ThreadPoolExecutor(max_workers=self._starter_count, thread_name_prefix=f"{self.id}-start")
         self._room = threading.BoundedSemaphore(self.concurrency)  # jobs at once
         self._running = 0  # jobs handed to the event loop and not finished yet
         self._idle = threading.Condition()
@@ -312,13 +316,19 @@ class Worker:
             self._db_retry(lambda job=job: jobstate.release(job.id, self.id, job.attempts))
             self.held.done(job.id, "")
             self._room.release()
-        for n, (job, active) in enumerate(starting):
-            if n == len(starting) - 1 or self._server(job.server_id).auth_type == AuthType.LOCAL.value:
-                self._start(job, active)  # a fork: quick; the last one starts on this thread
-            else:
+        for job, active in starting:
+            if self._is_local(job):
+                self._start(job, active)  # a fork: quick
+            else:  # an SSH start may block (connect, handshake): never the dispatcher
                 self._starters.submit(self._start, job, active)
         for batch_id in batches:
             self._batch_step(batch_id)
+
+    def _is_local(self, job: Job) -> bool:
+        try:
+            return self._server(job.server_id).auth_type == AuthType.LOCAL.value
+        except Exception:  # noqa: BLE001 - a server row gone: the start reports it, on a starter
+            return False
 
     def _dispatch_one(self, reservation: Reservation, active: HeldJob, claim: jobstate.Claim) -> None:
         """``_dispatch`` for one job, on a starter thread (a lost worker's job: its take-over may block)."""
