@@ -1,17 +1,22 @@
 """The worker: reserve -> claim -> start -> (event loop) stream output -> finish -> ack.
 
 Up to ``worker.concurrency`` jobs run at once, and a running job holds no
-thread: dispatcher threads (half of ``worker.threads``) reserve one job at a
-time from NetQueue while there is room, claim it in the database
-(``remora.jobstate``: a conditional ``queued`` -> ``running`` update, so a
-duplicate delivery never runs twice at once) and start it with the server's
-executor (SSH, pooled; or local) -- the only part that blocks: a connect,
-an SSH handshake, a fork.  From then on the worker's event loop
-(``remora.executor.loop``: one thread, one selector over every channel and
-pipe, timers for timeouts and cancels) reads its output and hands it to one
-output writer thread, which stores it in ``OutputChunk`` rows through
-``remora.output.JobOutput``.  When the job ends, a finisher thread (the other
-half of ``worker.threads``) records the outcome:
+thread.  The dispatcher thread reserves, in ONE RESERVE, as many jobs as
+there are free slots (the queue answers as soon as one is ready, so a lone
+job never waits for a batch), claims them in the database in ONE write
+transaction (``remora.jobstate.claim_many``: a conditional ``queued`` ->
+``running`` update, so a duplicate delivery never runs twice at once), tells
+the queue they started in ONE frame, and starts each with its server's
+executor: local jobs are forked on the dispatcher, SSH jobs (a connect, a
+handshake: what blocks) on the starter threads (half of ``worker.threads``).
+From then on the worker's event loop (``remora.executor.loop``: one thread,
+one selector over every channel and pipe, timers for timeouts and cancels)
+reads their output and hands it to one output writer thread, which stores
+it through ``remora.output.JobOutput`` (every job's due output in one
+transaction).  When jobs end, a finisher thread takes every end waiting and
+records the outcomes together (last output and final statuses in ONE
+transaction: ``output.flush_many`` + ``jobstate.finish_many``; one ACK
+request; each batch stepped once):
 
 - exit 0 -> ``completed``; exit N -> ``failed`` (error ``exit code N``);
   killed by a signal -> ``failed`` (``killed by signal X``); timeout ->
