@@ -5,8 +5,8 @@ writes it to the database every ``flush_interval`` seconds or every
 ``flush_lines`` lines, whichever comes first, as chunks that carry a global
 sequence number (the combined view) and their byte offset in their own
 stream.  A shared background thread (``_Flusher``) makes sure quiet jobs are
-flushed on time.  The worker's outputs are ``grouped``: its output writer
-flushes every output that is due in ONE transaction (``flush_many``).  Output beyond ``max_bytes`` is dropped with a marker; the
+flushed on time.  The worker's outputs are ``grouped``: once one of them is
+due, its output writer flushes all of them in ONE transaction (``flush_many``).  Output beyond ``max_bytes`` is dropped with a marker; the
 job keeps running.  When the database is briefly unavailable, output is kept
 in memory and written on the next successful flush (writers block once too
 much is pending, so memory stays bounded).

@@ -314,12 +314,12 @@ class Worker:
         flags = self.held.start_many([active for _, active in runs], acks)
         starting = []
         for (job, active), ours in zip(runs, flags, strict=True):
-            if ours:
+            if ours and not self._stopping.is_set():
                 starting.append((job, active))
                 continue
-            # the queue handed it back meanwhile: not ours to run
+            # the queue handed it back meanwhile (not ours to run), or the worker is stopping
             self._db_retry(lambda job=job: jobstate.release(job.id, self.id, job.attempts))
-            self.held.done(job.id, "")
+            self.held.done(job.id, "nack" if ours else "")
             self._room.release()
         for job, active in starting:
             if self._is_local(job):
@@ -363,7 +363,10 @@ class Worker:
 
     def _claimed(self, reservation: Reservation, active: HeldJob, outcome: jobstate.Claim) -> jobstate.Claim | None:
         """The claim's outcome after a lost worker's take-over or a cancel between reserve and claim (None: handled)."""
-        if active.reason == "lost":
+        if active.reason == "lost":  # the queue may have handed it to another worker: do not run it
+            job = outcome.job
+            if outcome.action is Action.RUN and job is not None:
+                self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
             self.held.done(reservation.id, "nack")
             return None
         try:

@@ -197,7 +197,7 @@ class HeldJobs:
         with self.lock:
             self.held.pop(job_id, None)
 
-    def done(self, job_id: str, op: str, delay: float = 0.0, *, alone: bool = True) -> None:
+    def done(self, job_id: str, op: str, delay: float = 0.0) -> None:
         """The job leaves this worker: ``op`` ("ack", "nack", or "" for nothing) goes to the ackers."""
         with self.lock:
             self.held.pop(job_id, None)

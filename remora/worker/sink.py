@@ -103,24 +103,30 @@ class OutputWriter:
         return max(min(waits), self._retry_at - now, 0.0)
 
     def _flush_due(self, *, final: bool = False) -> None:
-        """Write every due output (every pending one when ``final``) in ONE transaction."""
+        """Once some output is due (or ``final``): write every pending output in ONE transaction.
+
+        The others would be due within the interval anyway: writing them now keeps it to about
+        one transaction per ``output.flush_interval`` however many jobs print.
+        """
         now = time.monotonic()
         if not final and now < self._retry_at:
             return
         due = []
+        first = None
         for output in list(self._dirty):
             wait = output.due_in(now)
             if wait is None:
                 del self._dirty[output]
-            elif wait <= 0 or final:
+            else:
                 due.append(output)
-        if not due:
+                first = wait if first is None else min(first, wait)
+        if not due or (first and not final):
             return
         try:
             flush_many(due)
         except models.DatabaseError as exc:
             if not self._failing:
-                log.warning("cannot write output of %d job(s) yet (%s); keeping it in memory", len(due), exc)
+                log.warning("cannot write output yet (%s); keeping that of %d job(s) in memory", exc, len(due))
                 self._failing = True
             self._retry_at = now + 0.5
             return

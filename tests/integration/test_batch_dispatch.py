@@ -127,8 +127,8 @@ def test_a_lone_job_starts_at_once_and_never_more_jobs_are_held_than_slots(stack
 def test_jobs_ending_together_get_their_final_states_in_one_transaction(stack):
     settings, client, workers = stack
     local = local_server()
-    worker, _ = start_worker(settings, workers, concurrency=32)
     jobs = [submit(client, local, settings, command="sleep 2; exit 3") for _ in range(20)]
+    worker, _ = start_worker(settings, workers, concurrency=32)  # they start together, so they end together
     wait_for(lambda: len(worker.running_jobs()) == 20, 10, what="20 jobs running")
     with traced() as seen:
         with models.write_transaction():  # the database is busy while the jobs end: their ends wait together
@@ -220,7 +220,7 @@ def test_a_cancel_between_reserve_and_claim_and_a_shutdown_release_still_hold(st
     worker, _ = start_worker(settings, workers, concurrency=4)
     assert wait_status(job.id).status == "canceled"
     long = submit(client, local, settings, command="sleep 30")
-    wait_status(long.id, "running")
+    wait_for(lambda: [a.job_id for a in worker.running_jobs()] == [long.id], 10, what="the long job running on the worker")
     worker.stop(graceful=False)
     row = Job.get_by_id(long.id)
     assert (row.status, row.attempts, row.worker) == ("queued", 0, None)  # released at shutdown: the attempt did not count
