@@ -43,8 +43,13 @@ class OutputWriter:
         self._thread.start()
 
     def dirty(self, output: JobOutput) -> None:
-        """``output`` has bytes pending: flush it with the others when it is due (on the writer's thread)."""
-        self._dirty[output] = None
+        """``output`` has bytes pending: flush it with the others when it is due.
+
+        Only the writer's thread keeps this list; bytes stored from another thread (a job's last
+        masked tail, at its end) are written by the finisher with the job's final status.
+        """
+        if threading.get_ident() == self._thread.ident:
+            self._dirty[output] = None
 
     @property
     def waiting_bytes(self) -> int:
