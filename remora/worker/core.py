@@ -7,8 +7,8 @@ job never waits for a batch), claims them in the database in ONE write
 transaction (``remora.jobstate.claim_many``: a conditional ``queued`` ->
 ``running`` update, so a duplicate delivery never runs twice at once), tells
 the queue they started in ONE frame, and starts each with its server's
-executor: local jobs are forked on the dispatcher, SSH jobs (a connect, a
-handshake: what blocks) on the starter threads (half of ``worker.threads``).
+executor on the starter threads (half of ``worker.threads``: a fork, an SSH
+connect and handshake block), while the dispatcher reserves the next ones.
 From then on the worker's event loop (``remora.executor.loop``: one thread,
 one selector over every channel and pipe, timers for timeouts and cancels)
 reads their output and hands it to one output writer thread, which stores
@@ -75,7 +75,7 @@ from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, S
 from remora.executor.loop import EventLoop
 from remora.executor.sshpool import SSHPool
 from remora.jobstate import Action
-from remora.models import AuthType, Job, JobStatus, Server
+from remora.models import Job, JobStatus, Server
 from remora.netqueue.client import PutItem, QueueClient, Reservation
 from remora.output import JobOutput, flush_many
 from remora.services.targets import target_for
@@ -111,7 +111,7 @@ class Worker:
         self.queues = list(queues or settings.worker.queues or [settings.queue.name])
         self.concurrency = max(1, concurrency or settings.worker.concurrency)
         threads = max(2, settings.worker.threads)
-        # one dispatcher reserves for every free slot at once; SSH starts (they block) go to the starters
+        # one dispatcher reserves for every free slot at once; starts (forks, SSH handshakes) go to the starters
         self.dispatchers = DISPATCHERS
         self._starter_count = max(1, min(self.concurrency, threads // 2))
         self.loop = EventLoop(name=f"{self.id}-loop", threads=max(2, threads // 4))
@@ -321,19 +321,10 @@ class Worker:
             self._db_retry(lambda job=job: jobstate.release(job.id, self.id, job.attempts))
             self.held.done(job.id, "nack" if ours else "")
             self._room.release()
-        for job, active in starting:
-            if self._is_local(job):
-                self._start(job, active)  # a fork: quick
-            else:  # an SSH start may block (connect, handshake): never the dispatcher
-                self._starters.submit(self._start, job, active)
+        for job, active in starting:  # on the starters: a fork, an SSH connect may block; the dispatcher reserves on
+            self._starters.submit(self._start, job, active)
         for batch_id in batches:
             self._batch_step(batch_id)
-
-    def _is_local(self, job: Job) -> bool:
-        try:
-            return self._server(job.server_id).auth_type == AuthType.LOCAL.value
-        except Exception:  # noqa: BLE001 - a server row gone: the start reports it, on a starter
-            return False
 
     def _dispatch_one(self, reservation: Reservation, active: HeldJob, claim: jobstate.Claim) -> None:
         """``_dispatch`` for one job, on a starter thread (a lost worker's job: its take-over may block)."""
