@@ -322,7 +322,10 @@ class Worker:
             self.held.done(job.id, "nack" if ours else "")
             self._room.release()
         for job, active in starting:  # on the starters: a fork, an SSH connect may block; the dispatcher reserves on
-            self._starters.submit(self._start, job, active)
+            try:
+                self._starters.submit(self._start, job, active)
+            except RuntimeError:  # the worker stopped meanwhile
+                self._hand_back(job)
         for batch_id in batches:
             self._batch_step(batch_id)
 
@@ -374,8 +377,17 @@ class Worker:
             return None
         return outcome
 
+    def _hand_back(self, job: Job) -> None:
+        """A claimed job the worker will not start after all (it is stopping): back to ``queued``, NACKed."""
+        self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
+        self.held.done(job.id, "nack")
+        self._room.release()
+
     def _start(self, job: Job, active: HeldJob) -> None:
         """Start a claimed job on the event loop; its end frees its room."""
+        if self._stopping.is_set():
+            self._hand_back(job)
+            return
         try:
             self._run(job, active)
         except Exception:
