@@ -39,6 +39,10 @@ batch_step (stop)  queued       the batch has more failed hosts than its    canc
                                                                                         (max_failures M)"
 =================  ===========  ==========================================  ==========  ==============================  ==========================
 
+``claim_many`` and ``finish_many`` are the list forms of ``claim`` and ``finish``: the same guard and
+outcome per job, one write transaction for all of them (the worker claims what one RESERVE brought,
+and finishes the jobs that ended together).
+
 Decisions behind the table:
 
 - A lost worker is one transition, ``worker_lost``, whoever notices it: the
@@ -72,7 +76,7 @@ Decisions behind the table:
   ``/api/v1/events``) in the transition's own transaction, and a final one
   also writes its notifications to the outbox (``remora.models.outbox``):
   ``_changed`` is the one hook; a transition whose guard missed records nothing.
-- ``claim``, ``finish``, ``requeue`` and ``record_pid`` run for every job, so
+- ``claim``, ``finish``, ``requeue`` and ``record_pid`` (and their list forms) run for every job, so
   they use the compiled statements of ``remora.models.hot``; only this
   module calls them.
 
@@ -241,9 +245,30 @@ def claim(job_id: str, worker_id: str) -> Claim:
     now = models.utcnow()
     with models.write_transaction():
         updated, job = models.claim_job(job_id, worker_id, now, RUN_FIELDS)
-        _changed(updated, [job_id], now)
+        if updated and job is not None:
+            changes.job_rows([(job_id, job.batch_id, JobStatus.RUNNING.value, None)], now)
     if updated:
         return Claim(Action.RUN, "claimed", job)
+    return _unclaimed(job_id)
+
+
+def claim_many(job_ids: list[str], worker_id: str) -> list[Claim]:
+    """``claim`` for several jobs: one write transaction (one conditional UPDATE, one change insert) for all.
+
+    One ``Claim`` per job, in the order given, each what ``claim`` would have said: the rows the
+    UPDATE did not claim get ``claim``'s own look (ACK, ``cancel_unstarted``, TAKE_OVER).
+    """
+    if not job_ids:
+        return []
+    now = models.utcnow()
+    with models.write_transaction():
+        claimed = {job.id: job for job in models.claim_jobs(job_ids, worker_id, now, RUN_FIELDS)}
+        changes.job_rows([(job.id, job.batch_id, JobStatus.RUNNING.value, None) for job in claimed.values()], now)
+    return [Claim(Action.RUN, "claimed", claimed[job_id]) if job_id in claimed else _unclaimed(job_id) for job_id in job_ids]
+
+
+def _unclaimed(job_id: str) -> Claim:
+    """What to do with the message of a job the claim's UPDATE did not take."""
     job = models.select_job(job_id, LOOK_FIELDS)
     if job is None:
         return Claim(Action.ACK, "job no longer exists")
@@ -332,6 +357,46 @@ def finish(job_id: str, worker_id: str, attempt: int, status: JobStatus, *, in_t
         return bool(_changed(models.update_held_job(job_id, worker_id, attempt, values), [job_id], now, status))
     with models.write_transaction():
         return bool(_changed(models.update_held_job(job_id, worker_id, attempt, values), [job_id], now, status))
+
+
+@dataclasses.dataclass
+class Finish:
+    """One attempt's end for ``finish_many``: ``finish(job_id, worker_id, attempt, status, **values)``."""
+
+    job_id: str
+    worker_id: str
+    attempt: int
+    status: JobStatus
+    batch_id: str | None = None  # the job's batch (its change row carries it)
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def finish_many(ends: list[Finish], *, in_transaction: bool = False) -> list[bool]:
+    """``finish`` for several attempts in one write transaction: one change insert and one outbox emit for all.
+
+    One flag per attempt, in the order given: False when that row is no longer ours (nothing recorded
+    for it).  ``in_transaction``: the caller holds a write transaction (e.g. the jobs' last output).
+    """
+    for end in ends:
+        if not end.status.finished:
+            raise ValueError(f"finish_many() needs final statuses, not {end.status.value}")
+    if not in_transaction:
+        with models.write_transaction():
+            return finish_many(ends, in_transaction=True)
+    now = models.utcnow()
+    done: list[bool] = []
+    rows: list[tuple[str, str | None, str, int | None]] = []
+    finals: dict[str, list[str]] = {}
+    for end in ends:
+        values = {"status": end.status.value, "finished_at": now, "updated_at": now, **end.values}
+        ok = models.update_held_job(end.job_id, end.worker_id, end.attempt, values)
+        done.append(ok)
+        if ok:
+            rows.append((end.job_id, end.batch_id, end.status.value, values.get("exit_code")))
+            finals.setdefault(end.status.value, []).append(end.job_id)
+    changes.job_rows(rows, now)
+    models.outbox.emit_finals(finals)
+    return done
 
 
 def requeue(job_id: str, worker_id: str, attempt: int, error: str, **values: Any) -> bool:

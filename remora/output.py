@@ -5,7 +5,8 @@ writes it to the database every ``flush_interval`` seconds or every
 ``flush_lines`` lines, whichever comes first, as chunks that carry a global
 sequence number (the combined view) and their byte offset in their own
 stream.  A shared background thread (``_Flusher``) makes sure quiet jobs are
-flushed on time.  Output beyond ``max_bytes`` is dropped with a marker; the
+flushed on time.  The worker's outputs are ``grouped``: once one of them is
+due, its output writer flushes all of them in ONE transaction (``flush_many``).  Output beyond ``max_bytes`` is dropped with a marker; the
 job keeps running.  When the database is briefly unavailable, output is kept
 in memory and written on the next successful flush (writers block once too
 much is pending, so memory stays bounded).
@@ -65,8 +66,14 @@ class JobOutput:
         max_bytes: int = 64 * 1024 * 1024,
         close_timeout: float = 30.0,
         offsets: tuple[int, int] | None = None,
+        grouped: bool = False,
     ) -> None:
-        """``offsets``: the job's stored (stdout_bytes, stderr_bytes) when the caller just read them."""
+        """``offsets``: the job's stored (stdout_bytes, stderr_bytes) when the caller just read them.
+
+        ``grouped``: the caller flushes it together with other jobs' outputs (``due`` says when;
+        ``flush_many`` writes them in one transaction): ``write`` then flushes on its own only when
+        too much is pending, and the shared flusher thread leaves it alone.
+        """
         self.job_id = job_id
         self.flush_interval = flush_interval
         self.flush_lines = max(1, flush_lines)
@@ -90,7 +97,9 @@ class JobOutput:
         self._seq = (last + 1) if last is not None else 0
         self._accepted = self._offsets[Stream.STDOUT] + self._offsets[Stream.STDERR]
         self._closed = False
-        _FLUSHER.register(self)
+        self.grouped = grouped
+        if not grouped:
+            _FLUSHER.register(self)
 
     @property
     def truncated(self) -> bool:
@@ -114,10 +123,18 @@ class JobOutput:
             self._accepted += len(data)
             self._pending_bytes += len(data)
             self._pending_lines += data.count(b"\n")
-            due = self._pending_lines >= self.flush_lines or self._pending_bytes >= MAX_CHUNK
+            due = not self.grouped and (self._pending_lines >= self.flush_lines or self._pending_bytes >= MAX_CHUNK)
             too_much = self._pending_bytes >= MAX_PENDING
         if due or too_much:
             self._flush_quietly(block=too_much)
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until this output is due for a flush (0: now; None: nothing pending)."""
+        if not self._pending_bytes:
+            return None
+        if self._pending_lines >= self.flush_lines or self._pending_bytes >= MAX_CHUNK:
+            return 0.0
+        return max(0.0, self._last_flush + self.flush_interval - now)
 
     def maybe_flush(self) -> None:
         """Flush when output has waited ``flush_interval`` (called by the shared flusher)."""
@@ -143,34 +160,28 @@ class JobOutput:
         ``also`` runs in that same transaction (e.g. the job's final status,
         so a short job's output and its end cost one write); its value is returned.
         """
-        with self._flush_lock:
-            with self._lock:
-                pieces, self._pending = self._pending, []
-                pending_bytes, self._pending_bytes, self._pending_lines = self._pending_bytes, 0, 0
-                truncated = self._truncated
-            if not pieces and also is None:
-                self._last_flush = time.monotonic()
-                return None
-            rows, offsets, seq = self._rows(pieces)
-            value = None
-            try:
-                with models.write_transaction():
-                    if rows:
-                        stdout, stderr = offsets[Stream.STDOUT], offsets[Stream.STDERR]
-                        models.append_output(self.job_id, rows, stdout, stderr, truncated, models.utcnow())
-                    if also is not None:
-                        value = also()
-            except BaseException:
-                with self._lock:  # put them back in front, in order
-                    self._pending = pieces + self._pending
-                    self._pending_bytes += pending_bytes
-                raise
-            self._offsets, self._seq = offsets, seq
-            self._last_flush = time.monotonic()
-            if self._failing:
-                log.info("job %s: output writes resumed", self.job_id)
-                self._failing = False
-            return value
+        return flush_many([self], also)
+
+    def _take(self) -> _Taken:
+        """The pending pieces as rows (under the flush lock, which the caller holds)."""
+        with self._lock:
+            pieces, self._pending = self._pending, []
+            pending_bytes, self._pending_bytes, self._pending_lines = self._pending_bytes, 0, 0
+            truncated = self._truncated
+        rows, offsets, seq = self._rows(pieces)
+        return _Taken(self, pieces, pending_bytes, truncated, rows, offsets, seq)
+
+    def _restore(self, taken: _Taken) -> None:
+        with self._lock:  # put them back in front, in order
+            self._pending = taken.pieces + self._pending
+            self._pending_bytes += taken.pending_bytes
+
+    def _stored(self, taken: _Taken) -> None:
+        self._offsets, self._seq = taken.offsets, taken.seq
+        self._last_flush = time.monotonic()
+        if self._failing:
+            log.info("job %s: output writes resumed", self.job_id)
+            self._failing = False
 
     def _rows(self, pieces: list[_Piece]) -> tuple[list[tuple], dict[Stream, int], int]:
         """(seq, stream, offset, data, encoding) rows for ``models.append_output``, new offsets, next seq."""
@@ -192,7 +203,8 @@ class JobOutput:
             return
         if not self._pending:  # everything is stored (e.g. by a final flush(also=...))
             self._closed = True
-            _FLUSHER.unregister(self)
+            if not self.grouped:
+                _FLUSHER.unregister(self)
             return
         deadline = time.monotonic() + self.close_timeout
         delay = 0.1
@@ -208,7 +220,59 @@ class JobOutput:
                     delay = min(delay * 2, 2.0)
         finally:
             self._closed = True
-            _FLUSHER.unregister(self)
+            if not self.grouped:
+                _FLUSHER.unregister(self)
+
+
+@dataclass
+class _Taken:
+    """One output's pending pieces taken for a flush, and what its state becomes when the flush commits."""
+
+    output: JobOutput
+    pieces: list[_Piece]
+    pending_bytes: int
+    truncated: bool
+    rows: list[tuple]
+    offsets: dict[Stream, int]
+    seq: int
+
+
+def flush_many(outputs: list[JobOutput], also: Callable[[], T] | None = None) -> T | None:
+    """Write the pending bytes of several jobs' outputs in ONE transaction (with ``also`` in it; its value).
+
+    Each output keeps its guarantees (order, offsets, truncation): on failure every output gets its
+    pieces back, in front, and the error is raised.
+    """
+    outputs = sorted(set(outputs), key=id)  # once each; locks taken in one order by every caller
+    locks = [output._flush_lock for output in outputs]
+    for lock in locks:
+        lock.acquire()
+    try:
+        taken = [output._take() for output in outputs]
+        writing = [t for t in taken if t.rows]
+        if not writing and also is None:
+            for t in taken:
+                t.output._last_flush = time.monotonic()
+            return None
+        value = None
+        try:
+            with models.write_transaction():
+                now = models.utcnow()
+                for t in writing:
+                    stdout, stderr = t.offsets[Stream.STDOUT], t.offsets[Stream.STDERR]
+                    models.append_output(t.output.job_id, t.rows, stdout, stderr, t.truncated, now)
+                if also is not None:
+                    value = also()
+        except BaseException:
+            for t in taken:
+                t.output._restore(t)
+            raise
+        for t in taken:
+            t.output._stored(t)
+        return value
+    finally:
+        for lock in reversed(locks):
+            lock.release()
 
 
 class _Flusher:

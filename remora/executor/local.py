@@ -66,7 +66,10 @@ log = logging.getLogger(__name__)
 
 DRAIN_AFTER_EXIT = 1.0  # how long pipes held open by background children are still read after the job exits
 TICK = 0.2  # how often a running job looks at its cancel flag
-_STDBUF = shutil.which("stdbuf") is not None
+_STDBUF_PATH = shutil.which("stdbuf")
+_STDBUF = _STDBUF_PATH is not None
+CWD_TTL = 5.0
+_CWD: dict[str, tuple[float, str]] = {}
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -118,7 +121,14 @@ class RunAs:
 
     @property
     def cwd(self) -> str:
-        return self.home if self.can_enter(self.home) else "/"
+        """The user's home when it may enter it, else ``/`` (looked at once per ``CWD_TTL``, not per job)."""
+        now = time.monotonic()
+        cached = _CWD.get(self.home)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        cwd = self.home if self.can_enter(self.home) else "/"
+        _CWD[self.home] = (now + CWD_TTL, cwd)
+        return cwd
 
     def can_enter(self, path: str) -> bool:
         """Whether this user may search every directory of ``path`` (mode bits; ACLs are the kernel's to refuse later)."""
@@ -196,6 +206,7 @@ class LocalExecutor:
             out = slave if request.pty else subprocess.PIPE
             proc = subprocess.Popen(
                 argv,
+                executable=_STDBUF_PATH if argv[0] == "stdbuf" else None,  # no search of PATH per job
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,

@@ -477,6 +477,7 @@ MIGRATIONS = _migrations.MIGRATIONS
 run_migration = _migrations.run_migration
 append_output = _hot.append_output
 claim_job = _hot.claim_job
+claim_jobs = _hot.claim_jobs
 last_output_seq = _hot.last_output_seq
 select_job = _hot.select_job
 update_held_job = _hot.update_held_job

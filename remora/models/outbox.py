@@ -5,7 +5,7 @@ transaction -- the one that makes a job or a batch final -- so a final state
 and its notifications commit together or not at all: a crash after the commit
 cannot lose a notification, a rolled-back transition never announces one.
 Each emit looks up the enabled webhooks subscribed to the event (one small
-query; nothing more when none is), keeps those whose filter matches
+query for any number of jobs -- ``emit_finals``; nothing more when none is), keeps those whose filter matches
 (``template``: the job's template; ``tag``: a tag of the job's server) and
 inserts one ``Delivery`` per webhook with the event's data as it is now.
 
@@ -38,18 +38,22 @@ COMMAND_CHARS = 1000  # of a job's command in a notification
 _SUBSCRIBED_SQL: dict[type, str] = {}
 
 
-def subscribed(event: str) -> list[tuple[str, dict[str, Any]]]:
-    """(id, filter) of the enabled webhooks that want ``event`` -- one compiled query (every job's end asks)."""
+def _enabled() -> list[tuple[str, list[str], dict[str, Any]]]:
+    """(id, events, filter) of every enabled webhook -- one compiled query."""
     database = database_proxy.obj
     sql = _SUBSCRIBED_SQL.get(type(database))
     if sql is None:
         sql = _SUBSCRIBED_SQL[type(database)] = f'SELECT "id", "events", "filter" FROM "webhook" WHERE "enabled" = {database.param}'
     rows = database.execute_sql(sql, (Webhook.enabled.db_value(True),)).fetchall()
-    out = []
-    for webhook_id, events, filter_ in rows:
-        if event in Webhook.events.python_value(events):
-            out.append((webhook_id, Webhook.filter.python_value(filter_) or {}))
-    return out
+    return [
+        (webhook_id, Webhook.events.python_value(events) or [], Webhook.filter.python_value(filter_) or {})
+        for webhook_id, events, filter_ in rows
+    ]
+
+
+def subscribed(event: str, enabled: list[tuple[str, list[str], dict[str, Any]]] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(id, filter) of the enabled webhooks that want ``event`` (``enabled``: ``_enabled()`` already read)."""
+    return [(webhook_id, filter_) for webhook_id, events, filter_ in (_enabled() if enabled is None else enabled) if event in events]
 
 
 def matches(filter_: dict[str, Any], template: str | None, tags: Iterable[str]) -> bool:
@@ -120,22 +124,46 @@ def job_data(job: Job, server: Server | None) -> dict[str, Any]:
 
 def emit_job(job_id: str, status: str) -> int:
     """A job became final (``completed`` / ``failed`` / ``canceled``): its ``job.<status>`` deliveries."""
-    event = JOB_EVENTS.get(status)
-    if event is None:
-        return 0
-    hooks = subscribed(event)
-    if not hooks:
-        return 0
-    row = Job.select(Job, Server).join(Server, pw.JOIN.LEFT_OUTER).where(Job.id == job_id).first()
-    if row is None:
-        return 0
-    server = row.server if row.server_id else None
-    tags = (server.tags or []) if server is not None else []
-    return emit(event, f"job:{job_id}", {"job": job_data(row, server)}, template=row.template, tags=tags, hooks=hooks)
+    return emit_finals({status: [job_id]})
 
 
 def emit_jobs(job_ids: Iterable[str], status: str) -> int:
-    return sum(emit_job(job_id, status) for job_id in job_ids)
+    return emit_finals({status: list(job_ids)})
+
+
+def emit_finals(by_status: dict[str, list[str]]) -> int:
+    """Jobs became final, listed by status: their ``job.<status>`` deliveries, in job id order.
+
+    One query for the enabled webhooks, whatever the number of jobs; when none wants these events
+    that is all.  Otherwise the jobs (with their servers) are read in one query.
+    """
+    wanted = {status: set(ids) for status, ids in by_status.items() if ids and status in JOB_EVENTS}
+    if not wanted:
+        return 0
+    enabled = _enabled()
+    if not enabled:
+        return 0
+    hooks = {status: subscribed(JOB_EVENTS[status], enabled) for status in wanted}
+    ids = sorted({job_id for status, job_ids in wanted.items() if hooks[status] for job_id in job_ids})
+    if not ids:
+        return 0
+    rows: dict[str, Job] = {}
+    for start in range(0, len(ids), 100):
+        query = Job.select(Job, Server).join(Server, pw.JOIN.LEFT_OUTER).where(Job.id.in_(ids[start : start + 100]))
+        rows.update((row.id, row) for row in query)
+    done = 0
+    for job_id in ids:
+        row = rows.get(job_id)
+        if row is None:
+            continue
+        for status, job_ids in wanted.items():
+            if job_id not in job_ids or not hooks[status]:
+                continue
+            server = row.server if row.server_id else None
+            tags = (server.tags or []) if server is not None else []
+            data = {"job": job_data(row, server)}
+            done += emit(JOB_EVENTS[status], f"job:{job_id}", data, template=row.template, tags=tags, hooks=hooks[status])
+    return done
 
 
 def emit_batch(batch_id: str) -> int:

@@ -1,11 +1,13 @@
 """The worker: reserve -> claim -> run -> stream -> finish -> ack, with heartbeats.
 
-- ``core``: ``Worker``, its slot threads and one job's run; the executor gets
+- ``core``: ``Worker``, its dispatcher (reserve, claim and start in batches),
+  starters and finishers (job ends recorded together); the executor gets
   a ``Target`` built from the server's row (``remora.services.targets``);
 - ``held``: ``HeldJobs``, the jobs this worker holds (their leases):
-  reserving for free slots, START/ACK/NACK, heartbeats;
+  reserving for free slots (one RESERVE for all), START/ACK/NACK, heartbeats;
 - ``sink``: ``JobSink``, where a running job's output goes (stored through
-  ``remora.output.JobOutput``);
+  ``remora.output.JobOutput``), and ``OutputWriter``, the thread storing every
+  job's output (bounded by bytes; due outputs flushed in one transaction);
 - ``backoff``: ``Outage``, backoff and once-per-outage logging for the queue
   and the database.
 """

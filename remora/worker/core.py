@@ -1,17 +1,22 @@
 """The worker: reserve -> claim -> start -> (event loop) stream output -> finish -> ack.
 
 Up to ``worker.concurrency`` jobs run at once, and a running job holds no
-thread: dispatcher threads (half of ``worker.threads``) reserve one job at a
-time from NetQueue while there is room, claim it in the database
-(``remora.jobstate``: a conditional ``queued`` -> ``running`` update, so a
-duplicate delivery never runs twice at once) and start it with the server's
-executor (SSH, pooled; or local) -- the only part that blocks: a connect,
-an SSH handshake, a fork.  From then on the worker's event loop
-(``remora.executor.loop``: one thread, one selector over every channel and
-pipe, timers for timeouts and cancels) reads its output and hands it to one
-output writer thread, which stores it in ``OutputChunk`` rows through
-``remora.output.JobOutput``.  When the job ends, a finisher thread (the other
-half of ``worker.threads``) records the outcome:
+thread.  The dispatcher thread reserves, in ONE RESERVE, as many jobs as
+there are free slots (the queue answers as soon as one is ready, so a lone
+job never waits for a batch), claims them in the database in ONE write
+transaction (``remora.jobstate.claim_many``: a conditional ``queued`` ->
+``running`` update, so a duplicate delivery never runs twice at once), tells
+the queue they started in ONE frame, and starts each with its server's
+executor on the starter threads (half of ``worker.threads``: a fork, an SSH
+connect and handshake block), while the dispatcher reserves the next ones.
+From then on the worker's event loop (``remora.executor.loop``: one thread,
+one selector over every channel and pipe, timers for timeouts and cancels)
+reads their output and hands it to one output writer thread, which stores
+it through ``remora.output.JobOutput`` (every job's due output in one
+transaction).  When jobs end, a finisher thread takes every end waiting and
+records the outcomes together (last output and final statuses in ONE
+transaction: ``output.flush_many`` + ``jobstate.finish_many``; one ACK
+request; each batch stepped once):
 
 - exit 0 -> ``completed``; exit N -> ``failed`` (error ``exit code N``);
   killed by a signal -> ``failed`` (``killed by signal X``); timeout ->
@@ -53,9 +58,11 @@ import functools
 import json
 import logging
 import os
+import queue as queue_mod
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -70,6 +77,7 @@ from remora.executor.sshpool import SSHPool
 from remora.jobstate import Action
 from remora.models import Job, JobStatus, Server
 from remora.netqueue.client import PutItem, QueueClient, Reservation
+from remora.output import JobOutput, flush_many
 from remora.services.targets import target_for
 from remora.worker.backoff import Outage
 from remora.worker.held import RESERVE_WAIT, HeldJob, HeldJobs
@@ -78,6 +86,10 @@ from remora.worker.sink import JobSink, OutputWriter
 log = logging.getLogger(__name__)
 
 SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
+DISPATCHERS = 1  # threads reserving and claiming (each RESERVE asks for every free slot)
+FINISHERS = 2  # threads recording job ends (each takes every end waiting)
+RESERVE_BATCH = 256  # most jobs one RESERVE asks for (never more than the free slots)
+FINISH_BATCH = 256  # most job ends a finisher records in one transaction
 JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
 
 
@@ -99,9 +111,14 @@ class Worker:
         self.queues = list(queues or settings.worker.queues or [settings.queue.name])
         self.concurrency = max(1, concurrency or settings.worker.concurrency)
         threads = max(2, settings.worker.threads)
-        self.dispatchers = max(1, min(self.concurrency, threads // 2))
+        # one dispatcher reserves for every free slot at once; starts (forks, SSH handshakes) go to the starters
+        self.dispatchers = DISPATCHERS
+        self._starter_count = max(1, min(self.concurrency, threads // 2))
         self.loop = EventLoop(name=f"{self.id}-loop", threads=max(2, threads // 4))
-        self._finishers = ThreadPoolExecutor(max_workers=max(1, threads - self.dispatchers), thread_name_prefix=f"{self.id}-finish")
+        self._finisher_count = max(1, min(FINISHERS, threads - self._starter_count))  # few: job ends wait together
+        self._ends: queue_mod.SimpleQueue[tuple[Job, HeldJob, ExecResult, JobSink] | None] = queue_mod.SimpleQueue()
+        # SSH starts block (a channel open, a handshake): those of one RESERVE go in parallel here
+        self._starters = ThreadPoolExecutor(max_workers=self._starter_count, thread_name_prefix=f"{self.id}-start")
         self._room = threading.BoundedSemaphore(self.concurrency)  # jobs at once
         self._running = 0  # jobs handed to the event loop and not finished yet
         self._idle = threading.Condition()
@@ -150,6 +167,8 @@ class Worker:
             thread = threading.Thread(target=self._slot_loop, name=f"{self.id}-slot-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        for n in range(self._finisher_count):
+            threading.Thread(target=self._finish_loop, name=f"{self.id}-finish-{n}", daemon=True).start()
 
     def _check_data_dir(self) -> None:
         """Warn when local jobs run as another user but the data directory is open to others."""
@@ -200,7 +219,9 @@ class Worker:
             self._join_slots(time.monotonic() + self.settings.worker.kill_grace + 15.0)
         self._abandon.set()
         self._join_slots(time.monotonic() + 5.0)
-        self._finishers.shutdown(wait=False)
+        for _ in range(self._finisher_count):
+            self._ends.put(None)
+        self._starters.shutdown(wait=False)
         if self.output_writer is not None:
             self.output_writer.close(5.0)
         self.loop.stop()
@@ -222,75 +243,157 @@ class Worker:
     # -- the slot loop ----------------------------------------------------------
 
     def _slot_loop(self) -> None:
-        """Reserve a job while fewer than ``concurrency`` run; a job that did not start is ACKed with the next reserve."""
-        previous: HeldJob | None = None
-        room = False  # this dispatcher holds a room; a job started on the event loop takes it along
+        """Reserve as many jobs as there are free slots (one RESERVE), claim and start them; see ``_dispatch``."""
         while True:
-            if not room:
-                if not self._room.acquire(timeout=RESERVE_WAIT):
-                    if self._stopping.is_set():
-                        return
-                    continue
-                room = True
-            item = self.held.next(previous, timeout=RESERVE_WAIT)
-            previous = None
-            if item is None:
-                self._room.release()
-                room = False
+            if not self._room.acquire(timeout=RESERVE_WAIT):
                 if self._stopping.is_set():
                     return
                 continue
-            reservation, active = item
-            running = False
+            rooms = 1  # each reserved job takes one; a job started on the event loop takes it along
+            while rooms < RESERVE_BATCH and self._room.acquire(blocking=False):
+                rooms += 1
+            items = self.held.reserve(rooms, timeout=RESERVE_WAIT)
+            for _ in range(rooms - len(items)):
+                self._room.release()
+            if items:
+                try:
+                    self._dispatch(items)
+                except Exception:  # pragma: no cover - a bug: keep the dispatcher alive
+                    log.exception("unexpected error while dispatching %d job(s)", len(items))
+            elif self._stopping.is_set():
+                return
+
+    def _dispatch(self, items: list[tuple[Reservation, HeldJob]]) -> None:
+        """Claim what one RESERVE brought (one transaction), START the claimed jobs (one frame), run them.
+
+        Every job's room is freed here unless the job runs on the event loop (its end frees it).
+        The messages of jobs not to run (finished, canceled, held by a live worker) are ACKed in
+        the same frame as the START.
+        """
+        if self._stopping.is_set():
+            for reservation, _ in items:
+                self.held.done(reservation.id, "nack")
+                self._room.release()
+            return
+        try:
+            claims = jobstate.claim_many([reservation.id for reservation, _ in items], self.id)
+            self._db_outage.ok()
+        except models.DatabaseError as exc:
+            delay = self._db_outage.failed(exc)
+            for reservation, _ in items:
+                self.held.done(reservation.id, "nack", max(delay, 1.0))
+                self._room.release()
+            self._stopping.wait(delay)
+            return
+        runs: list[tuple[Job, HeldJob]] = []
+        acks: list[str] = []
+        batches: dict[str, None] = {}
+        for (reservation, active), claim in zip(items, claims, strict=True):
+            if claim.action is Action.TAKE_OVER:  # a lost worker's job: kills its leftovers first (slow), on its own
+                self._starters.submit(self._dispatch_one, reservation, active, claim)
+                continue
+            outcome: jobstate.Claim | None
             try:
-                running = self._handle(reservation, active)
+                outcome = self._claimed(reservation, active, claim)
             except Exception:
                 log.exception("job %s: unexpected error; releasing it", reservation.id)
                 self.held.done(reservation.id, "nack", 1.0)
-            if running:
-                room = False
-            else:
-                previous = active
+                outcome = None
+            if outcome is not None and outcome.action is Action.RUN and outcome.job is not None:
+                runs.append((outcome.job, active))
+                continue
+            if outcome is not None:
+                log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
+                self.stats["skipped"] += 1
+                self.held.forget(reservation.id)
+                acks.append(reservation.id)
+                batch_id = getattr(outcome.job, "batch_id", None) if outcome.job is not None else None
+                if batch_id:
+                    batches[batch_id] = None
+            self._room.release()
+        flags = self.held.start_many([active for _, active in runs], acks)
+        starting = []
+        for (job, active), ours in zip(runs, flags, strict=True):
+            if ours and not self._stopping.is_set():
+                starting.append((job, active))
+                continue
+            # the queue handed it back meanwhile (not ours to run), or the worker is stopping
+            self._db_retry(lambda job=job: jobstate.release(job.id, self.id, job.attempts))
+            self.held.done(job.id, "nack" if ours else "")
+            self._room.release()
+        for job, active in starting:  # on the starters: a fork, an SSH connect may block; the dispatcher reserves on
+            try:
+                self._starters.submit(self._start, job, active)
+            except RuntimeError:  # the worker stopped meanwhile
+                self._hand_back(job)
+        for batch_id in batches:
+            self._batch_step(batch_id)
 
-    def _handle(self, reservation: Reservation, active: HeldJob) -> bool:
-        """Claim and start the job; True when it runs on the event loop (its end frees its room)."""
-        if self._stopping.is_set() or active.reason == "lost":
-            self.held.done(reservation.id, "nack")
-            return False
-        outcome = self._claim(reservation, active)
-        if outcome is None:
-            return False
-        if outcome.action is Action.RUN and outcome.job is not None:
-            if not self.held.started(active):  # the queue handed it back meanwhile: not ours to run
-                self._db_retry(lambda: jobstate.release(outcome.job.id, self.id, outcome.job.attempts))  # type: ignore[union-attr]
-                self.held.done(reservation.id, "")
-                return False
-            return self._run(outcome.job, active)
-        else:
-            log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
-            self.stats["skipped"] += 1
-            self.held.done(reservation.id, "ack")
-            if outcome.job is not None:
-                self._batch_step(getattr(outcome.job, "batch_id", None))
-            return False
-
-    def _claim(self, reservation: Reservation, active: HeldJob) -> jobstate.Claim | None:
+    def _dispatch_one(self, reservation: Reservation, active: HeldJob, claim: jobstate.Claim) -> None:
+        """``_dispatch`` for one job, on a starter thread (a lost worker's job: its take-over may block)."""
         try:
-            # the queue enforces Server.max_concurrent_jobs (the job's concurrency group): no count here
-            outcome = jobstate.claim(reservation.id, self.id)
+            outcome = self._claimed(reservation, active, claim)
+            if outcome is None:
+                self._room.release()
+            elif outcome.action is Action.RUN and outcome.job is not None:
+                if self.held.started(active):
+                    self._start(outcome.job, active)
+                    return
+                job = outcome.job
+                self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
+                self.held.done(job.id, "")
+                self._room.release()
+            else:
+                log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
+                self.stats["skipped"] += 1
+                self.held.done(reservation.id, "ack")
+                self._room.release()
+                if outcome.job is not None:
+                    self._batch_step(getattr(outcome.job, "batch_id", None))
+        except Exception:
+            log.exception("job %s: unexpected error; releasing it", reservation.id)
+            self.held.done(reservation.id, "nack", 1.0)
+            self._room.release()
+
+    def _claimed(self, reservation: Reservation, active: HeldJob, outcome: jobstate.Claim) -> jobstate.Claim | None:
+        """The claim's outcome after a lost worker's take-over or a cancel between reserve and claim (None: handled)."""
+        if active.reason == "lost":  # the queue may have handed it to another worker: do not run it
+            job = outcome.job
+            if outcome.action is Action.RUN and job is not None:
+                self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
+            self.held.done(reservation.id, "nack")
+            return None
+        try:
             if outcome.action is Action.TAKE_OVER and outcome.job is not None:
                 outcome = self._take_over(outcome.job, reservation)
             self._db_outage.ok()
         except models.DatabaseError as exc:
             delay = self._db_outage.failed(exc)
             self.held.done(reservation.id, "nack", max(delay, 1.0))
-            self._stopping.wait(delay)
             return None
         if outcome.action is Action.RUN and active.cancel.is_set():  # canceled between reserve and claim
             assert outcome.job is not None
             self._finish_attempt(outcome.job, active, ExecResult(error_kind=ErrorKind.CANCELED.value, error="canceled"))
             return None
         return outcome
+
+    def _hand_back(self, job: Job) -> None:
+        """A claimed job the worker will not start after all (it is stopping): back to ``queued``, NACKed."""
+        self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
+        self.held.done(job.id, "nack")
+        self._room.release()
+
+    def _start(self, job: Job, active: HeldJob) -> None:
+        """Start a claimed job on the event loop; its end frees its room."""
+        if self._stopping.is_set():
+            self._hand_back(job)
+            return
+        try:
+            self._run(job, active)
+        except Exception:
+            log.exception("job %s: unexpected error while starting it; releasing it", job.id)
+            self.held.done(job.id, "nack", 1.0)
+            self._room.release()
 
     def _take_over(self, job: Job, reservation: Reservation) -> jobstate.Claim:
         """A redelivered job still ``running``: its worker is gone (or, on a first delivery, maybe alive)."""
@@ -356,24 +459,39 @@ class Worker:
 
         def ended(result: ExecResult) -> None:  # on the event loop: the rest after the job's last bytes are stored
             self._room.release()  # a dispatcher reserves the next job while this one's outcome is written
-            sink.then(self._finishers.submit, self._complete, job, active, result, sink)
+            sink.then(self._ends.put, (job, active, result, sink))
 
         result = self._execute(job, active, sink, ended)
         if result is not None:
             ended(result)
         return True
 
-    def _complete(self, job: Job, active: HeldJob, result: ExecResult, sink: JobSink) -> None:
-        """A job that ran on the event loop ended (its room is free already): write its outcome, ACK or NACK it."""
-        try:
-            self._finish_attempt(job, active, result, sink, alone=True)
-        except Exception:
-            log.exception("job %s: unexpected error while finishing it; releasing it", job.id)
-            self.held.done(job.id, "nack", 1.0, alone=True)
-        finally:
-            with self._idle:
-                self._running -= 1
-                self._idle.notify_all()
+    def _finish_loop(self) -> None:
+        """A finisher: takes every job end waiting (up to FINISH_BATCH) and records them together (``_finish_group``)."""
+        while True:
+            first = self._ends.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < FINISH_BATCH:
+                try:
+                    more = self._ends.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if more is None:
+                    self._ends.put(None)  # for another finisher
+                    break
+                group.append(more)
+            try:
+                self._finish_group(group)
+            except Exception:
+                log.exception("%d job(s): unexpected error while finishing them; releasing them", len(group))
+                for job, *_ in group:
+                    self.held.done(job.id, "nack", 1.0)
+            finally:
+                with self._idle:
+                    self._running -= len(group)
+                    self._idle.notify_all()
 
     def _job_env(self, job: Job) -> tuple[dict[str, str], list[str]]:
         """The job's ``env`` with its encrypted values (``Job.secret_env``) decrypted: only here, at run time.
@@ -414,53 +532,65 @@ class Worker:
             log.exception("job %s: executor failed", job.id)
             return ExecResult(error_kind=ErrorKind.INTERNAL.value, error=f"internal error: {exc}")
 
-    def _finish_attempt(self, job: Job, active: HeldJob, result: ExecResult, sink: JobSink | None = None, *, alone: bool = False) -> None:
-        """Store the output, write the outcome (retrying while the database is down), then ACK or NACK.
+    def _finish_attempt(self, job: Job, active: HeldJob, result: ExecResult, sink: JobSink | None = None) -> None:
+        """Record one attempt's outcome (``_finish_group`` of one)."""
+        self._finish_group([(job, active, result, sink)])
 
-        A job ending normally has its last output and its final status written in one transaction.
-        ``alone``: the job ran on the event loop; no slot reserves after it, its ACK goes on its own.
+    def _finish_group(self, group: Sequence[tuple[Job, HeldJob, ExecResult, JobSink | None]]) -> None:
+        """Store the output, write the outcomes (retrying while the database is down), then ACK or NACK.
+
+        Jobs that ended together and reach a final status have their last output and their final
+        statuses written in ONE transaction (``output.flush_many`` + ``jobstate.finish_many``), then
+        are ACKed in one request, and each batch among them is stepped once.  A shutdown's release
+        and a retry's requeue are written job by job.
         """
-        active.finishing = True
-        if not alone and active.reason != "shutdown" and not self._stopping.is_set():
-            self.held.reserve_early(active, RESERVE_WAIT)  # the slot's next job travels while the outcome is written
-        output = sink.last_write() if sink is not None else None
-        if active.reason == "shutdown":
-            if sink is not None:
-                sink.close()
-            self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
-            self.stats["requeued"] += 1
-            self.held.done(job.id, "nack", alone=alone)
+        ends: list[tuple[Job, JobStatus, dict[str, Any], JobSink | None, JobOutput | None]] = []
+        for job, active, result, sink in group:
+            active.finishing = True
+            output = sink.last_write() if sink is not None else None
+            if active.reason == "shutdown":
+                if sink is not None:
+                    sink.close()
+                self._db_retry(lambda job=job: jobstate.release(job.id, self.id, job.attempts))
+                self.stats["requeued"] += 1
+                self.held.done(job.id, "nack")
+                continue
+            status, error = outcome_of(result, active.reason)
+            extra: dict[str, Any] = {
+                "error": error,
+                "exit_code": result.exit_code,
+                "signal": result.signal,
+                "remote_pid": result.remote_pid,
+            }
+            if result.attempt_errors:
+                ssh_errors = [jobstate.attempt_error(job.attempts, e) for e in result.attempt_errors]
+                extra["attempt_errors"] = [*(job.attempt_errors or []), *ssh_errors]
+            if status is JobStatus.FAILED and job.attempts <= job.retries and not self._stopping.is_set():
+                if sink is not None:
+                    sink.close()
+                extra.pop("error")
+                self._db_retry(lambda job=job, extra=extra, error=error: jobstate.requeue(job.id, self.id, job.attempts, error, **extra))
+                self.stats["requeued"] += 1
+                delay = min(1.0 * job.attempts, 10.0)
+                log.info("job %s: attempt %d failed (%s); retrying in %.0fs", job.id, job.attempts, error, delay)
+                self.held.done(job.id, "nack", delay)
+                continue
+            if sink is not None and output is None:
+                sink.close()  # output still held elsewhere (a job's own writer, early bytes): stored before the status
+            ends.append((job, status, extra, sink, output))
+        if not ends:
             return
-        status, error = outcome_of(result, active.reason)
-        extra: dict[str, Any] = {
-            "exit_code": result.exit_code,
-            "signal": result.signal,
-            "remote_pid": result.remote_pid,
-        }
-        if result.attempt_errors:
-            ssh_errors = [jobstate.attempt_error(job.attempts, e) for e in result.attempt_errors]
-            extra["attempt_errors"] = [*(job.attempt_errors or []), *ssh_errors]
-        retry = status is JobStatus.FAILED and job.attempts <= job.retries and not self._stopping.is_set()
-        if retry:
-            if sink is not None:
-                sink.close()
-            self._db_retry(lambda: jobstate.requeue(job.id, self.id, job.attempts, error, **extra))
-            self.stats["requeued"] += 1
-            delay = min(1.0 * job.attempts, 10.0)
-            log.info("job %s: attempt %d failed (%s); retrying in %.0fs", job.id, job.attempts, error, delay)
-            self.held.done(job.id, "nack", delay, alone=alone)
-            return
-        if output is not None:
-            finish = functools.partial(jobstate.finish, job.id, self.id, job.attempts, status, in_transaction=True, error=error, **extra)
-            self._db_retry(lambda: output.flush(also=finish))
-        if sink is not None:
-            sink.close()  # stores nothing more after the write above (unless the worker gave it up at shutdown)
-        if output is None:
-            self._db_retry(lambda: jobstate.finish(job.id, self.id, job.attempts, status, error=error, **extra))
-        self.stats[status.value] = self.stats.get(status.value, 0) + 1
-        log.debug("job %s: %s %s", job.id, status.value, error)
-        self.held.done(job.id, "ack", alone=alone)
-        self._batch_step(job.batch_id)
+        finals = [jobstate.Finish(job.id, self.id, job.attempts, status, job.batch_id, extra) for job, status, extra, _, _ in ends]
+        outputs = [output for *_, output in ends if output is not None]
+        self._db_retry(lambda: flush_many(outputs, also=functools.partial(jobstate.finish_many, finals, in_transaction=True)))
+        for job, status, extra, sink, output in ends:
+            if sink is not None and output is not None:
+                sink.close()  # stores nothing more after the write above (unless the worker gave it up at shutdown)
+            self.stats[status.value] = self.stats.get(status.value, 0) + 1
+            log.debug("job %s: %s %s", job.id, status.value, extra["error"])
+        self.held.ack_many([job.id for job, *_ in ends])
+        for batch_id in dict.fromkeys(job.batch_id for job, *_ in ends if job.batch_id):
+            self._batch_step(batch_id)
 
     def _batch_step(self, batch_id: str | None) -> None:
         """A job of a batch ended: release its next held jobs (or stop it past its threshold) and queue them.

@@ -2,20 +2,21 @@
 
 ``HeldJobs`` owns every lease (the queue's reservation of a job) the worker holds (docs/dispatch.md):
 
-- a slot reserves only when it is free: one job at a time, with a blocking
-  RESERVE that the queue parks until a job is ready.  A slot whose job ends
-  sends its next RESERVE as soon as the result is known (``reserve_early``),
-  so the reply travels while the outcome is written to the database; without
-  one, ACK and RESERVE go together (ACK_RESERVE).  So a worker never holds a
-  job it could not start now (but for those few milliseconds): the queue
-  decides what runs next (priority, FIFO, per-server limits), and another
-  worker with a free slot gets what this one cannot start;
-- right after a job is claimed in the database the slot tells the queue it
-  started (START, pipelined: no round trip), carrying the ACK of the slot's
-  previous job.  Until then the reservation is "unstarted": if this worker's
-  connection closes (the process died) the queue hands it back at once;
+- a dispatcher reserves only for free slots: with k slots free it sends one
+  blocking RESERVE for up to k jobs (``reserve``), which the queue parks
+  until a job is ready and answers at once with what is ready then (a lone
+  job never waits for a batch to fill).  So a worker never holds a job it
+  could not start now: the queue decides what runs next (priority, FIFO,
+  per-server limits), and another worker with a free slot gets what this
+  one cannot start;
+- right after the jobs are claimed in the database the dispatcher tells the
+  queue they started, all in one START (``start_many``, pipelined: no round
+  trip), carrying the ACKs of the jobs of that RESERVE it will not run.
+  Until then a reservation is "unstarted": if this worker's connection
+  closes (the process died) the queue hands it back at once;
 - NACKs, and ACKs that cannot ride on a START, go to acker threads; ACKs
-  waiting together go in one request (a START carrying only ACKs);
+  waiting together (jobs that finished together: ``ack_many``) go in one
+  request (a START carrying only ACKs);
 - a heartbeat thread TOUCHes every held lease each ``heartbeat_interval``
   (registering the worker with its resource figures first); a reply of
   ``canceled`` or ``lost`` stops the job, and ``on_beat`` lets the worker do
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from remora.errors import QueueError, QueueUnavailable
-from remora.netqueue.client import PendingReserve, QueueClient, Reservation
+from remora.netqueue.client import QueueClient, Reservation
 from remora.worker.backoff import Outage
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,6 @@ class HeldJob:
     finishing: bool = False
     pid: int | None = None
     pid_recorded: bool = False
-    after: tuple[str, float] | None = None  # what the queue hears when the job leaves: ("ack" | "nack" | "", delay)
-    following: PendingReserve | None = None  # the slot's next RESERVE, sent as this job ended
-    ack_with_start: str = ""  # the slot's previous job: ACKed together with this job's START
 
     def stop(self, reason: str) -> None:
         if not self.cancel.is_set() and not self.finishing:
@@ -89,7 +87,7 @@ class HeldJobs:
         self.outage = Outage(f"NetQueue at {client.addr}")
         self.held: dict[str, HeldJob] = {}
         self.lock = threading.Lock()
-        self._acks: queue_mod.Queue[tuple[str, str, float] | None] = queue_mod.Queue()
+        self._acks: queue_mod.Queue[tuple[str, list[str], float] | None] = queue_mod.Queue()
         self._fetching = threading.Event()
         self._beating = threading.Event()
         self._abandon = threading.Event()
@@ -143,118 +141,80 @@ class HeldJobs:
     def fetching(self) -> bool:
         return self._fetching.is_set()
 
-    def reserve_early(self, active: HeldJob, timeout: float) -> None:
-        """The job is ending (its result is known; its row is about to be written): send the slot's next RESERVE now.
+    def reserve(self, count: int, timeout: float) -> list[tuple[Reservation, HeldJob]]:
+        """Reserve up to ``count`` jobs (the slots free now) in one RESERVE; [] when none came within ``timeout``.
 
-        Its reply travels while the slot writes the outcome, so the next job starts without waiting for a
-        round trip and the queue's fsync.  The job reserved is started a few milliseconds later.
+        The queue answers as soon as one job is ready (a lone job never waits for a batch to fill) and
+        still applies priorities and per-server limits to every job it hands out.
         """
-        if self.fetching and active.following is None:
-            try:
-                active.following = self.client.reserve_later(self.queues, timeout=timeout, count=1, worker_id=self.worker_id)
-            except (QueueUnavailable, QueueError, OSError):
-                active.following = None
-
-    def next(self, previous: HeldJob | None, timeout: float) -> tuple[Reservation, HeldJob] | None:
-        """Finish the slot's previous job with the queue and reserve one job for the slot (None: none came).
-
-        An ACK and the next RESERVE travel together (ACK_RESERVE), unless the RESERVE went out early
-        (``reserve_early``): the ACK then rides on the next job's START when that job's reservation
-        has already arrived, else goes to the ackers at once.  A NACK always goes to the ackers.
-        """
-        ack = ""
-        following = None
-        if previous is not None:
-            with self.lock:
-                self.held.pop(previous.job_id, None)
-            op, delay = previous.after or ("nack", 0.0)
-            following, previous.following = previous.following, None
-            if op == "ack" and self.fetching and following is None:
-                ack = previous.job_id
-            elif op == "ack" and following is not None and following.answered:
-                ack = previous.job_id  # a next job is (probably) there: the ACK goes with its START
-            elif op:
-                self._acks.put((op, previous.job_id, delay))
-        if following is not None:
-            item = self._take(following)
-            if item is None:
-                if ack:
-                    self._acks.put(("ack", ack, 0.0))
-            else:
-                item[1].ack_with_start = ack
-            return item
         if not self.fetching:
-            if ack:
-                self._acks.put(("ack", ack, 0.0))
-            return None
+            return []
         try:
-            if ack:
-                got = self.client.ack_reserve(ack, self.queues, timeout=timeout, count=1, worker_id=self.worker_id)
-            else:
-                got = self.client.reserve(self.queues, timeout=timeout, count=1, worker_id=self.worker_id)
-            self.outage.ok()
-        except (QueueUnavailable, QueueError, OSError) as exc:
-            if ack:
-                self._acks.put(("ack", ack, 0.0))  # perhaps done already: a second ACK is harmless
-            self._abandon.wait(self.outage.failed(exc))
-            return None
-        return self._hold(got)
-
-    def _take(self, following: PendingReserve) -> tuple[Reservation, HeldJob] | None:
-        try:
-            got = following()
+            got = self.client.reserve(self.queues, timeout=timeout, count=max(1, count), worker_id=self.worker_id)
             self.outage.ok()
         except (QueueUnavailable, QueueError, OSError) as exc:
             self._abandon.wait(self.outage.failed(exc))
-            return None
-        if got and not self.fetching:  # stopping: hand it straight back
-            self._acks.put(("nack", got[0].id, 0.0))
-            return None
-        return self._hold(got)
-
-    def _hold(self, got: list[Reservation]) -> tuple[Reservation, HeldJob] | None:
-        if not got:
-            return None
-        reservation = got[0]
-        active = HeldJob(reservation.id)
+            return []
+        if got and not self.fetching:  # stopping: hand them straight back
+            for reservation in got:
+                self._acks.put(("nack", [reservation.id], 0.0))
+            return []
+        items = [(reservation, HeldJob(reservation.id)) for reservation in got]
         with self.lock:
-            self.held[reservation.id] = active
-        return reservation, active
+            for reservation, active in items:
+                self.held[reservation.id] = active
+        return items
+
+    def start_many(self, actives: list[HeldJob], acks: list[str] | tuple[str, ...] = ()) -> list[bool]:
+        """Tell the queue these jobs started, in one pipelined START that also carries ``acks``.
+
+        One flag per job: False when it is not ours any more (do not run it).
+        """
+        job_ids = [active.job_id for active in actives]
+        if not job_ids:
+            if acks:
+                self._acks.put(("ack", list(acks), 0.0))
+            return []
+        try:
+            self.client.start_nowait(job_ids, worker_id=self.worker_id, acks=tuple(acks))
+            return [True] * len(job_ids)
+        except (QueueUnavailable, QueueError, OSError):
+            if acks:
+                self._acks.put(("ack", list(acks), 0.0))
+        try:  # the connection that reserved them broke: ask on a new one whether they are still ours
+            flags = self.client.start(job_ids, worker_id=self.worker_id)
+            return [bool(flag) for flag in flags] + [False] * (len(job_ids) - len(flags))
+        except (QueueUnavailable, QueueError, OSError) as exc:
+            log.warning("%d job(s): cannot tell the queue they started (%s); handing them back", len(job_ids), exc)
+            return [False] * len(job_ids)
 
     def started(self, active: HeldJob) -> bool:
-        """Tell the queue the job started (pipelined, with the slot's previous ACK); False: not ours any more, do not run it."""
-        job_id = active.job_id
-        ack, active.ack_with_start = active.ack_with_start, ""
-        try:
-            self.client.start_nowait([job_id], worker_id=self.worker_id, acks=(ack,) if ack else ())
-            return True
-        except (QueueUnavailable, QueueError, OSError):
-            if ack:
-                self._acks.put(("ack", ack, 0.0))
-        try:  # the connection that reserved it broke: ask on a new one whether it is still ours
-            return self.client.start([job_id], worker_id=self.worker_id) == [True]
-        except (QueueUnavailable, QueueError, OSError) as exc:
-            log.warning("job %s: cannot tell the queue it started (%s); handing it back", job_id, exc)
-            return False
+        """``start_many`` for one job."""
+        return self.start_many([active])[0]
 
-    def done(self, job_id: str, op: str, delay: float = 0.0, *, alone: bool = False) -> None:
-        """The job leaves this worker: ``op`` ("ack", "nack", or "" for nothing) is sent with the slot's next reserve.
-
-        ``alone``: no slot reserves after it (a job that ran on the event loop): it goes to the ackers now.
-        """
+    def forget(self, job_id: str) -> None:
+        """The job leaves this worker and the caller tells the queue itself (e.g. its ACK rides on a START)."""
         with self.lock:
-            active = self.held.pop(job_id, None)
-        if active is not None and alone:
-            active.after = None
-            if op:
-                self._acks.put((op, job_id, delay))
-        elif active is not None:
-            active.after = (op, delay)
-            if active.ack_with_start:  # never started: the previous job's ACK goes on its own
-                self._acks.put(("ack", active.ack_with_start, 0.0))
-                active.ack_with_start = ""
-        elif op:
-            self._acks.put((op, job_id, delay))
+            self.held.pop(job_id, None)
+
+    def done(self, job_id: str, op: str, delay: float = 0.0) -> None:
+        """The job leaves this worker: ``op`` ("ack", "nack", or "" for nothing) goes to the ackers."""
+        with self.lock:
+            self.held.pop(job_id, None)
+        if op:
+            self._acks.put((op, [job_id], delay))
+
+    def ack_many(self, job_ids: list[str]) -> None:
+        """These jobs leave this worker, ACKed in one request (a START carrying only ACKs, not waited for)."""
+        if not job_ids:
+            return
+        with self.lock:
+            for job_id in job_ids:
+                self.held.pop(job_id, None)
+        try:  # pipelined: the finisher waits for neither the round trip nor the queue's fsync
+            self.client.start_nowait([], worker_id=self.worker_id, acks=tuple(job_ids))
+        except (QueueUnavailable, QueueError, OSError):
+            self._acks.put(("ack", list(job_ids), 0.0))  # the ackers retry it on a new connection
 
     def running(self) -> list[HeldJob]:
         with self.lock:
@@ -270,8 +230,8 @@ class HeldJobs:
             item = self._acks.get()
             if item is None:
                 return
-            op, job_id, delay = item
-            acks = [job_id]
+            op, job_ids, delay = item
+            acks = list(job_ids)
             while op == "ack" and len(acks) < ACK_BATCH:  # ACKs waiting together go in one request
                 try:
                     more = self._acks.get_nowait()
@@ -280,22 +240,23 @@ class HeldJobs:
                 if more is None or more[0] != "ack":
                     self._acks.put(more)  # type: ignore[arg-type]  # for another acker
                     break
-                acks.append(more[1])
+                acks.extend(more[1])
             for _ in range(5):
                 try:
                     if op == "ack" and len(acks) > 1:
                         self.client.ack_many(acks)
                     elif op == "ack":
-                        self.client.ack(job_id)
+                        self.client.ack(acks[0])
                     else:
-                        self.client.nack(job_id, delay=delay)
+                        for job_id in acks:
+                            self.client.nack(job_id, delay=delay)
                     self.outage.ok()
                     break
                 except (QueueUnavailable, OSError) as exc:
                     if self._abandon.wait(self.outage.failed(exc)):
                         break
                 except QueueError as exc:
-                    log.warning("queue refused %s of job %s: %s", op, job_id, exc)
+                    log.warning("queue refused %s of job(s) %s: %s", op, ", ".join(acks[:5]), exc)
                     break
 
     def _heartbeat_loop(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue as queue_mod
 import threading
@@ -13,7 +14,7 @@ from remora import models
 from remora.config import Settings
 from remora.executor.base import Stream
 from remora.masking import SecretMasker
-from remora.output import JobOutput
+from remora.output import JobOutput, flush_many
 from remora.worker.held import HeldJob
 
 log = logging.getLogger(__name__)
@@ -23,30 +24,123 @@ class OutputWriter:
     """The one thread that stores the output of every job a worker runs (the event loop never waits for the database).
 
     Work is done in the order it was handed in: a job's end (``JobSink.then``) comes after its last bytes.
-    A bounded queue keeps memory flat: when the database lags, the event loop waits here.
+    The queue is bounded by BYTES (``MAX_BYTES`` of output waiting, whatever the number of reads):
+    when the database lags, the event loop waits here, so memory stays flat even for a job printing
+    hundreds of megabytes.
     """
 
-    QUEUE_ITEMS = 1024
+    MAX_BYTES = 8 * 1024 * 1024
+    ITEM_COST = 256  # what an item without data counts for (a job's end, a tiny read)
 
     def __init__(self, name: str = "output-writer") -> None:
-        self._queue: queue_mod.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue_mod.Queue(self.QUEUE_ITEMS)
+        self._items: collections.deque[tuple[Callable[..., Any], tuple[Any, ...], int] | None] = collections.deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self._dirty: dict[JobOutput, None] = {}  # outputs with bytes pending (the writer's thread only)
+        self._retry_at = 0.0  # after a failed group flush: when to try again
+        self._failing = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._queue.put((fn, args))
+    def dirty(self, output: JobOutput) -> None:
+        """``output`` has bytes pending: flush it with the others when it is due.
+
+        Only the writer's thread keeps this list; bytes stored from another thread (a job's last
+        masked tail, at its end) are written by the finisher with the job's final status.
+        """
+        if threading.get_ident() == self._thread.ident:
+            self._dirty[output] = None
+
+    @property
+    def waiting_bytes(self) -> int:
+        return self._bytes
+
+    def put(self, fn: Callable[..., Any], *args: Any, size: int = 0) -> None:
+        """Queue ``fn(*args)``; ``size``: the bytes it carries (the caller waits while too many are queued)."""
+        cost = size + self.ITEM_COST
+        with self._cond:
+            while self._bytes and self._bytes + cost > self.MAX_BYTES and self._thread.is_alive():
+                self._cond.wait(0.5)
+            self._bytes += cost
+            self._items.append((fn, args, cost))
+            self._cond.notify_all()
 
     def close(self, timeout: float = 30.0) -> None:
-        self._queue.put(None)
+        with self._cond:
+            self._items.append(None)
+            self._cond.notify_all()
         self._thread.join(timeout)
 
     def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            fn, args = item
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("output writer: storing output failed")
+        while True:
+            with self._cond:
+                while not self._items:
+                    wait = self._due_in()
+                    if wait is not None and wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                item = self._items.popleft() if self._items else ()
+            if item is None:
+                self._flush_due(final=True)
+                return
+            if item:
+                fn, args, cost = item
+                try:
+                    fn(*args)
+                except Exception:
+                    log.exception("output writer: storing output failed")
+                finally:
+                    with self._cond:
+                        self._bytes -= cost
+                        self._cond.notify_all()
+            if self._dirty and (not self._items or self._due_in() == 0):
+                self._flush_due()
+
+    def _due_in(self) -> float | None:
+        """Seconds until the first pending output is due (None: none pending)."""
+        if not self._dirty:
+            return None
+        now = time.monotonic()
+        waits = [w for w in (output.due_in(now) for output in self._dirty) if w is not None]
+        if not waits:
+            self._dirty.clear()
+            return None
+        return max(min(waits), self._retry_at - now, 0.0)
+
+    def _flush_due(self, *, final: bool = False) -> None:
+        """Once some output is due (or ``final``): write every pending output in ONE transaction.
+
+        The others would be due within the interval anyway: writing them now keeps it to about
+        one transaction per ``output.flush_interval`` however many jobs print.
+        """
+        now = time.monotonic()
+        if not final and now < self._retry_at:
+            return
+        due = []
+        first = None
+        for output in list(self._dirty):
+            wait = output.due_in(now)
+            if wait is None:
+                del self._dirty[output]
+            else:
+                due.append(output)
+                first = wait if first is None else min(first, wait)
+        if not due or (first and not final):
+            return
+        try:
+            flush_many(due)
+        except models.DatabaseError as exc:
+            if not self._failing:
+                log.warning("cannot write output yet (%s); keeping that of %d job(s) in memory", exc, len(due))
+                self._failing = True
+            self._retry_at = now + 0.5
+            return
+        if self._failing:
+            log.info("output writes resumed")
+            self._failing = False
+        for output in due:
+            if output.due_in(now) is None:
+                self._dirty.pop(output, None)
 
 
 class JobSink:
@@ -118,6 +212,7 @@ class JobSink:
                     flush_lines=out.flush_lines,
                     max_bytes=out.max_bytes,
                     offsets=self.offsets,
+                    grouped=self.writer is not None,
                 )
             except models.DatabaseError as exc:
                 if not block:
@@ -137,7 +232,7 @@ class JobSink:
                 return
         if self.writer is not None:
             self._handed += 1
-            self.writer.put(self._stored, stream, data)
+            self.writer.put(self._stored, stream, data, size=len(data))
         else:
             self._store(stream, data)
 
@@ -164,6 +259,8 @@ class JobSink:
             self._early_bytes += len(data)
             return
         output.write(stream, data)
+        if self.writer is not None:
+            self.writer.dirty(output)
         self._written += len(data)
         if self._written >= self.ASYNC_AFTER and self.writer is None:
             self._queue = queue_mod.Queue(self.QUEUE_ITEMS)
