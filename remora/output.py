@@ -1,8 +1,9 @@
 """Job output: appended in order as ``OutputChunk`` rows, read back by byte range.
 
 Writer (the worker): ``JobOutput`` buffers what a running job prints and
-writes it to the database every ``flush_interval`` seconds or every
-``flush_lines`` lines, whichever comes first, as chunks that carry a global
+writes it to the database once its oldest pending byte has waited
+``flush_interval`` seconds or ``flush_lines`` lines are pending, whichever
+comes first, as chunks that carry a global
 sequence number (the combined view) and their byte offset in their own
 stream.  A shared background thread (``_Flusher``) makes sure quiet jobs are
 flushed on time.  The worker's outputs are ``grouped``: once one of them is
@@ -86,7 +87,7 @@ class JobOutput:
         self._pending_lines = 0
         self._accepted = 0
         self._truncated = False
-        self._last_flush = time.monotonic()
+        self._pending_since = 0.0  # when the oldest pending byte was written (a burst after a quiet spell waits for its lines)
         self._failing = False
         if offsets is None:
             row = Job.select(Job.stdout_bytes, Job.stderr_bytes).where(Job.id == job_id).first()
@@ -116,6 +117,8 @@ class JobOutput:
             if len(data) > room:
                 data = data[: max(room, 0)] + truncation_marker(self.max_bytes)
                 self._truncated = True
+            if not self._pending_bytes:
+                self._pending_since = time.monotonic()
             if self._pending and self._pending[-1].stream == stream and len(self._pending[-1].data) < MAX_CHUNK:
                 self._pending[-1].data += data
             else:
@@ -134,11 +137,11 @@ class JobOutput:
             return None
         if self._pending_lines >= self.flush_lines or self._pending_bytes >= MAX_CHUNK:
             return 0.0
-        return max(0.0, self._last_flush + self.flush_interval - now)
+        return max(0.0, self._pending_since + self.flush_interval - now)
 
     def maybe_flush(self) -> None:
         """Flush when output has waited ``flush_interval`` (called by the shared flusher)."""
-        if self._pending_bytes and time.monotonic() - self._last_flush >= self.flush_interval:
+        if self._pending_bytes and time.monotonic() - self._pending_since >= self.flush_interval:
             self._flush_quietly(block=False)
 
     def _flush_quietly(self, *, block: bool) -> None:
@@ -175,10 +178,10 @@ class JobOutput:
         with self._lock:  # put them back in front, in order
             self._pending = taken.pieces + self._pending
             self._pending_bytes += taken.pending_bytes
+            self._pending_since = 0.0  # overdue: written again as soon as the database lets it
 
     def _stored(self, taken: _Taken) -> None:
         self._offsets, self._seq = taken.offsets, taken.seq
-        self._last_flush = time.monotonic()
         if self._failing:
             log.info("job %s: output writes resumed", self.job_id)
             self._failing = False
@@ -251,8 +254,6 @@ def flush_many(outputs: list[JobOutput], also: Callable[[], T] | None = None) ->
         taken = [output._take() for output in outputs]
         writing = [t for t in taken if t.rows]
         if not writing and also is None:
-            for t in taken:
-                t.output._last_flush = time.monotonic()
             return None
         value = None
         try:
