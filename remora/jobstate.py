@@ -82,8 +82,8 @@ Decisions behind the table:
 
 A batch's final status writes its ``batch.finished`` notifications the same way.
 
-This module imports only the models; what it builds for the queue is a plain
-``QueueMessage`` that the caller turns into a PUT.
+This module imports only the models.  A job's queue message is built from its
+row by ``remora.jobmessage`` (a plain ``QueueMessage`` the caller turns into a PUT).
 """
 
 from __future__ import annotations
@@ -91,12 +91,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
-import json
 import logging
 from typing import Any
 
 from remora import models
-from remora.models import Batch, BatchStatus, Job, JobStatus, Server, changes
+from remora.models import Batch, BatchStatus, Job, JobStatus, changes
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +103,6 @@ WORKER_LOST = "worker lost"
 WORKER_LOST_RETRYING = "worker lost; retrying"
 CANCELED_WORKER_LOST = "canceled (its worker was lost)"
 CANCELED_UNSTARTED = "canceled before it started"
-# The queue dead-letters a message after this many expired leases beyond the job's own retries: a job
-# runs at most ``retries + 1`` times, and one more delivery lets the worker that receives it after the
-# last lost attempt record ``failed`` / ``worker lost`` (docs/dispatch.md).
-EXTRA_DELIVERIES = 1
 # What running a job and deciding about it need: selecting fewer columns makes the per-job query cheaper.
 RUN_FIELDS = (
     "id",
@@ -148,57 +143,6 @@ def _changed(done: Any, job_ids: list[str], now: Any, final: JobStatus | None = 
 
 def attempt_error(attempt: int, error: str) -> dict[str, Any]:
     return {"attempt": attempt, "error": error, "at": models.to_rfc3339(models.utcnow())}
-
-
-# -- the queue message ----------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class QueueMessage:
-    """The fields of a job's PUT (the same names as the queue client's ``PutItem``)."""
-
-    job_id: str
-    queue: str
-    priority: int
-    ttr: float
-    max_attempts: int
-    body: bytes
-    group: str  # the server: at most ``limit`` of its jobs are reserved at once (docs/dispatch.md)
-    limit: int
-    delay: float = 0.0  # seconds until the job's ``run_at``: the queue keeps it delayed until then
-
-
-def max_attempts(retries: int) -> int:
-    """Expired leases of a job's message before the queue dead-letters it."""
-    return retries + 1 + EXTRA_DELIVERIES
-
-
-def message_body(server: Server) -> bytes:
-    """The message body: the job's server and its limit (the PUT also carries them as the concurrency group)."""
-    return json.dumps({"server_id": server.id, "max_concurrent": server.max_concurrent_jobs}, separators=(",", ":")).encode()
-
-
-def run_delay(job: Job) -> float:
-    """Seconds until a delayed job's ``run_at`` (0 when it has none or it has passed): every PUT keeps the remaining delay."""
-    run_at = getattr(job, "run_at", None)
-    if run_at is None:
-        return 0.0
-    return max(0.0, (run_at - models.utcnow()).total_seconds())
-
-
-def queue_message(job: Job, server: Server, *, ttr: float, default_queue: str) -> QueueMessage:
-    """The one place a job's queue message is built (submit, reconciler, dead-letter kick, tests)."""
-    return QueueMessage(
-        job_id=job.id,
-        queue=job.queue or default_queue,
-        priority=job.priority,
-        ttr=ttr,
-        max_attempts=max_attempts(job.retries),
-        body=message_body(server),
-        group=server.id,
-        limit=server.max_concurrent_jobs or 0,
-        delay=run_delay(job),
-    )
 
 
 # -- a new job ---------------------------------------------------------------------------------
@@ -613,13 +557,3 @@ def batch_step(batch_id: str) -> Step:
             models.outbox.emit_batch(batch_id)
             step.status = final.value
     return step
-
-
-def released_messages(job_ids: list[str], *, ttr: float, default_queue: str) -> list[QueueMessage]:
-    """The queue messages of released jobs (still ``queued``), built by ``queue_message``."""
-    if not job_ids:
-        return []
-    query = (
-        Job.select(Job, Server).join(Server).where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value, Job.held == False)  # noqa: E712
-    )
-    return [queue_message(job, job.server, ttr=ttr, default_queue=default_queue) for job in query]

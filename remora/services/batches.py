@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from remora import jobstate, models
+from remora import jobmessage, jobstate, models
 from remora.errors import Conflict, NotFound, QueueError, QueueUnavailable, ValidationError
 from remora.executor.base import Stream
 from remora.models import Batch, BatchStatus, Job, JobStatus, OutputChunk, Server
@@ -101,7 +101,7 @@ def apply_step(ctx: Context, step: jobstate.Step) -> None:
         if step.released:
             from remora.netqueue.client import PutItem
 
-            messages = jobstate.released_messages(step.released, ttr=ctx.settings.queue.worker_timeout, default_queue=ctx.queue_name)
+            messages = jobmessage.released_messages(step.released, ttr=ctx.settings.queue.worker_timeout, default_queue=ctx.queue_name)
             ctx.queue.put_many([PutItem(**dataclasses.asdict(m)) for m in messages])
         for job_id in step.stopped:
             ctx.queue.cancel(job_id)

@@ -16,7 +16,7 @@ import logging
 import shlex
 from typing import Any
 
-from remora import jobstate, models
+from remora import jobmessage, jobstate, models
 from remora.auth import ROLE_RANK
 from remora.config import Settings, job_env_name_problem
 from remora.crypto import SecretBox
@@ -228,12 +228,12 @@ def check_local_role(ctx: Context, spec: JobSpec, servers: list[Server], role: s
 
 
 def put_items(ctx: Context, jobs: list[tuple[Job, Server]]) -> list[Any]:
-    """The queue client's ``PutItem`` of each job, from the one message builder (``jobstate.queue_message``)."""
+    """The queue client's ``PutItem`` of each job, from the one message builder (``jobmessage.queue_message``)."""
     from remora.netqueue.client import PutItem
 
     ttr = ctx.settings.queue.worker_timeout
     return [
-        PutItem(**dataclasses.asdict(jobstate.queue_message(job, server, ttr=ttr, default_queue=ctx.queue_name))) for job, server in jobs
+        PutItem(**dataclasses.asdict(jobmessage.queue_message(job, server, ttr=ttr, default_queue=ctx.queue_name))) for job, server in jobs
     ]
 
 

@@ -1,8 +1,10 @@
 """The worker: reserve -> claim -> run -> stream -> finish -> ack, with heartbeats.
 
-- ``core``: ``Worker``, its dispatcher (reserve, claim and start in batches),
-  starters and finishers (job ends recorded together); the executor gets
-  a ``Target`` built from the server's row (``remora.services.targets``);
+- ``core``: ``Worker``, its dispatcher (reserve, claim and start in batches)
+  and starters; the executor gets a ``Target`` built from the server's row
+  (``remora.services.targets``);
+- ``ends``: ``Ends``, the finisher threads recording job ends together (final
+  statuses and last output in one transaction, one ACK, each batch stepped once);
 - ``held``: ``HeldJobs``, the jobs this worker holds (their leases):
   reserving for free slots (one RESERVE for all), START/ACK/NACK, heartbeats;
 - ``sink``: ``JobSink``, where a running job's output goes (stored through

@@ -53,16 +53,12 @@ each and retried with backoff; the worker never exits on a transient error.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import logging
 import os
-import queue as queue_mod
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -75,11 +71,11 @@ from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, S
 from remora.executor.loop import EventLoop
 from remora.executor.sshpool import SSHPool
 from remora.jobstate import Action
-from remora.models import Job, JobStatus, Server
-from remora.netqueue.client import PutItem, QueueClient, Reservation
-from remora.output import JobOutput, flush_many
+from remora.models import Job, Server
+from remora.netqueue.client import QueueClient, Reservation
 from remora.services.targets import target_for
 from remora.worker.backoff import Outage
+from remora.worker.ends import Ends
 from remora.worker.held import RESERVE_WAIT, HeldJob, HeldJobs
 from remora.worker.sink import JobSink, OutputWriter
 
@@ -89,7 +85,6 @@ SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
 DISPATCHERS = 1  # threads reserving and claiming (each RESERVE asks for every free slot)
 FINISHERS = 2  # threads recording job ends (each takes every end waiting)
 RESERVE_BATCH = 256  # most jobs one RESERVE asks for (never more than the free slots)
-FINISH_BATCH = 256  # most job ends a finisher records in one transaction
 JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
 
 
@@ -115,8 +110,6 @@ class Worker:
         self.dispatchers = DISPATCHERS
         self._starter_count = max(1, min(self.concurrency, threads // 2))
         self.loop = EventLoop(name=f"{self.id}-loop", threads=max(2, threads // 4))
-        self._finisher_count = max(1, min(FINISHERS, threads - self._starter_count))  # few: job ends wait together
-        self._ends: queue_mod.SimpleQueue[tuple[Job, HeldJob, ExecResult, JobSink] | None] = queue_mod.SimpleQueue()
         # SSH starts block (a channel open, a handshake): those of one RESERVE go in parallel here
         self._starters = ThreadPoolExecutor(max_workers=self._starter_count, thread_name_prefix=f"{self.id}-start")
         self._room = threading.BoundedSemaphore(self.concurrency)  # jobs at once
@@ -145,6 +138,17 @@ class Worker:
         self._servers: dict[str, tuple[float, Server]] = {}
         self._executors: dict[str, tuple[Server, Executor]] = {}
         self.stats = {"completed": 0, "failed": 0, "canceled": 0, "requeued": 0, "skipped": 0}
+        self.ends = Ends(
+            self.id,
+            settings,
+            self.held,
+            self.queue,
+            count=max(1, min(FINISHERS, threads - self._starter_count)),  # few: job ends wait together
+            stats=self.stats,
+            stopping=self._stopping,
+            db_retry=self._db_retry,
+            recorded=self._recorded,
+        )
 
     def resources(self) -> dict[str, float]:
         """This process's resource figures and its pooled SSH connections (sent with every heartbeat)."""
@@ -167,8 +171,7 @@ class Worker:
             thread = threading.Thread(target=self._slot_loop, name=f"{self.id}-slot-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        for n in range(self._finisher_count):
-            threading.Thread(target=self._finish_loop, name=f"{self.id}-finish-{n}", daemon=True).start()
+        self.ends.start()
 
     def _check_data_dir(self) -> None:
         """Warn when local jobs run as another user but the data directory is open to others."""
@@ -219,8 +222,7 @@ class Worker:
             self._join_slots(time.monotonic() + self.settings.worker.kill_grace + 15.0)
         self._abandon.set()
         self._join_slots(time.monotonic() + 5.0)
-        for _ in range(self._finisher_count):
-            self._ends.put(None)
+        self.ends.close()
         self._starters.shutdown(wait=False)
         if self.output_writer is not None:
             self.output_writer.close(5.0)
@@ -327,7 +329,7 @@ class Worker:
             except RuntimeError:  # the worker stopped meanwhile
                 self._hand_back(job)
         for batch_id in batches:
-            self._batch_step(batch_id)
+            self.ends.batch_step(batch_id)
 
     def _dispatch_one(self, reservation: Reservation, active: HeldJob, claim: jobstate.Claim) -> None:
         """``_dispatch`` for one job, on a starter thread (a lost worker's job: its take-over may block)."""
@@ -349,7 +351,7 @@ class Worker:
                 self.held.done(reservation.id, "ack")
                 self._room.release()
                 if outcome.job is not None:
-                    self._batch_step(getattr(outcome.job, "batch_id", None))
+                    self.ends.batch_step(getattr(outcome.job, "batch_id", None))
         except Exception:
             log.exception("job %s: unexpected error; releasing it", reservation.id)
             self.held.done(reservation.id, "nack", 1.0)
@@ -373,7 +375,7 @@ class Worker:
             return None
         if outcome.action is Action.RUN and active.cancel.is_set():  # canceled between reserve and claim
             assert outcome.job is not None
-            self._finish_attempt(outcome.job, active, ExecResult(error_kind=ErrorKind.CANCELED.value, error="canceled"))
+            self.ends.record([(outcome.job, active, ExecResult(error_kind=ErrorKind.CANCELED.value, error="canceled"), None)])
             return None
         return outcome
 
@@ -459,39 +461,12 @@ class Worker:
 
         def ended(result: ExecResult) -> None:  # on the event loop: the rest after the job's last bytes are stored
             self._room.release()  # a dispatcher reserves the next job while this one's outcome is written
-            sink.then(self._ends.put, (job, active, result, sink))
+            sink.then(self.ends.put, (job, active, result, sink))
 
         result = self._execute(job, active, sink, ended)
         if result is not None:
             ended(result)
         return True
-
-    def _finish_loop(self) -> None:
-        """A finisher: takes every job end waiting (up to FINISH_BATCH) and records them together (``_finish_group``)."""
-        while True:
-            first = self._ends.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < FINISH_BATCH:
-                try:
-                    more = self._ends.get_nowait()
-                except queue_mod.Empty:
-                    break
-                if more is None:
-                    self._ends.put(None)  # for another finisher
-                    break
-                group.append(more)
-            try:
-                self._finish_group(group)
-            except Exception:
-                log.exception("%d job(s): unexpected error while finishing them; releasing them", len(group))
-                for job, *_ in group:
-                    self.held.done(job.id, "nack", 1.0)
-            finally:
-                with self._idle:
-                    self._running -= len(group)
-                    self._idle.notify_all()
 
     def _job_env(self, job: Job) -> tuple[dict[str, str], list[str]]:
         """The job's ``env`` with its encrypted values (``Job.secret_env``) decrypted: only here, at run time.
@@ -532,85 +507,11 @@ class Worker:
             log.exception("job %s: executor failed", job.id)
             return ExecResult(error_kind=ErrorKind.INTERNAL.value, error=f"internal error: {exc}")
 
-    def _finish_attempt(self, job: Job, active: HeldJob, result: ExecResult, sink: JobSink | None = None) -> None:
-        """Record one attempt's outcome (``_finish_group`` of one)."""
-        self._finish_group([(job, active, result, sink)])
-
-    def _finish_group(self, group: Sequence[tuple[Job, HeldJob, ExecResult, JobSink | None]]) -> None:
-        """Store the output, write the outcomes (retrying while the database is down), then ACK or NACK.
-
-        Jobs that ended together and reach a final status have their last output and their final
-        statuses written in ONE transaction (``output.flush_many`` + ``jobstate.finish_many``), then
-        are ACKed in one request, and each batch among them is stepped once.  A shutdown's release
-        and a retry's requeue are written job by job.
-        """
-        ends: list[tuple[Job, JobStatus, dict[str, Any], JobSink | None, JobOutput | None]] = []
-        for job, active, result, sink in group:
-            active.finishing = True
-            output = sink.last_write() if sink is not None else None
-            if active.reason == "shutdown":
-                if sink is not None:
-                    sink.close()
-                self._db_retry(lambda job=job: jobstate.release(job.id, self.id, job.attempts))
-                self.stats["requeued"] += 1
-                self.held.done(job.id, "nack")
-                continue
-            status, error = outcome_of(result, active.reason)
-            extra: dict[str, Any] = {
-                "error": error,
-                "exit_code": result.exit_code,
-                "signal": result.signal,
-                "remote_pid": result.remote_pid,
-            }
-            if result.attempt_errors:
-                ssh_errors = [jobstate.attempt_error(job.attempts, e) for e in result.attempt_errors]
-                extra["attempt_errors"] = [*(job.attempt_errors or []), *ssh_errors]
-            if status is JobStatus.FAILED and job.attempts <= job.retries and not self._stopping.is_set():
-                if sink is not None:
-                    sink.close()
-                extra.pop("error")
-                self._db_retry(lambda job=job, extra=extra, error=error: jobstate.requeue(job.id, self.id, job.attempts, error, **extra))
-                self.stats["requeued"] += 1
-                delay = min(1.0 * job.attempts, 10.0)
-                log.info("job %s: attempt %d failed (%s); retrying in %.0fs", job.id, job.attempts, error, delay)
-                self.held.done(job.id, "nack", delay)
-                continue
-            if sink is not None and output is None:
-                sink.close()  # output still held elsewhere (a job's own writer, early bytes): stored before the status
-            ends.append((job, status, extra, sink, output))
-        if not ends:
-            return
-        finals = [jobstate.Finish(job.id, self.id, job.attempts, status, job.batch_id, extra) for job, status, extra, _, _ in ends]
-        outputs = [output for *_, output in ends if output is not None]
-        self._db_retry(lambda: flush_many(outputs, also=functools.partial(jobstate.finish_many, finals, in_transaction=True)))
-        for job, status, extra, sink, output in ends:
-            if sink is not None and output is not None:
-                sink.close()  # stores nothing more after the write above (unless the worker gave it up at shutdown)
-            self.stats[status.value] = self.stats.get(status.value, 0) + 1
-            log.debug("job %s: %s %s", job.id, status.value, extra["error"])
-        self.held.ack_many([job.id for job, *_ in ends])
-        for batch_id in dict.fromkeys(job.batch_id for job, *_ in ends if job.batch_id):
-            self._batch_step(batch_id)
-
-    def _batch_step(self, batch_id: str | None) -> None:
-        """A job of a batch ended: release its next held jobs (or stop it past its threshold) and queue them.
-
-        Best effort: the reconciler steps every running batch too, so a crash or an outage here delays
-        the rollout, never loses it.
-        """
-        if not batch_id:
-            return
-        try:
-            step = jobstate.batch_step(batch_id)
-            messages = jobstate.released_messages(
-                step.released, ttr=self.settings.queue.worker_timeout, default_queue=self.settings.queue.name
-            )
-            if messages:
-                self.queue.put_many([PutItem(**dataclasses.asdict(m)) for m in messages])
-            for job_id in step.stopped:
-                self.queue.cancel(job_id)
-        except Exception as exc:  # noqa: BLE001 - the reconciler repeats the step
-            log.warning("batch %s: cannot step its rollout now (%s); the reconciler will", batch_id, exc)
+    def _recorded(self, count: int) -> None:
+        """``count`` jobs that ran on the event loop left the worker (their outcomes are written)."""
+        with self._idle:
+            self._running -= count
+            self._idle.notify_all()
 
     # -- dependencies ---------------------------------------------------------------
 
@@ -653,19 +554,3 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
     except (ImportError, ValueError, OSError):
         pass
-
-
-def outcome_of(result: ExecResult, reason: str = "") -> tuple[JobStatus, str]:
-    """The job status and error text for an attempt's result."""
-    kind = result.error_kind
-    if kind == ErrorKind.CANCELED.value:
-        if reason == "lost":
-            return JobStatus.FAILED, "lease lost: the worker could not reach the queue in time"
-        return JobStatus.CANCELED, "canceled"
-    if kind:
-        return JobStatus.FAILED, result.error or kind
-    if result.signal:
-        return JobStatus.FAILED, f"killed by signal {result.signal}"
-    if result.exit_code == 0:
-        return JobStatus.COMPLETED, ""
-    return JobStatus.FAILED, f"exit code {result.exit_code}"

@@ -137,7 +137,7 @@ def test_jobs_ending_together_get_their_final_states_in_one_transaction(stack):
             wait_for(lambda: not _processes_with(mark), 10, what="the 20 jobs' processes to exit")
             # each end reaches the finishers (two of them may already hold some, blocked on the database)
             sizes: list[int] = []
-            wait_for(lambda: sizes.append(worker._ends.qsize()) or sizes[-5:] == [sizes[-1]] * 5, 10, 0.05, "the ends to settle")
+            wait_for(lambda: sizes.append(worker.ends.waiting.qsize()) or sizes[-5:] == [sizes[-1]] * 5, 10, 0.05, "the ends to settle")
         for job in jobs:
             assert wait_status(job.id).status == "failed"
     finals = [sql for name, sql in seen if "-finish-" in name and sql.startswith("BEGIN")]

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from remora.errors import Conflict
-from remora.jobstate import message_body
+from remora.jobmessage import message_body
 from remora.models import Job, Server
 from tests.support.cluster import Cluster
 from tests.support.waits import wait_for

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from remora import models
+from remora import jobmessage, models
 from remora.errors import RemoraError
 from tests.support.cluster import Cluster
 from tests.support.waits import wait_for
@@ -100,17 +100,16 @@ def test_a_delayed_batch_and_a_delayed_template_run_delay_every_job(cluster):
 
 
 def test_a_re_put_keeps_the_remaining_delay(cluster):
-    """The reconciler and the dead-letter kick build their PUT with ``jobstate.queue_message``: it carries what is left of the delay."""
-    from remora import jobstate
+    """The reconciler and the dead-letter kick build their PUT with ``jobmessage.queue_message``: it carries what is left of the delay."""
 
     client = cluster.client()
     run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
     job = client.submit({"command": "true", "servers": ["dl-local"], "run_at": rfc3339(run_at)})[0]
     row = models.Job.get_by_id(job["id"])
-    message = jobstate.queue_message(row, models.Server.get_by_id(row.server_id), ttr=5, default_queue="job_queue")
+    message = jobmessage.queue_message(row, models.Server.get_by_id(row.server_id), ttr=5, default_queue="job_queue")
     assert 25 < message.delay <= 30
     row.run_at = models.utcnow() - dt.timedelta(seconds=10)
-    assert jobstate.queue_message(row, models.Server.get_by_id(row.server_id), ttr=5, default_queue="job_queue").delay == 0
+    assert jobmessage.queue_message(row, models.Server.get_by_id(row.server_id), ttr=5, default_queue="job_queue").delay == 0
     client.cancel(job["id"])
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from remora.jobstate import message_body
+from remora.jobmessage import message_body
 from remora.models import Job, Server
 from remora.netqueue.client import PutItem
 from tests.support.cluster import Cluster

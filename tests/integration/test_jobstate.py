@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from remora import jobstate
+from remora import jobmessage, jobstate
 from remora import models as m
 from remora.jobstate import Action, Cancel
 from remora.models import Job, JobStatus
@@ -256,14 +256,14 @@ def test_fresh_attempt_guards(server):
 
 def test_queue_message_is_built_once(server):
     job = new(server, retries=2, priority=7, queue="batch")
-    message = jobstate.queue_message(row(job.id), server, ttr=30.0, default_queue="job_queue")
+    message = jobmessage.queue_message(row(job.id), server, ttr=30.0, default_queue="job_queue")
     assert (message.job_id, message.queue, message.priority, message.ttr) == (job.id, "batch", 7, 30.0)
-    assert message.max_attempts == 2 + 2 == jobstate.max_attempts(2)
+    assert message.max_attempts == 2 + 2 == jobmessage.max_attempts(2)
     assert (message.group, message.limit) == (server.id, 3)
     assert json.loads(message.body) == {"server_id": server.id, "max_concurrent": 3}
     unnamed = row(job.id)
     unnamed.queue = ""
-    assert jobstate.queue_message(unnamed, server, ttr=1.0, default_queue="job_queue").queue == "job_queue"
+    assert jobmessage.queue_message(unnamed, server, ttr=1.0, default_queue="job_queue").queue == "job_queue"
 
 
 def batch_of(server: m.Server, hosts: int, *, concurrency: int | None, max_failures: int | None = None) -> tuple[str, list[str]]:

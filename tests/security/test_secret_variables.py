@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from remora import jobstate, models
+from remora import jobmessage, models
 from remora.worker import Worker
 from tests.support.api import ROLES, assert_envelope, running_api
 from tests.support.cluster import add_ssh_servers, make_remora, wait_status
@@ -88,7 +88,7 @@ def test_secret_env_reaches_the_job_is_masked_in_its_output_and_never_returned(t
                 assert job["stdout_bytes"] == len(job["stdout"]) and job["stderr_bytes"] == len(job["stderr"]), job
                 # the queue carries the job id, never a value
                 row = models.Job.get_by_id(job_id)
-                message = jobstate.queue_message(row, models.Server.get_by_id(row.server_id), ttr=30, default_queue="job_queue")
+                message = jobmessage.queue_message(row, models.Server.get_by_id(row.server_id), ttr=30, default_queue="job_queue")
                 assert value not in json.dumps(dataclasses.asdict(message), default=str)
 
             for role in ROLES:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from remora import models
+from remora import jobmessage, models
 from remora.config import Settings, with_overrides
 from remora.crypto import SecretBox
 from remora.executor.target import AuthKind, Target
@@ -136,14 +136,14 @@ def _kill(victims: list[int]) -> int:
 
 
 def submit(queue: Any, server: Server, settings: Settings, **fields: Any) -> models.Job:
-    """Create a queued job row and put its id on the queue the way the API does (``jobstate.queue_message``)."""
+    """Create a queued job row and put its id on the queue the way the API does (``jobmessage.queue_message``)."""
     import dataclasses
 
     from remora import jobstate
 
     job = jobstate.new_job(server=server, **fields)
     jobstate.record([job.__data__])
-    message = jobstate.queue_message(job, server, ttr=settings.queue.worker_timeout, default_queue=settings.queue.name)
+    message = jobmessage.queue_message(job, server, ttr=settings.queue.worker_timeout, default_queue=settings.queue.name)
     fields_ = dataclasses.asdict(message)
     queue.put(fields_.pop("job_id"), **fields_)
     return job
