@@ -30,6 +30,7 @@ from typing import TypeVar
 from remora import models
 from remora.executor.base import Stream
 from remora.models import Job, OutputChunk
+from remora.models.changes import NOTIFY
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,8 @@ def flush_many(outputs: list[JobOutput], also: Callable[[], T] | None = None) ->
             raise
         for t in taken:
             t.output._stored(t)
+        if writing:
+            NOTIFY.bump(output=True)  # committed: the change feed's output followers in this process look at once
         return value
     finally:
         for lock in reversed(locks):

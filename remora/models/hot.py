@@ -16,7 +16,6 @@ from typing import Any
 import peewee as pw
 
 from remora.models import Job, JobStatus, OutputChunk, database_proxy
-from remora.models.changes import NOTIFY
 
 # -- the worker's hot statements: SQL built once per database, not per call ---------------
 #
@@ -173,7 +172,6 @@ def append_output(job_id: str, rows: list[tuple], stdout_bytes: int, stderr_byte
     for seq, stream, offset, data, encoding in rows:
         database.execute_sql(insert, (job_id, seq, stream, offset, len(data), blob(data), encoding, stamp))
     database.execute_sql(update, (stdout_bytes, stderr_bytes, Job.output_truncated.db_value(truncated), stamp, job_id))
-    NOTIFY.bump(output=True)  # the change feed's output followers in this process look at once
 
 
 def last_output_seq(job_id: str) -> int | None:
