@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from remora import models as m
@@ -165,3 +167,51 @@ def test_a_version_5_database_gains_the_change_table(db):
     row = jobstate.new_job(command="true", server=server.id).__data__
     jobstate.record([row])
     assert [(c.kind, c.job_id, c.status) for c in m.Change.select()] == [("job", row["id"], "queued")]
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    database = m.init_db(f"sqlite:///{tmp_path / 'old.db'}")
+    yield database
+    m.close_db()
+
+
+def test_a_version_2_database_gains_the_jump_server_column(sqlite_db):
+    """A database made before ``Server.jump_server`` (schema 2) is upgraded in place, keeping its servers."""
+    database = sqlite_db
+    sql = database.execute_sql("SELECT sql FROM sqlite_master WHERE name = 'server'").fetchone()[0]
+    old = sql.replace(', "jump_server_id" VARCHAR(36)', "").replace(
+        ', FOREIGN KEY ("jump_server_id") REFERENCES "server" ("id") ON DELETE RESTRICT', ""
+    )
+    assert "jump_server_id" not in old
+    database.execute_sql("PRAGMA foreign_keys = OFF")
+    database.execute_sql('DROP TABLE "server"')
+    database.execute_sql(old)
+    database.execute_sql("PRAGMA foreign_keys = ON")
+    database.execute_sql("INSERT INTO server (id, name, hostname, port, user, auth_type, tags, max_concurrent_jobs, is_active, description, "
+                         "created_at, updated_at, last_test_message, host_key_fingerprint, last_status) VALUES "
+                         "('00000000-0000-0000-0000-000000000001', 'kept', 'h', 22, 'u', 'key', '[]', 0, 1, '', '2026-01-01', '2026-01-01', '', '', '')")  # fmt: skip
+    m.SchemaVersion.update(version=2).execute()
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION >= 3
+    assert "jump_server_id" in [c.name for c in database.get_columns("server")]
+    kept = m.Server.get(m.Server.name == "kept")
+    assert kept.jump_server_id is None
+    behind = m.Server.create(name="behind", hostname="h2", jump_server=kept)
+    with pytest.raises(m.IntegrityError):  # RESTRICT: a jump server in use cannot be deleted, even around the API
+        kept.delete_instance()
+    assert m.Server.get_by_id(behind.id).jump_server_id == kept.id
+
+
+def test_postgres_schema_and_upgrade_keep_jump_servers_restricted(postgres):
+    database = m.init_db(postgres.new_database(f"jump_{uuid.uuid4().hex[:8]}"))
+    try:
+        database.execute_sql('ALTER TABLE "server" DROP COLUMN "jump_server_id"')
+        m.SchemaVersion.update(version=2).execute()
+        assert m.ensure_schema(database) == m.SCHEMA_VERSION
+        bastion = m.Server.create(name="bastion", hostname="h")
+        m.Server.create(name="inner", hostname="h2", jump_server=bastion)
+        with pytest.raises(m.IntegrityError), database.atomic():
+            bastion.delete_instance()
+        assert m.Server.get(m.Server.name == "inner").jump_server_id == bastion.id
+    finally:
+        m.close_db()
