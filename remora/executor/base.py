@@ -25,12 +25,20 @@ Over SSH, commands and scripts are run by a POSIX shell wrapper built here
   only shells in ``security.allowed_shells`` are accepted;
 - ``env`` is exported by the wrapper (sshd's AcceptEnv is usually off), names
   must be shell identifiers; ``workdir`` is entered with ``cd`` (failure: exit 1);
-- ``stdbuf -oL -eL`` is prepended when the host has it, so programs that
-  block-buffer a pipe (ping, sed, grep) still stream line by line; python,
-  which ignores stdbuf, gets ``PYTHONUNBUFFERED=1`` unless the job sets it.
-  Over SSH the first job of a connection finds out with the shell builtin
-  ``command -v`` and reports it on its pid line; later jobs skip the test;
-- the wrapper ``exec``s the command, so the job's exit code is the command's.
+- programs that block-buffer a pipe (ping, sed, grep) still stream line by
+  line: the wrapper sets what coreutils' ``stdbuf -oL -eL`` would set
+  (``LD_PRELOAD`` of its ``libstdbuf.so``, ``_STDBUF_O=L``, ``_STDBUF_E=L``)
+  without the extra exec of ``stdbuf`` itself; a host whose ``libstdbuf.so``
+  is not at a known place but that has ``stdbuf`` gets ``exec stdbuf -oL
+  -eL`` instead.  python, which ignores stdbuf, gets ``PYTHONUNBUFFERED=1``
+  unless the job sets it.  Over SSH the first job of a connection finds out
+  with shell builtins (``[ -r ]``, ``command -v``) and reports it on its pid
+  line; later jobs skip the test;
+- the wrapper ``exec``s the command, so the job's process is the wrapper's and
+  its exit code the command's: shell text as ``$SHELL -c TEXT``, and a program
+  with plain words (``uptime``, ``systemctl restart nginx``: no quote,
+  variable, operator, reserved word or builtin) directly, without that second
+  shell.
 """
 
 from __future__ import annotations
@@ -50,6 +58,26 @@ if TYPE_CHECKING:
     from remora.executor.loop import EventLoop
 
 PID_MARKER = b"remora-pid:"
+# Where coreutils installs the library ``stdbuf`` preloads (Debian/Ubuntu and Fedora, Arch, RHEL's lib64, /usr/local).
+LIBSTDBUF_PATHS = (
+    "/usr/libexec/coreutils/libstdbuf.so",
+    "/usr/lib/coreutils/libstdbuf.so",
+    "/usr/lib64/coreutils/libstdbuf.so",
+    "/usr/local/libexec/coreutils/libstdbuf.so",
+)
+# What ``stdbuf -oL -eL`` sets before it execs the command (coreutils' stdbuf.c), bar LD_PRELOAD.
+STDBUF_ENV = {"_STDBUF_O": "L", "_STDBUF_E": "L"}
+# A command of plain words: the wrapper runs it itself (no quoting, expansion or operator to tell apart).
+_PLAIN_WORDS = re.compile(r"[A-Za-z0-9_./,:@+-]+(?: +[A-Za-z0-9_./,:@%+=-]+)*")
+# Reserved words and builtins of sh, bash and zsh: a command starting with one needs its shell.
+_SHELL_WORDS = frozenset(
+    "if then else elif fi do done case esac while until for in function select time coproc "
+    ". : [ alias autoload bg bind bindkey break builtin caller cd command compgen complete compopt continue declare "
+    "dirs disable disown echo emulate enable eval exec exit export false fc fg float functions getopts hash help "
+    "history integer jobs kill let limit local logout mapfile noglob popd print printf pushd pwd read readarray "
+    "readonly rehash return set setopt shift shopt source suspend test times trap true type typeset ulimit umask "
+    "unalias unlimit unset unsetopt vared wait whence where which zle zmodload".split()
+)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_PTY_SCRIPT = 100 * 1024  # a script passed as one argument (pty mode) must fit MAX_ARG_STRLEN
 
@@ -216,61 +244,94 @@ class Wrapper:
     stdin: bytes | None
 
 
-def build_wrapper(request: ExecRequest, *, stdbuf: bool | None, print_pid: bool, default_shell: str = '"${SHELL:-/bin/sh}"') -> Wrapper:
+Buffering = bool | str | None
+"""What a host offers to line-buffer a job: the path of its ``libstdbuf.so``; True: only ``stdbuf``; False: neither; None: not known yet."""
+
+
+def build_wrapper(request: ExecRequest, *, stdbuf: Buffering, print_pid: bool, default_shell: str = '"${SHELL:-/bin/sh}"') -> Wrapper:
     """The POSIX shell text that prepares the environment and ``exec``s the job.
 
-    ``stdbuf`` None: not known yet for this host; the wrapper looks for it with the shell builtin
-    ``command -v`` (no process, no channel of its own) and reports it on the pid line
-    (``remora-pid:<pid>:<1|0>``, see ``parse_pid_line``).
+    ``stdbuf`` None: not known yet for this host; the wrapper looks for ``libstdbuf.so`` and
+    ``stdbuf`` with shell builtins (``[ -r ]``, ``command -v``: no process, no channel of its own)
+    and reports what it found on the pid line (``remora-pid:<pid>:<path|1|0>``, see ``parse_pid_line``).
     """
-    if stdbuf is None:
-        with_, without = (_wrapper_text(request, stdbuf=s, print_pid=print_pid, default_shell=default_shell, flag=s) for s in (True, False))
-        text = f"if command -v stdbuf >/dev/null 2>&1; then {with_.text}; else {without.text}; fi"
-        return Wrapper(text, with_.stdin)
-    return _wrapper_text(request, stdbuf=stdbuf, print_pid=print_pid, default_shell=default_shell)
-
-
-def _wrapper_text(request: ExecRequest, *, stdbuf: bool, print_pid: bool, default_shell: str, flag: bool | None = None) -> Wrapper:
+    learn = stdbuf is None
     parts: list[str] = []
+    if learn:  # _remora_b: the library's path, 1 (only stdbuf) or 0 (neither)
+        parts.append(
+            f"_remora_b=0; for _remora_l in {' '.join(shlex.quote(p) for p in LIBSTDBUF_PATHS)}; do "
+            'if [ -r "$_remora_l" ]; then _remora_b=$_remora_l; break; fi; done; unset _remora_l; '
+            'if [ "$_remora_b" = 0 ] && command -v stdbuf >/dev/null 2>&1; then _remora_b=1; fi'
+        )
     if print_pid:
-        tail = "" if flag is None else f":{int(flag)}"
-        parts.append(f"printf '{PID_MARKER.decode()}%s{tail}\\n' \"$$\"")
+        tail, value = (":%s", ' "$_remora_b"') if learn else ("", "")
+        parts.append(f"printf '{PID_MARKER.decode()}%s{tail}\\n' \"$$\"{value}")
     for name, value in request.env.items():
         parts.append(f"export {name}={shlex.quote(str(value))}")
     if request.workdir:
         parts.append(f"cd -- {shlex.quote(request.workdir)} || exit 1")
-    prefix = ""
-    if stdbuf:
-        prefix = "stdbuf -oL -eL "
-        if "PYTHONUNBUFFERED" not in request.env:  # python ignores stdbuf; this is its own switch
+    stdbuf_env = " ".join(f"{k}={v}" for k, v in STDBUF_ENV.items())
+    unbuffered = "PYTHONUNBUFFERED" not in request.env  # python ignores stdbuf; this is its own switch
+    if learn:
+        parts.append(f'case $_remora_b in /*) export LD_PRELOAD="${{LD_PRELOAD:+$LD_PRELOAD:}}$_remora_b" {stdbuf_env};; esac')
+        if unbuffered:
+            parts.append('[ "$_remora_b" = 0 ] || export PYTHONUNBUFFERED=1')
+    elif stdbuf:
+        if isinstance(stdbuf, str):  # what stdbuf would set, without its exec
+            parts.append(f'export LD_PRELOAD="${{LD_PRELOAD:+$LD_PRELOAD:}}"{shlex.quote(stdbuf)} {stdbuf_env}')
+        if unbuffered:
             parts.append("export PYTHONUNBUFFERED=1")
-    stdin: bytes | None = None
+    run, stdin = _run(request, default_shell)
+    # stdin is /dev/null unless a script is fed on it (or a pty is asked for): no EOF has to be sent
+    # over SSH, which paramiko could race after the channel's CLOSE (sshd then drops the connection).
+    redirect = " </dev/null" if stdin is None and not request.pty else ""
+    if learn:
+        parts.append(
+            f'if [ "$_remora_b" = 1 ]; then unset _remora_b; exec stdbuf -oL -eL {run}{redirect}; else unset _remora_b; exec {run}{redirect}; fi'
+        )
+    else:
+        prefix = "stdbuf -oL -eL " if stdbuf is True else ""
+        parts.append(f"exec {prefix}{run}".rstrip() + redirect)
+    return Wrapper("; ".join(parts), stdin)
+
+
+def _run(request: ExecRequest, default_shell: str) -> tuple[str, bytes | None]:
+    """What the wrapper ``exec``s: the command's own words when they are plain, else a shell given the text; and its stdin."""
     if request.script is not None:
         shell = shlex.quote(request.shell or "/bin/bash")
         args = " ".join(shlex.quote(a) for a in script_args(request))
         if request.pty:
-            run = f"{shell} -c {shlex.quote(request.script)} {shell} {args}"
-        else:
-            run = f"{shell} -s -- {args}"
-            stdin = request.script.encode()
-    else:
-        shell = shlex.quote(request.shell) if request.shell else default_shell
-        run = f"{shell} -c {shlex.quote(command_text(request))}"
-    # stdin is /dev/null unless a script is fed on it (or a pty is asked for): no EOF has to be sent
-    # over SSH, which paramiko could race after the channel's CLOSE (sshd then drops the connection).
-    redirect = " </dev/null" if stdin is None and not request.pty else ""
-    parts.append(f"exec {prefix}{run}".rstrip() + redirect)
-    return Wrapper("; ".join(parts), stdin)
+            return f"{shell} -c {shlex.quote(request.script)} {shell} {args}", None
+        return f"{shell} -s -- {args}", request.script.encode()
+    text = command_text(request)
+    if not request.shell and plain_words(text):
+        return text, None
+    shell = shlex.quote(request.shell) if request.shell else default_shell
+    return f"{shell} -c {shlex.quote(text)}", None
 
 
-def parse_pid_line(line: bytes) -> tuple[int | None, bool | None]:
-    """``remora-pid:<pid>[:<1|0>]`` -> (pid, whether the host has stdbuf if the line says); (None, None) if not one."""
+def plain_words(text: str) -> bool:
+    """Whether shell text is a program and plain words: nothing a shell would parse, expand or run itself (a builtin).
+
+    Such a command is ``exec``'d by the wrapper directly, as ``$SHELL -c`` would: same PATH lookup,
+    same process, same exit code, one shell fewer.
+    """
+    return _PLAIN_WORDS.fullmatch(text) is not None and text.split(" ", 1)[0] not in _SHELL_WORDS
+
+
+def parse_pid_line(line: bytes) -> tuple[int | None, Buffering]:
+    """``remora-pid:<pid>[:<path|1|0>]`` -> (pid, what the host has to line-buffer if the line says); (None, None) if not one."""
     if not line.startswith(PID_MARKER):
         return None, None
     pid, _, flag = line[len(PID_MARKER) :].partition(b":")
-    if not pid.isdigit() or flag not in (b"", b"0", b"1"):
+    if not pid.isdigit():
         return None, None
-    return int(pid), (flag == b"1") if flag else None
+    if flag in (b"", b"0", b"1"):
+        return int(pid), (flag == b"1") if flag else None
+    path = flag.decode(errors="replace")
+    if path not in LIBSTDBUF_PATHS:  # only what the wrapper asked about
+        return None, None
+    return int(pid), path
 
 
 def run_on_private_loop(

@@ -5,8 +5,10 @@ session and process group (``start_new_session``), so a cancel or timeout
 signals the whole tree -- TERM, then KILL after ``worker.kill_grace``.
 Output is read from both pipes (or the pty) as it arrives, by the
 worker's event loop (``executor.loop``), which learns of the exit from a
-pidfd: a running local job holds no thread.  The job is exec'd directly -- ``[stdbuf -oL -eL] /bin/sh -c
-command`` or ``<shell> -s -- args`` with the script on stdin -- with the
+pidfd: a running local job holds no thread.  The job is exec'd directly -- ``/bin/sh -c
+command`` or ``<shell> -s -- args`` with the script on stdin, with what
+``stdbuf -oL -eL`` sets in its environment (or behind ``stdbuf`` itself when its
+library is not where coreutils puts it) -- with the
 worker's environment plus the job's ``env`` and ``workdir`` as its cwd, so a
 local job costs one exec fewer than the SSH wrapper; commands run under
 ``/bin/sh`` (or the job's ``shell``), not the worker's login shell.  The
@@ -41,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 from remora.config import secret_env_names
 from remora.errors import ValidationError
 from remora.executor.base import (
+    LIBSTDBUF_PATHS,
+    STDBUF_ENV,
     Done,
     ErrorKind,
     ExecRequest,
@@ -68,6 +72,20 @@ DRAIN_AFTER_EXIT = 1.0  # how long pipes held open by background children are st
 TICK = 0.2  # how often a running job looks at its cancel flag
 _STDBUF_PATH = shutil.which("stdbuf")
 _STDBUF = _STDBUF_PATH is not None
+
+
+def _find_libstdbuf() -> str | None:
+    """The ``libstdbuf.so`` that this machine's ``stdbuf`` preloads, where coreutils installs it."""
+    if _STDBUF_PATH is None:
+        return None
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(_STDBUF_PATH)))
+    for path in (*LIBSTDBUF_PATHS, os.path.join(prefix, "libexec", "coreutils", "libstdbuf.so")):
+        if os.access(path, os.R_OK):
+            return path
+    return None
+
+
+LIBSTDBUF = _find_libstdbuf()  # set: jobs get stdbuf's environment without stdbuf's own exec
 CWD_TTL = 5.0
 _CWD: dict[str, tuple[float, str]] = {}
 
@@ -184,7 +202,7 @@ class LocalExecutor:
         try:
             check_request(request, self.allowed_shells)
             run_as = self.run_as()
-            argv, stdin, env = local_command(request, stdbuf=_STDBUF and not request.pty, run_as=run_as)
+            argv, stdin, env = local_command(request, stdbuf=_STDBUF and not request.pty, run_as=run_as, libstdbuf=LIBSTDBUF)
             if run_as is not None:
                 argv = run_as.wrap(argv)
         except ValidationError as exc:
@@ -427,9 +445,15 @@ def _worker_environment() -> dict[bytes, bytes]:
     return env
 
 
-def local_command(request: ExecRequest, *, stdbuf: bool, run_as: RunAs | None = None) -> tuple[list[str], bytes | None, dict[bytes, bytes]]:
-    """argv, stdin and environment of a local job: no wrapper shell (one exec fewer than over SSH)."""
-    argv = ["stdbuf", "-oL", "-eL"] if stdbuf else []
+def local_command(
+    request: ExecRequest, *, stdbuf: bool, run_as: RunAs | None = None, libstdbuf: str | None = None
+) -> tuple[list[str], bytes | None, dict[bytes, bytes]]:
+    """argv, stdin and environment of a local job: no wrapper shell (one exec fewer than over SSH).
+
+    ``stdbuf`` with ``libstdbuf`` (its library's path): the job gets the environment ``stdbuf -oL -eL``
+    would give it (``LD_PRELOAD``, ``_STDBUF_O/E=L``), without ``stdbuf``'s own exec.
+    """
+    argv = ["stdbuf", "-oL", "-eL"] if stdbuf and not libstdbuf else []
     stdin = None
     if request.script is not None:
         shell = request.shell or "/bin/bash"
@@ -446,6 +470,10 @@ def local_command(request: ExecRequest, *, stdbuf: bool, run_as: RunAs | None = 
         env[b"USER"] = env[b"LOGNAME"] = os.fsencode(run_as.name)
     if stdbuf:
         env[b"PYTHONUNBUFFERED"] = b"1"
+        if libstdbuf:
+            preload = env.get(b"LD_PRELOAD")
+            env[b"LD_PRELOAD"] = (preload + b":" if preload else b"") + os.fsencode(libstdbuf)
+            env.update((k.encode(), v.encode()) for k, v in STDBUF_ENV.items())
     env.update((os.fsencode(k), os.fsencode(str(v))) for k, v in request.env.items())
     return argv, stdin, env
 

@@ -40,6 +40,7 @@ from paramiko.channel import Channel
 from paramiko.common import MSG_CHANNEL_REQUEST
 
 from remora.errors import HostKeyError, SSHAuthError, SSHError
+from remora.executor.base import Buffering
 from remora.executor.hostkeys import KnownHosts
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class SSHConnection:
     port: int
     transport: paramiko.Transport
     host_key_fingerprint: str
-    stdbuf: bool | None = None  # None: not known yet (the first job's wrapper reports it)
+    stdbuf: Buffering = None  # the host's libstdbuf.so, or whether it has stdbuf; None: not known yet (the first job's wrapper reports it)
     channels: int = 0
     limit: int = 8
     tunnels: int = 0  # direct-tcpip channels to hosts behind this one (their connections' ``via``)
@@ -188,7 +189,7 @@ def open_connection(
     return conn
 
 
-def probe(conn: SSHConnection, timeout: float) -> bool:
+def probe(conn: SSHConnection, timeout: float) -> Buffering:
     """Whether the host has ``stdbuf`` (remembered on the connection; a host that refuses sessions has not)."""
     if conn.stdbuf is None:
         try:

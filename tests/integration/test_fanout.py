@@ -13,6 +13,7 @@ import pytest
 
 from remora import output
 from remora.executor.base import Stream
+from remora.executor.local import LIBSTDBUF
 from remora.models import Job
 from tests.support.sshd import start_sshd
 from tests.support.waits import wait_for
@@ -86,7 +87,7 @@ def test_line_buffering_is_learnt_from_the_first_jobs_pid_line(tmp_path, fleet):
         first = submit(q, server, settings, command="echo one")
         assert wait_status(first.id).status == "completed"
         conns = [c for cs in worker.pool._conns.values() for c in cs]
-        assert [c.stdbuf for c in conns] == [True]  # the host has coreutils' stdbuf, reported by the wrapper
+        assert [c.stdbuf for c in conns] == [LIBSTDBUF]  # where the host has coreutils' libstdbuf.so, reported by the wrapper
         # grep block-buffers a pipe unless stdbuf makes it line-buffered: its first line arrives while it runs
         job = submit(q, server, settings, command="(echo a; sleep 2; echo b) | grep .")
         wait_for(lambda: output.read_stream(job.id, Stream.STDOUT) == b"a\n", 1.8, what="first line while running")

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from remora.executor.base import BufferSink, ExecRequest, Stream
-from remora.executor.local import LocalExecutor
+from remora.executor.local import LIBSTDBUF, LocalExecutor, local_command
 from tests.support.waits import wait_for
 from tests.support.workerkit import make_settings
 
@@ -81,6 +81,15 @@ def test_block_buffered_programs_stream_line_by_line(ex):
     t.start()
     wait_for(lambda: bytes(sink.stdout) == b"first\n", 1.5, what="line-buffered sed output")
     t.join(5)
+
+
+def test_a_job_gets_stdbufs_environment_without_stdbufs_exec():
+    assert LIBSTDBUF is not None  # coreutils' libstdbuf.so is on this machine: the sed test above ran without stdbuf's exec
+    argv, _, env = local_command(ExecRequest(command="true"), stdbuf=True, libstdbuf=LIBSTDBUF)
+    assert argv == ["/bin/sh", "-c", "true"]
+    assert env[b"LD_PRELOAD"].split(b":")[-1] == LIBSTDBUF.encode() and env[b"_STDBUF_O"] == env[b"_STDBUF_E"] == b"L"
+    argv, _, env = local_command(ExecRequest(command="true"), stdbuf=True, libstdbuf=None)  # library elsewhere: stdbuf runs
+    assert argv[:3] == ["stdbuf", "-oL", "-eL"] and b"_STDBUF_O" not in env
 
 
 def test_timeout_kills_the_whole_process_group(ex):

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from remora.errors import ValidationError
+from remora.executor import base
 from remora.executor.base import (
     ExecRequest,
     build_wrapper,
     check_request,
     command_text,
     parse_pid_line,
+    plain_words,
     script_args,
     signal_name,
 )
+from remora.executor.local import LIBSTDBUF
 
 ALLOWED = ["/bin/bash", "/bin/sh"]
 
@@ -99,25 +103,72 @@ def test_signal_names():
     assert signal_name(15) == "TERM" and signal_name("SIGKILL") == "KILL" and signal_name("INT") == "INT"
 
 
-def test_a_wrapper_that_does_not_know_yet_finds_stdbuf_itself_and_reports_it_on_the_pid_line(tmp_path):
-    request = ExecRequest(command='echo "$REMORA_JOB_ID $PYTHONUNBUFFERED"', env={"REMORA_JOB_ID": "j1"})
+def test_a_wrapper_that_does_not_know_yet_finds_libstdbuf_itself_and_reports_it_on_the_pid_line(tmp_path, monkeypatch):
+    request = ExecRequest(command='echo "$REMORA_JOB_ID $PYTHONUNBUFFERED $_STDBUF_O$_STDBUF_E $LD_PRELOAD"', env={"REMORA_JOB_ID": "j1"})
+    lib = LIBSTDBUF
+    assert lib in base.LIBSTDBUF_PATHS  # coreutils' stdbuf and its library are on this machine
+    wrapper = build_wrapper(request, stdbuf=None, print_pid=True)
+    res = subprocess.run(
+        ["/bin/sh", "-c", wrapper.text], capture_output=True, timeout=10, env={"PATH": os.environ["PATH"], "LD_PRELOAD": ""}
+    )
+    pid_line, out = res.stdout.split(b"\n", 1)
+    pid, found = parse_pid_line(pid_line)
+    assert pid and found == lib and out == f"j1 1 LL {lib}\n".encode()  # what `stdbuf -oL -eL` would set
+    # a host whose libstdbuf.so is elsewhere: stdbuf itself is run (reported as 1), and without it nothing (0)
+    monkeypatch.setattr(base, "LIBSTDBUF_PATHS", (str(tmp_path / "nowhere" / "libstdbuf.so"),))
     wrapper = build_wrapper(request, stdbuf=None, print_pid=True)
     res = subprocess.run(["/bin/sh", "-c", wrapper.text], capture_output=True, timeout=10)
     pid_line, out = res.stdout.split(b"\n", 1)
-    pid, stdbuf = parse_pid_line(pid_line)
-    assert pid and stdbuf is True and out == b"j1 1\n"  # coreutils' stdbuf is on this machine
-    # a PATH without stdbuf: the same text says so and runs the command without it
+    assert parse_pid_line(pid_line)[1] is True and out.startswith(b"j1 1 LL ")  # set by the stdbuf process
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     os.symlink(Path("/bin/sh").resolve(), bin_dir / "sh")
     res = subprocess.run([str(bin_dir / "sh"), "-c", wrapper.text], capture_output=True, timeout=10, env={"PATH": str(bin_dir)})
     pid_line, out = res.stdout.split(b"\n", 1)
-    assert parse_pid_line(pid_line)[1] is False and out == b"j1 \n"
+    assert parse_pid_line(pid_line)[1] is False and out == b"j1   \n"
+
+
+def test_a_known_libstdbuf_is_preloaded_without_stdbufs_exec_and_line_buffers_a_pipe(tmp_path):
+    """grep block-buffers a pipe: its first match reaches us while its input is still open only if it is line-buffered."""
+    fifo = tmp_path / "in"
+    os.mkfifo(fifo)
+    for command in (f"grep a {fifo}", f"grep a < {fifo}"):  # plain words (run by the wrapper shell), and shell text
+        wrapper = build_wrapper(ExecRequest(command=command), stdbuf=LIBSTDBUF, print_pid=False)
+        assert "stdbuf -oL" not in wrapper.text
+        proc = subprocess.Popen(["/bin/bash", "-c", wrapper.text], stdout=subprocess.PIPE)
+        try:
+            with open(fifo, "w") as feed:
+                feed.write("a1\nb\n")
+                feed.flush()
+                ready, _, _ = select.select([proc.stdout], [], [], 5)
+                assert ready, f"{command}: no line while grep's input is open (block-buffered)"
+                assert os.read(proc.stdout.fileno(), 100) == b"a1\n"
+        finally:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_a_program_with_plain_words_is_execd_without_a_second_shell_and_shell_text_gets_one():
+    assert plain_words("uptime") and plain_words("systemctl restart nginx.service") and plain_words("ls -la /tmp a=b 50%")
+    for text in ("a=b cmd", "echo $HOME", "a; b", "a | b", "echo 'x'", "ls *", "ls ~", "if", "for x in a", "a\tb", "a\nb", "ls {a,b}", ""):
+        assert not plain_words(text), text
+    for builtin in ("exit 3", "cd /tmp", "export A", "echo hi", "kill -9 1", "true", ". ./x", "source x"):
+        assert not plain_words(builtin), builtin  # its shell runs it: exec would not find it, or find another program
+    wrapper = build_wrapper(ExecRequest(command="cat", args=["/proc/self/stat"]), stdbuf=False, print_pid=True)
+    assert wrapper.text.endswith("; exec cat /proc/self/stat </dev/null") and "-c" not in wrapper.text
+    for shell in ("/bin/sh", "/bin/bash"):
+        res = subprocess.run([shell, "-c", wrapper.text], capture_output=True, timeout=10)
+        pid_line, stat = res.stdout.split(b"\n", 1)
+        assert parse_pid_line(pid_line)[0] == int(stat.split()[0])  # the job's process is the wrapper's
+    assert run_wrapper(ExecRequest(command="exit", args="3")).returncode == 3
+    res = run_wrapper(ExecRequest(command="no-such-command-here"))
+    assert res.returncode == 127 and b"not found" in res.stderr
 
 
 def test_pid_lines():
     assert parse_pid_line(b"remora-pid:42") == (42, None)
     assert parse_pid_line(b"remora-pid:42:1") == (42, True)
     assert parse_pid_line(b"remora-pid:42:0") == (42, False)
-    for line in (b"remora-pid:", b"remora-pid:x", b"remora-pid:42:2", b"hello"):
+    assert parse_pid_line(b"remora-pid:42:/usr/libexec/coreutils/libstdbuf.so") == (42, "/usr/libexec/coreutils/libstdbuf.so")
+    for line in (b"remora-pid:", b"remora-pid:x", b"remora-pid:42:2", b"remora-pid:42:/tmp/evil.so", b"hello"):
         assert parse_pid_line(line) == (None, None)
