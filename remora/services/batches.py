@@ -8,10 +8,11 @@ transaction that released them (the reconciler puts them when that PUT is lost).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import math
 import re
-from typing import Any
+from typing import Any, cast
 
 from remora import jobmessage, jobstate, models
 from remora.errors import Conflict, NotFound, QueueError, QueueUnavailable, ValidationError
@@ -185,37 +186,54 @@ def _outputs(batch_id: str) -> dict[tuple[str, int], bytearray]:
     return out
 
 
+_HOST_COLUMNS = (
+    Job.id,
+    Job.server,
+    Server.name,
+    Job.status,
+    Job.exit_code,
+    Job.error,
+    Job.started_at,
+    Job.finished_at,
+    Job.stdout_bytes,
+    Job.stderr_bytes,
+    Job.output_truncated,
+)
+
+
 def batch_detail(batch: Batch, *, output: bool = False) -> dict[str, Any]:
-    jobs = list(Job.select(Job, Server.id, Server.name).join(Server).where(Job.batch_id == batch.id).order_by(Job.created_at, Job.id))
+    """The batch with one entry per host: only the columns shown, read as tuples (a batch may have thousands of hosts)."""
+    query = Job.select(*_HOST_COLUMNS).join(Server).where(Job.batch_id == batch.id).order_by(Job.created_at, Job.id).tuples()
+    rows = cast(list[tuple[Any, ...]], list(query))
     outputs = _outputs(batch.id) if output else {}
     counts = dict.fromkeys(COUNTED, 0)
     hosts = []
-    for job in jobs:
-        counts[job.status] = counts.get(job.status, 0) + 1
-        duration = job.duration
+    first_start: dt.datetime | None = None
+    for job_id, server_id, server_name, status, exit_code, error, started_at, finished_at, stdout_bytes, stderr_bytes, truncated in rows:
+        counts[status] = counts.get(status, 0) + 1
+        if started_at is not None and (first_start is None or started_at < first_start):
+            first_start = started_at
+        duration = max(0.0, (finished_at - started_at).total_seconds()) if started_at and finished_at else None
         host: dict[str, Any] = {
-            "server_id": job.server_id,
-            "server_name": job.server.name,
-            "job_id": job.id,
-            "status": job.status,
-            "exit_code": job.exit_code,
-            "error": job.error or "",
+            "server_id": server_id,
+            "server_name": server_name,
+            "job_id": job_id,
+            "status": status,
+            "exit_code": exit_code,
+            "error": error or "",
             "duration": round(duration, 6) if duration is not None else None,
-            "started_at": models.to_rfc3339(job.started_at),
-            "finished_at": models.to_rfc3339(job.finished_at),
-            "stdout_bytes": job.stdout_bytes or 0,
-            "stderr_bytes": job.stderr_bytes or 0,
+            "started_at": models.to_rfc3339(started_at),
+            "finished_at": models.to_rfc3339(finished_at),
+            "stdout_bytes": stdout_bytes or 0,
+            "stderr_bytes": stderr_bytes or 0,
         }
         if output:
-            out = bytes(outputs.get((job.id, int(Stream.STDOUT)), b""))
-            err = bytes(outputs.get((job.id, int(Stream.STDERR)), b""))
+            out = bytes(outputs.get((job_id, int(Stream.STDOUT)), b""))
+            err = bytes(outputs.get((job_id, int(Stream.STDERR)), b""))
             host["stdout"], host["stderr"] = text(out), text(err)
-            host["output_truncated"] = (
-                bool(job.output_truncated) or len(out) < (job.stdout_bytes or 0) or len(err) < (job.stderr_bytes or 0)
-            )
+            host["output_truncated"] = bool(truncated) or len(out) < (stdout_bytes or 0) or len(err) < (stderr_bytes or 0)
         hosts.append(host)
-    started = [job.started_at for job in jobs if job.started_at is not None]
-    data = batch_dict(batch, counts, min(started) if started else None)
+    data = batch_dict(batch, counts, first_start)
     data["hosts"] = hosts
     return data
 
