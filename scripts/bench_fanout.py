@@ -9,7 +9,8 @@ times, for each size and command, from submit to every host's result stored
 (the median of ``--runs``):
 
 - ``remora_api``: POST /api/v1/jobs ``servers: ["tag:T"]``, then waiting on
-  the batch (the /api/v1/events feed when the API has it, else polling
+  the batch as a client of the API would: long-polling the /api/v1/events feed
+  of the batch until its final status (else, an API without the feed, polling
   GET /api/v1/batches/:id every 0.1 s); every host's output is checked after;
 - ``remora_cli``: the process ``remora submit --tag T --wait -- CMD``;
 - ``fabric``: ``ThreadingGroup(*hosts).run(cmd)``;
@@ -246,24 +247,24 @@ class RemoraUnderTest:
                 }
             )
 
-    def wait_batch(self, batch_id: str, deadline: float) -> dict[str, Any]:
-        """Block until the batch finished: woken by the change feed when there is one, else polling."""
-        cursor: Any = None
+    def wait_batch(self, batch_id: str, deadline: float) -> None:
+        """Block until the batch finished: told by the change feed when there is one (no batch reads), else polling."""
+        cursor = "0"  # every change of this batch so far, then the ones after: a batch that already ended is seen at once
         while time.monotonic() < deadline:
-            batch = self.api.batch(batch_id)
-            if batch["status"] in FINISHED:
-                return batch
             if self.events is not False:
                 try:
-                    params = {"batch_id": batch_id, **({"cursor": cursor} if cursor is not None else {})}
-                    reply = self.api.get("/api/v1/events", **params) or {}
+                    timeout = max(1, min(25, int(deadline - time.monotonic())))
+                    reply = self.api.get("/api/v1/events", batch_id=batch_id, cursor=cursor, timeout=timeout) or {}
                     self.events = True
-                    cursor = reply.get("cursor", cursor)
-                    if not reply.get("events"):
-                        time.sleep(POLL_INTERVAL)  # a feed that answers at once when nothing changed
-                    continue
                 except (NotFound, ValidationError):  # no feed, or not one this script knows how to ask
                     self.events = False
+                    continue
+                cursor = reply.get("cursor", cursor)
+                if any(e.get("kind") == "batch" and e.get("status") in FINISHED for e in reply.get("events") or []):
+                    return
+                continue
+            if self.api.batch(batch_id)["status"] in FINISHED:
+                return
             time.sleep(POLL_INTERVAL)
         raise BenchError(f"batch {batch_id} not finished within the deadline")
 
