@@ -42,6 +42,21 @@ def test_200_jobs_in_a_row_open_at_most_2_connections(make_sshd, settings):
         pool.close()
 
 
+def test_connections_prefer_aes_gcm_and_fall_back_to_what_the_server_offers(make_sshd, settings):
+    """AES-GCM (an AEAD: no separate HMAC per packet, which paramiko computes in Python) when the server has it."""
+    for ciphers, expected in ((None, "aes128-gcm@openssh.com"), ("aes256-ctr", "aes256-ctr")):
+        srv = make_sshd("127.0.0.1", extra_config=[f"Ciphers {ciphers}"] if ciphers else [])
+        pool = SSHPool()
+        try:
+            sink = BufferSink()
+            assert executor(srv, settings, pool).run(ExecRequest(command="echo", args=["ok"]), sink, threading.Event()).exit_code == 0
+            assert bytes(sink.stdout) == b"ok\n"
+            [conn] = [c for conns in pool._conns.values() for c in conns]
+            assert conn.transport.remote_cipher == conn.transport.local_cipher == expected
+        finally:
+            pool.close()
+
+
 def test_more_concurrent_channels_than_the_limit_open_another_connection(make_sshd, settings):
     srv = make_sshd("127.0.0.1")
     pool = SSHPool(max_sessions=3)
