@@ -10,7 +10,7 @@ times, for each size and command, from submit to every host's result stored
 
 - ``remora_api``: POST /api/v1/jobs ``servers: ["tag:T"]``, then waiting on
   the batch as a client of the API would: long-polling the /api/v1/events feed
-  of the batch until its final status (else, an API without the feed, polling
+  of the batch's own changes (``kind=batch``) until its final status (else, an API without the feed, polling
   GET /api/v1/batches/:id every 0.1 s); every host's output is checked after;
 - ``remora_cli``: the process ``remora submit --tag T --wait -- CMD``;
 - ``fabric``: ``ThreadingGroup(*hosts).run(cmd)``;
@@ -254,7 +254,7 @@ class RemoraUnderTest:
             if self.events is not False:
                 try:
                     timeout = max(1, min(25, int(deadline - time.monotonic())))
-                    reply = self.api.get("/api/v1/events", batch_id=batch_id, cursor=cursor, timeout=timeout) or {}
+                    reply = self.api.get("/api/v1/events", batch_id=batch_id, kind="batch", cursor=cursor, timeout=timeout) or {}
                     self.events = True
                 except (NotFound, ValidationError):  # no feed, or not one this script knows how to ask
                     self.events = False

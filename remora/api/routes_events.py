@@ -85,7 +85,10 @@ def _filters(req: Request) -> events.Filters:
     for job_id in job_ids:
         if not UUID_RE.match(job_id):
             raise ValidationError("job_id must be job ids (UUIDs), comma-separated", details={"job_id": "not a UUID"})
-    return events.Filters(batch_id=batch_id.lower() if batch_id else None, job_ids=job_ids)
+    kind = (req.arg("kind") or "").strip() or None
+    if kind is not None and kind not in events.KINDS:
+        raise ValidationError(f"kind must be one of: {', '.join(events.KINDS)}", details={"kind": "unknown"})
+    return events.Filters(batch_id=batch_id.lower() if batch_id else None, job_ids=job_ids, kind=kind)
 
 
 def _timeout(req: Request) -> float:
@@ -110,6 +113,8 @@ def _wants_output(app: App, req: Request, filters: events.Filters) -> bool:
         return False
     if filters.batch_id is None and not filters.job_ids:
         raise ValidationError("output=true needs a batch_id or job_id filter", details={"output": "needs batch_id or job_id"})
+    if filters.kind is not None:  # a job's output is ordered by its own status changes
+        raise ValidationError("output=true cannot be combined with kind", details={"kind": "not with output=true"})
     logs, _ = app.router.match("GET", "/api/v1/jobs/00000000-0000-0000-0000-000000000000/logs")
     if req.identity is not None and not req.identity.allows(logs.role):
         raise Forbidden(
@@ -232,6 +237,11 @@ def routes(settings: Settings) -> list[Route]:
                 ),
                 Param("batch_id", {"type": "string", "format": "uuid"}, "Only changes of this batch (and its jobs)."),
                 Param("job_id", {"type": "string"}, "Only changes of these jobs (comma-separated ids, or repeated)."),
+                Param(
+                    "kind",
+                    {"type": "string", "enum": ["job", "batch"]},
+                    "Only changes of this kind: `batch` with batch_id waits for a batch's end in one request (not with output=true).",
+                ),
                 Param(
                     "output",
                     {"type": "boolean", "default": False},

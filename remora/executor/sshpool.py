@@ -67,10 +67,7 @@ class _Transport(paramiko.Transport):
     _channel_handler_table = {**paramiko.Transport._channel_handler_table, MSG_CHANNEL_REQUEST: _channel_request}  # type: ignore[attr-defined]
     # AES-GCM first (an AEAD, as secure as AES-CTR + HMAC-SHA2 and faster here: paramiko computes a separate
     # HMAC in Python for every packet, and a job is ten-odd packets); the rest in paramiko's order for older servers.
-    _preferred_ciphers = (
-        *(c for c in paramiko.Transport._preferred_ciphers if c.endswith("-gcm@openssh.com")),
-        *(c for c in paramiko.Transport._preferred_ciphers if not c.endswith("-gcm@openssh.com")),
-    )
+    _preferred_ciphers = tuple(sorted(paramiko.Transport._preferred_ciphers, key=lambda c: not c.endswith("-gcm@openssh.com")))  # type: ignore[attr-defined]
 
 
 @dataclass

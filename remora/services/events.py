@@ -33,10 +33,14 @@ MAX_EVENTS = 1000  # changes per answer (a client with more to read asks again a
 MAX_FILTER_IDS = 500
 
 
+KINDS = ("job", "batch")
+
+
 @dataclasses.dataclass(frozen=True)
 class Filters:
     batch_id: str | None = None
     job_ids: tuple[str, ...] = ()
+    kind: str | None = None  # "job" | "batch": only changes of that kind
 
 
 def parse_cursor(raw: str | None) -> int | None:
@@ -82,10 +86,18 @@ def read(cursor: int, filters: Filters, limit: int = MAX_EVENTS) -> tuple[list[d
     change looked past, so a filtered client never rescans changes of other jobs.
     """
     if filters.batch_id is None and not filters.job_ids:
-        rows = list(Change.select().where(Change.id > cursor).order_by(Change.id).limit(limit))
+        query = Change.select().where(Change.id > cursor)
+        if filters.kind is not None:
+            top = latest()  # as below: the cursor moves past the changes of the other kind
+            query = query.where(Change.id <= top, Change.kind == filters.kind)
+            rows = list(query.order_by(Change.id).limit(limit))
+            return [event_dict(row) for row in rows], max(top, cursor) if len(rows) < limit else int(rows[-1].id)
+        rows = list(query.order_by(Change.id).limit(limit))
         return [event_dict(row) for row in rows], int(rows[-1].id) if rows else cursor
     top = latest()  # read first: every change up to it is committed, so none below it can appear later
     query = Change.select().where(Change.id > cursor, Change.id <= top)
+    if filters.kind is not None:
+        query = query.where(Change.kind == filters.kind)
     if filters.batch_id is not None:
         query = query.where(Change.batch_id == filters.batch_id)
     if filters.job_ids:

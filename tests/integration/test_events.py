@@ -95,6 +95,14 @@ def test_a_20_host_batch_feeds_each_jobs_queued_running_completed_then_the_batch
     assert {e["job_id"] for e in both} == {job_ids[0], job_ids[1]} and len(both) == 6
     other = feed(cluster, cursor="0", batch_id=str(uuid.uuid4()), timeout=0)
     assert other["events"] == [] and int(other["cursor"]) >= int(seen[-1]["id"])
+    # kind: only the batch's own changes (its end in one answer), or only its jobs'
+    ends = feed(cluster, cursor=start, batch_id=batch_id, kind="batch", timeout=0)
+    assert [(e["kind"], e["status"]) for e in ends["events"]] == [("batch", "running"), ("batch", "completed")]
+    assert int(ends["cursor"]) >= int(seen[-1]["id"])  # past the jobs' changes it skipped
+    jobs_only = feed(cluster, cursor=start, batch_id=batch_id, kind="job", timeout=0)["events"]
+    assert [e["id"] for e in jobs_only] == [e["id"] for e in seen if e["kind"] == "job"]
+    everywhere = feed(cluster, cursor=start, kind="batch", timeout=0)["events"]
+    assert {e["kind"] for e in everywhere} == {"batch"} and batch_id in {e["batch_id"] for e in everywhere}
 
     # the batch's results in one request: status, exit code, sizes and bodies per host
     detail = cluster.client().get(f"/api/v1/batches/{batch_id}", output="true")
@@ -208,7 +216,8 @@ def test_garbage_cursors_and_filters_are_400_and_an_expired_cursor_is_410(cluste
     host = one_host(cluster)
     client_port = cluster.api_port
     token = cluster.token
-    for query in ("cursor=abc", "cursor=-1", "cursor=1e5", "batch_id=nope", "job_id=1,2", "timeout=999", "timeout=x"):
+    for query in ("cursor=abc", "cursor=-1", "cursor=1e5", "batch_id=nope", "job_id=1,2", "timeout=999", "timeout=x", "kind=jobs",
+                  f"kind=batch&output=true&batch_id={uuid.uuid4()}"):  # fmt: skip
         reply = request("127.0.0.1", client_port, "GET", "/api/v1/events?" + query, token=token, timeout=10)
         assert reply.status == 400 and reply.json()["code"] == "VALIDATION_ERROR", (query, reply)
     assert request("127.0.0.1", client_port, "GET", "/api/v1/events?timeout=0", timeout=10).status == 401
