@@ -324,6 +324,7 @@ class Client:
         job_ids: list[str] | None = None,
         read_timeout: float = 60.0,
         output: bool = False,
+        kind: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The change feed as Server-Sent Events on a connection of its own, one message at a time.
 
@@ -332,7 +333,13 @@ class Client:
         ``output``), ``heartbeat`` for a comment or a bare cursor, ``end`` when the server closes the
         stream (reconnect from the last id).  Errors as for any request.
         """
-        wanted = {"cursor": cursor, "batch_id": batch_id, "job_id": ",".join(job_ids or []), "output": "true" if output else None}
+        wanted = {
+            "cursor": cursor,
+            "batch_id": batch_id,
+            "job_id": ",".join(job_ids or []),
+            "output": "true" if output else None,
+            "kind": kind,
+        }
         query = {k: v for k, v in wanted.items() if v}
         url = self.prefix + f"{API}/events" + ("?" + urlencode(query) if query else "")
         headers = {"User-Agent": f"remora-cli/{__version__}", "Accept": "text/event-stream"}

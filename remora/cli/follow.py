@@ -3,7 +3,9 @@
 Waiting (no output followed) reads the change feed (``GET /api/v1/events`` as
 Server-Sent Events): one stream for all the jobs -- filtered by their batch
 when they are one -- after one snapshot of their state, so a fan-out costs a
-few requests however many hosts it has.  An API without the feed (404) is
+few requests however many hosts it has.  A whole batch just submitted, waited
+on without a progress bar, follows only the batch's own changes (``kind=batch``):
+one event for its end instead of three per host.  An API without the feed (404) is
 polled job by job as before.  At the end a batch's jobs are read as one list
 and its output in one request (``GET /batches/:id?output=true``).
 
@@ -178,6 +180,9 @@ class Watcher:
         by_id = {t.id: t for t in self.tracked}
         batch = self.batch_id
         job_ids = None if batch or len(by_id) > MAX_JOB_FILTER else list(by_id)
+        # A whole batch just submitted, with no progress to show: only the batch's own end matters (one
+        # event, however many hosts); its jobs' final states are read once at the end.
+        batch_end = bool(batch and self.fresh and on_change is None)
         cursor: str | None = None
         fresh = True  # no state read yet since the stream's start: read it after ``ready``
         while not all(t.done for t in self.tracked):
@@ -185,16 +190,26 @@ class Watcher:
             if left is not None and left <= 0:
                 self._gave_up()
             read_timeout = STREAM_READ_TIMEOUT if left is None else max(0.5, min(STREAM_READ_TIMEOUT, left + 0.5))
-            stream = self.client.event_stream(cursor, batch_id=batch, job_ids=job_ids, read_timeout=read_timeout)
+            kind = "batch" if batch_end else None
+            stream = self.client.event_stream(cursor, batch_id=batch, job_ids=job_ids, read_timeout=read_timeout, kind=kind)
             try:
                 for message in stream:
                     cursor = message.get("id") or cursor
                     changed = False
+                    data = message.get("data")
                     if message["event"] == "ready" and fresh:
-                        self._snapshot(batch)
+                        hosts = self._snapshot(batch)
                         fresh, changed = False, True
-                    elif message["event"] == "message" and isinstance(message.get("data"), dict):
-                        changed = self._apply(by_id, message["data"])
+                        if batch_end and hosts != len(self.tracked):  # not the whole batch: its jobs' changes after all
+                            batch_end = False
+                            break
+                    elif message["event"] == "message" and isinstance(data, dict):
+                        if data.get("kind") == "batch":
+                            if batch_end and data.get("status") in FINISHED:
+                                for t in self.tracked:
+                                    t.done = True  # their final states: ``_final_jobs``
+                        else:
+                            changed = self._apply(by_id, data)
                     if changed and on_change:
                         on_change()
                     if all(t.done for t in self.tracked):
@@ -308,18 +323,19 @@ class Watcher:
         pending = ", ".join(short(t.id) for t in self.tracked if not t.done)
         raise WaitTimeout(f"gave up waiting after {self.timeout:g}s; still running: {pending}")
 
-    def _snapshot(self, batch: str | None) -> None:
-        """The tracked jobs' state now: their batch in one request, else one request per job."""
+    def _snapshot(self, batch: str | None) -> int:
+        """The tracked jobs' state now: their batch in one request (returns how many jobs it has), else one request per job."""
         if batch:
             hosts = {h["job_id"]: h for h in self.client.batch(batch).get("hosts") or []}
             for t in self.tracked:
                 host = hosts.get(t.id)
                 if host is not None:
                     self._apply({t.id: t}, {"job_id": t.id, "status": host.get("status"), "exit_code": host.get("exit_code")})
-            return
+            return len(hosts)
         for t in self.tracked:
             t.job = self.client.job(t.id)
             t.done = t.current = t.job.get("status") in FINISHED
+        return len(self.tracked)
 
     @staticmethod
     def _apply(by_id: dict[str, Tracked], event: dict[str, Any]) -> bool:

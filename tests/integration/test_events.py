@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 from remora import jobstate, models, services
+from remora.cli.follow import Watcher
+from remora.client import Client
 from remora.services import events
 from tests.support.cluster import Cluster, local_fleet
 from tests.support.http import request
@@ -257,6 +259,31 @@ def test_cli_wait_on_a_tag_makes_the_same_few_requests_for_5_or_20_hosts(cluster
     made = cli_requests(cluster, name)
     assert counts[5] == counts[20] <= 6, (counts, made)  # submit, the feed, the batch, its jobs, its output
     assert sum(1 for line in made if "/logs" in line) == 0, made
+
+
+class RecordingClient(Client):
+    """The product's client, noting the ``kind`` of each change-feed stream it opens."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kinds: list[str | None] = []
+
+    def event_stream(self, *args: Any, **kwargs: Any) -> Any:
+        self.kinds.append(kwargs.get("kind"))
+        return super().event_stream(*args, **kwargs)
+
+
+def test_waiting_on_a_whole_new_batch_follows_only_its_end_and_a_part_of_one_follows_its_jobs(cluster):
+    tag = "k" + uuid.uuid4().hex[:6]
+    local_fleet(cluster.client(), 5, tag)
+    for part in (5, 3):
+        jobs = cluster.client().submit({"command": "sh", "args": ["-c", "sleep 0.3; echo out"], "servers": [f"tag:{tag}"]})
+        client = RecordingClient(cluster.api_url, cluster.token, timeout=30)
+        done = Watcher(client, jobs[:part], fresh=True, timeout=60).run()
+        assert [j["id"] for j in done] == [j["id"] for j in jobs[:part]]
+        assert all(j["status"] == "completed" and j["exit_code"] == 0 for j in done), done
+        # the whole batch: its own end is the one event needed; a part of it: its jobs' changes after all
+        assert client.kinds == (["batch"] if part == 5 else ["batch", None]), client.kinds
 
 
 def test_cli_follow_of_a_rollout_reads_every_hosts_output_off_the_feed_and_no_logs(cluster):
