@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +57,25 @@ def test_connections_prefer_aes_gcm_and_fall_back_to_what_the_server_offers(make
             assert conn.transport.remote_cipher == conn.transport.local_cipher == expected
         finally:
             pool.close()
+
+
+def test_an_idle_pooled_connections_thread_wakes_about_once_a_second(sshd, settings):
+    """paramiko's per-connection thread wakes on its socket timeout (0.1 s by default: ten times a second, per connection)."""
+    pool = SSHPool()
+    try:
+        assert executor(sshd, settings, pool).run(ExecRequest(command="true"), BufferSink(), threading.Event()).exit_code == 0
+        [conn] = [c for conns in pool._conns.values() for c in conns]
+
+        def switches() -> int:
+            status = Path(f"/proc/self/task/{conn.transport.native_id}/status").read_text()
+            return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")))
+
+        before, started = switches(), time.monotonic()
+        time.sleep(3)  # what is measured is idleness itself
+        woke = switches() - before
+        assert woke <= 3 * (time.monotonic() - started) + 2, woke  # ~1/s; at paramiko's 0.1 s it is ~30
+    finally:
+        pool.close()
 
 
 def test_more_concurrent_channels_than_the_limit_open_another_connection(make_sshd, settings):
