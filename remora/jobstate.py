@@ -88,11 +88,10 @@ row by ``remora.jobmessage`` (a plain ``QueueMessage`` the caller turns into a P
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import enum
 import logging
-from typing import Any
+from typing import Any, cast
 
 from remora import models
 from remora.models import Batch, BatchStatus, Job, JobStatus, changes
@@ -542,7 +541,8 @@ def batch_step(batch_id: str) -> Step:
                 if ids:
                     Job.update({Job.held: False, Job.updated_at: now}).where(Job.id.in_(ids), Job.held == True).execute()  # noqa: E712
                     step.released = ids
-        counts = collections.Counter(str(row.status) for row in Job.select(Job.status).where(mine))
+        by_status = Job.select(Job.status, models.fn.COUNT(Job.id)).where(mine).group_by(Job.status).tuples()
+        counts = {str(status): int(n) for status, n in cast(list[tuple[str, int]], list(by_status))}  # counted by the database
         if not any(counts.get(status) for status in unfinished):
             if batch.error:
                 final = BatchStatus.ABORTED
