@@ -83,16 +83,10 @@ def read(cursor: int, filters: Filters, limit: int = MAX_EVENTS) -> tuple[list[d
     """Changes after ``cursor`` that match ``filters`` (oldest first) and the cursor after them.
 
     With filters the query is served by the batch or job index, and the cursor moves on to the newest
-    change looked past, so a filtered client never rescans changes of other jobs.
+    change looked past, so a filtered client never rescans changes of other jobs (or of the other kind).
     """
-    if filters.batch_id is None and not filters.job_ids:
-        query = Change.select().where(Change.id > cursor)
-        if filters.kind is not None:
-            top = latest()  # as below: the cursor moves past the changes of the other kind
-            query = query.where(Change.id <= top, Change.kind == filters.kind)
-            rows = list(query.order_by(Change.id).limit(limit))
-            return [event_dict(row) for row in rows], max(top, cursor) if len(rows) < limit else int(rows[-1].id)
-        rows = list(query.order_by(Change.id).limit(limit))
+    if filters.batch_id is None and not filters.job_ids and filters.kind is None:
+        rows = list(Change.select().where(Change.id > cursor).order_by(Change.id).limit(limit))
         return [event_dict(row) for row in rows], int(rows[-1].id) if rows else cursor
     top = latest()  # read first: every change up to it is committed, so none below it can appear later
     query = Change.select().where(Change.id > cursor, Change.id <= top)
