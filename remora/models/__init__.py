@@ -192,9 +192,7 @@ class Job(BaseModel):
 
     @property
     def duration(self) -> float | None:
-        if self.started_at and self.finished_at:
-            return max(0.0, (self.finished_at - self.started_at).total_seconds())
-        return None
+        return run_seconds(self.started_at, self.finished_at)
 
 
 class BatchStatus(str, enum.Enum):
@@ -432,6 +430,13 @@ MODELS: list[type[BaseModel]] = [
     Webhook,
     Delivery,
 ]
+
+
+def run_seconds(started_at: dt.datetime | None, finished_at: dt.datetime | None) -> float | None:
+    """A job's duration from its two timestamps (None until both are set)."""
+    if started_at and finished_at:
+        return max(0.0, (finished_at - started_at).total_seconds())
+    return None
 
 
 def to_rfc3339(value: dt.datetime | None) -> str | None:

@@ -213,7 +213,7 @@ def batch_detail(batch: Batch, *, output: bool = False) -> dict[str, Any]:
         counts[status] = counts.get(status, 0) + 1
         if started_at is not None and (first_start is None or started_at < first_start):
             first_start = started_at
-        duration = max(0.0, (finished_at - started_at).total_seconds()) if started_at and finished_at else None
+        duration = models.run_seconds(started_at, finished_at)
         host: dict[str, Any] = {
             "server_id": server_id,
             "server_name": server_name,
