@@ -22,6 +22,7 @@ job's log (the ``GET /jobs/:id/logs`` route's).
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 25.0  # seconds a long-poll waits for the first change
 MAX_TIMEOUT = 55.0
+PEEK_NOW = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)
 HEARTBEAT = 15.0  # seconds between two heartbeat comments of a stream
 LIFETIME = 300.0  # a stream ends after this (the client reconnects with Last-Event-ID): its thread is not held for ever
 
@@ -132,9 +134,27 @@ def _start(cursor: int | None) -> int:
 
 
 def _gone(req: Request) -> Callable[[], bool]:
-    """True once the client closed its connection (waitress notices it while the request runs)."""
+    """A check that is true once the client closed its connection.
+
+    waitress reads a connection only between its requests (``channel_request_lookahead = 0``, see
+    ``remora.api.server``), so a waiter looks itself: a non-consuming peek at the request's socket
+    that finds the end of the stream.  Bytes waiting there (a pipelined request) mean the client is
+    still there; they stay for waitress to read.
+    """
     check = req.environ.get("waitress.client_disconnected")
-    return check if callable(check) else (lambda: False)
+    sock = getattr(getattr(check, "__self__", None), "socket", None)  # the channel's socket (wasyncore.dispatcher.socket)
+    if sock is None:
+        return check if callable(check) else (lambda: False)
+
+    def gone() -> bool:
+        try:
+            return sock.recv(1, PEEK_NOW) == b""
+        except (BlockingIOError, InterruptedError):
+            return False  # nothing to read: connected
+        except OSError:
+            return True
+
+    return gone
 
 
 def _output_stream(cursor: live_output.Cursor, filters: events.Filters, lifetime: float, gone: Callable[[], bool]) -> Iterator[bytes]:

@@ -348,3 +348,36 @@ def test_watchers_are_capped_per_client_and_a_client_that_left_frees_its_slot_at
     finally:
         for conn, resp in streams:
             done(conn, resp)
+
+
+def test_a_long_poll_whose_client_left_frees_its_slot_at_once(cluster):
+    """Four long-polls from one address fill its slots; closing one lets a fifth request in well before its 20 s timeout.
+
+    The client connects from 127.0.0.3 (an address of its own).
+    """
+    headers = {"Authorization": f"Bearer {cluster.token}"}
+
+    def poll(timeout: int) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection("127.0.0.1", cluster.api_port, timeout=30, source_address=("127.0.0.3", 0))
+        conn.request("GET", f"/api/v1/events?timeout={timeout}", headers=headers)
+        return conn
+
+    def quick() -> int:
+        conn = poll(0)
+        try:
+            resp = conn.getresponse()
+            resp.read()
+            return int(resp.status)
+        finally:
+            conn.close()
+
+    waiting = [poll(20) for _ in range(4)]
+    try:
+        wait_for(lambda: quick() == 429, 10, 0.05, "the four long-polls holding their client's slots")
+        waiting.pop().close()
+        began = time.monotonic()
+        wait_for(lambda: quick() == 200, 15, 0.05, "a free watcher slot")
+        assert time.monotonic() - began < 3  # noticed when the client left, not at the poll's 20 s timeout
+    finally:
+        for conn in waiting:
+            conn.close()
