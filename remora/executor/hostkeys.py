@@ -25,6 +25,7 @@ import hmac
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,49 +78,82 @@ def _parse(text: str) -> list[Entry]:
     return entries
 
 
+class _Table:
+    """A file's entries, indexed: plain entries by each host name of their patterns; hashed ones apart (each needs its HMAC)."""
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.by_name: dict[str, list[Entry]] = {}
+        self.hashed: list[Entry] = []
+        for entry in entries:
+            self.put(entry)
+
+    def put(self, entry: Entry) -> None:
+        if entry.patterns.startswith("|1|"):
+            self.hashed.append(entry)
+        else:
+            for name in entry.patterns.split(","):
+                self.by_name.setdefault(name, []).append(entry)
+
+    def lookup(self, name: str) -> list[Entry]:
+        plain = self.by_name.get(name, [])
+        return [*plain, *(e for e in self.hashed if e.matches(name))] if self.hashed else list(plain)
+
+
 class KnownHosts:
-    """Thread- and process-safe access to one known_hosts file."""
+    """Thread- and process-safe access to one known_hosts file.
+
+    The parsed file is kept with the size and mtime it was read at, and re-read only when another
+    process changed it: what this process appends is added to the table as it is written, so pinning
+    N new hosts reads the file once, not N times.
+    """
 
     _warned_off: set[str] = set()
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._cache: tuple[float, int, list[Entry]] | None = None
+        self._cache: tuple[float, int, _Table] | None = None
 
-    def entries(self) -> list[Entry]:
+    def _table(self, st: os.stat_result, read: Callable[[], str]) -> _Table:
+        cached = self._cache
+        if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
+            return cached[2]
+        table = _Table(_parse(read()))
+        self._cache = (st.st_mtime_ns, st.st_size, table)
+        return table
+
+    def lookup(self, host: str, port: int) -> list[Entry]:
         try:
             st = self.path.stat()
         except FileNotFoundError:
             return []
-        cached = self._cache
-        if cached and cached[0] == st.st_mtime and cached[1] == st.st_size:
-            return cached[2]
-        entries = _parse(self.path.read_text(errors="replace"))
-        self._cache = (st.st_mtime, st.st_size, entries)
-        return entries
-
-    def lookup(self, host: str, port: int) -> list[Entry]:
-        name = host_pattern(host, port)
-        return [e for e in self.entries() if e.matches(name)]
+        with self._lock:
+            return self._table(st, lambda: self.path.read_text(errors="replace")).lookup(host_pattern(host, port))
 
     def add(self, host: str, port: int, key_type: str, blob: bytes) -> None:
         """Append an entry (under an exclusive file lock; skipped if another process just added it)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = f"{host_pattern(host, port)} {key_type} {base64.b64encode(blob).decode()}\n"
+        name = host_pattern(host, port)
+        line = f"{name} {key_type} {base64.b64encode(blob).decode()}\n"
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                with open(fd, "r+", closefd=False) as fh:
-                    fh.seek(0)
-                    if any(e.matches(host_pattern(host, port)) and e.blob == blob for e in _parse(fh.read())):
-                        return
+
+                def read() -> str:
+                    with open(fd, closefd=False, errors="replace") as fh:
+                        return fh.read()
+
+                table = self._table(os.fstat(fd), read)
+                if any(e.blob == blob for e in table.lookup(name)):
+                    return
                 os.write(fd, line.encode())
+                table.put(Entry(name, key_type, blob))
+                st = os.fstat(fd)
+                self._cache = (st.st_mtime_ns, st.st_size, table)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
-            self._cache = None
 
     def verify(self, host: str, port: int, key_type: str, blob: bytes, policy: str) -> str:
         """Check a presented host key under ``policy``; return its fingerprint or raise HostKeyError."""

@@ -83,3 +83,40 @@ def test_hashed_entries_are_understood(tmp_path):
 def test_unknown_policy_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError):
         KnownHosts(tmp_path / "kh").verify("h", 22, "ssh-ed25519", KEY_A, "yolo")
+
+
+def test_pinning_a_thousand_new_hosts_reads_the_file_once_not_once_per_host(tmp_path, monkeypatch):
+    """A first fan-out to N new hosts pins N keys: each pin appends, and no pin re-reads what this process wrote."""
+    from remora.executor import hostkeys
+
+    parsed: list[int] = []
+    real_parse = hostkeys._parse
+
+    def counting(text: str) -> list:
+        parsed.append(text.count("\n"))
+        return real_parse(text)
+
+    monkeypatch.setattr(hostkeys, "_parse", counting)
+    kh = KnownHosts(tmp_path / "kh")
+    for i in range(1000):
+        kh.verify(f"10.0.{i // 250}.{i % 250}", 2222, "ssh-ed25519", KEY_A, "accept-new")
+    for i in range(1000):
+        kh.verify(f"10.0.{i // 250}.{i % 250}", 2222, "ssh-ed25519", KEY_A, "strict")
+    assert len((tmp_path / "kh").read_text().splitlines()) == 1000
+    assert sum(parsed) <= 1000, f"{len(parsed)} reads, {sum(parsed)} lines parsed"  # main: 1,500,000 lines
+
+
+def test_a_key_another_process_pinned_meanwhile_is_seen_and_not_pinned_twice(tmp_path):
+    mine, theirs = KnownHosts(tmp_path / "kh"), KnownHosts(tmp_path / "kh")
+    mine.verify("h1", 2222, "ssh-ed25519", KEY_A, "accept-new")
+    theirs.verify("h2", 2222, "ssh-ed25519", KEY_B, "accept-new")  # the file grew behind mine's back
+    mine.verify("h2", 2222, "ssh-ed25519", KEY_B, "strict")
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        mine.verify("h2", 2222, "ssh-ed25519", KEY_A, "accept-new")
+    theirs.verify("h3", 2222, "ssh-ed25519", KEY_A, "accept-new")
+    mine.verify("h1", 2222, "ssh-ed25519", KEY_A, "accept-new")
+    # both pin h4 "at once": the second finds the first's line under the file lock and writes none
+    mine.verify("h4", 2222, "ssh-ed25519", KEY_A, "accept-new")
+    theirs.add("h4", 2222, "ssh-ed25519", KEY_A)
+    lines = (tmp_path / "kh").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["[h1]:2222", "[h2]:2222", "[h3]:2222", "[h4]:2222"]
