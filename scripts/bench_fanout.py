@@ -21,7 +21,12 @@ times, for each size and command, from submit to every host's result stored
 ``cold``: no SSH connection open yet (Remora restarted, new client objects, a
 new Ansible ControlPath dir); ``warm``: the run right after, reusing them.
 Ratios: Remora API / min(fabric, pssh), Remora CLI / min(fabric, pssh),
-ansible / Remora API.
+ansible / Remora API.  Each tool's figures also carry the medians of its own
+CPU seconds per run (``tool_cpu_s``: this script and its children, plus the
+``remora up`` process for Remora) and of the whole machine's
+(``machine_cpu_s``: every core's busy time, the fleet's sshd and shells
+included): on a machine whose cores the run keeps busy, the wall time follows
+the sum.
 
 ``--concurrent 1000`` then submits that many ``sleep 30`` jobs over 100
 servers (``max_concurrent_jobs`` = 10 each) to a fresh ``remora up``, on a
@@ -398,26 +403,46 @@ class AnsiblePeer:
 
 
 # -- measuring -------------------------------------------------------------------
-def cold_warm(tool: str, make: Callable[[], Any], run: Callable[[Any], int], close: Callable[[Any], None], n: int) -> dict[str, float]:
-    """One cold run on a new client, then one warm run on the same one; seconds each."""
-    times = {}
+def machine_cpu_seconds() -> float:
+    """CPU seconds every core of the machine spent busy (not idle, not waiting for I/O) since boot."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cold_warm(
+    tool: str, make: Callable[[], Any], run: Callable[[Any], int], close: Callable[[Any], None], n: int, own_pid: Callable[[], int | None]
+) -> dict[str, dict[str, float]]:
+    """One cold run on a new client, then one warm run on the same one: seconds and CPU seconds of each.
+
+    ``tool_cpu_s``: this process and its children (a peer's client, the ``remora`` CLI) plus ``own_pid``'s
+    process (``remora up``); ``machine_cpu_s``: every core's busy time, the hosts' sshd and shells included.
+    """
+    measured = {}
     client = make()
     try:
         for temperature in ("cold", "warm"):
-            started = time.perf_counter()
+            pid = own_pid()
+            before = (time.perf_counter(), _tool_cpu(pid), machine_cpu_seconds())
             ok = run(client)
-            times[temperature] = time.perf_counter() - started
+            after = (time.perf_counter(), _tool_cpu(pid), machine_cpu_seconds())
+            measured[temperature] = {"s": after[0] - before[0], "tool_cpu_s": after[1] - before[1], "machine_cpu_s": after[2] - before[2]}
             if ok != n:
                 raise BenchError(f"{tool}: {ok} of {n} hosts returned a result ({temperature})")
     finally:
         close(client)
-    return times
+    return measured
+
+
+def _tool_cpu(pid: int | None) -> float:
+    mine = os.times()
+    own = mine.user + mine.system + mine.children_user + mine.children_system
+    return own + (_proc_sample(pid)[2] if pid else 0.0)
 
 
 def measure_cell(
     rut: RemoraUnderTest, fleet: Fleet, base: Path, n: int, command: str, peers: list[str], timeout: float
-) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """Every tool, cold then warm, once: ({tool: {"cold": s, "warm": s}}, {tool: error of a run that failed})."""
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, str]]:
+    """Every tool, cold then warm, once: ({tool: {"cold": figures, "warm": figures}}, {tool: error of a run that failed})."""
     tag = f"fleet-{n}"
     sub = fleet.first(n)
 
@@ -428,21 +453,27 @@ def measure_cell(
 
         return once
 
-    tools: list[tuple[str, Callable[[], Any], Callable[[Any], int], Callable[[Any], None]]] = [
-        ("remora_api", rut.restart, remora(remora_api_run), lambda _: None),
-        ("remora_cli", rut.restart, remora(remora_cli_run), lambda _: None),
+    def up_pid() -> int | None:
+        return rut.remora.proc.pid if rut.remora.proc else None
+
+    def no_pid() -> None:
+        return None
+
+    tools: list[tuple[str, Callable[[], Any], Callable[[Any], int], Callable[[Any], None], Callable[[], int | None]]] = [
+        ("remora_api", rut.restart, remora(remora_api_run), lambda _: None, up_pid),
+        ("remora_cli", rut.restart, remora(remora_cli_run), lambda _: None, up_pid),
     ]
     if "fabric" in peers:
-        tools.append(("fabric", lambda: FabricPeer(sub), lambda p: p.run(command), lambda p: p.close()))
+        tools.append(("fabric", lambda: FabricPeer(sub), lambda p: p.run(command), lambda p: p.close(), no_pid))
     if "pssh" in peers:
-        tools.append(("pssh", lambda: PsshPeer(sub), lambda p: p.run(command), lambda p: p.close()))
+        tools.append(("pssh", lambda: PsshPeer(sub), lambda p: p.run(command), lambda p: p.close(), no_pid))
     if "ansible" in peers:
-        tools.append(("ansible", lambda: AnsiblePeer(sub, base), lambda p: p.run(command, timeout), lambda p: p.close()))
-    out: dict[str, dict[str, float]] = {}
+        tools.append(("ansible", lambda: AnsiblePeer(sub, base), lambda p: p.run(command, timeout), lambda p: p.close(), no_pid))
+    out: dict[str, dict[str, dict[str, float]]] = {}
     errors: dict[str, str] = {}
-    for tool, make, run, close in tools:
+    for tool, make, run, close, own_pid in tools:
         try:
-            out[tool] = cold_warm(tool, make, run, close, n)
+            out[tool] = cold_warm(tool, make, run, close, n, own_pid)
         except Exception as exc:  # one tool's failed run is data; the others still run
             errors[tool] = f"{type(exc).__name__}: {exc}"[:500]
             progress(f"  {tool} failed: {errors[tool]}")
@@ -611,21 +642,28 @@ def main() -> None:
         for n in sizes:
             timeout = max(120.0, 2.0 * n)
             for command in commands:
-                samples: dict[str, dict[str, list[float]]] = {}
+                samples: dict[str, dict[str, dict[str, list[float]]]] = {}
                 failures: dict[str, list[str]] = {}
                 for run in range(runs):
                     progress(f"N={n} {command!r} run {run + 1}/{runs}")
                     cell, errors = measure_cell(rut, fleet, base, n, command, peers, timeout)
                     for tool, temps in cell.items():
-                        for temperature, seconds in temps.items():
-                            samples.setdefault(temperature, {}).setdefault(tool, []).append(round(seconds, 3))
+                        for temperature, figures in temps.items():
+                            for name, value in figures.items():
+                                samples.setdefault(temperature, {}).setdefault(tool, {}).setdefault(name, []).append(round(value, 3))
                     for tool, error in errors.items():
                         failures.setdefault(tool, []).append(error)
                         remora_complete = remora_complete and not tool.startswith("remora")
                 for temperature in ("cold", "warm"):
                     tools = samples.get(temperature, {})
                     cell_out: dict[str, Any] = {
-                        tool: {"median_s": round(statistics.median(values), 3), "runs_s": values} for tool, values in tools.items()
+                        tool: {
+                            "median_s": round(statistics.median(figures["s"]), 3),
+                            "runs_s": figures["s"],
+                            "tool_cpu_s": round(statistics.median(figures["tool_cpu_s"]), 3),
+                            "machine_cpu_s": round(statistics.median(figures["machine_cpu_s"]), 3),
+                        }
+                        for tool, figures in tools.items()
                     }
                     for tool, errs in failures.items():
                         cell_out.setdefault(tool, {})["errors"] = errs

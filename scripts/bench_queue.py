@@ -14,6 +14,12 @@ NetQueue's default adaptive busy-poll (``queue.busy_poll``) trades a busy vCPU
 for not sleeping between back-to-back requests; ``*_nospin`` repeats them
 with ``queue.busy_poll = 0``.
 
+With ``--compare-beanstalkd``, ``python_floor`` is a reference for the
+sequential durable PUT: a bare Python server process that reads a PUT-sized
+request, writes it to a preallocated file with ``RWF_DSYNC`` (as NetQueue's
+log does) and answers, driven by a bare socket client: no protocol, index or
+checksum.  ``ratios`` compares it with beanstalkd ``-f0`` and NetQueue with it.
+
     scripts/bench_queue.py --json
     scripts/bench_queue.py --json --compare-beanstalkd auto        # starts /usr/bin/beanstalkd itself
     scripts/bench_queue.py --json --compare-beanstalkd 127.0.0.1:11300
@@ -269,6 +275,67 @@ def bs_fill(port: int, n: int) -> None:
                 got += sock.recv(65536)
 
 
+# -- the Python floor -----------------------------------------------------------
+
+FLOOR_REQUEST = 244  # bytes: a NetQueue PUT frame of a 200-byte body
+FLOOR_REPLY = b"OK\n"
+
+
+def _floor_server(listener: socket.socket, path: str) -> None:
+    """The least a durable queue server in Python does per sequential PUT: read the request, write it
+    to a preallocated log with ``RWF_DSYNC`` (NetQueue's own write), answer.  No parsing, no index, no CRC."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.posix_fallocate(fd, 0, 64 * MiB)
+    conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray(FLOOR_REQUEST)
+    view = memoryview(buf)
+    offset = 0
+    while True:
+        got = 0
+        while got < FLOOR_REQUEST:
+            n = conn.recv_into(view[got:])
+            if not n:
+                return
+            got += n
+        os.pwritev(fd, [buf], offset, os.RWF_DSYNC)
+        offset += FLOOR_REQUEST
+        conn.sendall(FLOOR_REPLY)
+
+
+def floor_seq_put(n: int) -> dict[str, Any]:
+    """Sequential durable PUTs against ``_floor_server`` (its own process) from a bare socket client:
+    what Python reaches on this machine before any queue logic, the reference for ``seq_put_always``."""
+    workdir = tempfile.mkdtemp(prefix="bench-queue-floor-")
+    listener = socket.create_server(("127.0.0.1", 0))
+    proc = multiprocessing.get_context("fork").Process(target=_floor_server, args=(listener, os.path.join(workdir, "log")))
+    proc.start()
+    try:
+        with socket.create_connection(listener.getsockname()) as conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            request, lat = b"x" * FLOOR_REQUEST, []
+            with CpuMeter(proc.pid) as cpu:
+                started = time.perf_counter()
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    conn.sendall(request)
+                    reply = b""
+                    while len(reply) < len(FLOOR_REPLY):
+                        chunk = conn.recv(16)
+                        if not chunk:
+                            raise RuntimeError("the floor server closed the connection")
+                        reply += chunk
+                    lat.append(time.perf_counter() - t0)
+                elapsed = time.perf_counter() - started
+    finally:
+        listener.close()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"rate": n / elapsed, "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000, **cpu.per_op(n)}
+
+
 # -- the run -----------------------------------------------------------------
 
 
@@ -319,6 +386,7 @@ def run_once(n: int, clients: int, compare: str | None, only: set[str] | None = 
             bs_fill(b.port, 100000)
             theirs["rss_100k_mib"] = rss_mib(b.proc.pid) if isinstance(b, Server) else None
         result["beanstalkd"] = theirs
+        result["python_floor"] = {"seq_put_always": floor_seq_put(n)}
     return result
 
 
@@ -385,6 +453,9 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
         out["reserve_ack_nospin_vs_beanstalkd_reserve_delete"] = round(
             ours["reserve_ack_interval_nospin"]["rate"] / theirs["reserve_delete_binlog"]["rate"], 2
         )
+        floor = result["python_floor"]["seq_put_always"]["rate"]
+        out["python_floor_seq_put_always_vs_beanstalkd_always"] = round(floor / theirs["seq_put_always"]["rate"], 2)
+        out["seq_put_always_vs_python_floor"] = round(ours["seq_put_always"]["rate"] / floor, 2)
         targets["seq put interval >= 0.8x beanstalkd binlog"] = out["seq_put_interval_vs_beanstalkd_binlog"] >= 0.8
         targets["reserve+ack >= 1.5x beanstalkd reserve+delete"] = out["reserve_ack_vs_beanstalkd_reserve_delete"] >= 1.5
     out["targets_met"] = targets
@@ -421,7 +492,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    for side in ("netqueue", "beanstalkd"):
+    for side in ("netqueue", "beanstalkd", "python_floor"):
         for key, value in result.get(side, {}).items():
             print(f"{side:10} {key:28} {value}")
     for key, value in result["ratios"].items():

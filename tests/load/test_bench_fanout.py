@@ -1,7 +1,7 @@
 """scripts/bench_fanout.py as a smoke run: a 20-host loopback fleet, Remora (API and CLI) and fabric, cold and warm.
 
 Proves the benchmark runs end to end in well under a minute and prints the
-JSON it promises: a median and every run per (N, command, temperature, tool),
+JSON it promises: a median and every run per (N, command, temperature, tool), CPU seconds,
 a skipped peer named with the reason, the ratios, and Remora's results all
 stored (the script checks every host's output of every Remora run).
 """
@@ -41,6 +41,8 @@ def test_quick_fanout_bench_prints_medians_ratios_and_stores_every_result():
         cell = data["results"]["20"]["uptime"][temperature]
         for tool in ("remora_api", "remora_cli"):
             assert cell[tool]["median_s"] > 0 and len(cell[tool]["runs_s"]) == 1, cell
+            # its own CPU (remora up and the CLI; 10 ms ticks) is a part of the whole machine's
+            assert 0 < cell[tool]["tool_cpu_s"] <= cell[tool]["machine_cpu_s"] + 0.05, cell
         fabric = cell["fabric"]
         assert ("median_s" in fabric and fabric["median_s"] > 0) or "not installed" in fabric["skipped"], fabric
         assert set(cell) <= {"remora_api", "remora_cli", "fabric"}  # peers not asked for are not run
