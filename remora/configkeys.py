@@ -119,7 +119,7 @@ class WorkerSettings:
     threads: int = key(
         16,
         "int",
-        "Threads of a worker for what blocks: half start jobs (forks, SSH connects and handshakes); one reserves and claims for every free slot at once, two write the outcomes of the jobs that ended together; plus one event loop.",
+        "Threads of a worker for what blocks: up to this many start jobs at once (forks; SSH channels, and before a server's first job its connect, handshake and authentication), made for a burst of starts and ended 2 s after it; one reserves and claims for every free slot at once, two write the outcomes of the jobs that ended together; plus one event loop and a quarter of this for its blocking calls.",
     )
     pool_size: int = key(16, "int", "Ignored (kept so older files load): a worker reserves only for free slots (docs/dispatch.md).")
     heartbeat_interval: float = key(1.0, "duration", "How often a worker renews its leases and learns of cancels.")

@@ -59,7 +59,6 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from remora import jobstate, models, procstats
@@ -75,6 +74,7 @@ from remora.models import Job, Server
 from remora.netqueue.client import QueueClient, Reservation
 from remora.services.targets import target_for
 from remora.worker.backoff import Outage
+from remora.worker.burst import BurstThreads
 from remora.worker.ends import Ends
 from remora.worker.held import RESERVE_WAIT, HeldJob, HeldJobs
 from remora.worker.sink import JobSink, OutputWriter
@@ -108,10 +108,12 @@ class Worker:
         threads = max(2, settings.worker.threads)
         # one dispatcher reserves for every free slot at once; starts (forks, SSH handshakes) go to the starters
         self.dispatchers = DISPATCHERS
-        self._starter_count = max(1, min(self.concurrency, threads // 2))
+        self._starter_count = max(1, min(self.concurrency, threads))
         self.loop = EventLoop(name=f"{self.id}-loop", threads=max(2, threads // 4))
-        # SSH starts block (a channel open, a handshake): those of one RESERVE go in parallel here
-        self._starters = ThreadPoolExecutor(max_workers=self._starter_count, thread_name_prefix=f"{self.id}-start")
+        # starts block (a fork; an SSH channel open, and before a server's first job its connect and
+        # handshake, mostly waiting for the other side): those of one RESERVE overlap on up to
+        # ``threads`` threads, made for the burst and ended after it (remora.worker.burst)
+        self._starters = BurstThreads(self._starter_count, f"{self.id}-start")
         self._room = threading.BoundedSemaphore(self.concurrency)  # jobs at once
         self._running = 0  # jobs handed to the event loop and not finished yet
         self._idle = threading.Condition()
@@ -143,7 +145,7 @@ class Worker:
             settings,
             self.held,
             self.queue,
-            count=max(1, min(FINISHERS, threads - self._starter_count)),  # few: job ends wait together
+            count=FINISHERS,  # few: job ends wait together
             stats=self.stats,
             stopping=self._stopping,
             db_retry=self._db_retry,
@@ -223,7 +225,7 @@ class Worker:
         self._abandon.set()
         self._join_slots(time.monotonic() + 5.0)
         self.ends.close()
-        self._starters.shutdown(wait=False)
+        self._starters.shutdown()
         if self.output_writer is not None:
             self.output_writer.close(5.0)
         self.loop.stop()

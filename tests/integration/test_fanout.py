@@ -183,3 +183,96 @@ def test_a_cancel_on_a_full_connection_kills_over_another_one(tmp_path):
             wait_status(keep.id, "canceled", timeout=5)
     finally:
         server.stop()
+
+
+class _Gate:
+    """A TCP relay to one sshd on several addresses that holds every connection until ``want`` are waiting.
+
+    Counts the most connections waiting at once: how many SSH connects a worker has in flight together.
+    After ``patience`` seconds without ``want`` it lets them through anyway (the worker then still runs its jobs).
+    """
+
+    def __init__(self, hosts: list[str], target: tuple[str, int], want: int, patience: float = 8.0) -> None:
+        import socket
+
+        self.target, self.want, self.patience = target, want, patience
+        self.cond = threading.Condition()
+        self.waiting = self.most = 0
+        self.open = False
+        self.listeners = [socket.create_server((host, 0)) for host in hosts[:1]]
+        self.port = self.listeners[0].getsockname()[1]
+        self.listeners += [socket.create_server((host, self.port)) for host in hosts[1:]]
+        self.socks: list = []
+        for listener in self.listeners:
+            threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client) -> None:
+        import socket
+
+        with self.cond:
+            self.waiting += 1
+            self.most = max(self.most, self.waiting)
+            if self.waiting >= self.want:
+                self.open = True
+                self.cond.notify_all()
+            self.cond.wait_for(lambda: self.open, self.patience)
+            self.open = True
+            self.waiting -= 1
+        upstream = socket.create_connection(self.target)
+        self.socks += [client, upstream]
+
+        def pipe(src, dst) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    def close(self) -> None:
+        for sock in [*self.listeners, *self.socks]:
+            sock.close()
+
+
+@pytest.mark.ssh
+def test_a_first_fan_out_opens_its_connections_at_once_not_a_few_at_a_time(tmp_path, fleet):
+    """16 new hosts: their 16 SSH connects are in flight together (worker.threads 16), not 8 at a time.
+
+    A start that must first connect waits mostly on the other side (TCP, sshd's fork, the key
+    exchange); the relay in front of sshd holds each connection until 16 wait, and counts them.
+    """
+    hosts = [f"127.0.3.{n}" for n in range(1, 17)]
+    gate = _Gate(hosts, (fleet[0].host, fleet[0].port), want=len(hosts))
+    try:
+        # connects that wait at the gate must not time out and retry while it waits (a retry would count twice)
+        with worker_stack(tmp_path, concurrency=256, overrides={"ssh.connection_timeout": 30.0}) as (settings, q, worker, box):
+            servers = [add_server(box, fleet[0], name=f"gated-{h}", hostname=h, port=gate.port) for h in hosts]
+            jobs = [submit(q, server, settings, command="echo $REMORA_JOB_ID") for server in servers]
+            for job in jobs:
+                assert wait_status(job.id, timeout=60).status == "completed"
+            assert gate.most == len(hosts), f"at most {gate.most} connects in flight at once"
+            # the start threads end after the burst: a second job per host runs on the pooled connections
+            wait_for(lambda: worker._starters.running == 0, 10, 0.05, "the start threads to end")
+            again = [submit(q, server, settings, command="echo $REMORA_JOB_ID") for server in servers]
+            for job in again:
+                assert wait_status(job.id, timeout=60).status == "completed"
+                assert output.read_stream(job.id, Stream.STDOUT) == f"{job.id}\n".encode()
+            assert worker.pool.connection_count() == len(hosts)
+    finally:
+        gate.close()
