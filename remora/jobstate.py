@@ -481,28 +481,30 @@ def _batch_state(batch_id: str) -> tuple[str, bool]:
 
     Every job's end asks this, so a batch that needs nothing (no held job
     with room to start, no threshold crossed, jobs still unfinished) costs
-    no write transaction; the write below checks everything again.
+    one compiled statement (``models.batch_state``) and no write transaction;
+    the write below checks everything again.
     """
-    batch = (
-        Batch.select(Batch.status, Batch.concurrency, Batch.max_failures, Batch.total, Batch.cancel_requested)
-        .where(Batch.id == batch_id)
-        .first()
-    )
-    if batch is None:
+    state = models.batch_state(batch_id)
+    if state is None:
         return "", False
-    if batch.status != BatchStatus.RUNNING.value:
-        return batch.status, False
-    mine = Job.batch_id == batch_id
-    if batch.max_failures is not None:
-        failed = Job.select().where(mine, Job.status == JobStatus.FAILED.value).count()
-        if failed > batch.max_failures and Job.select().where(mine, Job.status == JobStatus.QUEUED.value).exists():
-            return batch.status, True
-    unfinished = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
-    if not batch.cancel_requested and Job.select().where(mine, Job.status == JobStatus.QUEUED.value, Job.held == True).exists():  # noqa: E712
-        active = Job.select().where(mine, Job.status.in_(unfinished), Job.held == False).count()  # noqa: E712
-        if (batch.concurrency or batch.total) - active > 0:
-            return batch.status, True
-    return batch.status, not Job.select().where(mine, Job.status.in_(unfinished)).exists()
+    status, concurrency, max_failures, total, cancel_requested, failed, queued, held, unfinished = state
+    if status != BatchStatus.RUNNING.value:
+        return status, False
+    if max_failures is not None and failed > max_failures and queued:
+        return status, True
+    if not cancel_requested and held:
+        active = (
+            Job.select()
+            .where(
+                Job.batch_id == batch_id,
+                Job.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)),
+                Job.held == False,  # noqa: E712
+            )
+            .count()
+        )
+        if (concurrency or total) - active > 0:
+            return status, True
+    return status, not unfinished
 
 
 def batch_step(batch_id: str) -> Step:

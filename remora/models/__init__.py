@@ -481,6 +481,7 @@ upgrade = _db.upgrade
 MIGRATIONS = _migrations.MIGRATIONS
 run_migration = _migrations.run_migration
 append_output = _hot.append_output
+batch_state = _hot.batch_state
 claim_job = _hot.claim_job
 claim_jobs = _hot.claim_jobs
 last_output_seq = _hot.last_output_seq

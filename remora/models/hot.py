@@ -179,3 +179,44 @@ def last_output_seq(job_id: str) -> int | None:
     database, sql = _compiled(("last_seq",), lambda db: f'SELECT MAX("seq") FROM "output_chunk" WHERE "job_id" = {db.param}')
     row = database.execute_sql(sql, (job_id,)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+def batch_state(batch_id: str) -> tuple[str, int | None, int | None, int, bool, int, bool, bool, bool] | None:
+    """What ``jobstate`` needs to know whether a batch's step would change anything, in one statement.
+
+    (status, concurrency, max_failures, total, cancel_requested, failed jobs (counted only when
+    max_failures is set, else 0), any queued, any held queued, any unfinished (queued or running));
+    None when there is no such batch.  Every job end of a fan-out asks this.
+    """
+
+    def build(database: pw.Database) -> str:
+        p = database.param
+        mine = f'FROM "job" WHERE "batch_id" = {p} AND "status"'
+        return (
+            'SELECT b."status", b."concurrency", b."max_failures", b."total", b."cancel_requested", '
+            f'CASE WHEN b."max_failures" IS NULL THEN 0 ELSE (SELECT COUNT(*) {mine} = {p}) END, '
+            f"EXISTS (SELECT 1 {mine} = {p}), "
+            f'EXISTS (SELECT 1 {mine} = {p} AND "held" = {p}), '
+            f"EXISTS (SELECT 1 {mine} IN ({p}, {p})) "
+            f'FROM "batch" b WHERE b."id" = {p}'
+        )
+
+    database, sql = _compiled(("batch_state",), build)
+    queued, running = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+    held = Job.held.db_value(True)
+    params = (batch_id, JobStatus.FAILED.value, batch_id, queued, batch_id, queued, held, batch_id, queued, running, batch_id)
+    row = database.execute_sql(sql, params).fetchone()
+    if row is None:
+        return None
+    status, concurrency, max_failures, total, cancel_requested, failed, any_queued, any_held, unfinished = row
+    return (
+        status,
+        concurrency,
+        max_failures,
+        int(total or 0),
+        bool(cancel_requested),
+        int(failed or 0),
+        bool(any_queued),
+        bool(any_held),
+        bool(unfinished),
+    )

@@ -335,3 +335,23 @@ def test_batch_status_failed_when_a_host_failed_below_the_threshold(server):
     end(ids[1], JobStatus.COMPLETED)
     assert jobstate.batch_step(batch_id).status == "failed"
     assert jobstate.batch_step("no-such-batch").status == ""
+
+
+def test_batch_state_reads_what_a_step_needs_in_one_statement(server):
+    """``models.batch_state``: the compiled statement every job end of a fan-out asks, on both databases."""
+    assert m.batch_state("no-such-batch") is None
+    batch_id, ids = batch_of(server, 4, concurrency=2, max_failures=1)
+    assert m.batch_state(batch_id) == ("running", 2, 1, 4, False, 0, True, True, True)
+    end(ids[0], JobStatus.FAILED)
+    assert m.batch_state(batch_id)[5:] == (1, True, True, True)
+    jobstate.batch_step(batch_id)  # room for one more: ids[2] released
+    assert m.batch_state(batch_id)[5:] == (1, True, True, True)
+    end(ids[1], JobStatus.FAILED)  # past the threshold: the step stops the rest
+    assert jobstate.batch_step(batch_id).status == "aborted"
+    assert m.batch_state(batch_id) == ("aborted", 2, 1, 4, False, 2, False, False, False)
+    plain_id, plain = batch_of(server, 2, concurrency=None, max_failures=None)
+    assert m.batch_state(plain_id) == ("running", None, None, 2, False, 0, True, False, True)  # failures not counted
+    for job_id in plain:
+        end(job_id, JobStatus.COMPLETED)
+    assert m.batch_state(plain_id)[5:] == (0, False, False, False)
+    assert jobstate.batch_step(plain_id).status == "completed"
