@@ -353,13 +353,15 @@ def test_watchers_are_capped_per_client_and_a_client_that_left_frees_its_slot_at
 def test_a_long_poll_whose_client_left_frees_its_slot_at_once(cluster):
     """Four long-polls from one address fill its slots; closing one lets a fifth request in well before its 20 s timeout.
 
-    The client connects from 127.0.0.3 (an address of its own).
+    The client connects from 127.0.0.3 (an address of its own). The long-polls follow a batch that does
+    not exist: no change of the other tests' jobs answers them before their timeout.
     """
     headers = {"Authorization": f"Bearer {cluster.token}"}
+    nothing = uuid.uuid4()
 
     def poll(timeout: int) -> http.client.HTTPConnection:
         conn = http.client.HTTPConnection("127.0.0.1", cluster.api_port, timeout=30, source_address=("127.0.0.3", 0))
-        conn.request("GET", f"/api/v1/events?timeout={timeout}", headers=headers)
+        conn.request("GET", f"/api/v1/events?timeout={timeout}&batch_id={nothing}", headers=headers)
         return conn
 
     def quick() -> int:
