@@ -487,12 +487,12 @@ def _batch_state(batch_id: str) -> tuple[str, bool]:
     state = models.batch_state(batch_id)
     if state is None:
         return "", False
-    status, concurrency, max_failures, total, cancel_requested, failed, queued, held, unfinished = state
+    status = state.status
     if status != BatchStatus.RUNNING.value:
         return status, False
-    if max_failures is not None and failed > max_failures and queued:
+    if state.max_failures is not None and state.failed > state.max_failures and state.queued:
         return status, True
-    if not cancel_requested and held:
+    if not state.cancel_requested and state.held:
         active = (
             Job.select()
             .where(
@@ -502,9 +502,9 @@ def _batch_state(batch_id: str) -> tuple[str, bool]:
             )
             .count()
         )
-        if (concurrency or total) - active > 0:
+        if (state.concurrency or state.total) - active > 0:
             return status, True
-    return status, not unfinished
+    return status, not state.unfinished
 
 
 def batch_step(batch_id: str) -> Step:

@@ -95,8 +95,7 @@ class _Table:
                 self.by_name.setdefault(name, []).append(entry)
 
     def lookup(self, name: str) -> list[Entry]:
-        plain = self.by_name.get(name, [])
-        return [*plain, *(e for e in self.hashed if e.matches(name))] if self.hashed else list(plain)
+        return self.by_name.get(name, []) + [e for e in self.hashed if e.matches(name)]
 
 
 class KnownHosts:
@@ -112,7 +111,7 @@ class KnownHosts:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._cache: tuple[float, int, _Table] | None = None
+        self._cache: tuple[int, int, _Table] | None = None  # (st_mtime_ns, st_size, table) of the file as read
 
     def _table(self, st: os.stat_result, read: Callable[[], str]) -> _Table:
         cached = self._cache

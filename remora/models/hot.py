@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import sqlite3
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import peewee as pw
 
@@ -181,11 +181,23 @@ def last_output_seq(job_id: str) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
-def batch_state(batch_id: str) -> tuple[str, int | None, int | None, int, bool, int, bool, bool, bool] | None:
+class BatchState(NamedTuple):
+    """A batch's columns a step looks at, and what its jobs are (see ``batch_state``)."""
+
+    status: str
+    concurrency: int | None
+    max_failures: int | None
+    total: int
+    cancel_requested: bool
+    failed: int  # failed jobs, counted only when max_failures is set (else 0)
+    queued: bool  # any job queued
+    held: bool  # any queued job held back by the rollout
+    unfinished: bool  # any job queued or running
+
+
+def batch_state(batch_id: str) -> BatchState | None:
     """What ``jobstate`` needs to know whether a batch's step would change anything, in one statement.
 
-    (status, concurrency, max_failures, total, cancel_requested, failed jobs (counted only when
-    max_failures is set, else 0), any queued, any held queued, any unfinished (queued or running));
     None when there is no such batch.  Every job end of a fan-out asks this.
     """
 
@@ -203,13 +215,13 @@ def batch_state(batch_id: str) -> tuple[str, int | None, int | None, int, bool, 
 
     database, sql = _compiled(("batch_state",), build)
     queued, running = JobStatus.QUEUED.value, JobStatus.RUNNING.value
-    held = Job.held.db_value(True)
-    params = (batch_id, JobStatus.FAILED.value, batch_id, queued, batch_id, queued, held, batch_id, queued, running, batch_id)
+    is_held = Job.held.db_value(True)
+    params = (batch_id, JobStatus.FAILED.value, batch_id, queued, batch_id, queued, is_held, batch_id, queued, running, batch_id)
     row = database.execute_sql(sql, params).fetchone()
     if row is None:
         return None
     status, concurrency, max_failures, total, cancel_requested, failed, any_queued, any_held, unfinished = row
-    return (
+    return BatchState(
         status,
         concurrency,
         max_failures,
