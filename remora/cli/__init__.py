@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from typing import Annotated, Any
 
@@ -16,7 +18,7 @@ from remora import __version__
 from remora.cli.common import STATE
 from remora.errors import ExitCode, RemoraError
 
-app = typer.Typer(
+_app = typer.Typer(
     name="remora",
     help="Run shell commands and scripts on fleets of servers, through a durable priority queue.",
     no_args_is_help=True,
@@ -33,7 +35,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     config: Annotated[
         str | None,
@@ -61,25 +63,73 @@ def _root(
     STATE._settings = None
 
 
-def _register() -> None:
-    from remora.cli import admin, api, batches, debug, jobs, queue, schedules, servers, submit, templates, up, webhooks, worker
+# The module that registers each top-level command.  ``main`` imports only the one the command line
+# names, so a client command does not pay for importing and building every other (a unit test keeps
+# this table equal to what the modules register).
+COMMAND_MODULES = {
+    "up": "up",
+    "queue": "queue",
+    "worker": "worker",
+    "api": "api",
+    "token": "api",
+    "submit": "submit",
+    "run": "submit",
+    "jobs": "jobs",
+    "batches": "batches",
+    "templates": "templates",
+    "webhooks": "webhooks",
+    "schedules": "schedules",
+    "servers": "servers",
+    "keys": "servers",
+    "config": "admin",
+    "db": "admin",
+    "debug": "debug",
+}
+_VALUED = {"-c", "--config", "--log-format"}  # the root's options that take a value
+_registered: set[str] = set()
 
-    up.register(app)
-    queue.register(app)
-    worker.register(app)
-    api.register(app)
-    submit.register(app)
-    jobs.register(app)
-    batches.register(app)
-    templates.register(app)
-    webhooks.register(app)
-    schedules.register(app)
-    servers.register(app)
-    admin.register(app)
-    debug.register(app)
+
+def _register(module: str) -> None:
+    if module not in _registered:
+        _registered.add(module)
+        importlib.import_module(f"remora.cli.{module}").register(_app)
 
 
-_register()
+def _register_all() -> None:
+    for module in dict.fromkeys(COMMAND_MODULES.values()):
+        _register(module)
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The command ``argv`` names (its first word after the root's options), or None."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            return None
+        if arg in _VALUED or (arg[:1] == "-" and arg[1:2] != "-" and len(arg) > 2 and arg[-1] == "c" and set(arg[1:]) <= set("vqc")):
+            next(args, None)  # -c FILE, or -c last in a cluster of short flags (-vc FILE)
+            continue
+        if arg[:1] == "-":
+            continue
+        return arg
+    return None
+
+
+def _prepare(argv: list[str]) -> None:
+    """Register the command ``argv`` names, or every command (help, completion, a wrong name)."""
+    module = COMMAND_MODULES.get(command_word(argv) or "")
+    if module is None or any(key.endswith("_COMPLETE") for key in os.environ):
+        _register_all()
+    else:
+        _register(module)
+
+
+def __getattr__(name: str) -> Any:
+    """``remora.cli.app``: the whole command tree (documentation, tests)."""
+    if name == "app":
+        _register_all()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _exit_code_for(exc: BaseException) -> int:
@@ -91,7 +141,8 @@ def _exit_code_for(exc: BaseException) -> int:
 def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; map every exception to a message on stderr and an exit code."""
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="remora")
+        _prepare(sys.argv[1:] if argv is None else argv)
+        result = _app(args=argv, standalone_mode=False, prog_name="remora")
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

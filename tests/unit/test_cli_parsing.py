@@ -153,6 +153,60 @@ def test_client_commands_do_not_import_heavy_libraries():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_command_table_names_what_each_module_registers():
+    import importlib
+
+    import typer
+
+    from remora.cli import COMMAND_MODULES
+
+    registered = {}
+    for module in set(COMMAND_MODULES.values()):
+        tree = typer.Typer()
+        importlib.import_module(f"remora.cli.{module}").register(tree)
+        names = [c.name or c.callback.__name__ for c in tree.registered_commands] + [g.name for g in tree.registered_groups]
+        registered.update(dict.fromkeys(names, module))
+    assert registered == COMMAND_MODULES
+    assert {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups} == set(COMMAND_MODULES)
+
+
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["submit", "--", "uptime"], "submit"),
+        (["-v", "-c", "jobs", "servers", "list"], "servers"),
+        (["--config", "x.toml", "--log-format", "json", "jobs"], "jobs"),
+        (["--config=x.toml", "-vv", "--debug", "token", "create"], "token"),
+        (["-vc", "run", "keys"], "keys"),
+        (["-cx.toml", "db"], "db"),
+        (["--help"], None),
+        (["--", "jobs"], None),
+        ([], None),
+    ],
+)
+def test_the_command_word_is_found_after_the_root_options(argv, word):
+    from remora.cli import command_word
+
+    assert command_word(argv) == word
+
+
+def test_a_client_command_imports_only_its_own_module():
+    code = (
+        "import sys\n"
+        "from remora.cli import main\n"
+        "try:\n"
+        "    main(['-q', 'submit', '--api-url', 'http://127.0.0.1:9', '--', 'true'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 69, exc.code\n"
+        "print(sorted(m for m in sys.modules if m.startswith('remora.cli.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    loaded = set(json.loads(out.stdout.replace("'", '"')))
+    assert "remora.cli.submit" in loaded
+    assert not loaded & {"remora.cli.jobs", "remora.cli.servers", "remora.cli.queue", "remora.cli.up", "remora.cli.api"}, loaded
+
+
 def test_help_has_examples_for_client_commands():
     for args in (["submit"], ["run"], ["jobs", "list"], ["jobs", "wait"], ["servers", "add"], ["keys", "upload"], ["up"]):
         code, result = cli(*args, "--help")
