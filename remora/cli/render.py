@@ -69,13 +69,13 @@ def stderr_tty() -> bool:
 
 
 def out(message: str) -> None:
-    """Rich text on stdout (for people; callers print data otherwise)."""
-    from remora.cli.common import console
+    """Rich markup on stdout (for people; callers print data otherwise)."""
+    from remora.cli.common import say
 
-    console().print(message)
+    say(message)
 
 
 def err(message: str) -> None:
-    from remora.cli.common import console
+    from remora.cli.common import say
 
-    console(stderr=True).print(message)
+    say(message, stderr=True)

@@ -94,3 +94,17 @@ def test_rendering_helpers():
     assert job_command({"script": "#!/bin/sh\n\necho hi\n", "command": ""}) == "[script] echo hi"
     assert server_name({"server_id": "0123456789"}) == "01234567"
     assert [fmt_duration(v) for v in (None, 0.25, 12.34, 125, 7300)] == ["", "250ms", "12.3s", "2m05s", "2h01m"]
+
+
+def test_messages_off_a_terminal_are_their_plain_text(capsys, monkeypatch):
+    from remora.cli.render import err, out
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    out("[green]completed[/] web-1\texit 0 \\[not markup] :warning:")
+    err("[dim]submitted 1234abcd on web-1[/]")
+    got = capsys.readouterr()
+    assert got.out == "completed web-1\texit 0 [not markup] :warning:\n"  # no styles, tabs and text as they are
+    assert got.err == "submitted 1234abcd on web-1\n"
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    err("[red]failed[/] web-2")
+    assert "\x1b[" in capsys.readouterr().err
