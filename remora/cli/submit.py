@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from remora.cli.common import parse_kv, print_json, start_time
+from remora.cli.common import parse_kv, plain_text, print_json, start_time
 from remora.cli.connect import ApiUrlOpt, JsonOpt, TokenOpt, make_client
 from remora.cli.render import err, out, server_name, short, stderr_tty, stdout_tty
 from remora.errors import ValidationError
@@ -207,7 +207,7 @@ def finish(
     else:  # --follow into a pipe: stderr is the jobs' own, except for Remora's own failures
         for job in final:
             if not_the_commands_own(job):
-                sys.stderr.write(f"remora: {strip_markup(summary_line(job))}\n")
+                sys.stderr.write(f"remora: {plain_text(summary_line(job))}\n")
     raise typer.Exit(combined_exit_code(final))
 
 
@@ -227,12 +227,6 @@ def not_the_commands_own(job: dict[str, Any]) -> bool:
     """True when a job ended by Remora's doing (SSH error, timeout, cancel), not by its command's exit."""
     error = str(job.get("error") or "")
     return job.get("status") != "completed" and (job.get("exit_code") is None or (bool(error) and not error.startswith("exit code")))
-
-
-def strip_markup(text: str) -> str:
-    from rich.text import Text
-
-    return Text.from_markup(text).plain
 
 
 def report_submitted(jobs: list[dict[str, Any]], *, as_json: bool, batch_id: str | None = None) -> None:

@@ -108,3 +108,33 @@ def test_messages_off_a_terminal_are_their_plain_text(capsys, monkeypatch):
     monkeypatch.setenv("FORCE_COLOR", "1")
     err("[red]failed[/] web-2")
     assert "\x1b[" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "no tags at all",
+        "[dim]submitted 1234abcd on web-1[/]",
+        "[bold red]x[/bold red] \\[not a tag] [link=https://x/y]z[/link] [#ff0000]hex[/]",
+        "two \\\\[b]backslashes then a tag[/b], three \\\\\\[b]",
+        "[ not a tag ] [1] [Upper] a[b",
+        "[@click=app.bell]meta[/] \\",
+    ],
+)
+def test_plain_text_is_what_rich_renders(markup):
+    from rich.markup import render
+
+    from remora.cli.common import plain_text
+
+    assert plain_text(markup) == render(markup, emoji=False).plain
+
+
+def test_plain_messages_do_not_import_rich():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys\nfrom remora.cli.render import err, out\nout('[green]ok[/]')\nerr('[dim]x[/]')\nprint(sorted(m for m in sys.modules if m.startswith('rich')))\n"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "ok\n[]\n" and res.stderr == "x\n"

@@ -198,11 +198,13 @@ def test_a_client_command_imports_only_its_own_module():
         "    main(['-q', 'submit', '--api-url', 'http://127.0.0.1:9', '--', 'true'])\n"
         "except SystemExit as exc:\n"
         "    assert exc.code == 69, exc.code\n"
-        "print(sorted(m for m in sys.modules if m.startswith('remora.cli.')))\n"
+        "import json\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('remora.cli.', 'rich')))))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
-    loaded = set(json.loads(out.stdout.replace("'", '"')))
+    loaded = set(json.loads(out.stdout))
+    assert not {m for m in loaded if m.startswith("rich")}, loaded  # off a terminal, messages need no rich
     assert "remora.cli.submit" in loaded
     assert not loaded & {"remora.cli.jobs", "remora.cli.servers", "remora.cli.queue", "remora.cli.up", "remora.cli.api"}, loaded
 
