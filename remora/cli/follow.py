@@ -41,6 +41,8 @@ POLL_MIN = 0.05
 POLL_MAX = 0.5
 STREAM_READ_TIMEOUT = 45.0  # seconds without a byte from the feed (it sends a heartbeat every 15 s) before giving up
 MAX_JOB_FILTER = 200  # jobs named in the feed's job_id filter; beyond, the client filters
+# A finished job's fields that a batch view's host entry carries (what the summary and the exit code need)
+FINAL_FIELDS = ("status", "exit_code", "error", "duration", "started_at", "finished_at", "stdout_bytes", "stderr_bytes")
 
 
 class _NoOutput(RemoraError):
@@ -112,11 +114,16 @@ class Watcher:
         prefix: bool | None = None,
         use_feed: bool = False,
         fresh: bool = False,
+        with_output: bool = False,
     ) -> None:
         """``use_feed``: with ``follow`` and several jobs, skip the logs of jobs the change feed says are still queued
-        (when they are polled).  ``fresh``: the jobs were just submitted (the feed has every change of theirs)."""
+        (when they are polled).  ``fresh``: the jobs were just submitted (the feed has every change of theirs).
+        ``with_output``: a batch's final states come from its view with output (kept in ``hosts`` for
+        ``print_outputs``), one request instead of the job list's pages and then the view."""
         self.client = client
         self.fresh = fresh
+        self.with_output = with_output
+        self.hosts: dict[str, dict[str, Any]] | None = None  # job id -> the batch view's host entry (``with_output``)
         self.use_feed = use_feed and len(jobs) > 1
         labels = labels_for(jobs)
         self.tracked = [Tracked(job=j, label=label) for j, label in zip(jobs, labels, strict=True)]
@@ -349,6 +356,12 @@ class Watcher:
     def _final_jobs(self) -> None:
         """The finished jobs as the API shows them: a batch's as one list (100 a page), others one by one."""
         batch = self.batch_id
+        if batch and self.with_output:
+            self.hosts = {h["job_id"]: h for h in self.client.batch(batch, output=True).get("hosts") or []}
+            for t in self.tracked:
+                host = self.hosts.get(t.id)
+                t.job = {**t.job, **{k: host[k] for k in FINAL_FIELDS if k in host}} if host else self.client.job(t.id)
+            return
         if batch:
             listed = {j["id"]: j for j in self.client.iter_jobs(batch_id=batch)}
             for t in self.tracked:
@@ -480,18 +493,20 @@ class _QueuedJobs:
             self._client.close()
 
 
-def print_outputs(client: Client, jobs: list[dict[str, Any]]) -> None:
+def print_outputs(client: Client, jobs: list[dict[str, Any]], hosts: dict[str, dict[str, Any]] | None = None) -> None:
     """The finished jobs' stdout and stderr, as ``--wait`` prints them (lines prefixed by server when several).
 
-    A batch's output comes in one request (``?output=true``, bounded per host); a host whose output was
-    cut there, or jobs that are not one batch, are read through their logs.
+    A batch's output comes in one request (``?output=true``, bounded per host; ``hosts``: that view's
+    entries, already read); a host whose output was cut there, or jobs that are not one batch, are read
+    through their logs.
     """
     batch_ids = {j.get("batch_id") for j in jobs}
     batch = next(iter(batch_ids)) if len(batch_ids) == 1 and None not in batch_ids else None
     if batch is None or len(jobs) == 1:
         Watcher(client, jobs, follow=True).run()
         return
-    hosts = {h["job_id"]: h for h in client.batch(str(batch), output=True).get("hosts") or []}
+    if hosts is None:
+        hosts = {h["job_id"]: h for h in client.batch(str(batch), output=True).get("hosts") or []}
     printer = Watcher(client, jobs, follow=True)
     for t in printer.tracked:
         host = hosts.get(t.id)

@@ -186,16 +186,18 @@ def finish(
     if not follow and not as_json and stderr_tty():
         for job in jobs:
             err(f"[dim]submitted {short(job['id'])} on {server_name(job)}[/]")
-    watcher = Watcher(client, jobs, follow=follow, progress=not follow and len(jobs) > 1 and stderr_tty(), use_feed=True, fresh=True)
+    printing = not (follow or quiet or as_json)  # --wait: the outputs are printed at the end
+    progress = not follow and len(jobs) > 1 and stderr_tty()
+    watcher = Watcher(client, jobs, follow=follow, progress=progress, use_feed=True, fresh=True, with_output=printing)
     try:
         final = watcher.run()
     except KeyboardInterrupt:
         ids = " ".join(short(j["id"]) for j in jobs)
         sys.stderr.write(f"\nstopped waiting; the job(s) keep running: remora jobs wait {ids}\n")
         raise
-    if not (follow or quiet or as_json):
+    if printing:
         # --wait: the finished jobs' output, read from the start (lines prefixed by server when several)
-        print_outputs(client, final)
+        print_outputs(client, final, watcher.hosts)
     if as_json:
         final = with_bodies(client, final) if not follow else final
         print_json(final[0] if len(final) == 1 else {"batch_id": batch_id or final[0].get("batch_id"), "jobs": final})
