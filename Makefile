@@ -40,7 +40,7 @@ format: $(STAMP) ## Format the code with ruff
 
 zipapp: $(STAMP) ## Build dist/remora.pyz with shiv
 	@mkdir -p dist
-	$(VENV)/bin/shiv -q --compressed -c remora -o dist/remora.pyz -p '/usr/bin/env python3' . 'psycopg2-binary>=2.9'
+	$(VENV)/bin/shiv -q --compressed --compile-pyc -c remora -o dist/remora.pyz -p '/usr/bin/env python3' . 'psycopg2-binary>=2.9'
 	@ls -l dist/remora.pyz
 
 man: $(STAMP) ## Generate man/remora.1 from the command tree
