@@ -26,7 +26,7 @@ def zipapp(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("zipapp") / "dist.pyz"
     build = tmp_path_factory.mktemp("shiv-build")
     subprocess.run(
-        [str(shiv), "-q", "--compressed", "-c", "remora", "-o", str(target), "-p", "/usr/bin/env python3", str(ROOT)],
+        [str(shiv), "-q", "--compressed", "--compile-pyc", "-c", "remora", "-o", str(target), "-p", "/usr/bin/env python3", str(ROOT)],
         check=True, cwd=build, timeout=600, capture_output=True,
     )  # fmt: skip
     return target

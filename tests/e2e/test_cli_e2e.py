@@ -178,10 +178,14 @@ def test_zipapp_version_from_an_empty_directory(zipapp, tmp_path):
 
     res = subprocess.run(
         [system_python(), str(zipapp), "--version"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-        env={"HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin", "SHIV_ROOT": str(tmp_path / "shiv")},
+        env={"HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin", "SHIV_ROOT": str(tmp_path / "shiv"), "PYTHONDONTWRITEBYTECODE": "1"},
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == f"remora {__version__}"
+    # the first run compiled the libraries it unpacked, imports or not (later runs need not write bytecode)
+    for module in ("remora/cli/jobs", "remora/worker/core", "typer/main", "paramiko/transport"):
+        package, name = module.rsplit("/", 1)
+        assert list((tmp_path / "shiv").glob(f"*/site-packages/{package}/__pycache__/{name}.*.pyc")), module
 
 
 def test_every_example_job_file_passes_a_dry_run(remora: Remora):
