@@ -34,11 +34,17 @@ Over SSH, commands and scripts are run by a POSIX shell wrapper built here
   unless the job sets it.  Over SSH the first job of a connection finds out
   with shell builtins (``[ -r ]``, ``command -v``) and reports it on its pid
   line; later jobs skip the test;
-- the wrapper ``exec``s the command, so the job's process is the wrapper's and
-  its exit code the command's: shell text as ``$SHELL -c TEXT``, and a program
-  with plain words (``uptime``, ``systemctl restart nginx``: no quote,
-  variable, operator, reserved word or builtin) directly, without that second
-  shell.
+- the job's process is the wrapper's and its exit code the command's: a
+  program with plain words (``uptime``, ``systemctl restart nginx``: no quote,
+  variable, operator, reserved word or builtin) is ``exec``'d directly; shell
+  text for the login shell is evaluated by the wrapper's own shell (sshd runs
+  the wrapper with ``$SHELL -c``; ``eval TEXT`` is the last thing it does, so
+  ``exit``, ``$$`` and the exit status are as under ``$SHELL -c TEXT``), with
+  no second shell, when the job has no ``env`` of its own; otherwise, and for
+  another ``shell``, the text is ``exec``'d as ``<shell> -c TEXT``, which ends
+  the wrapper's command line (with the exported values, shown by ``ps``) at
+  once.  A host where only ``stdbuf`` itself can line-buffer gets ``exec
+  stdbuf -oL -eL <shell> -c TEXT``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ if TYPE_CHECKING:
     from remora.executor.loop import EventLoop
 
 PID_MARKER = b"remora-pid:"
+JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
 # Where coreutils installs the library ``stdbuf`` preloads (Debian/Ubuntu and Fedora, Arch, RHEL's lib64, /usr/local).
 LIBSTDBUF_PATHS = (
     "/usr/libexec/coreutils/libstdbuf.so",
@@ -68,7 +75,7 @@ LIBSTDBUF_PATHS = (
 # What ``stdbuf -oL -eL`` sets before it execs the command (coreutils' stdbuf.c), bar LD_PRELOAD.
 STDBUF_ENV = {"_STDBUF_O": "L", "_STDBUF_E": "L"}
 # A command of plain words: the wrapper runs it itself (no quoting, expansion or operator to tell apart).
-_PLAIN_WORDS = re.compile(r"[A-Za-z0-9_./,:@+-]+(?: +[A-Za-z0-9_./,:@%+=-]+)*")
+_PLAIN_WORDS = re.compile(r"[A-Za-z0-9_./,:@+][A-Za-z0-9_./,:@+-]*(?: +[A-Za-z0-9_./,:@%+=-]+)*")  # not "-x": exec's option
 # Reserved words and builtins of sh, bash and zsh: a command starting with one needs its shell.
 _SHELL_WORDS = frozenset(
     "if then else elif fi do done case esac while until for in function select time coproc "
@@ -285,10 +292,25 @@ def build_wrapper(request: ExecRequest, *, stdbuf: Buffering, print_pid: bool, d
     # stdin is /dev/null unless a script is fed on it (or a pty is asked for): no EOF has to be sent
     # over SSH, which paramiko could race after the channel's CLOSE (sshd then drops the connection).
     redirect = " </dev/null" if stdin is None and not request.pty else ""
+    # Shell text for the login shell: the wrapper runs in that shell already, so it evaluates the text
+    # itself rather than exec'ing a second one (unless stdbuf's own exec is the only way to line-buffer).
+    # Not when the job has env values: the wrapper's command line (shown by ps to every user of the
+    # host) exports them, and an exec ends that command line at once; the job id alone is no secret.
+    bare = set(request.env) <= {JOB_ID_ENV}
+    text = command_text(request) if request.script is None and not request.shell and bare else None
+    # (a space first: bash's eval would take text starting with "-" for its own option)
+    inline = (
+        f"{'exec' + redirect + '; ' if redirect else ''}eval {shlex.quote(' ' + text)}"
+        if text is not None and not plain_words(text)
+        else None
+    )
     if learn:
+        otherwise = inline or f"exec {run}{redirect}"
         parts.append(
-            f'if [ "$_remora_b" = 1 ]; then unset _remora_b; exec stdbuf -oL -eL {run}{redirect}; else unset _remora_b; exec {run}{redirect}; fi'
+            f'if [ "$_remora_b" = 1 ]; then unset _remora_b; exec stdbuf -oL -eL {run}{redirect}; else unset _remora_b; {otherwise}; fi'
         )
+    elif inline and stdbuf is not True:
+        parts.append(inline)
     else:
         prefix = "stdbuf -oL -eL " if stdbuf is True else ""
         parts.append(f"exec {prefix}{run}".rstrip() + redirect)

@@ -66,7 +66,7 @@ from remora.config import Settings
 from remora.crypto import SecretBox
 from remora.errors import RemoraError
 from remora.executor import executor_for
-from remora.executor.base import ErrorKind, ExecRequest, ExecResult, Executor, Stream
+from remora.executor.base import JOB_ID_ENV, ErrorKind, ExecRequest, ExecResult, Executor, Stream
 from remora.executor.loop import EventLoop
 from remora.executor.sshpool import SSHPool
 from remora.jobstate import Action
@@ -85,7 +85,6 @@ SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
 DISPATCHERS = 1  # threads reserving and claiming (each RESERVE asks for every free slot)
 FINISHERS = 2  # threads recording job ends (each takes every end waiting)
 RESERVE_BATCH = 256  # most jobs one RESERVE asks for (never more than the free slots)
-JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
 
 
 class Worker:

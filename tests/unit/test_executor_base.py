@@ -150,7 +150,22 @@ def test_a_known_libstdbuf_is_preloaded_without_stdbufs_exec_and_line_buffers_a_
 
 def test_a_program_with_plain_words_is_execd_without_a_second_shell_and_shell_text_gets_one():
     assert plain_words("uptime") and plain_words("systemctl restart nginx.service") and plain_words("ls -la /tmp a=b 50%")
-    for text in ("a=b cmd", "echo $HOME", "a; b", "a | b", "echo 'x'", "ls *", "ls ~", "if", "for x in a", "a\tb", "a\nb", "ls {a,b}", ""):
+    for text in (
+        "-n x",
+        "a=b cmd",
+        "echo $HOME",
+        "a; b",
+        "a | b",
+        "echo 'x'",
+        "ls *",
+        "ls ~",
+        "if",
+        "for x in a",
+        "a\tb",
+        "a\nb",
+        "ls {a,b}",
+        "",
+    ):
         assert not plain_words(text), text
     for builtin in ("exit 3", "cd /tmp", "export A", "echo hi", "kill -9 1", "true", ". ./x", "source x"):
         assert not plain_words(builtin), builtin  # its shell runs it: exec would not find it, or find another program
@@ -163,6 +178,38 @@ def test_a_program_with_plain_words_is_execd_without_a_second_shell_and_shell_te
     assert run_wrapper(ExecRequest(command="exit", args="3")).returncode == 3
     res = run_wrapper(ExecRequest(command="no-such-command-here"))
     assert res.returncode == 127 and b"not found" in res.stderr
+
+
+@pytest.mark.parametrize("shell", ["/bin/sh", "/bin/bash"])
+def test_shell_text_for_the_login_shell_runs_in_the_wrappers_own_shell_unless_it_exports_values(shell):
+    """sshd runs the wrapper with the login shell (``$SHELL -c``): shell text is evaluated there, not by a second
+    shell; a job with env values gets the second shell, so ``ps`` stops showing the wrapper (and the values) at once."""
+
+    def run(text: str, stdbuf: base.Buffering = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        request = ExecRequest(command=text, env={base.JOB_ID_ENV: "job-1", **(env or {})})
+        wrapper = build_wrapper(request, stdbuf=stdbuf, print_pid=True)
+        return subprocess.run([shell, "-c", wrapper.text], capture_output=True, timeout=10, env={"PATH": "/usr/bin:/bin", "SHELL": shell})
+
+    probe = "echo $$ \"$REMORA_JOB_ID\" \"$JOBVAR\"; tr '\\0' ' ' < /proc/$$/cmdline; echo; wc -c; exit 3"
+    for stdbuf in (False, None, LIBSTDBUF):
+        for env in ({}, {"JOBVAR": "s3cret-value"}):
+            res = run(probe, stdbuf, env)
+            pid_line, mine, cmdline, stdin_bytes = res.stdout.decode().splitlines()
+            assert res.returncode == 3, res.stderr
+            assert mine.split(" ", 1) == [
+                str(parse_pid_line(pid_line.encode())[0]),
+                f"job-1 {env.get('JOBVAR', '')}",
+            ]  # the wrapper's process
+            assert stdin_bytes.strip() == "0"  # stdin is /dev/null
+            if env:
+                assert "s3cret-value" not in cmdline and "remora-pid" not in cmdline, cmdline  # a second shell replaced the wrapper
+            else:
+                assert "remora-pid" in cmdline, cmdline  # the wrapper's own shell ran the text: no second shell
+    assert "eval" not in build_wrapper(ExecRequest(command="a; b"), stdbuf=True, print_pid=True).text  # stdbuf's exec needs a program
+    res = run("-n x")  # not an option of eval: a command, as under $SHELL -c
+    assert res.returncode == 127 and b"not found" in res.stderr
+    assert run("if then fi").returncode == 2  # a syntax error
+    assert run("false && true").returncode == 1
 
 
 def test_pid_lines():
