@@ -119,7 +119,9 @@ def main() -> None:
         esc(
             "Every setting can be given as REMORA_<SECTION>_<KEY> (e.g. REMORA_QUEUE_ADDR). The seed names are accepted too: "
             "DATABASE_URL, NETQUEUE_ADDR, SERVER_ADDR, QUEUE_NAME, WORKER_CONCURRENCY, SSH_CONNECTION_TIMEOUT and the others listed in config.example.toml. "
-            "REMORA_API_URL and REMORA_TOKEN tell client commands where the API is and how to sign in. REMORA_CONFIG names the config file."
+            "REMORA_API_URL and REMORA_TOKEN tell client commands where the API is and how to sign in. REMORA_CONFIG names the config file. "
+            "Messages for people are styled on a terminal only: NO_COLOR turns the colours off there, FORCE_COLOR styles them "
+            "off a terminal too. SHIV_ROOT is where the single-file build unpacks its libraries (default ~/.shiv)."
         )
     )
     out.append(".SH FILES")
