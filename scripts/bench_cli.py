@@ -41,7 +41,7 @@ def free_port() -> int:
 def build_zipapp(target: Path) -> None:
     shiv = Path(sys.executable).with_name("shiv")
     target.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(shiv), "-q", "--compressed", "-c", "remora", "-o", str(target), "-p", "/usr/bin/env python3", str(ROOT)]
+    cmd = [str(shiv), "-q", "--compressed", "--compile-pyc", "-c", "remora", "-o", str(target), "-p", "/usr/bin/env python3", str(ROOT)]
     subprocess.run(cmd, check=True, cwd=ROOT, timeout=600, capture_output=True)
 
 
