@@ -288,7 +288,7 @@ def build_wrapper(request: ExecRequest, *, stdbuf: Buffering, print_pid: bool, d
             parts.append(f'export LD_PRELOAD="${{LD_PRELOAD:+$LD_PRELOAD:}}"{shlex.quote(stdbuf)} {stdbuf_env}')
         if unbuffered:
             parts.append("export PYTHONUNBUFFERED=1")
-    run, stdin = _run(request, default_shell)
+    run, stdin, login_text = _run(request, default_shell)
     # stdin is /dev/null unless a script is fed on it (or a pty is asked for): no EOF has to be sent
     # over SSH, which paramiko could race after the channel's CLOSE (sshd then drops the connection).
     redirect = " </dev/null" if stdin is None and not request.pty else ""
@@ -296,14 +296,10 @@ def build_wrapper(request: ExecRequest, *, stdbuf: Buffering, print_pid: bool, d
     # itself rather than exec'ing a second one (unless stdbuf's own exec is the only way to line-buffer).
     # Not when the job has env values: the wrapper's command line (shown by ps to every user of the
     # host) exports them, and an exec ends that command line at once; the job id alone is no secret.
-    bare = set(request.env) <= {JOB_ID_ENV}
-    text = command_text(request) if request.script is None and not request.shell and bare else None
-    # (a space first: bash's eval would take text starting with "-" for its own option)
-    inline = (
-        f"{'exec' + redirect + '; ' if redirect else ''}eval {shlex.quote(' ' + text)}"
-        if text is not None and not plain_words(text)
-        else None
-    )
+    inline = None
+    if login_text is not None and set(request.env) <= {JOB_ID_ENV}:
+        # (a space first: bash's eval would take text starting with "-" for its own option)
+        inline = ("exec" + redirect + "; " if redirect else "") + "eval " + shlex.quote(" " + login_text)
     if learn:
         otherwise = inline or f"exec {run}{redirect}"
         parts.append(
@@ -317,19 +313,21 @@ def build_wrapper(request: ExecRequest, *, stdbuf: Buffering, print_pid: bool, d
     return Wrapper("; ".join(parts), stdin)
 
 
-def _run(request: ExecRequest, default_shell: str) -> tuple[str, bytes | None]:
-    """What the wrapper ``exec``s: the command's own words when they are plain, else a shell given the text; and its stdin."""
+def _run(request: ExecRequest, default_shell: str) -> tuple[str, bytes | None, str | None]:
+    """What the wrapper ``exec``s: the command's own words when they are plain, else a shell given the text;
+    its stdin; and the text when it is shell text for the login shell (which the wrapper may evaluate itself)."""
     if request.script is not None:
         shell = shlex.quote(request.shell or "/bin/bash")
         args = " ".join(shlex.quote(a) for a in script_args(request))
         if request.pty:
-            return f"{shell} -c {shlex.quote(request.script)} {shell} {args}", None
-        return f"{shell} -s -- {args}", request.script.encode()
+            return f"{shell} -c {shlex.quote(request.script)} {shell} {args}", None, None
+        return f"{shell} -s -- {args}", request.script.encode(), None
     text = command_text(request)
-    if not request.shell and plain_words(text):
-        return text, None
-    shell = shlex.quote(request.shell) if request.shell else default_shell
-    return f"{shell} -c {shlex.quote(text)}", None
+    if request.shell:
+        return f"{shlex.quote(request.shell)} -c {shlex.quote(text)}", None, None
+    if plain_words(text):
+        return text, None, None
+    return f"{default_shell} -c {shlex.quote(text)}", None, text
 
 
 def plain_words(text: str) -> bool:
