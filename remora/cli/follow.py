@@ -357,7 +357,7 @@ class Watcher:
         """The finished jobs as the API shows them: a batch's as one list (100 a page), others one by one."""
         batch = self.batch_id
         if batch and self.with_output:
-            self.hosts = {h["job_id"]: h for h in self.client.batch(batch, output=True).get("hosts") or []}
+            self.hosts = hosts_with_output(self.client, batch)
             for t in self.tracked:
                 host = self.hosts.get(t.id)
                 t.job = {**t.job, **{k: host[k] for k in FINAL_FIELDS if k in host}} if host else self.client.job(t.id)
@@ -493,6 +493,11 @@ class _QueuedJobs:
             self._client.close()
 
 
+def hosts_with_output(client: Client, batch_id: str) -> dict[str, dict[str, Any]]:
+    """A batch's view with output (one request): job id -> its host entry (final state, stdout, stderr)."""
+    return {h["job_id"]: h for h in client.batch(batch_id, output=True).get("hosts") or []}
+
+
 def print_outputs(client: Client, jobs: list[dict[str, Any]], hosts: dict[str, dict[str, Any]] | None = None) -> None:
     """The finished jobs' stdout and stderr, as ``--wait`` prints them (lines prefixed by server when several).
 
@@ -506,7 +511,7 @@ def print_outputs(client: Client, jobs: list[dict[str, Any]], hosts: dict[str, d
         Watcher(client, jobs, follow=True).run()
         return
     if hosts is None:
-        hosts = {h["job_id"]: h for h in client.batch(str(batch), output=True).get("hosts") or []}
+        hosts = hosts_with_output(client, str(batch))
     printer = Watcher(client, jobs, follow=True)
     for t in printer.tracked:
         host = hosts.get(t.id)
@@ -527,7 +532,7 @@ def with_bodies(client: Client, jobs: list[dict[str, Any]]) -> list[dict[str, An
     batch_ids = {j.get("batch_id") for j in jobs}
     if len(jobs) == 1 or len(batch_ids) != 1 or None in batch_ids or all("stdout" in j for j in jobs):
         return jobs
-    hosts = {h["job_id"]: h for h in client.batch(str(next(iter(batch_ids))), output=True).get("hosts") or []}
+    hosts = hosts_with_output(client, str(next(iter(batch_ids))))
     out = []
     for job in jobs:
         host = hosts.get(job["id"]) or {}
