@@ -118,7 +118,7 @@ def command_word(argv: list[str]) -> str | None:
 def _prepare(argv: list[str]) -> None:
     """Register the command ``argv`` names, or every command (help, completion, a wrong name)."""
     module = COMMAND_MODULES.get(command_word(argv) or "")
-    if module is None or any(key.endswith("_COMPLETE") for key in os.environ):
+    if module is None or "_REMORA_COMPLETE" in os.environ:  # typer's shell completion (prog_name "remora")
         _register_all()
     else:
         _register(module)
