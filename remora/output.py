@@ -272,7 +272,7 @@ def flush_many(outputs: list[JobOutput], also: Callable[[], T] | None = None) ->
         for t in taken:
             t.output._stored(t)
         if writing:
-            NOTIFY.bump(output=True)  # committed: the change feed's output followers in this process look at once
+            NOTIFY.bump("output")  # committed: the change feed's output followers in this process look at once
         return value
     finally:
         for lock in reversed(locks):

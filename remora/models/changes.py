@@ -1,4 +1,4 @@
-"""The change feed's writes: one ``Change`` row per job or batch status transition.
+"""The change feed's rows: one ``Change`` row per job or batch status transition, written and read.
 
 ``remora.jobstate`` calls ``job_changes`` / ``batch_change`` inside the write
 transaction of each transition, so a change row exists exactly when the
@@ -12,6 +12,10 @@ at a time in id order.
 wake at once when a change (or, for those following output, an output chunk:
 ``remora.models.hot.append_output``) is written here; changes made by other processes
 (workers elsewhere) are found by their periodic query.
+
+``after`` and ``newest`` are the feed's reads, compiled once per kind of
+database like the writes: every waiter runs them on each wake-up, and
+peewee's query builder cost four times what SQLite needs to answer them.
 """
 
 from __future__ import annotations
@@ -27,35 +31,51 @@ from remora.models import database_proxy
 # Any constant: the key of the PostgreSQL advisory lock that orders change rows.
 _PG_LOCK_KEY = 0x52454D4F5241
 _SQL: dict[tuple[type, str], str] = {}
+# the columns ``after`` returns, in order
+COLUMNS = ("id", "at", "kind", "job_id", "batch_id", "status", "exit_code")
+ChangeRow = tuple[int, dt.datetime, str, "str | None", "str | None", str, "int | None"]
 
 
 class _Notify:
-    """Generation counters with a condition: ``bump`` after a write, ``wait_past`` until the generation moves.
+    """Generation counters per kind of write, and the waiters to wake: ``bump`` after a write, ``wait_past`` until it.
 
-    ``generation`` counts change rows written in this process, ``output_generation`` output chunks
-    (``bump(output=True)``): a waiter that follows output too waits on both (``mark(output=True)``).
+    A kind is ``job`` or ``batch`` (change rows written in this process) or ``output`` (output
+    chunks, ``bump("output")``).  A waiter names the kinds it follows and only their writes wake it:
+    a watcher of batch ends (``kind=batch``) sleeps through the job changes of a fan-out.
     """
 
+    KINDS = ("job", "batch", "output")
+
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.generation = 0
-        self.output_generation = 0
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.KINDS, 0)
+        self._waiters: dict[threading.Event, frozenset[str]] = {}
 
-    def mark(self, output: bool = False) -> int:
-        return self.generation + (self.output_generation if output else 0)
+    def mark(self, kinds: frozenset[str]) -> int:
+        """The generation of ``kinds``: it moves with every write of one of them."""
+        counts = self._counts
+        return sum(counts[kind] for kind in kinds)
 
-    def bump(self, *, output: bool = False) -> None:
-        with self._cond:
-            if output:
-                self.output_generation += 1
-            else:
-                self.generation += 1
-            self._cond.notify_all()
+    def bump(self, kind: str = "job") -> None:
+        with self._lock:
+            self._counts[kind] += 1
+            for event, kinds in self._waiters.items():
+                if kind in kinds:
+                    event.set()
 
-    def wait_past(self, generation: int, timeout: float, *, output: bool = False) -> int:
-        with self._cond:
-            self._cond.wait_for(lambda: self.mark(output) != generation, timeout)
-            return self.mark(output)
+    def wait_past(self, generation: int, timeout: float, kinds: frozenset[str]) -> int:
+        """Wait up to ``timeout`` seconds for the generation of ``kinds`` to move past ``generation``; the new one."""
+        event = threading.Event()
+        with self._lock:
+            if self.mark(kinds) != generation:
+                return self.mark(kinds)
+            self._waiters[event] = kinds
+        try:
+            event.wait(timeout)
+        finally:
+            with self._lock:
+                del self._waiters[event]
+        return self.mark(kinds)
 
 
 NOTIFY = _Notify()
@@ -132,4 +152,54 @@ def batch_change(batch_id: str, status: str, now: dt.datetime) -> None:
     database = database_proxy.obj
     _lock(database)
     database.execute_sql(_sql(database, "batch"), (_stamp(now), batch_id, status))
-    NOTIFY.bump()
+    NOTIFY.bump("batch")
+
+
+def newest() -> int:
+    """The newest change id (0 when there is none)."""
+    database = database_proxy.obj
+    key = (type(database), "newest")
+    sql = _SQL.get(key)
+    if sql is None:
+        sql = _SQL[key] = 'SELECT MAX("id") FROM "change"'
+    row = database.execute_sql(sql).fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def after(
+    cursor: int, *, top: int | None = None, kind: str | None = None, batch_id: str | None = None, job_ids: tuple[str, ...] = (), limit: int
+) -> list[ChangeRow]:
+    """Changes with ``cursor < id`` (``<= top`` when given) of ``kind``, ``batch_id`` and ``job_ids`` when given, oldest first."""
+    database = database_proxy.obj
+    shape = f"after:{top is not None}:{kind is not None}:{batch_id is not None}:{len(job_ids)}"
+    key = (type(database), shape)
+    sql = _SQL.get(key)
+    if sql is None:
+        p = database.param
+        where = [f'"id" > {p}']
+        if top is not None:
+            where.append(f'"id" <= {p}')
+        if kind is not None:
+            where.append(f'"kind" = {p}')
+        if batch_id is not None:
+            where.append(f'"batch_id" = {p}')
+        if job_ids:
+            where.append(f'"job_id" IN ({", ".join([p] * len(job_ids))})')
+        columns = ", ".join(f'"{name}"' for name in COLUMNS)
+        sql = _SQL[key] = f'SELECT {columns} FROM "change" WHERE {" AND ".join(where)} ORDER BY "id" LIMIT {p}'
+    params: list[object] = [cursor]
+    if top is not None:
+        params.append(top)
+    if kind is not None:
+        params.append(kind)
+    if batch_id is not None:
+        params.append(batch_id)
+    params += job_ids
+    params.append(limit)
+    from remora.models import Change
+
+    stamp = Change.at.python_value
+    return [
+        (int(cid), stamp(at), kind_, job_id, batch, status, exit_code)
+        for cid, at, kind_, job_id, batch, status, exit_code in database.execute_sql(sql, params).fetchall()
+    ]

@@ -8,9 +8,11 @@ maintenance loop after ``api.events_retention``) is ``Gone`` (410): the client
 reloads its view and starts again from now.
 
 ``wait`` blocks until there is at least one matching change or the timeout
-passes: a change written by this process wakes it at once (a process-local
-condition); changes written elsewhere (workers on other machines) are found by
-an indexed ``id > cursor`` query every ``POLL_INTERVAL`` seconds.
+passes: a change of a kind it follows written by this process wakes it at once
+(a process-local condition; a ``kind=batch`` watcher sleeps through the job
+changes of its fan-out); changes written elsewhere (workers on other machines)
+are found by an indexed ``id > cursor`` query every ``POLL_INTERVAL`` seconds.
+Its reads are statements compiled once (``remora.models.changes.after``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from remora import models
 from remora.errors import Gone, ValidationError
-from remora.models import Change
+from remora.models import Change, changes
 from remora.models.changes import NOTIFY
 
 POLL_INTERVAL = 0.25  # seconds between two queries for changes made by other processes
@@ -55,7 +57,7 @@ def parse_cursor(raw: str | None) -> int | None:
 
 def latest() -> int:
     """The newest change id (0 when there is none): the cursor of "from now"."""
-    return int(Change.select(models.fn.MAX(Change.id)).scalar() or 0)
+    return changes.newest()
 
 
 def check_cursor(cursor: int) -> None:
@@ -70,12 +72,14 @@ def check_cursor(cursor: int) -> None:
         )
 
 
-def event_dict(row: Change) -> dict[str, Any]:
-    event: dict[str, Any] = {"id": str(row.id), "at": models.to_rfc3339(row.at), "kind": row.kind, "status": row.status}
-    if row.kind == "job":
-        event["job_id"] = row.job_id
-        event["exit_code"] = row.exit_code
-    event["batch_id"] = row.batch_id
+def event_dict(row: changes.ChangeRow) -> dict[str, Any]:
+    """One change (a row of ``changes.after``) as the feed's JSON object."""
+    change_id, at, kind, job_id, batch_id, status, exit_code = row
+    event: dict[str, Any] = {"id": str(change_id), "at": models.to_rfc3339(at), "kind": kind, "status": status}
+    if kind == "job":
+        event["job_id"] = job_id
+        event["exit_code"] = exit_code
+    event["batch_id"] = batch_id
     return event
 
 
@@ -86,20 +90,13 @@ def read(cursor: int, filters: Filters, limit: int = MAX_EVENTS) -> tuple[list[d
     change looked past, so a filtered client never rescans changes of other jobs (or of the other kind).
     """
     if filters.batch_id is None and not filters.job_ids and filters.kind is None:
-        rows = list(Change.select().where(Change.id > cursor).order_by(Change.id).limit(limit))
-        return [event_dict(row) for row in rows], int(rows[-1].id) if rows else cursor
+        rows = changes.after(cursor, limit=limit)
+        return [event_dict(row) for row in rows], rows[-1][0] if rows else cursor
     top = latest()  # read first: every change up to it is committed, so none below it can appear later
-    query = Change.select().where(Change.id > cursor, Change.id <= top)
-    if filters.kind is not None:
-        query = query.where(Change.kind == filters.kind)
-    if filters.batch_id is not None:
-        query = query.where(Change.batch_id == filters.batch_id)
-    if filters.job_ids:
-        query = query.where(Change.job_id.in_(list(filters.job_ids)))
-    rows = list(query.order_by(Change.id).limit(limit))
+    rows = changes.after(cursor, top=top, kind=filters.kind, batch_id=filters.batch_id, job_ids=filters.job_ids, limit=limit)
     if len(rows) < limit:
         return [event_dict(row) for row in rows], max(top, cursor)
-    return [event_dict(row) for row in rows], int(rows[-1].id)
+    return [event_dict(row) for row in rows], rows[-1][0]
 
 
 def wait(
@@ -110,17 +107,18 @@ def wait(
     ``reader`` (default ``read``) reads them; ``output``: output written in this process wakes the wait too.
     """
     read_events = reader or read
+    kinds = frozenset((filters.kind,) if filters.kind else KINDS) | ({"output"} if output else set())  # writes that wake it
     deadline = time.monotonic() + max(0.0, timeout)
     settle_until = 0.0
     while True:
-        generation = NOTIFY.mark(output)
+        generation = NOTIFY.mark(kinds)
         events, cursor = read_events(cursor, filters)
         models.release_connection()
         queried = now = time.monotonic()
         if events or now >= deadline or (stop is not None and stop()):
             return events, cursor
         pause = SETTLE_POLL if now < settle_until else POLL_INTERVAL
-        woken = NOTIFY.wait_past(generation, min(pause, deadline - now), output=output)
+        woken = NOTIFY.wait_past(generation, min(pause, deadline - now), kinds)
         if woken != generation:
             settle_until = time.monotonic() + SETTLE_TIME
             time.sleep(max(0.0, min(queried + MIN_GAP, deadline) - time.monotonic()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from remora.errors import Gone
 from remora.jobstate import Cancel
 from remora.models import Change, JobStatus
 from remora.services import events
+from tests.support.waits import wait_for
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -99,6 +101,93 @@ def test_a_batch_records_its_start_its_stopped_hosts_and_its_end(server):
     assert sorted(after[2:4]) == sorted(("job", i, batch_id, "canceled", None) for i in ids[1:])
     assert after[4:] == [("batch", None, batch_id, "aborted", None)]
     assert jobstate.batch_step(batch_id).status == "aborted" and len(changes(mark)) == 5  # an idempotent step records nothing
+
+
+def test_the_feed_reads_each_filter_and_pages_in_id_order(server):
+    """``events.read`` with every filter the API takes, alone and together, against the rows themselves."""
+    batch_id = m.new_id()
+    rows = [jobstate.new_job(server=server.id, command="true", batch_id=batch_id).__data__ for _ in range(3)]
+    jobstate.record_batch({"id": batch_id, "command": "true", "total": 3}, rows)
+    ids = sorted(r["id"] for r in rows)
+    other = new(server)
+    for job in (*ids, other):
+        jobstate.claim(job, "w1")
+        jobstate.finish(job, "w1", 1, JobStatus.FAILED if job == ids[1] else JobStatus.COMPLETED, exit_code=3 if job == ids[1] else 0)
+    assert jobstate.batch_step(batch_id).status == "failed"
+    everything = list(Change.select().order_by(Change.id))
+
+    def expected(keep: Any) -> list[dict[str, Any]]:
+        out = []
+        for c in everything:
+            if keep(c):
+                event = {"id": str(c.id), "at": m.to_rfc3339(c.at), "kind": c.kind, "status": c.status}
+                if c.kind == "job":
+                    event |= {"job_id": c.job_id, "exit_code": c.exit_code}
+                out.append(event | {"batch_id": c.batch_id})
+        return out
+
+    cases = [
+        (events.Filters(), lambda c: True),
+        (events.Filters(kind="batch"), lambda c: c.kind == "batch"),
+        (events.Filters(kind="job"), lambda c: c.kind == "job"),
+        (events.Filters(batch_id=batch_id), lambda c: c.batch_id == batch_id),
+        (events.Filters(batch_id=batch_id, kind="batch"), lambda c: c.batch_id == batch_id and c.kind == "batch"),
+        (events.Filters(job_ids=(ids[1], other)), lambda c: c.job_id in (ids[1], other)),
+        (events.Filters(batch_id=batch_id, job_ids=(ids[0], other)), lambda c: c.batch_id == batch_id and c.job_id == ids[0]),
+    ]
+    for filters, keep in cases:
+        found, cursor = events.read(0, filters)
+        assert found == expected(keep), filters
+        assert cursor == last()  # the end of the feed, whatever matched
+        assert found[-1]["at"].endswith("Z") and found[-1]["id"].isdigit()
+        start = int(found[0]["id"])
+        assert events.read(start, filters)[0] == expected(keep)[1:]  # after a cursor: only newer changes
+    pages, cursor = [], 0
+    while True:
+        page, cursor = events.read(cursor, events.Filters(kind="job"), limit=4)
+        if not page:
+            break
+        assert len(page) <= 4
+        pages += page
+    assert pages == expected(lambda c: c.kind == "job")  # paged: every change once, in id order
+    assert events.read(last(), events.Filters()) == ([], last())
+
+
+def test_a_watcher_of_batch_ends_sleeps_through_job_changes_and_wakes_on_its_batch(server):
+    """Job changes written in this process do not wake a ``kind=batch`` wait: it reads the feed only on its timer, then its batch's end."""
+    batch_id = m.new_id()
+    rows = [jobstate.new_job(server=server.id, command="true", batch_id=batch_id).__data__ for _ in range(3)]
+    jobstate.record_batch({"id": batch_id, "command": "true", "total": len(rows)}, rows)
+    busy = new(server)  # another job: its changes are a wake-up for every watcher of jobs
+    reads: list[float] = []
+    result: list[Any] = []
+
+    def read(cursor: int, filters: events.Filters) -> tuple[list[dict[str, Any]], int]:
+        reads.append(time.monotonic())
+        return events.read(cursor, filters)
+
+    watcher = threading.Thread(
+        target=lambda: result.append(events.wait(last(), events.Filters(batch_id=batch_id, kind="batch"), 60, reader=read))
+    )
+    watcher.start()
+    wait_for(lambda: reads, 10)  # its first read: nothing yet, it sleeps
+    began = time.monotonic()
+    attempt = 0
+    while time.monotonic() < began + 0.5:  # job changes for half a second
+        attempt += 1
+        assert jobstate.claim(busy, "w1").action is jobstate.Action.RUN
+        assert jobstate.release(busy, "w1", 1)  # back to queued, the attempt not counted
+    during = time.monotonic() - began
+    woken_reads = len(reads)
+    for row in rows:
+        jobstate.claim(row["id"], "w1")
+        jobstate.finish(row["id"], "w1", 1, JobStatus.COMPLETED, exit_code=0)
+    assert jobstate.batch_step(batch_id).status == "completed"
+    watcher.join(30)
+    assert [e["status"] for e in result[0][0]] == ["completed"]
+    # the first read, then one per POLL_INTERVAL at most while the other job changed (woken by each of
+    # its changes, it read every MIN_GAP: about 25 times in the half second)
+    assert attempt > 10 and woken_reads <= 2 + during / events.POLL_INTERVAL, (attempt, woken_reads, during)
 
 
 def test_concurrent_writers_never_make_a_reader_skip_a_change(server):
