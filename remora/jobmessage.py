@@ -3,7 +3,7 @@
 Submit, the reconciler, the dead-letter kick, a rollout's released hosts and
 the tests all build a job's message here; what is built is a plain
 ``QueueMessage`` (the fields of the queue client's ``PutItem``) that the
-caller turns into a PUT.  Reads only: job state changes are
+caller turns into a PUT (``put_item``).  Reads only: job state changes are
 ``remora.jobstate``'s.
 """
 
@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import TYPE_CHECKING
 
 from remora import models
 from remora.models import Job, JobStatus, Server
+
+if TYPE_CHECKING:
+    from remora.netqueue.client import PutItem
 
 # The queue dead-letters a message after this many expired leases beyond the job's own retries: a job
 # runs at most ``retries + 1`` times, and one more delivery lets the worker that receives it after the
@@ -34,6 +38,15 @@ class QueueMessage:
     group: str  # the server: at most ``limit`` of its jobs are reserved at once (docs/dispatch.md)
     limit: int
     delay: float = 0.0  # seconds until the job's ``run_at``: the queue keeps it delayed until then
+
+    def put_item(self) -> PutItem:
+        """The queue client's ``PutItem`` of this message (field by field: ``dataclasses.asdict`` deep-copies each)."""
+        from remora.netqueue.client import PutItem
+
+        return PutItem(
+            job_id=self.job_id, queue=self.queue, priority=self.priority, delay=self.delay, ttr=self.ttr,
+            max_attempts=self.max_attempts, body=self.body, group=self.group, limit=self.limit,
+        )  # fmt: skip
 
 
 def max_attempts(retries: int) -> int:

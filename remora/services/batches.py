@@ -7,7 +7,6 @@ transaction that released them (the reconciler puts them when that PUT is lost).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import math
@@ -100,10 +99,8 @@ def apply_step(ctx: Context, step: jobstate.Step) -> None:
         return
     try:
         if step.released:
-            from remora.netqueue.client import PutItem
-
             messages = jobmessage.released_messages(step.released, ttr=ctx.settings.queue.worker_timeout, default_queue=ctx.queue_name)
-            ctx.queue.put_many([PutItem(**dataclasses.asdict(m)) for m in messages])
+            ctx.queue.put_many([m.put_item() for m in messages])
         for job_id in step.stopped:
             ctx.queue.cancel(job_id)
     except (QueueError, QueueUnavailable, OSError) as exc:

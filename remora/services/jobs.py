@@ -8,7 +8,6 @@ are removed again and the caller gets QueueFull (503 + Retry-After).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import fnmatch
 import json
@@ -229,12 +228,8 @@ def check_local_role(ctx: Context, spec: JobSpec, servers: list[Server], role: s
 
 def put_items(ctx: Context, jobs: list[tuple[Job, Server]]) -> list[Any]:
     """The queue client's ``PutItem`` of each job, from the one message builder (``jobmessage.queue_message``)."""
-    from remora.netqueue.client import PutItem
-
     ttr = ctx.settings.queue.worker_timeout
-    return [
-        PutItem(**dataclasses.asdict(jobmessage.queue_message(job, server, ttr=ttr, default_queue=ctx.queue_name))) for job, server in jobs
-    ]
+    return [jobmessage.queue_message(job, server, ttr=ttr, default_queue=ctx.queue_name).put_item() for job, server in jobs]
 
 
 def put_jobs(ctx: Context, jobs: list[tuple[Job, Server]]) -> bool:

@@ -16,7 +16,6 @@ to ``FINISH_BATCH``) and records them together (``Ends.record``):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import queue as queue_mod
@@ -28,7 +27,7 @@ from remora import jobmessage, jobstate
 from remora.config import Settings
 from remora.executor.base import ErrorKind, ExecResult
 from remora.models import Job, JobStatus
-from remora.netqueue.client import PutItem, QueueClient
+from remora.netqueue.client import QueueClient
 from remora.output import JobOutput, flush_many
 from remora.worker.held import HeldJob, HeldJobs
 from remora.worker.sink import JobSink
@@ -176,7 +175,7 @@ class Ends:
                 step.released, ttr=self.settings.queue.worker_timeout, default_queue=self.settings.queue.name
             )
             if messages:
-                self.queue.put_many([PutItem(**dataclasses.asdict(m)) for m in messages])
+                self.queue.put_many([m.put_item() for m in messages])
             for job_id in step.stopped:
                 self.queue.cancel(job_id)
         except Exception as exc:  # noqa: BLE001 - the reconciler repeats the step

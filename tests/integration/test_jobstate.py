@@ -6,6 +6,7 @@ transition whose guard does not hold changes nothing and says so (False / None /
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from typing import Any
@@ -264,6 +265,27 @@ def test_queue_message_is_built_once(server):
     unnamed = row(job.id)
     unnamed.queue = ""
     assert jobmessage.queue_message(unnamed, server, ttr=1.0, default_queue="job_queue").queue == "job_queue"
+
+
+def test_a_queue_message_becomes_the_put_item_of_its_fields():
+    """``put_item`` carries every field: the queue client's ``PutItem`` and ``QueueMessage`` keep the same fields."""
+    from remora.netqueue.client import PutItem
+
+    names = [f.name for f in dataclasses.fields(jobmessage.QueueMessage)]
+    assert sorted(names) == sorted(f.name for f in dataclasses.fields(PutItem))
+    values = {
+        "job_id": "j",
+        "queue": "q",
+        "priority": 7,
+        "ttr": 12.5,
+        "max_attempts": 4,
+        "body": b"{}",
+        "group": "s",
+        "limit": 3,
+        "delay": 2.5,
+    }
+    item = jobmessage.QueueMessage(**values).put_item()
+    assert isinstance(item, PutItem) and dataclasses.asdict(item) == values
 
 
 def batch_of(server: m.Server, hosts: int, *, concurrency: int | None, max_failures: int | None = None) -> tuple[str, list[str]]:
