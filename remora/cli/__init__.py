@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -142,6 +143,10 @@ def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; map every exception to a message on stderr and an exit code."""
     try:
         _prepare(sys.argv[1:] if argv is None else argv)
+        # The modules loaded so far live as long as the process: out of the collector's sight, the
+        # interpreter's last collection at exit no longer walks them (about 9 of a client command's
+        # 83 ms).  What the command creates is collected as usual.
+        gc.freeze()
         result = _app(args=argv, standalone_mode=False, prog_name="remora")
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

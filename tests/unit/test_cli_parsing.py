@@ -204,6 +204,23 @@ def test_a_client_command_imports_only_its_own_module():
     assert not loaded & {"remora.cli.jobs", "remora.cli.servers", "remora.cli.queue", "remora.cli.up", "remora.cli.api"}, loaded
 
 
+def test_a_command_runs_with_the_modules_it_loaded_out_of_the_collectors_sight():
+    """What was loaded before the command ran is frozen (the exit's last collection skips it); the collector stays on."""
+    code = (
+        "import gc, json\n"
+        "from remora.cli import main\n"
+        "try:\n"
+        f"    main(['-q', 'submit', '--api-url', {CLOSED!r}, '--', 'true'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 69, exc.code\n"
+        "print(json.dumps([gc.get_freeze_count(), len(gc.get_objects()), gc.isenabled()]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    frozen, tracked, enabled = json.loads(out.stdout)
+    assert enabled and frozen > 2 * tracked, (frozen, tracked)  # most objects: the modules' functions, classes, dicts
+
+
 def test_help_has_examples_for_client_commands():
     for args in (["submit"], ["run"], ["jobs", "list"], ["jobs", "wait"], ["servers", "add"], ["keys", "upload"], ["up"]):
         code, result = cli(*args, "--help")
