@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -137,21 +138,26 @@ def test_every_client_command_takes_api_url_and_token():
     assert checked >= 18
 
 
-def modules_after(argv: list[str], *, imports: str = "") -> set[str]:
-    """The modules a fresh process has loaded after ``main(argv)`` against a closed API (exit 69), ``imports`` first."""
+def after_main(argv: list[str], report: str, *, imports: str = "") -> Any:
+    """``report`` (an expression, JSON) in a fresh process after ``main(argv)`` against a closed API (exit 69), ``imports`` first."""
     code = (
-        "import json, sys\n"
+        "import gc, json, sys\n"
         f"{imports}\n"
         "from remora.cli import main\n"
         "try:\n"
         f"    main({argv!r})\n"
         "except SystemExit as exc:\n"
         "    assert exc.code == 69, exc.code\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
+        f"print(json.dumps({report}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
-    return set(json.loads(out.stdout))
+    return json.loads(out.stdout)
+
+
+def modules_after(argv: list[str], *, imports: str = "") -> set[str]:
+    """The modules a fresh process has loaded after ``main(argv)``."""
+    return set(after_main(argv, "sorted(sys.modules)", imports=imports))
 
 
 def test_client_commands_do_not_import_heavy_libraries():
@@ -206,18 +212,9 @@ def test_a_client_command_imports_only_its_own_module():
 
 def test_a_command_runs_with_the_modules_it_loaded_out_of_the_collectors_sight():
     """What was loaded before the command ran is frozen (the exit's last collection skips it); the collector stays on."""
-    code = (
-        "import gc, json\n"
-        "from remora.cli import main\n"
-        "try:\n"
-        f"    main(['-q', 'submit', '--api-url', {CLOSED!r}, '--', 'true'])\n"
-        "except SystemExit as exc:\n"
-        "    assert exc.code == 69, exc.code\n"
-        "print(json.dumps([gc.get_freeze_count(), len(gc.get_objects()), gc.isenabled()]))\n"
+    frozen, tracked, enabled = after_main(
+        ["-q", "submit", "--api-url", CLOSED, "--", "true"], "[gc.get_freeze_count(), len(gc.get_objects()), gc.isenabled()]"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert out.returncode == 0, out.stderr
-    frozen, tracked, enabled = json.loads(out.stdout)
     assert enabled and frozen > 2 * tracked, (frozen, tracked)  # most objects: the modules' functions, classes, dicts
 
 
