@@ -143,6 +143,12 @@ class SSHSettings:
     )
     idle_timeout: float = key(300.0, "duration", "A pooled connection unused this long is closed.")
     known_hosts: str = key("", "str", "Remora's own known_hosts file. Empty: <data_dir>/known_hosts.")
+    transport: str = key(
+        "auto",
+        "str",
+        "SSH implementation for jobs: auto (libssh2 through ssh2-python where it can serve the server, else paramiko), libssh2, paramiko.",
+        ("auto", "libssh2", "paramiko"),
+    )
     host_key_policy: str = key(
         "accept-new", "str", "Unknown host keys: accept-new (pin on first use), strict, off.", ("accept-new", "strict", "off")
     )

@@ -34,6 +34,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 Callback = Callable[[], Any]
+_serials = itertools.count(1)
 
 
 class Timer:
@@ -69,6 +70,8 @@ class EventLoop:
         self._thread: threading.Thread | None = None
         self._loop_ident: int | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self.serial = next(_serials)  # tells loops apart for what is kept per loop (libssh2 sessions)
+        self._at_close: list[Callback] = []
 
     # -- from any thread ------------------------------------------------------------
 
@@ -104,7 +107,21 @@ class EventLoop:
         if self._thread is None or not self._thread.is_alive():
             self.close()
 
+    def running(self) -> bool:
+        """Whether a thread drives this loop now."""
+        return self._loop_ident is not None and not self._stop
+
+    def running_here(self) -> bool:
+        return threading.get_ident() == self._loop_ident
+
+    def at_close(self, fn: Callback) -> None:
+        """Call ``fn`` when the loop is closed (what belongs to it: its libssh2 sessions)."""
+        self._at_close.append(fn)
+
     def close(self) -> None:
+        hooks, self._at_close = self._at_close, []
+        for fn in hooks:
+            _logged(fn)
         try:
             self._sel.close()
         finally:

@@ -37,11 +37,13 @@ import logging
 import shlex
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import paramiko
 
 from remora.errors import HostKeyError, RemoraError, SSHAuthError, SSHError, ValidationError
+from remora.executor import libssh2
 from remora.executor.base import (
     PID_MARKER,
     Done,
@@ -62,11 +64,13 @@ from remora.executor.base import (
     stopped,
 )
 from remora.executor.hostkeys import KnownHosts
+from remora.executor.libssh2 import KeyUnsupported, L2Channel, L2Connection
 from remora.executor.loop import EventLoop, Timer
 from remora.executor.sshpool import (
     Credential,
     SSHConnection,
     SSHPool,
+    _tcp_connect,
     default_pool,
     load_private_key,
     open_connection,
@@ -87,6 +91,7 @@ TICK = 0.2  # how often a running job looks at its cancel flag (a cancel takes e
 EOF_POLL = 0.002  # after an EOF that came before the exit status: how often to look for the status
 KILL_WAIT = 5.0  # after KILL, how long we still wait for the channel to report the end
 MAX_READ = 256 * 1024  # most bytes taken from a channel buffer at once (bigger reads cost RSS, not speed)
+T = TypeVar("T")
 _known_hosts: dict[str, KnownHosts] = {}
 _known_hosts_lock = threading.Lock()
 
@@ -128,6 +133,14 @@ class SSHExecutor:
         self.known_hosts = known_hosts_for(target.known_hosts or settings.known_hosts_path)
         self.kill_grace = settings.worker.kill_grace
         self.buffer_size = max(4096, settings.output.buffer_size)
+        self.libssh2_unusable = False  # libssh2 could not read the target's key: paramiko serves it
+
+    def uses_libssh2(self) -> bool:
+        """Whether this target's jobs run over libssh2 (``ssh.transport``; jump hosts always use paramiko)."""
+        if self.settings.ssh.transport == "paramiko" or not libssh2.AVAILABLE or self.target.jump or self.libssh2_unusable:
+            return False
+        # auto: a jump host whose paramiko connection carries tunnels runs its own jobs over it too (one connection)
+        return self.settings.ssh.transport == "libssh2" or not self.pool.carries_tunnels(self.target.connection_key)
 
     # -- connections ----------------------------------------------------------
 
@@ -181,14 +194,20 @@ class SSHExecutor:
         self, request: ExecRequest, cancel: threading.Event, result: ExecResult
     ) -> tuple[SSHConnection, paramiko.Channel, Wrapper] | None:
         """Open a channel and exec the wrapper, retrying connection errors; None with result.error set on failure."""
+        return self._retrying(lambda: self._start_once(request), cancel, result)
+
+    def _retrying(self, attempt_once: Callable[[], T], cancel: threading.Event, result: ExecResult) -> T | None:
+        """``attempt_once()`` until it succeeds, retrying connection errors with backoff; None with result.error set on failure."""
         retries = max(0, self.settings.ssh.max_retries)
         attempt = 0
         while True:
             try:
-                return self._start_once(request)
+                return attempt_once()
             except HostKeyError as exc:
                 result.error_kind, result.error = ErrorKind.HOST_KEY.value, exc.message
             except SSHAuthError as exc:
+                if isinstance(exc, KeyUnsupported):
+                    raise
                 result.error_kind, result.error = ErrorKind.AUTH.value, exc.message
             except ValidationError as exc:
                 result.error_kind, result.error = ErrorKind.INTERNAL.value, exc.message
@@ -247,8 +266,23 @@ class SSHExecutor:
     # -- running --------------------------------------------------------------
 
     def run(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event) -> ExecResult:
-        """Run one job to its end on this thread (``start`` on a private event loop)."""
-        return run_on_private_loop(self.start, request, sink, cancel)
+        """Run one job to its end, blocking this thread.
+
+        paramiko: ``start`` on a private event loop driven here.  libssh2: on the process's shared loop
+        (``shared_loop``), whose sessions stay pooled from one call to the next.
+        """
+        if not self.uses_libssh2():
+            return run_on_private_loop(self.start, request, sink, cancel)
+        box: list[ExecResult] = []
+        ended = threading.Event()
+
+        def done(result: ExecResult) -> None:
+            box.append(result)
+            ended.set()
+
+        self.start(request, sink, cancel, shared_loop(), done)
+        ended.wait()
+        return box[0]
 
     def start(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event, loop: EventLoop, done: Done) -> None:
         """Open a channel and exec the job on this thread (it blocks: connect, handshake); then ``loop`` runs it.
@@ -256,6 +290,9 @@ class SSHExecutor:
         ``done(result)`` is called once, on the loop thread, when the job has ended.
         """
         result = ExecResult(started_at=now())
+        if self.uses_libssh2():
+            self._start_libssh2(request, sink, cancel, loop, done, result)
+            return
         try:
             started = self._start(request, cancel, result)
         except RemoraError as exc:  # credentials that cannot be parsed
@@ -268,9 +305,90 @@ class SSHExecutor:
         run = _Run(self, conn, chan, request, sink, cancel, result, loop, done)
         loop.call_soon(lambda: run.begin(wrapper))
 
+    # -- libssh2 (executor.libssh2) ---------------------------------------------------
+
+    def _start_libssh2(
+        self,
+        request: ExecRequest,
+        sink: OutputSink,
+        cancel: threading.Event,
+        loop: EventLoop,
+        done: Done,
+        result: ExecResult,
+        tries: int = 0,
+    ) -> None:
+        """Take a pooled session of ``loop`` (connecting if needed, on this thread) and run the job on it there."""
+        pool = self.pool.libssh2()
+        key = (*self.target.connection_key, loop.serial)
+        _close_with_loop(pool, loop)
+        try:
+            check_request(request, list(self.settings.security.allowed_shells))
+            opener = cast("Callable[[], SSHConnection]", lambda: self._open_libssh2(loop))  # the pool takes either kind
+            taken = self._retrying(lambda: pool.acquire(key, opener), cancel, result)
+        except KeyUnsupported as exc:
+            log.info("%s: %s; using paramiko for this server", self.target.name, exc.message)
+            self.libssh2_unusable = True
+            self.start(request, sink, cancel, loop, done)
+            return
+        except ValidationError as exc:
+            result.error_kind, result.error = ErrorKind.INTERNAL.value, exc.message
+            taken = None
+        if taken is None:
+            loop.call_soon(lambda: done(finish(result)))
+            return
+        conn, fresh = cast("tuple[L2Connection, bool]", taken)
+        wrapper = build_wrapper(request, stdbuf=False if request.pty else conn.stdbuf, print_pid=True)
+        chan = L2Channel(conn, wrapper.text, pty=request.pty, stdin=wrapper.stdin)
+        run = _Run(self, conn, chan, request, sink, cancel, result, loop, done, pool=pool)
+        chan.on_progress = run.readable
+
+        def failed(exc: BaseException | None, refused: bool) -> None:  # on the loop: the command did not start
+            run.abandon()
+            pool.release(conn)
+            if refused:  # it carries as many sessions as the server allows: the next try goes elsewhere
+                pool.refused(conn)
+            lost = not conn.alive()
+            if lost:
+                pool.discard(conn)
+            if tries < 5 and (refused or (lost and not fresh)):  # a full or stale pooled session: try another
+                pause = 0.02 * (tries + 1) if refused else 0.0
+                loop.blocking(self._restart_libssh2, pause, request, sink, cancel, loop, done, result, tries + 1)
+                return
+            what = "cannot open a session" if refused or lost else "exec request failed"
+            message = f"{self.target.host}: {what}: {libssh2.describe(exc) if exc else 'connection lost'}"
+            result.attempt_errors.append(f"attempt {tries + 1}: {message}")
+            result.error_kind = ErrorKind.CONNECTION.value
+            result.error = f"SSH connection failed after {tries + 1} attempt(s): {message}"
+            done(finish(result))
+
+        chan.on_start_failed = failed
+
+        def begin() -> None:
+            run.begin(Wrapper(wrapper.text, None))  # the channel writes the script itself
+            conn.add(chan)
+
+        loop.call_soon(begin)
+
+    def _restart_libssh2(self, pause: float, *args: Any) -> None:
+        if pause:
+            time.sleep(pause)
+        self._start_libssh2(*args)
+
+    def _open_libssh2(self, loop: EventLoop) -> L2Connection:
+        ssh = self.settings.ssh
+        conn = libssh2.open_l2(
+            self.target,
+            known_hosts=self.known_hosts,
+            timeout=ssh.connection_timeout,
+            loop=loop,
+            tcp_connect=_tcp_connect,
+        )
+        loop.call_soon(lambda: conn.start_keepalive(ssh.keepalive_interval))
+        return conn
+
     def kill_group(self, conn: SSHConnection | None, pid: int, sig: str) -> bool:
         """Signal process group and session ``pid`` over a separate channel (a fresh connection if needed)."""
-        command = f"kill -s {sig} -- -{pid} 2>/dev/null; pkill -{sig} -s {pid} 2>/dev/null; true"
+        command = kill_command(pid, sig)
         timeout = self.settings.ssh.connection_timeout
         if conn is not None and conn.alive():
             try:
@@ -318,16 +436,20 @@ class _Run:
     def __init__(
         self,
         ex: SSHExecutor,
-        conn: SSHConnection,
-        chan: paramiko.Channel,
+        conn: SSHConnection | L2Connection,
+        chan: paramiko.Channel | L2Channel,
         request: ExecRequest,
         sink: OutputSink,
         cancel: threading.Event,
         result: ExecResult,
         loop: EventLoop,
         done: Done,
+        *,
+        pool: SSHPool | None = None,
     ) -> None:
         self.ex, self.conn, self.chan, self.request = ex, conn, chan, request
+        self.pool = pool or ex.pool
+        self.pumped = isinstance(chan, L2Channel)  # stepped by its libssh2 session, not watched on an fd of its own
         self.sink, self.cancel, self.result = sink, cancel, result
         self.loop, self.done = loop, done
         self.head: bytearray | None = bytearray()  # stdout until the pid line has been parsed
@@ -412,7 +534,7 @@ class _Run:
             return
         if self.eof_at is not None and now_ - self.eof_at < 0.5:
             self.schedule(EOF_POLL)  # the exit status follows the EOF within milliseconds
-        elif self.pid_wait_until is not None or self.exited_at is not None or self.fd < 0:
+        elif self.pid_wait_until is not None or self.exited_at is not None or (self.fd < 0 and not self.pumped):
             self.schedule(0.05)
         else:
             self.schedule(TICK)
@@ -426,7 +548,26 @@ class _Run:
                 self.pending_signal = sig
                 self.pid_wait_until = self.pid_wait_until or time.monotonic() + 1.0
             return
-        self.loop.blocking(self.ex.kill_group, self.conn, pid, sig)
+        if isinstance(self.conn, L2Connection):
+            self.kill_over_libssh2(self.conn, pid, sig)
+        else:
+            self.loop.blocking(self.ex.kill_group, self.conn, pid, sig)
+
+    def kill_over_libssh2(self, conn: L2Connection, pid: int, sig: str) -> None:
+        """Signal the job's process group over another channel of its session (paramiko's pool if refused)."""
+        if not conn.alive():
+            self.loop.blocking(self.ex.kill_group, None, pid, sig)
+            return
+        chan = L2Channel(conn, f"{{ {kill_command(pid, sig)}; }} </dev/null")
+        chan.on_progress = lambda: chan.close() if chan.remote_closed or chan.closed else None
+        chan.on_start_failed = lambda exc, refused: self.loop.blocking(self.ex.kill_group, None, pid, sig)
+        conn.add(chan)
+
+    def abandon(self) -> None:
+        """The command never started (its start is retried or reported elsewhere): stop without an outcome."""
+        self.ended = True
+        if self.timer is not None:
+            self.timer.cancel()
 
     def drain(self) -> None:
         # Take everything buffered at once: paramiko's buffer deletes from its front on each read,
@@ -487,7 +628,7 @@ class _Run:
             self.outcome()
         finally:
             _close_quietly(self.chan)
-            self.ex.pool.release(self.conn)
+            self.pool.release(self.conn)
             self.done(finish(self.result))
 
     def outcome(self) -> None:
@@ -500,7 +641,7 @@ class _Run:
         elif result.error_kind is None:
             result.error_kind = ErrorKind.CONNECTION.value
             alive = self.conn.alive()
-            cause = getattr(self.conn.transport, "saved_exception", None)
+            cause = getattr(self.conn, "lost_cause", None) or getattr(self.conn.transport, "saved_exception", None)
             result.error = (
                 f"SSH connection to {self.ex.target.host}:{self.ex.target.port} lost while the command was running"
                 + (f" ({type(cause).__name__}: {cause})" if cause else "")
@@ -508,12 +649,50 @@ class _Run:
                 else "the SSH channel closed without an exit status"
             )
             if not alive:
-                self.ex.pool.discard(self.conn)
+                self.pool.discard(self.conn)
             if result.remote_pid:
                 self.loop.blocking(self.ex.kill_stale, result.remote_pid)
 
 
-def _close_quietly(chan: paramiko.Channel) -> None:
+def kill_command(pid: int, sig: str) -> str:
+    """Shell text that signals process group and session ``pid`` (children that made their own group too)."""
+    return f"kill -s {sig} -- -{pid} 2>/dev/null; pkill -{sig} -s {pid} 2>/dev/null; true"
+
+
+def _close_with_loop(pool: SSHPool, loop: EventLoop) -> None:
+    """Once per loop: its libssh2 sessions are closed when it is (they are driven by it alone)."""
+    with _loops_lock:
+        if (id(pool), loop.serial) in _loops_hooked:
+            return
+        _loops_hooked.add((id(pool), loop.serial))
+    serial = loop.serial
+
+    def close() -> None:
+        pool.close_where(lambda key: key[-1] == serial)
+        with _loops_lock:
+            _loops_hooked.discard((id(pool), serial))
+
+    loop.at_close(close)
+
+
+_shared_loop: EventLoop | None = None
+
+
+def shared_loop() -> EventLoop:
+    """The event loop ``SSHExecutor.run`` uses for libssh2 sessions (started on first use, a daemon thread)."""
+    global _shared_loop
+    with _loops_lock:
+        if _shared_loop is None:
+            _shared_loop = EventLoop(name="remora-ssh", threads=4)
+            _shared_loop.start()
+        return _shared_loop
+
+
+_loops_hooked: set[tuple[int, int]] = set()
+_loops_lock = threading.Lock()
+
+
+def _close_quietly(chan: paramiko.Channel | L2Channel) -> None:
     try:
         chan.close()
     except (paramiko.SSHException, EOFError, OSError):

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import paramiko
 from paramiko.channel import Channel
@@ -237,7 +237,21 @@ def quick_command(conn: SSHConnection, command: str, timeout: float) -> int | No
         chan.close()
 
 
-PoolKey = tuple[str, int, str, str]
+class Pooled(Protocol):
+    """What the pool needs of a connection (``SSHConnection``; ``executor.libssh2.L2Connection``)."""
+
+    host: str
+    port: int
+    channels: int
+    limit: int
+    tunnels: int
+    last_used: float
+
+    def alive(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+PoolKey = tuple[Any, ...]  # (host, port, user, credential fingerprint[, event loop serial])
 
 
 class SSHPool:
@@ -253,6 +267,14 @@ class SSHPool:
         self._janitor: threading.Thread | None = None
         self.opened = 0
         self.credentials: dict[str, Credential] = {}  # parsed keys by Target.fingerprint (a passphrase KDF is slow)
+        self._libssh2: SSHPool | None = None
+
+    def libssh2(self) -> SSHPool:
+        """The pool of this pool's libssh2 sessions (``executor.libssh2``; keyed by loop too), closed with it."""
+        with self._lock:
+            if self._libssh2 is None:
+                self._libssh2 = SSHPool(max_sessions=self.max_sessions, idle_timeout=self.idle_timeout)
+            return self._libssh2
 
     def acquire(self, key: PoolKey, opener: Callable[[], SSHConnection], *, tunnel: bool = False) -> tuple[SSHConnection, bool]:
         """A connection with a channel slot reserved for the caller; (conn, freshly_opened).
@@ -300,39 +322,58 @@ class SSHPool:
             self._close(conn)
         return chosen
 
-    def release(self, conn: SSHConnection) -> None:
+    def release(self, conn: Pooled) -> None:
         with self._lock:
             conn.channels = max(0, conn.channels - 1)
             conn.last_used = time.monotonic()
 
-    def refused(self, conn: SSHConnection) -> None:
+    def refused(self, conn: Pooled) -> None:
         """The server refused a session on ``conn`` (its MaxSessions): no more than it carries now go there."""
         with self._lock:
             conn.limit = max(1, min(conn.limit, conn.channels))
 
-    def untunnel(self, conn: SSHConnection) -> None:
+    def untunnel(self, conn: Pooled) -> None:
         """A tunnel taken with ``acquire(..., tunnel=True)`` is closed."""
         with self._lock:
             conn.tunnels = max(0, conn.tunnels - 1)
             conn.last_used = time.monotonic()
 
-    def _close(self, conn: SSHConnection) -> None:
+    def _close(self, conn: Pooled) -> None:
         """Close a connection that left the pool; the jump host's connection it ran over loses a tunnel."""
         conn.close()
-        if conn.via is not None:
-            self.untunnel(conn.via)
+        via = getattr(conn, "via", None)
+        if via is not None:
+            self.untunnel(via)
 
-    def discard(self, conn: SSHConnection) -> None:
+    def discard(self, conn: Pooled) -> None:
         with self._lock:
             for conns in self._conns.values():
                 if conn in conns:
                     conns.remove(conn)
         self._close(conn)
 
+    def close_where(self, match: Callable[[PoolKey], bool]) -> int:
+        """Close and forget the connections whose key ``match``es (a closed event loop's sessions)."""
+        with self._lock:
+            gone = [c for key in list(self._conns) if match(key) for c in self._conns.pop(key)]
+        for conn in gone:
+            self._close(conn)
+        return len(gone)
+
+    def carries_tunnels(self, key: PoolKey) -> bool:
+        """Whether a live pooled connection for ``key`` carries tunnels (it is a jump host's)."""
+        with self._lock:
+            return any(conn.tunnels and conn.alive() for conn in self._conns.get(key, ()))
+
     def stats(self) -> dict[PoolKey, list[tuple[int, int]]]:
         """(channels, tunnels) of each pooled connection by key."""
         with self._lock:
             return {key: [(c.channels, c.tunnels) for c in conns] for key, conns in self._conns.items() if conns}
+
+    def connections(self) -> list[Any]:
+        """Every pooled connection (a snapshot)."""
+        with self._lock:
+            return [c for conns in self._conns.values() for c in conns]
 
     def connection_count(self) -> int:
         with self._lock:
@@ -370,6 +411,8 @@ class SSHPool:
 
     def close(self) -> None:
         self._closed.set()
+        if self._libssh2 is not None:
+            self._libssh2.close()
         with self._lock:
             conns = [c for cs in self._conns.values() for c in cs]
             self._conns.clear()

@@ -154,7 +154,7 @@ class Worker:
     def resources(self) -> dict[str, float]:
         """This process's resource figures and its pooled SSH connections (sent with every heartbeat)."""
         figures = procstats.sample()
-        figures["ssh_connections"] = self.pool.connection_count()
+        figures["ssh_connections"] = self.pool.connection_count() + self.pool.libssh2().connection_count()
         return figures
 
     # -- lifecycle ------------------------------------------------------------

@@ -14,15 +14,16 @@ from remora.executor.sshpool import SSHPool
 from remora.models import Job
 from tests.support.sshd import wait_no_process
 from tests.support.waits import wait_for
-from tests.support.workerkit import init_db, kill_sessions, make_settings, ssh_target
+from tests.support.workerkit import init_db, kill_sessions, make_settings, pooled, ssh_target
 
 pytestmark = pytest.mark.ssh
 
 
-@pytest.fixture
-def settings(tmp_path):
+@pytest.fixture(params=["libssh2", "paramiko"])
+def settings(tmp_path, request):
+    """Every test runs over both SSH transports (``ssh.transport``)."""
     init_db(tmp_path)
-    return make_settings(tmp_path)
+    return make_settings(tmp_path, {"ssh.transport": request.param})
 
 
 @pytest.fixture
@@ -135,8 +136,9 @@ def test_unreachable_server_fails_after_retries_with_each_attempt_recorded(tmp_p
 
 def test_dead_pooled_transport_is_replaced(ex, sshd, pool):
     assert run(ex, ExecRequest(command="true"))[0].exit_code == 0
+    assert len(pooled(pool)) == 1
     assert kill_sessions(sshd) > 0
-    wait_for(lambda: pool.connection_count() == 0 or not any(c.alive() for cs in pool._conns.values() for c in cs), 5)
+    wait_for(lambda: not any(c.alive() for c in pooled(pool)), 5)
     res, sink = run(ex, ExecRequest(command="echo again"))
     assert res.exit_code == 0 and bytes(sink.stdout) == b"again\n" and not res.attempt_errors
 

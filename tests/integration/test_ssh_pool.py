@@ -1,4 +1,4 @@
-"""The SSH connection pool: reuse, channel limits, idle eviction."""
+"""The SSH connection pool with paramiko transports: reuse, channel limits, idle eviction (libssh2's: test_ssh_libssh2)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.ssh
 @pytest.fixture
 def settings(tmp_path):
     init_db(tmp_path)
-    return make_settings(tmp_path)
+    return make_settings(tmp_path, {"ssh.transport": "paramiko"})
 
 
 def executor(srv, settings, pool) -> SSHExecutor:

@@ -11,7 +11,7 @@ from remora.executor.base import Stream
 from remora.models import AuthType, Job
 from tests.support.sshd import wait_no_process
 from tests.support.waits import wait_for
-from tests.support.workerkit import add_server, stop_and_drop, submit, wait_status, worker_stack
+from tests.support.workerkit import add_server, pool_opened, stop_and_drop, submit, wait_status, worker_stack
 
 pytestmark = pytest.mark.ssh
 
@@ -83,7 +83,7 @@ def test_20_concurrent_jobs_on_2_servers(env, make_sshd):
         assert row.status == "completed", row.error
         assert output.read_stream(job.id, Stream.STDOUT) == f"job {i}\n".encode()
     assert {Job.get_by_id(j.id).worker for j in jobs} == {worker.id}
-    assert worker.pool.opened == 2  # one pooled connection per server
+    assert pool_opened(worker.pool) == 2  # one pooled connection per server
 
 
 def test_sshd_gone_mid_job_fails_it_clearly_and_the_worker_goes_on(env, make_sshd):

@@ -159,3 +159,14 @@ def wait_status(job_id: str, *statuses: str, timeout: float = 15.0) -> models.Jo
     wanted = set(statuses) or {"completed", "failed", "canceled"}
     wait_for(lambda: job_row(job_id).status in wanted, timeout, what=f"job {job_id} to be {'/'.join(sorted(wanted))}")
     return job_row(job_id)
+
+
+def pooled(pool: Any) -> list[Any]:
+    """Every connection an ``SSHPool`` holds, paramiko's and its libssh2 sessions'."""
+    pools = [pool] + ([pool._libssh2] if pool._libssh2 is not None else [])
+    return [c for p in pools for conns in p._conns.values() for c in conns]
+
+
+def pool_opened(pool: Any) -> int:
+    """How many connections an ``SSHPool`` opened, paramiko's and libssh2's."""
+    return pool.opened + (pool._libssh2.opened if pool._libssh2 is not None else 0)
