@@ -54,54 +54,93 @@ except ImportError:  # pragma: no cover - ssh2-python is a dependency; a build w
     AVAILABLE = False
 
 
-def _exit_signal_reader() -> Callable[[Any], str | None] | None:
-    """``libssh2_channel_get_exit_signal`` for an ssh2-python channel, or None where it cannot be read safely.
+class _CChannel:
+    """What ssh2-python does not give of a channel, read with libssh2's own C functions.
 
-    ssh2-python's own ``Channel.get_exit_signal`` never returns the name (it passes NULL for the lengths
-    and then reads them), so a command killed by a signal would read as exit status 0.  This calls the
-    C function of the libssh2 the extension loaded, on the channel pointer the extension type holds: its
-    only C fields are ``LIBSSH2_CHANNEL *_channel`` then ``Session _session`` (checked: the type's size
-    and no Cython vtable), so the pointer sits right after the object header.
+    - The exit signal: ssh2-python's ``Channel.get_exit_signal`` never returns the name (it passes NULL
+      for the lengths and then reads them), so a command killed by a signal would read as exit status
+      0.  ``exit_signal`` calls ``libssh2_channel_get_exit_signal`` of the libssh2 the extension loaded,
+      on the pointer the extension type holds: its only C fields are ``LIBSSH2_CHANNEL *_channel`` then
+      ``Session _session`` (checked: the type's size and no Cython vtable), so the pointer sits right
+      after the object header.
+    - Whether the exit status has arrived: libssh2 keeps it in ``channel->exit_status``, 0 until then,
+      with no flag.  ``watch_status`` stores a value no exit status has in that field of a fresh
+      channel, where the layout is libssh2 1.11's (checked on each channel: the field before it points
+      at the channel type ``session``), so an exit status is seen before the EOF, as over paramiko: a
+      background child holding the job's stdout does not keep the job running.
     """
-    import ctypes
 
-    head = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)  # PyObject_HEAD
-    if _Channel.__basicsize__ != head + 2 * ctypes.sizeof(ctypes.c_void_p) or "__pyx_vtable__" in _Channel.__dict__:
-        return None
-    lib = None
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            path = line.split()[-1] if line.count("/") else ""
-            if "/libssh2" in path and ".so" in path:
-                lib = ctypes.CDLL(path)
-                break
-    if lib is None:
-        return None
-    get_signal = lib.libssh2_channel_get_exit_signal
-    void = ctypes.c_void_p
-    get_signal.argtypes = [void, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t), void, void, void, void]
-    get_signal.restype = ctypes.c_int
-    libc = ctypes.CDLL(None)
-    libc.free.argtypes = [ctypes.c_void_p]
+    UNSET = -(2**31)  # what no exit status reads as (a status is 0..255)
 
-    def read(chan: Any) -> str | None:
-        pointer = ctypes.c_void_p.from_address(id(chan) + head).value
+    def __init__(self) -> None:
+        import ctypes
+
+        self.ctypes = ctypes
+        self.head = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)  # PyObject_HEAD
+        if _Channel.__basicsize__ != self.head + 2 * ctypes.sizeof(ctypes.c_void_p) or "__pyx_vtable__" in _Channel.__dict__:
+            raise OSError("unexpected ssh2-python Channel layout")
+        lib = None
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1] if line.count("/") else ""
+                if "/libssh2" in path and ".so" in path:
+                    lib = ctypes.CDLL(path)
+                    break
+        if lib is None:
+            raise OSError("libssh2 is not loaded")
+        void = ctypes.c_void_p
+        self.get_signal = lib.libssh2_channel_get_exit_signal
+        self.get_signal.argtypes = [void, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t), void, void, void, void]
+        self.get_signal.restype = ctypes.c_int
+        lib.libssh2_version.restype = ctypes.c_char_p
+        lib.libssh2_version.argtypes = [ctypes.c_int]
+        version = (lib.libssh2_version(0) or b"").decode()
+        self.status_offset = 5 * ctypes.sizeof(ctypes.c_void_p) if version.startswith("1.11.") else None
+        self.libc = ctypes.CDLL(None)
+        self.libc.free.argtypes = [void]
+
+    def pointer(self, chan: Any) -> int | None:
+        return self.ctypes.c_void_p.from_address(id(chan) + self.head).value
+
+    def exit_signal(self, chan: Any) -> str | None:
+        pointer = self.pointer(chan)
         if not pointer:
             return None
+        ctypes = self.ctypes
         name = ctypes.c_char_p()
         size = ctypes.c_size_t()
-        if get_signal(pointer, ctypes.byref(name), ctypes.byref(size), None, None, None, None) != 0 or not name.value:
+        if self.get_signal(pointer, ctypes.byref(name), ctypes.byref(size), None, None, None, None) != 0 or not name.value:
             return None
         value = name.value[: size.value].decode(errors="replace")
-        libc.free(ctypes.cast(name, ctypes.c_void_p))  # copied with the session's allocator: ssh2-python keeps the default
+        self.libc.free(ctypes.cast(name, ctypes.c_void_p))  # copied with the session's allocator: ssh2-python keeps the default
         return value
 
-    return read
+    def watch_status(self, chan: Any) -> bool:
+        """Mark a fresh channel's exit status as not arrived; False where the layout is not the one known."""
+        pointer = self.pointer(chan)
+        if not pointer or self.status_offset is None:
+            return False
+        ctypes = self.ctypes
+        word = ctypes.sizeof(ctypes.c_void_p)
+        kind = ctypes.c_void_p.from_address(pointer + 3 * word).value
+        if ctypes.c_size_t.from_address(pointer + 4 * word).value != 7 or not kind or ctypes.string_at(kind, 7) != b"session":
+            return False
+        ctypes.c_int.from_address(pointer + self.status_offset).value = self.UNSET
+        return True
+
+    def status(self, chan: Any) -> int:
+        """The exit status field of a channel ``watch_status`` marked (ssh2-python would take UNSET for an error)."""
+        pointer = self.pointer(chan)
+        assert pointer and self.status_offset is not None
+        return self.ctypes.c_int.from_address(pointer + self.status_offset).value
 
 
 if AVAILABLE:
-    exit_signal = _exit_signal_reader()
-    AVAILABLE = exit_signal is not None  # without it a killed command would read as a success: use paramiko
+    try:
+        C: _CChannel | None = _CChannel()
+    except OSError as exc:  # without the exit signal a killed command would read as a success: use paramiko
+        log.info("libssh2 transport unavailable: %s", exc)
+        C, AVAILABLE = None, False
 
 
 KEY_TYPES = {1: "ssh-rsa", 2: "ssh-dss", 3: "ecdsa-sha2-nistp256", 4: "ecdsa-sha2-nistp384", 5: "ecdsa-sha2-nistp521", 6: "ssh-ed25519"}
@@ -123,6 +162,8 @@ CIPHERS = ",".join(
 READ_SIZE = 256 * 1024  # most bytes taken from one stream of a channel per read call
 WRITE_SIZE = 64 * 1024  # most stdin bytes handed to libssh2 per write call
 OUTBOUND_RETRY = 0.001  # libssh2 could not send everything: try again this soon
+REPLY_RECHECK = 0.002  # a channel waiting for a reply (open, exec, close) is looked at again this soon,
+REPLY_RECHECK_MAX = 0.1  # then twice as late each time up to this, in case another call took the reply
 
 
 class KeyUnsupported(SSHAuthError):
@@ -152,6 +193,8 @@ class L2Connection:
         self.fd = sock.fileno()
         self.watching = False
         self.retry: Timer | None = None
+        self.backoff = REPLY_RECHECK
+        self.pumping = False
         self.keepalive: Timer | None = None
 
     def alive(self) -> bool:
@@ -198,12 +241,21 @@ class L2Connection:
         self.keepalive = self.loop.call_later(max(1, wait), self._keepalive)
 
     def pump(self) -> None:
-        """Step every channel until none makes progress; a session error fails them all."""
-        if self.dead:
+        """Step every channel until none makes progress or has anything waiting; a session error fails them all.
+
+        Any libssh2 call may read the socket and queue what it finds for another channel (or for another
+        stream of the same one), and the socket is then no longer readable: so the passes go on while a
+        channel holds queued data or an unseen EOF, and a channel waiting for a reply that another call
+        may have taken (an open, an exec, the close: only where the session carries more than one) is
+        looked at again on a short timer.
+        """
+        if self.dead or self.pumping:
             return
+        self.pumping = True
         try:
-            for _ in range(16):
-                progress = False
+            progress = False
+            for _ in range(64):
+                stepped_any = False
                 for chan in list(self.users):
                     try:
                         stepped = chan.step()
@@ -215,17 +267,30 @@ class L2Connection:
                         chan.lost(exc)
                         continue
                     if stepped:
-                        progress = True
+                        stepped_any = True
                         chan.notify()
-                if not progress:
+                progress |= stepped_any
+                self._close_pending()
+                if not stepped_any and not any(chan.pending() for chan in self.users):
                     break
-            self._close_pending()
             if not self.users and not self.closing:
                 self._idle_check()
-            elif self.session.block_directions() & LIBSSH2_SESSION_BLOCK_OUTBOUND and self.retry is None:
-                self.retry = self.loop.call_later(OUTBOUND_RETRY, self._retry)
+            else:
+                self._arm_retry(progress)
         except (l2x.SSH2Error, OSError) as exc:
             self.fail(exc)
+        finally:
+            self.pumping = False
+
+    def _arm_retry(self, progress: bool) -> None:
+        if self.retry is not None or self.dead:
+            return
+        if self.session.block_directions() & LIBSSH2_SESSION_BLOCK_OUTBOUND:
+            self.retry = self.loop.call_later(OUTBOUND_RETRY, self._retry)
+        elif len(self.users) + len(self.closing) > 1 and any(chan.stage != L2Channel.RUN for chan in self.users):
+            # another channel's call may have read this one's reply off the socket (one channel alone reads its own)
+            self.backoff = REPLY_RECHECK if progress else min(self.backoff * 2, REPLY_RECHECK_MAX)
+            self.retry = self.loop.call_later(self.backoff, self._retry)
 
     def _retry(self) -> None:
         self.retry = None
@@ -238,7 +303,7 @@ class L2Connection:
         if chan.chan is not None and not self.dead:
             self.closing.append(chan.chan)
             chan.chan = None
-            self.pump()
+            self.pump()  # while a pump runs, it closes it itself
 
     def _close_pending(self) -> None:
         for chan in list(self.closing):
@@ -317,6 +382,7 @@ class L2Channel:
         self.exit_status = -1
         self.remora_exit_signal: str | None = None
         self.remote_closed = False
+        self.status_watched = False  # the exit status can be seen before the channel closes (_CChannel)
         self.on_progress: Callable[[], None] = lambda: None
         self.on_start_failed: Callable[[BaseException | None, bool], None] = lambda exc, refused: None
 
@@ -337,8 +403,28 @@ class L2Channel:
     def recv_stderr(self, size: int) -> bytes:
         return _take(self.in_stderr_buffer, size)
 
+    def _status(self) -> int:
+        return C.status(self.chan) if self.status_watched and C is not None else self.chan.get_exit_status()
+
+    def pending(self) -> bool:
+        """Whether libssh2 holds data or an EOF this running channel has not taken yet (reads no socket)."""
+        if self.closed or self.chan is None or self.stage != self.RUN:
+            return False
+        return bool(self.chan.poll_channel_read(1)) or bool(self.chan.eof())
+
     def exit_status_ready(self) -> bool:
-        return self.remote_closed
+        """The exit status (or signal) has arrived: at the latest when the server closed the channel."""
+        if self.remote_closed:
+            return True
+        if not self.status_watched or self.chan is None or self.stage != self.RUN:
+            return False
+        status = self._status()
+        signal = C.exit_signal(self.chan) if C is not None else None
+        if status == _CChannel.UNSET and signal is None:
+            return False
+        self.exit_status = -1 if status == _CChannel.UNSET else status
+        self.remora_exit_signal = signal
+        return True
 
     def close(self) -> None:
         if not self.closed:
@@ -362,6 +448,7 @@ class L2Channel:
                 if chan == EAGAIN:
                     return False
                 self.chan, self.stage, progress = chan, self.PTY if self.pty else self.EXEC, True
+                self.status_watched = C is not None and C.watch_status(chan)
             if self.stage == self.PTY:
                 if self.chan.pty("dumb") == EAGAIN:
                     return progress
@@ -380,11 +467,12 @@ class L2Channel:
             raise
         if self.stage == self.RUN:
             progress |= self._run()
-        if self.stage == self.WAIT:
-            rc = self.chan.wait_closed()
-            if rc != EAGAIN:
-                self.exit_status = self.chan.get_exit_status()
-                self.remora_exit_signal = exit_signal(self.chan) if exit_signal is not None else None
+        if self.stage == self.WAIT:  # the EOF came: the exit status, then the server's close, follow
+            seen = self.status_watched and (self._status() != _CChannel.UNSET or (C is not None and C.exit_signal(self.chan) is not None))
+            if seen or self.chan.wait_closed() != EAGAIN:
+                status = self._status()
+                self.exit_status = -1 if status == _CChannel.UNSET else status
+                self.remora_exit_signal = C.exit_signal(self.chan) if C is not None else None
                 self.remote_closed, self.stage, progress = True, self.DONE, True
         return progress
 
@@ -400,13 +488,18 @@ class L2Channel:
                     break
             if not self.stdin and chan.send_eof() != EAGAIN:
                 self.stdin = None
-        for read, buffer in ((chan.read, self.in_buffer), (chan.read_stderr, self.in_stderr_buffer)):
-            while True:
-                size, data = read(READ_SIZE)
-                if size <= 0:
-                    break
-                buffer += data
-                progress = True
+        for _ in range(8):  # reading one stream may queue the other's data: until neither has any queued
+            got = False
+            for read, buffer in ((chan.read, self.in_buffer), (chan.read_stderr, self.in_stderr_buffer)):
+                while True:
+                    size, data = read(READ_SIZE)
+                    if size <= 0:
+                        break
+                    buffer += data
+                    got = True
+            progress |= got
+            if not got and not chan.poll_channel_read(1):
+                break
         if chan.eof():
             self.eof_received, self.stage, progress = True, self.WAIT, True
         return progress

@@ -505,6 +505,8 @@ class _Run:
         if self.ended:
             return
         self.timer = None
+        if isinstance(self.chan, L2Channel) and self.chan.pending():
+            self.chan.conn.pump()  # something the session holds for this job that no socket event announced
         self.readable()
         if self.ended:
             return

@@ -87,6 +87,15 @@ def test_pty_on_request(ex):
     assert res.exit_code == 0 and bytes(sink.stdout) == b"tty\r\n"
 
 
+def test_a_background_child_holding_stdout_does_not_hang_the_job(ex, sshd):
+    """The job ends DRAIN_AFTER_EXIT after its exit status, though a child it left still holds the pipe."""
+    start = time.monotonic()
+    res, sink = run(ex, ExecRequest(command="sleep 1014 & echo done"))
+    took = time.monotonic() - start
+    sshd.run("pkill -f '[s]leep 1014'")
+    assert (res.exit_code, res.error, bytes(sink.stdout)) == (0, "", b"done\n") and took < 4, took
+
+
 def test_killed_by_signal_is_reported(ex):
     res, _ = run(ex, ExecRequest(command="kill -s KILL $$"))
     assert res.exit_code is None and res.signal == "KILL"

@@ -46,8 +46,8 @@ def start_and_wait(ex: SSHExecutor, loop: EventLoop, command: str, timeout: floa
 
 
 def test_the_transport_is_available_with_exit_signals():
-    """The dependency is installed and the C reader of exit signals is usable (else auto means paramiko)."""
-    assert libssh2.AVAILABLE and libssh2.exit_signal is not None
+    """The dependency is installed, exit signals can be read and exit statuses seen before the EOF."""
+    assert libssh2.AVAILABLE and libssh2.C is not None and libssh2.C.status_offset is not None
 
 
 def test_jobs_in_a_row_share_one_session_and_no_paramiko_transport(sshd, settings, loop):
@@ -189,3 +189,30 @@ def test_ciphers_are_aeads_first_and_ctr_where_the_server_has_nothing_else(make_
 
 def test_weak_ciphers_are_never_offered():
     assert not {"arcfour", "arcfour128", "blowfish-cbc", "cast128-cbc", "3des-cbc"} & set(libssh2.CIPHERS.split(","))
+
+
+def test_data_another_call_queued_reaches_the_job_without_a_socket_event(sshd, settings, loop):
+    """Any libssh2 call may read the socket and queue what it finds for another channel: the job still gets it."""
+    import time
+
+    pool = SSHPool()
+    try:
+        ex = SSHExecutor(ssh_target(sshd), settings, pool=pool)
+        sink, box, cancel = BufferSink(), [], threading.Event()
+        ex.start(ExecRequest(command="echo a; sleep 0.5; echo b; sleep 30"), sink, cancel, loop, box.append)
+        wait_for(lambda: bytes(sink.stdout) == b"a\n", 5, what="the first line")
+        ((chan,),) = [c.users for c in pool.libssh2().connections()]
+        held = threading.Event()
+
+        def hold() -> None:  # on the loop: "b" reaches the socket meanwhile, then another call takes it off
+            time.sleep(1.0)
+            chan.chan.read_stderr()
+            held.set()
+
+        loop.call_soon(hold)
+        assert held.wait(5)
+        wait_for(lambda: bytes(sink.stdout) == b"a\nb\n", 2, what="the queued line, though the socket stays quiet")
+        cancel.set()
+        wait_for(lambda: box, 10, what="the canceled job's end")
+    finally:
+        pool.close()
