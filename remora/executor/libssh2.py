@@ -160,6 +160,10 @@ CIPHERS = ",".join(
     )
 )
 READ_SIZE = 256 * 1024  # most bytes taken from one stream of a channel per read call
+# Most bytes one step takes before the job's sink has them: every read lets the server send a window
+# (2 MiB) more, so a fast talker read until the socket ran dry piled up output faster than the database
+# stored it; handed over at this size, the sink's bound (OutputWriter.MAX_BYTES) holds.
+STEP_BYTES = 1024 * 1024
 WRITE_SIZE = 64 * 1024  # most stdin bytes handed to libssh2 per write call
 OUTBOUND_RETRY = 0.001  # libssh2 could not send everything: try again this soon
 REPLY_RECHECK = 0.002  # a channel waiting for a reply (open, exec, close) is looked at again this soon,
@@ -273,6 +277,10 @@ class L2Connection:
                 self._close_pending()
                 if not stepped_any and not any(chan.pending() for chan in self.users):
                     break
+            else:  # still busy after every pass: the rest on the next turn of the loop, not now
+                if self.retry is None:
+                    self.retry = self.loop.call_later(0, self._retry)
+                return
             if not self.users and not self.closing:
                 self._idle_check()
             else:
@@ -491,13 +499,15 @@ class L2Channel:
         for _ in range(8):  # reading one stream may queue the other's data: until neither has any queued
             got = False
             for read, buffer in ((chan.read, self.in_buffer), (chan.read_stderr, self.in_stderr_buffer)):
-                while True:
+                while len(self.in_buffer) + len(self.in_stderr_buffer) < STEP_BYTES:
                     size, data = read(READ_SIZE)
                     if size <= 0:
                         break
                     buffer += data
                     got = True
             progress |= got
+            if len(self.in_buffer) + len(self.in_stderr_buffer) >= STEP_BYTES:
+                return True  # handed to the job first (its sink may wait for the database): read on next pass
             if not got and not chan.poll_channel_read(1):
                 break
         if chan.eof():

@@ -216,3 +216,29 @@ def test_data_another_call_queued_reaches_the_job_without_a_socket_event(sshd, s
         wait_for(lambda: box, 10, what="the canceled job's end")
     finally:
         pool.close()
+
+
+def test_a_fast_talker_is_handed_to_its_sink_in_bounded_steps(sshd, settings, loop):
+    """Each read lets the server send another window: a step hands over what it read at STEP_BYTES, so a sink
+    that waits for the database (OutputWriter's bound) holds the reading back instead of the buffer growing."""
+    import time
+
+    pool = SSHPool()
+    held: list[int] = []
+
+    class SlowSink(BufferSink):
+        def write(self, stream, data):  # type: ignore[no-untyped-def]
+            chans = [c for conn in pool.libssh2().connections() for c in conn.users]
+            held.append(len(data) + sum(len(c.in_buffer) + len(c.in_stderr_buffer) for c in chans))
+            time.sleep(0.002)  # the database lags
+            super().write(stream, data)
+
+    try:
+        ex = SSHExecutor(ssh_target(sshd), settings, pool=pool)
+        sink, box = SlowSink(), []
+        ex.start(ExecRequest(command="head -c 33554432 /dev/zero", timeout=60), sink, threading.Event(), loop, box.append)
+        wait_for(lambda: box, 60, what="32 MiB through a slow sink")
+        assert box[0].exit_code == 0 and len(sink.stdout) == 32 * 1024 * 1024
+        assert max(held) <= 2 * 1024 * 1024, max(held)  # STEP_BYTES plus one read at most
+    finally:
+        pool.close()
