@@ -25,6 +25,10 @@ def worker(
     (default nobody, who cannot read the data directory) when the worker runs as
     root, else as the worker's own account, with everything it can read.
 
+    SSH: a server reached directly runs over libssh2 sessions that this process's
+    one event loop drives (no thread per connection); one behind jump hosts over
+    paramiko. ssh.transport (auto, libssh2, paramiko) chooses.
+
     The worker needs an existing database (made by `remora api`, `remora up` or
     `remora db upgrade`): with none there it exits 78 and creates nothing.
 
