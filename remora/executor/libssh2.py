@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 try:
     from ssh2 import exceptions as l2x
-    from ssh2.channel import Channel as _Channel
     from ssh2.error_codes import LIBSSH2_ERROR_EAGAIN as EAGAIN
     from ssh2.session import LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC, LIBSSH2_SESSION_BLOCK_OUTBOUND, Session
 
@@ -54,90 +53,11 @@ except ImportError:  # pragma: no cover - ssh2-python is a dependency; a build w
     AVAILABLE = False
 
 
-class _CChannel:
-    """What ssh2-python does not give of a channel, read with libssh2's own C functions.
-
-    - The exit signal: ssh2-python's ``Channel.get_exit_signal`` never returns the name (it passes NULL
-      for the lengths and then reads them), so a command killed by a signal would read as exit status
-      0.  ``exit_signal`` calls ``libssh2_channel_get_exit_signal`` of the libssh2 the extension loaded,
-      on the pointer the extension type holds: its only C fields are ``LIBSSH2_CHANNEL *_channel`` then
-      ``Session _session`` (checked: the type's size and no Cython vtable), so the pointer sits right
-      after the object header.
-    - Whether the exit status has arrived: libssh2 keeps it in ``channel->exit_status``, 0 until then,
-      with no flag.  ``watch_status`` stores a value no exit status has in that field of a fresh
-      channel, where the layout is libssh2 1.11's (checked on each channel: the field before it points
-      at the channel type ``session``), so an exit status is seen before the EOF, as over paramiko: a
-      background child holding the job's stdout does not keep the job running.
-    """
-
-    UNSET = -(2**31)  # what no exit status reads as (a status is 0..255)
-
-    def __init__(self) -> None:
-        import ctypes
-
-        self.ctypes = ctypes
-        self.head = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)  # PyObject_HEAD
-        if _Channel.__basicsize__ != self.head + 2 * ctypes.sizeof(ctypes.c_void_p) or "__pyx_vtable__" in _Channel.__dict__:
-            raise OSError("unexpected ssh2-python Channel layout")
-        lib = None
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.split()[-1] if line.count("/") else ""
-                if "/libssh2" in path and ".so" in path:
-                    lib = ctypes.CDLL(path)
-                    break
-        if lib is None:
-            raise OSError("libssh2 is not loaded")
-        void = ctypes.c_void_p
-        self.get_signal = lib.libssh2_channel_get_exit_signal
-        self.get_signal.argtypes = [void, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t), void, void, void, void]
-        self.get_signal.restype = ctypes.c_int
-        lib.libssh2_version.restype = ctypes.c_char_p
-        lib.libssh2_version.argtypes = [ctypes.c_int]
-        version = (lib.libssh2_version(0) or b"").decode()
-        self.status_offset = 5 * ctypes.sizeof(ctypes.c_void_p) if version.startswith("1.11.") else None
-        self.libc = ctypes.CDLL(None)
-        self.libc.free.argtypes = [void]
-
-    def pointer(self, chan: Any) -> int | None:
-        return self.ctypes.c_void_p.from_address(id(chan) + self.head).value
-
-    def exit_signal(self, chan: Any) -> str | None:
-        pointer = self.pointer(chan)
-        if not pointer:
-            return None
-        ctypes = self.ctypes
-        name = ctypes.c_char_p()
-        size = ctypes.c_size_t()
-        if self.get_signal(pointer, ctypes.byref(name), ctypes.byref(size), None, None, None, None) != 0 or not name.value:
-            return None
-        value = name.value[: size.value].decode(errors="replace")
-        self.libc.free(ctypes.cast(name, ctypes.c_void_p))  # copied with the session's allocator: ssh2-python keeps the default
-        return value
-
-    def watch_status(self, chan: Any) -> bool:
-        """Mark a fresh channel's exit status as not arrived; False where the layout is not the one known."""
-        pointer = self.pointer(chan)
-        if not pointer or self.status_offset is None:
-            return False
-        ctypes = self.ctypes
-        word = ctypes.sizeof(ctypes.c_void_p)
-        kind = ctypes.c_void_p.from_address(pointer + 3 * word).value
-        if ctypes.c_size_t.from_address(pointer + 4 * word).value != 7 or not kind or ctypes.string_at(kind, 7) != b"session":
-            return False
-        ctypes.c_int.from_address(pointer + self.status_offset).value = self.UNSET
-        return True
-
-    def status(self, chan: Any) -> int:
-        """The exit status field of a channel ``watch_status`` marked (ssh2-python would take UNSET for an error)."""
-        pointer = self.pointer(chan)
-        assert pointer and self.status_offset is not None
-        return self.ctypes.c_int.from_address(pointer + self.status_offset).value
-
-
 if AVAILABLE:
+    from remora.executor.libssh2c import CChannel
+
     try:
-        C: _CChannel | None = _CChannel()
+        C: CChannel | None = CChannel()
     except OSError as exc:  # without the exit signal a killed command would read as a success: use paramiko
         log.info("libssh2 transport unavailable: %s", exc)
         C, AVAILABLE = None, False
@@ -390,7 +310,7 @@ class L2Channel:
         self.exit_status = -1
         self.remora_exit_signal: str | None = None
         self.remote_closed = False
-        self.status_watched = False  # the exit status can be seen before the channel closes (_CChannel)
+        self.status_watched = False  # the exit status can be seen before the channel closes (CChannel)
         self.on_progress: Callable[[], None] = lambda: None
         self.on_start_failed: Callable[[BaseException | None, bool], None] = lambda exc, refused: None
 
@@ -428,9 +348,9 @@ class L2Channel:
             return False
         status = self._status()
         signal = C.exit_signal(self.chan) if C is not None else None
-        if status == _CChannel.UNSET and signal is None:
+        if status == CChannel.UNSET and signal is None:
             return False
-        self.exit_status = -1 if status == _CChannel.UNSET else status
+        self.exit_status = -1 if status == CChannel.UNSET else status
         self.remora_exit_signal = signal
         return True
 
@@ -476,10 +396,10 @@ class L2Channel:
         if self.stage == self.RUN:
             progress |= self._run()
         if self.stage == self.WAIT:  # the EOF came: the exit status, then the server's close, follow
-            seen = self.status_watched and (self._status() != _CChannel.UNSET or (C is not None and C.exit_signal(self.chan) is not None))
+            seen = self.status_watched and (self._status() != CChannel.UNSET or (C is not None and C.exit_signal(self.chan) is not None))
             if seen or self.chan.wait_closed() != EAGAIN:
                 status = self._status()
-                self.exit_status = -1 if status == _CChannel.UNSET else status
+                self.exit_status = -1 if status == CChannel.UNSET else status
                 self.remora_exit_signal = C.exit_signal(self.chan) if C is not None else None
                 self.remote_closed, self.stage, progress = True, self.DONE, True
         return progress

@@ -30,6 +30,13 @@ def settings(tmp_path):
 
 
 @pytest.fixture
+def pool():
+    pool = SSHPool()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
 def loop():
     loop = EventLoop(name="test-loop", threads=2)
     loop.start()
@@ -50,16 +57,12 @@ def test_the_transport_is_available_with_exit_signals():
     assert libssh2.AVAILABLE and libssh2.C is not None and libssh2.C.status_offset is not None
 
 
-def test_jobs_in_a_row_share_one_session_and_no_paramiko_transport(sshd, settings, loop):
-    pool = SSHPool()
-    try:
-        ex = SSHExecutor(ssh_target(sshd), settings, pool=pool)
-        for i in range(50):
-            res, sink = start_and_wait(ex, loop, f"echo {i}")
-            assert (res.exit_code, bytes(sink.stdout)) == (0, f"{i}\n".encode())
-        assert pool.libssh2().opened == 1 and pool.opened == 0
-    finally:
-        pool.close()
+def test_jobs_in_a_row_share_one_session_and_no_paramiko_transport(pool, sshd, settings, loop):
+    ex = SSHExecutor(ssh_target(sshd), settings, pool=pool)
+    for i in range(50):
+        res, sink = start_and_wait(ex, loop, f"echo {i}")
+        assert (res.exit_code, bytes(sink.stdout)) == (0, f"{i}\n".encode())
+    assert pool.libssh2().opened == 1 and pool.opened == 0
 
 
 def test_more_concurrent_channels_than_the_limit_open_another_session(sshd, settings, loop):
@@ -96,19 +99,15 @@ def test_sessions_are_not_threads(settings, loop):
         server.stop()
 
 
-def test_a_dead_pooled_session_is_noticed_while_idle_and_replaced(sshd, settings, loop):
-    pool = SSHPool()
-    try:
-        ex = SSHExecutor(ssh_target(sshd), settings, pool=pool)
-        assert start_and_wait(ex, loop, "true")[0].exit_code == 0
-        (conn,) = pool.libssh2().connections()
-        assert kill_sessions(sshd) > 0
-        wait_for(lambda: not conn.alive(), 5, what="the idle session noticed the server gone")
-        res, sink = start_and_wait(ex, loop, "echo again")
-        assert (res.exit_code, bytes(sink.stdout), res.attempt_errors) == (0, b"again\n", [])
-        assert pool.libssh2().opened == 2
-    finally:
-        pool.close()
+def test_a_dead_pooled_session_is_noticed_while_idle_and_replaced(pool, sshd, settings, loop):
+    ex = SSHExecutor(ssh_target(sshd), settings, pool=pool)
+    assert start_and_wait(ex, loop, "true")[0].exit_code == 0
+    (conn,) = pool.libssh2().connections()
+    assert kill_sessions(sshd) > 0
+    wait_for(lambda: not conn.alive(), 5, what="the idle session noticed the server gone")
+    res, sink = start_and_wait(ex, loop, "echo again")
+    assert (res.exit_code, bytes(sink.stdout), res.attempt_errors) == (0, b"again\n", [])
+    assert pool.libssh2().opened == 2
 
 
 def test_idle_sessions_are_closed_by_the_janitor_through_their_loop(sshd, settings, loop):
