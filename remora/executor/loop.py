@@ -72,6 +72,7 @@ class EventLoop:
         self._pool: ThreadPoolExecutor | None = None
         self.serial = next(_serials)  # tells loops apart for what is kept per loop (libssh2 sessions)
         self._at_close: list[Callback] = []
+        self._after_pass: list[Callback] = []
 
     # -- from any thread ------------------------------------------------------------
 
@@ -143,6 +144,14 @@ class EventLoop:
         except (KeyError, ValueError):
             pass
 
+    def after_pass(self, fn: Callback) -> None:
+        """Call ``fn`` once this pass over the ready channels and timers is over (on the loop thread).
+
+        What a pass hands to other threads goes in one hand-over: one wake-up of the thread
+        that stores output for a hundred jobs that printed at once, not a hundred.
+        """
+        self._after_pass.append(fn)
+
     def call_at(self, when: float, fn: Callback) -> Timer:
         timer = Timer(when, fn)
         heapq.heappush(self._timers, (when, next(self._seq), timer))
@@ -189,6 +198,10 @@ class EventLoop:
             timer = heapq.heappop(self._timers)[2]
             if not timer.cancelled:
                 _logged(timer.fn)
+        while self._after_pass:
+            hooks, self._after_pass = self._after_pass, []
+            for hook in hooks:
+                _logged(hook)
 
 
 def _logged(fn: Callable[..., Any], *args: Any) -> None:

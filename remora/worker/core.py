@@ -165,7 +165,7 @@ class Worker:
             "worker %s: %d jobs at once, queues %s, NetQueue %s", self.id, self.concurrency, ",".join(self.queues), self.settings.queue.addr
         )
         _raise_fd_limit()
-        self.output_writer = OutputWriter(f"{self.id}-output")
+        self.output_writer = OutputWriter(f"{self.id}-output", self.loop)
         self.loop.start()
         self.held.start()
         for n in range(self.dispatchers):

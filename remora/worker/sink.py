@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import queue as queue_mod
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from remora import models
 from remora.config import Settings
 from remora.executor.base import Stream
+from remora.executor.loop import EventLoop
 from remora.masking import SecretMasker
 from remora.output import JobOutput, flush_many
 from remora.worker.held import HeldJob
@@ -32,11 +34,16 @@ class OutputWriter:
     MAX_BYTES = 8 * 1024 * 1024
     ITEM_COST = 256  # what an item without data counts for (a job's end, a tiny read)
 
-    def __init__(self, name: str = "output-writer") -> None:
+    def __init__(self, name: str = "output-writer", loop: EventLoop | None = None) -> None:
+        self._handing = loop  # what its thread hands in wakes the writer once per pass of that loop
+        self._kick_pending = False
+        self.idle = False  # waiting for work (tests)
+        self.wakeups = 0  # times work woke it up
         self._items: collections.deque[tuple[Callable[..., Any], tuple[Any, ...], int] | None] = collections.deque()
         self._bytes = 0
         self._cond = threading.Condition()
         self._dirty: dict[JobOutput, None] = {}  # outputs with bytes pending (the writer's thread only)
+        self._due_at = math.inf  # when the first of them is due (or earlier: one flushed since by a finisher)
         self._retry_at = 0.0  # after a failed group flush: when to try again
         self._failing = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -50,6 +57,10 @@ class OutputWriter:
         """
         if threading.get_ident() == self._thread.ident:
             self._dirty[output] = None
+            now = time.monotonic()
+            wait = output.due_in(now)
+            if wait is not None:
+                self._due_at = min(self._due_at, now + wait)
 
     @property
     def waiting_bytes(self) -> int:
@@ -60,9 +71,19 @@ class OutputWriter:
         cost = size + self.ITEM_COST
         with self._cond:
             while self._bytes and self._bytes + cost > self.MAX_BYTES and self._thread.is_alive():
+                self._cond.notify_all()  # what this pass handed in so far (the writer may not know yet)
                 self._cond.wait(0.5)
             self._bytes += cost
             self._items.append((fn, args, cost))
+            if self._handing is None or not self._handing.running_here():
+                self._cond.notify_all()
+            elif not self._kick_pending:
+                self._kick_pending = True
+                self._handing.after_pass(self._kick)
+
+    def _kick(self) -> None:
+        with self._cond:
+            self._kick_pending = False
             self._cond.notify_all()
 
     def close(self, timeout: float = 30.0) -> None:
@@ -78,7 +99,11 @@ class OutputWriter:
                     wait = self._due_in()
                     if wait is not None and wait <= 0:
                         break
+                    self.idle = True
                     self._cond.wait(wait)
+                    self.idle = False
+                    if self._items:
+                        self.wakeups += 1
                 item = self._items.popleft() if self._items else ()
             if item is None:
                 self._flush_due(final=True)
@@ -93,19 +118,19 @@ class OutputWriter:
                     with self._cond:
                         self._bytes -= cost
                         self._cond.notify_all()
-            if self._dirty and (not self._items or self._due_in() == 0):
+            if self._dirty and self._due_in() == 0:
                 self._flush_due()
 
     def _due_in(self) -> float | None:
-        """Seconds until the first pending output is due (None: none pending)."""
-        if not self._dirty:
+        """Seconds until the first pending output is due (None: none pending).
+
+        Kept as one time (``_due_at``) rather than asked of every pending output: the writer asks
+        after each item it stores, and a fan-out has hundreds of outputs pending at once.
+        """
+        if not self._dirty or self._due_at == math.inf:
             return None
         now = time.monotonic()
-        waits = [w for w in (output.due_in(now) for output in self._dirty) if w is not None]
-        if not waits:
-            self._dirty.clear()
-            return None
-        return max(min(waits), self._retry_at - now, 0.0)
+        return max(self._due_at - now, self._retry_at - now, 0.0)
 
     def _flush_due(self, *, final: bool = False) -> None:
         """Once some output is due (or ``final``): write every pending output in ONE transaction.
@@ -125,6 +150,7 @@ class OutputWriter:
             else:
                 due.append(output)
                 first = wait if first is None else min(first, wait)
+        self._due_at = math.inf if first is None else now + first
         if not due or (first and not final):
             return
         try:
@@ -138,9 +164,13 @@ class OutputWriter:
         if self._failing:
             log.info("output writes resumed")
             self._failing = False
+        self._due_at = math.inf
         for output in due:
-            if output.due_in(now) is None:
+            wait = output.due_in(now)
+            if wait is None:
                 self._dirty.pop(output, None)
+            else:
+                self._due_at = min(self._due_at, now + wait)
 
 
 class JobSink:

@@ -84,3 +84,21 @@ def test_calls_from_many_threads_at_once_are_never_left_waiting():
         wait_for(lambda: count[0] == per_thread * threads, 5, what="every call to run")
     finally:
         loop.stop()
+
+
+def test_after_pass_hooks_run_once_after_everything_ready_in_that_pass():
+    loop = EventLoop(name="t")
+    order: list[str] = []
+
+    def first() -> None:
+        order.append("call 1")
+        loop.after_pass(lambda: order.append("hook"))
+
+    loop.call_soon(first)
+    loop.call_soon(lambda: order.append("call 2"))
+    loop.call_at(time.monotonic() - 1, lambda: order.append("due timer"))
+    loop.run_until(lambda: "hook" in order)
+    loop.call_soon(lambda: order.append("next pass"))
+    loop.run_until(lambda: "next pass" in order)
+    loop.stop()
+    assert order == ["call 1", "call 2", "due timer", "hook", "next pass"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 
+from remora.executor.loop import EventLoop
 from remora.worker.sink import OutputWriter
 from tests.support.waits import wait_for
 
@@ -42,3 +44,27 @@ def test_an_item_larger_than_the_bound_still_goes_through():
     writer.put(done.set)
     assert done.wait(5)
     writer.close(5)
+
+
+def test_what_one_pass_of_the_event_loop_hands_in_wakes_the_writer_once():
+    """A fan-out's jobs print together: one wake-up of the writer per pass of the loop, not one per read."""
+    loop = EventLoop(name="test-loop")
+    loop.start()
+    writer = OutputWriter("test-output-writer", loop)
+    stored: list[int] = []
+
+    def one_pass() -> None:
+        for i in range(20):
+            writer.put(stored.append, i, size=100)
+            time.sleep(0.001)  # between reads the loop's thread lets others run (libssh2 calls, select)
+
+    try:
+        for n in range(1, 3):
+            wait_for(lambda: writer.idle, 5, what="the writer waiting for work")
+            loop.call_soon(one_pass)
+            wait_for(lambda n=n: len(stored) == 20 * n, 5, what="every read stored")
+            assert writer.wakeups == n
+        assert stored == [*range(20), *range(20)]
+    finally:
+        writer.close(5)
+        loop.stop()
