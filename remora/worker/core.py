@@ -82,6 +82,7 @@ from remora.worker.sink import JobSink, OutputWriter
 log = logging.getLogger(__name__)
 
 SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
+PREFETCH_CHUNK = 500  # server ids per prefetch query (SQLite's bound parameters stay well under its limit)
 DISPATCHERS = 1  # threads reserving and claiming (each RESERVE asks for every free slot)
 FINISHERS = 2  # threads recording job ends (each takes every end waiting)
 RESERVE_BATCH = 256  # most jobs one RESERVE asks for (never more than the free slots)
@@ -324,6 +325,7 @@ class Worker:
             self._db_retry(lambda job=job: jobstate.release(job.id, self.id, job.attempts))
             self.held.done(job.id, "nack" if ours else "")
             self._room.release()
+        self._prefetch_servers([job.server_id for job, _ in starting])
         for job, active in starting:  # on the starters: a fork, an SSH connect may block; the dispatcher reserves on
             try:
                 self._starters.submit(self._start, job, active)
@@ -426,6 +428,23 @@ class Worker:
             log.info("job %s: leftover process group %d of the lost worker %s", job.id, job.remote_pid, "killed" if killed else "not found")
         except Exception as exc:  # noqa: BLE001 - best effort: never block the takeover
             log.warning("job %s: could not kill leftover process group %d: %s", job.id, job.remote_pid, exc)
+
+    def _prefetch_servers(self, server_ids: list[str | None]) -> None:
+        """Read the rows of these servers that are not cached (or are stale) in one query.
+
+        A fan-out starts jobs on hundreds of servers at once: one query for all of them rather
+        than one per job (best effort: ``_server`` reads what this did not).
+        """
+        now = time.monotonic()
+        stale = [sid for sid in dict.fromkeys(server_ids) if sid and not (sid in self._servers and self._servers[sid][0] > now)]
+        if len(stale) < 2:
+            return
+        try:
+            for start in range(0, len(stale), PREFETCH_CHUNK):
+                for server in Server.select().where(Server.id.in_(stale[start : start + PREFETCH_CHUNK])):
+                    self._servers[server.id] = (now + SERVER_TTL, server)
+        except models.DatabaseError as exc:
+            log.debug("server rows not prefetched (%s); each job reads its own", exc)
 
     def _server(self, server_id: str) -> Server:
         """The job's server row, cached for SERVER_TTL seconds (one query less per job)."""

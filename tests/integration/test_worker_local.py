@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import pytest
 
-from remora import output
+from remora import models, output
 from remora.executor.base import Stream
 from remora.models import Job
 from remora.netqueue.client import QueueClient
@@ -179,3 +180,28 @@ def test_queue_outage_is_logged_once_and_the_worker_carries_on(tmp_path, caplog)
         w.stop(graceful=False)
         client.close()
         qs.stop()
+
+
+def test_a_fan_out_reads_its_servers_rows_in_one_query(env):
+    """Jobs claimed together on many servers: one query for their rows, not one per job."""
+    settings, q, start_worker, _ = env
+    servers = [local_server(f"fan-{n}") for n in range(12)]
+    jobs = [submit(q, server, settings, command="echo $REMORA_JOB_ID") for server in servers]
+    database = models.get_database()
+    original = database.execute_sql
+    reads: list[str] = []
+
+    def counting(sql: str, *args: Any, **kw: Any) -> Any:
+        if 'FROM "server"' in sql:
+            reads.append(sql)
+        return original(sql, *args, **kw)
+
+    database.execute_sql = counting
+    try:
+        start_worker(concurrency=16)
+        finished = [wait_status(job.id) for job in jobs]
+    finally:
+        database.execute_sql = original
+    assert all(job.status == "completed" for job in finished)
+    assert [output.read_stream(job.id, Stream.STDOUT) for job in jobs] == [f"{job.id}\n".encode() for job in jobs]
+    assert len(reads) <= 2, reads  # the claim's batch (a reserve may bring the first job alone)
