@@ -173,6 +173,10 @@ class Executor(Protocol):
         """
         ...
 
+    def starts_at_once(self, loop: EventLoop) -> bool:
+        """Whether ``start`` would hand the job to ``loop`` now, without waiting for anything (no connect, no fork)."""
+        ...
+
     def kill_stale(self, pid: int, marker: str | None = None) -> bool:
         """Best effort: terminate the process group ``pid`` left behind by a dead worker.
 

@@ -185,6 +185,9 @@ class LocalExecutor:
         """Run one job to its end on this thread (``start`` on a private event loop)."""
         return run_on_private_loop(self.start, request, sink, cancel)
 
+    def starts_at_once(self, loop: EventLoop) -> bool:
+        return False  # a fork (and with worker.local_user, a login) may take a while
+
     def start(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event, loop: EventLoop, done: Done) -> None:
         """Fork the job here; ``loop`` reads its pipes and sees it exit (pidfd); ``done(result)`` on the loop thread."""
         result = ExecResult(started_at=now())

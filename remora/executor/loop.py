@@ -19,6 +19,7 @@ one job, synchronously, through the same code).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -27,7 +28,7 @@ import selectors
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -73,17 +74,33 @@ class EventLoop:
         self.serial = next(_serials)  # tells loops apart for what is kept per loop (libssh2 sessions)
         self._at_close: list[Callback] = []
         self._after_pass: list[Callback] = []
+        self._holding: set[int] = set()  # threads whose calls wake the loop once, when they are done
 
     # -- from any thread ------------------------------------------------------------
 
     def call_soon(self, fn: Callback) -> None:
         """Run ``fn`` on the loop thread, soon (thread-safe)."""
         self._calls.append(fn)
-        if threading.get_ident() != self._loop_ident:
-            try:
-                os.write(self._wake_w, b"x")
-            except BlockingIOError:
-                pass  # the pipe is full: the loop has wake-ups pending already
+        ident = threading.get_ident()
+        if ident != self._loop_ident and ident not in self._holding:
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop has wake-ups pending already
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Calls this thread makes meanwhile wake the loop once, at the end (a burst of starts: one pass for all)."""
+        ident = threading.get_ident()
+        self._holding.add(ident)
+        try:
+            yield
+        finally:
+            self._holding.discard(ident)
+            self._wake()
 
     def blocking(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop's thread pool: for what blocks (connects, kills over SSH, stdin)."""

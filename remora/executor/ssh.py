@@ -284,6 +284,10 @@ class SSHExecutor:
         ended.wait()
         return box[0]
 
+    def starts_at_once(self, loop: EventLoop) -> bool:
+        """Whether a pooled libssh2 session of ``loop`` has room for one more channel (the start then only queues it)."""
+        return self.uses_libssh2() and self.pool.libssh2().has_room((*self.target.connection_key, loop.serial))
+
     def start(self, request: ExecRequest, sink: OutputSink, cancel: threading.Event, loop: EventLoop, done: Done) -> None:
         """Open a channel and exec the job on this thread (it blocks: connect, handshake); then ``loop`` runs it.
 

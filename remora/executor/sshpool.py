@@ -360,6 +360,11 @@ class SSHPool:
             self._close(conn)
         return len(gone)
 
+    def has_room(self, key: PoolKey) -> bool:
+        """Whether a live pooled connection for ``key`` has a free channel slot (``acquire`` would not connect)."""
+        with self._lock:
+            return any(conn.channels < conn.limit and conn.alive() for conn in self._conns.get(key, ()))
+
     def carries_tunnels(self, key: PoolKey) -> bool:
         """Whether a live pooled connection for ``key`` carries tunnels (it is a jump host's)."""
         with self._lock:

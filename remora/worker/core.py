@@ -257,6 +257,17 @@ class Worker:
             while rooms < RESERVE_BATCH and self._room.acquire(blocking=False):
                 rooms += 1
             items = self.held.reserve(rooms, timeout=RESERVE_WAIT)
+            # A RESERVE parked while jobs held slots asked for fewer than may be free by the time jobs
+            # came (a fan-out right after another): take what else is ready now, for the same claim,
+            # rather than after these are claimed and started.
+            while items and len(items) == rooms and rooms < RESERVE_BATCH:
+                more = 0
+                while rooms + more < RESERVE_BATCH and self._room.acquire(blocking=False):
+                    more += 1
+                if not more:
+                    break
+                rooms += more
+                items += self.held.reserve(more, timeout=0)
             for _ in range(rooms - len(items)):
                 self._room.release()
             if items:
@@ -326,7 +337,8 @@ class Worker:
             self.held.done(job.id, "nack" if ours else "")
             self._room.release()
         self._prefetch_servers([job.server_id for job, _ in starting])
-        for job, active in starting:  # on the starters: a fork, an SSH connect may block; the dispatcher reserves on
+        later = self._start_at_once(starting)
+        for job, active in later:  # on the starters: a fork, an SSH connect may block; the dispatcher reserves on
             try:
                 self._starters.submit(self._start, job, active)
             except RuntimeError:  # the worker stopped meanwhile
@@ -428,6 +440,25 @@ class Worker:
             log.info("job %s: leftover process group %d of the lost worker %s", job.id, job.remote_pid, "killed" if killed else "not found")
         except Exception as exc:  # noqa: BLE001 - best effort: never block the takeover
             log.warning("job %s: could not kill leftover process group %d: %s", job.id, job.remote_pid, exc)
+
+    def _start_at_once(self, starting: list[tuple[Job, HeldJob]]) -> list[tuple[Job, HeldJob]]:
+        """Start here the jobs whose start waits for nothing (a pooled session has room); the others, to start elsewhere.
+
+        A warm fan-out's 200 starts then take one thread a few milliseconds and wake the event loop
+        once, instead of queueing on the start threads, which would take turns at the interpreter's lock.
+        """
+        later = []
+        with self.loop.holding():
+            for job, active in starting:
+                try:
+                    now = not self._stopping.is_set() and self._executor(self._server(job.server_id)).starts_at_once(self.loop)
+                except Exception:  # noqa: BLE001 - a row or credential problem: the start reports it
+                    now = False
+                if now:
+                    self._start(job, active)
+                else:
+                    later.append((job, active))
+        return later
 
     def _prefetch_servers(self, server_ids: list[str | None]) -> None:
         """Read the rows of these servers that are not cached (or are stale) in one query.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from remora import models, output
+from remora import jobmessage, jobstate, models, output
 from remora.executor.base import Stream
 from remora.models import Job
 from remora.netqueue.client import QueueClient
@@ -205,3 +205,24 @@ def test_a_fan_out_reads_its_servers_rows_in_one_query(env):
     assert all(job.status == "completed" for job in finished)
     assert [output.read_stream(job.id, Stream.STDOUT) for job in jobs] == [f"{job.id}\n".encode() for job in jobs]
     assert len(reads) <= 2, reads  # the claim's batch (a reserve may bring the first job alone)
+
+
+def test_jobs_that_come_while_a_reserve_waits_for_fewer_slots_are_claimed_together(env, monkeypatch):
+    """A RESERVE parked while jobs held slots asks for fewer than are free once they ended: the rest is
+    reserved at once and every job of the burst is claimed in one transaction (one started_at)."""
+    import remora.worker.core as core
+
+    settings, q, start_worker, local = env
+    monkeypatch.setattr(core, "RESERVE_WAIT", 1.0)  # the parked RESERVE keeps its count while the first jobs end
+    worker = start_worker(concurrency=4)
+    first = [submit(q, local, settings, command="true") for _ in range(2)]
+    for job in first:
+        wait_status(job.id)
+    wait_for(lambda: worker.running_jobs() == [], 5, what="the first jobs' slots freed")
+    burst = [jobstate.new_job(server=local, command="echo burst") for _ in range(4)]
+    jobstate.record([job.__data__ for job in burst])
+    messages = [jobmessage.queue_message(job, local, ttr=settings.queue.worker_timeout, default_queue=settings.queue.name) for job in burst]
+    q.put_many([m.put_item() for m in messages])  # one frame: all four ready at once
+    rows = [wait_status(job.id) for job in burst]
+    assert [row.status for row in rows] == ["completed"] * 4
+    assert len({row.started_at for row in rows}) == 1, [row.started_at for row in rows]

@@ -114,3 +114,22 @@ def test_host_key_change_fails_the_job_naming_both_fingerprints(env, make_sshd):
     row = wait_status(submit(q, server, settings, command="true").id, timeout=15)
     assert row.status == "failed" and old in row.error and srv.host_key_fingerprint() in row.error
     assert not row.attempt_errors  # host-key failures are never retried
+
+
+def test_jobs_on_a_warm_session_start_on_the_dispatcher_not_the_start_threads(env, sshd, monkeypatch):
+    """A start that waits for nothing (a pooled session has room) is done at once, the loop woken once for
+    all; only a start that must connect goes to the start threads."""
+    settings, q, worker, box = env
+    server = add_server(box, sshd)
+    handed: list[str] = []
+    submit_start = worker._starters.submit
+    monkeypatch.setattr(worker._starters, "submit", lambda fn, job, active: (handed.append(job.id), submit_start(fn, job, active)))
+    cold = submit(q, server, settings, command="echo cold")
+    assert wait_status(cold.id).status == "completed"
+    assert handed == [cold.id]  # the first job connects: on a start thread
+    assert worker._executor(server).starts_at_once(worker.loop)  # its pooled libssh2 session has room
+    warm = [submit(q, server, settings, command=f"echo warm {i}") for i in range(6)]
+    rows = [wait_status(job.id) for job in warm]
+    assert [row.status for row in rows] == ["completed"] * 6
+    assert [output.read_stream(job.id, Stream.STDOUT) for job in warm] == [f"warm {i}\n".encode() for i in range(6)]
+    assert handed == [cold.id]

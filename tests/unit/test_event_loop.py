@@ -102,3 +102,29 @@ def test_after_pass_hooks_run_once_after_everything_ready_in_that_pass():
     loop.run_until(lambda: "next pass" in order)
     loop.stop()
     assert order == ["call 1", "call 2", "due timer", "hook", "next pass"]
+
+
+def test_calls_made_while_holding_wake_the_loop_once_and_all_run():
+    loop = EventLoop(name="t")
+    loop.start()
+    wakes = 0
+    wake = loop._wake
+
+    def counting() -> None:
+        nonlocal wakes
+        wakes += 1
+        wake()
+
+    loop._wake = counting  # type: ignore[method-assign]
+    ran: list[int] = []
+    try:
+        with loop.holding():
+            for i in range(50):
+                loop.call_soon(lambda i=i: ran.append(i))
+        wait_for(lambda: len(ran) == 50, 5, what="every held call run")
+        assert ran == list(range(50)) and wakes == 1
+        loop.call_soon(lambda: ran.append(50))  # not holding: a call wakes the loop itself
+        wait_for(lambda: len(ran) == 51, 5, what="a call after holding")
+        assert wakes == 2
+    finally:
+        loop.stop()
