@@ -57,7 +57,8 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,postgres,bench]'
 	@touch $(BENCH_STAMP)
 
-bench-deps: $(BENCH_STAMP) ## Install the benchmarks' extra tools (fabric, parallel-ssh, ansible-core)
+bench-deps: $(BENCH_STAMP) ## Install the benchmarks' extra tools (fabric, parallel-ssh, ansible-core, beanstalkd)
+	@bash scripts/install_bench_deps.sh
 
 bench-fanout: $(BENCH_STAMP) ## Remora's fan-out against fabric, parallel-ssh and Ansible (minutes; not in `make bench`)
 	$(PY) scripts/bench_fanout.py --json $(ARGS)

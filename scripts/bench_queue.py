@@ -45,6 +45,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-queue-token"  # the servers' queue token (REMORA_QUEUE_TOKEN)
+BEANSTALKD = "/usr/bin/beanstalkd"  # what --compare-beanstalkd auto starts (Debian package beanstalkd)
 sys.path.insert(0, str(ROOT))
 
 from remora.netqueue.client import PutItem, QueueClient  # noqa: E402
@@ -140,7 +141,7 @@ def netqueue(fsync: str, busy_poll: str | None = None) -> Server:
 
 def beanstalkd(mode: str) -> Server:
     flags = {"memory": [], "binlog": ["-b", "{d}"], "always": ["-b", "{d}", "-f", "0"]}[mode]
-    return Server(lambda port, d: ["/usr/bin/beanstalkd", "-l", "127.0.0.1", "-p", str(port), *[f.format(d=d) for f in flags]])
+    return Server(lambda port, d: [BEANSTALKD, "-l", "127.0.0.1", "-p", str(port), *[f.format(d=d) for f in flags]])
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -409,7 +410,11 @@ def _pid(server: Any) -> int | None:
 
 
 def _beanstalkd_server(compare: str, mode: str) -> Any:
-    return beanstalkd(mode) if compare == "auto" else _External(compare)
+    if compare != "auto":
+        return _External(compare)
+    if not Path(BEANSTALKD).exists():
+        raise SystemExit(f"--compare-beanstalkd auto: {BEANSTALKD} not found (make bench-deps installs it; or give HOST:PORT of one)")
+    return beanstalkd(mode)
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
