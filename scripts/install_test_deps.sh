@@ -14,11 +14,4 @@ for tool in podman buildah runc podman-compose; do command -v "$tool" >/dev/null
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 [ -x /usr/libexec/podman/catatonit ] || need+=(catatonit)
 [ -x /usr/lib/cni/dnsname ] || need+=(golang-github-containernetworking-plugin-dnsname)
-[ ${#need[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
-    echo "missing system packages: ${need[*]} (run as root or install them)" >&2; exit 0; fi
-else SUDO=""; fi
-echo "installing: ${need[*]}" >&2
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+exec bash "$(dirname "$0")/apt_install.sh" ${need[@]+"${need[@]}"}

@@ -1,8 +1,10 @@
 """The worker: reserve -> claim -> run -> stream -> finish -> ack, with heartbeats.
 
 - ``core``: ``Worker``, its dispatcher (reserve, claim and start in batches)
-  and starters; the executor gets a ``Target`` built from the server's row
-  (``remora.services.targets``);
+  and starters;
+- ``servers``: ``WorkerServers``, the server rows (cached ``SERVER_TTL``, a
+  claim's read in one query) and an executor per row, given a ``Target``
+  built from it (``remora.services.targets``);
 - ``ends``: ``Ends``, the finisher threads recording job ends together (final
   statuses and last output in one transaction, one ACK, each batch stepped once);
 - ``held``: ``HeldJobs``, the jobs this worker holds (their leases):

@@ -65,24 +65,21 @@ from remora import jobstate, models, procstats
 from remora.config import Settings
 from remora.crypto import SecretBox
 from remora.errors import RemoraError
-from remora.executor import executor_for
-from remora.executor.base import JOB_ID_ENV, ErrorKind, ExecRequest, ExecResult, Executor, Stream
+from remora.executor.base import JOB_ID_ENV, ErrorKind, ExecRequest, ExecResult, Stream
 from remora.executor.loop import EventLoop
 from remora.executor.sshpool import SSHPool
 from remora.jobstate import Action
 from remora.models import Job, Server
 from remora.netqueue.client import QueueClient, Reservation
-from remora.services.targets import target_for
 from remora.worker.backoff import Outage
 from remora.worker.burst import BurstThreads
 from remora.worker.ends import Ends
 from remora.worker.held import RESERVE_WAIT, HeldJob, HeldJobs
+from remora.worker.servers import WorkerServers
 from remora.worker.sink import JobSink, OutputWriter
 
 log = logging.getLogger(__name__)
 
-SERVER_TTL = 5.0  # a server's edited settings reach running workers within this
-PREFETCH_CHUNK = 500  # server ids per prefetch query (SQLite's bound parameters stay well under its limit)
 DISPATCHERS = 1  # threads reserving and claiming (each RESERVE asks for every free slot)
 FINISHERS = 2  # threads recording job ends (each takes every end waiting)
 RESERVE_BATCH = 256  # most jobs one RESERVE asks for (never more than the free slots)
@@ -132,13 +129,12 @@ class Worker:
         )
         self.pool = SSHPool(max_sessions=settings.ssh.max_sessions_per_connection, idle_timeout=settings.ssh.idle_timeout)
         self.secrets = SecretBox.from_settings(settings)
+        self.servers = WorkerServers(settings, self.secrets, self.pool)
         self._abandon = threading.Event()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._db_outage = Outage("database")
-        self._servers: dict[str, tuple[float, Server]] = {}
-        self._executors: dict[str, tuple[Server, Executor]] = {}
         self.stats = {"completed": 0, "failed": 0, "canceled": 0, "requeued": 0, "skipped": 0}
         self.ends = Ends(
             self.id,
@@ -336,7 +332,7 @@ class Worker:
             self._db_retry(lambda job=job: jobstate.release(job.id, self.id, job.attempts))
             self.held.done(job.id, "nack" if ours else "")
             self._room.release()
-        self._prefetch_servers([job.server_id for job, _ in starting])
+        self.servers.prefetch([job.server_id for job, _ in starting])
         later = self._start_at_once(starting)
         for job, active in later:  # on the starters: a fork, an SSH connect may block; the dispatcher reserves on
             try:
@@ -436,7 +432,7 @@ class Worker:
         if server is None or job.remote_pid is None:
             return
         try:
-            killed = self._executor(server).kill_stale(job.remote_pid, f"{JOB_ID_ENV}={job.id}")
+            killed = self.servers.executor(server).kill_stale(job.remote_pid, f"{JOB_ID_ENV}={job.id}")
             log.info("job %s: leftover process group %d of the lost worker %s", job.id, job.remote_pid, "killed" if killed else "not found")
         except Exception as exc:  # noqa: BLE001 - best effort: never block the takeover
             log.warning("job %s: could not kill leftover process group %d: %s", job.id, job.remote_pid, exc)
@@ -451,7 +447,7 @@ class Worker:
         with self.loop.holding():
             for job, active in starting:
                 try:
-                    now = not self._stopping.is_set() and self._executor(self._server(job.server_id)).starts_at_once(self.loop)
+                    now = not self._stopping.is_set() and self.servers.executor(self.servers.row(job.server_id)).starts_at_once(self.loop)
                 except Exception:  # noqa: BLE001 - a row or credential problem: the start reports it
                     now = False
                 if now:
@@ -459,45 +455,6 @@ class Worker:
                 else:
                     later.append((job, active))
         return later
-
-    def _prefetch_servers(self, server_ids: list[str | None]) -> None:
-        """Read the rows of these servers that are not cached (or are stale) in one query.
-
-        A fan-out starts jobs on hundreds of servers at once: one query for all of them rather
-        than one per job (best effort: ``_server`` reads what this did not).
-        """
-        now = time.monotonic()
-        stale = [sid for sid in dict.fromkeys(server_ids) if sid and not (sid in self._servers and self._servers[sid][0] > now)]
-        if len(stale) < 2:
-            return
-        try:
-            for start in range(0, len(stale), PREFETCH_CHUNK):
-                for server in Server.select().where(Server.id.in_(stale[start : start + PREFETCH_CHUNK])):
-                    self._servers[server.id] = (now + SERVER_TTL, server)
-        except models.DatabaseError as exc:
-            log.debug("server rows not prefetched (%s); each job reads its own", exc)
-
-    def _server(self, server_id: str) -> Server:
-        """The job's server row, cached for SERVER_TTL seconds (one query less per job)."""
-        now = time.monotonic()
-        cached = self._servers.get(server_id)
-        if cached and cached[0] > now:
-            return cached[1]
-        server = Server.get_by_id(server_id)
-        self._servers[server_id] = (now + SERVER_TTL, server)
-        return server
-
-    def _executor(self, server: Server) -> Executor:
-        """The server's executor, reused while its row is the cached one (secrets decrypted once, not per job).
-
-        The executor gets a ``Target``: the row's connection facts with its credential decrypted here.
-        """
-        cached = self._executors.get(server.id)
-        if cached is not None and cached[0] is server:
-            return cached[1]
-        executor = executor_for(target_for(server, self.settings, self.secrets), self.settings, pool=self.pool)
-        self._executors[server.id] = (server, executor)
-        return executor
 
     # -- running one job ---------------------------------------------------------
 
@@ -534,7 +491,7 @@ class Worker:
     def _execute(self, job: Job, active: HeldJob, sink: JobSink, done: Any) -> ExecResult | None:
         """Start the job on the event loop (``done(result)`` when it ends); a result instead when it cannot start."""
         try:
-            server = self._server(job.server_id)
+            server = self.servers.row(job.server_id)
             env, secrets = self._job_env(job)
             if secrets:
                 sink.mask(secrets)
@@ -549,7 +506,7 @@ class Worker:
                 pty=bool(job.pty),
             )
             try:
-                executor = self._executor(server)
+                executor = self.servers.executor(server)
             except RemoraError as exc:  # a credential that cannot be decrypted, a PEM file not stored
                 return ExecResult(error_kind=ErrorKind.AUTH.value, error=exc.message)
             executor.start(request, sink, active.cancel, self.loop, done)

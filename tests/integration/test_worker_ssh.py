@@ -127,7 +127,7 @@ def test_jobs_on_a_warm_session_start_on_the_dispatcher_not_the_start_threads(en
     cold = submit(q, server, settings, command="echo cold")
     assert wait_status(cold.id).status == "completed"
     assert handed == [cold.id]  # the first job connects: on a start thread
-    assert worker._executor(server).starts_at_once(worker.loop)  # its pooled libssh2 session has room
+    assert worker.servers.executor(server).starts_at_once(worker.loop)  # its pooled libssh2 session has room
     warm = [submit(q, server, settings, command=f"echo warm {i}") for i in range(6)]
     rows = [wait_status(job.id) for job in warm]
     assert [row.status for row in rows] == ["completed"] * 6
