@@ -7,7 +7,11 @@ then measures:
 - GET /api/v1/jobs?limit=20 (one keep-alive client): p50 / p99 latency;
 - the same with If-None-Match (a dashboard poll that hits its ETag);
 - POST /api/v1/jobs from N concurrent keep-alive clients: jobs/s, and the
-  CPU the API and queue processes spent per job (robust on a busy machine).
+  CPU the API and queue processes spent per job (robust on a busy machine);
+- the API process's RSS when it started, after the submissions, and after
+  4 concurrent clients read 400 pages of 100 jobs from all over the table
+  (each request thread's database connection keeps a page cache: this is
+  where a cache too large per connection shows).
 
 Targets: list p50 < 20 ms, p99 < 60 ms; submissions >= 500 jobs/s with 8 clients.
 Everything is bounded (request counts and a duration) and cleaned up.
@@ -21,6 +25,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -149,6 +154,35 @@ def submit_load(port: int, token: str, server_id: str, clients: int, duration: f
     }
 
 
+def read_pages(port: int, token: str, clients: int = 4, per_client: int = 100, pages: int = 300) -> None:
+    """``clients`` keep-alive clients at once, each reading ``per_client`` job pages of 100 picked from the first ``pages``."""
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def client(index: int) -> None:
+        rng = random.Random(index)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for _ in range(per_client):
+            conn.request("GET", f"/api/v1/jobs?limit=100&page={rng.randint(1, pages)}", headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"GET answered {resp.status}: {body[:200]!r}")
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -209,6 +243,7 @@ def main() -> int:
         )
         wait_port(api_port)
         timed_gets(api_port, token, 20, etag=False)  # warm up
+        rss = {"started": rss_mib(procs[1].pid)}
         lists = percentiles(timed_gets(api_port, token, args.requests, etag=False))
         polls = percentiles(timed_gets(api_port, token, args.requests, etag=True))
         cpu_before = [cpu_seconds(proc.pid) for proc in procs]
@@ -218,6 +253,9 @@ def main() -> int:
         submits["queue_cpu_ms_per_job"] = round(cpu_used[0] * 1000 / created, 3)
         submits["api_cpu_ms_per_job"] = round(cpu_used[1] * 1000 / created, 3)
         submits["api_cpu_percent_of_one_core"] = round(cpu_used[1] * 100 / submits["seconds"], 1)
+        rss["after_submits"] = rss_mib(procs[1].pid)
+        read_pages(api_port, token)
+        rss["after_reading_pages"] = rss_mib(procs[1].pid)
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -233,6 +271,7 @@ def main() -> int:
         "list_jobs_limit_20": lists,
         "list_jobs_etag_304": polls,
         "submit_jobs": submits,
+        "api_rss_mib": rss,
         "targets": {
             "list_p50_ms": 20,
             "list_p99_ms": 60,

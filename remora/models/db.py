@@ -3,7 +3,8 @@
 ``init_db(url)`` makes the database (``make_database``), binds every model
 through ``database_proxy``, creates the schema at ``SCHEMA_VERSION`` or
 upgrades an older one (``remora.models.migrations``).  SQLite runs in WAL mode
-with a busy timeout and foreign keys on, its files 0600 in a 0700 directory;
+with a busy timeout and foreign keys on, its files 0600 in a 0700 directory, and
+its connections' page caches within one budget for the process (``SQLITE_HEAP_LIMIT``);
 PostgreSQL connections are pooled and reconnect after the server restarts.
 ``write_transaction`` is how every writer opens a transaction;
 ``insert_rows`` is the cached bulk insert of the hot paths.
@@ -31,6 +32,17 @@ from remora.models import MODELS, SCHEMA_VERSION, BaseModel, SchemaVersion, data
 from remora.models.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+SQLITE_CACHE_KIB = 4000
+"""Page cache of one SQLite connection at most: a list or a fan-out's claim finds its pages there."""
+SQLITE_HEAP_LIMIT = 32 * MiB
+"""What every SQLite connection of the process holds together, caches included (SQLite's soft heap limit).
+
+Each thread that touches the database has its own connection (``remora up``: the API's request threads,
+the worker's, the upkeep tasks': about 26), and each one's cache fills up to ``SQLITE_CACHE_KIB`` as the
+database grows, so the process grew by up to 26 x 16 MB.  Near this limit a connection reuses its own
+oldest pages instead of taking more memory."""
 
 
 class _ReconnectingPostgres(ReconnectMixin, PooledPostgresqlDatabase):
@@ -91,7 +103,8 @@ def make_database(url: str, *, busy_timeout: float = 10.0, pool_size: int = 20) 
             "synchronous": "normal",
             "foreign_keys": 1,
             "busy_timeout": int(busy_timeout * 1000),
-            "cache_size": -16000,
+            "cache_size": -SQLITE_CACHE_KIB,
+            "soft_heap_limit": SQLITE_HEAP_LIMIT,
         },
     )
 
