@@ -41,8 +41,9 @@ SQLITE_HEAP_LIMIT = 32 * MiB
 
 Each thread that touches the database has its own connection (``remora up``: the API's request threads,
 the worker's, the upkeep tasks': about 26), and each one's cache fills up to ``SQLITE_CACHE_KIB`` as the
-database grows, so the process grew by up to 26 x 16 MB.  Near this limit a connection reuses its own
-oldest pages instead of taking more memory."""
+database grows: without this limit the process would grow by that much per thread.  Near the limit a
+connection reuses its own oldest pages instead of taking more memory.  The limit is SQLite's, for the
+whole process; every new connection sets it again (the same value)."""
 
 
 class _ReconnectingPostgres(ReconnectMixin, PooledPostgresqlDatabase):
