@@ -117,7 +117,8 @@ class Watcher:
         with_output: bool = False,
     ) -> None:
         """``use_feed``: with ``follow`` and several jobs, skip the logs of jobs the change feed says are still queued
-        (when they are polled).  ``fresh``: the jobs were just submitted (the feed has every change of theirs).
+        (when they are polled).  ``fresh``: the jobs were just submitted, all of their batch when several (the feed
+        has every change of theirs).
         ``with_output``: a batch's final states come from its view with output (kept in ``hosts`` for
         ``print_outputs``), one request instead of the job list's pages and then the view."""
         self.client = client
@@ -188,10 +189,12 @@ class Watcher:
         batch = self.batch_id
         job_ids = None if batch or len(by_id) > MAX_JOB_FILTER else list(by_id)
         # A whole batch just submitted, with no progress to show: only the batch's own end matters (one
-        # event, however many hosts); its jobs' final states are read once at the end.
+        # event, however many hosts); its jobs' final states are read once at the end.  The stream starts
+        # at cursor 0 (every change kept): the batch's end is on it even if it came before the stream
+        # opened, so there is no state to read first.
         batch_end = bool(batch and self.fresh and on_change is None)
-        cursor: str | None = None
-        fresh = True  # no state read yet since the stream's start: read it after ``ready``
+        cursor: str | None = "0" if batch_end else None
+        fresh = not batch_end  # no state read yet since the stream's start: read it after ``ready``
         while not all(t.done for t in self.tracked):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:

@@ -255,24 +255,29 @@ def test_cli_wait_on_a_tag_makes_the_same_few_requests_for_5_or_20_hosts(cluster
         res = subprocess.run([sys.executable, "-m", "remora", *argv], env=cluster.env, capture_output=True, timeout=120)
         assert res.returncode == 0, res.stderr.decode()[-2000:]
         assert sorted(res.stdout.decode().splitlines()) == sorted(f"{tag}-{n} | out" for n in range(hosts))
-        wait_for(lambda b=before: len(cli_requests(cluster, name)) - b >= 4, 10, 0.05, "the CLI's requests in the access log")
+        wait_for(lambda b=before: len(cli_requests(cluster, name)) - b >= 3, 10, 0.05, "the CLI's requests in the access log")
         counts[hosts] = len(cli_requests(cluster, name)) - before
     made = cli_requests(cluster, name)
-    assert counts[5] == counts[20] <= 5, (counts, made)  # submit, the feed, the batch, its final states with output
+    assert counts[5] == counts[20] == 3, (counts, made)  # submit, the feed, the batch's final states with output
     assert sum(1 for line in made if "/logs" in line) == 0, made
     assert not [line for line in made if "GET /api/v1/jobs" in line], made  # no job list: the batch view has the final states
 
 
 class RecordingClient(Client):
-    """The product's client, noting the ``kind`` of each change-feed stream it opens."""
+    """The product's client, noting the ``kind`` of each change-feed stream it opens and each batch it reads."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kinds: list[str | None] = []
+        self.batch_reads = 0
 
     def event_stream(self, *args: Any, **kwargs: Any) -> Any:
         self.kinds.append(kwargs.get("kind"))
         return super().event_stream(*args, **kwargs)
+
+    def batch(self, *args: Any, **kwargs: Any) -> Any:
+        self.batch_reads += 1
+        return super().batch(*args, **kwargs)
 
 
 def test_waiting_on_a_whole_new_batch_follows_only_its_end_and_a_part_of_one_follows_its_jobs(cluster):
@@ -281,11 +286,27 @@ def test_waiting_on_a_whole_new_batch_follows_only_its_end_and_a_part_of_one_fol
     for part in (5, 3):
         jobs = cluster.client().submit({"command": "sh", "args": ["-c", "sleep 0.3; echo out"], "servers": [f"tag:{tag}"]})
         client = RecordingClient(cluster.api_url, cluster.token, timeout=30)
-        done = Watcher(client, jobs[:part], fresh=True, timeout=60).run()
+        done = Watcher(client, jobs[:part], fresh=part == 5, timeout=60).run()
         assert [j["id"] for j in done] == [j["id"] for j in jobs[:part]]
         assert all(j["status"] == "completed" and j["exit_code"] == 0 for j in done), done
-        # the whole batch: its own end is the one event needed; a part of it: its jobs' changes after all
-        assert client.kinds == (["batch"] if part == 5 else ["batch", None]), client.kinds
+        # the whole batch just submitted: its own end is the one event needed; a part of one: its jobs' changes
+        assert client.kinds == (["batch"] if part == 5 else [None]), client.kinds
+
+
+def test_a_new_batch_that_ended_before_the_wait_began_is_read_once_at_its_end(cluster):
+    """A whole batch just submitted is followed from cursor 0: its end is on the feed even when it came before the
+    stream opened, so its state is not read first; the one read is its final states."""
+    tag = "e" + uuid.uuid4().hex[:6]
+    local_fleet(cluster.client(), 3, tag)
+    jobs = cluster.client().submit({"command": "echo", "args": ["out"], "servers": [f"tag:{tag}"]})
+    batch_id = jobs[0]["batch_id"]
+    wait_for(lambda: cluster.client().batch(batch_id)["status"] == "completed", 30, 0.05, "the batch's end")
+    client = RecordingClient(cluster.api_url, cluster.token, timeout=30)
+    watcher = Watcher(client, jobs, fresh=True, timeout=30, with_output=True)  # as ``remora submit --wait`` does
+    done = watcher.run()
+    assert all(j["status"] == "completed" and j["exit_code"] == 0 for j in done), done
+    assert sorted(h["stdout"] for h in (watcher.hosts or {}).values()) == ["out\n"] * 3, watcher.hosts
+    assert client.kinds == ["batch"] and client.batch_reads == 1, (client.kinds, client.batch_reads)
 
 
 def test_cli_follow_of_a_rollout_reads_every_hosts_output_off_the_feed_and_no_logs(cluster):
