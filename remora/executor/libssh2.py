@@ -14,7 +14,7 @@ host reached directly runs here instead, through ``ssh2-python``:
 - ``L2Connection.pump`` runs when the session's socket is readable: it steps
   every channel on the session (open, pty, exec, stdin, reads, the close
   handshake) until none makes progress.  A channel (``L2Channel``) looks to
-  ``executor.ssh._Run`` like a paramiko channel, so the job's life (pid line,
+  ``executor.sshrun.ChannelRun`` like a paramiko channel, so the job's life (pid line,
   cancel, timeout, TERM then KILL, outcome) is the same code for both.
 - Connections are pooled per event loop (``SSHPool`` keyed by host, port,
   user, credential and loop); a socket that closes or errors fails every
@@ -314,7 +314,7 @@ class L2Channel:
         self.on_progress: Callable[[], None] = lambda: None
         self.on_start_failed: Callable[[BaseException | None, bool], None] = lambda exc, refused: None
 
-    # -- what _Run reads (paramiko's channel surface) ------------------------------------
+    # -- what ChannelRun reads (paramiko's channel surface) ------------------------------------
 
     def fileno(self) -> int:
         return -1  # the connection's socket is watched, not the channel
