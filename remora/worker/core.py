@@ -249,19 +249,12 @@ class Worker:
                 if self._stopping.is_set():
                     return
                 continue
-            rooms = 1  # each reserved job takes one; a job started on the event loop takes it along
-            while rooms < RESERVE_BATCH and self._room.acquire(blocking=False):
-                rooms += 1
+            rooms = 1 + self._more_rooms(1)  # each reserved job takes one; a job started on the event loop takes it along
             items = self.held.reserve(rooms, timeout=RESERVE_WAIT)
             # A RESERVE parked while jobs held slots asked for fewer than may be free by the time jobs
             # came (a fan-out right after another): take what else is ready now, for the same claim,
             # rather than after these are claimed and started.
-            while items and len(items) == rooms and rooms < RESERVE_BATCH:
-                more = 0
-                while rooms + more < RESERVE_BATCH and self._room.acquire(blocking=False):
-                    more += 1
-                if not more:
-                    break
+            while items and len(items) == rooms and (more := self._more_rooms(rooms)):
                 rooms += more
                 items += self.held.reserve(more, timeout=0)
             for _ in range(rooms - len(items)):
@@ -273,6 +266,13 @@ class Worker:
                     log.exception("unexpected error while dispatching %d job(s)", len(items))
             elif self._stopping.is_set():
                 return
+
+    def _more_rooms(self, taken: int) -> int:
+        """Take the free slots there are, up to ``RESERVE_BATCH`` with the ``taken`` ones; how many it took."""
+        more = 0
+        while taken + more < RESERVE_BATCH and self._room.acquire(blocking=False):
+            more += 1
+        return more
 
     def _dispatch(self, items: list[tuple[Reservation, HeldJob]]) -> None:
         """Claim what one RESERVE brought (one transaction), START the claimed jobs (one frame), run them.
@@ -447,10 +447,10 @@ class Worker:
         with self.loop.holding():
             for job, active in starting:
                 try:
-                    now = not self._stopping.is_set() and self.servers.executor(self.servers.row(job.server_id)).starts_at_once(self.loop)
+                    ready = not self._stopping.is_set() and self.servers.executor(self.servers.row(job.server_id)).starts_at_once(self.loop)
                 except Exception:  # noqa: BLE001 - a row or credential problem: the start reports it
-                    now = False
-                if now:
+                    ready = False
+                if ready:
                     self._start(job, active)
                 else:
                     later.append((job, active))
