@@ -45,7 +45,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-queue-token"  # the servers' queue token (REMORA_QUEUE_TOKEN)
-BEANSTALKD = "/usr/bin/beanstalkd"  # what --compare-beanstalkd auto starts (Debian package beanstalkd)
+BEANSTALKD = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"  # what --compare-beanstalkd auto starts (Debian package beanstalkd)
 sys.path.insert(0, str(ROOT))
 
 from remora.netqueue.client import PutItem, QueueClient  # noqa: E402
