@@ -26,8 +26,8 @@ run: $(STAMP) ## Install if needed, then start Remora (queue + workers + API) wi
 test-deps: ## Install what the tests need from the system (sshd, PostgreSQL, Chromium) when missing
 	@bash scripts/install_test_deps.sh
 
-test: test-deps $(STAMP) ## Run the whole test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: test-deps $(STAMP) ## Run the whole test suite (PYTEST_ARGS: run only what they select)
+	@PY=$(PY) bash scripts/run_tests.sh $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy on the core
 	$(VENV)/bin/ruff check remora tests scripts remora.py

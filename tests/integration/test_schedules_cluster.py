@@ -17,7 +17,7 @@ from remora.client import Client
 from tests.support.cluster import postgres_cluster
 from tests.support.waits import wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.wallclock]
 
 
 def runs_of(name: str) -> list[models.ScheduleRun]:
