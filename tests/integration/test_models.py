@@ -215,3 +215,23 @@ def test_postgres_schema_and_upgrade_keep_jump_servers_restricted(postgres):
         assert m.Server.get(m.Server.name == "inner").jump_server_id == bastion.id
     finally:
         m.close_db()
+
+
+def test_a_version_8_database_loses_the_redundant_output_chunk_job_index_and_keeps_its_output(db):
+    """Schema 8 indexed ``output_chunk.job_id`` alone as well as ``(job_id, seq)``: opening it drops the extra index."""
+    server = m.Server.create(name="old", hostname="h")
+    job = m.Job.create(command="true", server=server)
+    m.OutputChunk.create(job=job, seq=0, stream=Stream.STDOUT, offset=0, length=3, data=b"hi\n")
+    database = m.get_database()
+    assert "output_chunk_job_id" not in [i.name for i in database.get_indexes("output_chunk")]  # a new database
+    database.execute_sql('CREATE INDEX "output_chunk_job_id" ON "output_chunk" ("job_id")')
+    m.SchemaVersion.update(version=8).execute()
+    assert m.ensure_schema(database) == m.SCHEMA_VERSION >= 9
+    names = [i.name for i in database.get_indexes("output_chunk")]
+    assert "output_chunk_job_id" not in names and "output_chunk_job_id_seq" in names
+    assert bytes(m.OutputChunk.get(m.OutputChunk.job == job.id).data) == b"hi\n"
+    if isinstance(database, m.pw.SqliteDatabase):  # a lookup by job alone still goes through an index
+        plan = " ".join(
+            str(row) for row in database.execute_sql('EXPLAIN QUERY PLAN SELECT * FROM "output_chunk" WHERE "job_id" = ?', (job.id,))
+        )
+        assert "USING INDEX output_chunk_job_id_" in plan, plan
