@@ -61,10 +61,11 @@ def _peer_closed(conn: http.client.HTTPConnection) -> bool:
     if sock is None:
         return False
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()  # not select(): it cannot watch a descriptor numbered past 1024
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 # A connection lost before or during the answer (IncompleteRead: the server died mid-body).

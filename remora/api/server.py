@@ -149,6 +149,9 @@ class APIServer:
             # notices its client left by itself (routes_events._gone).
             channel_request_lookahead=0,
             connection_limit=1000,
+            # poll(), not select(): in `remora up` the worker's SSH connections (one per host) push the
+            # API's socket numbers past 1024, where select() raises and the server's loop would end.
+            asyncore_use_poll=True,
             expose_tracebacks=False,
             clear_untrusted_proxy_headers=True,
         )
