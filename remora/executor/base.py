@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     from remora.executor.loop import EventLoop
 
 PID_MARKER = b"remora-pid:"
+DRAIN_AFTER_EXIT = 1.0  # pipes a background child keeps open are still read this long after the job exited (local and SSH)
+TICK = 0.2  # how often a running job looks at its cancel flag (a cancel takes effect within this)
 JOB_ID_ENV = "REMORA_JOB_ID"  # exported to every job; also how leftovers of a lost worker are recognised
 # Where coreutils installs the library ``stdbuf`` preloads (Debian/Ubuntu and Fedora, Arch, RHEL's lib64, /usr/local).
 LIBSTDBUF_PATHS = (

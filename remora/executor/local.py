@@ -43,8 +43,10 @@ from typing import TYPE_CHECKING, Any
 from remora.config import secret_env_names
 from remora.errors import ValidationError
 from remora.executor.base import (
+    DRAIN_AFTER_EXIT,
     LIBSTDBUF_PATHS,
     STDBUF_ENV,
+    TICK,
     Done,
     ErrorKind,
     ExecRequest,
@@ -68,8 +70,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DRAIN_AFTER_EXIT = 1.0  # how long pipes held open by background children are still read after the job exits
-TICK = 0.2  # how often a running job looks at its cancel flag
 _STDBUF_PATH = shutil.which("stdbuf")
 _STDBUF = _STDBUF_PATH is not None
 

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from remora.executor.base import (
+    DRAIN_AFTER_EXIT,
     PID_MARKER,
+    TICK,
     Done,
     ErrorKind,
     ExecRequest,
@@ -44,8 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DRAIN_AFTER_EXIT = 1.0  # pipes a background child keeps open are read this long after the exit status
-TICK = 0.2  # how often a running job looks at its cancel flag (a cancel takes effect within this)
 EOF_POLL = 0.002  # after an EOF that came before the exit status: how often to look for the status
 KILL_WAIT = 5.0  # after KILL, how long we still wait for the channel to report the end
 MAX_READ = 256 * 1024  # most bytes taken from a channel buffer at once (bigger reads cost RSS, not speed)
