@@ -347,7 +347,7 @@ class L2Channel:
         if not self.status_watched or self.chan is None or self.stage != self.RUN:
             return False
         status = self._status()
-        signal = C.exit_signal(self.chan) if C is not None else None
+        signal = C.exit_signal(self.chan, True) if C is not None else None
         if status == CChannel.UNSET and signal is None:
             return False
         self.exit_status = -1 if status == CChannel.UNSET else status
@@ -396,11 +396,13 @@ class L2Channel:
         if self.stage == self.RUN:
             progress |= self._run()
         if self.stage == self.WAIT:  # the EOF came: the exit status, then the server's close, follow
-            seen = self.status_watched and (self._status() != CChannel.UNSET or (C is not None and C.exit_signal(self.chan) is not None))
+            seen = self.status_watched and (
+                self._status() != CChannel.UNSET or (C is not None and C.exit_signal(self.chan, True) is not None)
+            )
             if seen or self.chan.wait_closed() != EAGAIN:
                 status = self._status()
                 self.exit_status = -1 if status == CChannel.UNSET else status
-                self.remora_exit_signal = C.exit_signal(self.chan) if C is not None else None
+                self.remora_exit_signal = C.exit_signal(self.chan, self.status_watched) if C is not None else None
                 self.remote_closed, self.stage, progress = True, self.DONE, True
         return progress
 

@@ -52,18 +52,23 @@ class CChannel:
         lib.libssh2_version.restype = ctypes.c_char_p
         lib.libssh2_version.argtypes = [ctypes.c_int]
         version = (lib.libssh2_version(0) or b"").decode()
-        self.status_offset = 5 * ctypes.sizeof(ctypes.c_void_p) if version.startswith("1.11.") else None
+        word = ctypes.sizeof(ctypes.c_void_p)
+        self.status_offset = 5 * word if version.startswith("1.11.") else None  # int exit_status
+        self.signal_offset = 6 * word if version.startswith("1.11.") else None  # char *exit_signal, right after it
         self.libc = ctypes.CDLL(None)
         self.libc.free.argtypes = [void]
 
     def pointer(self, chan: Any) -> int | None:
         return self.ctypes.c_void_p.from_address(id(chan) + self.head).value
 
-    def exit_signal(self, chan: Any) -> str | None:
+    def exit_signal(self, chan: Any, watched: bool = False) -> str | None:
+        """The signal that ended the command, or None; ``watched``: ``watch_status`` accepted this channel."""
         pointer = self.pointer(chan)
         if not pointer:
             return None
         ctypes = self.ctypes
+        if watched and self.signal_offset is not None and not ctypes.c_void_p.from_address(pointer + self.signal_offset).value:
+            return None  # no exit-signal request has arrived
         name = ctypes.c_char_p()
         size = ctypes.c_size_t()
         if self.get_signal(pointer, ctypes.byref(name), ctypes.byref(size), None, None, None, None) != 0 or not name.value:
