@@ -53,12 +53,14 @@ each and retried with backoff; the worker never exits on a transient error.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from remora import jobstate, models, procstats
@@ -113,7 +115,9 @@ class Worker:
         self._starters = BurstThreads(self._starter_count, f"{self.id}-start")
         self._room = threading.BoundedSemaphore(self.concurrency)  # jobs at once
         self._running = 0  # jobs handed to the event loop and not finished yet
+        self._pending_starts = 0  # claimed jobs whose start waits for a start thread (under ``_idle``)
         self._idle = threading.Condition()
+        self._start_until = 0.0  # while stopping: claimed jobs still start until then (a graceful stop's deadline)
         self.output_writer: OutputWriter | None = None
         self.queue = queue_client or QueueClient(settings.queue.addr, token=settings.queue_token, name=f"worker {self.id}")
         self._own_queue = queue_client is None
@@ -202,16 +206,19 @@ class Worker:
         if self._stopped.is_set():
             return
         if self._stopping.is_set():  # a stop is already under way: hurry it up
+            self._start_until = 0.0
             for active in self.running_jobs():
                 active.stop("shutdown")
             return
-        self._stopping.set()
-        self.held.stop_fetching()
         grace = self.settings.worker.graceful_shutdown if timeout is None else timeout
         deadline = time.monotonic() + (grace if graceful else 0.0)
+        self._start_until = deadline  # a claimed job shows as running: a graceful stop lets it start and finish
+        self._stopping.set()
+        self.held.stop_fetching()
         if graceful and self.running_jobs():
             log.info("worker %s: waiting up to %.0fs for %d running job(s)", self.id, grace, len(self.running_jobs()))
         self._join_slots(deadline)
+        self._start_until = 0.0  # from here on a start still waiting hands its job back
         leftover = self.running_jobs()
         if leftover:
             log.info("worker %s: stopping %d job(s) and handing them back to the queue", self.id, len(leftover))
@@ -233,11 +240,12 @@ class Worker:
         log.info("worker %s stopped", self.id)
 
     def _join_slots(self, deadline: float) -> None:
-        """Wait for the dispatchers to stop and every job on the event loop to be finished (or ``deadline``)."""
+        """Wait for the dispatchers to stop, the starts they handed on to be made and every job on the
+        event loop to be finished (or ``deadline``)."""
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._idle:
-            while self._running and time.monotonic() < deadline:
+            while (self._running or self._pending_starts) and time.monotonic() < deadline:
                 self._idle.wait(max(0.0, min(0.5, deadline - time.monotonic())))
 
     # -- the slot loop ----------------------------------------------------------
@@ -301,7 +309,7 @@ class Worker:
         batches: dict[str, None] = {}
         for (reservation, active), claim in zip(items, claims, strict=True):
             if claim.action is Action.TAKE_OVER:  # a lost worker's job: kills its leftovers first (slow), on its own
-                self._starters.submit(self._dispatch_one, reservation, active, claim)
+                self._start_later(self._dispatch_one, reservation, active, claim, refused=functools.partial(self._refuse, reservation))
                 continue
             outcome: jobstate.Claim | None
             try:
@@ -325,20 +333,17 @@ class Worker:
         flags = self.held.start_many([active for _, active in runs], acks)
         starting = []
         for (job, active), ours in zip(runs, flags, strict=True):
-            if ours and not self._stopping.is_set():
+            if ours and self._may_start():
                 starting.append((job, active))
                 continue
-            # the queue handed it back meanwhile (not ours to run), or the worker is stopping
+            # the queue handed it back meanwhile (not ours to run), or the worker is stopping at once
             self._db_retry(lambda job=job: jobstate.release(job.id, self.id, job.attempts))
             self.held.done(job.id, "nack" if ours else "")
             self._room.release()
         self.servers.prefetch([job.server_id for job, _ in starting])
         later = self._start_at_once(starting)
         for job, active in later:  # on the starters: a fork, an SSH connect may block; the dispatcher reserves on
-            try:
-                self._starters.submit(self._start, job, active)
-            except RuntimeError:  # the worker stopped meanwhile
-                self._hand_back(job)
+            self._start_later(self._start, job, active, refused=functools.partial(self._hand_back, job))
         for batch_id in batches:
             self.ends.batch_step(batch_id)
 
@@ -390,6 +395,36 @@ class Worker:
             return None
         return outcome
 
+    def _may_start(self) -> bool:
+        """Whether a claimed job may start now: not while stopping, unless within a graceful stop's deadline."""
+        return not self._stopping.is_set() or time.monotonic() < self._start_until
+
+    def _start_later(self, fn: Callable[..., None], *args: Any, refused: Callable[[], None]) -> None:
+        """``fn(*args)`` on a start thread, counted as a pending start until it returns (a stop waits for it);
+        ``refused()`` when the start threads are shut down already."""
+
+        def counted(*call: Any) -> None:
+            try:
+                fn(*call)
+            finally:
+                with self._idle:
+                    self._pending_starts -= 1
+                    self._idle.notify_all()
+
+        with self._idle:
+            self._pending_starts += 1
+        try:
+            self._starters.submit(counted, *args)
+        except RuntimeError:  # the worker stopped meanwhile
+            with self._idle:
+                self._pending_starts -= 1
+            refused()
+
+    def _refuse(self, reservation: Reservation) -> None:
+        """A reserved job the worker will not look at after all (it stopped): NACKed, its room freed."""
+        self.held.done(reservation.id, "nack")
+        self._room.release()
+
     def _hand_back(self, job: Job) -> None:
         """A claimed job the worker will not start after all (it is stopping): back to ``queued``, NACKed."""
         self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
@@ -398,7 +433,7 @@ class Worker:
 
     def _start(self, job: Job, active: HeldJob) -> None:
         """Start a claimed job on the event loop; its end frees its room."""
-        if self._stopping.is_set():
+        if not self._may_start():
             self._hand_back(job)
             return
         try:
@@ -447,7 +482,7 @@ class Worker:
         with self.loop.holding():
             for job, active in starting:
                 try:
-                    ready = not self._stopping.is_set() and self.servers.executor(self.servers.row(job.server_id)).starts_at_once(self.loop)
+                    ready = self._may_start() and self.servers.executor(self.servers.row(job.server_id)).starts_at_once(self.loop)
                 except Exception:  # noqa: BLE001 - a row or credential problem: the start reports it
                     ready = False
                 if ready:

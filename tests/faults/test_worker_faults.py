@@ -1,5 +1,7 @@
 """A worker SIGKILLed in the middle of 10 running jobs, and a host that accepts TCP but never speaks SSH.
 
+Also a graceful stop while a claimed job's start still waits for a free start thread.
+
 What happens to a dead worker's processes: local jobs run in their own
 session (and remote ones under sshd), so they outlive the worker.  The worker
 that receives the redelivered job (lease expired after queue.worker_timeout)
@@ -16,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from remora import models
+from remora import models, output
 from remora.crypto import SecretBox
+from remora.executor.base import Stream
 from remora.models import AuthType, Job, Server
 from remora.netqueue.client import QueueClient
 from remora.netqueue.server import QueueServer
@@ -137,6 +140,53 @@ def test_a_host_that_accepts_tcp_but_never_speaks_ssh_times_out(tmp_path, silent
         assert len(row.attempt_errors) == 2  # one retry (ssh.max_retries = 1), each attempt recorded
         assert elapsed < 2 * timeout + 4, f"connection timeout of {timeout}s not honoured: {elapsed:.1f}s"
         print(f"\nsilent host: failed after {elapsed:.2f}s (2 attempts x {timeout}s timeout): {row.error}")
+    finally:
+        worker.stop(graceful=False)
+        q.close()
+        qs.stop()
+        models.close_db()
+
+
+def test_a_graceful_stop_runs_a_claimed_job_whose_start_waited_for_a_start_thread(tmp_path, silent_host):
+    """A job shows ``running`` once claimed; a graceful stop lets it run even when its start had to wait.
+
+    Both start threads (``worker.threads = 2``) are busy connecting to a host that never answers
+    when the local job is claimed, so its start waits in line.  The stop comes in that wait: the
+    job must still run and complete within ``worker.graceful_shutdown``, not go back to the queue.
+    """
+    init_db(tmp_path)
+    qs = QueueServer(host="127.0.0.1", port=0, persistence=False)
+    qs.start()
+    host, port = qs.address
+    timeout = 3.0
+    settings = make_settings(
+        tmp_path,
+        {"queue.addr": f"{host}:{port}", "ssh.connection_timeout": timeout, "ssh.max_retries": 0, "worker.threads": 2},
+    )
+    box = SecretBox.from_settings(settings)
+    q = QueueClient(settings.queue.addr)
+    worker = Worker(settings, concurrency=3)
+    worker.start()
+    try:
+        mute = Server.create(
+            name="mute",
+            hostname="127.0.0.1",
+            port=silent_host,
+            user="nobody",
+            auth_type=AuthType.PASSWORD.value,
+            password=box.encrypt("pw"),
+        )
+        blockers = [submit(q, mute, settings, command="true") for _ in range(2)]
+        for blocker in blockers:
+            wait_status(blocker.id, "running", timeout=10)
+        started = time.monotonic()
+        job = submit(q, local_server(), settings, command="sleep 0.3; echo finished")
+        wait_status(job.id, "running", timeout=10)
+        assert time.monotonic() - started < timeout, "the premise: the job was claimed while both start threads still waited"
+        worker.stop(graceful=True, timeout=20)
+        row = Job.get_by_id(job.id)
+        assert (row.status, row.worker) == ("completed", worker.id), (row.status, row.error)
+        assert output.read_stream(job.id, Stream.STDOUT) == b"finished\n"
     finally:
         worker.stop(graceful=False)
         q.close()
