@@ -291,8 +291,7 @@ class Worker:
         """
         if self._stopping.is_set():
             for reservation, _ in items:
-                self.held.done(reservation.id, "nack")
-                self._room.release()
+                self._refuse(reservation)
             return
         try:
             claims = jobstate.claim_many([reservation.id for reservation, _ in items], self.id)
@@ -421,7 +420,7 @@ class Worker:
             refused()
 
     def _refuse(self, reservation: Reservation) -> None:
-        """A reserved job the worker will not look at after all (it stopped): NACKed, its room freed."""
+        """A reserved job the worker will not claim or look at after all (it is stopping): NACKed, its room freed."""
         self.held.done(reservation.id, "nack")
         self._room.release()
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,29 +109,41 @@ def silent_host():
     sock.close()
 
 
-def test_a_host_that_accepts_tcp_but_never_speaks_ssh_times_out(tmp_path, silent_host):
+@contextmanager
+def silent_host_worker(
+    tmp_path: Path, port: int, settings: dict[str, object], concurrency: int
+) -> Iterator[tuple[Any, QueueClient, Worker, Server]]:
+    """A queue, a started worker and the server ``mute`` at the silent host's ``port``; stopped and closed after."""
     init_db(tmp_path)
     qs = QueueServer(host="127.0.0.1", port=0, persistence=False)
     qs.start()
-    host, port = qs.address
-    timeout = 1.5
-    settings = make_settings(
-        tmp_path,
-        {"queue.addr": f"{host}:{port}", "ssh.connection_timeout": timeout, "ssh.max_retries": 1, "worker.heartbeat_interval": 0.2},
-    )
-    box = SecretBox.from_settings(settings)
-    q = QueueClient(settings.queue.addr)
-    worker = Worker(settings, concurrency=2)
+    qhost, qport = qs.address
+    config = make_settings(tmp_path, {"queue.addr": f"{qhost}:{qport}", **settings})
+    box = SecretBox.from_settings(config)
+    q = QueueClient(config.queue.addr)
+    worker = Worker(config, concurrency=concurrency)
     worker.start()
     try:
         mute = Server.create(
             name="mute",
             hostname="127.0.0.1",
-            port=silent_host,
+            port=port,
             user="nobody",
             auth_type=AuthType.PASSWORD.value,
             password=box.encrypt("pw"),
         )
+        yield config, q, worker, mute
+    finally:
+        worker.stop(graceful=False)
+        q.close()
+        qs.stop()
+        models.close_db()
+
+
+def test_a_host_that_accepts_tcp_but_never_speaks_ssh_times_out(tmp_path, silent_host):
+    timeout = 1.5
+    overrides = {"ssh.connection_timeout": timeout, "ssh.max_retries": 1, "worker.heartbeat_interval": 0.2}
+    with silent_host_worker(tmp_path, silent_host, overrides, concurrency=2) as (settings, q, _worker, mute):
         started = time.monotonic()
         job = submit(q, mute, settings, command="true")
         other = submit(q, local_server(), settings, command="echo meanwhile")
@@ -140,11 +155,6 @@ def test_a_host_that_accepts_tcp_but_never_speaks_ssh_times_out(tmp_path, silent
         assert len(row.attempt_errors) == 2  # one retry (ssh.max_retries = 1), each attempt recorded
         assert elapsed < 2 * timeout + 4, f"connection timeout of {timeout}s not honoured: {elapsed:.1f}s"
         print(f"\nsilent host: failed after {elapsed:.2f}s (2 attempts x {timeout}s timeout): {row.error}")
-    finally:
-        worker.stop(graceful=False)
-        q.close()
-        qs.stop()
-        models.close_db()
 
 
 def test_a_graceful_stop_runs_a_claimed_job_whose_start_waited_for_a_start_thread(tmp_path, silent_host):
@@ -154,28 +164,9 @@ def test_a_graceful_stop_runs_a_claimed_job_whose_start_waited_for_a_start_threa
     when the local job is claimed, so its start waits in line.  The stop comes in that wait: the
     job must still run and complete within ``worker.graceful_shutdown``, not go back to the queue.
     """
-    init_db(tmp_path)
-    qs = QueueServer(host="127.0.0.1", port=0, persistence=False)
-    qs.start()
-    host, port = qs.address
     timeout = 3.0
-    settings = make_settings(
-        tmp_path,
-        {"queue.addr": f"{host}:{port}", "ssh.connection_timeout": timeout, "ssh.max_retries": 0, "worker.threads": 2},
-    )
-    box = SecretBox.from_settings(settings)
-    q = QueueClient(settings.queue.addr)
-    worker = Worker(settings, concurrency=3)
-    worker.start()
-    try:
-        mute = Server.create(
-            name="mute",
-            hostname="127.0.0.1",
-            port=silent_host,
-            user="nobody",
-            auth_type=AuthType.PASSWORD.value,
-            password=box.encrypt("pw"),
-        )
+    overrides = {"ssh.connection_timeout": timeout, "ssh.max_retries": 0, "worker.threads": 2}
+    with silent_host_worker(tmp_path, silent_host, overrides, concurrency=3) as (settings, q, worker, mute):
         blockers = [submit(q, mute, settings, command="true") for _ in range(2)]
         for blocker in blockers:
             wait_status(blocker.id, "running", timeout=10)
@@ -187,8 +178,3 @@ def test_a_graceful_stop_runs_a_claimed_job_whose_start_waited_for_a_start_threa
         row = Job.get_by_id(job.id)
         assert (row.status, row.worker) == ("completed", worker.id), (row.status, row.error)
         assert output.read_stream(job.id, Stream.STDOUT) == b"finished\n"
-    finally:
-        worker.stop(graceful=False)
-        q.close()
-        qs.stop()
-        models.close_db()
