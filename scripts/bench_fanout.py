@@ -28,6 +28,12 @@ CPU seconds per run (``tool_cpu_s``: this script and its children, plus the
 included): on a machine whose cores the run keeps busy, the wall time follows
 the sum.
 
+``cli_start_s`` is what any CLI command costs before a fan-out starts, the
+median of 7 runs each: ``python`` (the interpreter alone, ``-c pass``) and
+``remora_round_trip`` (``remora jobs list -n 1 --json``: start-up, imports,
+one request to the running API, exit).  ``remora_cli`` pays the latter
+besides the fan-out itself; the peers run in this script's process.
+
 ``--concurrent 1000`` then submits that many ``sleep 30`` jobs over 100
 servers (``max_concurrent_jobs`` = 10 each) to a fresh ``remora up``, on a
 queue of their own that one separate ``remora worker`` process (``--concurrency``
@@ -485,6 +491,25 @@ def progress(message: str) -> None:
     sys.stderr.flush()
 
 
+def cli_start(rut: RemoraUnderTest, runs: int = 7) -> dict[str, float]:
+    """Median seconds of the bare interpreter and of one CLI command's round trip (see the module doc)."""
+
+    def median_wall(run: Callable[[], subprocess.CompletedProcess]) -> float:
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            res = run()
+            times.append(time.perf_counter() - started)
+            if res.returncode != 0:
+                raise BenchError(f"{res.args} exited {res.returncode}: {res.stderr.decode(errors='replace')[-300:]}")
+        return round(statistics.median(times), 4)
+
+    return {
+        "python": median_wall(lambda: subprocess.run([rut.remora.argv[0], "-c", "pass"], capture_output=True, env=rut.remora.env)),
+        "remora_round_trip": median_wall(lambda: rut.remora.run("jobs", "list", "-n", "1", "--json")),
+    }
+
+
 def ratios(cell: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     def median(tool: str) -> float | None:
         return cell.get(tool, {}).get("median_s")
@@ -636,6 +661,7 @@ def main() -> None:
         fleet.start()
         rut.start()
         rut.register(fleet, sorted({*sizes, concurrent_servers} if concurrent else set(sizes)), max(1, math.ceil(concurrent / 100)))
+        result["cli_start_s"] = cli_start(rut)
         results: dict[str, Any] = {}
         table: dict[str, Any] = {}
         remora_complete = True
@@ -710,6 +736,8 @@ def print_table(result: dict[str, Any], out: Any) -> None:
                 r = result["ratios"][n][command][temperature]
                 shown = " ".join(f"{r[k]:>8}" if r[k] is not None else f"{'-':>8}" for k in r)
                 print(f"{n:>4} {command:16} {temperature:5} " + " ".join(cols) + f"   {shown}", file=out)
+    if result.get("cli_start_s"):
+        print("cli start-up:", json.dumps(result["cli_start_s"]), file=out)
     if result.get("concurrent"):
         print("concurrent:", json.dumps(result["concurrent"]), file=out)
 

@@ -21,7 +21,10 @@ log does) and answers, driven by a bare socket client: no protocol, index or
 checksum.  ``seq_put_always_logic`` adds what no queue can skip: the PUT is a
 real frame, decoded with NetQueue's protocol code, logged as NetQueue's CRC'd
 record and answered with a real reply frame (still no index and no event loop).
-``ratios`` compares both with beanstalkd ``-f0`` and NetQueue with them.
+``seq_put_nosync_logic`` is that server with a plain write and no fsync at all:
+its ``server_cpu_us`` is the reference for NetQueue's server CPU per PUT with
+the busy-poll off.  ``ratios`` compares the floors with beanstalkd and NetQueue
+with them.
 
     scripts/bench_queue.py --json
     scripts/bench_queue.py --json --compare-beanstalkd auto        # starts /usr/bin/beanstalkd itself
@@ -285,18 +288,22 @@ FLOOR_REQUEST = 244  # bytes: a NetQueue PUT frame of a 200-byte body
 FLOOR_REPLY = b"OK\n"
 
 
-def _floor_server(listener: socket.socket, path: str, logic: bool = False) -> None:
+def _floor_server(listener: socket.socket, path: str, logic: bool = False, durable: bool = True) -> None:
     """The least a durable queue server in Python does per sequential PUT: read the request, write it
     to a preallocated log with ``RWF_DSYNC`` (NetQueue's own write), answer.  No parsing, no index, no CRC.
 
     ``logic``: the request is a real PUT frame, and the server also does what no queue can skip:
     decode it (``protocol.put_fields``), encode its log record with its CRC (``records.encode``,
-    NetQueue's own code) and answer with a real reply frame.  Still no index, no loop over connections."""
+    NetQueue's own code) and answer with a real reply frame.  Still no index, no loop over connections.
+
+    ``durable=False``: a plain write (to the page cache, as NetQueue's ``fsync = interval`` writes each
+    record) and no fsync at all, so its CPU per PUT is below what any queue with a log can reach."""
     from remora.netqueue import entries, records
     from remora.netqueue import protocol as p
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     os.posix_fallocate(fd, 0, 64 * MiB)
+    flags = os.RWF_DSYNC if durable else 0
     conn, _ = listener.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = bytearray(64 * 1024)
@@ -313,27 +320,28 @@ def _floor_server(listener: socket.socket, path: str, logic: bool = False) -> No
             if logic and got >= 4:
                 need = 4 + p.LENGTH.unpack_from(buf)[0]
         if not logic:
-            os.pwritev(fd, [view[:got]], offset, os.RWF_DSYNC)
+            os.pwritev(fd, [view[:got]], offset, flags)
             offset += got
             conn.sendall(FLOOR_REPLY)
             continue
         _, _version, opcode, _flags, rid = p.HEADER.unpack_from(buf)
         job_id, queue, priority, _delay, ttr, attempts, body, _group, _limit = p.put_fields(bytes(view[p.HEADER_SIZE : got]))
         record = records.encode(entries.J_PUT, entries.Entry(job_id, queue, priority, ttr, attempts, body, time.time()), None)
-        os.pwritev(fd, [record], offset, os.RWF_DSYNC)
+        os.pwritev(fd, [record], offset, flags)
         offset += len(record)
         conn.sendall(p.reply(opcode, rid, b"\x01"))
 
 
-def floor_seq_put(n: int, logic: bool = False) -> dict[str, Any]:
+def floor_seq_put(n: int, logic: bool = False, durable: bool = True) -> dict[str, Any]:
     """Sequential durable PUTs against ``_floor_server`` (its own process) from a bare socket client:
     what Python reaches on this machine before any queue logic, the reference for ``seq_put_always``.
-    ``logic``: real PUT frames (built before the clock starts) and the server's minimal queue logic."""
+    ``logic``: real PUT frames (built before the clock starts) and the server's minimal queue logic.
+    ``durable=False``: no fsync, the reference for the server CPU of ``seq_put_interval_nospin``."""
     from remora.netqueue import protocol as p
 
     workdir = tempfile.mkdtemp(prefix="bench-queue-floor-")
     listener = socket.create_server(("127.0.0.1", 0))
-    proc = multiprocessing.get_context("fork").Process(target=_floor_server, args=(listener, os.path.join(workdir, "log"), logic))
+    proc = multiprocessing.get_context("fork").Process(target=_floor_server, args=(listener, os.path.join(workdir, "log"), logic, durable))
     proc.start()
     if logic:
         requests = [p.frame(p.OP_PUT, i + 1, p.encode_put(f"s{i}", "job_queue", 5, 0.0, 30.0, 3, BODY)) for i in range(n)]
@@ -416,7 +424,11 @@ def run_once(n: int, clients: int, compare: str | None, only: set[str] | None = 
             bs_fill(b.port, 100000)
             theirs["rss_100k_mib"] = rss_mib(b.proc.pid) if isinstance(b, Server) else None
         result["beanstalkd"] = theirs
-        result["python_floor"] = {"seq_put_always": floor_seq_put(n), "seq_put_always_logic": floor_seq_put(n, logic=True)}
+        result["python_floor"] = {
+            "seq_put_always": floor_seq_put(n),
+            "seq_put_always_logic": floor_seq_put(n, logic=True),
+            "seq_put_nosync_logic": floor_seq_put(n, logic=True, durable=False),
+        }
     return result
 
 
@@ -493,6 +505,11 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
         floor_logic = result["python_floor"]["seq_put_always_logic"]["rate"]
         out["python_floor_logic_seq_put_always_vs_beanstalkd_always"] = round(floor_logic / theirs["seq_put_always"]["rate"], 2)
         out["seq_put_always_vs_python_floor_logic"] = round(ours["seq_put_always"]["rate"] / floor_logic, 2)
+        # the CPU target's reference: the same minimal logic with no fsync, in a server with one connection
+        out["python_floor_logic_nosync_server_cpu_us"] = result["python_floor"]["seq_put_nosync_logic"]["server_cpu_us"]
+        out["server_cpu_nospin_vs_python_floor_logic_nosync"] = round(
+            ours["seq_put_interval_nospin"]["server_cpu_us"] / out["python_floor_logic_nosync_server_cpu_us"], 2
+        )
         targets["seq put always >= 1.0x beanstalkd always"] = out["seq_put_always_vs_beanstalkd_always"] >= 1.0
         targets["seq put interval >= 0.8x beanstalkd binlog"] = out["seq_put_interval_vs_beanstalkd_binlog"] >= 0.8
         targets["reserve+ack >= 1.5x beanstalkd reserve+delete"] = out["reserve_ack_vs_beanstalkd_reserve_delete"] >= 1.5

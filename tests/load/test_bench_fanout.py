@@ -37,6 +37,8 @@ def test_quick_fanout_bench_prints_medians_ratios_and_stores_every_result():
     assert data["remora_results_complete"] is True
     assert data["concurrent"] is None  # --quick leaves out the long --concurrent run
     assert data["wait"] in ("events", "poll")
+    start = data["cli_start_s"]  # a CLI command's round trip includes starting the interpreter
+    assert set(start) == {"python", "remora_round_trip"} and 0 < start["python"] < start["remora_round_trip"], start
     for temperature in ("cold", "warm"):
         cell = data["results"]["20"]["uptime"][temperature]
         for tool in ("remora_api", "remora_cli"):
