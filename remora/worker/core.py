@@ -336,9 +336,7 @@ class Worker:
                 starting.append((job, active))
                 continue
             # the queue handed it back meanwhile (not ours to run), or the worker is stopping at once
-            self._db_retry(lambda job=job: jobstate.release(job.id, self.id, job.attempts))
-            self.held.done(job.id, "nack" if ours else "")
-            self._room.release()
+            self._hand_back(job, "nack" if ours else "")
         self.servers.prefetch([job.server_id for job, _ in starting])
         later = self._start_at_once(starting)
         for job, active in later:  # on the starters: a fork, an SSH connect may block; the dispatcher reserves on
@@ -356,10 +354,7 @@ class Worker:
                 if self.held.started(active):
                     self._start(outcome.job, active)
                     return
-                job = outcome.job
-                self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
-                self.held.done(job.id, "")
-                self._room.release()
+                self._hand_back(outcome.job, "")  # the queue handed it back meanwhile: not ours to NACK
             else:
                 log.debug("job %s: %s; dropping the message", reservation.id, outcome.reason)
                 self.stats["skipped"] += 1
@@ -424,10 +419,13 @@ class Worker:
         self.held.done(reservation.id, "nack")
         self._room.release()
 
-    def _hand_back(self, job: Job) -> None:
-        """A claimed job the worker will not start after all (it is stopping): back to ``queued``, NACKed."""
+    def _hand_back(self, job: Job, ack: str = "nack") -> None:
+        """A claimed job the worker will not start after all: back to ``queued``, its room freed.
+
+        ``ack``: what the queue is told, "nack" (the worker is stopping), "" when the queue handed the
+        message back meanwhile (nothing to tell)."""
         self._db_retry(lambda: jobstate.release(job.id, self.id, job.attempts))
-        self.held.done(job.id, "nack")
+        self.held.done(job.id, ack)
         self._room.release()
 
     def _start(self, job: Job, active: HeldJob) -> None:
